@@ -1,0 +1,53 @@
+// swift-tools-version:6.0
+import PackageDescription
+import Foundation
+
+// Absolute path of this package, for the linker version script of libpeftkit.so.
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path
+
+let package = Package(
+    name: "PEFTKit",
+    products: [
+        // The Swift API. No unsafe flags anywhere in its targets, so other packages can depend on it.
+        .library(name: "PEFTKit", targets: ["PEFTKit"]),
+        // libpeftkit.so: the C ABI of include/peftkit.h, exporting only peftkit_* symbols.
+        .library(name: "peftkit", type: .dynamic, targets: ["PEFTKitC"]),
+        .executable(name: "peftkit", targets: ["peftkit-cli"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .systemLibrary(name: "CPEFTKit"),
+        .target(
+            name: "PEFTKit",
+            dependencies: ["COpenBLAS"]
+        ),
+        .target(
+            name: "PEFTKitC",
+            dependencies: ["PEFTKit", "CPEFTKit"],
+            linkerSettings: [
+                .unsafeFlags([
+                    "-Xlinker", "--version-script=\(packageRoot)/Sources/PEFTKitC/exports.map",
+                    "-static-stdlib",
+                ]),
+            ]
+        ),
+        .executableTarget(
+            name: "peftkit-cli",
+            dependencies: [
+                "PEFTKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "PEFTKitTests",
+            dependencies: ["PEFTKit"]
+        ),
+    ]
+)

@@ -1,0 +1,150 @@
+import Synchronization
+
+/// Result of an evaluation forward pass.
+public struct EvalResult: Sendable, Equatable {
+    /// Mean cross-entropy over counted tokens (0 when no token counted).
+    public var loss: Float
+    /// Number of (shifted) label positions that counted, i.e. not `-100`.
+    public var tokens: Int
+}
+
+/// A decoder-only transformer with frozen base weights and any number of named adapters, one active.
+///
+/// ```swift
+/// let model = try Model.create(config: ModelConfig(architecture: .gpt2, vocabSize: 100, hiddenSize: 64,
+///                                                  numLayers: 2, numHeads: 4), seed: 1)
+/// try model.attachAdapter(name: "task", config: BottleneckConfig(preset: .pfeiffer))
+/// var tc = TrainConfig(); tc.learningRate = 1e-3
+/// let r = try model.trainStep(inputIDs: ids, batch: 2, seqLen: 16, config: tc)
+/// let out = try model.generate(prompt: [1, 2, 3], config: GenerateConfig())
+/// ```
+///
+/// A `Model` is not meant to be used from several threads at once: a call made while another is running
+/// on the same model throws `PEFTKitError.state` instead of corrupting it. Different models are independent.
+public final class Model: @unchecked Sendable {
+    public let config: ModelConfig
+    let engine: Engine
+    private let busy = Mutex<Bool>(false)
+
+    init(engine: Engine) {
+        self.engine = engine
+        self.config = engine.config
+    }
+
+    /// A model with random weights (GPT-2-style init: N(0, 0.02), residual projections scaled by 1/√(2L)).
+    public static func create(config: ModelConfig, seed: UInt64 = 0) throws -> Model {
+        try config.validate()
+        return Model(engine: try Engine(randomConfig: config, seed: seed))
+    }
+
+    /// Loads a Hugging Face model folder (`config.json` + `model.safetensors` or a sharded index).
+    public static func load(path: String) throws -> Model {
+        return Model(engine: try Engine(loadingFolder: path))
+    }
+
+    func exclusive<R>(_ body: () throws -> R) throws -> R {
+        let ok = busy.withLock { b -> Bool in
+            if b { return false }
+            b = true
+            return true
+        }
+        guard ok else { throw PEFTKitError.state("the model is in use by another call (calls on one model must not overlap)") }
+        defer { busy.withLock { $0 = false } }
+        return try body()
+    }
+
+    // MARK: adapters
+
+    /// Attaches a new bottleneck adapter named `name` (not made active).
+    public func attachAdapter(name: String, config: BottleneckConfig) throws {
+        try exclusive { try engine.attachAdapter(name: name, config: config) }
+    }
+
+    /// Removes an adapter; if it was active, no adapter is active afterwards.
+    public func removeAdapter(name: String) throws {
+        try exclusive { try engine.removeAdapter(name: name) }
+    }
+
+    /// Makes `name` the active adapter, or the bare base model when `nil`.
+    public func setActiveAdapter(_ name: String?) throws {
+        try exclusive { try engine.setActive(name) }
+    }
+
+    /// The active adapter's name, or nil for the base model.
+    public var activeAdapter: String? { engine.activeName }
+
+    /// Names of the attached adapters, in attach order.
+    public var adapterNames: [String] { engine.adapters.map { $0.name } }
+
+    /// Trainable parameters of adapter `name`.
+    public func adapterParameterCount(name: String) throws -> Int {
+        try engine.adapter(named: name).parameterCount
+    }
+
+    /// Writes adapter `name` as `adapter_config.json` + `adapter.safetensors` into `directory` (created if
+    /// missing), in AdapterHub's format. Files are replaced atomically.
+    public func saveAdapter(name: String, to directory: String) throws {
+        try exclusive { try engine.saveAdapter(name: name, directory: directory) }
+    }
+
+    /// Reads an AdapterHub-format adapter folder and attaches it under `name` (default: the name in the
+    /// file). Returns the name used. The adapter is not made active.
+    @discardableResult
+    public func loadAdapter(from directory: String, name: String? = nil) throws -> String {
+        try exclusive { try engine.loadAdapter(directory: directory, name: name) }
+    }
+
+    // MARK: compute
+
+    /// One optimiser step of the active adapter on a batch of `batch` rows of `seqLen` token ids.
+    /// `labels` default to `inputIDs`; `-100` marks positions that do not count. Labels are shifted inside
+    /// (position t predicts label t+1), as transformers does.
+    public func trainStep(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>? = nil,
+                          batch: Int, seqLen: Int, config: TrainConfig) throws -> TrainStepResult {
+        try exclusive { try engine.trainStep(inputIDs: inputIDs, labels: labels, batch: batch, seqLen: seqLen, config: config) }
+    }
+
+    public func trainStep(inputIDs: [Int32], labels: [Int32]? = nil, batch: Int, seqLen: Int,
+                          config: TrainConfig) throws -> TrainStepResult {
+        try inputIDs.withUnsafeBufferPointer { ids in
+            if let labels {
+                return try labels.withUnsafeBufferPointer { lb in
+                    try trainStep(inputIDs: ids, labels: lb, batch: batch, seqLen: seqLen, config: config)
+                }
+            }
+            return try trainStep(inputIDs: ids, labels: nil, batch: batch, seqLen: seqLen, config: config)
+        }
+    }
+
+    /// Forward pass without an update: writes logits `[batch, seqLen, vocab]` into `logits` when given and
+    /// returns the loss against `labels` (default: the inputs).
+    public func forward(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>? = nil,
+                        batch: Int, seqLen: Int, logits: UnsafeMutableBufferPointer<Float>? = nil) throws -> EvalResult {
+        try exclusive { try engine.evaluate(inputIDs: inputIDs, labels: labels, batch: batch, seqLen: seqLen, logits: logits) }
+    }
+
+    /// Convenience: returns the logits as an array along with the loss.
+    public func forward(inputIDs: [Int32], labels: [Int32]? = nil, batch: Int, seqLen: Int) throws -> (logits: [Float], result: EvalResult) {
+        let (n, o) = (batch * seqLen).multipliedReportingOverflow(by: config.vocabSize)
+        guard !o, batch > 0, seqLen > 0 else { throw PEFTKitError.invalidArgument("bad batch/seqLen \(batch)x\(seqLen)") }
+        var out = [Float](repeating: 0, count: n)
+        let r: EvalResult = try inputIDs.withUnsafeBufferPointer { ids in
+            try out.withUnsafeMutableBufferPointer { lg in
+                if let labels {
+                    return try labels.withUnsafeBufferPointer { lb in
+                        try forward(inputIDs: ids, labels: lb, batch: batch, seqLen: seqLen, logits: lg)
+                    }
+                }
+                return try forward(inputIDs: ids, labels: nil, batch: batch, seqLen: seqLen, logits: lg)
+            }
+        }
+        return (out, r)
+    }
+
+    /// Generates up to `config.maxNewTokens` tokens after `prompt` with the active adapter, calling `onToken`
+    /// for each new token (return false to stop). Returns the new tokens.
+    public func generate(prompt: [Int32], config: GenerateConfig,
+                         onToken: ((Int32) -> Bool)? = nil) throws -> [Int32] {
+        try exclusive { try engine.generate(prompt: prompt, config: config, onToken: onToken) }
+    }
+}

@@ -1,0 +1,2 @@
+import PEFTKit
+print("peftkit")

@@ -1,0 +1,3 @@
+#ifndef PEFTKIT_H
+#define PEFTKIT_H
+#endif
