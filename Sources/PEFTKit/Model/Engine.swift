@@ -1,29 +1,282 @@
-/// Internal owner of weights, adapters and buffers. (Work in progress.)
-final class Engine {
-    let config: ModelConfig
-    var adapters: [AdapterSlot] = []
-    var activeName: String? = nil
-
-    init(randomConfig: ModelConfig, seed: UInt64) throws {
-        config = randomConfig
-        throw PEFTKitError.unsupported("not implemented yet")
-    }
-    init(loadingFolder: String) throws {
-        throw PEFTKitError.unsupported("not implemented yet")
-    }
-    func adapter(named: String) throws -> AdapterSlot { throw PEFTKitError.notFound(named) }
-    func attachAdapter(name: String, config: BottleneckConfig) throws { throw PEFTKitError.unsupported("") }
-    func removeAdapter(name: String) throws { throw PEFTKitError.unsupported("") }
-    func setActive(_ name: String?) throws { throw PEFTKitError.unsupported("") }
-    func saveAdapter(name: String, directory: String) throws { throw PEFTKitError.unsupported("") }
-    func loadAdapter(directory: String, name: String?) throws -> String { throw PEFTKitError.unsupported("") }
-    func trainStep(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>?, batch: Int, seqLen: Int, config: TrainConfig) throws -> TrainStepResult { throw PEFTKitError.unsupported("") }
-    func evaluate(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>?, batch: Int, seqLen: Int, logits: UnsafeMutableBufferPointer<Float>?) throws -> EvalResult { throw PEFTKitError.unsupported("") }
-    func generate(prompt: [Int32], config: GenerateConfig, onToken: ((Int32) -> Bool)?) throws -> [Int32] { throw PEFTKitError.unsupported("") }
-}
-
+/// An attached adapter with its optimiser state. Gradients and AdamW moments share the parameter layout.
 final class AdapterSlot {
     let name: String
-    var parameterCount: Int { 0 }
-    init(name: String) { self.name = name }
+    let adapter: BottleneckAdapter
+    let grads: Storage
+    let m: Storage
+    let v: Storage
+    /// Optimiser steps taken.
+    var step = 0
+
+    init(name: String, adapter: BottleneckAdapter) throws {
+        self.name = name
+        self.adapter = adapter
+        grads = try Storage.allocate(floats: adapter.parameterCount)
+        m = try Storage.allocate(floats: adapter.parameterCount)
+        v = try Storage.allocate(floats: adapter.parameterCount)
+    }
+
+    var parameterCount: Int { adapter.parameterCount }
+}
+
+/// Buffers for one (batch, seqLen, adapter) training shape.
+final class TrainBuffers {
+    let batch: Int, seqLen: Int, lowest: Int
+    let adapterID: ObjectIdentifier
+    let pool = BufferPool()
+    /// streams[i] is the input of layer lowest + i; the last is the final stream.
+    var streams: [UnsafeMutablePointer<Float>] = []
+    var low: [UnsafeMutablePointer<Float>] = []
+    var lowActs: LayerActs
+    var acts: [LayerActs] = []
+    var lnf, lnfMean, lnfRstd, dlnf: UnsafeMutablePointer<Float>
+    var logits: UnsafeMutablePointer<Float>
+    var targets: UnsafeMutablePointer<Int32>
+    private let targetStorage: Storage
+    var scratch: BackwardScratch
+    static let headChunk = 128
+
+    init(engine e: Engine, batch: Int, seqLen: Int, adapter: BottleneckAdapter) throws {
+        let c = e.config
+        self.batch = batch; self.seqLen = seqLen
+        lowest = adapter.lowestLayer
+        adapterID = ObjectIdentifier(adapter)
+        let N = batch * seqLen, C = c.hiddenSize
+        for _ in lowest...c.numLayers { streams.append(try pool.take(N * C)) }
+        if lowest > 0 {
+            low = [try pool.take(N * C), try pool.take(N * C)]
+        }
+        lowActs = try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: seqLen, adapter: nil, layer: nil)
+        for l in lowest..<c.numLayers {
+            acts.append(try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: seqLen,
+                                      adapter: adapter, layer: l))
+        }
+        lnf = try pool.take(N * C); lnfMean = try pool.take(N); lnfRstd = try pool.take(N); dlnf = try pool.take(N * C)
+        logits = try pool.take(min(N, TrainBuffers.headChunk) * c.vocabSize)
+        targetStorage = try Storage.allocate(bytes: N * 4)
+        targets = targetStorage.base.assumingMemoryBound(to: Int32.self)
+        scratch = try BackwardScratch(pool: pool, config: c, rows: N, batch: batch, seqLen: seqLen, bottleneck: adapter.bottleneck)
+    }
+}
+
+/// Buffers for inference at a given (rows, tq, tk) capacity.
+final class InferBuffers {
+    let batch: Int, tq: Int, tk: Int
+    let pool = BufferPool()
+    var streams: [UnsafeMutablePointer<Float>]
+    var acts: LayerActs
+    var lnf, lnfMean, lnfRstd: UnsafeMutablePointer<Float>
+    var logits: UnsafeMutablePointer<Float>
+    var targets: UnsafeMutablePointer<Int32>
+    private let targetStorage: Storage
+    let adapterID: ObjectIdentifier?
+
+    init(engine e: Engine, batch: Int, tq: Int, tk: Int, adapter: BottleneckAdapter?) throws {
+        let c = e.config
+        self.batch = batch; self.tq = tq; self.tk = tk
+        adapterID = adapter.map { ObjectIdentifier($0) }
+        let N = batch * tq, C = c.hiddenSize
+        streams = [try pool.take(N * C), try pool.take(N * C)]
+        acts = try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: tq, tk: tk, adapter: adapter, layer: nil)
+        lnf = try pool.take(N * C); lnfMean = try pool.take(N); lnfRstd = try pool.take(N)
+        logits = try pool.take(min(N, TrainBuffers.headChunk) * c.vocabSize)
+        targetStorage = try Storage.allocate(bytes: N * 4)
+        targets = targetStorage.base.assumingMemoryBound(to: Int32.self)
+    }
+}
+
+/// Internal owner of weights, adapters and buffers. `Model` is its public face.
+final class Engine {
+    let config: ModelConfig
+    let weights: BaseWeights
+    let rope: RopeTable?
+    var adapters: [AdapterSlot] = []
+    var activeName: String? = nil
+    var trainBuffers: TrainBuffers?
+    var inferBuffers: InferBuffers?
+    /// Keeps mapped files alive for loaded models.
+    var keepAlive: [AnyObject] = []
+
+    init(config: ModelConfig, weights: BaseWeights) throws {
+        self.config = config
+        self.weights = weights
+        rope = config.architecture == .llama
+            ? try RopeTable(theta: config.ropeTheta, headDim: config.headDim, maxPositions: config.maxPositions) : nil
+    }
+
+    convenience init(randomConfig: ModelConfig, seed: UInt64) throws {
+        try randomConfig.validate()
+        try self.init(config: randomConfig, weights: try BaseWeights.random(config: randomConfig, seed: seed))
+    }
+
+    convenience init(loadingFolder path: String) throws {
+        let (cfg, set) = try loadHFFolder(path: path)
+        let w = try BaseWeights(config: cfg) { name, shape in
+            let t = try set.tensor(name)
+            guard t.shape == shape else {
+                throw PEFTKitError.format("tensor '\(name)' in '\(path)' has shape \(t.shape), expected \(shape)")
+            }
+            return t
+        }
+        try self.init(config: cfg, weights: w)
+        keepAlive.append(set as AnyObject)
+    }
+
+    // MARK: adapters
+
+    var active: AdapterSlot? {
+        guard let n = activeName else { return nil }
+        return adapters.first { $0.name == n }
+    }
+
+    func adapter(named name: String) throws -> AdapterSlot {
+        guard let s = adapters.first(where: { $0.name == name }) else {
+            throw PEFTKitError.notFound("no adapter named '\(name)' (attached: \(adapters.map { $0.name }))")
+        }
+        return s
+    }
+
+    static func validateName(_ name: String) throws {
+        try require(!name.isEmpty && name.utf8.count <= 128, "adapter name must be 1...128 bytes")
+        let ok = name.unicodeScalars.allSatisfy { ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0)))
+            || $0 == "_" || $0 == "-" }
+        try require(ok, "adapter name '\(name)' may only contain ASCII letters, digits, '_' and '-'")
+    }
+
+    func attachAdapter(name: String, config: BottleneckConfig) throws {
+        try Engine.validateName(name)
+        guard !adapters.contains(where: { $0.name == name }) else {
+            throw PEFTKitError.invalidArgument("an adapter named '\(name)' is already attached")
+        }
+        adapters.append(try AdapterSlot(name: name, adapter: try BottleneckAdapter(config: config, model: self.config)))
+    }
+
+    func removeAdapter(name: String) throws {
+        let s = try adapter(named: name)
+        adapters.removeAll { $0 === s }
+        if activeName == name { activeName = nil }
+        trainBuffers = nil
+        inferBuffers = nil
+    }
+
+    func setActive(_ name: String?) throws {
+        if let name { _ = try adapter(named: name) }
+        activeName = name
+    }
+
+    // MARK: validation
+
+    func checkTokens(_ ids: UnsafeBufferPointer<Int32>, count: Int, what: String) throws {
+        guard ids.count >= count, ids.baseAddress != nil || count == 0 else {
+            throw PEFTKitError.invalidArgument("\(what) has \(ids.count) entries, expected \(count)")
+        }
+        let V = Int32(config.vocabSize)
+        for i in 0..<count {
+            let t = ids[i]
+            guard t >= 0 && t < V else {
+                throw PEFTKitError.invalidArgument("\(what)[\(i)] = \(t) is outside the vocabulary 0..<\(V)")
+            }
+        }
+    }
+
+    func checkLabels(_ labels: UnsafeBufferPointer<Int32>, count: Int) throws {
+        guard labels.count >= count else {
+            throw PEFTKitError.invalidArgument("labels has \(labels.count) entries, expected \(count)")
+        }
+        let V = Int32(config.vocabSize)
+        for i in 0..<count {
+            let t = labels[i]
+            guard t == -100 || (t >= 0 && t < V) else {
+                throw PEFTKitError.invalidArgument("labels[\(i)] = \(t) must be -100 or inside 0..<\(V)")
+            }
+        }
+    }
+
+    func checkShape(batch: Int, seqLen: Int) throws {
+        try require(batch > 0 && batch <= 1 << 16, "batch must be in 1...65536, got \(batch)")
+        try require(seqLen > 0, "sequence length must be positive, got \(seqLen)")
+        try require(seqLen <= config.maxPositions,
+                    "sequence length \(seqLen) exceeds the model's maximum \(config.maxPositions)")
+        let (_, o) = (batch * seqLen).multipliedReportingOverflow(by: config.vocabSize)
+        try require(!o, "batch × sequence × vocabulary overflows")
+    }
+
+    /// Shifted targets: row (b, t) predicts labels[b, t+1]; the last position of each row predicts nothing.
+    func fillTargets(_ out: UnsafeMutablePointer<Int32>, labels: UnsafeBufferPointer<Int32>, rowStart: Int, rows: Int, seqLen T: Int) -> Int {
+        var count = 0
+        for r in 0..<rows {
+            for t in 0..<T {
+                let v: Int32 = t + 1 < T ? labels[(rowStart + r) * T + t + 1] : -100
+                out[r * T + t] = v
+                if v != -100 { count += 1 }
+            }
+        }
+        return count
+    }
+
+    // MARK: forward
+
+    func embed(_ out: UnsafeMutablePointer<Float>, ids: UnsafePointer<Int32>, rows N: Int, seqLen T: Int, pastLen: Int) {
+        embeddingForward(out, ids, weights.wte, weights.wpe, N, T, config.hiddenSize, pastLen)
+    }
+
+    func finalNorm(out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+                   inp: UnsafeMutablePointer<Float>, rows N: Int) {
+        let C = config.hiddenSize
+        if config.architecture == .gpt2 {
+            layerNormForward(out, mean, rstd, inp, weights.normFW, weights.normFB!, N, C, config.normEps)
+        } else {
+            rmsNormForward(out, rstd, inp, weights.normFW, N, C, config.normEps)
+        }
+    }
+
+    func evaluate(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>?, batch B: Int, seqLen T: Int,
+                  logits: UnsafeMutableBufferPointer<Float>?) throws -> EvalResult {
+        try checkShape(batch: B, seqLen: T)
+        let N = B * T, V = config.vocabSize, C = config.hiddenSize
+        try checkTokens(inputIDs, count: N, what: "input_ids")
+        if let labels { try checkLabels(labels, count: N) }
+        if let logits {
+            try require(logits.count >= N * V, "logits buffer holds \(logits.count) floats, needs \(N * V)")
+        }
+        let adapter = active?.adapter
+        let buf: InferBuffers
+        if let b = inferBuffers, b.batch == B, b.tq == T, b.tk == T, b.adapterID == adapter.map({ ObjectIdentifier($0) }) {
+            buf = b
+        } else {
+            inferBuffers = nil
+            buf = try InferBuffers(engine: self, batch: B, tq: T, tk: T, adapter: adapter)
+            inferBuffers = buf
+        }
+        embed(buf.streams[0], ids: inputIDs.baseAddress!, rows: N, seqLen: T, pastLen: 0)
+        var cur = 0
+        for l in 0..<config.numLayers {
+            forwardLayer(l, x: buf.streams[cur], out: buf.streams[1 - cur], a: &buf.acts, batch: B, seqLen: T, pastLen: 0,
+                         cache: nil, adapter: adapter)
+            cur = 1 - cur
+        }
+        finalNorm(out: buf.lnf, mean: buf.lnfMean, rstd: buf.lnfRstd, inp: buf.streams[cur], rows: N)
+        let lab = labels ?? inputIDs
+        let count = fillTargets(buf.targets, labels: lab, rowStart: 0, rows: B, seqLen: T)
+        var lossSum = 0.0
+        let chunk = TrainBuffers.headChunk
+        var r0 = 0
+        while r0 < N {
+            let rows = min(chunk, N - r0)
+            let dst = logits.map { $0.baseAddress! + r0 * V } ?? buf.logits
+            weights.lmHead.forward(out: dst, inp: buf.lnf + r0 * C, rows: rows)
+            if count > 0 {
+                if logits != nil {
+                    // Keep the caller's logits intact: compute the loss on a copy.
+                    buf.logits.update(from: dst, count: rows * V)
+                }
+                let (s, _) = crossEntropyForwardBackward(buf.logits, nil, buf.targets + r0, rows, V, 0, false)
+                lossSum += s
+            }
+            r0 += rows
+        }
+        let loss = count > 0 ? Float(lossSum / Double(count)) : 0
+        guard loss.isFinite else { throw PEFTKitError.numerical("the forward pass produced a non-finite loss") }
+        return EvalResult(loss: loss, tokens: count)
+    }
 }

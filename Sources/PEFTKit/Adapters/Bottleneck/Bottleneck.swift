@@ -1,0 +1,183 @@
+/// Where a bottleneck unit sits in a layer.
+enum BottleneckSite: Int, CaseIterable {
+    /// After the attention sub-layer (AdapterHub `attention_adapters`, config key `mh_adapter`).
+    case attention = 0
+    /// After the feed-forward sub-layer (AdapterHub `output_adapters`, config key `output_adapter`).
+    case output = 1
+}
+
+/// Offsets (in floats) of one unit's parameters inside the adapter's flat parameter block.
+struct BottleneckUnitLayout {
+    let layer: Int
+    let site: BottleneckSite
+    var lnBeforeW = -1, lnBeforeB = -1
+    var downW = 0, downB = 0, upW = 0, upB = 0
+    var lnAfterW = -1, lnAfterB = -1
+}
+
+/// Activations one unit keeps between forward and backward, for `rows` rows.
+struct BottleneckUnitActs {
+    /// Adapter input z (Pfeiffer: x + h in its own buffer; Houlsby: points at h).
+    var z: UnsafeMutablePointer<Float>
+    /// Own buffer for z when it is x + h.
+    var zOwn: UnsafeMutablePointer<Float>
+    var lnbOut: UnsafeMutablePointer<Float>?
+    var lnbMean: UnsafeMutablePointer<Float>?
+    var lnbRstd: UnsafeMutablePointer<Float>?
+    /// Down-projection pre-activation [N, r] and activation [N, r].
+    var a: UnsafeMutablePointer<Float>
+    var g: UnsafeMutablePointer<Float>
+    /// Scaled up-projection output [N, C] (the input of ln_after).
+    var u: UnsafeMutablePointer<Float>
+    var lnaOut: UnsafeMutablePointer<Float>?
+    var lnaMean: UnsafeMutablePointer<Float>?
+    var lnaRstd: UnsafeMutablePointer<Float>?
+}
+
+/// A bottleneck adapter: units at chosen (layer, site) pairs, all parameters in one flat block so that
+/// gradients and AdamW moments share its layout.
+final class BottleneckAdapter {
+    let config: BottleneckConfig
+    let hidden: Int
+    let bottleneck: Int
+    let units: [BottleneckUnitLayout]
+    /// unitIndex[layer * 2 + site] → index into `units`, or -1.
+    let unitIndex: [Int]
+    let parameterCount: Int
+    let params: Storage
+
+    init(config: BottleneckConfig, model: ModelConfig) throws {
+        try config.validate(numLayers: model.numLayers, hidden: model.hiddenSize)
+        self.config = config
+        let C = model.hiddenSize
+        hidden = C
+        let r = config.bottleneck(hidden: C)
+        bottleneck = r
+        let layers = (config.layers ?? Array(0..<model.numLayers)).sorted()
+        var units: [BottleneckUnitLayout] = []
+        var index = [Int](repeating: -1, count: model.numLayers * 2)
+        var off = 0
+        func take(_ n: Int) -> Int { defer { off += n }; return off }
+        for l in layers {
+            for site in BottleneckSite.allCases {
+                if site == .attention && !config.mhAdapter { continue }
+                if site == .output && !config.outputAdapter { continue }
+                var u = BottleneckUnitLayout(layer: l, site: site)
+                if config.lnBefore { u.lnBeforeW = take(C); u.lnBeforeB = take(C) }
+                u.downW = take(r * C); u.downB = take(r)
+                u.upW = take(C * r); u.upB = take(C)
+                if config.lnAfter { u.lnAfterW = take(C); u.lnAfterB = take(C) }
+                index[l * 2 + site.rawValue] = units.count
+                units.append(u)
+            }
+        }
+        self.units = units
+        self.unitIndex = index
+        parameterCount = off
+        params = try Storage.allocate(floats: off)
+        initialize()
+    }
+
+    var lowestLayer: Int { units.map { $0.layer }.min() ?? 0 }
+
+    func unit(layer: Int, site: BottleneckSite) -> BottleneckUnitLayout? {
+        let i = unitIndex[layer * 2 + site.rawValue]
+        return i >= 0 ? units[i] : nil
+    }
+
+    /// Fills the parameters as AdapterHub's `init_weights` does.
+    private func initialize() {
+        var rng = Rng(seed: config.seed)
+        let p = params.floats
+        let C = hidden, r = bottleneck
+        for u in units {
+            if u.lnBeforeW >= 0 { (p + u.lnBeforeW).update(repeating: 1, count: C) }
+            if u.lnAfterW >= 0 { (p + u.lnAfterW).update(repeating: 1, count: C) }
+            switch config.initWeights {
+            case .bert:
+                fillNormal(p + u.downW, r * C, std: 0.02, rng: &rng)
+                fillNormal(p + u.upW, C * r, std: 0.02, rng: &rng)
+            case .houlsby:
+                fillTruncNormal(p + u.downW, r * C, std: 0.01, a: -0.02, b: 0.02, rng: &rng)
+                fillTruncNormal(p + u.upW, C * r, std: 0.01, a: -0.02, b: 0.02, rng: &rng)
+            case .zeroUp:
+                // Kaiming-uniform with a = √5 on [r, C]: bound = 1/√C.
+                let bound = 1 / Float(C).squareRoot()
+                fillUniform(p + u.downW, r * C, low: -bound, high: bound, rng: &rng)
+            }
+        }
+    }
+
+    func down(_ u: BottleneckUnitLayout, _ base: UnsafeMutablePointer<Float>) -> Linear {
+        Linear(weight: base + u.downW, bias: base + u.downB, inFeatures: hidden, outFeatures: bottleneck, transposed: false)
+    }
+    func up(_ u: BottleneckUnitLayout, _ base: UnsafeMutablePointer<Float>) -> Linear {
+        Linear(weight: base + u.upW, bias: base + u.upB, inFeatures: bottleneck, outFeatures: hidden, transposed: false)
+    }
+
+    /// out = x + h + A(z), z = (Pfeiffer) x + h or (Houlsby) h. `out` may alias neither x nor h.
+    func forward(_ u: BottleneckUnitLayout, out: UnsafeMutablePointer<Float>, x: UnsafeMutablePointer<Float>,
+                 h: UnsafeMutablePointer<Float>, acts: inout BottleneckUnitActs, rows n: Int, eps: Float) {
+        let C = hidden, p = params.floats
+        if config.originalLnBefore {
+            add(acts.zOwn, x, h, n * C)
+            acts.z = acts.zOwn
+        } else {
+            acts.z = h
+        }
+        var zin = acts.z
+        if u.lnBeforeW >= 0, let o = acts.lnbOut, let m = acts.lnbMean, let s = acts.lnbRstd {
+            layerNormForward(o, m, s, acts.z, p + u.lnBeforeW, p + u.lnBeforeB, n, C, 1e-5)
+            zin = o
+        }
+        down(u, p).forward(out: acts.a, inp: zin, rows: n)
+        activationForward(config.nonLinearity, acts.g, acts.a, n * bottleneck)
+        up(u, p).forward(out: acts.u, inp: acts.g, rows: n)
+        if config.scaling != 1 { scaleInPlace(acts.u, n * C, config.scaling) }
+        add(out, x, h, n * C)
+        if u.lnAfterW >= 0, let o = acts.lnaOut, let m = acts.lnaMean, let s = acts.lnaRstd {
+            layerNormForward(o, m, s, acts.u, p + u.lnAfterW, p + u.lnAfterB, n, C, 1e-5)
+            addInPlace(out, o, n * C)
+        } else {
+            addInPlace(out, acts.u, n * C)
+        }
+    }
+
+    /// Given dout = dL/d(out), accumulates parameter gradients into `grads` and writes dz = dL/dz into `dz`
+    /// (overwritten). The identity paths (dx += dout, dh += dout) are the caller's.
+    func backward(_ u: BottleneckUnitLayout, dz: UnsafeMutablePointer<Float>, dout: UnsafeMutablePointer<Float>,
+                  acts: BottleneckUnitActs, grads: UnsafeMutablePointer<Float>, scratchC: UnsafeMutablePointer<Float>,
+                  scratchR: UnsafeMutablePointer<Float>, rows n: Int) {
+        let C = hidden, r = bottleneck, p = params.floats
+        // du = d(scaled up output)
+        let du = scratchC
+        if u.lnAfterW >= 0, let m = acts.lnaMean, let s = acts.lnaRstd {
+            du.update(repeating: 0, count: n * C)
+            layerNormBackward(du, grads + u.lnAfterW, grads + u.lnAfterB, dout, acts.u, p + u.lnAfterW, m, s, n, C)
+        } else {
+            du.update(from: dout, count: n * C)
+        }
+        if config.scaling != 1 { scaleInPlace(du, n * C, config.scaling) }
+        let upL = up(u, p)
+        upL.backwardWeights(dweight: grads + u.upW, dbias: grads + u.upB, dout: du, inp: acts.g, rows: n)
+        let dg = scratchR
+        upL.backwardInput(dinp: dg, dout: du, rows: n, accumulate: false)
+        // da = act'(a) ⊙ dg, written over dg's partner: compute into a zeroed buffer via accumulate semantics.
+        let da = acts.g // g is no longer needed after the up-projection weight gradient
+        da.update(repeating: 0, count: n * r)
+        activationBackward(config.nonLinearity, da, acts.a, dg, n * r)
+        var zin = acts.z
+        if let o = acts.lnbOut { zin = o }
+        let downL = down(u, p)
+        downL.backwardWeights(dweight: grads + u.downW, dbias: grads + u.downB, dout: da, inp: zin, rows: n)
+        if u.lnBeforeW >= 0, let o = acts.lnbOut, let m = acts.lnbMean, let s = acts.lnbRstd {
+            let dzin = scratchC
+            downL.backwardInput(dinp: dzin, dout: da, rows: n, accumulate: false)
+            dz.update(repeating: 0, count: n * C)
+            layerNormBackward(dz, grads + u.lnBeforeW, grads + u.lnBeforeB, dzin, acts.z, p + u.lnBeforeW, m, s, n, C)
+            _ = o
+        } else {
+            downL.backwardInput(dinp: dz, dout: da, rows: n, accumulate: false)
+        }
+    }
+}

@@ -1,0 +1,252 @@
+import FoundationEssentials
+
+/// AdapterHub's `adapter_config.json` for bottleneck adapters (`BnConfig`), with the keys AdapterHub writes.
+struct AdapterHubFile: Codable {
+    var config: AdapterHubBnConfig
+    var hidden_size: Int?
+    var model_class: String?
+    var model_name: String?
+    var model_type: String?
+    var name: String?
+    var version: String?
+}
+
+/// A JSON value that is either a number or something else (AdapterHub allows per-layer dicts and strings
+/// in a few numeric fields).
+enum NumberOrOther: Codable, Equatable {
+    case number(Double)
+    case other
+    init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let d = try? c.decode(Double.self) { self = .number(d) } else { self = .other }
+    }
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .number(let d): try c.encode(d)
+        case .other: try c.encodeNil()
+        }
+    }
+}
+
+/// `residual_before_ln` is a bool or the string "post_add".
+enum BoolOrString: Codable, Equatable {
+    case bool(Bool)
+    case string(String)
+    init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let b = try? c.decode(Bool.self) { self = .bool(b) } else { self = .string(try c.decode(String.self)) }
+    }
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .bool(let b): try c.encode(b)
+        case .string(let s): try c.encode(s)
+        }
+    }
+}
+
+struct AdapterHubBnConfig: Codable {
+    var architecture: String?
+    var mh_adapter: Bool
+    var output_adapter: Bool
+    var reduction_factor: NumberOrOther
+    var non_linearity: String
+    var original_ln_before: Bool
+    var original_ln_after: Bool
+    var residual_before_ln: BoolOrString
+    var adapter_residual_before_ln: Bool
+    var ln_before: Bool
+    var ln_after: Bool
+    var init_weights: String
+    var is_parallel: Bool
+    var scaling: NumberOrOther
+    var use_gating: Bool
+    var dropout: Double?
+    var leave_out: [Int]?
+    var phm_layer: Bool?
+    var inv_adapter: String?
+    var inv_adapter_reduction_factor: Double?
+    var cross_adapter: Bool?
+    var stochastic_depth: Double?
+    // PHM fields, written with AdapterHub's defaults so the file loads there unchanged.
+    var phm_dim: Int?
+    var factorized_phm_W: Bool?
+    var shared_W_phm: Bool?
+    var shared_phm_rule: Bool?
+    var factorized_phm_rule: Bool?
+    var phm_c_init: String?
+    var phm_init_range: Double?
+    var learn_phm: Bool?
+    var hypercomplex_nonlinearity: String?
+    var phm_rank: Int?
+    var phm_bias: Bool?
+}
+
+extension BottleneckAdapter {
+    /// AdapterHub's module path prefix of layer `l` for a model type.
+    static func layerPrefix(_ arch: Architecture, _ l: Int) -> String {
+        switch arch {
+        case .gpt2: return "transformer.h.\(l)."
+        case .llama: return "model.layers.\(l)."
+        }
+    }
+
+    /// Tensor names and shapes of every parameter, in AdapterHub's naming, with their offsets.
+    func namedParameters(adapterName: String, arch: Architecture) -> [(name: String, shape: [Int], offset: Int)] {
+        var out: [(String, [Int], Int)] = []
+        let C = hidden, r = bottleneck
+        for u in units {
+            let site = u.site == .attention ? "attention_adapters" : "output_adapters"
+            let p = BottleneckAdapter.layerPrefix(arch, u.layer) + "\(site).adapters.\(adapterName)."
+            // With ln_before the adapter_down Sequential is [LayerNorm, Linear, act].
+            let lin = u.lnBeforeW >= 0 ? "adapter_down.1" : "adapter_down.0"
+            if u.lnBeforeW >= 0 {
+                out.append((p + "adapter_down.0.weight", [C], u.lnBeforeW))
+                out.append((p + "adapter_down.0.bias", [C], u.lnBeforeB))
+            }
+            out.append((p + "\(lin).weight", [r, C], u.downW))
+            out.append((p + "\(lin).bias", [r], u.downB))
+            out.append((p + "adapter_up.weight", [C, r], u.upW))
+            out.append((p + "adapter_up.bias", [C], u.upB))
+            if u.lnAfterW >= 0 {
+                out.append((p + "adapter_norm_after.weight", [C], u.lnAfterW))
+                out.append((p + "adapter_norm_after.bias", [C], u.lnAfterB))
+            }
+        }
+        return out
+    }
+
+    /// Aliases AdapterHub may also write for the same tensor (a module registered under two names).
+    static func aliases(_ name: String) -> [String] {
+        if name.hasSuffix("adapter_down.0.weight") || name.hasSuffix("adapter_down.0.bias") {
+            return [name.replacing("adapter_down.0.", with: "adapter_norm_before.")]
+        }
+        return []
+    }
+}
+
+extension Engine {
+    static let adapterConfigFile = "adapter_config.json"
+    static let adapterWeightsFile = "adapter.safetensors"
+
+    func saveAdapter(name: String, directory: String) throws {
+        let slot = try adapter(named: name)
+        let a = slot.adapter
+        let c = a.config
+        try createDirectory(path: directory)
+        let allLayers = Set(0..<config.numLayers)
+        let kept = Set(a.units.map { $0.layer })
+        // AdapterHub derives the width as hidden // reduction_factor; write a factor that gives ours back.
+        var rf = Double(config.hiddenSize) / Double(a.bottleneck)
+        if Int((Double(config.hiddenSize) / rf).rounded(.down)) != a.bottleneck { rf = Double(config.hiddenSize) / (Double(a.bottleneck) + 0.5) }
+        let bn = AdapterHubBnConfig(
+            architecture: "bottleneck", mh_adapter: c.mhAdapter, output_adapter: c.outputAdapter,
+            reduction_factor: .number(rf), non_linearity: c.nonLinearity.rawValue,
+            original_ln_before: c.originalLnBefore, original_ln_after: true, residual_before_ln: .bool(true),
+            adapter_residual_before_ln: false, ln_before: c.lnBefore, ln_after: c.lnAfter,
+            init_weights: c.initWeights.rawValue, is_parallel: false, scaling: .number(Double(c.scaling)), use_gating: false,
+            dropout: 0, leave_out: allLayers.subtracting(kept).sorted(), phm_layer: false, inv_adapter: nil,
+            inv_adapter_reduction_factor: nil, cross_adapter: false, stochastic_depth: 0,
+            phm_dim: 4, factorized_phm_W: true, shared_W_phm: false, shared_phm_rule: true, factorized_phm_rule: false,
+            phm_c_init: "normal", phm_init_range: 0.0001, learn_phm: true, hypercomplex_nonlinearity: "glorot-uniform",
+            phm_rank: 1, phm_bias: true)
+        let file = AdapterHubFile(config: bn, hidden_size: config.hiddenSize,
+                                  model_class: config.architecture == .gpt2 ? "GPT2LMHeadModel" : "LlamaForCausalLM",
+                                  model_name: nil, model_type: config.architecture == .gpt2 ? "gpt2" : "llama",
+                                  name: name, version: "adapters.1.3.0")
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let json = try enc.encode(file)
+        let params = a.params.floats
+        var tensors: [(name: String, shape: [Int], data: [Float])] = []
+        for (n, shape, off) in a.namedParameters(adapterName: name, arch: config.architecture) {
+            tensors.append((n, shape, Array(UnsafeBufferPointer(start: params + off, count: shape.reduce(1, *)))))
+        }
+        try SafeTensorsWriter.write(path: directory + "/" + Engine.adapterWeightsFile, tensors: tensors, metadata: ["format": "pt"])
+        try writeFileAtomically(path: directory + "/" + Engine.adapterConfigFile, bytes: Array(json))
+    }
+
+    func loadAdapter(directory: String, name: String?) throws -> String {
+        let cfgPath = directory + "/" + Engine.adapterConfigFile
+        let bytes = try readWholeFile(path: cfgPath, limit: 1 << 20)
+        let file: AdapterHubFile
+        do {
+            file = try JSONDecoder().decode(AdapterHubFile.self, from: Data(bytes))
+        } catch {
+            throw PEFTKitError.format("'\(cfgPath)' is not an AdapterHub bottleneck adapter config: \(error)")
+        }
+        let bn = file.config
+        func unsupported(_ what: String) -> PEFTKitError { .unsupported("'\(cfgPath)': \(what) is not supported") }
+        if let arch = bn.architecture, arch != "bottleneck" { throw unsupported("adapter architecture '\(arch)'") }
+        guard !bn.is_parallel else { throw unsupported("is_parallel = true") }
+        guard !bn.use_gating else { throw unsupported("use_gating = true") }
+        guard bn.phm_layer != true else { throw unsupported("phm_layer = true") }
+        guard bn.inv_adapter == nil else { throw unsupported("inv_adapter") }
+        guard bn.original_ln_after else { throw unsupported("original_ln_after = false") }
+        if bn.original_ln_before && bn.residual_before_ln != .bool(true) { throw unsupported("residual_before_ln other than true") }
+        if bn.ln_after && bn.adapter_residual_before_ln { throw unsupported("adapter_residual_before_ln with ln_after") }
+        if let h = file.hidden_size, h != config.hiddenSize {
+            throw PEFTKitError.invalidArgument("adapter in '\(directory)' was made for hidden size \(h), this model has \(config.hiddenSize)")
+        }
+        guard case .number(let rf) = bn.reduction_factor, rf.isFinite, rf > 0 else { throw unsupported("a non-numeric reduction_factor") }
+        guard case .number(let sc) = bn.scaling, sc.isFinite else { throw unsupported("a non-numeric scaling") }
+        let act: Activation
+        switch bn.non_linearity.lowercased() {
+        case "relu": act = .relu
+        case "gelu": act = .gelu
+        case "gelu_new", "gelu_pytorch_tanh": act = .geluTanh
+        case "swish", "silu": act = .swish
+        default: throw unsupported("non_linearity '\(bn.non_linearity)'")
+        }
+        var c = BottleneckConfig()
+        c.mhAdapter = bn.mh_adapter
+        c.outputAdapter = bn.output_adapter
+        c.originalLnBefore = bn.original_ln_before
+        c.bottleneckSize = max(1, Int((Double(config.hiddenSize) / rf).rounded(.down)))
+        c.reductionFactor = Float(rf)
+        c.nonLinearity = act
+        c.scaling = Float(sc)
+        c.lnBefore = bn.ln_before
+        c.lnAfter = bn.ln_after
+        c.initWeights = AdapterInit(rawValue: bn.init_weights) ?? .bert
+        let leave = Set(bn.leave_out ?? [])
+        for l in leave { try require(l >= 0, "'\(cfgPath)': negative layer in leave_out") }
+        let layers = (0..<config.numLayers).filter { !leave.contains($0) }
+        guard !layers.isEmpty else { throw PEFTKitError.format("'\(cfgPath)': leave_out removes every layer") }
+        c.layers = layers
+        let fileName = file.name ?? "adapter"
+        let newName = name ?? fileName
+        try Engine.validateName(newName)
+        guard !adapters.contains(where: { $0.name == newName }) else {
+            throw PEFTKitError.invalidArgument("an adapter named '\(newName)' is already attached")
+        }
+        let ad = try BottleneckAdapter(config: c, model: config)
+        let st = try SafeTensorsFile(path: directory + "/" + Engine.adapterWeightsFile)
+        var used = Set<String>()
+        let p = ad.params.floats
+        for (n, shape, off) in ad.namedParameters(adapterName: fileName, arch: config.architecture) {
+            var key = n
+            if st.info(key) == nil, let alt = BottleneckAdapter.aliases(n).first(where: { st.info($0) != nil }) { key = alt }
+            guard let info = st.info(key) else {
+                throw PEFTKitError.format("'\(directory)/\(Engine.adapterWeightsFile)' lacks tensor '\(n)'")
+            }
+            guard info.shape == shape else {
+                throw PEFTKitError.format("tensor '\(key)' has shape \(info.shape), expected \(shape) for this model")
+            }
+            let t = try st.tensor(key)
+            (p + off).update(from: t.data, count: t.count)
+            used.insert(key)
+            for a in BottleneckAdapter.aliases(n) { used.insert(a) }
+        }
+        let extra = st.names.filter { !used.contains($0) }
+        guard extra.isEmpty else {
+            throw PEFTKitError.format("'\(directory)/\(Engine.adapterWeightsFile)' has tensors this adapter does not use: \(extra.prefix(3))")
+        }
+        for i in 0..<ad.parameterCount where !p[i].isFinite {
+            throw PEFTKitError.numerical("adapter file '\(directory)' holds a non-finite weight")
+        }
+        adapters.append(try AdapterSlot(name: newName, adapter: ad))
+        return newName
+    }
+}

@@ -1,0 +1,71 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Picks the next token from logits: greedy when temperature is 0, otherwise temperature → top-k → top-p
+/// → a draw from the remaining distribution with a seeded generator (equal seeds, equal draws).
+struct Sampler {
+    let config: GenerateConfig
+    let vocab: Int
+    var rng: Rng
+    private var probs: [Float]
+    private var order: [Int32]
+
+    init(config: GenerateConfig, vocab: Int) {
+        self.config = config
+        self.vocab = vocab
+        rng = Rng(seed: config.seed)
+        probs = [Float](repeating: 0, count: vocab)
+        order = (0..<Int32(vocab)).map { $0 }
+    }
+
+    /// Index of the largest logit (the first one on ties, as torch.argmax).
+    static func argmax(_ logits: UnsafePointer<Float>, _ n: Int) -> Int32 {
+        var best = 0
+        var bv = logits[0]
+        for i in 1..<n where logits[i] > bv {
+            bv = logits[i]; best = i
+        }
+        return Int32(best)
+    }
+
+    mutating func sample(_ logits: UnsafePointer<Float>) -> Int32 {
+        if config.temperature == 0 { return Sampler.argmax(logits, vocab) }
+        let invT = 1 / config.temperature
+        var mx = -Float.infinity
+        for i in 0..<vocab { mx = max(mx, logits[i] * invT) }
+        // Candidates sorted by logit, descending (ties by index).
+        for i in 0..<vocab { order[i] = Int32(i) }
+        order.sort { a, b in
+            let la = logits[Int(a)], lb = logits[Int(b)]
+            return la != lb ? la > lb : a < b
+        }
+        var keep = vocab
+        if config.topK > 0 { keep = min(keep, config.topK) }
+        var sum: Double = 0
+        for j in 0..<keep {
+            let e = expf(logits[Int(order[j])] * invT - mx)
+            probs[j] = e
+            sum += Double(e)
+        }
+        if config.topP < 1 {
+            var cum: Double = 0
+            var k = 0
+            while k < keep {
+                cum += Double(probs[k]) / sum
+                k += 1
+                if cum >= Double(config.topP) { break }
+            }
+            keep = max(1, k)
+            sum = 0
+            for j in 0..<keep { sum += Double(probs[j]) }
+        }
+        let u = Double(rng.nextFloat()) * sum
+        var acc: Double = 0
+        for j in 0..<keep {
+            acc += Double(probs[j])
+            if u < acc { return order[j] }
+        }
+        return order[keep - 1]
+    }
+}

@@ -1,0 +1,110 @@
+extension Engine {
+    /// One optimiser step of the active adapter; see `Model.trainStep`.
+    func trainStep(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>?, batch B: Int, seqLen T: Int,
+                   config tc: TrainConfig) throws -> TrainStepResult {
+        try tc.validate()
+        try checkShape(batch: B, seqLen: T)
+        guard let slot = active else {
+            throw PEFTKitError.state("no active adapter: attach one and make it active before training")
+        }
+        let N = B * T
+        try checkTokens(inputIDs, count: N, what: "input_ids")
+        if let labels { try checkLabels(labels, count: N) }
+        let lab = labels ?? inputIDs
+        let mb = tc.microBatchSize == 0 ? B : min(tc.microBatchSize, B)
+        try require(B % mb == 0, "batch \(B) is not a multiple of the micro-batch size \(mb)")
+
+        // Count the tokens of the whole batch first: the gradient is that of the mean over all of them.
+        var total = 0
+        for i in 0..<N where i % T != T - 1 {
+            if lab[i + 1] != -100 { total += 1 }
+        }
+        try require(total > 0, "no label counts towards the loss (all positions are -100 or sequences have length 1)")
+
+        let grads = slot.grads.floats
+        let P = slot.parameterCount
+        grads.update(repeating: 0, count: P)
+        var lossSum = 0.0
+        var r = 0
+        while r < B {
+            lossSum += try forwardBackward(slot: slot, ids: inputIDs.baseAddress! + r * T, labels: lab, rowStart: r, rows: mb,
+                                           seqLen: T, gradScale: 1 / Float(total))
+            r += mb
+        }
+        let loss = Float(lossSum / Double(total))
+        let sq = sumOfSquares(grads, P)
+        let norm = Float(sq.squareRoot())
+        guard loss.isFinite, norm.isFinite else {
+            grads.update(repeating: 0, count: P)
+            throw PEFTKitError.numerical("non-finite \(loss.isFinite ? "gradient" : "loss") (loss \(loss), grad norm \(norm)); the step was skipped and no weight changed")
+        }
+        if tc.maxGradNorm > 0 {
+            let coef = tc.maxGradNorm / (norm + 1e-6)
+            if coef < 1 { scaleInPlace(grads, P, coef) }
+        }
+        let lr = tc.learningRate(atStep: slot.step)
+        adamwUpdate(slot.adapter.params.floats, grads, slot.m.floats, slot.v.floats, P, lr, tc.beta1, tc.beta2, tc.eps,
+                    tc.weightDecay, slot.step + 1)
+        slot.step += 1
+        return TrainStepResult(loss: loss, gradNorm: norm, learningRate: lr, step: slot.step, tokens: total)
+    }
+
+    /// Forward and backward of rows [rowStart, rowStart + rows); returns the summed loss of those rows.
+    func forwardBackward(slot: AdapterSlot, ids: UnsafePointer<Int32>, labels: UnsafeBufferPointer<Int32>, rowStart: Int,
+                         rows B: Int, seqLen T: Int, gradScale: Float) throws -> Double {
+        let c = config, adapter = slot.adapter
+        let N = B * T, C = c.hiddenSize, V = c.vocabSize, L = c.numLayers
+        let buf: TrainBuffers
+        if let b = trainBuffers, b.batch == B, b.seqLen == T, b.adapterID == ObjectIdentifier(adapter) {
+            buf = b
+        } else {
+            trainBuffers = nil
+            inferBuffers = nil
+            buf = try TrainBuffers(engine: self, batch: B, seqLen: T, adapter: adapter)
+            trainBuffers = buf
+        }
+        let lo = buf.lowest
+        // Layers below the lowest adapted one: forward only, shared scratch.
+        let first = lo == 0 ? buf.streams[0] : buf.low[0]
+        embed(first, ids: ids, rows: N, seqLen: T, pastLen: 0)
+        var cur = first
+        for l in 0..<lo {
+            let out = l == lo - 1 ? buf.streams[0] : (cur == buf.low[0] ? buf.low[1] : buf.low[0])
+            forwardLayer(l, x: cur, out: out, a: &buf.lowActs, batch: B, seqLen: T, pastLen: 0, cache: nil, adapter: nil)
+            cur = out
+        }
+        for l in lo..<L {
+            forwardLayer(l, x: buf.streams[l - lo], out: buf.streams[l - lo + 1], a: &buf.acts[l - lo], batch: B, seqLen: T,
+                         pastLen: 0, cache: nil, adapter: adapter)
+        }
+        let top = buf.streams[L - lo]
+        finalNorm(out: buf.lnf, mean: buf.lnfMean, rstd: buf.lnfRstd, inp: top, rows: N)
+        _ = fillTargets(buf.targets, labels: labels, rowStart: rowStart, rows: B, seqLen: T)
+
+        // LM head + loss in row chunks; the logits' gradient goes straight into dlnf.
+        var lossSum = 0.0
+        var r0 = 0
+        while r0 < N {
+            let rows = min(TrainBuffers.headChunk, N - r0)
+            weights.lmHead.forward(out: buf.logits, inp: buf.lnf + r0 * C, rows: rows)
+            let (s, _) = crossEntropyForwardBackward(buf.logits, nil, buf.targets + r0, rows, V, gradScale, true)
+            lossSum += s
+            weights.lmHead.backwardInput(dinp: buf.dlnf + r0 * C, dout: buf.logits, rows: rows, accumulate: false)
+            r0 += rows
+        }
+        // Final norm backward (frozen: input gradient only).
+        let d = buf.scratch.d
+        d.update(repeating: 0, count: N * C)
+        if c.architecture == .gpt2 {
+            layerNormBackward(d, nil, nil, buf.dlnf, top, weights.normFW, buf.lnfMean, buf.lnfRstd, N, C)
+        } else {
+            rmsNormBackward(d, nil, buf.dlnf, top, weights.normFW, buf.lnfRstd, N, C)
+        }
+        // Down to the lowest adapted layer, and no further.
+        for l in stride(from: L - 1, through: lo, by: -1) {
+            backwardLayer(l, x: buf.streams[l - lo], a: buf.acts[l - lo], s: buf.scratch, batch: B, seqLen: T,
+                          adapter: adapter, grads: slot.grads.floats)
+        }
+        return lossSum
+    }
+}
