@@ -21,11 +21,3 @@ public struct Rng { public init(seed: UInt64) { fatalError() }; public mutating 
 func fillNormal(_ p: FP, _ n: Int, std: Float, rng: inout Rng) {}
 func fillUniform(_ p: FP, _ n: Int, low: Float, high: Float, rng: inout Rng) {}
 func fillTruncNormal(_ p: FP, _ n: Int, std: Float, a: Float, b: Float, rng: inout Rng) {}
-// IO
-struct SafeTensorsFile { init(path: String) throws { fatalError() }; var names: [String] { [] }; func info(_ n: String) -> (dtype: String, shape: [Int])? { nil }; func tensor(_ n: String) throws -> Tensor { fatalError() } }
-enum SafeTensorsWriter { static func write(path: String, tensors: [(name: String, shape: [Int], data: [Float])], metadata: [String: String]?) throws {} }
-func writeFileAtomically(path: String, bytes: [UInt8]) throws {}
-func createDirectory(path: String) throws {}
-func readWholeFile(path: String, limit: Int) throws -> [UInt8] { [] }
-final class WeightSet { func tensor(_ n: String) throws -> Tensor { fatalError() } }
-func loadHFFolder(path: String) throws -> (ModelConfig, WeightSet) { fatalError() }

@@ -94,8 +94,6 @@ final class Engine {
     var activeName: String? = nil
     var trainBuffers: TrainBuffers?
     var inferBuffers: InferBuffers?
-    /// Keeps mapped files alive for loaded models.
-    var keepAlive: [AnyObject] = []
 
     init(config: ModelConfig, weights: BaseWeights) throws {
         self.config = config
@@ -119,7 +117,6 @@ final class Engine {
             return t
         }
         try self.init(config: cfg, weights: w)
-        keepAlive.append(set as AnyObject)
     }
 
     // MARK: adapters

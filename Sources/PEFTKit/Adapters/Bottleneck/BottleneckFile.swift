@@ -169,7 +169,7 @@ extension Engine {
 
     func loadAdapter(directory: String, name: String?) throws -> String {
         let cfgPath = directory + "/" + Engine.adapterConfigFile
-        let bytes = try readWholeFile(path: cfgPath, limit: 1 << 20)
+        let bytes = try readWholeFile(path: cfgPath, maxBytes: 1 << 20)
         let file: AdapterHubFile
         do {
             file = try JSONDecoder().decode(AdapterHubFile.self, from: Data(bytes))
