@@ -12,7 +12,7 @@ let package = Package(
         .library(name: "PEFTKit", targets: ["PEFTKit"]),
         // libpeftkit.so: the C ABI of include/peftkit.h, exporting only peftkit_* symbols.
         .library(name: "peftkit", type: .dynamic, targets: ["PEFTKitC"]),
-        .executable(name: "peftkit", targets: ["peftkit-cli"]),
+        .executable(name: "peftkit-cli", targets: ["peftkit-cli"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

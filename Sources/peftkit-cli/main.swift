@@ -46,7 +46,7 @@ struct Demo: ParsableCommand {
             print("loaded \(path): \(m.config.architecture), \(m.config.parameterCount) parameters")
         } else {
             let cfg = ModelConfig(architecture: .gpt2, vocabSize: 64, hiddenSize: 128, numLayers: 4, numHeads: 4, maxPositions: 128)
-            m = try Model.create(config: cfg, seed: 1)
+            m = try Model.create(config: cfg, seed: 1, initStd: 0.2)
             print("random GPT-2: 4 layers, d=128, vocab 64, \(cfg.parameterCount) parameters (frozen)")
         }
         // Task: continue an arithmetic progression modulo the vocabulary.

@@ -139,7 +139,7 @@ let adapterCases: [AdapterCase] = [
     @Test(arguments: [Architecture.gpt2, .llama])
     func baseWeightsStayBitIdenticalAndAdapterMoves(_ arch: Architecture) throws {
         let cfg = TS.tinyConfig(arch)
-        let model = try Model.create(config: cfg, seed: 3)
+        let model = try Model.create(config: cfg, seed: 3, initStd: 0.3)
         try model.attachAdapter(name: "t", config: BottleneckConfig(preset: .houlsby, reductionFactor: 4))
         try model.setActiveAdapter("t")
         let before = model.engine.weights.named.map { $0.tensor.toArray() }
@@ -148,7 +148,7 @@ let adapterCases: [AdapterCase] = [
         var tc = TrainConfig(); tc.learningRate = 1e-2
         let ids = TS.ids(2 * 8, vocab: cfg.vocabSize, seed: 2)
         var losses: [Float] = []
-        for _ in 0..<15 { losses.append(try model.trainStep(inputIDs: ids, batch: 2, seqLen: 8, config: tc).loss) }
+        for _ in 0..<20 { losses.append(try model.trainStep(inputIDs: ids, batch: 2, seqLen: 8, config: tc).loss) }
         let after = model.engine.weights.named.map { $0.tensor.toArray() }
         for (i, (a, b)) in zip(before, after).enumerated() {
             #expect(a.elementsEqual(b) { $0.bitPattern == $1.bitPattern }, "base tensor \(model.engine.weights.named[i].name) changed")
@@ -158,7 +158,7 @@ let adapterCases: [AdapterCase] = [
         for i in 0..<p0.count where p0[i] == p1[i] { unchanged += 1 }
         print("\(arch): losses \(losses.first!) -> \(losses.last!), unchanged adapter params \(unchanged)/\(p0.count)")
         #expect(unchanged == 0)
-        #expect(losses.last! < losses.first! - 0.1)
+        #expect(losses.last! < 0.7 * losses.first!)
     }
 
     @Test(arguments: [Architecture.gpt2, .llama])

@@ -102,9 +102,9 @@ final class Engine {
             ? try RopeTable(theta: config.ropeTheta, headDim: config.headDim, maxPositions: config.maxPositions) : nil
     }
 
-    convenience init(randomConfig: ModelConfig, seed: UInt64) throws {
+    convenience init(randomConfig: ModelConfig, seed: UInt64, initStd: Float = 0.02) throws {
         try randomConfig.validate()
-        try self.init(config: randomConfig, weights: try BaseWeights.random(config: randomConfig, seed: seed))
+        try self.init(config: randomConfig, weights: try BaseWeights.random(config: randomConfig, seed: seed, std: initStd))
     }
 
     convenience init(loadingFolder path: String) throws {
@@ -263,11 +263,8 @@ final class Engine {
             let dst = logits.map { $0.baseAddress! + r0 * V } ?? buf.logits
             weights.lmHead.forward(out: dst, inp: buf.lnf + r0 * C, rows: rows)
             if count > 0 {
-                if logits != nil {
-                    // Keep the caller's logits intact: compute the loss on a copy.
-                    buf.logits.update(from: dst, count: rows * V)
-                }
-                let (s, _) = crossEntropyForwardBackward(buf.logits, nil, buf.targets + r0, rows, V, 0, false)
+                let (s, _) = crossEntropyForwardBackward(logits: dst, losses: nil, targets: buf.targets + r0, N: rows, V: V,
+                                                         gradScale: 0, computeGrad: false)
                 lossSum += s
             }
             r0 += rows

@@ -31,10 +31,12 @@ public final class Model: @unchecked Sendable {
         self.config = engine.config
     }
 
-    /// A model with random weights (GPT-2-style init: N(0, 0.02), residual projections scaled by 1/√(2L)).
-    public static func create(config: ModelConfig, seed: UInt64 = 0) throws -> Model {
+    /// A model with random weights (GPT-2-style init: N(0, `initStd`) for matrices and embeddings, residual
+    /// projections scaled by 1/√(2L), biases 0, norm weights 1).
+    public static func create(config: ModelConfig, seed: UInt64 = 0, initStd: Float = 0.02) throws -> Model {
         try config.validate()
-        return Model(engine: try Engine(randomConfig: config, seed: seed))
+        try require(initStd.isFinite && initStd >= 0 && initStd <= 10, "init std must be in [0, 10], got \(initStd)")
+        return Model(engine: try Engine(randomConfig: config, seed: seed, initStd: initStd))
     }
 
     /// Loads a Hugging Face model folder (`config.json` + `model.safetensors` or a sharded index).

@@ -145,11 +145,11 @@ struct BaseWeights {
         self.named = named
     }
 
-    /// Random weights, GPT-2 style: N(0, 0.02) for matrices and embeddings, residual output projections
-    /// N(0, 0.02/√(2L)), biases 0, norm weights 1.
-    static func random(config c: ModelConfig, seed: UInt64) throws -> BaseWeights {
+    /// Random weights, GPT-2 style: N(0, std) for matrices and embeddings, residual output projections
+    /// N(0, std/√(2L)), biases 0, norm weights 1.
+    static func random(config c: ModelConfig, seed: UInt64, std: Float = 0.02) throws -> BaseWeights {
         var rng = Rng(seed: seed)
-        let residualStd = Float(0.02) / Float(2 * c.numLayers).squareRoot()
+        let residualStd = std / Float(2 * c.numLayers).squareRoot()
         return try BaseWeights(config: c) { name, shape in
             let t = try Tensor(zeros: shape)
             let n = t.count
@@ -161,7 +161,7 @@ struct BaseWeights {
                         || name.hasSuffix("o_proj.weight") || name.hasSuffix("down_proj.weight") {
                 fillNormal(t.data, n, std: residualStd, rng: &rng)
             } else {
-                fillNormal(t.data, n, std: 0.02, rng: &rng)
+                fillNormal(t.data, n, std: std, rng: &rng)
             }
             return t
         }

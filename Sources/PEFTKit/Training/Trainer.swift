@@ -43,8 +43,9 @@ extension Engine {
             if coef < 1 { scaleInPlace(grads, P, coef) }
         }
         let lr = tc.learningRate(atStep: slot.step)
-        adamwUpdate(slot.adapter.params.floats, grads, slot.m.floats, slot.v.floats, P, lr, tc.beta1, tc.beta2, tc.eps,
-                    tc.weightDecay, slot.step + 1)
+        adamwUpdate(slot.adapter.params.floats, grads, slot.m.floats, slot.v.floats, P, lr: decimalDouble(lr),
+                    beta1: decimalDouble(tc.beta1), beta2: decimalDouble(tc.beta2), eps: decimalDouble(tc.eps),
+                    weightDecay: decimalDouble(tc.weightDecay), step: slot.step + 1)
         slot.step += 1
         return TrainStepResult(loss: loss, gradNorm: norm, learningRate: lr, step: slot.step, tokens: total)
     }
@@ -87,7 +88,8 @@ extension Engine {
         while r0 < N {
             let rows = min(TrainBuffers.headChunk, N - r0)
             weights.lmHead.forward(out: buf.logits, inp: buf.lnf + r0 * C, rows: rows)
-            let (s, _) = crossEntropyForwardBackward(buf.logits, nil, buf.targets + r0, rows, V, gradScale, true)
+            let (s, _) = crossEntropyForwardBackward(logits: buf.logits, losses: nil, targets: buf.targets + r0, N: rows, V: V,
+                                                     gradScale: gradScale, computeGrad: true)
             lossSum += s
             weights.lmHead.backwardInput(dinp: buf.dlnf + r0 * C, dout: buf.logits, rows: rows, accumulate: false)
             r0 += rows
@@ -107,4 +109,10 @@ extension Engine {
         }
         return lossSum
     }
+}
+
+/// The Double nearest the shortest decimal that prints as `f` (0.01 as Float becomes 0.01 as Double), so
+/// hyper-parameters given as Float match a Python float of the same literal.
+func decimalDouble(_ f: Float) -> Double {
+    Double("\(f)") ?? Double(f)
 }
