@@ -1,0 +1,84 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Fused softmax cross-entropy over the vocabulary: the loss, and optionally its gradient written over the
+// logits (the logits are not needed after the backward, so no second [N, V] buffer is used).
+
+/// Target value of a row that has no loss (torch's default ignore_index).
+let ignoreIndex: Int32 = -100
+
+/// For each row r of `logits` [N, V] with targets[r] != -100: loss_r = logsumexp(row) − row[target]
+/// (max-subtracted; exp in Float by `vexp`, the sum of exponentials and the loss in Double).
+/// `losses` (optional, [N]) receives loss_r as Float, 0 for ignored rows.
+/// If `computeGrad`, each row is overwritten IN PLACE with (softmax(row) − onehot(target)) · gradScale, and
+/// ignored rows become zeros; otherwise the logits are left unchanged.
+/// Returns the sum of the row losses (added serially in row order: deterministic) and the number of rows
+/// that count. Targets are already shifted by the caller; anything other than -100 must be in 0..<V.
+func crossEntropyForwardBackward(logits: UnsafeMutablePointer<Float>, losses: UnsafeMutablePointer<Float>?,
+                                 targets: UnsafePointer<Int32>, N: Int, V: Int, gradScale: Float,
+                                 computeGrad: Bool) -> (lossSum: Double, count: Int) {
+    if N <= 0 { return (0, 0) }
+    precondition(V > 0, "crossEntropy: empty vocabulary")
+    return withUnsafeTemporaryAllocation(of: Double.self, capacity: N) { buf -> (lossSum: Double, count: Int) in
+        guard let rowLoss = buf.baseAddress else { return (0, 0) }
+        parallelFor(N, grain: rowGrain(V)) { r0, r1 in
+            for r in r0..<r1 {
+                let row = logits + r * V
+                let t = targets[r]
+                if t == ignoreIndex {
+                    rowLoss[r] = 0
+                    losses?[r] = 0
+                    if computeGrad { row.update(repeating: 0, count: V) }
+                    continue
+                }
+                precondition(t >= 0 && Int(t) < V, "crossEntropy: target \(t) outside 0..<\(V)")
+                let target = Int(t)
+                // Row max (NaN never wins a comparison, so a NaN logit shows up in the loss instead).
+                var mv = SIMD8<Float>(repeating: -.infinity)
+                var i = 0
+                while i + 8 <= V {
+                    let v = UnsafeRawPointer(row + i).loadUnaligned(as: SIMD8<Float>.self)
+                    mv.replace(with: v, where: v .> mv)
+                    i += 8
+                }
+                var mx = mv.max()
+                while i < V {
+                    if row[i] > mx { mx = row[i] }
+                    i += 1
+                }
+                let xt = row[target]
+                // exp(x − max) in groups of 8 (the last group padded and its extra lanes zeroed), summed in
+                // eight Double lanes: a fixed order, so the sum is deterministic.
+                var acc = SIMD8<Double>(repeating: 0)
+                i = 0
+                while i < V {
+                    var e = vexp(load8(row, i, V) - mx)
+                    if i + 8 > V { for j in (V - i)..<8 { e[j] = 0 } }
+                    if computeGrad { store8(row, i, V, e) }
+                    acc += SIMD8<Double>(e)
+                    i += 8
+                }
+                let sum = acc.sum()
+                let loss = log(sum) + Double(mx) - Double(xt)
+                rowLoss[r] = loss
+                losses?[r] = Float(loss)
+                if computeGrad {
+                    let inv = Float(1 / sum)
+                    let pt = row[target] * inv
+                    for j in 0..<V { row[j] = (row[j] * inv) * gradScale }
+                    row[target] = (pt - 1) * gradScale
+                }
+            }
+        }
+        var total = 0.0
+        var count = 0
+        for r in 0..<N {
+            if targets[r] != ignoreIndex {
+                total += rowLoss[r]
+                count += 1
+            }
+        }
+        return (total, count)
+    }
+}
