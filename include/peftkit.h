@@ -1,3 +1,510 @@
+/*
+ * peftkit.h — the C interface of PEFTKit (libpeftkit.so).
+ *
+ * PEFTKit fine-tunes small adapters on top of a frozen decoder-only language model (GPT-2 or Llama
+ * shapes), in fp32 on the CPU. This header is the whole ABI contract: every exported symbol is declared
+ * here, every status code and enum value is listed once, and none is ever renumbered or given a new
+ * meaning. Later versions only add.
+ *
+ * ---------------------------------------------------------------------------------------------------
+ * CONVENTIONS
+ * ---------------------------------------------------------------------------------------------------
+ *
+ * Status codes. Every function that can fail returns a `peftkit_status`: PEFTKIT_OK (0) on success, a
+ * negative PEFTKIT_ERR_* code on failure. On failure a message is available from peftkit_last_error()
+ * and no output parameter documented as "set on success" has been written, unless the function says
+ * otherwise.
+ *
+ * Config structs. Each config struct starts with `uint32_t struct_size`. Fill a struct with its
+ * `*_init` function (which sets struct_size and every default), then change the fields you need. Every
+ * function that reads or writes such a struct checks struct_size first and returns
+ * PEFTKIT_ERR_INVALID_ARGUMENT if it does not name a layout this library knows. New fields are only ever
+ * appended; a later library keeps accepting the sizes published before it.
+ *
+ * Booleans are int32_t fields holding 0 or 1. Some fields also accept -1, meaning "the default for the
+ * chosen architecture / preset"; those fields say so. Any other value is PEFTKIT_ERR_INVALID_ARGUMENT.
+ *
+ * Enum fields are int32_t holding one of the PEFTKIT_* constants below. Unknown values are
+ * PEFTKIT_ERR_INVALID_ARGUMENT, never undefined behaviour.
+ *
+ * Strings. Input strings are NUL-terminated UTF-8, borrowed only for the duration of the call (the
+ * library keeps its own copy). Strings the library returns as `const char *` are owned by the library;
+ * each function states how long its string stays valid. Strings the library writes into a caller
+ * buffer (`char *buf, size_t cap`) are always NUL-terminated; if the string and its NUL do not fit, the
+ * function writes nothing into buf and returns PEFTKIT_ERR_BUFFER_TOO_SMALL.
+ *
+ * Arrays are passed as a pointer plus an element count. The library cannot see how large your array
+ * really is: it reads exactly the number of elements the count implies.
+ *
+ * Tokens are int32_t ids in [0, vocab_size). Labels are token ids or PEFTKIT_IGNORE_INDEX (-100), which
+ * marks a position that does not count towards the loss. Labels are shifted inside the library:
+ * position t is scored against label t+1, as Hugging Face transformers does.
+ *
+ * ---------------------------------------------------------------------------------------------------
+ * THREAD SAFETY
+ * ---------------------------------------------------------------------------------------------------
+ *
+ * - Distinct models may be used from different threads at the same time.
+ * - Calls on one model must not overlap. A call that starts while another call on the same model is
+ *   still running fails with PEFTKIT_ERR_STATE and leaves the model untouched; it never corrupts it.
+ *   This includes calls made from inside a peftkit_token_callback on the model that is generating.
+ * - peftkit_model_free must not overlap any other call on the same model (it is the one exception to
+ *   the rule above: freeing a model in use is undefined behaviour).
+ * - peftkit_last_error() is per thread.
+ * - peftkit_set_num_threads() affects the whole process and may be called at any time.
+ */
+
 #ifndef PEFTKIT_H
 #define PEFTKIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
 #endif
+
+/* ===================================================================================================
+ * Version
+ * =================================================================================================== */
+
+#define PEFTKIT_VERSION_MAJOR 0
+#define PEFTKIT_VERSION_MINOR 1
+#define PEFTKIT_VERSION_PATCH 0
+/* The version as a string, "MAJOR.MINOR.PATCH". */
+#define PEFTKIT_VERSION_STRING "0.1.0"
+/* The version as one comparable number: MAJOR * 10000 + MINOR * 100 + PATCH. */
+#define PEFTKIT_VERSION_NUMBER (PEFTKIT_VERSION_MAJOR * 10000 + PEFTKIT_VERSION_MINOR * 100 + PEFTKIT_VERSION_PATCH)
+
+/*
+ * The version of the library actually loaded, "MAJOR.MINOR.PATCH". Compare it with
+ * PEFTKIT_VERSION_STRING to detect a header/library mismatch. The string is static: never free it.
+ */
+const char *peftkit_version(void);
+
+/* ===================================================================================================
+ * Status codes
+ *
+ * Values are fixed forever. New codes may be added (with new negative values); existing ones are never
+ * renumbered or repurposed. Treat any negative value you do not know as a failure.
+ * =================================================================================================== */
+
+typedef int32_t peftkit_status;
+
+/* Success. */
+#define PEFTKIT_OK 0
+/* An argument is NULL where it may not be, out of range, inconsistent with another argument, not valid
+ * UTF-8, or a config struct has a wrong struct_size or an unknown enum value. Nothing was changed. */
+#define PEFTKIT_ERR_INVALID_ARGUMENT (-1)
+/* A file or folder could not be opened, read, written or renamed. */
+#define PEFTKIT_ERR_IO (-2)
+/* A file was read but its contents are malformed, inconsistent, or do not fit this model. */
+#define PEFTKIT_ERR_FORMAT (-3)
+/* The request is well-formed but not supported by this build or this model. */
+#define PEFTKIT_ERR_UNSUPPORTED (-4)
+/* A named thing (an adapter, a tensor in a file) does not exist. */
+#define PEFTKIT_ERR_NOT_FOUND (-5)
+/* The computation produced NaN or infinity; the adapter weights were not updated. */
+#define PEFTKIT_ERR_NUMERICAL (-6)
+/* The call is not allowed in the model's current state: training with no active adapter, attaching a
+ * name that already exists, or a call overlapping another call on the same model. */
+#define PEFTKIT_ERR_STATE (-7)
+/* Memory could not be allocated, or a requested size overflows. */
+#define PEFTKIT_ERR_OUT_OF_MEMORY (-8)
+/* An output buffer supplied by the caller is too small. Nothing was written into it and nothing else
+ * was changed. The message from peftkit_last_error() states the size needed. */
+#define PEFTKIT_ERR_BUFFER_TOO_SMALL (-9)
+/* An unexpected failure inside the library (a bug). The model is unchanged if the call modifies one. */
+#define PEFTKIT_ERR_INTERNAL (-10)
+
+/*
+ * The message of the last failing call made on this thread, as NUL-terminated UTF-8. Never NULL: it is
+ * "" if no call on this thread has failed yet. Successful calls do not change it. The string is owned by
+ * the library and stays valid until the next failing PEFTKit call on the same thread (or until the
+ * thread exits); copy it if you need it longer.
+ */
+const char *peftkit_last_error(void);
+
+/* ===================================================================================================
+ * Process-wide settings
+ * =================================================================================================== */
+
+/*
+ * Sets the number of threads used for matrix multiplications (OpenBLAS) and PEFTKit's own parallel
+ * loops, for the whole process. n <= 0 restores the default: the number of online cores. Values above
+ * 1024 are clamped to 1024. Always returns PEFTKIT_OK.
+ */
+peftkit_status peftkit_set_num_threads(int32_t n);
+
+/* ===================================================================================================
+ * Enumerations (int32_t constants)
+ * =================================================================================================== */
+
+/* Model architectures (peftkit_model_config.architecture). */
+/* GPT-2: LayerNorm with bias, learned positions, GELU (tanh), fused qkv, tied LM head. */
+#define PEFTKIT_ARCH_GPT2 0
+/* Llama: RMSNorm, RoPE, SwiGLU MLP, grouped-query attention. */
+#define PEFTKIT_ARCH_LLAMA 1
+
+/* Adapter methods (peftkit_adapter_config.method). Later versions add more methods. */
+/* Bottleneck adapter (Houlsby et al. 2019): x + up(act(down(x))) * scaling, AdapterHub-compatible. */
+#define PEFTKIT_METHOD_BOTTLENECK 0
+
+/* Bottleneck presets (peftkit_adapter_config.preset). They fix where the adapter sits in each layer. */
+/* After attention and after the feed-forward block; reads the sub-layer output (AdapterHub
+ * "double_seq_bn"). Default non-linearity: SWISH. */
+#define PEFTKIT_PRESET_HOULSBY 0
+/* After the feed-forward block only; reads the residual stream (AdapterHub "seq_bn"). Default
+ * non-linearity: RELU. */
+#define PEFTKIT_PRESET_PFEIFFER 1
+
+/* Adapter non-linearities (peftkit_adapter_config.non_linearity). */
+/* The preset's default: SWISH for HOULSBY, RELU for PFEIFFER. */
+#define PEFTKIT_ACTIVATION_DEFAULT (-1)
+#define PEFTKIT_ACTIVATION_RELU 0
+/* Exact (erf) GELU. */
+#define PEFTKIT_ACTIVATION_GELU 1
+/* GELU, tanh approximation (transformers' "gelu_new"). */
+#define PEFTKIT_ACTIVATION_GELU_TANH 2
+/* SiLU, x * sigmoid(x). */
+#define PEFTKIT_ACTIVATION_SWISH 3
+
+/* Adapter weight initialisation (peftkit_adapter_config.init_weights). */
+/* All weights N(0, 0.02), biases 0 (AdapterHub "bert"). */
+#define PEFTKIT_INIT_BERT 0
+/* Truncated N(0, 0.01) within +-0.02, biases 0: close to the identity (AdapterHub "houlsby"). */
+#define PEFTKIT_INIT_HOULSBY 1
+/* Down-projection Kaiming-uniform, up-projection exactly 0: starts as the identity (AdapterHub
+ * "mam_adapter"). */
+#define PEFTKIT_INIT_ZERO_UP 2
+
+/* Learning-rate schedules (peftkit_train_config.schedule). All start with warmup_steps of linear
+ * warm-up from 0. */
+#define PEFTKIT_SCHEDULE_CONSTANT 0
+/* Linear decay to 0 at total_steps. */
+#define PEFTKIT_SCHEDULE_LINEAR 1
+/* Half-cosine decay to 0 at total_steps. */
+#define PEFTKIT_SCHEDULE_COSINE 2
+
+/* Label value that does not count towards the loss. */
+#define PEFTKIT_IGNORE_INDEX (-100)
+
+/* ===================================================================================================
+ * Model
+ * =================================================================================================== */
+
+/* A decoder model: frozen base weights plus any number of named adapters, at most one active.
+ * Opaque; create with peftkit_model_create or peftkit_model_load, release with peftkit_model_free. */
+typedef struct peftkit_model peftkit_model;
+
+/*
+ * The shape of a decoder. Field meanings follow Hugging Face config.json.
+ *
+ * Defaults set by peftkit_model_config_init: a tiny GPT-2, small enough to train in a test in well under
+ * a second per step:
+ *   architecture GPT2, vocab_size 256 (one id per byte), hidden_size 64, num_layers 2, num_heads 4,
+ *   max_positions 1024, rope_theta 10000, tie_word_embeddings 1, and every "0 / -1 = derived" field
+ *   left derived: num_kv_heads = num_heads, head_dim = 16, intermediate_size = 256, norm_eps = 1e-5,
+ *   biases on.
+ * For the GPT-2 124M shape set vocab_size 50257, hidden_size 768, num_layers 12, num_heads 12.
+ *
+ * peftkit_model_get_config always reports concrete values (never 0 / -1 placeholders).
+ */
+typedef struct peftkit_model_config {
+    uint32_t struct_size;        /* sizeof(peftkit_model_config); set by peftkit_model_config_init */
+    int32_t architecture;        /* PEFTKIT_ARCH_*; default GPT2 */
+    int32_t vocab_size;          /* 1 .. 16777216; default 256 */
+    int32_t hidden_size;         /* 1 .. 65536; default 64 */
+    int32_t num_layers;          /* 1 .. 1024; default 2 */
+    int32_t num_heads;           /* 1 .. 1024; default 4 */
+    int32_t num_kv_heads;        /* key/value heads, must divide num_heads (GPT-2: equal); 0 = num_heads */
+    int32_t head_dim;            /* per-head size; 0 = hidden_size / num_heads */
+    int32_t intermediate_size;   /* MLP inner size; 0 = 4 * hidden_size */
+    int32_t max_positions;       /* longest sequence, 1 .. 1048576; default 1024 */
+    float norm_eps;              /* LayerNorm/RMSNorm epsilon; 0 = 1e-5 (GPT-2) or 1e-6 (Llama) */
+    float rope_theta;            /* RoPE base (Llama only); default 10000 */
+    int32_t tie_word_embeddings; /* 0/1; LM head shares the embedding matrix. GPT-2 always ties (0 is
+                                    ignored); default 1 */
+    int32_t qkv_bias;            /* 0/1, -1 = architecture default (GPT-2 1, Llama 0); default -1 */
+    int32_t output_bias;         /* 0/1, -1 = architecture default (GPT-2 1, Llama 0); default -1 */
+    int32_t mlp_bias;            /* 0/1, -1 = architecture default (GPT-2 1, Llama 0); default -1 */
+} peftkit_model_config;
+
+/* Fills *config with the defaults above, including struct_size. NULL is ignored. */
+void peftkit_model_config_init(peftkit_model_config *config);
+
+/*
+ * Creates a model with random weights (GPT-2-style init: N(0, 0.02), residual projections scaled by
+ * 1/sqrt(2 * num_layers)), drawn from `seed`. Equal configs and seeds give bit-identical weights.
+ *
+ * config  read only, not kept.
+ * out     receives the new model on success; set to NULL on failure (if out itself is not NULL).
+ *         Free the model with peftkit_model_free.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL pointer, struct_size, a field out of range or
+ * inconsistent), PEFTKIT_ERR_OUT_OF_MEMORY, PEFTKIT_ERR_UNSUPPORTED.
+ */
+peftkit_status peftkit_model_create(const peftkit_model_config *config, uint64_t seed, peftkit_model **out);
+
+/*
+ * Loads a Hugging Face model folder: config.json plus model.safetensors (or a sharded index).
+ *
+ * path    folder path, UTF-8; not kept.
+ * out     receives the new model on success; set to NULL on failure (if out itself is not NULL).
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_IO, PEFTKIT_ERR_FORMAT,
+ * PEFTKIT_ERR_UNSUPPORTED (an architecture or weight type this build does not run),
+ * PEFTKIT_ERR_OUT_OF_MEMORY.
+ */
+peftkit_status peftkit_model_load(const char *path, peftkit_model **out);
+
+/*
+ * Frees a model and all its adapters. NULL is a no-op. The handle is invalid afterwards. Must not
+ * overlap another call on the same model.
+ */
+void peftkit_model_free(peftkit_model *model);
+
+/*
+ * Writes the model's shape into *out with concrete values (no 0 / -1 placeholders).
+ *
+ * out     out->struct_size must be set (use peftkit_model_config_init first).
+ * Returns PEFTKIT_OK or PEFTKIT_ERR_INVALID_ARGUMENT.
+ */
+peftkit_status peftkit_model_get_config(const peftkit_model *model, peftkit_model_config *out);
+
+/* ===================================================================================================
+ * Adapters
+ *
+ * Adapter names are non-empty UTF-8 strings, unique within a model. Adapters are listed in attach
+ * order. Only the active adapter takes part in training, forward passes and generation; with no active
+ * adapter the model is the bare base model.
+ * =================================================================================================== */
+
+/*
+ * Which adapter to attach and how it is shaped. Defaults set by peftkit_adapter_config_init equal the
+ * Swift API's BottleneckConfig(): a PFEIFFER bottleneck, reduction factor 16, preset non-linearity,
+ * BERT init, scaling 1, no extra LayerNorms, every layer, seed 42.
+ */
+typedef struct peftkit_adapter_config {
+    uint32_t struct_size;     /* sizeof(peftkit_adapter_config); set by peftkit_adapter_config_init */
+    int32_t method;           /* PEFTKIT_METHOD_*; default BOTTLENECK */
+    int32_t preset;           /* PEFTKIT_PRESET_*; default PFEIFFER */
+    float reduction_factor;   /* bottleneck = hidden_size / reduction_factor (at least 1); > 0; default 16 */
+    int32_t bottleneck_size;  /* explicit bottleneck width, 0 .. 65536; 0 = use reduction_factor; default 0 */
+    int32_t non_linearity;    /* PEFTKIT_ACTIVATION_*; default PEFTKIT_ACTIVATION_DEFAULT (-1) */
+    int32_t init_weights;     /* PEFTKIT_INIT_*; default BERT */
+    float scaling;            /* multiplies the up-projection output; finite; default 1 */
+    int32_t ln_before;        /* 0/1: trainable LayerNorm on the adapter input; default 0 */
+    int32_t ln_after;         /* 0/1: trainable LayerNorm on the adapter output; default 0 */
+    const int32_t *layers;    /* layer indices that get the adapter, each in [0, num_layers), no
+                                 duplicates; read during the call only. NULL or n_layers == 0 = all */
+    int32_t n_layers;         /* number of entries in layers, 0 .. num_layers; default 0 */
+    uint64_t seed;            /* seed of the initial adapter weights; default 42 */
+} peftkit_adapter_config;
+
+/* Fills *config with the defaults above, including struct_size. NULL is ignored. */
+void peftkit_adapter_config_init(peftkit_adapter_config *config);
+
+/*
+ * Attaches a new adapter named `name`. It is not made active: call peftkit_adapter_set_active.
+ *
+ * name    non-empty UTF-8, not kept.
+ * config  read only, not kept (nor is config->layers).
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_STATE (the name is already used),
+ * PEFTKIT_ERR_UNSUPPORTED (a method this model cannot take), PEFTKIT_ERR_OUT_OF_MEMORY.
+ */
+peftkit_status peftkit_adapter_attach(peftkit_model *model, const char *name, const peftkit_adapter_config *config);
+
+/*
+ * Makes adapter `name` the active one, or deactivates every adapter when name is NULL (the bare base
+ * model). Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_NOT_FOUND.
+ */
+peftkit_status peftkit_adapter_set_active(peftkit_model *model, const char *name);
+
+/*
+ * Removes adapter `name` and frees its weights and optimiser state. If it was active, no adapter is
+ * active afterwards. Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_NOT_FOUND.
+ */
+peftkit_status peftkit_adapter_remove(peftkit_model *model, const char *name);
+
+/*
+ * Number of attached adapters into *out. Returns PEFTKIT_OK or PEFTKIT_ERR_INVALID_ARGUMENT.
+ */
+peftkit_status peftkit_adapter_count(const peftkit_model *model, int32_t *out);
+
+/*
+ * The name of the adapter at `index` (0 .. count-1, attach order).
+ *
+ * buf, cap  where to write the name and its NUL. buf may be NULL only when cap is 0: a size query.
+ * len_out   nullable; receives the name's length in bytes, without the NUL, both on success and on
+ *           PEFTKIT_ERR_BUFFER_TOO_SMALL. A size query (buf NULL, cap 0) returns PEFTKIT_OK.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (index out of range, NULL buf with cap > 0),
+ * PEFTKIT_ERR_BUFFER_TOO_SMALL.
+ */
+peftkit_status peftkit_adapter_name(const peftkit_model *model, int32_t index, char *buf, size_t cap,
+                                    size_t *len_out);
+
+/*
+ * The name of the active adapter, written like peftkit_adapter_name; "" (length 0) when the base model
+ * is active. Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_BUFFER_TOO_SMALL.
+ */
+peftkit_status peftkit_adapter_get_active(const peftkit_model *model, char *buf, size_t cap, size_t *len_out);
+
+/*
+ * Number of trainable parameters of adapter `name` into *out.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_NOT_FOUND.
+ */
+peftkit_status peftkit_adapter_num_params(const peftkit_model *model, const char *name, int64_t *out);
+
+/*
+ * Writes adapter `name` into folder `dir` (created if missing) as adapter_config.json +
+ * adapter.safetensors, in AdapterHub's format. Existing files are replaced atomically.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_NOT_FOUND, PEFTKIT_ERR_IO.
+ */
+peftkit_status peftkit_adapter_save(peftkit_model *model, const char *name, const char *dir);
+
+/*
+ * Reads an adapter folder written by peftkit_adapter_save (or by AdapterHub) and attaches it. It is
+ * not made active.
+ *
+ * dir       folder path, UTF-8.
+ * name      the name to attach it under; NULL = the name stored in the folder.
+ * name_out  nullable; receives the name used, NUL-terminated, in name_cap bytes. If it does not fit,
+ *           the adapter is not attached (the call has no effect) and PEFTKIT_ERR_BUFFER_TOO_SMALL is
+ *           returned. 256 bytes is enough for any name you chose yourself shorter than that.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_IO, PEFTKIT_ERR_FORMAT (malformed, or
+ * shaped for another model), PEFTKIT_ERR_STATE (the name is already used), PEFTKIT_ERR_UNSUPPORTED,
+ * PEFTKIT_ERR_BUFFER_TOO_SMALL, PEFTKIT_ERR_OUT_OF_MEMORY.
+ */
+peftkit_status peftkit_adapter_load(peftkit_model *model, const char *dir, const char *name, char *name_out,
+                                    size_t name_cap);
+
+/* ===================================================================================================
+ * Training and evaluation
+ * =================================================================================================== */
+
+/*
+ * Optimiser settings. Defaults set by peftkit_train_config_init equal the Swift API's TrainConfig()
+ * (PyTorch AdamW): learning_rate 1e-3, beta1 0.9, beta2 0.999, eps 1e-8, weight_decay 0.01, CONSTANT
+ * schedule, no warm-up, total_steps 0, no clipping, no micro-batching.
+ */
+typedef struct peftkit_train_config {
+    uint32_t struct_size;     /* sizeof(peftkit_train_config); set by peftkit_train_config_init */
+    float learning_rate;      /* finite, >= 0 */
+    float beta1;              /* [0, 1) */
+    float beta2;              /* [0, 1) */
+    float eps;                /* finite, > 0 */
+    float weight_decay;       /* decoupled (AdamW); finite, >= 0 */
+    int32_t schedule;         /* PEFTKIT_SCHEDULE_* */
+    int32_t warmup_steps;     /* >= 0 */
+    int32_t total_steps;      /* length of LINEAR/COSINE schedules; >= 0 */
+    float max_grad_norm;      /* clip the global gradient L2 norm to this; 0 = no clipping */
+    int32_t micro_batch_size; /* rows per micro-batch for gradient accumulation; 0 = whole batch. The
+                                 gradient is the full batch's either way; only memory use changes. */
+} peftkit_train_config;
+
+/* Fills *config with the defaults above, including struct_size. NULL is ignored. */
+void peftkit_train_config_init(peftkit_train_config *config);
+
+/*
+ * What one optimiser step did. This struct is written by the library; before the call set
+ * struct_size = sizeof(peftkit_train_result) so that the library knows which layout you compiled with.
+ */
+typedef struct peftkit_train_result {
+    uint32_t struct_size;     /* set by the caller: sizeof(peftkit_train_result) */
+    float loss;               /* mean cross-entropy over counted tokens, before the update */
+    float grad_norm;          /* global gradient L2 norm, before clipping */
+    float learning_rate;      /* learning rate used for this step */
+    int64_t step;             /* optimiser steps taken by this adapter so far, including this one */
+    int64_t tokens;           /* label positions that counted towards the loss */
+} peftkit_train_result;
+
+/*
+ * One optimiser step of the active adapter on `batch` rows of `seq_len` tokens. The base weights are
+ * never changed.
+ *
+ * input_ids  batch * seq_len token ids, row-major; read only.
+ * labels     batch * seq_len labels (token ids or PEFTKIT_IGNORE_INDEX), or NULL to use input_ids.
+ * batch, seq_len  both >= 1.
+ * config     read only.
+ * out        nullable; set on success (out->struct_size must be set by the caller).
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL, sizes, ids or labels out of range, config),
+ * PEFTKIT_ERR_STATE (no active adapter), PEFTKIT_ERR_NUMERICAL (NaN/Inf loss or gradient; nothing
+ * updated), PEFTKIT_ERR_OUT_OF_MEMORY.
+ */
+peftkit_status peftkit_train_step(peftkit_model *model, const int32_t *input_ids, const int32_t *labels,
+                                  int32_t batch, int32_t seq_len, const peftkit_train_config *config,
+                                  peftkit_train_result *out);
+
+/*
+ * A forward pass with the active adapter (or the base model), without any update.
+ *
+ * input_ids        batch * seq_len token ids, row-major.
+ * labels           nullable; as for peftkit_train_step (NULL = input_ids).
+ * logits           nullable; receives batch * seq_len * vocab_size floats, row-major
+ *                  [batch][seq_len][vocab_size]. When NULL, logits_capacity is ignored.
+ * logits_capacity  size of logits in floats. If smaller than batch * seq_len * vocab_size, the call
+ *                  returns PEFTKIT_ERR_BUFFER_TOO_SMALL before computing anything.
+ * loss_out         nullable; mean cross-entropy over counted label positions (0 when none counted).
+ * tokens_out       nullable; number of label positions that counted.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_BUFFER_TOO_SMALL,
+ * PEFTKIT_ERR_OUT_OF_MEMORY (including logits given and batch * seq_len * vocab_size overflowing).
+ */
+peftkit_status peftkit_forward(peftkit_model *model, const int32_t *input_ids, const int32_t *labels, int32_t batch,
+                               int32_t seq_len, float *logits, size_t logits_capacity, float *loss_out,
+                               int64_t *tokens_out);
+
+/* ===================================================================================================
+ * Generation
+ * =================================================================================================== */
+
+/*
+ * Sampling settings. Defaults set by peftkit_generate_config_init equal the Swift API's GenerateConfig():
+ * max_new_tokens 32, temperature 0 (greedy), top_k 0 (off), top_p 1 (off), seed 0, no stop tokens.
+ */
+typedef struct peftkit_generate_config {
+    uint32_t struct_size;         /* sizeof(peftkit_generate_config); set by peftkit_generate_config_init */
+    int32_t max_new_tokens;       /* tokens to produce at most, prompt not counted; >= 0 */
+    float temperature;            /* 0 = greedy (argmax); otherwise logits / temperature are sampled */
+    int32_t top_k;                /* keep the k most likely tokens; 0 = off */
+    float top_p;                  /* keep the smallest set reaching probability p; (0, 1], 1 = off */
+    int32_t n_stop_tokens;        /* number of entries in stop_tokens, >= 0 */
+    uint64_t seed;                /* sampler seed: equal seeds give equal outputs */
+    const int32_t *stop_tokens;   /* generation ends after emitting any of these (the stop token is
+                                     included in the output); read during the call only. May be NULL
+                                     when n_stop_tokens is 0 */
+} peftkit_generate_config;
+
+/* Fills *config with the defaults above, including struct_size. NULL is ignored. */
+void peftkit_generate_config_init(peftkit_generate_config *config);
+
+/*
+ * Called once per generated token, on the thread that called peftkit_generate, before generation
+ * continues. Return 0 to continue, non-zero to stop (the token just passed is kept in the output).
+ * `user` is the pointer given to peftkit_generate. The callback must not call PEFTKit functions on the
+ * model that is generating (they fail with PEFTKIT_ERR_STATE); other models are fine.
+ */
+typedef int32_t (*peftkit_token_callback)(int32_t token, void *user);
+
+/*
+ * Generates up to config->max_new_tokens tokens after `prompt` with the active adapter (or the base
+ * model).
+ *
+ * prompt        n_prompt token ids, n_prompt >= 1.
+ * config        read only (as is config->stop_tokens).
+ * out_tokens    receives the new tokens (prompt not included). May be NULL only with out_capacity 0;
+ *               the tokens are then seen only through the callback.
+ * out_capacity  size of out_tokens in tokens. If out_tokens is not NULL and out_capacity is smaller than
+ *               config->max_new_tokens, the call returns PEFTKIT_ERR_BUFFER_TOO_SMALL before generating.
+ * n_out         nullable; receives the number of new tokens on success.
+ * cb, user      nullable callback, see peftkit_token_callback.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (including a prompt longer than the model allows),
+ * PEFTKIT_ERR_BUFFER_TOO_SMALL, PEFTKIT_ERR_OUT_OF_MEMORY.
+ */
+peftkit_status peftkit_generate(peftkit_model *model, const int32_t *prompt, int32_t n_prompt,
+                                const peftkit_generate_config *config, int32_t *out_tokens, int32_t out_capacity,
+                                int32_t *n_out, peftkit_token_callback cb, void *user);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* PEFTKIT_H */

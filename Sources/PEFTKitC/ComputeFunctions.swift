@@ -1,0 +1,108 @@
+// Training steps, forward passes and generation.
+
+import CPEFTKit
+import PEFTKit
+
+@c @implementation
+public func peftkit_train_step(_ model: OpaquePointer?, _ inputIDs: UnsafePointer<Int32>?,
+                               _ labels: UnsafePointer<Int32>?, _ batch: Int32, _ seqLen: Int32,
+                               _ config: UnsafePointer<peftkit_train_config>?,
+                               _ out: UnsafeMutablePointer<peftkit_train_result>?) -> peftkit_status {
+    entry("peftkit_train_step") {
+        let h = try ModelHandle.from(model)
+        let vocab = h.model.config.vocabSize
+        guard let inputIDs else { throw ShimError.invalid("input_ids is NULL") }
+        let n = try tokenCount(batch: batch, seqLen: seqLen)
+        let tc = try trainConfig(from: config)
+        if out != nil { _ = try checkStructSize(out, "out") }
+        try checkTokenIDs(inputIDs, n, vocab: vocab, "input_ids")
+        if let labels { try checkLabels(labels, n, vocab: vocab) }
+        let ids = UnsafeBufferPointer(start: inputIDs, count: n)
+        let lb = labels.map { UnsafeBufferPointer(start: $0, count: n) }
+        let r = try h.exclusive {
+            try $0.trainStep(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), config: tc)
+        }
+        if let out {
+            var o = peftkit_train_result()
+            o.struct_size = UInt32(MemoryLayout<peftkit_train_result>.size)
+            o.loss = r.loss
+            o.grad_norm = r.gradNorm
+            o.learning_rate = r.learningRate
+            o.step = Int64(r.step)
+            o.tokens = Int64(r.tokens)
+            out.pointee = o
+        }
+    }
+}
+
+@c @implementation
+public func peftkit_forward(_ model: OpaquePointer?, _ inputIDs: UnsafePointer<Int32>?,
+                            _ labels: UnsafePointer<Int32>?, _ batch: Int32, _ seqLen: Int32,
+                            _ logits: UnsafeMutablePointer<Float>?, _ logitsCapacity: Int,
+                            _ lossOut: UnsafeMutablePointer<Float>?,
+                            _ tokensOut: UnsafeMutablePointer<Int64>?) -> peftkit_status {
+    entry("peftkit_forward") {
+        let h = try ModelHandle.from(model)
+        let vocab = h.model.config.vocabSize
+        guard let inputIDs else { throw ShimError.invalid("input_ids is NULL") }
+        let n = try tokenCount(batch: batch, seqLen: seqLen)
+        var logitsBuffer: UnsafeMutableBufferPointer<Float>? = nil
+        if let logits {
+            let (needed, overflow) = n.multipliedReportingOverflow(by: vocab)
+            guard !overflow else {
+                throw ShimError.overflow("batch * seq_len * vocab_size = \(batch) * \(seqLen) * \(vocab) overflows")
+            }
+            let capacity = try readCapacity(logitsCapacity, "logits_capacity")
+            guard capacity >= needed else {
+                throw ShimError.tooSmall("logits needs batch * seq_len * vocab_size = \(needed) floats, "
+                                         + "logits_capacity is \(capacity)")
+            }
+            logitsBuffer = UnsafeMutableBufferPointer(start: logits, count: needed)
+        }
+        try checkTokenIDs(inputIDs, n, vocab: vocab, "input_ids")
+        if let labels { try checkLabels(labels, n, vocab: vocab) }
+        let ids = UnsafeBufferPointer(start: inputIDs, count: n)
+        let lb = labels.map { UnsafeBufferPointer(start: $0, count: n) }
+        let r = try h.exclusive {
+            try $0.forward(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), logits: logitsBuffer)
+        }
+        lossOut?.pointee = r.loss
+        tokensOut?.pointee = Int64(r.tokens)
+    }
+}
+
+@c @implementation
+public func peftkit_generate(_ model: OpaquePointer?, _ prompt: UnsafePointer<Int32>?, _ nPrompt: Int32,
+                             _ config: UnsafePointer<peftkit_generate_config>?,
+                             _ outTokens: UnsafeMutablePointer<Int32>?, _ outCapacity: Int32,
+                             _ nOut: UnsafeMutablePointer<Int32>?, _ cb: peftkit_token_callback?,
+                             _ user: UnsafeMutableRawPointer?) -> peftkit_status {
+    entry("peftkit_generate") {
+        let h = try ModelHandle.from(model)
+        let vocab = h.model.config.vocabSize
+        guard let prompt else { throw ShimError.invalid("prompt is NULL") }
+        guard nPrompt >= 1 else { throw ShimError.invalid("n_prompt must be >= 1, got \(nPrompt)") }
+        let gc = try generateConfig(from: config, vocab: vocab)
+        guard outCapacity >= 0 else { throw ShimError.invalid("out_capacity must be >= 0, got \(outCapacity)") }
+        if outTokens == nil {
+            guard outCapacity == 0 else {
+                throw ShimError.invalid("out_tokens is NULL but out_capacity is \(outCapacity)")
+            }
+        } else if Int(outCapacity) < gc.maxNewTokens {
+            throw ShimError.tooSmall("out_tokens needs max_new_tokens = \(gc.maxNewTokens) entries, "
+                                     + "out_capacity is \(outCapacity)")
+        }
+        try checkTokenIDs(prompt, Int(nPrompt), vocab: vocab, "prompt")
+        let promptArray = Array(UnsafeBufferPointer(start: prompt, count: Int(nPrompt)))
+        let onToken: ((Int32) -> Bool)? = cb.map { f in { token in f(token, user) == 0 } }
+        let tokens = try h.exclusive { try $0.generate(prompt: promptArray, config: gc, onToken: onToken) }
+        guard tokens.count <= gc.maxNewTokens else {
+            throw ShimError.internal("generation returned \(tokens.count) tokens, more than max_new_tokens "
+                                     + "= \(gc.maxNewTokens)")
+        }
+        if let outTokens {
+            for (i, t) in tokens.enumerated() { outTokens[i] = t }
+        }
+        nOut?.pointee = Int32(bounded: tokens.count)
+    }
+}

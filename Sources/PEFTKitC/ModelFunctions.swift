@@ -1,0 +1,45 @@
+// Creating, loading, freeing and describing models.
+
+import CPEFTKit
+import PEFTKit
+
+@c @implementation
+public func peftkit_model_create(_ config: UnsafePointer<peftkit_model_config>?, _ seed: UInt64,
+                                 _ out: UnsafeMutablePointer<OpaquePointer?>?) -> peftkit_status {
+    out?.pointee = nil
+    return entry("peftkit_model_create") {
+        guard let out else { throw ShimError.invalid("out is NULL") }
+        let cfg = try modelConfig(from: config)
+        let model = try Model.create(config: cfg, seed: seed)
+        out.pointee = ModelHandle(model).opaque
+    }
+}
+
+@c @implementation
+public func peftkit_model_load(_ path: UnsafePointer<CChar>?,
+                               _ out: UnsafeMutablePointer<OpaquePointer?>?) -> peftkit_status {
+    out?.pointee = nil
+    return entry("peftkit_model_load") {
+        guard let out else { throw ShimError.invalid("out is NULL") }
+        let p = try readString(path, "path")
+        guard !p.isEmpty else { throw ShimError.invalid("path is empty") }
+        let model = try Model.load(path: p)
+        out.pointee = ModelHandle(model).opaque
+    }
+}
+
+@c @implementation
+public func peftkit_model_free(_ model: OpaquePointer?) {
+    guard let model else { return }
+    Unmanaged<ModelHandle>.fromOpaque(UnsafeRawPointer(model)).release()
+}
+
+@c @implementation
+public func peftkit_model_get_config(_ model: OpaquePointer?,
+                                     _ out: UnsafeMutablePointer<peftkit_model_config>?) -> peftkit_status {
+    entry("peftkit_model_get_config") {
+        let h = try ModelHandle.from(model)
+        let o = try checkStructSize(out, "out")
+        store(h.model.config, into: o)
+    }
+}

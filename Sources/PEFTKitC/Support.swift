@@ -1,0 +1,262 @@
+// Shared machinery of the C shim: status codes, the per-thread error message, argument readers and
+// the model handle. Every exported function funnels through `entry`, so no Swift error and no invalid
+// C argument can escape as a trap.
+
+import CPEFTKit
+import PEFTKit
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// MARK: - Errors and status codes
+
+/// A failure detected by the shim itself, with the status code it maps to.
+struct ShimError: Error {
+    let code: peftkit_status
+    let message: String
+
+    static func invalid(_ message: String) -> ShimError {
+        ShimError(code: PEFTKIT_ERR_INVALID_ARGUMENT, message: message)
+    }
+
+    static func tooSmall(_ message: String) -> ShimError {
+        ShimError(code: PEFTKIT_ERR_BUFFER_TOO_SMALL, message: message)
+    }
+
+    static func overflow(_ message: String) -> ShimError {
+        ShimError(code: PEFTKIT_ERR_OUT_OF_MEMORY, message: message)
+    }
+
+    static func `internal`(_ message: String) -> ShimError {
+        ShimError(code: PEFTKIT_ERR_INTERNAL, message: message)
+    }
+}
+
+/// The stable status code of each `PEFTKitError` case.
+func statusCode(of error: PEFTKitError) -> peftkit_status {
+    switch error {
+    case .invalidArgument: return PEFTKIT_ERR_INVALID_ARGUMENT
+    case .io: return PEFTKIT_ERR_IO
+    case .format: return PEFTKIT_ERR_FORMAT
+    case .unsupported: return PEFTKIT_ERR_UNSUPPORTED
+    case .notFound: return PEFTKIT_ERR_NOT_FOUND
+    case .numerical: return PEFTKIT_ERR_NUMERICAL
+    case .state: return PEFTKIT_ERR_STATE
+    case .outOfMemory: return PEFTKIT_ERR_OUT_OF_MEMORY
+    }
+}
+
+/// Runs the body of an exported function: returns `PEFTKIT_OK`, or records the error's message for
+/// `peftkit_last_error()` and returns its status code.
+func entry(_ function: StaticString, _ body: () throws -> Void) -> peftkit_status {
+    do {
+        try body()
+        return PEFTKIT_OK
+    } catch let e as ShimError {
+        setLastError("\(function): \(e.message)")
+        return e.code
+    } catch let e as PEFTKitError {
+        let m = e.message
+        setLastError(m.isEmpty ? "\(function): \(kindName(e))" : "\(function): \(m)")
+        return statusCode(of: e)
+    } catch {
+        setLastError("\(function): unexpected error: \(error)")
+        return PEFTKIT_ERR_INTERNAL
+    }
+}
+
+private func kindName(_ e: PEFTKitError) -> String {
+    switch e {
+    case .invalidArgument: return "invalid argument"
+    case .io: return "I/O error"
+    case .format: return "malformed file"
+    case .unsupported: return "not supported"
+    case .notFound: return "not found"
+    case .numerical: return "NaN or infinity in the computation"
+    case .state: return "not allowed in the current state"
+    case .outOfMemory: return "out of memory"
+    }
+}
+
+// MARK: - Per-thread last error
+
+/// The key of the per-thread message. Created once (Swift initialises globals exactly once, thread
+/// safely); the destructor frees a thread's message when the thread exits.
+private let lastErrorKey: pthread_key_t? = {
+    var key = pthread_key_t()
+    let rc = pthread_key_create(&key) { p in free(p) }
+    return rc == 0 ? key : nil
+}()
+
+/// A NUL-terminated copy of `s` that lives as long as the process. Read-only once made, so the globals
+/// holding these are safe to share (hence `nonisolated(unsafe)`).
+func permanentCString(_ s: String) -> UnsafePointer<CChar> {
+    let bytes = Array(s.utf8)
+    let p = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count + 1)
+    for (i, b) in bytes.enumerated() { p[i] = CChar(bitPattern: b) }
+    p[bytes.count] = 0
+    return UnsafePointer(p)
+}
+
+nonisolated(unsafe) let emptyCString = permanentCString("")
+nonisolated(unsafe) private let noKeyMessage = permanentCString("peftkit: the per-thread error message is unavailable")
+
+func setLastError(_ message: String) {
+    guard let key = lastErrorKey else { return }
+    let copy = message.withCString { strdup($0) }
+    guard let copy else { return }  // out of memory: keep the previous message rather than fail
+    let old = pthread_getspecific(key)
+    if pthread_setspecific(key, copy) == 0 {
+        free(old)
+    } else {
+        free(copy)
+    }
+}
+
+func lastErrorPointer() -> UnsafePointer<CChar> {
+    guard let key = lastErrorKey else { return noKeyMessage }
+    guard let p = pthread_getspecific(key) else { return emptyCString }
+    return UnsafePointer(p.assumingMemoryBound(to: CChar.self))
+}
+
+// MARK: - Model handle
+
+/// What a `peftkit_model *` points at. Calls on one handle are serialised by `busy`: an overlapping call
+/// fails with PEFTKIT_ERR_STATE instead of touching the model.
+final class ModelHandle {
+    let model: Model
+    private let busy = Atomic<Bool>(false)
+
+    init(_ model: Model) {
+        self.model = model
+    }
+
+    func exclusive<R>(_ body: (Model) throws -> R) throws -> R {
+        let (acquired, _) = busy.compareExchange(expected: false, desired: true, ordering: .acquiring)
+        guard acquired else {
+            throw ShimError(code: PEFTKIT_ERR_STATE,
+                            message: "the model is in use by another call (calls on one model must not overlap)")
+        }
+        defer { busy.store(false, ordering: .releasing) }
+        return try body(model)
+    }
+
+    var opaque: OpaquePointer {
+        OpaquePointer(Unmanaged.passRetained(self).toOpaque())
+    }
+
+    static func from(_ p: OpaquePointer?) throws -> ModelHandle {
+        guard let p else { throw ShimError.invalid("model is NULL") }
+        return Unmanaged<ModelHandle>.fromOpaque(UnsafeRawPointer(p)).takeUnretainedValue()
+    }
+}
+
+// MARK: - Argument readers
+
+/// A required input string: not NULL, valid UTF-8.
+func readString(_ p: UnsafePointer<CChar>?, _ what: String) throws -> String {
+    guard let p else { throw ShimError.invalid("\(what) is NULL") }
+    guard let s = String(validatingCString: p) else { throw ShimError.invalid("\(what) is not valid UTF-8") }
+    return s
+}
+
+/// A required adapter name: not NULL, valid UTF-8, not empty.
+func readName(_ p: UnsafePointer<CChar>?, _ what: String = "name") throws -> String {
+    let s = try readString(p, what)
+    guard !s.isEmpty else { throw ShimError.invalid("\(what) is empty") }
+    return s
+}
+
+/// Checks the `struct_size` at the start of a config struct before anything else of it is read.
+func checkStructSize<T>(_ p: UnsafePointer<T>?, _ what: String) throws -> UnsafePointer<T> {
+    guard let p else { throw ShimError.invalid("\(what) is NULL") }
+    let size = UnsafeRawPointer(p).load(as: UInt32.self)
+    guard Int(size) == MemoryLayout<T>.size else {
+        throw ShimError.invalid("\(what)->struct_size is \(size), expected \(MemoryLayout<T>.size) "
+                                + "(initialise the struct with its *_init function)")
+    }
+    return p
+}
+
+func checkStructSize<T>(_ p: UnsafeMutablePointer<T>?, _ what: String) throws -> UnsafeMutablePointer<T> {
+    guard let p else { throw ShimError.invalid("\(what) is NULL") }
+    _ = try checkStructSize(UnsafePointer(p), what)
+    return p
+}
+
+/// A 0/1 flag.
+func readBool(_ v: Int32, _ what: String) throws -> Bool {
+    switch v {
+    case 0: return false
+    case 1: return true
+    default: throw ShimError.invalid("\(what) must be 0 or 1, got \(v)")
+    }
+}
+
+/// A 0/1 flag where -1 means "the default" (nil).
+func readTriState(_ v: Int32, _ what: String) throws -> Bool? {
+    switch v {
+    case -1: return nil
+    case 0: return false
+    case 1: return true
+    default: throw ShimError.invalid("\(what) must be -1, 0 or 1, got \(v)")
+    }
+}
+
+/// A caller buffer capacity given as size_t. Values above Int.max (which Swift sees as negative) are
+/// not real buffer sizes.
+func readCapacity(_ cap: Int, _ what: String) throws -> Int {
+    guard cap >= 0 else { throw ShimError.invalid("\(what) is not a valid size") }
+    return cap
+}
+
+/// Writes `s` and a NUL into `buf` of `cap` bytes, following the header's buffer rules.
+func writeString(_ s: String, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
+                 _ lenOut: UnsafeMutablePointer<Int>?, _ what: String) throws {
+    let bytes = Array(s.utf8)
+    guard let buf else {
+        guard cap == 0 else { throw ShimError.invalid("\(what) is NULL but its capacity is \(cap)") }
+        lenOut?.pointee = bytes.count
+        return
+    }
+    let capacity = try readCapacity(cap, "capacity of \(what)")
+    lenOut?.pointee = bytes.count
+    guard capacity > bytes.count else {
+        throw ShimError.tooSmall("\(what) needs \(bytes.count + 1) bytes, capacity is \(capacity)")
+    }
+    for (i, b) in bytes.enumerated() { buf[i] = CChar(bitPattern: b) }
+    buf[bytes.count] = 0
+}
+
+/// The element count of a [batch, seqLen] token array, with both at least 1.
+func tokenCount(batch: Int32, seqLen: Int32) throws -> Int {
+    guard batch >= 1 else { throw ShimError.invalid("batch must be >= 1, got \(batch)") }
+    guard seqLen >= 1 else { throw ShimError.invalid("seq_len must be >= 1, got \(seqLen)") }
+    return Int(batch) * Int(seqLen)  // at most 2^62: cannot overflow Int
+}
+
+/// Checks that all `count` ids are in [0, vocab).
+func checkTokenIDs(_ p: UnsafePointer<Int32>, _ count: Int, vocab: Int, _ what: String) throws {
+    for i in 0..<count {
+        let t = p[i]
+        guard t >= 0 && Int(t) < vocab else {
+            throw ShimError.invalid("\(what)[\(i)] = \(t) is out of range [0, \(vocab))")
+        }
+    }
+}
+
+/// Checks that all `count` labels are in [0, vocab) or PEFTKIT_IGNORE_INDEX.
+func checkLabels(_ p: UnsafePointer<Int32>, _ count: Int, vocab: Int) throws {
+    for i in 0..<count {
+        let t = p[i]
+        guard t == PEFTKIT_IGNORE_INDEX || (t >= 0 && Int(t) < vocab) else {
+            throw ShimError.invalid("labels[\(i)] = \(t) is neither in [0, \(vocab)) nor \(PEFTKIT_IGNORE_INDEX)")
+        }
+    }
+}
+
+extension Int32 {
+    /// Narrows a value the core has already bounded; clamps rather than traps.
+    init(bounded v: Int) { self.init(clamping: v) }
+}

@@ -1,0 +1,882 @@
+/*
+ * test_abi.c — exercises every function of peftkit.h, including misuse, through the shared library.
+ *
+ * Prints one line per check ("ok   ..." or "FAIL ...") and ends with "N passed, M failed". Exits 0 only
+ * if every check passed.
+ *
+ * Usage: test_abi [SCRATCH_DIR]   (adapter files are written below SCRATCH_DIR, default ".")
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "peftkit.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+static int n_passed = 0;
+static int n_failed = 0;
+
+static const char *status_name(peftkit_status s) {
+    switch (s) {
+    case PEFTKIT_OK: return "OK";
+    case PEFTKIT_ERR_INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case PEFTKIT_ERR_IO: return "IO";
+    case PEFTKIT_ERR_FORMAT: return "FORMAT";
+    case PEFTKIT_ERR_UNSUPPORTED: return "UNSUPPORTED";
+    case PEFTKIT_ERR_NOT_FOUND: return "NOT_FOUND";
+    case PEFTKIT_ERR_NUMERICAL: return "NUMERICAL";
+    case PEFTKIT_ERR_STATE: return "STATE";
+    case PEFTKIT_ERR_OUT_OF_MEMORY: return "OUT_OF_MEMORY";
+    case PEFTKIT_ERR_BUFFER_TOO_SMALL: return "BUFFER_TOO_SMALL";
+    case PEFTKIT_ERR_INTERNAL: return "INTERNAL";
+    default: return "UNKNOWN";
+    }
+}
+
+/* A boolean check. */
+static void check(int cond, const char *what) {
+    if (cond) {
+        n_passed++;
+        printf("ok   %s\n", what);
+    } else {
+        n_failed++;
+        printf("FAIL %s\n", what);
+    }
+}
+
+/* A status check: `got` must equal `want`. On a mismatch prints both and the last error. */
+static void expect(peftkit_status got, peftkit_status want, const char *what) {
+    if (got == want) {
+        n_passed++;
+        printf("ok   %s -> %s\n", what, status_name(got));
+    } else {
+        n_failed++;
+        printf("FAIL %s -> %s, expected %s (last error: %s)\n", what, status_name(got), status_name(want),
+               peftkit_last_error());
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------- */
+/* Checks that need no model.                                                                        */
+/* ------------------------------------------------------------------------------------------------- */
+
+static void *thread_last_error(void *arg) {
+    const char **out = arg;
+    const char *e = peftkit_last_error();
+    *out = (e != NULL && e[0] == '\0') ? "empty" : "not empty";
+    return NULL;
+}
+
+static void test_library(void) {
+    printf("# library\n");
+    const char *v = peftkit_version();
+    check(v != NULL && strcmp(v, PEFTKIT_VERSION_STRING) == 0, "peftkit_version() equals PEFTKIT_VERSION_STRING");
+    check(PEFTKIT_VERSION_NUMBER == PEFTKIT_VERSION_MAJOR * 10000 + PEFTKIT_VERSION_MINOR * 100 + PEFTKIT_VERSION_PATCH,
+          "PEFTKIT_VERSION_NUMBER is consistent");
+    const char *e = peftkit_last_error();
+    check(e != NULL && e[0] == '\0', "peftkit_last_error() is \"\" before any failure");
+
+    expect(peftkit_set_num_threads(1), PEFTKIT_OK, "peftkit_set_num_threads(1)");
+    expect(peftkit_set_num_threads(-5), PEFTKIT_OK, "peftkit_set_num_threads(-5) (default)");
+    expect(peftkit_set_num_threads(0), PEFTKIT_OK, "peftkit_set_num_threads(0) (default)");
+    expect(peftkit_set_num_threads(2), PEFTKIT_OK, "peftkit_set_num_threads(2)");
+
+    peftkit_model_config_init(NULL);
+    peftkit_adapter_config_init(NULL);
+    peftkit_train_config_init(NULL);
+    peftkit_generate_config_init(NULL);
+    check(1, "*_config_init(NULL) are no-ops");
+    peftkit_model_free(NULL);
+    check(1, "peftkit_model_free(NULL) is a no-op");
+
+    peftkit_model_config mc;
+    memset(&mc, 0xAB, sizeof mc);
+    peftkit_model_config_init(&mc);
+    check(mc.struct_size == sizeof mc, "model config struct_size == sizeof");
+    check(mc.architecture == PEFTKIT_ARCH_GPT2 && mc.vocab_size == 256 && mc.hidden_size == 64 && mc.num_layers == 2 &&
+              mc.num_heads == 4 && mc.max_positions == 1024,
+          "model config defaults: tiny GPT-2 (vocab 256, d 64, 2 layers, 4 heads, 1024 positions)");
+    check(mc.num_kv_heads == 0 && mc.head_dim == 0 && mc.intermediate_size == 0 && mc.norm_eps == 0.0f &&
+              mc.qkv_bias == -1 && mc.output_bias == -1 && mc.mlp_bias == -1 && mc.tie_word_embeddings == 1 &&
+              mc.rope_theta == 10000.0f,
+          "model config defaults: derived fields left derived");
+
+    peftkit_adapter_config ac;
+    memset(&ac, 0xAB, sizeof ac);
+    peftkit_adapter_config_init(&ac);
+    check(ac.struct_size == sizeof ac, "adapter config struct_size == sizeof");
+    check(ac.method == PEFTKIT_METHOD_BOTTLENECK && ac.preset == PEFTKIT_PRESET_PFEIFFER && ac.reduction_factor == 16.0f &&
+              ac.bottleneck_size == 0 && ac.non_linearity == PEFTKIT_ACTIVATION_DEFAULT &&
+              ac.init_weights == PEFTKIT_INIT_BERT && ac.scaling == 1.0f && ac.ln_before == 0 && ac.ln_after == 0 &&
+              ac.layers == NULL && ac.n_layers == 0 && ac.seed == 42,
+          "adapter config defaults equal BottleneckConfig()");
+
+    peftkit_train_config tc;
+    memset(&tc, 0xAB, sizeof tc);
+    peftkit_train_config_init(&tc);
+    check(tc.struct_size == sizeof tc, "train config struct_size == sizeof");
+    check(tc.learning_rate == 1e-3f && tc.beta1 == 0.9f && tc.beta2 == 0.999f && tc.eps == 1e-8f &&
+              tc.weight_decay == 0.01f && tc.schedule == PEFTKIT_SCHEDULE_CONSTANT && tc.warmup_steps == 0 &&
+              tc.total_steps == 0 && tc.max_grad_norm == 0.0f && tc.micro_batch_size == 0,
+          "train config defaults equal TrainConfig()");
+
+    peftkit_generate_config gc;
+    memset(&gc, 0xAB, sizeof gc);
+    peftkit_generate_config_init(&gc);
+    check(gc.struct_size == sizeof gc, "generate config struct_size == sizeof");
+    check(gc.max_new_tokens == 32 && gc.temperature == 0.0f && gc.top_k == 0 && gc.top_p == 1.0f && gc.seed == 0 &&
+              gc.stop_tokens == NULL && gc.n_stop_tokens == 0,
+          "generate config defaults equal GenerateConfig()");
+}
+
+static void test_create_misuse(void) {
+    printf("# model creation misuse\n");
+    peftkit_model_config mc;
+    peftkit_model *m = (peftkit_model *)&mc; /* any non-NULL value: must be overwritten with NULL */
+
+    peftkit_model_config_init(&mc);
+    expect(peftkit_model_create(NULL, 1, &m), PEFTKIT_ERR_INVALID_ARGUMENT, "model_create(config NULL)");
+    check(m == NULL, "model_create sets *out = NULL on failure");
+    const char *e = peftkit_last_error();
+    check(e != NULL && e[0] != '\0', "peftkit_last_error() is set after a failure");
+    expect(peftkit_model_create(&mc, 1, NULL), PEFTKIT_ERR_INVALID_ARGUMENT, "model_create(out NULL)");
+
+    mc.struct_size = 0;
+    expect(peftkit_model_create(&mc, 1, &m), PEFTKIT_ERR_INVALID_ARGUMENT, "model_create(struct_size 0)");
+    check(strstr(peftkit_last_error(), "struct_size") != NULL, "last error names struct_size");
+    mc.struct_size = sizeof mc + 4;
+    expect(peftkit_model_create(&mc, 1, &m), PEFTKIT_ERR_INVALID_ARGUMENT, "model_create(struct_size too large)");
+
+    /* A failed call on another thread leaves this thread's message alone, and vice versa. */
+    char before[512];
+    snprintf(before, sizeof before, "%s", peftkit_last_error());
+    const char *other = NULL;
+    pthread_t t;
+    if (pthread_create(&t, NULL, thread_last_error, &other) == 0) {
+        pthread_join(t, NULL);
+        check(other != NULL && strcmp(other, "empty") == 0, "peftkit_last_error() is per thread (new thread sees \"\")");
+    } else {
+        check(0, "pthread_create");
+    }
+    check(strcmp(before, peftkit_last_error()) == 0, "this thread's last error is unchanged by the other thread");
+
+#define BAD_MODEL(stmt, label)                                                                     \
+    do {                                                                                            \
+        peftkit_model_config_init(&mc);                                                             \
+        stmt;                                                                                       \
+        m = NULL;                                                                                   \
+        expect(peftkit_model_create(&mc, 1, &m), PEFTKIT_ERR_INVALID_ARGUMENT, "model_create(" label ")"); \
+        peftkit_model_free(m);                                                                      \
+    } while (0)
+
+    BAD_MODEL(mc.architecture = 7, "architecture 7");
+    BAD_MODEL(mc.architecture = -1, "architecture -1");
+    BAD_MODEL(mc.vocab_size = 0, "vocab_size 0");
+    BAD_MODEL(mc.vocab_size = -3, "vocab_size -3");
+    BAD_MODEL(mc.hidden_size = -64, "hidden_size -64");
+    BAD_MODEL(mc.num_layers = 0, "num_layers 0");
+    BAD_MODEL(mc.num_heads = 5, "GPT-2 num_heads 5 not dividing hidden 64");
+    BAD_MODEL(mc.num_kv_heads = -1, "num_kv_heads -1");
+    BAD_MODEL(mc.num_kv_heads = 2, "GPT-2 num_kv_heads != num_heads");
+    BAD_MODEL(mc.head_dim = -16, "head_dim -16");
+    BAD_MODEL(mc.intermediate_size = -1, "intermediate_size -1");
+    BAD_MODEL(mc.max_positions = 0, "max_positions 0");
+    BAD_MODEL(mc.norm_eps = NAN, "norm_eps NaN");
+    BAD_MODEL(mc.norm_eps = -1e-5f, "norm_eps negative");
+    BAD_MODEL(mc.tie_word_embeddings = 5, "tie_word_embeddings 5");
+    BAD_MODEL(mc.qkv_bias = 2, "qkv_bias 2");
+    BAD_MODEL(mc.mlp_bias = -2, "mlp_bias -2");
+    BAD_MODEL((mc.architecture = PEFTKIT_ARCH_LLAMA, mc.rope_theta = NAN), "llama rope_theta NaN");
+    BAD_MODEL((mc.architecture = PEFTKIT_ARCH_LLAMA, mc.num_kv_heads = 3), "llama num_kv_heads 3 not dividing 4");
+#undef BAD_MODEL
+
+    m = (peftkit_model *)&mc;
+    expect(peftkit_model_load(NULL, &m), PEFTKIT_ERR_INVALID_ARGUMENT, "model_load(path NULL)");
+    check(m == NULL, "model_load sets *out = NULL on failure");
+    expect(peftkit_model_load("", &m), PEFTKIT_ERR_INVALID_ARGUMENT, "model_load(path \"\")");
+    expect(peftkit_model_load("\xff\xfe", &m), PEFTKIT_ERR_INVALID_ARGUMENT, "model_load(path not UTF-8)");
+    expect(peftkit_model_load("/nonexistent/peftkit-model", NULL), PEFTKIT_ERR_INVALID_ARGUMENT, "model_load(out NULL)");
+    expect(peftkit_model_load("/nonexistent/peftkit-model", &m), PEFTKIT_ERR_IO, "model_load(missing folder)");
+}
+
+static void test_null_model(void) {
+    printf("# every model function with model NULL\n");
+    peftkit_model_config mc;
+    peftkit_model_config_init(&mc);
+    peftkit_adapter_config ac;
+    peftkit_adapter_config_init(&ac);
+    peftkit_train_config tc;
+    peftkit_train_config_init(&tc);
+    peftkit_generate_config gc;
+    peftkit_generate_config_init(&gc);
+    int32_t ids[4] = {1, 2, 3, 4};
+    int32_t toks[32];
+    int32_t n32 = 0;
+    int64_t n64 = 0;
+    float loss = 0;
+    char buf[64];
+    size_t len = 0;
+    const peftkit_status bad = PEFTKIT_ERR_INVALID_ARGUMENT;
+
+    expect(peftkit_model_get_config(NULL, &mc), bad, "model_get_config(NULL model)");
+    expect(peftkit_adapter_attach(NULL, "a", &ac), bad, "adapter_attach(NULL model)");
+    expect(peftkit_adapter_set_active(NULL, "a"), bad, "adapter_set_active(NULL model)");
+    expect(peftkit_adapter_set_active(NULL, NULL), bad, "adapter_set_active(NULL model, NULL name)");
+    expect(peftkit_adapter_remove(NULL, "a"), bad, "adapter_remove(NULL model)");
+    expect(peftkit_adapter_count(NULL, &n32), bad, "adapter_count(NULL model)");
+    expect(peftkit_adapter_name(NULL, 0, buf, sizeof buf, &len), bad, "adapter_name(NULL model)");
+    expect(peftkit_adapter_get_active(NULL, buf, sizeof buf, &len), bad, "adapter_get_active(NULL model)");
+    expect(peftkit_adapter_num_params(NULL, "a", &n64), bad, "adapter_num_params(NULL model)");
+    expect(peftkit_adapter_save(NULL, "a", "/tmp"), bad, "adapter_save(NULL model)");
+    expect(peftkit_adapter_load(NULL, "/tmp", NULL, buf, sizeof buf), bad, "adapter_load(NULL model)");
+    expect(peftkit_train_step(NULL, ids, NULL, 1, 4, &tc, NULL), bad, "train_step(NULL model)");
+    expect(peftkit_forward(NULL, ids, NULL, 1, 4, NULL, 0, &loss, &n64), bad, "forward(NULL model)");
+    expect(peftkit_generate(NULL, ids, 4, &gc, toks, 32, &n32, NULL, NULL), bad, "generate(NULL model)");
+}
+
+/* ------------------------------------------------------------------------------------------------- */
+/* Checks on a live model (need the engine).                                                         */
+/* ------------------------------------------------------------------------------------------------- */
+
+#define VOCAB 256
+#define BATCH 2
+#define SEQ 16
+
+static void fill_pattern(int32_t *ids, int batch, int seq, int offset) {
+    for (int b = 0; b < batch; b++)
+        for (int t = 0; t < seq; t++) ids[b * seq + t] = 'a' + (b + t + offset) % 8;
+}
+
+static void test_model_config(peftkit_model *m) {
+    printf("# model config\n");
+    peftkit_model_config c;
+    peftkit_model_config_init(&c);
+    expect(peftkit_model_get_config(m, &c), PEFTKIT_OK, "model_get_config");
+    check(c.architecture == PEFTKIT_ARCH_GPT2 && c.vocab_size == VOCAB && c.hidden_size == 64 && c.num_layers == 2 &&
+              c.num_heads == 4 && c.num_kv_heads == 4 && c.head_dim == 16 && c.intermediate_size == 256 &&
+              c.max_positions == 1024 && fabsf(c.norm_eps - 1e-5f) < 1e-9f && c.tie_word_embeddings == 1 &&
+              c.qkv_bias == 1 && c.output_bias == 1 && c.mlp_bias == 1,
+          "model_get_config reports concrete values");
+    expect(peftkit_model_get_config(m, NULL), PEFTKIT_ERR_INVALID_ARGUMENT, "model_get_config(out NULL)");
+    c.struct_size = 3;
+    expect(peftkit_model_get_config(m, &c), PEFTKIT_ERR_INVALID_ARGUMENT, "model_get_config(struct_size 3)");
+}
+
+static void test_attach(peftkit_model *m) {
+    printf("# adapters: attach, list\n");
+    peftkit_adapter_config ac;
+    int32_t n = -1;
+    char buf[64];
+    size_t len = 0;
+    const peftkit_status bad = PEFTKIT_ERR_INVALID_ARGUMENT;
+
+    expect(peftkit_adapter_count(m, &n), PEFTKIT_OK, "adapter_count on a new model");
+    check(n == 0, "a new model has no adapters");
+    expect(peftkit_adapter_count(m, NULL), bad, "adapter_count(out NULL)");
+    len = 99;
+    memset(buf, 'x', sizeof buf);
+    expect(peftkit_adapter_get_active(m, buf, sizeof buf, &len), PEFTKIT_OK, "adapter_get_active with none active");
+    check(buf[0] == '\0' && len == 0, "no adapter active: \"\", length 0");
+
+    peftkit_adapter_config_init(&ac);
+    expect(peftkit_adapter_attach(m, NULL, &ac), bad, "adapter_attach(name NULL)");
+    expect(peftkit_adapter_attach(m, "", &ac), bad, "adapter_attach(name \"\")");
+    expect(peftkit_adapter_attach(m, "bad\xc3\x28", &ac), bad, "adapter_attach(name not UTF-8)");
+    expect(peftkit_adapter_attach(m, "x", NULL), bad, "adapter_attach(config NULL)");
+
+    int32_t dup_layers[2] = {1, 1};
+    int32_t far_layers[1] = {5};
+    int32_t neg_layers[1] = {-1};
+    int32_t three_layers[3] = {0, 1, 0};
+
+#define BAD_ADAPTER(stmt, label)                                                                    \
+    do {                                                                                            \
+        peftkit_adapter_config_init(&ac);                                                           \
+        stmt;                                                                                       \
+        expect(peftkit_adapter_attach(m, "x", &ac), bad, "adapter_attach(" label ")");              \
+    } while (0)
+
+    BAD_ADAPTER(ac.struct_size = 0, "struct_size 0");
+    BAD_ADAPTER(ac.struct_size = sizeof ac - 8, "struct_size too small");
+    BAD_ADAPTER(ac.method = 99, "method 99");
+    BAD_ADAPTER(ac.preset = 9, "preset 9");
+    BAD_ADAPTER(ac.non_linearity = 17, "non_linearity 17");
+    BAD_ADAPTER(ac.init_weights = 5, "init_weights 5");
+    BAD_ADAPTER(ac.reduction_factor = NAN, "reduction_factor NaN");
+    BAD_ADAPTER(ac.reduction_factor = 0, "reduction_factor 0");
+    BAD_ADAPTER(ac.reduction_factor = -2, "reduction_factor -2");
+    BAD_ADAPTER(ac.bottleneck_size = -1, "bottleneck_size -1");
+    BAD_ADAPTER(ac.scaling = INFINITY, "scaling inf");
+    BAD_ADAPTER(ac.ln_before = 2, "ln_before 2");
+    BAD_ADAPTER(ac.ln_after = -1, "ln_after -1");
+    BAD_ADAPTER(ac.n_layers = -1, "n_layers -1");
+    BAD_ADAPTER((ac.layers = NULL, ac.n_layers = 1), "layers NULL, n_layers 1");
+    BAD_ADAPTER((ac.layers = dup_layers, ac.n_layers = 2), "duplicate layers");
+    BAD_ADAPTER((ac.layers = far_layers, ac.n_layers = 1), "layer 5 of 2");
+    BAD_ADAPTER((ac.layers = neg_layers, ac.n_layers = 1), "layer -1");
+    BAD_ADAPTER((ac.layers = three_layers, ac.n_layers = 3), "n_layers 3 > num_layers 2");
+#undef BAD_ADAPTER
+    expect(peftkit_adapter_count(m, &n), PEFTKIT_OK, "adapter_count after rejected attaches");
+    check(n == 0, "rejected attaches attach nothing");
+
+    peftkit_adapter_config_init(&ac);
+    expect(peftkit_adapter_attach(m, "a", &ac), PEFTKIT_OK, "adapter_attach(\"a\", pfeiffer defaults)");
+    expect(peftkit_adapter_attach(m, "a", &ac), PEFTKIT_ERR_STATE, "adapter_attach(\"a\") again: duplicate name");
+    int32_t one_layer[1] = {1};
+    ac.preset = PEFTKIT_PRESET_HOULSBY;
+    ac.layers = one_layer;
+    ac.n_layers = 1;
+    ac.bottleneck_size = 8;
+    ac.non_linearity = PEFTKIT_ACTIVATION_GELU_TANH;
+    ac.init_weights = PEFTKIT_INIT_ZERO_UP;
+    ac.ln_before = 1;
+    expect(peftkit_adapter_attach(m, "houlsby-layer1", &ac), PEFTKIT_OK,
+           "adapter_attach(houlsby, layer 1 only, bottleneck 8, ln_before)");
+    expect(peftkit_adapter_count(m, &n), PEFTKIT_OK, "adapter_count");
+    check(n == 2, "two adapters attached");
+
+    len = 0;
+    expect(peftkit_adapter_name(m, 0, buf, sizeof buf, &len), PEFTKIT_OK, "adapter_name(0)");
+    check(strcmp(buf, "a") == 0 && len == 1, "adapter 0 is \"a\" (attach order)");
+    expect(peftkit_adapter_name(m, 1, buf, sizeof buf, NULL), PEFTKIT_OK, "adapter_name(1, len_out NULL)");
+    check(strcmp(buf, "houlsby-layer1") == 0, "adapter 1 is \"houlsby-layer1\"");
+    expect(peftkit_adapter_name(m, 2, buf, sizeof buf, &len), bad, "adapter_name(index 2 of 2)");
+    expect(peftkit_adapter_name(m, -1, buf, sizeof buf, &len), bad, "adapter_name(index -1)");
+    len = 0;
+    expect(peftkit_adapter_name(m, 1, NULL, 0, &len), PEFTKIT_OK, "adapter_name size query (NULL, 0)");
+    check(len == strlen("houlsby-layer1"), "size query reports the length");
+    expect(peftkit_adapter_name(m, 1, NULL, 8, &len), bad, "adapter_name(buf NULL, cap 8)");
+    memset(buf, 'x', sizeof buf);
+    len = 0;
+    expect(peftkit_adapter_name(m, 1, buf, 14, &len), PEFTKIT_ERR_BUFFER_TOO_SMALL, "adapter_name(cap = length, no room for NUL)");
+    check(buf[0] == 'x' && len == 14, "buffer untouched, length still reported");
+    expect(peftkit_adapter_name(m, 1, buf, (size_t)-1, &len), bad, "adapter_name(cap SIZE_MAX)");
+
+    int64_t p = -1;
+    expect(peftkit_adapter_num_params(m, "a", &p), PEFTKIT_OK, "adapter_num_params(\"a\")");
+    /* pfeiffer, every layer, bottleneck 64/16 = 4: down 64*4+4, up 4*64+64 per layer, 2 layers */
+    check(p == 2 * (64 * 4 + 4 + 4 * 64 + 64), "adapter \"a\" has 2 * (64*4+4 + 4*64+64) = 1160 parameters");
+    expect(peftkit_adapter_num_params(m, "houlsby-layer1", &p), PEFTKIT_OK, "adapter_num_params(houlsby)");
+    check(p > 0, "houlsby adapter has parameters");
+    expect(peftkit_adapter_num_params(m, "nope", &p), PEFTKIT_ERR_NOT_FOUND, "adapter_num_params(unknown name)");
+    expect(peftkit_adapter_num_params(m, NULL, &p), bad, "adapter_num_params(name NULL)");
+    expect(peftkit_adapter_num_params(m, "a", NULL), bad, "adapter_num_params(out NULL)");
+}
+
+static void test_train(peftkit_model *m) {
+    printf("# training\n");
+    peftkit_train_config tc;
+    peftkit_train_result r;
+    int32_t ids[BATCH * SEQ];
+    int32_t labels[BATCH * SEQ];
+    const peftkit_status bad = PEFTKIT_ERR_INVALID_ARGUMENT;
+    fill_pattern(ids, BATCH, SEQ, 0);
+    peftkit_train_config_init(&tc);
+    tc.learning_rate = 1e-2f;
+    memset(&r, 0, sizeof r);
+    r.struct_size = sizeof r;
+
+    expect(peftkit_adapter_set_active(m, NULL), PEFTKIT_OK, "adapter_set_active(NULL): base model");
+    expect(peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, &r), PEFTKIT_ERR_STATE, "train_step with no active adapter");
+    expect(peftkit_adapter_set_active(m, "nope"), PEFTKIT_ERR_NOT_FOUND, "adapter_set_active(unknown name)");
+    expect(peftkit_adapter_set_active(m, ""), bad, "adapter_set_active(\"\")");
+    expect(peftkit_adapter_set_active(m, "a"), PEFTKIT_OK, "adapter_set_active(\"a\")");
+    char buf[16];
+    size_t len = 0;
+    expect(peftkit_adapter_get_active(m, buf, sizeof buf, &len), PEFTKIT_OK, "adapter_get_active");
+    check(strcmp(buf, "a") == 0 && len == 1, "active adapter is \"a\"");
+    expect(peftkit_adapter_get_active(m, buf, 1, &len), PEFTKIT_ERR_BUFFER_TOO_SMALL, "adapter_get_active(cap 1)");
+
+    expect(peftkit_train_step(m, NULL, NULL, BATCH, SEQ, &tc, &r), bad, "train_step(input_ids NULL)");
+    expect(peftkit_train_step(m, ids, NULL, 0, SEQ, &tc, &r), bad, "train_step(batch 0)");
+    expect(peftkit_train_step(m, ids, NULL, BATCH, -1, &tc, &r), bad, "train_step(seq_len -1)");
+    expect(peftkit_train_step(m, ids, NULL, BATCH, SEQ, NULL, &r), bad, "train_step(config NULL)");
+    ids[5] = VOCAB;
+    expect(peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, &r), bad, "train_step(id = vocab_size)");
+    ids[5] = -1;
+    expect(peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, &r), bad, "train_step(id -1)");
+    fill_pattern(ids, BATCH, SEQ, 0);
+    memcpy(labels, ids, sizeof ids);
+    labels[3] = -5;
+    expect(peftkit_train_step(m, ids, labels, BATCH, SEQ, &tc, &r), bad, "train_step(label -5)");
+    labels[3] = 1000;
+    expect(peftkit_train_step(m, ids, labels, BATCH, SEQ, &tc, &r), bad, "train_step(label 1000)");
+
+#define BAD_TRAIN(stmt, label)                                                                      \
+    do {                                                                                            \
+        peftkit_train_config_init(&tc);                                                             \
+        stmt;                                                                                       \
+        expect(peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, &r), bad, "train_step(" label ")"); \
+    } while (0)
+    BAD_TRAIN(tc.struct_size = 1, "config struct_size 1");
+    BAD_TRAIN(tc.learning_rate = NAN, "learning_rate NaN");
+    BAD_TRAIN(tc.learning_rate = -1, "learning_rate -1");
+    BAD_TRAIN(tc.beta1 = 1.0f, "beta1 1");
+    BAD_TRAIN(tc.beta2 = -0.1f, "beta2 -0.1");
+    BAD_TRAIN(tc.eps = 0, "eps 0");
+    BAD_TRAIN(tc.weight_decay = INFINITY, "weight_decay inf");
+    BAD_TRAIN(tc.schedule = 9, "schedule 9");
+    BAD_TRAIN(tc.warmup_steps = -1, "warmup_steps -1");
+    BAD_TRAIN(tc.total_steps = -1, "total_steps -1");
+    BAD_TRAIN(tc.max_grad_norm = NAN, "max_grad_norm NaN");
+    BAD_TRAIN(tc.micro_batch_size = -2, "micro_batch_size -2");
+#undef BAD_TRAIN
+    peftkit_train_config_init(&tc);
+    tc.learning_rate = 1e-2f;
+    r.struct_size = 0;
+    expect(peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, &r), bad, "train_step(result struct_size 0)");
+    r.struct_size = sizeof r;
+    int32_t long_ids[1025];
+    for (int i = 0; i < 1025; i++) long_ids[i] = i % VOCAB;
+    expect(peftkit_train_step(m, long_ids, NULL, 1, 1025, &tc, &r), bad, "train_step(seq_len 1025 > max_positions)");
+
+    /* Nothing above may have stepped the optimiser. */
+    expect(peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, &r), PEFTKIT_OK, "train_step");
+    check(r.step == 1, "first successful step reports step 1");
+    check(r.tokens == BATCH * (SEQ - 1), "tokens = batch * (seq_len - 1) (shifted labels)");
+    check(isfinite(r.loss) && r.loss > 0 && isfinite(r.grad_norm) && r.grad_norm > 0, "loss and grad norm finite, positive");
+    check(fabsf(r.learning_rate - 1e-2f) < 1e-9f, "constant schedule reports the configured learning rate");
+    float first = r.loss;
+    for (int i = 0; i < 30; i++) peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, &r);
+    check(r.step == 31, "step counter advances per step");
+    check(r.loss < first, "loss falls over 30 steps on a repeated pattern");
+    printf("     (loss %.4f -> %.4f)\n", first, r.loss);
+    expect(peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), PEFTKIT_OK, "train_step(out NULL)");
+
+    for (int i = 0; i < BATCH * SEQ; i++) labels[i] = PEFTKIT_IGNORE_INDEX;
+    labels[4] = ids[4];
+    expect(peftkit_train_step(m, ids, labels, BATCH, SEQ, &tc, &r), PEFTKIT_OK, "train_step(labels mostly -100)");
+    check(r.tokens == 1, "only the one labelled position counts");
+}
+
+static void test_forward(peftkit_model *m) {
+    printf("# forward\n");
+    int32_t ids[BATCH * SEQ];
+    int32_t labels[BATCH * SEQ];
+    const size_t n_logits = (size_t)BATCH * SEQ * VOCAB;
+    float *logits = malloc(n_logits * sizeof(float));
+    float *logits2 = malloc(n_logits * sizeof(float));
+    float loss = -1, loss2 = -1;
+    int64_t tokens = -1;
+    const peftkit_status bad = PEFTKIT_ERR_INVALID_ARGUMENT;
+    if (!logits || !logits2) {
+        check(0, "malloc");
+        return;
+    }
+    fill_pattern(ids, BATCH, SEQ, 3);
+
+    for (size_t i = 0; i < n_logits; i++) logits[i] = 12345.0f;
+    expect(peftkit_forward(m, ids, NULL, BATCH, SEQ, logits, n_logits - 1, &loss, &tokens), PEFTKIT_ERR_BUFFER_TOO_SMALL,
+           "forward(logits_capacity one short)");
+    int untouched = 1;
+    for (size_t i = 0; i < n_logits; i++) untouched &= logits[i] == 12345.0f;
+    check(untouched && loss == -1 && tokens == -1, "nothing written on BUFFER_TOO_SMALL");
+    check(strstr(peftkit_last_error(), "8192") != NULL, "last error states the size needed (8192)");
+    expect(peftkit_forward(m, ids, NULL, BATCH, SEQ, logits, (size_t)-1, &loss, &tokens), bad,
+           "forward(logits_capacity SIZE_MAX)");
+    expect(peftkit_forward(m, ids, NULL, INT32_MAX, INT32_MAX, logits, n_logits, NULL, NULL), PEFTKIT_ERR_OUT_OF_MEMORY,
+           "forward(batch * seq_len * vocab overflows)");
+    expect(peftkit_forward(m, NULL, NULL, BATCH, SEQ, NULL, 0, &loss, NULL), bad, "forward(input_ids NULL)");
+    expect(peftkit_forward(m, ids, NULL, -1, SEQ, NULL, 0, &loss, NULL), bad, "forward(batch -1)");
+    expect(peftkit_forward(m, ids, NULL, BATCH, 0, NULL, 0, &loss, NULL), bad, "forward(seq_len 0)");
+    ids[0] = 300;
+    expect(peftkit_forward(m, ids, NULL, BATCH, SEQ, NULL, 0, &loss, NULL), bad, "forward(id 300 >= vocab 256)");
+    fill_pattern(ids, BATCH, SEQ, 3);
+    memcpy(labels, ids, sizeof ids);
+    labels[1] = -101;
+    expect(peftkit_forward(m, ids, labels, BATCH, SEQ, NULL, 0, &loss, NULL), bad, "forward(label -101)");
+
+    expect(peftkit_forward(m, ids, NULL, BATCH, SEQ, logits, n_logits, &loss, &tokens), PEFTKIT_OK, "forward with logits");
+    check(isfinite(loss) && loss > 0 && tokens == BATCH * (SEQ - 1), "forward loss finite, tokens = batch * (seq_len - 1)");
+    int finite = 1;
+    for (size_t i = 0; i < n_logits; i++) finite &= isfinite(logits[i]) && logits[i] != 12345.0f;
+    check(finite, "every logit written and finite");
+    expect(peftkit_forward(m, ids, NULL, BATCH, SEQ, logits2, n_logits + 100, &loss2, NULL), PEFTKIT_OK,
+           "forward again (larger capacity)");
+    check(memcmp(logits, logits2, n_logits * sizeof(float)) == 0 && loss == loss2, "forward is deterministic");
+    expect(peftkit_forward(m, ids, NULL, BATCH, SEQ, NULL, 12345, &loss2, NULL), PEFTKIT_OK, "forward(logits NULL)");
+    check(loss2 == loss, "loss without logits equals loss with logits");
+    expect(peftkit_forward(m, ids, NULL, BATCH, SEQ, NULL, 0, NULL, NULL), PEFTKIT_OK, "forward(every output NULL)");
+
+    for (int i = 0; i < BATCH * SEQ; i++) labels[i] = PEFTKIT_IGNORE_INDEX;
+    expect(peftkit_forward(m, ids, labels, BATCH, SEQ, NULL, 0, &loss, &tokens), PEFTKIT_OK, "forward(all labels -100)");
+    check(loss == 0 && tokens == 0, "no counted labels: loss 0, tokens 0");
+
+    /* The base model gives other logits than the trained adapter. */
+    expect(peftkit_adapter_set_active(m, NULL), PEFTKIT_OK, "adapter_set_active(NULL)");
+    expect(peftkit_forward(m, ids, NULL, BATCH, SEQ, logits2, n_logits, &loss2, NULL), PEFTKIT_OK, "forward on base model");
+    check(memcmp(logits, logits2, n_logits * sizeof(float)) != 0, "base model logits differ from the adapter's");
+    expect(peftkit_adapter_set_active(m, "a"), PEFTKIT_OK, "adapter_set_active(\"a\")");
+    free(logits);
+    free(logits2);
+}
+
+struct cb_state {
+    peftkit_model *model;
+    int calls;
+    int stop_after;
+    peftkit_status reentrant;
+    int32_t seen[64];
+};
+
+static int32_t on_token(int32_t token, void *user) {
+    struct cb_state *s = user;
+    if (s->calls < 64) s->seen[s->calls] = token;
+    s->calls++;
+    if (s->model != NULL) {
+        int32_t n = 0;
+        s->reentrant = peftkit_adapter_count(s->model, &n);
+    }
+    return s->stop_after > 0 && s->calls >= s->stop_after;
+}
+
+static void test_generate(peftkit_model *m) {
+    printf("# generation\n");
+    peftkit_generate_config gc;
+    int32_t prompt[3] = {'a', 'b', 'c'};
+    int32_t out[64], out2[64];
+    int32_t n = -1, n2 = -1;
+    const peftkit_status bad = PEFTKIT_ERR_INVALID_ARGUMENT;
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 8;
+
+    expect(peftkit_generate(m, NULL, 3, &gc, out, 64, &n, NULL, NULL), bad, "generate(prompt NULL)");
+    expect(peftkit_generate(m, prompt, 0, &gc, out, 64, &n, NULL, NULL), bad, "generate(n_prompt 0)");
+    expect(peftkit_generate(m, prompt, -3, &gc, out, 64, &n, NULL, NULL), bad, "generate(n_prompt -3)");
+    expect(peftkit_generate(m, prompt, 3, NULL, out, 64, &n, NULL, NULL), bad, "generate(config NULL)");
+    prompt[1] = VOCAB;
+    expect(peftkit_generate(m, prompt, 3, &gc, out, 64, &n, NULL, NULL), bad, "generate(prompt id = vocab_size)");
+    prompt[1] = 'b';
+    expect(peftkit_generate(m, prompt, 3, &gc, out, 7, &n, NULL, NULL), PEFTKIT_ERR_BUFFER_TOO_SMALL,
+           "generate(out_capacity 7 < max_new_tokens 8)");
+    expect(peftkit_generate(m, prompt, 3, &gc, NULL, 8, &n, NULL, NULL), bad, "generate(out_tokens NULL, capacity 8)");
+    expect(peftkit_generate(m, prompt, 3, &gc, out, -1, &n, NULL, NULL), bad, "generate(out_capacity -1)");
+
+    int32_t stops[2] = {1, 2};
+    int32_t bad_stops[1] = {VOCAB + 5};
+#define BAD_GEN(stmt, label)                                                                        \
+    do {                                                                                            \
+        peftkit_generate_config_init(&gc);                                                          \
+        gc.max_new_tokens = 8;                                                                      \
+        stmt;                                                                                       \
+        expect(peftkit_generate(m, prompt, 3, &gc, out, 64, &n, NULL, NULL), bad, "generate(" label ")"); \
+    } while (0)
+    BAD_GEN(gc.struct_size = 0, "config struct_size 0");
+    BAD_GEN(gc.max_new_tokens = -1, "max_new_tokens -1");
+    BAD_GEN(gc.temperature = NAN, "temperature NaN");
+    BAD_GEN(gc.temperature = -1, "temperature -1");
+    BAD_GEN(gc.top_k = -1, "top_k -1");
+    BAD_GEN(gc.top_p = 0, "top_p 0");
+    BAD_GEN(gc.top_p = 1.5f, "top_p 1.5");
+    BAD_GEN(gc.n_stop_tokens = -1, "n_stop_tokens -1");
+    BAD_GEN((gc.stop_tokens = NULL, gc.n_stop_tokens = 2), "stop_tokens NULL, n_stop_tokens 2");
+    BAD_GEN((gc.stop_tokens = bad_stops, gc.n_stop_tokens = 1), "stop token out of range");
+#undef BAD_GEN
+    (void)stops;
+
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 8;
+    n = -1;
+    expect(peftkit_generate(m, prompt, 3, &gc, out, 64, &n, NULL, NULL), PEFTKIT_OK, "generate greedy, 8 tokens");
+    int in_range = n == 8;
+    for (int i = 0; i < n && i < 64; i++) in_range &= out[i] >= 0 && out[i] < VOCAB;
+    check(in_range, "8 tokens, all in range");
+    expect(peftkit_generate(m, prompt, 3, &gc, out2, 8, &n2, NULL, NULL), PEFTKIT_OK, "generate greedy again (capacity exact)");
+    check(n2 == n && memcmp(out, out2, sizeof(int32_t) * (size_t)(n > 0 ? n : 0)) == 0, "greedy generation is deterministic");
+
+    gc.temperature = 1.0f;
+    gc.top_k = 20;
+    gc.top_p = 0.9f;
+    gc.seed = 7;
+    expect(peftkit_generate(m, prompt, 3, &gc, out, 64, &n, NULL, NULL), PEFTKIT_OK, "generate sampled (seed 7)");
+    expect(peftkit_generate(m, prompt, 3, &gc, out2, 64, &n2, NULL, NULL), PEFTKIT_OK, "generate sampled (seed 7) again");
+    check(n == n2 && memcmp(out, out2, sizeof(int32_t) * (size_t)(n > 0 ? n : 0)) == 0, "equal seeds give equal samples");
+
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 8;
+    struct cb_state s;
+    memset(&s, 0, sizeof s);
+    expect(peftkit_generate(m, prompt, 3, &gc, out, 64, &n, on_token, &s), PEFTKIT_OK, "generate with a callback");
+    check(s.calls == n && n > 0 && memcmp(s.seen, out, sizeof(int32_t) * (size_t)n) == 0,
+          "the callback sees every generated token, in order");
+    memset(&s, 0, sizeof s);
+    s.stop_after = 3;
+    expect(peftkit_generate(m, prompt, 3, &gc, out, 64, &n, on_token, &s), PEFTKIT_OK, "generate, callback stops after 3");
+    check(n == 3 && s.calls == 3, "generation stopped at 3 tokens, the last one kept");
+    memset(&s, 0, sizeof s);
+    expect(peftkit_generate(m, prompt, 3, &gc, NULL, 0, &n, on_token, &s), PEFTKIT_OK, "generate(out_tokens NULL, callback only)");
+    check(n == 8 && s.calls == 8, "callback-only generation reports the count");
+    memset(&s, 0, sizeof s);
+    s.model = m;
+    s.reentrant = 12345;
+    s.stop_after = 1;
+    expect(peftkit_generate(m, prompt, 3, &gc, out, 64, &n, on_token, &s), PEFTKIT_OK, "generate, callback calls back into the model");
+    expect(s.reentrant, PEFTKIT_ERR_STATE, "a call overlapping generate on the same model");
+
+    gc.max_new_tokens = 0;
+    expect(peftkit_generate(m, prompt, 3, &gc, NULL, 0, &n, NULL, NULL), PEFTKIT_OK, "generate(max_new_tokens 0)");
+    check(n == 0, "max_new_tokens 0 generates nothing");
+
+    /* A stop token ends generation and is included. */
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 8;
+    expect(peftkit_generate(m, prompt, 3, &gc, out, 64, &n, NULL, NULL), PEFTKIT_OK, "generate (reference)");
+    int32_t stop = out[0];
+    gc.stop_tokens = &stop;
+    gc.n_stop_tokens = 1;
+    expect(peftkit_generate(m, prompt, 3, &gc, out2, 64, &n2, NULL, NULL), PEFTKIT_OK, "generate with stop token");
+    check(n2 == 1 && out2[0] == stop, "stops after the first token, which is the stop token");
+
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 4;
+    int32_t long_prompt[1030];
+    for (int i = 0; i < 1030; i++) long_prompt[i] = i % VOCAB;
+    expect(peftkit_generate(m, long_prompt, 1030, &gc, out, 64, &n, NULL, NULL), bad,
+           "generate(prompt longer than max_positions)");
+}
+
+static int file_exists(const char *dir, const char *name) {
+    char path[1024];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static void test_save_load(peftkit_model *m, const char *scratch, uint64_t seed) {
+    printf("# save and load\n");
+    char dir[1024], garbage_dir[1024], buf[256];
+    snprintf(dir, sizeof dir, "%s/test_abi-adapter-a", scratch);
+    snprintf(garbage_dir, sizeof garbage_dir, "%s/test_abi-garbage", scratch);
+    const peftkit_status bad = PEFTKIT_ERR_INVALID_ARGUMENT;
+    int32_t n = 0;
+
+    expect(peftkit_adapter_save(m, NULL, dir), bad, "adapter_save(name NULL)");
+    expect(peftkit_adapter_save(m, "a", NULL), bad, "adapter_save(dir NULL)");
+    expect(peftkit_adapter_save(m, "a", ""), bad, "adapter_save(dir \"\")");
+    expect(peftkit_adapter_save(m, "nope", dir), PEFTKIT_ERR_NOT_FOUND, "adapter_save(unknown name)");
+    expect(peftkit_adapter_save(m, "a", "/proc/peftkit-no-such-dir/x"), PEFTKIT_ERR_IO, "adapter_save(unwritable dir)");
+    expect(peftkit_adapter_save(m, "a", dir), PEFTKIT_OK, "adapter_save(\"a\")");
+    check(file_exists(dir, "adapter_config.json") && file_exists(dir, "adapter.safetensors"),
+          "adapter_config.json and adapter.safetensors written");
+    expect(peftkit_adapter_save(m, "a", dir), PEFTKIT_OK, "adapter_save(\"a\") again (replaces)");
+
+    expect(peftkit_adapter_load(m, NULL, "b", buf, sizeof buf), bad, "adapter_load(dir NULL)");
+    expect(peftkit_adapter_load(m, dir, "", buf, sizeof buf), bad, "adapter_load(name \"\")");
+    expect(peftkit_adapter_load(m, "/nonexistent/peftkit", "b", buf, sizeof buf), PEFTKIT_ERR_IO, "adapter_load(missing dir)");
+    expect(peftkit_adapter_load(m, dir, NULL, buf, sizeof buf), PEFTKIT_ERR_STATE, "adapter_load(name from file \"a\", already attached)");
+    expect(peftkit_adapter_load(m, dir, "a", NULL, 0), PEFTKIT_ERR_STATE, "adapter_load(name \"a\", already attached)");
+    expect(peftkit_adapter_load(m, dir, "bb", buf, 2), PEFTKIT_ERR_BUFFER_TOO_SMALL, "adapter_load(name \"bb\", name_cap 2)");
+    expect(peftkit_adapter_load(m, dir, "b", buf, (size_t)-1), bad, "adapter_load(name_cap SIZE_MAX)");
+    int32_t before = -1;
+    peftkit_adapter_count(m, &before);
+    memset(buf, 0, sizeof buf);
+    expect(peftkit_adapter_load(m, dir, "b", buf, sizeof buf), PEFTKIT_OK, "adapter_load(as \"b\")");
+    check(strcmp(buf, "b") == 0, "name_out is \"b\"");
+    peftkit_adapter_count(m, &n);
+    check(n == before + 1, "one adapter more");
+
+    /* "b" is a copy of "a": equal logits. */
+    int32_t ids[SEQ];
+    fill_pattern(ids, 1, SEQ, 1);
+    float *la = malloc(sizeof(float) * SEQ * VOCAB), *lb = malloc(sizeof(float) * SEQ * VOCAB);
+    if (la && lb) {
+        peftkit_adapter_set_active(m, "a");
+        expect(peftkit_forward(m, ids, NULL, 1, SEQ, la, (size_t)SEQ * VOCAB, NULL, NULL), PEFTKIT_OK, "forward with \"a\"");
+        expect(peftkit_adapter_set_active(m, "b"), PEFTKIT_OK, "adapter_set_active(\"b\")");
+        expect(peftkit_forward(m, ids, NULL, 1, SEQ, lb, (size_t)SEQ * VOCAB, NULL, NULL), PEFTKIT_OK, "forward with \"b\"");
+        check(memcmp(la, lb, sizeof(float) * SEQ * VOCAB) == 0, "a loaded copy gives bit-identical logits");
+    }
+
+    /* Into a fresh model of the same shape, under the name stored in the folder. */
+    peftkit_model_config mc;
+    peftkit_model_config_init(&mc);
+    peftkit_model *m2 = NULL;
+    expect(peftkit_model_create(&mc, seed, &m2), PEFTKIT_OK, "model_create (same config and seed)");
+    if (m2) {
+        peftkit_adapter_count(m2, &before);
+        expect(peftkit_adapter_load(m2, dir, NULL, buf, 1), PEFTKIT_ERR_BUFFER_TOO_SMALL, "adapter_load(name from file, name_cap 1)");
+        peftkit_adapter_count(m2, &n);
+        check(n == before, "the load was undone: no adapter attached");
+        expect(peftkit_adapter_load(m2, dir, NULL, buf, sizeof buf), PEFTKIT_OK, "adapter_load(name from file)");
+        check(strcmp(buf, "a") == 0, "the stored name is \"a\"");
+        expect(peftkit_adapter_set_active(m2, "a"), PEFTKIT_OK, "adapter_set_active on the new model");
+        if (la && lb) {
+            expect(peftkit_forward(m2, ids, NULL, 1, SEQ, lb, (size_t)SEQ * VOCAB, NULL, NULL), PEFTKIT_OK, "forward on the new model");
+            check(memcmp(la, lb, sizeof(float) * SEQ * VOCAB) == 0, "same seed + reloaded adapter: bit-identical logits");
+        }
+        peftkit_model_free(m2);
+    }
+    free(la);
+    free(lb);
+
+    /* Into a model of another shape. */
+    mc.hidden_size = 32;
+    peftkit_model *m3 = NULL;
+    expect(peftkit_model_create(&mc, seed, &m3), PEFTKIT_OK, "model_create (hidden 32)");
+    if (m3) {
+        expect(peftkit_adapter_load(m3, dir, NULL, buf, sizeof buf), PEFTKIT_ERR_FORMAT, "adapter_load into a model of another shape");
+        peftkit_model_free(m3);
+    }
+
+    /* A folder with garbage in it. */
+    mkdir(garbage_dir, 0755);
+    char path[1100];
+    snprintf(path, sizeof path, "%s/adapter_config.json", garbage_dir);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs("{ this is not json", f);
+        fclose(f);
+    }
+    snprintf(path, sizeof path, "%s/adapter.safetensors", garbage_dir);
+    f = fopen(path, "w");
+    if (f) {
+        fputs("\x05\x00\x00\x00\x00\x00\x00\x00{}", f);
+        fclose(f);
+    }
+    expect(peftkit_adapter_load(m, garbage_dir, "g", buf, sizeof buf), PEFTKIT_ERR_FORMAT, "adapter_load(malformed files)");
+}
+
+static void test_remove(peftkit_model *m) {
+    printf("# remove\n");
+    int32_t before = 0, n = 0;
+    char buf[16];
+    size_t len = 99;
+    peftkit_adapter_count(m, &before);
+    expect(peftkit_adapter_remove(m, NULL), PEFTKIT_ERR_INVALID_ARGUMENT, "adapter_remove(name NULL)");
+    expect(peftkit_adapter_remove(m, "nope"), PEFTKIT_ERR_NOT_FOUND, "adapter_remove(unknown name)");
+    expect(peftkit_adapter_set_active(m, "b"), PEFTKIT_OK, "adapter_set_active(\"b\")");
+    expect(peftkit_adapter_remove(m, "b"), PEFTKIT_OK, "adapter_remove(active adapter \"b\")");
+    expect(peftkit_adapter_get_active(m, buf, sizeof buf, &len), PEFTKIT_OK, "adapter_get_active after removing it");
+    check(len == 0 && buf[0] == '\0', "no adapter active after removing the active one");
+    peftkit_adapter_count(m, &n);
+    check(n == before - 1, "one adapter fewer");
+    expect(peftkit_adapter_remove(m, "b"), PEFTKIT_ERR_NOT_FOUND, "adapter_remove(\"b\") twice");
+}
+
+/* Two models trained at the same time from two threads. */
+struct worker {
+    peftkit_model *model;
+    peftkit_status status;
+    float first, last;
+};
+
+static void *train_worker(void *arg) {
+    struct worker *w = arg;
+    peftkit_train_config tc;
+    peftkit_train_config_init(&tc);
+    tc.learning_rate = 1e-2f;
+    peftkit_train_result r;
+    memset(&r, 0, sizeof r);
+    r.struct_size = sizeof r;
+    int32_t ids[BATCH * SEQ];
+    fill_pattern(ids, BATCH, SEQ, 0);
+    w->status = PEFTKIT_OK;
+    for (int i = 0; i < 10 && w->status == PEFTKIT_OK; i++) {
+        w->status = peftkit_train_step(w->model, ids, NULL, BATCH, SEQ, &tc, &r);
+        if (i == 0) w->first = r.loss;
+        w->last = r.loss;
+    }
+    return NULL;
+}
+
+static void test_threads(uint64_t seed) {
+    printf("# two models on two threads\n");
+    peftkit_model_config mc;
+    peftkit_model_config_init(&mc);
+    peftkit_adapter_config ac;
+    peftkit_adapter_config_init(&ac);
+    struct worker w[2];
+    pthread_t t[2];
+    int ok = 1;
+    memset(w, 0, sizeof w);
+    for (int i = 0; i < 2; i++) {
+        ok &= peftkit_model_create(&mc, seed, &w[i].model) == PEFTKIT_OK;
+        ok &= w[i].model && peftkit_adapter_attach(w[i].model, "t", &ac) == PEFTKIT_OK;
+        ok &= w[i].model && peftkit_adapter_set_active(w[i].model, "t") == PEFTKIT_OK;
+    }
+    check(ok, "two models with an active adapter each");
+    if (ok) {
+        for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, train_worker, &w[i]);
+        for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+        expect(w[0].status, PEFTKIT_OK, "thread 0 trained");
+        expect(w[1].status, PEFTKIT_OK, "thread 1 trained");
+        check(w[0].first == w[1].first && w[0].last == w[1].last,
+              "equal models trained concurrently give equal losses");
+    }
+    for (int i = 0; i < 2; i++) peftkit_model_free(w[i].model);
+}
+
+static void test_llama(void) {
+    printf("# llama shape\n");
+    peftkit_model_config mc;
+    peftkit_model_config_init(&mc);
+    mc.architecture = PEFTKIT_ARCH_LLAMA;
+    mc.num_kv_heads = 2;
+    mc.intermediate_size = 128;
+    mc.tie_word_embeddings = 0;
+    peftkit_model *m = NULL;
+    expect(peftkit_model_create(&mc, 3, &m), PEFTKIT_OK, "model_create(llama, 4 heads / 2 kv heads)");
+    if (!m) return;
+    peftkit_model_config c;
+    peftkit_model_config_init(&c);
+    expect(peftkit_model_get_config(m, &c), PEFTKIT_OK, "model_get_config(llama)");
+    check(c.architecture == PEFTKIT_ARCH_LLAMA && c.num_kv_heads == 2 && c.head_dim == 16 && c.intermediate_size == 128 &&
+              fabsf(c.norm_eps - 1e-6f) < 1e-12f && c.qkv_bias == 0 && c.output_bias == 0 && c.mlp_bias == 0 &&
+              c.tie_word_embeddings == 0,
+          "llama defaults: eps 1e-6, no biases, untied as asked");
+    peftkit_adapter_config ac;
+    peftkit_adapter_config_init(&ac);
+    ac.preset = PEFTKIT_PRESET_HOULSBY;
+    expect(peftkit_adapter_attach(m, "h", &ac), PEFTKIT_OK, "adapter_attach(houlsby) on llama");
+    expect(peftkit_adapter_set_active(m, "h"), PEFTKIT_OK, "adapter_set_active on llama");
+    peftkit_train_config tc;
+    peftkit_train_config_init(&tc);
+    peftkit_train_result r;
+    memset(&r, 0, sizeof r);
+    r.struct_size = sizeof r;
+    int32_t ids[BATCH * SEQ];
+    fill_pattern(ids, BATCH, SEQ, 0);
+    expect(peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, &r), PEFTKIT_OK, "train_step on llama");
+    check(isfinite(r.loss), "llama loss finite");
+    peftkit_model_free(m);
+}
+
+int main(int argc, char **argv) {
+    const char *scratch = argc > 1 ? argv[1] : ".";
+    const uint64_t seed = 1234;
+
+    test_library();
+    test_create_misuse();
+    test_null_model();
+
+    printf("# model\n");
+    peftkit_model_config mc;
+    peftkit_model_config_init(&mc);
+    peftkit_model *m = NULL;
+    peftkit_status s = peftkit_model_create(&mc, seed, &m);
+    expect(s, PEFTKIT_OK, "model_create(tiny GPT-2 defaults)");
+    if (m != NULL) {
+        test_model_config(m);
+        test_attach(m);
+        test_train(m);
+        test_forward(m);
+        test_generate(m);
+        test_save_load(m, scratch, seed);
+        test_remove(m);
+        peftkit_model_free(m);
+        check(1, "model_free");
+        test_threads(seed);
+        test_llama();
+    } else {
+        n_failed++;
+        printf("FAIL every check that needs a model was skipped: %s\n", peftkit_last_error());
+    }
+
+    printf("%d passed, %d failed\n", n_passed, n_failed);
+    return n_failed == 0 ? 0 : 1;
+}
