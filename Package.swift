@@ -31,10 +31,15 @@ let package = Package(
         .target(
             name: "PEFTKitC",
             dependencies: ["PEFTKit", "CPEFTKit"],
+            exclude: ["exports.map"],
             linkerSettings: [
+                // Export only peftkit_*, link the Swift runtime statically, and refuse undefined symbols so
+                // the .so is self-contained (FoundationEssentials' static helpers are named explicitly).
                 .unsafeFlags([
                     "-Xlinker", "--version-script=\(packageRoot)/Sources/PEFTKitC/exports.map",
                     "-static-stdlib",
+                    "-Xlinker", "-z", "-Xlinker", "defs",
+                    "-l_FoundationCollections", "-l_FoundationCShims",
                 ]),
             ]
         ),

@@ -141,7 +141,7 @@ extension Engine {
         var rf = Double(config.hiddenSize) / Double(a.bottleneck)
         if Int((Double(config.hiddenSize) / rf).rounded(.down)) != a.bottleneck { rf = Double(config.hiddenSize) / (Double(a.bottleneck) + 0.5) }
         let bn = AdapterHubBnConfig(
-            architecture: "bottleneck", mh_adapter: c.mhAdapter, output_adapter: c.outputAdapter,
+            architecture: nil, mh_adapter: c.mhAdapter, output_adapter: c.outputAdapter,
             reduction_factor: .number(rf), non_linearity: c.nonLinearity.rawValue,
             original_ln_before: c.originalLnBefore, original_ln_after: true, residual_before_ln: .bool(true),
             adapter_residual_before_ln: false, ln_before: c.lnBefore, ln_after: c.lnAfter,
@@ -153,7 +153,7 @@ extension Engine {
             phm_rank: 1, phm_bias: true)
         let file = AdapterHubFile(config: bn, hidden_size: config.hiddenSize,
                                   model_class: config.architecture == .gpt2 ? "GPT2LMHeadModel" : "LlamaForCausalLM",
-                                  model_name: nil, model_type: config.architecture == .gpt2 ? "gpt2" : "llama",
+                                  model_name: "", model_type: config.architecture == .gpt2 ? "gpt2" : "llama",
                                   name: name, version: "adapters.1.3.0")
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
