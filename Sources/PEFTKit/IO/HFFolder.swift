@@ -122,7 +122,7 @@ let maxConfigBytes = 16 << 20
 public func loadHFFolder(path: String) throws -> (ModelConfig, WeightSet) {
     let configPath = joinPath(path, "config.json")
     guard pathKind(configPath) == .file else {
-        throw PEFTKitError.notFound("model folder '\(path)' has no config.json")
+        throw PEFTKitError.io("model folder '\(path)' has no config.json")
     }
     let config = try modelConfig(fromJSON: readWholeFile(path: configPath, maxBytes: maxConfigBytes),
                                  source: "'\(configPath)'")

@@ -143,7 +143,7 @@ final class Engine {
     func attachAdapter(name: String, config: BottleneckConfig) throws {
         try Engine.validateName(name)
         guard !adapters.contains(where: { $0.name == name }) else {
-            throw PEFTKitError.invalidArgument("an adapter named '\(name)' is already attached")
+            throw PEFTKitError.state("an adapter named '\(name)' is already attached")
         }
         adapters.append(try AdapterSlot(name: name, adapter: try BottleneckAdapter(config: config, model: self.config)))
     }

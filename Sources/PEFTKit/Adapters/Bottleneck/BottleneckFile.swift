@@ -118,8 +118,8 @@ extension BottleneckAdapter {
     }
 
     /// Aliases AdapterHub may also write for the same tensor (a module registered under two names).
-    static func aliases(_ name: String) -> [String] {
-        if name.hasSuffix("adapter_down.0.weight") || name.hasSuffix("adapter_down.0.bias") {
+    static func aliases(_ name: String, lnBefore: Bool) -> [String] {
+        if lnBefore, name.hasSuffix("adapter_down.0.weight") || name.hasSuffix("adapter_down.0.bias") {
             return [name.replacing("adapter_down.0.", with: "adapter_norm_before.")]
         }
         return []
@@ -140,31 +140,39 @@ extension Engine {
         // AdapterHub derives the width as hidden // reduction_factor; write a factor that gives ours back.
         var rf = Double(config.hiddenSize) / Double(a.bottleneck)
         if Int((Double(config.hiddenSize) / rf).rounded(.down)) != a.bottleneck { rf = Double(config.hiddenSize) / (Double(a.bottleneck) + 0.5) }
-        let bn = AdapterHubBnConfig(
-            architecture: nil, mh_adapter: c.mhAdapter, output_adapter: c.outputAdapter,
-            reduction_factor: .number(rf), non_linearity: c.nonLinearity.rawValue,
-            original_ln_before: c.originalLnBefore, original_ln_after: true, residual_before_ln: .bool(true),
-            adapter_residual_before_ln: false, ln_before: c.lnBefore, ln_after: c.lnAfter,
-            init_weights: c.initWeights.rawValue, is_parallel: false, scaling: .number(Double(c.scaling)), use_gating: false,
-            dropout: 0, leave_out: allLayers.subtracting(kept).sorted(), phm_layer: false, inv_adapter: nil,
-            inv_adapter_reduction_factor: nil, cross_adapter: false, stochastic_depth: 0,
-            phm_dim: 4, factorized_phm_W: true, shared_W_phm: false, shared_phm_rule: true, factorized_phm_rule: false,
-            phm_c_init: "normal", phm_init_range: 0.0001, learn_phm: true, hypercomplex_nonlinearity: "glorot-uniform",
-            phm_rank: 1, phm_bias: true)
-        let file = AdapterHubFile(config: bn, hidden_size: config.hiddenSize,
-                                  model_class: config.architecture == .gpt2 ? "GPT2LMHeadModel" : "LlamaForCausalLM",
-                                  model_name: "", model_type: config.architecture == .gpt2 ? "gpt2" : "llama",
-                                  name: name, version: "adapters.1.3.0")
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let json = try enc.encode(file)
+        let bn: [String: JSONValue] = [
+            "adapter_residual_before_ln": .bool(false), "cross_adapter": .bool(false), "dropout": .double(0),
+            "factorized_phm_W": .bool(true), "factorized_phm_rule": .bool(false),
+            "hypercomplex_nonlinearity": .string("glorot-uniform"), "init_weights": .string(c.initWeights.rawValue),
+            "init_weights_seed": .null, "inv_adapter": .null, "inv_adapter_reduction_factor": .null,
+            "is_parallel": .bool(false), "learn_phm": .bool(true),
+            "leave_out": .array(allLayers.subtracting(kept).sorted().map { .int($0) }),
+            "ln_after": .bool(c.lnAfter), "ln_before": .bool(c.lnBefore), "mh_adapter": .bool(c.mhAdapter),
+            "non_linearity": .string(c.nonLinearity.rawValue), "original_ln_after": .bool(true),
+            "original_ln_before": .bool(c.originalLnBefore), "output_adapter": .bool(c.outputAdapter),
+            "phm_bias": .bool(true), "phm_c_init": .string("normal"), "phm_dim": .int(4), "phm_init_range": .double(0.0001),
+            "phm_layer": .bool(false), "phm_rank": .int(1),
+            "reduction_factor": rf == rf.rounded() ? .int(Int(rf)) : .double(rf),
+            "residual_before_ln": .bool(true), "scaling": .double(decimalDouble(c.scaling)), "shared_W_phm": .bool(false),
+            "shared_phm_rule": .bool(true), "stochastic_depth": .double(0), "use_gating": .bool(false),
+        ]
+        let file: JSONValue = .object([
+            "config": .object(bn), "hidden_size": .int(config.hiddenSize),
+            "model_class": .string(config.architecture == .gpt2 ? "GPT2LMHeadModel" : "LlamaForCausalLM"),
+            "model_name": .string(""), "model_type": .string(config.architecture == .gpt2 ? "gpt2" : "llama"),
+            "name": .string(name), "version": .string("adapters.1.3.0"),
+        ])
+        let json = Array(file.serialized().utf8)
         let params = a.params.floats
         var tensors: [(name: String, shape: [Int], data: [Float])] = []
         for (n, shape, off) in a.namedParameters(adapterName: name, arch: config.architecture) {
-            tensors.append((n, shape, Array(UnsafeBufferPointer(start: params + off, count: shape.reduce(1, *)))))
+            let data = Array(UnsafeBufferPointer(start: params + off, count: shape.reduce(1, *)))
+            tensors.append((n, shape, data))
+            // AdapterHub registers ln_before twice (adapter_down.0 and adapter_norm_before) and expects both.
+            for alias in BottleneckAdapter.aliases(n, lnBefore: c.lnBefore) { tensors.append((alias, shape, data)) }
         }
         try SafeTensorsWriter.write(path: directory + "/" + Engine.adapterWeightsFile, tensors: tensors, metadata: ["format": "pt"])
-        try writeFileAtomically(path: directory + "/" + Engine.adapterConfigFile, bytes: Array(json))
+        try writeFileAtomically(path: directory + "/" + Engine.adapterConfigFile, bytes: json)
     }
 
     func loadAdapter(directory: String, name: String?) throws -> String {
@@ -187,7 +195,7 @@ extension Engine {
         if bn.original_ln_before && bn.residual_before_ln != .bool(true) { throw unsupported("residual_before_ln other than true") }
         if bn.ln_after && bn.adapter_residual_before_ln { throw unsupported("adapter_residual_before_ln with ln_after") }
         if let h = file.hidden_size, h != config.hiddenSize {
-            throw PEFTKitError.invalidArgument("adapter in '\(directory)' was made for hidden size \(h), this model has \(config.hiddenSize)")
+            throw PEFTKitError.format("adapter in '\(directory)' was made for hidden size \(h), this model has \(config.hiddenSize)")
         }
         guard case .number(let rf) = bn.reduction_factor, rf.isFinite, rf > 0 else { throw unsupported("a non-numeric reduction_factor") }
         guard case .number(let sc) = bn.scaling, sc.isFinite else { throw unsupported("a non-numeric scaling") }
@@ -219,7 +227,7 @@ extension Engine {
         let newName = name ?? fileName
         try Engine.validateName(newName)
         guard !adapters.contains(where: { $0.name == newName }) else {
-            throw PEFTKitError.invalidArgument("an adapter named '\(newName)' is already attached")
+            throw PEFTKitError.state("an adapter named '\(newName)' is already attached")
         }
         let ad = try BottleneckAdapter(config: c, model: config)
         let st = try SafeTensorsFile(path: directory + "/" + Engine.adapterWeightsFile)
@@ -227,7 +235,7 @@ extension Engine {
         let p = ad.params.floats
         for (n, shape, off) in ad.namedParameters(adapterName: fileName, arch: config.architecture) {
             var key = n
-            if st.info(key) == nil, let alt = BottleneckAdapter.aliases(n).first(where: { st.info($0) != nil }) { key = alt }
+            if st.info(key) == nil, let alt = BottleneckAdapter.aliases(n, lnBefore: c.lnBefore).first(where: { st.info($0) != nil }) { key = alt }
             guard let info = st.info(key) else {
                 throw PEFTKitError.format("'\(directory)/\(Engine.adapterWeightsFile)' lacks tensor '\(n)'")
             }
@@ -237,7 +245,7 @@ extension Engine {
             let t = try st.tensor(key)
             (p + off).update(from: t.data, count: t.count)
             used.insert(key)
-            for a in BottleneckAdapter.aliases(n) { used.insert(a) }
+            for a in BottleneckAdapter.aliases(n, lnBefore: c.lnBefore) { used.insert(a) }
         }
         let extra = st.names.filter { !used.contains($0) }
         guard extra.isEmpty else {
