@@ -54,7 +54,7 @@ import Testing
         #expect(name == "fixture")
         try m.setActiveAdapter(name)
         let slot = try m.engine.adapter(named: name)
-        let named = slot.adapter.namedParameters(adapterName: name, arch: m.config.architecture)
+        let named = slot.bn.namedParameters(adapterName: name, arch: m.config.architecture)
         func params(_ base: UnsafeMutablePointer<Float>, _ n: String) -> [Float] {
             let e = named.first { $0.name == n }!
             return Array(UnsafeBufferPointer(start: base + e.offset, count: e.shape.reduce(1, *)))
@@ -105,7 +105,7 @@ import Testing
         try m.saveAdapter(name: "fixture", to: dir + "/saved")
         let back = try m.loadAdapter(from: dir + "/saved", name: "again")
         let a = try m.engine.adapter(named: "fixture"), b = try m.engine.adapter(named: back)
-        #expect(a.adapter.config == b.adapter.config)
+        #expect(a.bn.config == b.bn.config)
         let pa = Array(UnsafeBufferPointer(start: a.adapter.params.floats, count: a.parameterCount))
         let pb = Array(UnsafeBufferPointer(start: b.adapter.params.floats, count: b.parameterCount))
         #expect(pa == pb)

@@ -43,3 +43,8 @@ enum TS {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+extension AdapterSlot {
+    /// The slot's adapter as a bottleneck adapter (tests of that method only).
+    var bn: BottleneckAdapter { adapter as! BottleneckAdapter }
+}

@@ -3,48 +3,67 @@ extension Engine {
     func generate(prompt: [Int32], config g: GenerateConfig, onToken: ((Int32) -> Bool)?) throws -> [Int32] {
         try g.validate()
         try require(!prompt.isEmpty, "the prompt is empty")
-        try require(prompt.count <= config.maxPositions,
-                    "prompt length \(prompt.count) exceeds the model's maximum \(config.maxPositions)")
+        let adapter = active?.adapter
+        let Vt = adapter?.virtualTokens ?? 0, P = adapter?.prefixLength ?? 0
+        let extra = Vt + P
+        try require(prompt.count + extra <= config.maxPositions,
+                    "prompt length \(prompt.count)\(extra > 0 ? " plus \(extra) virtual/prefix positions" : "") exceeds the model's maximum \(config.maxPositions)")
         try prompt.withUnsafeBufferPointer { try checkTokens($0, count: prompt.count, what: "prompt") }
         for s in g.stopTokens {
             try require(s >= 0 && Int(s) < config.vocabSize, "stop token \(s) is outside the vocabulary")
         }
-        let maxNew = min(g.maxNewTokens, config.maxPositions - prompt.count)
+        let maxNew = min(g.maxNewTokens, config.maxPositions - prompt.count - extra)
         if maxNew <= 0 { return [] }
-        let total = prompt.count + maxNew
-        let adapter = active?.adapter
+        let total = extra + prompt.count + maxNew
+        try adapter?.beginPass(training: false)
         let cache = try KVCache(config: config, batch: 1, maxLen: total)
+        if P > 0, let ad = adapter {
+            // The prefix occupies the first P cache positions of every layer.
+            for l in 0..<config.numLayers {
+                let (pk, pv) = ad.prefixKV(l)
+                cache.kRows(l).ptr.update(from: pk, count: P * cache.width)
+                cache.vRows(l).ptr.update(from: pv, count: P * cache.width)
+            }
+            cache.length = P
+        }
         let V = config.vocabSize, C = config.hiddenSize
+        let Tp = Vt + prompt.count
         // Buffers sized for the prompt; decode steps reuse them with tq = 1.
-        let buf = try InferBuffers(engine: self, batch: 1, tq: prompt.count, tk: total, adapter: adapter)
+        let buf = try InferBuffers(engine: self, batch: 1, tq: Tp, tk: total, adapter: adapter, cached: true)
         let logits = try Storage.allocate(floats: V)
         var sampler = Sampler(config: g, vocab: V)
         var out: [Int32] = []
         out.reserveCapacity(maxNew)
 
-        func step(_ ids: UnsafePointer<Int32>, _ T: Int) {
+        func step(_ ids: UnsafePointer<Int32>, _ T: Int, first: Bool) {
             let past = cache.length
-            embed(buf.streams[0], ids: ids, rows: T, seqLen: T, pastLen: past)
+            let rows = first ? T + Vt : T
+            if first {
+                embedSequence(buf.streams[0], ids: ids, batch: 1, seqLen: T, pastLen: past, adapter: adapter)
+            } else {
+                embed(buf.streams[0], ids: ids, rows: T, seqLen: T, pastLen: past)
+            }
             var cur = 0
+            let pass = PassInfo(rows: rows, slot: 0, training: false)
             for l in 0..<config.numLayers {
-                forwardLayer(l, x: buf.streams[cur], out: buf.streams[1 - cur], a: &buf.acts, batch: 1, seqLen: T,
-                             pastLen: past, cache: cache, adapter: adapter)
+                forwardLayer(l, x: buf.streams[cur], out: buf.streams[1 - cur], a: &buf.acts, batch: 1, seqLen: rows,
+                             pastLen: past, cache: cache, adapter: adapter, pass: pass)
                 cur = 1 - cur
             }
-            cache.length += T
-            let last = buf.streams[cur] + (T - 1) * C
+            cache.length += rows
+            let last = buf.streams[cur] + (rows - 1) * C
             finalNorm(out: buf.lnf, mean: buf.lnfMean, rstd: buf.lnfRstd, inp: last, rows: 1)
             weights.lmHead.forward(out: logits.floats, inp: buf.lnf, rows: 1)
         }
 
-        prompt.withUnsafeBufferPointer { step($0.baseAddress!, prompt.count) }
+        prompt.withUnsafeBufferPointer { step($0.baseAddress!, prompt.count, first: true) }
         while out.count < maxNew {
             let tok = sampler.sample(logits.floats)
             out.append(tok)
             if let cb = onToken, !cb(tok) { break }
             if g.stopTokens.contains(tok) || out.count == maxNew { break }
             var t = tok
-            step(&t, 1)
+            step(&t, 1, first: false)
         }
         return out
     }

@@ -1,14 +1,14 @@
 /// An attached adapter with its optimiser state. Gradients and AdamW moments share the parameter layout.
 final class AdapterSlot {
     let name: String
-    let adapter: BottleneckAdapter
+    let adapter: Adapter
     let grads: Storage
     let m: Storage
     let v: Storage
     /// Optimiser steps taken.
     var step = 0
 
-    init(name: String, adapter: BottleneckAdapter) throws {
+    init(name: String, adapter: Adapter) throws {
         self.name = name
         self.adapter = adapter
         grads = try Storage.allocate(floats: adapter.parameterCount)
@@ -19,9 +19,10 @@ final class AdapterSlot {
     var parameterCount: Int { adapter.parameterCount }
 }
 
-/// Buffers for one (batch, seqLen, adapter) training shape.
+/// Buffers for one (batch, seqLen, adapter) training shape. `seqLen` counts virtual tokens; keys per row are
+/// `prefix + seqLen`.
 final class TrainBuffers {
-    let batch: Int, seqLen: Int, lowest: Int
+    let batch: Int, seqLen: Int, prefix: Int, lowest: Int
     let adapterID: ObjectIdentifier
     let pool = BufferPool()
     /// streams[i] is the input of layer lowest + i; the last is the final stream.
@@ -36,26 +37,27 @@ final class TrainBuffers {
     var scratch: BackwardScratch
     static let headChunk = 128
 
-    init(engine e: Engine, batch: Int, seqLen: Int, adapter: BottleneckAdapter) throws {
+    init(engine e: Engine, batch: Int, seqLen: Int, adapter: Adapter) throws {
         let c = e.config
         self.batch = batch; self.seqLen = seqLen
-        lowest = adapter.lowestLayer
+        prefix = adapter.prefixLength
+        lowest = max(0, adapter.lowestLayer)
         adapterID = ObjectIdentifier(adapter)
-        let N = batch * seqLen, C = c.hiddenSize
+        let N = batch * seqLen, C = c.hiddenSize, tk = prefix + seqLen
         for _ in lowest...c.numLayers { streams.append(try pool.take(N * C)) }
         if lowest > 0 {
             low = [try pool.take(N * C), try pool.take(N * C)]
         }
-        lowActs = try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: seqLen, adapter: nil, layer: nil)
-        for l in lowest..<c.numLayers {
-            acts.append(try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: seqLen,
-                                      adapter: adapter, layer: l))
+        lowActs = try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix)
+        for _ in lowest..<c.numLayers {
+            acts.append(try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix))
         }
         lnf = try pool.take(N * C); lnfMean = try pool.take(N); lnfRstd = try pool.take(N); dlnf = try pool.take(N * C)
         logits = try pool.take(min(N, TrainBuffers.headChunk) * c.vocabSize)
         targetStorage = try Storage.allocate(bytes: N * 4)
         targets = targetStorage.base.assumingMemoryBound(to: Int32.self)
-        scratch = try BackwardScratch(pool: pool, config: c, rows: N, batch: batch, seqLen: seqLen, bottleneck: adapter.bottleneck)
+        scratch = try BackwardScratch(pool: pool, config: c, rows: N, batch: batch, seqLen: seqLen, keys: tk)
+        try adapter.prepare(rows: N, batch: batch, seqLen: seqLen, slots: c.numLayers, training: true)
     }
 }
 
@@ -71,17 +73,19 @@ final class InferBuffers {
     private let targetStorage: Storage
     let adapterID: ObjectIdentifier?
 
-    init(engine e: Engine, batch: Int, tq: Int, tk: Int, adapter: BottleneckAdapter?) throws {
+    init(engine e: Engine, batch: Int, tq: Int, tk: Int, adapter: Adapter?, cached: Bool) throws {
         let c = e.config
         self.batch = batch; self.tq = tq; self.tk = tk
         adapterID = adapter.map { ObjectIdentifier($0) }
         let N = batch * tq, C = c.hiddenSize
         streams = [try pool.take(N * C), try pool.take(N * C)]
-        acts = try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: tq, tk: tk, adapter: adapter, layer: nil)
+        acts = try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: tq, tk: tk,
+                             prefix: cached ? 0 : (adapter?.prefixLength ?? 0))
         lnf = try pool.take(N * C); lnfMean = try pool.take(N); lnfRstd = try pool.take(N)
         logits = try pool.take(min(N, TrainBuffers.headChunk) * c.vocabSize)
         targetStorage = try Storage.allocate(bytes: N * 4)
         targets = targetStorage.base.assumingMemoryBound(to: Int32.self)
+        try adapter?.prepare(rows: N, batch: batch, seqLen: tq, slots: 1, training: false)
     }
 }
 
@@ -140,12 +144,12 @@ final class Engine {
         try require(ok, "adapter name '\(name)' may only contain ASCII letters, digits, '_' and '-'")
     }
 
-    func attachAdapter(name: String, config: BottleneckConfig) throws {
+    func attachAdapter(name: String, config: AdapterConfig) throws {
         try Engine.validateName(name)
         guard !adapters.contains(where: { $0.name == name }) else {
             throw PEFTKitError.state("an adapter named '\(name)' is already attached")
         }
-        adapters.append(try AdapterSlot(name: name, adapter: try BottleneckAdapter(config: config, model: self.config)))
+        adapters.append(try AdapterSlot(name: name, adapter: try makeAdapter(config)))
     }
 
     func removeAdapter(name: String) throws {
@@ -189,22 +193,26 @@ final class Engine {
         }
     }
 
-    func checkShape(batch: Int, seqLen: Int) throws {
+    func checkShape(batch: Int, seqLen: Int, extra: Int = 0) throws {
         try require(batch > 0 && batch <= 1 << 16, "batch must be in 1...65536, got \(batch)")
         try require(seqLen > 0, "sequence length must be positive, got \(seqLen)")
-        try require(seqLen <= config.maxPositions,
-                    "sequence length \(seqLen) exceeds the model's maximum \(config.maxPositions)")
+        try require(seqLen + extra <= config.maxPositions,
+                    "sequence length \(seqLen)\(extra > 0 ? " plus \(extra) virtual/prefix positions" : "") exceeds the model's maximum \(config.maxPositions)")
         let (_, o) = (batch * seqLen).multipliedReportingOverflow(by: config.vocabSize)
         try require(!o, "batch × sequence × vocabulary overflows")
     }
 
-    /// Shifted targets: row (b, t) predicts labels[b, t+1]; the last position of each row predicts nothing.
-    func fillTargets(_ out: UnsafeMutablePointer<Int32>, labels: UnsafeBufferPointer<Int32>, rowStart: Int, rows: Int, seqLen T: Int) -> Int {
+    /// Shifted targets over rows of `virtual + T` positions, labels padded with `virtual` leading -100s:
+    /// position t predicts label'[t+1]; the last position of each row predicts nothing.
+    func fillTargets(_ out: UnsafeMutablePointer<Int32>, labels: UnsafeBufferPointer<Int32>, rowStart: Int, rows: Int,
+                     seqLen T: Int, virtual Vt: Int = 0) -> Int {
         var count = 0
+        let Tp = T + Vt
         for r in 0..<rows {
-            for t in 0..<T {
-                let v: Int32 = t + 1 < T ? labels[(rowStart + r) * T + t + 1] : -100
-                out[r * T + t] = v
+            for t in 0..<Tp {
+                let j = t + 1 - Vt  // index into the real labels
+                let v: Int32 = (t + 1 < Tp && j >= 0) ? labels[(rowStart + r) * T + j] : -100
+                out[r * Tp + t] = v
                 if v != -100 { count += 1 }
             }
         }
@@ -215,6 +223,27 @@ final class Engine {
 
     func embed(_ out: UnsafeMutablePointer<Float>, ids: UnsafePointer<Int32>, rows N: Int, seqLen T: Int, pastLen: Int) {
         embeddingForward(out, ids, weights.wte, weights.wpe, N, T, config.hiddenSize, pastLen)
+    }
+
+    /// Embeds `B` rows of `T` ids behind `V` virtual tokens of `adapter` (prompt tuning): row b of the output
+    /// holds [prompt; embed(ids)] at positions pastLen..<pastLen+V+T, [B·(V+T), C].
+    func embedSequence(_ out: UnsafeMutablePointer<Float>, ids: UnsafePointer<Int32>, batch B: Int, seqLen T: Int,
+                       pastLen: Int, adapter: Adapter?) {
+        let V = adapter?.virtualTokens ?? 0
+        guard V > 0, let ad = adapter else {
+            embed(out, ids: ids, rows: B * T, seqLen: T, pastLen: pastLen)
+            return
+        }
+        let C = config.hiddenSize, Tp = V + T
+        let prompt = ad.promptEmbeddings()
+        for b in 0..<B {
+            let row = out + b * Tp * C
+            row.update(from: prompt, count: V * C)
+            if let wpe = weights.wpe {
+                for t in 0..<V { addInPlace(row + t * C, wpe + (pastLen + t) * C, C) }
+            }
+            embed(row + V * C, ids: ids + b * T, rows: T, seqLen: T, pastLen: pastLen + V)
+        }
     }
 
     func finalNorm(out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
@@ -229,45 +258,57 @@ final class Engine {
 
     func evaluate(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>?, batch B: Int, seqLen T: Int,
                   logits: UnsafeMutableBufferPointer<Float>?) throws -> EvalResult {
-        try checkShape(batch: B, seqLen: T)
+        let adapter = active?.adapter
+        let Vt = adapter?.virtualTokens ?? 0, P = adapter?.prefixLength ?? 0
+        try checkShape(batch: B, seqLen: T, extra: Vt + P)
         let N = B * T, V = config.vocabSize, C = config.hiddenSize
         try checkTokens(inputIDs, count: N, what: "input_ids")
         if let labels { try checkLabels(labels, count: N) }
         if let logits {
             try require(logits.count >= N * V, "logits buffer holds \(logits.count) floats, needs \(N * V)")
         }
-        let adapter = active?.adapter
+        try adapter?.beginPass(training: false)
+        let Tp = T + Vt, Np = B * Tp
         let buf: InferBuffers
-        if let b = inferBuffers, b.batch == B, b.tq == T, b.tk == T, b.adapterID == adapter.map({ ObjectIdentifier($0) }) {
+        if let b = inferBuffers, b.batch == B, b.tq == Tp, b.tk == Tp + P, b.adapterID == adapter.map({ ObjectIdentifier($0) }) {
             buf = b
         } else {
             inferBuffers = nil
-            buf = try InferBuffers(engine: self, batch: B, tq: T, tk: T, adapter: adapter)
+            buf = try InferBuffers(engine: self, batch: B, tq: Tp, tk: Tp + P, adapter: adapter, cached: false)
             inferBuffers = buf
         }
-        embed(buf.streams[0], ids: inputIDs.baseAddress!, rows: N, seqLen: T, pastLen: 0)
+        embedSequence(buf.streams[0], ids: inputIDs.baseAddress!, batch: B, seqLen: T, pastLen: P, adapter: adapter)
         var cur = 0
+        let pass = PassInfo(rows: Np, slot: 0, training: false)
         for l in 0..<config.numLayers {
-            forwardLayer(l, x: buf.streams[cur], out: buf.streams[1 - cur], a: &buf.acts, batch: B, seqLen: T, pastLen: 0,
-                         cache: nil, adapter: adapter)
+            forwardLayer(l, x: buf.streams[cur], out: buf.streams[1 - cur], a: &buf.acts, batch: B, seqLen: Tp, pastLen: P,
+                         cache: nil, adapter: adapter, pass: pass)
             cur = 1 - cur
         }
-        finalNorm(out: buf.lnf, mean: buf.lnfMean, rstd: buf.lnfRstd, inp: buf.streams[cur], rows: N)
+        finalNorm(out: buf.lnf, mean: buf.lnfMean, rstd: buf.lnfRstd, inp: buf.streams[cur], rows: Np)
         let lab = labels ?? inputIDs
-        let count = fillTargets(buf.targets, labels: lab, rowStart: 0, rows: B, seqLen: T)
+        let count = fillTargets(buf.targets, labels: lab, rowStart: 0, rows: B, seqLen: T, virtual: Vt)
         var lossSum = 0.0
-        let chunk = TrainBuffers.headChunk
-        var r0 = 0
-        while r0 < N {
-            let rows = min(chunk, N - r0)
-            let dst = logits.map { $0.baseAddress! + r0 * V } ?? buf.logits
-            weights.lmHead.forward(out: dst, inp: buf.lnf + r0 * C, rows: rows)
-            if count > 0 {
-                let (s, _) = crossEntropyForwardBackward(logits: dst, losses: nil, targets: buf.targets + r0, N: rows, V: V,
-                                                         gradScale: 0, computeGrad: false)
-                lossSum += s
+        // LM head per batch row over the real positions (and the last virtual one, which predicts token 0).
+        for b in 0..<B {
+            let first = max(0, Vt - 1)
+            var r0 = first
+            while r0 < Tp {
+                let rows = min(TrainBuffers.headChunk, Tp - r0)
+                let src = buf.lnf + (b * Tp + r0) * C
+                weights.lmHead.forward(out: buf.logits, inp: src, rows: rows)
+                if count > 0 {
+                    let (s, _) = crossEntropyForwardBackward(logits: buf.logits, losses: nil, targets: buf.targets + b * Tp + r0,
+                                                             N: rows, V: V, gradScale: 0, computeGrad: false)
+                    lossSum += s
+                }
+                if let logits {
+                    for r in 0..<rows where r0 + r >= Vt {
+                        (logits.baseAddress! + (b * T + r0 + r - Vt) * V).update(from: buf.logits + r * V, count: V)
+                    }
+                }
+                r0 += rows
             }
-            r0 += rows
         }
         let loss = count > 0 ? Float(lossSum / Double(count)) : 0
         guard loss.isFinite else { throw PEFTKitError.numerical("the forward pass produced a non-finite loss") }

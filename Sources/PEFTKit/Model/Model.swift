@@ -57,9 +57,19 @@ public final class Model: @unchecked Sendable {
 
     // MARK: adapters
 
+    /// Attaches a new adapter of any method named `name` (not made active).
+    public func attachAdapter(name: String, config: AdapterConfig) throws {
+        try exclusive { try engine.attachAdapter(name: name, config: config) }
+    }
+
     /// Attaches a new bottleneck adapter named `name` (not made active).
     public func attachAdapter(name: String, config: BottleneckConfig) throws {
-        try exclusive { try engine.attachAdapter(name: name, config: config) }
+        try attachAdapter(name: name, config: .bottleneck(config))
+    }
+
+    /// The method of adapter `name`.
+    public func adapterMethod(name: String) throws -> AdapterMethod {
+        try exclusive { try engine.adapter(named: name).adapter.method }
     }
 
     /// Removes an adapter; if it was active, no adapter is active afterwards.
@@ -73,24 +83,25 @@ public final class Model: @unchecked Sendable {
     }
 
     /// The active adapter's name, or nil for the base model.
-    public var activeAdapter: String? { engine.activeName }
+    public var activeAdapter: String? { (try? exclusive { engine.activeName }) ?? nil }
 
     /// Names of the attached adapters, in attach order.
-    public var adapterNames: [String] { engine.adapters.map { $0.name } }
+    public var adapterNames: [String] { (try? exclusive { engine.adapters.map { $0.name } }) ?? [] }
 
     /// Trainable parameters of adapter `name`.
     public func adapterParameterCount(name: String) throws -> Int {
-        try engine.adapter(named: name).parameterCount
+        try exclusive { try engine.adapter(named: name).parameterCount }
     }
 
-    /// Writes adapter `name` as `adapter_config.json` + `adapter.safetensors` into `directory` (created if
-    /// missing), in AdapterHub's format. Files are replaced atomically.
+    /// Writes adapter `name` into `directory` (created if missing): bottleneck adapters in AdapterHub's
+    /// format (`adapter_config.json` + `adapter.safetensors`), the other methods in HF PEFT's
+    /// (`adapter_config.json` + `adapter_model.safetensors`). Files are replaced atomically.
     public func saveAdapter(name: String, to directory: String) throws {
         try exclusive { try engine.saveAdapter(name: name, directory: directory) }
     }
 
-    /// Reads an AdapterHub-format adapter folder and attaches it under `name` (default: the name in the
-    /// file). Returns the name used. The adapter is not made active.
+    /// Reads an adapter folder (AdapterHub or HF PEFT format, told apart by its files) and attaches it under
+    /// `name` (default: the name in the file, or "default"). Returns the name used. Not made active.
     @discardableResult
     public func loadAdapter(from directory: String, name: String? = nil) throws -> String {
         try exclusive { try engine.loadAdapter(directory: directory, name: name) }

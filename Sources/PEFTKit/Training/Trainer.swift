@@ -3,10 +3,12 @@ extension Engine {
     func trainStep(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>?, batch B: Int, seqLen T: Int,
                    config tc: TrainConfig) throws -> TrainStepResult {
         try tc.validate()
-        try checkShape(batch: B, seqLen: T)
         guard let slot = active else {
             throw PEFTKitError.state("no active adapter: attach one and make it active before training")
         }
+        let ad = slot.adapter
+        let Vt = ad.virtualTokens
+        try checkShape(batch: B, seqLen: T, extra: Vt + ad.prefixLength)
         let N = B * T
         try checkTokens(inputIDs, count: N, what: "input_ids")
         if let labels { try checkLabels(labels, count: N) }
@@ -15,15 +17,17 @@ extension Engine {
         try require(B % mb == 0, "batch \(B) is not a multiple of the micro-batch size \(mb)")
 
         // Count the tokens of the whole batch first: the gradient is that of the mean over all of them.
+        // With virtual tokens the last one predicts the first real token, as in PEFT.
         var total = 0
-        for i in 0..<N where i % T != T - 1 {
-            if lab[i + 1] != -100 { total += 1 }
+        for b in 0..<B {
+            for t in (Vt > 0 ? 0 : 1)..<T where lab[b * T + t] != -100 { total += 1 }
         }
         try require(total > 0, "no label counts towards the loss (all positions are -100 or sequences have length 1)")
 
         let grads = slot.grads.floats
         let P = slot.parameterCount
         grads.update(repeating: 0, count: P)
+        try ad.beginPass(training: true)
         var lossSum = 0.0
         var r = 0
         while r < B {
@@ -31,6 +35,7 @@ extension Engine {
                                            seqLen: T, gradScale: 1 / Float(total))
             r += mb
         }
+        ad.endBackward(grads: grads)
         let loss = Float(lossSum / Double(total))
         let sq = sumOfSquares(grads, P)
         let norm = Float(sq.squareRoot())
@@ -43,10 +48,11 @@ extension Engine {
             if coef < 1 { scaleInPlace(grads, P, coef) }
         }
         let lr = tc.learningRate(atStep: slot.step)
-        adamwUpdate(slot.adapter.params.floats, grads, slot.m.floats, slot.v.floats, P, lr: decimalDouble(lr),
+        adamwUpdate(ad.params.floats, grads, slot.m.floats, slot.v.floats, P, lr: decimalDouble(lr),
                     beta1: decimalDouble(tc.beta1), beta2: decimalDouble(tc.beta2), eps: decimalDouble(tc.eps),
                     weightDecay: decimalDouble(tc.weightDecay), step: slot.step + 1)
         slot.step += 1
+        ad.parametersChanged()
         return TrainStepResult(loss: loss, gradNorm: norm, learningRate: lr, step: slot.step, tokens: total)
     }
 
@@ -54,33 +60,37 @@ extension Engine {
     func forwardBackward(slot: AdapterSlot, ids: UnsafePointer<Int32>, labels: UnsafeBufferPointer<Int32>, rowStart: Int,
                          rows B: Int, seqLen T: Int, gradScale: Float) throws -> Double {
         let c = config, adapter = slot.adapter
-        let N = B * T, C = c.hiddenSize, V = c.vocabSize, L = c.numLayers
+        let Vt = adapter.virtualTokens, P = adapter.prefixLength
+        let Tp = T + Vt
+        let N = B * Tp, C = c.hiddenSize, V = c.vocabSize, L = c.numLayers
         let buf: TrainBuffers
-        if let b = trainBuffers, b.batch == B, b.seqLen == T, b.adapterID == ObjectIdentifier(adapter) {
+        if let b = trainBuffers, b.batch == B, b.seqLen == Tp, b.adapterID == ObjectIdentifier(adapter) {
             buf = b
         } else {
             trainBuffers = nil
             inferBuffers = nil
-            buf = try TrainBuffers(engine: self, batch: B, seqLen: T, adapter: adapter)
+            buf = try TrainBuffers(engine: self, batch: B, seqLen: Tp, adapter: adapter)
             trainBuffers = buf
         }
         let lo = buf.lowest
+        let grads = slot.grads.floats
         // Layers below the lowest adapted one: forward only, shared scratch.
         let first = lo == 0 ? buf.streams[0] : buf.low[0]
-        embed(first, ids: ids, rows: N, seqLen: T, pastLen: 0)
+        embedSequence(first, ids: ids, batch: B, seqLen: T, pastLen: P, adapter: adapter)
         var cur = first
         for l in 0..<lo {
             let out = l == lo - 1 ? buf.streams[0] : (cur == buf.low[0] ? buf.low[1] : buf.low[0])
-            forwardLayer(l, x: cur, out: out, a: &buf.lowActs, batch: B, seqLen: T, pastLen: 0, cache: nil, adapter: nil)
+            forwardLayer(l, x: cur, out: out, a: &buf.lowActs, batch: B, seqLen: Tp, pastLen: P, cache: nil, adapter: adapter,
+                         pass: PassInfo(rows: N, slot: l, training: false))
             cur = out
         }
         for l in lo..<L {
-            forwardLayer(l, x: buf.streams[l - lo], out: buf.streams[l - lo + 1], a: &buf.acts[l - lo], batch: B, seqLen: T,
-                         pastLen: 0, cache: nil, adapter: adapter)
+            forwardLayer(l, x: buf.streams[l - lo], out: buf.streams[l - lo + 1], a: &buf.acts[l - lo], batch: B, seqLen: Tp,
+                         pastLen: P, cache: nil, adapter: adapter, pass: PassInfo(rows: N, slot: l, training: true))
         }
         let top = buf.streams[L - lo]
         finalNorm(out: buf.lnf, mean: buf.lnfMean, rstd: buf.lnfRstd, inp: top, rows: N)
-        _ = fillTargets(buf.targets, labels: labels, rowStart: rowStart, rows: B, seqLen: T)
+        _ = fillTargets(buf.targets, labels: labels, rowStart: rowStart, rows: B, seqLen: T, virtual: Vt)
 
         // LM head + loss in row chunks; the logits' gradient goes straight into dlnf.
         var lossSum = 0.0
@@ -104,8 +114,13 @@ extension Engine {
         }
         // Down to the lowest adapted layer, and no further.
         for l in stride(from: L - 1, through: lo, by: -1) {
-            backwardLayer(l, x: buf.streams[l - lo], a: buf.acts[l - lo], s: buf.scratch, batch: B, seqLen: T,
-                          adapter: adapter, grads: slot.grads.floats)
+            backwardLayer(l, x: buf.streams[l - lo], a: buf.acts[l - lo], s: buf.scratch, batch: B, seqLen: Tp, pastLen: P,
+                          adapter: adapter, grads: grads, pass: PassInfo(rows: N, slot: l, training: true))
+        }
+        if Vt > 0 {
+            // d now holds dL/d(embeddings): the virtual tokens' rows are the prompt's gradient.
+            let g = adapter.promptGrad(grads: grads)
+            for b in 0..<B { addInPlace(g, d + b * Tp * C, Vt * C) }
         }
         return lossSum
     }

@@ -32,19 +32,24 @@ struct BottleneckUnitActs {
     var lnaOut: UnsafeMutablePointer<Float>?
     var lnaMean: UnsafeMutablePointer<Float>?
     var lnaRstd: UnsafeMutablePointer<Float>?
+    /// Scratch [N, r] for the backward pass.
+    var scratchR: UnsafeMutablePointer<Float>
 }
 
 /// A bottleneck adapter: units at chosen (layer, site) pairs, all parameters in one flat block so that
 /// gradients and AdamW moments share its layout.
-final class BottleneckAdapter {
+final class BottleneckAdapter: Adapter {
     let config: BottleneckConfig
     let hidden: Int
     let bottleneck: Int
     let units: [BottleneckUnitLayout]
     /// unitIndex[layer * 2 + site] → index into `units`, or -1.
     let unitIndex: [Int]
-    let parameterCount: Int
-    let params: Storage
+    /// Activation sets: [slot][site] (nil where no unit of that site exists).
+    private var trainActs: [[BottleneckUnitActs?]] = []
+    private var inferActs: [[BottleneckUnitActs?]] = []
+    private var pools: [Bool: BufferPool] = [:]
+    private var preparedRows: [Bool: Int] = [:]
 
     init(config: BottleneckConfig, model: ModelConfig) throws {
         try config.validate(numLayers: model.numLayers, hidden: model.hiddenSize)
@@ -73,16 +78,64 @@ final class BottleneckAdapter {
         }
         self.units = units
         self.unitIndex = index
-        parameterCount = off
-        params = try Storage.allocate(floats: off)
+        try super.init(model: model, parameterCount: off)
         initialize()
     }
 
-    var lowestLayer: Int { units.map { $0.layer }.min() ?? 0 }
+    override var method: AdapterMethod { .bottleneck }
+    override var lowestLayer: Int { units.map { $0.layer }.min() ?? 0 }
 
     func unit(layer: Int, site: BottleneckSite) -> BottleneckUnitLayout? {
         let i = unitIndex[layer * 2 + site.rawValue]
         return i >= 0 ? units[i] : nil
+    }
+
+    override func hasUnit(_ l: Int, _ site: BottleneckSite) -> Bool { unit(layer: l, site: site) != nil }
+
+    override func prepare(rows n: Int, batch: Int, seqLen: Int, slots: Int, training: Bool) throws {
+        if preparedRows[training] == n, (training ? trainActs : inferActs).count == slots { return }
+        let pool = BufferPool()
+        let C = hidden, r = bottleneck
+        var sets: [[BottleneckUnitActs?]] = []
+        for slot in 0..<slots {
+            var row: [BottleneckUnitActs?] = []
+            for site in BottleneckSite.allCases {
+                let needed = training ? unit(layer: slot, site: site) != nil : units.contains { $0.site == site }
+                guard needed else { row.append(nil); continue }
+                let z = try pool.take(n * C)
+                row.append(BottleneckUnitActs(
+                    z: z, zOwn: z,
+                    lnbOut: config.lnBefore ? try pool.take(n * C) : nil,
+                    lnbMean: config.lnBefore ? try pool.take(n) : nil,
+                    lnbRstd: config.lnBefore ? try pool.take(n) : nil,
+                    a: try pool.take(n * r), g: try pool.take(n * r), u: try pool.take(n * C),
+                    lnaOut: config.lnAfter ? try pool.take(n * C) : nil,
+                    lnaMean: config.lnAfter ? try pool.take(n) : nil,
+                    lnaRstd: config.lnAfter ? try pool.take(n) : nil,
+                    scratchR: try pool.take(n * r)))
+            }
+            sets.append(row)
+        }
+        if training { trainActs = sets } else { inferActs = sets }
+        pools[training] = pool
+        preparedRows[training] = n
+    }
+
+    override func unitForward(_ l: Int, _ site: BottleneckSite, out: UnsafeMutablePointer<Float>, x: UnsafeMutablePointer<Float>,
+                              h: UnsafeMutablePointer<Float>, _ p: PassInfo) {
+        guard let u = unit(layer: l, site: site) else { return }
+        if p.training {
+            forward(u, out: out, x: x, h: h, acts: &trainActs[p.slot][site.rawValue]!, rows: p.rows)
+        } else {
+            forward(u, out: out, x: x, h: h, acts: &inferActs[0][site.rawValue]!, rows: p.rows)
+        }
+    }
+
+    override func unitBackward(_ l: Int, _ site: BottleneckSite, dz: UnsafeMutablePointer<Float>, dout: UnsafeMutablePointer<Float>,
+                               grads: UnsafeMutablePointer<Float>, scratchC: UnsafeMutablePointer<Float>, _ p: PassInfo) -> Bool {
+        guard let u = unit(layer: l, site: site), let acts = trainActs[p.slot][site.rawValue] else { return false }
+        backward(u, dz: dz, dout: dout, acts: acts, grads: grads, scratchC: scratchC, rows: p.rows)
+        return config.originalLnBefore
     }
 
     /// Fills the parameters as AdapterHub's `init_weights` does.
@@ -117,7 +170,7 @@ final class BottleneckAdapter {
 
     /// out = x + h + A(z), z = (Pfeiffer) x + h or (Houlsby) h. `out` may alias neither x nor h.
     func forward(_ u: BottleneckUnitLayout, out: UnsafeMutablePointer<Float>, x: UnsafeMutablePointer<Float>,
-                 h: UnsafeMutablePointer<Float>, acts: inout BottleneckUnitActs, rows n: Int, eps: Float) {
+                 h: UnsafeMutablePointer<Float>, acts: inout BottleneckUnitActs, rows n: Int) {
         let C = hidden, p = params.floats
         if config.originalLnBefore {
             add(acts.zOwn, x, h, n * C)
@@ -147,9 +200,8 @@ final class BottleneckAdapter {
     /// (overwritten). The identity paths (dx += dout, dh += dout) are the caller's.
     func backward(_ u: BottleneckUnitLayout, dz: UnsafeMutablePointer<Float>, dout: UnsafeMutablePointer<Float>,
                   acts: BottleneckUnitActs, grads: UnsafeMutablePointer<Float>, scratchC: UnsafeMutablePointer<Float>,
-                  scratchR: UnsafeMutablePointer<Float>, rows n: Int) {
+                  rows n: Int) {
         let C = hidden, r = bottleneck, p = params.floats
-        // du = d(scaled up output)
         let du = scratchC
         if u.lnAfterW >= 0, let m = acts.lnaMean, let s = acts.lnaRstd {
             du.update(repeating: 0, count: n * C)
@@ -160,22 +212,20 @@ final class BottleneckAdapter {
         if config.scaling != 1 { scaleInPlace(du, n * C, config.scaling) }
         let upL = up(u, p)
         upL.backwardWeights(dweight: grads + u.upW, dbias: grads + u.upB, dout: du, inp: acts.g, rows: n)
-        let dg = scratchR
+        let dg = acts.scratchR
         upL.backwardInput(dinp: dg, dout: du, rows: n, accumulate: false)
-        // da = act'(a) ⊙ dg, written over dg's partner: compute into a zeroed buffer via accumulate semantics.
-        let da = acts.g // g is no longer needed after the up-projection weight gradient
+        // da = act'(a) ⊙ dg, written over g (no longer needed after the up-projection's weight gradient).
+        let da = acts.g
         da.update(repeating: 0, count: n * r)
         activationBackward(config.nonLinearity, da, acts.a, dg, n * r)
-        var zin = acts.z
-        if let o = acts.lnbOut { zin = o }
+        let zin = acts.lnbOut ?? acts.z
         let downL = down(u, p)
         downL.backwardWeights(dweight: grads + u.downW, dbias: grads + u.downB, dout: da, inp: zin, rows: n)
-        if u.lnBeforeW >= 0, let o = acts.lnbOut, let m = acts.lnbMean, let s = acts.lnbRstd {
+        if u.lnBeforeW >= 0, let m = acts.lnbMean, let s = acts.lnbRstd {
             let dzin = scratchC
             downL.backwardInput(dinp: dzin, dout: da, rows: n, accumulate: false)
             dz.update(repeating: 0, count: n * C)
             layerNormBackward(dz, grads + u.lnBeforeW, grads + u.lnBeforeB, dzin, acts.z, p + u.lnBeforeW, m, s, n, C)
-            _ = o
         } else {
             downL.backwardInput(dinp: dz, dout: da, rows: n, accumulate: false)
         }

@@ -132,7 +132,9 @@ extension Engine {
 
     func saveAdapter(name: String, directory: String) throws {
         let slot = try adapter(named: name)
-        let a = slot.adapter
+        guard let a = slot.adapter as? BottleneckAdapter else {
+            return try savePEFTAdapter(slot: slot, directory: directory)
+        }
         let c = a.config
         try createDirectory(path: directory)
         let allLayers = Set(0..<config.numLayers)
@@ -176,6 +178,9 @@ extension Engine {
     }
 
     func loadAdapter(directory: String, name: String?) throws -> String {
+        if pathKind(directory + "/" + Engine.peftWeightsFile) == .file {
+            return try loadPEFTAdapter(directory: directory, name: name)
+        }
         let cfgPath = directory + "/" + Engine.adapterConfigFile
         let bytes = try readWholeFile(path: cfgPath, maxBytes: 1 << 20)
         let file: AdapterHubFile

@@ -1,0 +1,177 @@
+/// The frozen linear layers an adapter can hook, named after what they compute.
+enum LinearSite: Int, CaseIterable {
+    /// GPT-2's fused `attn.c_attn` (q|k|v).
+    case qkv = 0
+    case q, k, v
+    /// Attention output projection (GPT-2 `attn.c_proj`, Llama `o_proj`).
+    case o
+    /// GPT-2 `mlp.c_fc`.
+    case fc
+    /// GPT-2 `mlp.c_proj`.
+    case proj
+    case gate, up, down
+
+    static let count = 10
+
+    /// The module path of this site inside layer `l`, as transformers names it.
+    func module(_ arch: Architecture, layer l: Int) -> String {
+        switch arch {
+        case .gpt2:
+            let p = "transformer.h.\(l)."
+            switch self {
+            case .qkv: return p + "attn.c_attn"
+            case .o: return p + "attn.c_proj"
+            case .fc: return p + "mlp.c_fc"
+            case .proj: return p + "mlp.c_proj"
+            default: return p + "?"
+            }
+        case .llama:
+            let p = "model.layers.\(l)."
+            switch self {
+            case .q: return p + "self_attn.q_proj"
+            case .k: return p + "self_attn.k_proj"
+            case .v: return p + "self_attn.v_proj"
+            case .o: return p + "self_attn.o_proj"
+            case .gate: return p + "mlp.gate_proj"
+            case .up: return p + "mlp.up_proj"
+            case .down: return p + "mlp.down_proj"
+            default: return p + "?"
+            }
+        }
+    }
+
+    /// The short name users give in target lists (`c_attn`, `attn.c_proj`, `q_proj`, ...).
+    func shortName(_ arch: Architecture) -> String {
+        switch (arch, self) {
+        case (.gpt2, .qkv): return "c_attn"
+        case (.gpt2, .o): return "attn.c_proj"
+        case (.gpt2, .fc): return "c_fc"
+        case (.gpt2, .proj): return "mlp.c_proj"
+        case (.llama, .q): return "q_proj"
+        case (.llama, .k): return "k_proj"
+        case (.llama, .v): return "v_proj"
+        case (.llama, .o): return "o_proj"
+        case (.llama, .gate): return "gate_proj"
+        case (.llama, .up): return "up_proj"
+        case (.llama, .down): return "down_proj"
+        default: return "?"
+        }
+    }
+
+    static func sites(_ arch: Architecture) -> [LinearSite] {
+        arch == .gpt2 ? [.qkv, .o, .fc, .proj] : [.q, .k, .v, .o, .gate, .up, .down]
+    }
+
+    /// The frozen linear of layer weights `w` at this site.
+    func linear(_ w: LayerWeights) -> Linear? {
+        switch self {
+        case .qkv: return w.qkv
+        case .q: return w.q
+        case .k: return w.k
+        case .v: return w.v
+        case .o: return w.o
+        case .fc: return w.fc
+        case .proj: return w.proj
+        case .gate: return w.gate
+        case .up: return w.up
+        case .down: return w.down
+        }
+    }
+}
+
+/// What the engine tells an adapter about the current pass.
+struct PassInfo {
+    /// Rows of the batch (batch × sequence).
+    var rows: Int
+    /// Activation slot: the layer index when training (each layer keeps its own), 0 for inference.
+    var slot: Int
+    var training: Bool
+}
+
+/// Base of every adapter method. The engine calls the hooks at fixed points of each layer; a method
+/// overrides the ones it needs. All trainable parameters live in one flat block (`params`), so gradients and
+/// AdamW moments share its layout and "trainable = this block" holds by construction.
+class Adapter {
+    let model: ModelConfig
+    let parameterCount: Int
+    let params: Storage
+
+    init(model: ModelConfig, parameterCount: Int) throws {
+        self.model = model
+        self.parameterCount = parameterCount
+        params = try Storage.allocate(floats: parameterCount)
+    }
+
+    /// Method name as used in files and the C ABI.
+    var method: AdapterMethod { fatalError("subclass") }
+
+    /// The lowest layer whose computation depends on a trainable parameter: the backward pass stops there.
+    /// -1 means the embeddings (the backward pass runs through every layer).
+    var lowestLayer: Int { 0 }
+
+    /// Prepares activation storage for `rows` rows: `slots` sets (one per layer when training, one otherwise).
+    func prepare(rows: Int, batch: Int, seqLen: Int, slots: Int, training: Bool) throws {}
+
+    // MARK: linear hooks
+
+    /// Called before the frozen linear at `site` of layer `l`; may return a replacement input.
+    func linearInput(_ l: Int, _ site: LinearSite, _ inp: UnsafeMutablePointer<Float>, ldi: Int,
+                     _ p: PassInfo) -> UnsafeMutablePointer<Float> { inp }
+    /// Called after the frozen linear wrote `out` from input `inp`.
+    func linearOutput(_ l: Int, _ site: LinearSite, out: UnsafeMutablePointer<Float>, ldo: Int,
+                      inp: UnsafeMutablePointer<Float>, ldi: Int, _ p: PassInfo) {}
+    /// Backward of `linearOutput`: may return a replacement output gradient for the frozen linear's backward
+    /// and accumulates parameter gradients into `grads`.
+    func linearOutputBackward(_ l: Int, _ site: LinearSite, dout: UnsafeMutablePointer<Float>, lddo: Int,
+                              inp: UnsafeMutablePointer<Float>, ldi: Int, dinp: UnsafeMutablePointer<Float>, lddi: Int,
+                              grads: UnsafeMutablePointer<Float>, _ p: PassInfo) -> UnsafeMutablePointer<Float> { dout }
+    /// Backward of `linearInput`, after the frozen linear's input gradient was written into `dinp`.
+    func linearInputBackward(_ l: Int, _ site: LinearSite, dinp: UnsafeMutablePointer<Float>, lddi: Int,
+                             inp: UnsafeMutablePointer<Float>, ldi: Int, grads: UnsafeMutablePointer<Float>, _ p: PassInfo) {}
+    /// Whether this adapter touches `site` of layer `l` (lets the engine skip work and keep inputs).
+    func hooks(_ l: Int, _ site: LinearSite) -> Bool { false }
+
+    // MARK: sub-layer output hook (bottleneck adapters)
+
+    /// Whether a unit sits after sub-layer `site` of layer `l`.
+    func hasUnit(_ l: Int, _ site: BottleneckSite) -> Bool { false }
+    /// out = x + h + A(z).
+    func unitForward(_ l: Int, _ site: BottleneckSite, out: UnsafeMutablePointer<Float>, x: UnsafeMutablePointer<Float>,
+                     h: UnsafeMutablePointer<Float>, _ p: PassInfo) {}
+    /// Writes dz, accumulates parameter gradients; returns whether dz also flows to x.
+    func unitBackward(_ l: Int, _ site: BottleneckSite, dz: UnsafeMutablePointer<Float>, dout: UnsafeMutablePointer<Float>,
+                      grads: UnsafeMutablePointer<Float>, scratchC: UnsafeMutablePointer<Float>, _ p: PassInfo) -> Bool { false }
+
+    // MARK: sequence hooks (prompt and prefix tuning)
+
+    /// Virtual tokens prepended to the input embeddings (prompt tuning).
+    var virtualTokens: Int { 0 }
+    /// Key/value positions that precede every sequence (prefix tuning).
+    var prefixLength: Int { 0 }
+    /// Layer `l`'s prefix keys and values, [prefixLength, KVH·D] each (valid after `beginPass`).
+    func prefixKV(_ l: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) { fatalError("no prefix") }
+    /// Where layer `l`'s prefix key/value gradients accumulate (flushed to `grads` by `endBackward`).
+    func prefixKVGrad(_ l: Int, grads: UnsafeMutablePointer<Float>) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+        fatalError("no prefix")
+    }
+    /// Virtual-token embeddings, [virtualTokens, C].
+    func promptEmbeddings() -> UnsafeMutablePointer<Float> { fatalError("no prompt") }
+    /// Accumulates the gradient of the virtual-token embeddings, [virtualTokens, C].
+    func promptGrad(grads: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<Float> { fatalError("no prompt") }
+
+    /// Called once before a forward pass (e.g. to compute a reparameterised prefix).
+    func beginPass(training: Bool) throws {}
+    /// Called after the optimiser changed `params` (e.g. to drop a cached reparameterisation).
+    func parametersChanged() {}
+    /// Called once after a backward pass (e.g. to push prefix gradients through the reparameterisation).
+    func endBackward(grads: UnsafeMutablePointer<Float>) {}
+}
+
+/// The adapter methods PEFTKit implements.
+public enum AdapterMethod: String, Sendable, CaseIterable {
+    case bottleneck
+    case lora
+    case ia3
+    case prefix
+    case prompt
+}

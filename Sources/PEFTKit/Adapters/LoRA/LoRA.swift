@@ -1,0 +1,237 @@
+import COpenBLAS
+
+/// LoRA (Hu et al. 2021): `y = W·x + s·B·(A·x)` on chosen frozen linears, with `s = alpha / r`
+/// (rsLoRA: `alpha / √r`). A is [r, in], B is [out, r] for every layout, as HF PEFT stores them.
+public struct LoRAConfig: Sendable, Equatable {
+    public var rank: Int = 8
+    public var alpha: Float = 16
+    /// Dropout on the LoRA branch's input during training (0 = off).
+    public var dropout: Float = 0
+    /// Scale by alpha/√r instead of alpha/r.
+    public var useRSLoRA: Bool = false
+    /// Module names to adapt (GPT-2: `c_attn`, `attn.c_proj`, `c_fc`, `mlp.c_proj`; Llama: `q_proj`, `k_proj`,
+    /// `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`; `c_proj` means both GPT-2 projections).
+    /// Empty means PEFT's default for the architecture (GPT-2 `c_attn`; Llama `q_proj`, `v_proj`).
+    public var targets: [String] = []
+    /// Layers to adapt; nil means all.
+    public var layers: [Int]? = nil
+    public var seed: UInt64 = 42
+
+    public init() {}
+
+    public var scaling: Float { useRSLoRA ? alpha / Float(rank).squareRoot() : alpha / Float(rank) }
+
+    func validate(_ m: ModelConfig) throws {
+        try require(rank > 0 && rank <= 4096, "LoRA rank must be in 1...4096, got \(rank)")
+        try require(alpha.isFinite, "LoRA alpha must be finite, got \(alpha)")
+        try require(dropout.isFinite && dropout >= 0 && dropout < 1, "LoRA dropout must be in [0, 1), got \(dropout)")
+        try validateLayers(layers, m)
+    }
+}
+
+func validateLayers(_ layers: [Int]?, _ m: ModelConfig) throws {
+    guard let ls = layers else { return }
+    try require(!ls.isEmpty, "layer list is empty")
+    for l in ls { try require(l >= 0 && l < m.numLayers, "layer \(l) is out of range 0..<\(m.numLayers)") }
+    try require(Set(ls).count == ls.count, "layer list has duplicates")
+}
+
+/// Resolves user target names to sites, PEFT style: a name matches a module whose path equals it or ends
+/// with "." + name.
+func resolveTargets(_ names: [String], arch: Architecture, what: String) throws -> [LinearSite] {
+    var out: [LinearSite] = []
+    for n in names {
+        let matches = LinearSite.sites(arch).filter { site in
+            let full = site.module(arch, layer: 0)
+            return full == n || full.hasSuffix("." + n)
+        }
+        try require(!matches.isEmpty, "\(what) target '\(n)' matches no module of a \(arch) model "
+                    + "(choose from \(LinearSite.sites(arch).map { $0.shortName(arch) }))")
+        for s in matches where !out.contains(s) { out.append(s) }
+    }
+    return out.sorted { $0.rawValue < $1.rawValue }
+}
+
+final class LoRAAdapter: Adapter {
+    struct Unit {
+        let layer: Int
+        let site: LinearSite
+        let inF: Int, outF: Int
+        let a: Int, b: Int  // offsets of A [r, in] and B [out, r]
+    }
+    let config: LoRAConfig
+    let sites: [LinearSite]
+    let units: [Unit]
+    /// index[layer * LinearSite.count + site] → unit, or -1.
+    let index: [Int]
+    let scale: Float
+    /// Per slot and unit: t = x·Aᵀ [N, r]; the dropout mask scaled by 1/(1-p) [N, in] when dropout is on.
+    private var acts: [Bool: [[UnsafeMutablePointer<Float>?]]] = [:]
+    private var drop: [Bool: [[UnsafeMutablePointer<Float>?]]] = [:]
+    /// g = dY·B [N, r] and a dropout work buffer [N, max in].
+    private var gbuf: UnsafeMutablePointer<Float>?
+    private var work: UnsafeMutablePointer<Float>?
+    private var pools: [Bool: BufferPool] = [:]
+    private var prepared: [Bool: (Int, Int)] = [:]
+    private var dropRng: Rng
+
+    init(config: LoRAConfig, model m: ModelConfig) throws {
+        try config.validate(m)
+        self.config = config
+        let names = config.targets.isEmpty ? (m.architecture == .gpt2 ? ["c_attn"] : ["q_proj", "v_proj"]) : config.targets
+        sites = try resolveTargets(names, arch: m.architecture, what: "LoRA")
+        let layers = (config.layers ?? Array(0..<m.numLayers)).sorted()
+        var units: [Unit] = []
+        var index = [Int](repeating: -1, count: m.numLayers * LinearSite.count)
+        var off = 0
+        let r = config.rank
+        for l in layers {
+            for s in sites {
+                let (i, o) = LoRAAdapter.dims(s, m)
+                index[l * LinearSite.count + s.rawValue] = units.count
+                units.append(Unit(layer: l, site: s, inF: i, outF: o, a: off, b: off + r * i))
+                off += r * i + o * r
+            }
+        }
+        self.units = units
+        self.index = index
+        scale = config.scaling
+        dropRng = Rng(seed: config.seed ^ 0x9E37_79B9_7F4A_7C15)
+        try super.init(model: m, parameterCount: off)
+        // PEFT's init: A Kaiming-uniform (a = √5 → bound 1/√in), B zero.
+        var rng = Rng(seed: config.seed)
+        for u in units {
+            let bound = 1 / Float(u.inF).squareRoot()
+            fillUniform(params.floats + u.a, r * u.inF, low: -bound, high: bound, rng: &rng)
+        }
+    }
+
+    static func dims(_ s: LinearSite, _ m: ModelConfig) -> (Int, Int) {
+        let C = m.hiddenSize, I = m.intermediateSize, q = m.numHeads * m.headDim, kv = m.numKVHeads * m.headDim
+        switch s {
+        case .qkv: return (C, 3 * C)
+        case .q: return (C, q)
+        case .k, .v: return (C, kv)
+        case .o: return (q, C)
+        case .fc, .gate, .up: return (C, I)
+        case .proj, .down: return (I, C)
+        }
+    }
+
+    override var method: AdapterMethod { .lora }
+    override var lowestLayer: Int { units.map { $0.layer }.min() ?? 0 }
+
+    @inline(__always) func unit(_ l: Int, _ s: LinearSite) -> Unit? {
+        let i = index[l * LinearSite.count + s.rawValue]
+        return i >= 0 ? units[i] : nil
+    }
+    override func hooks(_ l: Int, _ site: LinearSite) -> Bool { unit(l, site) != nil }
+
+    override func prepare(rows n: Int, batch: Int, seqLen: Int, slots: Int, training: Bool) throws {
+        if let p = prepared[training], p == (n, slots) { return }
+        let pool = BufferPool()
+        let r = config.rank
+        var a: [[UnsafeMutablePointer<Float>?]] = []
+        var d: [[UnsafeMutablePointer<Float>?]] = []
+        for slot in 0..<slots {
+            var row: [UnsafeMutablePointer<Float>?] = []
+            var drow: [UnsafeMutablePointer<Float>?] = []
+            for s in LinearSite.allCases {
+                let has = training ? unit(slot, s) != nil : units.contains { $0.site == s }
+                row.append(has ? try pool.take(n * r) : nil)
+                let inF = LoRAAdapter.dims(s, model).0
+                drow.append(has && training && config.dropout > 0 ? try pool.take(n * inF) : nil)
+            }
+            a.append(row); d.append(drow)
+        }
+        acts[training] = a
+        drop[training] = d
+        if training {
+            gbuf = try pool.take(n * r)
+            if config.dropout > 0 { work = try pool.take(n * max(model.hiddenSize, model.intermediateSize, model.numHeads * model.headDim)) }
+        }
+        pools[training] = pool
+        prepared[training] = (n, slots)
+    }
+
+    private func t(_ p: PassInfo, _ s: LinearSite) -> UnsafeMutablePointer<Float> { acts[p.training]![p.training ? p.slot : 0][s.rawValue]! }
+
+    override func linearOutput(_ l: Int, _ site: LinearSite, out: UnsafeMutablePointer<Float>, ldo: Int,
+                               inp: UnsafeMutablePointer<Float>, ldi: Int, _ p: PassInfo) {
+        guard let u = unit(l, site) else { return }
+        let r = config.rank, n = p.rows, A = params.floats + u.a, B = params.floats + u.b
+        var x = inp, ldx = ldi
+        if p.training, config.dropout > 0, let ms = drop[true]![p.slot][site.rawValue], let w = work {
+            // Inverted dropout on the branch input: the scaled mask is kept; the masked input is rebuilt when needed.
+            let keep = 1 - config.dropout, inv = 1 / keep
+            for i in 0..<(n * u.inF) { ms[i] = dropRng.nextFloat() < keep ? inv : 0 }
+            masked(w, inp, ldi, ms, n, u.inF)
+            x = w; ldx = u.inF
+        }
+        let tt = t(p, site)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(r), Int32(u.inF), 1, x, Int32(ldx), A,
+                    Int32(u.inF), 0, tt, Int32(r))
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(u.outF), Int32(r), scale, tt, Int32(r), B,
+                    Int32(r), 1, out, Int32(ldo))
+    }
+
+    override func linearOutputBackward(_ l: Int, _ site: LinearSite, dout: UnsafeMutablePointer<Float>, lddo: Int,
+                                       inp: UnsafeMutablePointer<Float>, ldi: Int, dinp: UnsafeMutablePointer<Float>, lddi: Int,
+                                       grads: UnsafeMutablePointer<Float>, _ p: PassInfo) -> UnsafeMutablePointer<Float> {
+        guard let u = unit(l, site), let g = gbuf else { return dout }
+        let r = config.rank, n = p.rows, B = params.floats + u.b
+        let tt = t(p, site)
+        var x = inp, ldx = ldi
+        if config.dropout > 0, let ms = drop[true]![p.slot][site.rawValue], let w = work {
+            masked(w, inp, ldi, ms, n, u.inF)
+            x = w; ldx = u.inF
+        }
+        // dB += s·dYᵀ·t ; g = dY·B ; dA += s·gᵀ·x
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(u.outF), Int32(r), Int32(n), scale, dout, Int32(lddo), tt,
+                    Int32(r), 1, grads + u.b, Int32(r))
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(r), Int32(u.outF), 1, dout, Int32(lddo), B,
+                    Int32(r), 0, g, Int32(r))
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(r), Int32(u.inF), Int32(n), scale, g, Int32(r), x,
+                    Int32(ldx), 1, grads + u.a, Int32(u.inF))
+        return dout
+    }
+
+    override func linearInputBackward(_ l: Int, _ site: LinearSite, dinp: UnsafeMutablePointer<Float>, lddi: Int,
+                                      inp: UnsafeMutablePointer<Float>, ldi: Int, grads: UnsafeMutablePointer<Float>, _ p: PassInfo) {
+        guard let u = unit(l, site), let g = gbuf else { return }
+        let r = config.rank, n = p.rows, A = params.floats + u.a
+        if config.dropout > 0, let ms = drop[true]![p.slot][site.rawValue], let w = work {
+            // dX += (s·g·A) ⊙ mask/(1-p)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(u.inF), Int32(r), scale, g, Int32(r), A,
+                        Int32(u.inF), 0, w, Int32(u.inF))
+            for i in 0..<n {
+                let d = dinp + i * lddi, ww = w + i * u.inF, m = ms + i * u.inF
+                for j in 0..<u.inF { d[j] += ww[j] * m[j] }
+            }
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(u.inF), Int32(r), scale, g, Int32(r), A,
+                        Int32(u.inF), 1, dinp, Int32(lddi))
+        }
+    }
+
+    private func masked(_ out: UnsafeMutablePointer<Float>, _ x: UnsafeMutablePointer<Float>, _ ldx: Int,
+                        _ ms: UnsafeMutablePointer<Float>, _ n: Int, _ w: Int) {
+        for i in 0..<n {
+            let o = out + i * w, xi = x + i * ldx, mi = ms + i * w
+            for j in 0..<w { o[j] = xi[j] * mi[j] }
+        }
+    }
+
+    /// ΔW for unit `u` in the base weight's own layout: s·B·A ([out, in]) or its transpose for Conv1D.
+    func delta(_ u: Unit, transposed: Bool, into w: UnsafeMutablePointer<Float>, sign: Float) {
+        let r = config.rank, A = params.floats + u.a, B = params.floats + u.b
+        if transposed {
+            // W [in, out] += s·Aᵀ·Bᵀ
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, Int32(u.inF), Int32(u.outF), Int32(r), sign * scale, A,
+                        Int32(u.inF), B, Int32(r), 1, w, Int32(u.outF))
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(u.outF), Int32(u.inF), Int32(r), sign * scale, B,
+                        Int32(r), A, Int32(u.inF), 1, w, Int32(u.inF))
+        }
+    }
+}

@@ -1,0 +1,139 @@
+import COpenBLAS
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Prefix tuning (Li & Liang 2021): trainable keys and values that every layer's attention sees before the
+/// sequence. Optionally reparameterised during training by an MLP (embedding → Linear → tanh → Linear), as
+/// HF PEFT's `prefix_projection`.
+public struct PrefixConfig: Sendable, Equatable {
+    public var virtualTokens: Int = 20
+    public var projection: Bool = false
+    /// Hidden width of the projection MLP; 0 means the model's hidden size.
+    public var projectionHidden: Int = 0
+    public var seed: UInt64 = 42
+
+    public init() {}
+}
+
+final class PrefixAdapter: Adapter {
+    let config: PrefixConfig
+    let P: Int, kvd: Int, width: Int, hidden: Int
+    /// Offsets: without projection the block is the prefix itself [P, L·2·KVD]; with it: embedding [P, C],
+    /// W1 [H, C], b1 [H], W2 [L·2·KVD, H], b2 [L·2·KVD].
+    let emb = 0
+    let w1: Int, b1: Int, w2: Int, b2: Int
+    /// The prefix as each layer reads it: [L][key|value][P][KVD]; and its gradient, same layout.
+    private let kv: Storage
+    private let dkv: Storage
+    /// Projection activations: flat prefix [P, W], tanh output [P, H].
+    private let flat: Storage
+    private let hid: Storage
+
+    init(config: PrefixConfig, model m: ModelConfig) throws {
+        try require(config.virtualTokens > 0 && config.virtualTokens < m.maxPositions,
+                    "virtual tokens must be in 1..<\(m.maxPositions), got \(config.virtualTokens)")
+        try require(config.projectionHidden >= 0 && config.projectionHidden <= 1 << 16, "projection width out of range")
+        self.config = config
+        P = config.virtualTokens
+        kvd = m.numKVHeads * m.headDim
+        width = m.numLayers * 2 * kvd
+        hidden = config.projectionHidden > 0 ? config.projectionHidden : m.hiddenSize
+        let C = m.hiddenSize
+        var count: Int
+        if config.projection {
+            w1 = P * C; b1 = w1 + hidden * C; w2 = b1 + hidden; b2 = w2 + width * hidden
+            count = b2 + width
+        } else {
+            w1 = 0; b1 = 0; w2 = 0; b2 = 0
+            count = P * width
+        }
+        kv = try Storage.allocate(floats: P * width)
+        dkv = try Storage.allocate(floats: P * width)
+        flat = try Storage.allocate(floats: P * width)
+        hid = try Storage.allocate(floats: config.projection ? P * hidden : 1)
+        try super.init(model: m, parameterCount: count)
+        var rng = Rng(seed: config.seed)
+        let p = params.floats
+        if config.projection {
+            fillNormal(p + emb, P * C, std: 1, rng: &rng)
+            // nn.Linear's default init: U(±1/√fan_in) for weight and bias.
+            let a1 = 1 / Float(C).squareRoot(), a2 = 1 / Float(hidden).squareRoot()
+            fillUniform(p + w1, hidden * C, low: -a1, high: a1, rng: &rng)
+            fillUniform(p + b1, hidden, low: -a1, high: a1, rng: &rng)
+            fillUniform(p + w2, width * hidden, low: -a2, high: a2, rng: &rng)
+            fillUniform(p + b2, width, low: -a2, high: a2, rng: &rng)
+        } else {
+            fillNormal(p, P * width, std: 1, rng: &rng)
+        }
+    }
+
+    override var method: AdapterMethod { .prefix }
+    override var lowestLayer: Int { 0 }
+    override var prefixLength: Int { P }
+
+    /// The flat prefix [P, L·2·KVD] (the projection's output, or the parameters themselves).
+    var flatPrefix: UnsafeMutablePointer<Float> { config.projection ? flat.floats : params.floats }
+
+    override func beginPass(training: Bool) throws {
+        let p = params.floats, C = model.hiddenSize
+        if config.projection {
+            // hid = tanh(emb·W1ᵀ + b1); flat = hid·W2ᵀ + b2
+            let h = hid.floats
+            for i in 0..<P { (h + i * hidden).update(from: p + b1, count: hidden) }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(P), Int32(hidden), Int32(C), 1, p + emb, Int32(C),
+                        p + w1, Int32(C), 1, h, Int32(hidden))
+            for i in 0..<(P * hidden) { h[i] = tanhf(h[i]) }
+            let f = flat.floats
+            for i in 0..<P { (f + i * width).update(from: p + b2, count: width) }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(P), Int32(width), Int32(hidden), 1, h, Int32(hidden),
+                        p + w2, Int32(hidden), 1, f, Int32(width))
+        }
+        // Rearrange [P][L][2][KVD] → [L][2][P][KVD].
+        let src = flatPrefix, dst = kv.floats
+        for i in 0..<P {
+            for j in 0..<(2 * model.numLayers) {
+                (dst + (j * P + i) * kvd).update(from: src + i * width + j * kvd, count: kvd)
+            }
+        }
+        if training { dkv.floats.update(repeating: 0, count: P * width) }
+    }
+
+    override func prefixKV(_ l: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+        (kv.floats + (2 * l) * P * kvd, kv.floats + (2 * l + 1) * P * kvd)
+    }
+
+    override func prefixKVGrad(_ l: Int, grads: UnsafeMutablePointer<Float>) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+        (dkv.floats + (2 * l) * P * kvd, dkv.floats + (2 * l + 1) * P * kvd)
+    }
+
+    override func endBackward(grads: UnsafeMutablePointer<Float>) {
+        // [L][2][P][KVD] → [P][L·2·KVD]
+        let d = dkv.floats
+        let target: UnsafeMutablePointer<Float>
+        let dflat: Storage? = config.projection ? try? Storage.allocate(floats: P * width) : nil
+        target = dflat?.floats ?? grads
+        for i in 0..<P {
+            for j in 0..<(2 * model.numLayers) {
+                addInPlace(target + i * width + j * kvd, d + (j * P + i) * kvd, kvd)
+            }
+        }
+        guard config.projection, let df = dflat else { return }
+        let p = params.floats, C = model.hiddenSize, h = hid.floats
+        // flat = hid·W2ᵀ + b2
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(width), Int32(hidden), Int32(P), 1, df.floats, Int32(width),
+                    h, Int32(hidden), 1, grads + w2, Int32(hidden))
+        columnSums(into: grads + b2, src: df.floats, rows: P, cols: width, ld: width)
+        let dh = UnsafeMutablePointer<Float>.allocate(capacity: P * hidden)
+        defer { dh.deallocate() }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(P), Int32(hidden), Int32(width), 1, df.floats, Int32(width),
+                    p + w2, Int32(hidden), 0, dh, Int32(hidden))
+        for i in 0..<(P * hidden) { dh[i] *= 1 - h[i] * h[i] }
+        // pre = emb·W1ᵀ + b1
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(hidden), Int32(C), Int32(P), 1, dh, Int32(hidden),
+                    p + emb, Int32(C), 1, grads + w1, Int32(C))
+        columnSums(into: grads + b1, src: dh, rows: P, cols: hidden, ld: hidden)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(P), Int32(C), Int32(hidden), 1, dh, Int32(hidden),
+                    p + w1, Int32(C), 1, grads + emb, Int32(C))
+    }
+}
