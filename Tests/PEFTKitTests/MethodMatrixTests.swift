@@ -128,3 +128,72 @@ private func perturb(_ slot: AdapterSlot, seed: UInt64) {
         }
     }
 }
+
+@Suite struct MergeAndMix {
+    @Test(arguments: methodCases.filter { $0.label.hasPrefix("lora") || $0.label.hasPrefix("ia3") })
+    func mergeEqualsUnmergedAndUnmergeRestoresBits(_ mc: MethodCase) throws {
+        let cfg = TS.tinyConfig(mc.arch)
+        let model = try Model.create(config: cfg, seed: 5, initStd: 0.1)
+        try model.attachAdapter(name: "a", config: mc.config(mc.arch))
+        perturb(try model.engine.adapter(named: "a"), seed: 2)
+        let ids = TS.ids(2 * 6, vocab: cfg.vocabSize, seed: 8)
+        let base = try model.forward(inputIDs: ids, batch: 2, seqLen: 6).logits
+        let baseW = model.engine.weights.layers.map { l in LinearSite.allCases.compactMap { $0.linear(l)?.weight } }
+        try model.setActiveAdapter("a")
+        let unmerged = try model.forward(inputIDs: ids, batch: 2, seqLen: 6).logits
+        try model.mergeAdapter(name: "a")
+        #expect(throws: PEFTKitError.self) { try model.trainStep(inputIDs: ids, batch: 2, seqLen: 6, config: TrainConfig()) }
+        let merged = try model.forward(inputIDs: ids, batch: 2, seqLen: 6).logits
+        try model.setActiveAdapter(nil)
+        let mergedBase = try model.forward(inputIDs: ids, batch: 2, seqLen: 6).logits
+        #expect(merged == mergedBase)
+        let d = TS.maxAbsDiff(merged, unmerged)
+        print("\(mc): merged vs unmerged max |diff| \(d) (adapter effect \(TS.maxAbsDiff(unmerged, base)))")
+        #expect(d < 1e-5 * max(1, TS.maxAbs(unmerged)))
+        #expect(TS.maxAbsDiff(unmerged, base) > 1e-3)
+        try model.unmergeAdapter(name: "a")
+        #expect(try model.forward(inputIDs: ids, batch: 2, seqLen: 6).logits == base)
+        let w2 = model.engine.weights.layers.map { l in LinearSite.allCases.compactMap { $0.linear(l)?.weight } }
+        #expect(baseW == w2)
+        for (n, t) in model.engine.weights.named {
+            _ = n
+            #expect(t.storage.byteCount > 0)
+        }
+    }
+
+    @Test(arguments: Architecture.allCases)
+    func mixedBatchEqualsEachRowAlone(_ arch: Architecture) throws {
+        let cfg = TS.tinyConfig(arch)
+        let model = try Model.create(config: cfg, seed: 7, initStd: 0.1)
+        var names: [String?] = [nil]
+        for (i, mc) in methodCases.filter({ $0.arch == arch }).enumerated() {
+            try model.attachAdapter(name: "m\(i)", config: mc.config(arch))
+            perturb(try model.engine.adapter(named: "m\(i)"), seed: UInt64(i))
+            names.append("m\(i)")
+        }
+        names += [names[2], nil]
+        let B = names.count, T = 5
+        let ids = TS.ids(B * T, vocab: cfg.vocabSize, seed: 4)
+        var all = [Float](repeating: 0, count: B * T * cfg.vocabSize)
+        let r = try ids.withUnsafeBufferPointer { ip in
+            try all.withUnsafeMutableBufferPointer { try model.forward(inputIDs: ip, adapters: names, batch: B, seqLen: T, logits: $0) }
+        }
+        var lossSum = 0.0, count = 0
+        for b in 0..<B {
+            try model.setActiveAdapter(names[b])
+            let row = Array(ids[(b * T)..<((b + 1) * T)])
+            let (lg, res) = try model.forward(inputIDs: row, batch: 1, seqLen: T)
+            let mine = Array(all[(b * T * cfg.vocabSize)..<((b + 1) * T * cfg.vocabSize)])
+            #expect(TS.maxAbsDiff(lg, mine) <= 1e-6, "row \(b) adapter \(names[b] ?? "base")")
+            lossSum += Double(res.loss) * Double(res.tokens); count += res.tokens
+        }
+        #expect(abs(Double(r.loss) - lossSum / Double(count)) < 1e-5)
+        var g = GenerateConfig(); g.maxNewTokens = 4
+        let prompts = (0..<B).map { Array(ids[($0 * T)..<($0 * T + 3)]) }
+        let outs = try model.generate(prompts: prompts, adapters: names, config: g)
+        for b in 0..<B {
+            try model.setActiveAdapter(names[b])
+            #expect(outs[b] == (try model.generate(prompt: prompts[b], config: g)))
+        }
+    }
+}

@@ -7,6 +7,8 @@ final class AdapterSlot {
     let v: Storage
     /// Optimiser steps taken.
     var step = 0
+    /// True while the adapter is merged into the base weights (its hooks are then off).
+    var merged = false
 
     init(name: String, adapter: Adapter) throws {
         self.name = name
@@ -92,11 +94,13 @@ final class InferBuffers {
 /// Internal owner of weights, adapters and buffers. `Model` is its public face.
 final class Engine {
     let config: ModelConfig
-    let weights: BaseWeights
+    var weights: BaseWeights
     let rope: RopeTable?
     var adapters: [AdapterSlot] = []
     var activeName: String? = nil
     var trainBuffers: TrainBuffers?
+    /// Adapters merged into the base weights, oldest first.
+    var merges: [MergeRecord] = []
     var inferBuffers: InferBuffers?
 
     init(config: ModelConfig, weights: BaseWeights) throws {
@@ -127,7 +131,7 @@ final class Engine {
 
     var active: AdapterSlot? {
         guard let n = activeName else { return nil }
-        return adapters.first { $0.name == n }
+        return adapters.first { $0.name == n && !$0.merged }
     }
 
     func adapter(named name: String) throws -> AdapterSlot {
@@ -154,6 +158,7 @@ final class Engine {
 
     func removeAdapter(name: String) throws {
         let s = try adapter(named: name)
+        guard !s.merged else { throw PEFTKitError.state("adapter '\(name)' is merged: unmerge it before removing it") }
         adapters.removeAll { $0 === s }
         if activeName == name { activeName = nil }
         trainBuffers = nil

@@ -107,7 +107,50 @@ public final class Model: @unchecked Sendable {
         try exclusive { try engine.loadAdapter(directory: directory, name: name) }
     }
 
+    /// Folds LoRA or IA3 adapter `name` into the base weights (copies of the touched tensors; the originals
+    /// stay untouched). Afterwards the base model (no adapter active) computes what the adapter did.
+    public func mergeAdapter(name: String) throws {
+        try exclusive { try engine.merge(name: name) }
+    }
+
+    /// Undoes `mergeAdapter`, restoring the original base weights bit for bit. Merges undo in reverse order.
+    public func unmergeAdapter(name: String) throws {
+        try exclusive { try engine.unmerge(name: name) }
+    }
+
+    /// Whether adapter `name` is currently merged.
+    public func isMerged(name: String) throws -> Bool {
+        try exclusive { try engine.adapter(named: name).merged }
+    }
+
     // MARK: compute
+
+    /// Forward pass where row b of the batch uses adapter `adapters[b]` (nil = base model): one batch serves
+    /// several tasks. Writes logits `[batch, seqLen, vocab]` when given; returns the loss over all rows.
+    public func forward(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>? = nil, adapters: [String?],
+                        batch: Int, seqLen: Int, logits: UnsafeMutableBufferPointer<Float>? = nil) throws -> EvalResult {
+        try exclusive {
+            try engine.evaluateMixed(inputIDs: inputIDs, labels: labels, adapters: adapters, batch: batch, seqLen: seqLen,
+                                     logits: logits)
+        }
+    }
+
+    /// Generates for several prompts, each with its own adapter (nil = base model). Returns the new tokens of
+    /// each prompt; equal to calling `generate` per prompt with that adapter active.
+    public func generate(prompts: [[Int32]], adapters: [String?], config: GenerateConfig) throws -> [[Int32]] {
+        try exclusive {
+            try require(prompts.count == adapters.count, "\(adapters.count) adapter choices for \(prompts.count) prompts")
+            for n in adapters { if let n { _ = try engine.adapter(named: n) } }
+            let saved = engine.activeName
+            defer { engine.activeName = saved }
+            var out: [[Int32]] = []
+            for (p, n) in zip(prompts, adapters) {
+                engine.activeName = n
+                out.append(try engine.generate(prompt: p, config: config, onToken: nil))
+            }
+            return out
+        }
+    }
 
     /// One optimiser step of the active adapter on a batch of `batch` rows of `seqLen` token ids.
     /// `labels` default to `inputIDs`; `-100` marks positions that do not count. Labels are shifted inside

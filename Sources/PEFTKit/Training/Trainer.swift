@@ -4,6 +4,9 @@ extension Engine {
                    config tc: TrainConfig) throws -> TrainStepResult {
         try tc.validate()
         guard let slot = active else {
+            if let n = activeName, (try? adapter(named: n))?.merged == true {
+                throw PEFTKitError.state("adapter '\(n)' is merged into the base weights: unmerge it to train it")
+            }
             throw PEFTKitError.state("no active adapter: attach one and make it active before training")
         }
         let ad = slot.adapter

@@ -1,0 +1,144 @@
+/// One merge: the base weight/bias pointers it replaced, and the storage of the merged copies.
+struct MergeRecord {
+    let name: String
+    var replaced: [(layer: Int, site: LinearSite, weight: UnsafeMutablePointer<Float>, bias: UnsafeMutablePointer<Float>?)] = []
+    var storages: [Storage] = []
+}
+
+extension Engine {
+    /// Folds a LoRA or IA3 adapter into copies of the base weights it touches (the original tensors, possibly
+    /// memory-mapped, are never written). While merged, the adapter's hooks are off and the base model
+    /// includes it. Unmerge restores the original weights bit for bit. Merges nest: unmerge in reverse order.
+    func merge(name: String) throws {
+        let slot = try adapter(named: name)
+        guard !slot.merged else { throw PEFTKitError.state("adapter '\(name)' is already merged") }
+        var rec = MergeRecord(name: name)
+        func replace(_ l: Int, _ site: LinearSite, _ edit: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>?, Linear) -> Void) throws {
+            guard var lin = site.linear(weights.layers[l]) else { return }
+            let wn = lin.inFeatures * lin.outFeatures
+            let ws = try Storage.allocate(floats: wn)
+            ws.floats.update(from: lin.weight, count: wn)
+            var bs: Storage? = nil
+            if let b = lin.bias {
+                bs = try Storage.allocate(floats: lin.outFeatures)
+                bs!.floats.update(from: b, count: lin.outFeatures)
+            }
+            edit(ws.floats, bs?.floats, lin)
+            rec.replaced.append((l, site, lin.weight, lin.bias))
+            rec.storages.append(ws)
+            if let bs { rec.storages.append(bs) }
+            lin.weight = ws.floats
+            lin.bias = bs?.floats
+            setLinear(l, site, lin)
+        }
+        switch slot.adapter {
+        case let a as LoRAAdapter:
+            for u in a.units {
+                try replace(u.layer, u.site) { w, _, lin in a.delta(u, transposed: lin.transposed, into: w, sign: 1) }
+            }
+        case let a as IA3Adapter:
+            for u in a.units {
+                let v = a.params.floats + u.offset
+                try replace(u.layer, u.site) { w, b, lin in
+                    let I = lin.inFeatures, O = lin.outFeatures
+                    if u.onInput {
+                        // scale input feature i: column i of [out, in], row i of [in, out]
+                        for o in 0..<O { for i in 0..<I { if lin.transposed { w[i * O + o] *= v[i] } else { w[o * I + i] *= v[i] } } }
+                    } else {
+                        for o in 0..<O { for i in 0..<I { if lin.transposed { w[i * O + o] *= v[o] } else { w[o * I + i] *= v[o] } } }
+                        if let b { for o in 0..<O { b[o] *= v[o] } }
+                    }
+                }
+            }
+        default:
+            throw PEFTKitError.unsupported("\(slot.adapter.method.rawValue) adapters cannot be merged (only LoRA and IA3)")
+        }
+        merges.append(rec)
+        slot.merged = true
+        trainBuffers = nil
+        inferBuffers = nil
+    }
+
+    /// Restores the weights replaced by the latest merge, which must be `name`'s.
+    func unmerge(name: String) throws {
+        let slot = try adapter(named: name)
+        guard slot.merged, let last = merges.last else { throw PEFTKitError.state("adapter '\(name)' is not merged") }
+        guard last.name == name else {
+            throw PEFTKitError.state("adapter '\(last.name)' was merged after '\(name)': unmerge it first")
+        }
+        for r in last.replaced.reversed() {
+            guard var lin = r.site.linear(weights.layers[r.layer]) else { continue }
+            lin.weight = r.weight
+            lin.bias = r.bias
+            setLinear(r.layer, r.site, lin)
+        }
+        merges.removeLast()
+        slot.merged = false
+        trainBuffers = nil
+        inferBuffers = nil
+    }
+
+    func setLinear(_ l: Int, _ site: LinearSite, _ lin: Linear) {
+        switch site {
+        case .qkv: weights.layers[l].qkv = lin
+        case .q: weights.layers[l].q = lin
+        case .k: weights.layers[l].k = lin
+        case .v: weights.layers[l].v = lin
+        case .o: weights.layers[l].o = lin
+        case .fc: weights.layers[l].fc = lin
+        case .proj: weights.layers[l].proj = lin
+        case .gate: weights.layers[l].gate = lin
+        case .up: weights.layers[l].up = lin
+        case .down: weights.layers[l].down = lin
+        }
+    }
+
+    /// Forward pass where row b uses adapter `adapters[b]` (nil = base model): rows are grouped by adapter and
+    /// each group runs with its own adapter, so a row's result is exactly what it gets alone in a batch of its
+    /// group. Returns the loss over all counted tokens.
+    func evaluateMixed(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>?, adapters names: [String?],
+                       batch B: Int, seqLen T: Int, logits: UnsafeMutableBufferPointer<Float>?) throws -> EvalResult {
+        try require(names.count == B, "\(names.count) adapter choices for a batch of \(B) rows")
+        try checkShape(batch: B, seqLen: T)
+        try require(inputIDs.count >= B * T, "input_ids has \(inputIDs.count) entries, expected \(B * T)")
+        if let labels { try require(labels.count >= B * T, "labels has \(labels.count) entries, expected \(B * T)") }
+        let V = config.vocabSize
+        if let logits { try require(logits.count >= B * T * V, "logits buffer holds \(logits.count) floats, needs \(B * T * V)") }
+        for n in names { if let n { _ = try adapter(named: n) } }
+        let saved = activeName
+        defer { activeName = saved }
+        var groups: [String?: [Int]] = [:]
+        var order: [String?] = []
+        for (b, n) in names.enumerated() {
+            if groups[n] == nil { order.append(n) }
+            groups[n, default: []].append(b)
+        }
+        var lossSum = 0.0, count = 0
+        for n in order {
+            let rows = groups[n]!
+            var ids = [Int32](), lab = [Int32]()
+            for b in rows {
+                ids += inputIDs[(b * T)..<((b + 1) * T)]
+                if let labels { lab += labels[(b * T)..<((b + 1) * T)] }
+            }
+            activeName = n
+            var out = [Float](repeating: 0, count: rows.count * T * V)
+            let r: EvalResult = try ids.withUnsafeBufferPointer { ip in
+                try out.withUnsafeMutableBufferPointer { op in
+                    if labels != nil {
+                        return try lab.withUnsafeBufferPointer { try evaluate(inputIDs: ip, labels: $0, batch: rows.count, seqLen: T, logits: op) }
+                    }
+                    return try evaluate(inputIDs: ip, labels: nil, batch: rows.count, seqLen: T, logits: op)
+                }
+            }
+            lossSum += Double(r.loss) * Double(r.tokens)
+            count += r.tokens
+            if let logits {
+                for (i, b) in rows.enumerated() {
+                    (logits.baseAddress! + b * T * V).update(from: out.withUnsafeBufferPointer { $0.baseAddress! } + i * T * V, count: T * V)
+                }
+            }
+        }
+        return EvalResult(loss: count > 0 ? Float(lossSum / Double(count)) : 0, tokens: count)
+    }
+}
