@@ -289,6 +289,8 @@ private final class Loaded: Sendable {
     let gpt2Variants: [String: Tokenizer]
     let smolGGUF: Tokenizer?
     let smolJSON: Tokenizer?
+    /// SmolLM2 as transformers converts the GGUF (no Digits step, byte_fallback, `<|endoftext|>` as unk).
+    let smolTransformers: Tokenizer?
     let smolMeta: GGUFTokenizerMetadata?
     let loadError: String?
 
@@ -297,6 +299,7 @@ private final class Loaded: Sendable {
         var variants: [String: Tokenizer] = [:]
         var smol: Tokenizer? = nil
         var smolJ: Tokenizer? = nil
+        var smolT: Tokenizer? = nil
         var meta: GGUFTokenizerMetadata? = nil
         var err: String? = nil
         do {
@@ -320,6 +323,8 @@ private final class Loaded: Sendable {
                     return (String(p[0]), String(p[1]))
                 }
                 smolJ = try loadTokenizerJSON(try splice(skeleton: "smollm2", vocabJSON: vocabJSON, merges: merges, pairs: true))
+                smolT = try loadTokenizerJSON(try splice(skeleton: "smollm2_transformers_gguf", vocabJSON: vocabJSON,
+                                                         merges: merges, pairs: false))
             }
         } catch {
             err = "\(error)"
@@ -329,6 +334,7 @@ private final class Loaded: Sendable {
         gpt2Variants = variants
         smolGGUF = smol
         smolJSON = smolJ
+        smolTransformers = smolT
         smolMeta = meta
     }
 }
@@ -417,6 +423,14 @@ struct TokenizerTests {
         guard smolPath() != nil, let tok = loaded.smolJSON else { return }
         #expect(tok.preTokenizerSteps == ["digits(individual)", "gpt2-regex"])
         try checkCases(tok, "smollm2", label: "smollm2 tokenizer.json")
+    }
+
+    /// transformers' conversion of the GGUF: TemplateProcessing BOS, unknown-token fallback for the bytes
+    /// SmolLM2 lacks, and its decoder sequence.
+    @Test func smolLM2AsTransformersConvertsIt() throws {
+        guard smolPath() != nil, let tok = loaded.smolTransformers else { return }
+        #expect(tok.preTokenizerSteps == ["gpt2-regex"])
+        try checkCases(tok, "smollm2_transformers_gguf", label: "smollm2 transformers tokenizer.json")
     }
 
     @Test func decodeMatchesHuggingFace() throws {
