@@ -433,6 +433,31 @@ struct TokenizerTests {
         try checkCases(tok, "smollm2_transformers_gguf", label: "smollm2 transformers tokenizer.json")
     }
 
+    /// GGUF `tokenizer.ggml.pre` names select the same pre-tokenizers as the equivalent tokenizer.json files:
+    /// GPT-2's vocabulary passed as GGUF metadata must reproduce the GPT-2 / Llama-3 / Qwen2 fixtures.
+    @Test(arguments: [("gpt-2", "gpt2"), ("llama-bpe", "llama3_split"), ("qwen2", "qwen2_split")])
+    func ggufPreTokenizerNames(pre: String, fixture: String) throws {
+        guard let (encoderPath, mergesPath) = gpt2Paths() else { return }
+        let encoder = try JSONDecoder().decode([String: Int].self, from: Data(try readWholeFile(path: encoderPath)))
+        var tokens = [String](repeating: "", count: encoder.count)
+        for (t, id) in encoder { tokens[id] = t }
+        let merges = try gpt2Merges(mergesPath).map { $0.0 + " " + $0.1 }
+        var types = [Int32](repeating: 1, count: tokens.count)
+        types[50256] = 3
+        let tok = try Tokenizer(ggufTokens: tokens, merges: merges, tokenTypes: types, bosID: 50256, eosID: 50256, preTokenizer: pre)
+        for c in fixtures.cases {
+            guard let expected = c.ids[fixture] else { continue }
+            #expect(tok.encode(c.text) == expected, "\(pre): \(jsonQuoted(String(c.text.prefix(60))))")
+            #expect(tok.encode(c.text, parseSpecial: false) == (c.idsNoParseSpecial[fixture] ?? expected))
+            if pre == "llama-bpe" {
+                // llama.cpp's default for this family: BOS first (the fixture's TemplateProcessing does the same).
+                #expect(tok.encode(c.text, addSpecial: true) == (c.idsAddSpecial[fixture] ?? expected))
+            } else {
+                #expect(tok.encode(c.text, addSpecial: true) == expected)
+            }
+        }
+    }
+
     @Test func decodeMatchesHuggingFace() throws {
         let tokenizers: [String: Tokenizer?] = ["gpt2": loaded.gpt2Files, "smollm2": loaded.smolGGUF]
         var checked = 0
