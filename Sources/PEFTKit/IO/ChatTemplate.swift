@@ -1,5 +1,3 @@
-import FoundationEssentials
-
 // ChatML chat templates. Models ship their prompt format as a Jinja template (GGUF `tokenizer.chat_template`,
 // `chat_template` in tokenizer_config.json). PEFTKit renders the ChatML family of templates with a small
 // interpreter for the subset of Jinja they use: text, `{{ expr }}`, `{% for message in messages %}`,

@@ -1,5 +1,3 @@
-import FoundationEssentials
-
 // Loading a byte-level BPE tokenizer from Hugging Face `tokenizer.json`, from GPT-2's original
 // `encoder.json` + `vocab.bpe`, or from GGUF metadata (`tokenizer.ggml.*`). Each loader reads and checks
 // its input and builds a `TokenizerSpec`; `Tokenizer.init(spec:)` then checks the vocabulary as a whole.
