@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, List, Mapping, Optional, Union
 import numpy as np
 
 from . import _capi
-from ._arrays import TokenArray, batch_arrays, batch_shape, int32_tokens
+from ._arrays import TokenArray, address, batch_arrays, batch_shape, int32_tokens
 from .configs import (
     INT32_MAX,
     UINT64_MAX,
@@ -380,7 +380,7 @@ class Model:
         r = _capi.TrainResultStruct()
         r.struct_size = ctypes.sizeof(r)
         with self._call as h:
-            check(_lib.peftkit_train_step(h, ids.ctypes.data, None if lab is None else lab.ctypes.data,
+            check(_lib.peftkit_train_step(h, address(ids), None if lab is None else address(lab),
                                           b, t, byref(s), byref(r)))
         self.last_train_result = TrainResult(r.loss, r.grad_norm, r.learning_rate, r.step, r.tokens)
         return r.loss
@@ -411,11 +411,11 @@ class Model:
                 raise InvalidArgumentError("out must be a writeable, C-contiguous float32 numpy array")
             logits = out
         with self._call as h:
-            check(_lib.peftkit_forward(h, ids.ctypes.data, None, b, t, logits.ctypes.data, logits.size,
+            check(_lib.peftkit_forward(h, address(ids), None, b, t, address(logits), logits.size,
                                        None, None))
-        if out is not None:
-            return out.reshape(-1)[: b * t * v].reshape(b, t, v)
-        return logits
+        if out is None or out.shape == (b, t, v):
+            return logits
+        return out.reshape(-1)[: b * t * v].reshape(b, t, v)
 
     def evaluate(self, input_ids: TokenArray, labels: Optional[TokenArray] = None) -> EvalResult:
         """The loss of a forward pass, without computing logits for the caller or changing anything.
@@ -430,7 +430,7 @@ class Model:
         ids, lab, b, t = batch_arrays(input_ids, labels)
         loss, tokens = c_float(), c_int64()
         with self._call as h:
-            check(_lib.peftkit_forward(h, ids.ctypes.data, None if lab is None else lab.ctypes.data, b, t,
+            check(_lib.peftkit_forward(h, address(ids), None if lab is None else address(lab), b, t,
                                        None, 0, byref(loss), byref(tokens)))
         return EvalResult(loss.value, tokens.value)
 
@@ -514,7 +514,7 @@ class Model:
         previous = signal.signal(signal.SIGINT, on_sigint) if catch_sigint else None
         try:
             with self._call as h:
-                status = _lib.peftkit_generate(h, prompt.ctypes.data, prompt.shape[0], byref(g), out.ctypes.data,
+                status = _lib.peftkit_generate(h, address(prompt), prompt.shape[0], byref(g), address(out),
                                                out.shape[0], byref(n_out), cb, None)
         finally:
             if catch_sigint:
