@@ -36,7 +36,8 @@ def build_c(out_dir: Path) -> Path:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("clang")
     lib_dir = str(Path(peftkit.library_path).resolve().parent)
     exe = out_dir / "forward_overhead"
-    subprocess.run([cc, "-std=c11", "-O2", "-Wall", "-Werror", f"-I{REPO / 'include'}", str(HERE / "forward_overhead.c"),
+    subprocess.run([cc, "-std=c11", "-O2", "-Wall", "-Werror", f"-I{REPO / 'include'}",
+                    str(HERE / "forward_overhead.c"),
                     "-o", str(exe), f"-L{lib_dir}", "-lpeftkit", f"-Wl,-rpath,{lib_dir}"], check=True)
     return exe
 

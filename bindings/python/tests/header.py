@@ -6,8 +6,7 @@ import os
 import re
 import shutil
 import subprocess
-from functools import lru_cache
-from typing import Dict, List, Tuple
+from functools import cache
 
 from conftest import HEADER, REPO
 
@@ -19,7 +18,7 @@ def c_compiler() -> str:
     return cc
 
 
-def defines() -> Dict[str, str]:
+def defines() -> dict[str, str]:
     """#define NAME VALUE lines of the header (values as written)."""
     out = {}
     for m in re.finditer(r"^#define\s+(PEFTKIT_\w+)\s+(.+?)\s*$", HEADER.read_text(), re.M):
@@ -27,7 +26,7 @@ def defines() -> Dict[str, str]:
     return out
 
 
-def int_constants() -> Dict[str, int]:
+def int_constants() -> dict[str, int]:
     """The header's integer constants: `#define X 3` and `#define X (-3)`."""
     out = {}
     for name, value in defines().items():
@@ -37,14 +36,14 @@ def int_constants() -> Dict[str, int]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def preprocessed() -> str:
     text = subprocess.run([c_compiler(), "-E", "-P", "-x", "c", str(HEADER)], check=True,
                           capture_output=True, text=True, cwd=REPO).stdout
     return re.sub(r"\s+", " ", text)
 
 
-def _split_param(p: str) -> Tuple[str, str]:
+def _split_param(p: str) -> tuple[str, str]:
     """'const char *name' -> ('const char *', 'name')."""
     p = p.strip()
     m = re.fullmatch(r"(.*?[\s\*])(\w+)", p)
@@ -52,7 +51,7 @@ def _split_param(p: str) -> Tuple[str, str]:
     return re.sub(r"\s+", " ", m.group(1).replace("*", " * ")).strip(), m.group(2)
 
 
-def functions() -> Dict[str, Tuple[str, List[str]]]:
+def functions() -> dict[str, tuple[str, list[str]]]:
     """name -> (return type, [parameter types]) for every function the header declares."""
     out = {}
     for m in re.finditer(r"(?:(?<=[;}])|^)\s*([\w\s\*]+?)\s*\b(peftkit_\w+)\s*\(([^()]*)\)\s*;", preprocessed()):
@@ -65,13 +64,13 @@ def functions() -> Dict[str, Tuple[str, List[str]]]:
     return out
 
 
-def callback_typedef(name: str) -> Tuple[str, List[str]]:
+def callback_typedef(name: str) -> tuple[str, list[str]]:
     m = re.search(r"typedef\s+([\w\s\*]+?)\s*\(\s*\*\s*" + name + r"\s*\)\s*\(([^()]*)\)\s*;", preprocessed())
     assert m, f"no typedef {name} in the header"
     return m.group(1).strip(), [_split_param(p)[0] for p in m.group(2).split(",")]
 
 
-def structs() -> Dict[str, List[Tuple[str, str]]]:
+def structs() -> dict[str, list[tuple[str, str]]]:
     """struct name -> [(field type, field name)] in declaration order, for each `typedef struct X {...} X;`."""
     out = {}
     for m in re.finditer(r"typedef struct (peftkit_\w+)\s*\{(.*?)\}\s*\1\s*;", preprocessed()):

@@ -7,7 +7,7 @@ File layout: u64 little-endian header length N, N bytes of JSON {name: {dtype, s
 import json
 import struct
 from pathlib import Path
-from typing import Dict, Union
+from typing import Union
 
 import numpy as np
 
@@ -19,7 +19,7 @@ DTYPES = {
 }
 
 
-def read_safetensors(path: Union[str, Path]) -> Dict[str, np.ndarray]:
+def read_safetensors(path: Union[str, Path]) -> dict[str, np.ndarray]:
     """Every tensor of a .safetensors file, as numpy arrays of the stored dtype and shape. BF16
     tensors are widened to float32."""
     raw = Path(path).read_bytes()

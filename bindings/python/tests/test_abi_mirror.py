@@ -8,11 +8,11 @@ from ctypes import POINTER, c_char, c_char_p, c_float, c_int32, c_int64, c_size_
 
 import numpy as np
 import pytest
+from conftest import HEADER
+from header import c_compiler, callback_typedef, defines, functions, int_constants, structs
 
 import peftkit
 from peftkit import _capi
-from conftest import HEADER
-from header import c_compiler, callback_typedef, defines, functions, int_constants, structs
 
 SCALARS = {
     "int32_t": c_int32, "uint32_t": c_uint32, "int64_t": c_int64, "uint64_t": c_uint64,
@@ -49,7 +49,8 @@ def test_struct_layout_matches_the_c_compiler(tmp_path):
         assert c[(s, ".")] == (ctypes.sizeof(mirror), ctypes.alignment(mirror)), f"{s}: size/alignment"
         for _, f in fields:
             d = getattr(mirror, f)
-            assert c[(s, f)] == (d.offset, d.size), f"{s}.{f}: C (offset, size) {c[(s, f)]} vs ctypes {(d.offset, d.size)}"
+            got = (d.offset, d.size)
+            assert c[(s, f)] == got, f"{s}.{f}: (offset, size) in C {c[(s, f)]}, in ctypes {got}"
             checked += 1
     assert checked >= 50
 

@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from conftest import BATCH, FIXTURES
 
 import peftkit
 from peftkit import _capi
 from peftkit.errors import ERROR_CLASSES, error_for
-from conftest import BATCH, FIXTURES
 
 IDS = np.array(BATCH, dtype=np.int32)
 
@@ -163,7 +163,7 @@ def test_bad_train_config(trained_model):
     m = trained_model
     for bad in (dict(learning_rate=-1.0), dict(beta1=1.0), dict(eps=0.0), dict(schedule="exponential"),
                 dict(warmup_steps=-1), dict(learning_rate="0.1"), dict(micro_batch_size=2**31)):
-        _raises(peftkit.InvalidArgumentError, lambda: m.train_step(IDS, **bad))
+        _raises(peftkit.InvalidArgumentError, lambda bad=bad: m.train_step(IDS, **bad))
     with pytest.raises(TypeError):
         m.train_step(IDS, lr=1e-3)
     assert m.last_train_result is None

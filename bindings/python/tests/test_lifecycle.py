@@ -59,7 +59,7 @@ def test_context_manager(frees):
     with pytest.raises(ZeroDivisionError):
         with peftkit.Model.create() as m2:
             h2 = m2._handle
-            1 / 0
+            raise ZeroDivisionError
     assert m2.closed and frees == [h, h2]
     m2.close()
     assert frees == [h, h2]

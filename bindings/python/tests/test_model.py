@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import BATCH
 
 import peftkit
-from conftest import BATCH
 
 
 def test_create_with_config_mapping_and_fields():

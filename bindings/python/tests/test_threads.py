@@ -101,7 +101,7 @@ def test_calls_on_one_model_from_many_threads_are_serialised():
                 for _ in range(10):
                     m.train_step(ids, learning_rate=1e-3)
                     m.forward(ids)
-                    m.adapters
+                    assert m.adapters == ["a"]
             except Exception as e:  # pragma: no cover - reported below
                 errors.append(e)
 

@@ -58,7 +58,8 @@ library_path: str = _capi.library_path
 
 def library_version() -> str:
     """The version of the loaded libpeftkit.so, "MAJOR.MINOR.PATCH"."""
-    return _capi.lib.peftkit_version().decode("ascii")
+    version: bytes = _capi.lib.peftkit_version()
+    return version.decode("ascii")
 
 
 __all__ = [

@@ -4,7 +4,7 @@ when the caller's array already has that layout."""
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +27,7 @@ def address(a: np.ndarray) -> int:
     (which builds a helper object per call); read-only and empty arrays take the general path.
     """
     try:
-        return _addressof(_char_from_buffer(a))
+        return _addressof(_char_from_buffer(a))  # type: ignore[arg-type]
     except (TypeError, ValueError, BufferError):
         return a.ctypes.data
 
@@ -51,7 +51,7 @@ def int32_tokens(x: TokenArray, what: str) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int32)
 
 
-def batch_shape(a: np.ndarray, what: str) -> Tuple[int, int]:
+def batch_shape(a: np.ndarray, what: str) -> tuple[int, int]:
     """(batch, seq_len) of a 1-D (batch 1) or 2-D token array."""
     if a.ndim == 1:
         b, t = 1, a.shape[0]
@@ -64,7 +64,7 @@ def batch_shape(a: np.ndarray, what: str) -> Tuple[int, int]:
     return b, t
 
 
-def batch_arrays(input_ids: TokenArray, labels: Optional[TokenArray]) -> Tuple[np.ndarray, Optional[np.ndarray], int, int]:
+def batch_arrays(input_ids: TokenArray, labels: TokenArray | None) -> tuple[np.ndarray, np.ndarray | None, int, int]:
     """input_ids and labels (or None) as int32 arrays of one [batch, seq_len] shape."""
     ids = int32_tokens(input_ids, "input_ids")
     b, t = batch_shape(ids, "input_ids")

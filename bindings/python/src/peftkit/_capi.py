@@ -28,7 +28,7 @@ from ctypes import (
     c_void_p,
 )
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import TypeVar
 
 # --------------------------------------------------------------------------------------------------
 # Constants (values fixed forever by the header)
@@ -155,7 +155,7 @@ class GenerateConfigStruct(Structure):
 
 
 #: C struct name -> its mirror. The layout test compiles the header and compares every entry.
-STRUCTS: Dict[str, type] = {
+STRUCTS: dict[str, type] = {
     "peftkit_model_config": ModelConfigStruct,
     "peftkit_adapter_config": AdapterConfigStruct,
     "peftkit_train_config": TrainConfigStruct,
@@ -178,7 +178,7 @@ _model = c_void_p
 _buf = POINTER(c_char)
 
 #: name -> (restype, argtypes). One line per function of the header, in header order.
-PROTOTYPES: Dict[str, Tuple[Optional[type], List[type]]] = {
+PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     "peftkit_version": (c_char_p, []),
     "peftkit_last_error": (c_char_p, []),
     "peftkit_set_num_threads": (_status, [c_int32]),
@@ -215,7 +215,7 @@ PROTOTYPES: Dict[str, Tuple[Optional[type], List[type]]] = {
 }
 
 #: struct mirror -> the *_init function that fills it with the library's defaults.
-STRUCT_INITS: Dict[type, str] = {
+STRUCT_INITS: dict[type[Structure], str] = {
     ModelConfigStruct: "peftkit_model_config_init",
     AdapterConfigStruct: "peftkit_adapter_config_init",
     TrainConfigStruct: "peftkit_train_config_init",
@@ -235,7 +235,7 @@ class LibraryLoadError(ImportError):
     """libpeftkit.so could not be found or does not match this package."""
 
 
-def _repo_build_dir() -> Optional[Path]:
+def _repo_build_dir() -> Path | None:
     """The repository's SwiftPM release folder, when this package runs from a PEFTKit checkout."""
     package_dir = Path(__file__).resolve().parent
     parents = package_dir.parents
@@ -247,7 +247,7 @@ def _repo_build_dir() -> Optional[Path]:
     return None
 
 
-def library_candidates() -> List[Tuple[str, str]]:
+def library_candidates() -> list[tuple[str, str]]:
     """Where the library is looked for, in order, as (description, path or name) pairs.
 
     1. ``$PEFTKIT_LIBRARY`` when set (and then nothing else: a wrong override is an error, not a
@@ -283,10 +283,10 @@ def _bind(lib: ctypes.CDLL, path: str) -> None:
         fn.argtypes = argtypes
 
 
-def _check_layouts(lib: ctypes.CDLL, path: str) -> Dict[type, bytes]:
+def _check_layouts(lib: ctypes.CDLL, path: str) -> dict[type[Structure], bytes]:
     """Runs each *_init function into a generously sized buffer, checks that the library's struct_size
     equals the mirror's size, and returns the default bytes of each struct."""
-    defaults = {}
+    defaults: dict[type[Structure], bytes] = {}
     for cls, init_name in STRUCT_INITS.items():
         size = ctypes.sizeof(cls)
         raw = (c_char * (size + 1024))()  # room for a library whose struct grew
@@ -297,11 +297,11 @@ def _check_layouts(lib: ctypes.CDLL, path: str) -> Dict[type, bytes]:
                 f"{path}: {init_name} reports a {got}-byte struct, this peftkit package was written for "
                 f"{size} bytes: the library and the package are from different versions"
             )
-        defaults[cls] = bytes(raw[:size])
+        defaults[cls] = raw.raw[:size]
     return defaults
 
 
-def load_library() -> Tuple[ctypes.CDLL, str, Dict[type, bytes]]:
+def load_library() -> tuple[ctypes.CDLL, str, dict[type[Structure], bytes]]:
     """Finds, loads and binds libpeftkit.so. Returns (library, path it was loaded from, struct defaults).
 
     ctypes.CDLL (not PyDLL) is used on purpose: it releases the GIL for the duration of every call.
@@ -331,12 +331,15 @@ def load_library() -> Tuple[ctypes.CDLL, str, Dict[type, bytes]]:
 lib, library_path, struct_defaults = load_library()
 
 
-def new_struct(cls: type) -> Structure:
+S = TypeVar("S", bound=Structure)
+
+
+def new_struct(cls: type[S]) -> S:
     """A struct mirror holding the library's defaults (as its *_init function writes them)."""
     return cls.from_buffer_copy(struct_defaults[cls])
 
 
 def last_error() -> str:
     """The calling thread's last PEFTKit error message."""
-    msg = lib.peftkit_last_error()
+    msg: bytes | None = lib.peftkit_last_error()
     return msg.decode("utf-8", "replace") if msg else ""

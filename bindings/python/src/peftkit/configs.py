@@ -13,8 +13,9 @@ from __future__ import annotations
 import ctypes
 import enum
 import operator
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -79,7 +80,7 @@ class Schedule(enum.IntEnum):
 E = TypeVar("E", bound=enum.IntEnum)
 
 
-def _enum(cls: Type[E], value: Any, what: str) -> E:
+def _enum(cls: type[E], value: Any, what: str) -> E:
     """An enum member from a member, its int value, or its case-insensitive name."""
     if isinstance(value, cls):
         return value
@@ -142,21 +143,20 @@ def _tri(value: Any, what: str) -> int:
     return -1 if value is None else _bool(value, what)
 
 
-def _derived(value: Optional[Any], what: str) -> int:
+def _derived(value: Any | None, what: str) -> int:
     """None -> 0 (derived from other fields), else a positive int32."""
     return 0 if value is None else _int(value, what, 1)
 
 
-def int32_array(values: Optional[Sequence[int]], what: str) -> Optional[np.ndarray]:
-    """A C-contiguous int32 copy of a sequence of ints (None stays None)."""
+def int32_array(values: int | Iterable[int] | None, what: str) -> np.ndarray | None:
+    """A C-contiguous int32 copy of an int or an iterable of ints (None stays None)."""
     if values is None:
         return None
-    if isinstance(values, (int, np.integer)):
-        values = [values]
-    return np.array([_int(v, f"{what}[{i}]") for i, v in enumerate(values)], dtype=np.int32)
+    items: Iterable[Any] = [values] if isinstance(values, (int, np.integer)) else values
+    return np.array([_int(v, f"{what}[{i}]") for i, v in enumerate(items)], dtype=np.int32)
 
 
-def _pointer(arr: Optional[np.ndarray]) -> Any:
+def _pointer(arr: np.ndarray | None) -> Any:
     if arr is None or arr.size == 0:
         return None
     return arr.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
@@ -165,18 +165,18 @@ def _pointer(arr: Optional[np.ndarray]) -> Any:
 T = TypeVar("T")
 
 
-def _make(cls: Type[T], config: Union[T, Mapping[str, Any], None], options: Mapping[str, Any]) -> T:
+def _make(cls: type[T], config: T | Mapping[str, Any] | None, options: Mapping[str, Any]) -> T:
     """`cls` from an instance, a mapping of field values or None, with `options` overriding fields."""
     if config is None:
-        return cls(**options)  # type: ignore[call-arg]
+        return cls(**options)
     if isinstance(config, cls):
         if not options:
             return config
         values = {f.name: getattr(config, f.name) for f in fields(config)}  # type: ignore[arg-type]
         values.update(options)
-        return cls(**values)  # type: ignore[call-arg]
+        return cls(**values)
     if isinstance(config, Mapping):
-        return cls(**{**config, **options})  # type: ignore[call-arg]
+        return cls(**{**config, **options})
     raise TypeError(f"expected a {cls.__name__}, a mapping or None, got {type(config).__name__}")
 
 
@@ -201,16 +201,16 @@ class ModelConfig:
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 4
-    num_kv_heads: Optional[int] = None
-    head_dim: Optional[int] = None
-    intermediate_size: Optional[int] = None
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    intermediate_size: int | None = None
     max_positions: int = 1024
-    norm_eps: Optional[float] = None
+    norm_eps: float | None = None
     rope_theta: float = 10000.0
     tie_word_embeddings: bool = True
-    qkv_bias: Optional[bool] = None
-    output_bias: Optional[bool] = None
-    mlp_bias: Optional[bool] = None
+    qkv_bias: bool | None = None
+    output_bias: bool | None = None
+    mlp_bias: bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "architecture", _enum(Architecture, self.architecture, "architecture"))
@@ -235,7 +235,7 @@ class ModelConfig:
         return s
 
     @classmethod
-    def _from_struct(cls, s: _capi.ModelConfigStruct) -> "ModelConfig":
+    def _from_struct(cls, s: _capi.ModelConfigStruct) -> ModelConfig:
         return cls(
             architecture=Architecture(s.architecture),
             vocab_size=s.vocab_size,
@@ -283,13 +283,13 @@ class BottleneckConfig:
 
     preset: Preset = Preset.PFEIFFER
     reduction_factor: float = 16.0
-    bottleneck_size: Optional[int] = None
-    non_linearity: Optional[Activation] = None
+    bottleneck_size: int | None = None
+    non_linearity: Activation | None = None
     init_weights: AdapterInit = AdapterInit.BERT
     scaling: float = 1.0
     ln_before: bool = False
     ln_after: bool = False
-    layers: Optional[Tuple[int, ...]] = None
+    layers: tuple[int, ...] | None = None
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -302,7 +302,7 @@ class BottleneckConfig:
             layers = int32_array(self.layers, "layers")
             object.__setattr__(self, "layers", tuple(int(v) for v in layers))  # type: ignore[union-attr]
 
-    def _to_struct(self) -> Tuple[_capi.AdapterConfigStruct, Any]:
+    def _to_struct(self) -> tuple[_capi.AdapterConfigStruct, np.ndarray | None]:
         """The C struct, and an object that must stay alive while the struct is in use."""
         s = _capi.new_struct(_capi.AdapterConfigStruct)
         s.method = int(Method.BOTTLENECK)
@@ -322,14 +322,14 @@ class BottleneckConfig:
 
 
 #: Adapter method name -> config class; ``Model.attach_adapter(name, method=...)`` looks methods up here.
-ADAPTER_METHODS: Dict[str, Type[Any]] = {
+ADAPTER_METHODS: dict[str, type[Any]] = {
     BottleneckConfig.method: BottleneckConfig,
 }
 
 AdapterConfig = BottleneckConfig  # the union of every registered config class, as methods are added
 
 
-def adapter_config(config: Any, method: Optional[str], options: Mapping[str, Any]) -> Any:
+def adapter_config(config: Any, method: str | None, options: Mapping[str, Any]) -> Any:
     """The adapter config for ``attach_adapter``: `config` (an instance of a registered class or a
     mapping), or the class registered for `method` built from `options`."""
     if config is not None and not isinstance(config, Mapping):

@@ -6,8 +6,6 @@ invalid argument and ``except OSError`` catches a file that could not be read.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Type
-
 from . import _capi
 
 
@@ -22,7 +20,7 @@ class PeftKitError(Exception):
 
     status: int = 0
 
-    def __init__(self, message: str, status: Optional[int] = None) -> None:
+    def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         if status is not None:
@@ -94,7 +92,7 @@ class InternalError(PeftKitError):
 
 
 #: status code -> exception class.
-ERROR_CLASSES: Dict[int, Type[PeftKitError]] = {
+ERROR_CLASSES: dict[int, type[PeftKitError]] = {
     cls.status: cls
     for cls in (
         InvalidArgumentError,

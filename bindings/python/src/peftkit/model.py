@@ -7,8 +7,9 @@ import os
 import signal
 import threading
 import weakref
+from collections.abc import Iterable, Mapping
 from ctypes import byref, c_char, c_float, c_int32, c_int64, c_size_t, c_void_p
-from typing import Any, Callable, Iterable, List, Mapping, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -76,7 +77,7 @@ class _Call:
 
     __slots__ = ("model",)
 
-    def __init__(self, model: "Model") -> None:
+    def __init__(self, model: Model) -> None:
         self.model = model
 
     def __enter__(self) -> int:
@@ -108,16 +109,20 @@ class Model:
     to the library without a copy.
     """
 
-    _handle: Optional[int]
+    _handle: int | None
     _config: ModelConfig
+    _lock: threading.RLock
+    _calls: int
+    _call: _Call
+    _finalizer: weakref.finalize[[int], Model]
     #: The :class:`TrainResult` of the last successful :meth:`train_step` (None before the first).
-    last_train_result: Optional[TrainResult]
+    last_train_result: TrainResult | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("use peftkit.Model.create(...) or peftkit.Model.load(...) to make a Model")
 
     @classmethod
-    def _adopt(cls, handle: Optional[int]) -> "Model":
+    def _adopt(cls, handle: int | None) -> Model:
         """Wraps a handle the library just returned; from here on the model owns it."""
         if not handle:
             raise error_for(_capi.PEFTKIT_ERR_INTERNAL, "the library returned PEFTKIT_OK but no model")
@@ -138,8 +143,8 @@ class Model:
     # ------------------------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, config: Union[ModelConfig, Mapping[str, Any], None] = None, seed: int = 0,
-               **fields: Any) -> "Model":
+    def create(cls, config: ModelConfig | Mapping[str, Any] | None = None, seed: int = 0,
+               **fields: Any) -> Model:
         """A model with random weights (GPT-2-style init, N(0, 0.02)) drawn from `seed`.
 
         Args:
@@ -159,7 +164,7 @@ class Model:
         return cls._adopt(out.value)
 
     @classmethod
-    def load(cls, path: PathLike) -> "Model":
+    def load(cls, path: PathLike) -> Model:
         """Loads a Hugging Face model folder: ``config.json`` plus ``model.safetensors`` (or a sharded
         index). F32, F16 and BF16 weights are read.
 
@@ -190,7 +195,7 @@ class Model:
         """True once :meth:`close` was called."""
         return self._handle is None
 
-    def __enter__(self) -> "Model":
+    def __enter__(self) -> Model:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -219,8 +224,8 @@ class Model:
     # Adapters
     # ------------------------------------------------------------------------------------------------
 
-    def attach_adapter(self, name: str, config: Union[BottleneckConfig, Mapping[str, Any], None] = None, *,
-                       method: Optional[str] = None, **options: Any) -> None:
+    def attach_adapter(self, name: str, config: BottleneckConfig | Mapping[str, Any] | None = None, *,
+                       method: str | None = None, **options: Any) -> None:
         """Attaches a new adapter called `name`. It is not made active: see :meth:`set_active_adapter`.
 
         Args:
@@ -241,7 +246,7 @@ class Model:
             check(_lib.peftkit_adapter_attach(h, n, byref(s)))
         del keep
 
-    def set_active_adapter(self, name: Optional[str]) -> None:
+    def set_active_adapter(self, name: str | None) -> None:
         """Makes adapter `name` the one used by training, forward passes and generation; None makes
         the model the bare base model.
 
@@ -253,20 +258,19 @@ class Model:
             check(_lib.peftkit_adapter_set_active(h, n))
 
     @property
-    def active_adapter(self) -> Optional[str]:
+    def active_adapter(self) -> str | None:
         """The active adapter's name, or None when the bare base model is active."""
         with self._call as h:
             name = self._read_name(lambda buf, cap, n: _lib.peftkit_adapter_get_active(h, buf, cap, n))
         return name or None
 
     @property
-    def adapters(self) -> List[str]:
+    def adapters(self) -> list[str]:
         """The names of the attached adapters, in attach order."""
         with self._call as h:
             count = c_int32()
             check(_lib.peftkit_adapter_count(h, byref(count)))
-            return [self._read_name(lambda buf, cap, n, i=i: _lib.peftkit_adapter_name(h, i, buf, cap, n))
-                    for i in range(count.value)]
+            return [self._adapter_name(h, i) for i in range(count.value)]
 
     def __contains__(self, name: object) -> bool:
         """``"task" in model``: whether an adapter of that name is attached."""
@@ -308,7 +312,7 @@ class Model:
         with self._call as h:
             check(_lib.peftkit_adapter_save(h, n, p))
 
-    def load_adapter(self, path: PathLike, name: Optional[str] = None) -> str:
+    def load_adapter(self, path: PathLike, name: str | None = None) -> str:
         """Reads an adapter folder (written by :meth:`save_adapter` or by AdapterHub) and attaches it,
         not active. Returns the name it was attached under: `name`, or the name stored in the folder.
 
@@ -334,6 +338,9 @@ class Model:
             check(status)
         return buf.value.decode("utf-8", "surrogateescape")
 
+    def _adapter_name(self, h: int, index: int) -> str:
+        return self._read_name(lambda buf, cap, n: _lib.peftkit_adapter_name(h, index, buf, cap, n))
+
     @staticmethod
     def _read_name(call: Callable[[Any, int, Any], int]) -> str:
         """Runs a `(buf, cap, len_out)` name getter, growing the buffer if the library asks for more."""
@@ -353,8 +360,8 @@ class Model:
     # Training and evaluation
     # ------------------------------------------------------------------------------------------------
 
-    def train_step(self, input_ids: TokenArray, labels: Optional[TokenArray] = None,
-                   config: Union[TrainConfig, Mapping[str, Any], None] = None, **train_options: Any) -> float:
+    def train_step(self, input_ids: TokenArray, labels: TokenArray | None = None,
+                   config: TrainConfig | Mapping[str, Any] | None = None, **train_options: Any) -> float:
         """One AdamW step of the active adapter on a batch; the base weights never change.
 
         Args:
@@ -383,9 +390,9 @@ class Model:
             check(_lib.peftkit_train_step(h, address(ids), None if lab is None else address(lab),
                                           b, t, byref(s), byref(r)))
         self.last_train_result = TrainResult(r.loss, r.grad_norm, r.learning_rate, r.step, r.tokens)
-        return r.loss
+        return self.last_train_result.loss
 
-    def forward(self, input_ids: TokenArray, *, out: Optional[np.ndarray] = None) -> np.ndarray:
+    def forward(self, input_ids: TokenArray, *, out: np.ndarray | None = None) -> np.ndarray:
         """The logits of a forward pass with the active adapter (or the base model); nothing changes.
 
         Args:
@@ -417,7 +424,7 @@ class Model:
             return logits
         return out.reshape(-1)[: b * t * v].reshape(b, t, v)
 
-    def evaluate(self, input_ids: TokenArray, labels: Optional[TokenArray] = None) -> EvalResult:
+    def evaluate(self, input_ids: TokenArray, labels: TokenArray | None = None) -> EvalResult:
         """The loss of a forward pass, without computing logits for the caller or changing anything.
 
         Args:
@@ -434,7 +441,7 @@ class Model:
                                        None, 0, byref(loss), byref(tokens)))
         return EvalResult(loss.value, tokens.value)
 
-    def loss(self, input_ids: TokenArray, labels: Optional[TokenArray] = None) -> float:
+    def loss(self, input_ids: TokenArray, labels: TokenArray | None = None) -> float:
         """The mean cross-entropy loss of a forward pass (see :meth:`evaluate`)."""
         return self.evaluate(input_ids, labels).loss
 
@@ -443,8 +450,8 @@ class Model:
     # ------------------------------------------------------------------------------------------------
 
     def generate(self, prompt_ids: TokenArray, *, max_new_tokens: int = 32, temperature: float = 0.0,
-                 top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop: Union[int, Iterable[int], None] = None,
-                 callback: Optional[TokenCallback] = None) -> np.ndarray:
+                 top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop: int | Iterable[int] | None = None,
+                 callback: TokenCallback | None = None) -> np.ndarray:
         """Generates tokens after `prompt_ids` with the active adapter (or the base model), using a KV
         cache.
 
@@ -491,8 +498,8 @@ class Model:
         # handler of ours is installed (main thread only, and only over Python's default handler): it
         # just records Ctrl-C, and the trampoline then stops generation. A handler that raised would
         # raise inside the ctypes callback, where the exception would be printed and lost.
-        raised: List[BaseException] = []
-        interrupted: List[bool] = []
+        raised: list[BaseException] = []
+        interrupted: list[bool] = []
 
         def trampoline(token: int, _user: Any) -> int:
             if interrupted:
