@@ -74,6 +74,19 @@ def test_garbage_collection_frees(frees):
     assert ref() is None and frees == [h]
 
 
+def test_dropping_the_last_reference_frees_at_once(frees):
+    gc.disable()
+    try:
+        m = peftkit.Model.create()
+        m.attach_adapter("a")
+        m.generate([1], max_new_tokens=2, callback=lambda t: None)
+        h = m._handle
+        del m
+        assert frees == [h]  # by reference counting, without the cycle collector
+    finally:
+        gc.enable()
+
+
 def test_reference_cycle_is_collected(frees):
     m = peftkit.Model.create()
     h = m._handle

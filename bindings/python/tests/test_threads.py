@@ -148,7 +148,7 @@ def test_close_waits_for_a_running_call(big):
     done = []
     t = threading.Thread(target=lambda: done.append(m.train_step(ids)))
     t.start()
-    while not m._calls:  # wait until the step is inside the library
+    while not m._call.calls:  # wait until the step is inside the library
         time.sleep(0.001)
     m.close()  # blocks until the step has finished, then frees
     t.join()

@@ -70,29 +70,31 @@ def _c_path(path: PathLike, what: str = "path") -> bytes:
     return p
 
 
-class _Call:
-    """Guards every library call on one model: serialises calls from different Python threads (a
-    second thread waits instead of getting PEFTKIT_ERR_STATE), refuses calls on a closed model, and
-    counts calls in progress so that `close()` never frees a model in use."""
+class _Handle:
+    """A model's native handle, and the guard of every library call on it: `with handle as h:`
+    serialises calls from different Python threads (a second thread waits instead of getting
+    PEFTKIT_ERR_STATE), refuses calls once the model is closed, and counts calls in progress so that
+    `close()` never frees a model in use. It holds no reference to its Model, so a Model that is no
+    longer referenced is freed at once, without waiting for the cycle collector."""
 
-    __slots__ = ("model",)
+    __slots__ = ("value", "lock", "calls")
 
-    def __init__(self, model: Model) -> None:
-        self.model = model
+    def __init__(self, value: int) -> None:
+        self.value: int | None = value
+        self.lock = threading.RLock()
+        self.calls = 0
 
     def __enter__(self) -> int:
-        m = self.model
-        m._lock.acquire()
-        if m._handle is None:
-            m._lock.release()
+        self.lock.acquire()
+        if self.value is None:
+            self.lock.release()
             raise StateError("the model is closed")
-        m._calls += 1
-        return m._handle
+        self.calls += 1
+        return self.value
 
     def __exit__(self, *exc: Any) -> None:
-        m = self.model
-        m._calls -= 1
-        m._lock.release()
+        self.calls -= 1
+        self.lock.release()
 
 
 class Model:
@@ -109,11 +111,8 @@ class Model:
     to the library without a copy.
     """
 
-    _handle: int | None
+    _call: _Handle
     _config: ModelConfig
-    _lock: threading.RLock
-    _calls: int
-    _call: _Call
     _finalizer: weakref.finalize[[int], Model]
     #: The :class:`TrainResult` of the last successful :meth:`train_step` (None before the first).
     last_train_result: TrainResult | None
@@ -127,10 +126,7 @@ class Model:
         if not handle:
             raise error_for(_capi.PEFTKIT_ERR_INTERNAL, "the library returned PEFTKIT_OK but no model")
         self = cls.__new__(cls)
-        self._handle = handle
-        self._lock = threading.RLock()
-        self._calls = 0
-        self._call = _Call(self)
+        self._call = _Handle(handle)
         self._finalizer = weakref.finalize(self, _free_model, handle)
         cfg = _capi.new_struct(_capi.ModelConfigStruct)
         check(_lib.peftkit_model_get_config(handle, byref(cfg)))
@@ -184,16 +180,22 @@ class Model:
         Raises:
             StateError: called from inside this model's own :meth:`generate` callback.
         """
-        with self._lock:
-            if self._calls:
+        c = self._call
+        with c.lock:
+            if c.calls:
                 raise StateError("cannot close a model from inside a call on it (a generate callback)")
-            self._handle = None
+            c.value = None
             self._finalizer()
 
     @property
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
-        return self._handle is None
+        return self._call.value is None
+
+    @property
+    def _handle(self) -> int | None:
+        """The native handle (None once closed), for tests and benchmarks that call the C API directly."""
+        return self._call.value
 
     def __enter__(self) -> Model:
         return self
@@ -389,8 +391,9 @@ class Model:
         with self._call as h:
             check(_lib.peftkit_train_step(h, address(ids), None if lab is None else address(lab),
                                           b, t, byref(s), byref(r)))
-        self.last_train_result = TrainResult(r.loss, r.grad_norm, r.learning_rate, r.step, r.tokens)
-        return self.last_train_result.loss
+            result = TrainResult(r.loss, r.grad_norm, r.learning_rate, r.step, r.tokens)
+            self.last_train_result = result
+        return result.loss
 
     def forward(self, input_ids: TokenArray, *, out: np.ndarray | None = None) -> np.ndarray:
         """The logits of a forward pass with the active adapter (or the base model); nothing changes.
