@@ -4,14 +4,31 @@ them, every function's prototype, every constant, the version and the defaults o
 import ctypes
 import inspect
 import subprocess
-from ctypes import POINTER, c_char, c_char_p, c_float, c_int32, c_int64, c_size_t, c_uint32, c_uint64, c_void_p
+from ctypes import (
+    POINTER,
+    c_char,
+    c_char_p,
+    c_float,
+    c_int32,
+    c_int64,
+    c_size_t,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
 
 import numpy as np
+import peftkit
 import pytest
 from conftest import HEADER
-from header import c_compiler, callback_typedef, defines, functions, int_constants, structs
-
-import peftkit
+from header import (
+    c_compiler,
+    callback_typedef,
+    defines,
+    functions,
+    int_constants,
+    structs,
+)
 from peftkit import _capi
 
 SCALARS = {

@@ -3,10 +3,9 @@
 import json
 
 import numpy as np
+import peftkit
 import pytest
 from conftest import BATCH, FIXTURES
-
-import peftkit
 from peftkit import _capi
 from peftkit.errors import ERROR_CLASSES, error_for
 

@@ -3,9 +3,8 @@
 import signal
 
 import numpy as np
-import pytest
-
 import peftkit
+import pytest
 
 
 def test_greedy_and_sampled_generation(trained_model):

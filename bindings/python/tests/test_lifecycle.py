@@ -5,10 +5,9 @@ import gc
 import pickle
 import weakref
 
-import pytest
-
 import peftkit
 import peftkit.model as model_module
+import pytest
 
 
 @pytest.fixture

@@ -1,10 +1,9 @@
 """The Model API on the tiny default model: configs, adapters, training, forward, token arrays."""
 
 import numpy as np
+import peftkit
 import pytest
 from conftest import BATCH
-
-import peftkit
 
 
 def test_create_with_config_mapping_and_fields():

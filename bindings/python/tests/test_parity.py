@@ -5,11 +5,10 @@ Tolerances as in Tests/PEFTKitTests/ParityTests.swift: |diff| <= rel * max(1, ma
 """
 
 import numpy as np
+import peftkit
 import pytest
 from conftest import FIXTURES
 from safetensors_np import read_safetensors
-
-import peftkit
 
 KINDS = ["seq_bn", "double_seq_bn"]
 ARCHS = ["gpt2", "llama"]

@@ -6,9 +6,8 @@ import threading
 import time
 
 import numpy as np
-import pytest
-
 import peftkit
+import pytest
 from peftkit import _capi
 
 

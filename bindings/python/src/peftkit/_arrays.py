@@ -4,15 +4,16 @@ when the caller's array already has that layout."""
 from __future__ import annotations
 
 import ctypes
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .configs import INT32_MAX, INT32_MIN
 from .errors import InvalidArgumentError
 
-#: Anything accepted where token ids are expected: a numpy array, or (nested) lists / tuples of ints.
-TokenArray = Any
+#: Anything accepted where token ids are expected: a numpy integer array, or (nested) lists / tuples of
+#: ints.
+TokenArray = npt.ArrayLike
 
 
 _addressof = ctypes.addressof

@@ -404,7 +404,8 @@ class Model:
                 elements); saves an allocation per call.
 
         Returns:
-            float32 array ``[batch, seq_len, vocab_size]`` (a view of `out` when given).
+            float32 array ``[batch, seq_len, vocab_size]``, also for 1-D input (batch 1); a view of `out`
+            when given.
 
         Raises:
             InvalidArgumentError: bad shape or ids out of range.
