@@ -50,6 +50,10 @@ PEFTKIT_ARCH_GPT2 = 0
 PEFTKIT_ARCH_LLAMA = 1
 
 PEFTKIT_METHOD_BOTTLENECK = 0
+PEFTKIT_METHOD_LORA = 1
+PEFTKIT_METHOD_IA3 = 2
+PEFTKIT_METHOD_PREFIX = 3
+PEFTKIT_METHOD_PROMPT = 4
 
 PEFTKIT_PRESET_HOULSBY = 0
 PEFTKIT_PRESET_PFEIFFER = 1
@@ -111,6 +115,17 @@ class AdapterConfigStruct(Structure):
         ("layers", POINTER(c_int32)),
         ("n_layers", c_int32),
         ("seed", c_uint64),
+        ("lora_rank", c_int32),
+        ("lora_alpha", c_float),
+        ("lora_dropout", c_float),
+        ("use_rslora", c_int32),
+        ("target_modules", c_char_p),
+        ("feedforward_modules", c_char_p),
+        ("num_virtual_tokens", c_int32),
+        ("prefix_projection", c_int32),
+        ("projection_hidden", c_int32),
+        ("init_tokens", POINTER(c_int32)),
+        ("n_init_tokens", c_int32),
     ]
 
 
@@ -195,6 +210,9 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     "peftkit_adapter_name": (_status, [_model, c_int32, _buf, c_size_t, POINTER(c_size_t)]),
     "peftkit_adapter_get_active": (_status, [_model, _buf, c_size_t, POINTER(c_size_t)]),
     "peftkit_adapter_num_params": (_status, [_model, c_char_p, POINTER(c_int64)]),
+    "peftkit_adapter_method": (_status, [_model, c_char_p, POINTER(c_int32)]),
+    "peftkit_adapter_merge": (_status, [_model, c_char_p]),
+    "peftkit_adapter_unmerge": (_status, [_model, c_char_p]),
     "peftkit_adapter_save": (_status, [_model, c_char_p, c_char_p]),
     "peftkit_adapter_load": (_status, [_model, c_char_p, c_char_p, _buf, c_size_t]),
     "peftkit_train_config_init": (None, [POINTER(TrainConfigStruct)]),
@@ -205,6 +223,11 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     "peftkit_forward": (
         _status,
         [_model, _ids, _ids, c_int32, c_int32, c_void_p, c_size_t, POINTER(c_float), POINTER(c_int64)],
+    ),
+    "peftkit_forward_mixed": (
+        _status,
+        [_model, _ids, _ids, POINTER(c_char_p), c_int32, c_int32, c_void_p, c_size_t, POINTER(c_float),
+         POINTER(c_int64)],
     ),
     "peftkit_generate_config_init": (None, [POINTER(GenerateConfigStruct)]),
     "peftkit_generate": (

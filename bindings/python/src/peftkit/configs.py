@@ -38,6 +38,10 @@ class Method(enum.IntEnum):
     """Adapter method (``PEFTKIT_METHOD_*``)."""
 
     BOTTLENECK = _capi.PEFTKIT_METHOD_BOTTLENECK
+    LORA = _capi.PEFTKIT_METHOD_LORA
+    IA3 = _capi.PEFTKIT_METHOD_IA3
+    PREFIX = _capi.PEFTKIT_METHOD_PREFIX
+    PROMPT = _capi.PEFTKIT_METHOD_PROMPT
 
 
 class Preset(enum.IntEnum):
