@@ -263,6 +263,15 @@ func tokenCount(batch: Int32, seqLen: Int32) throws -> Int {
     return Int(batch) * Int(seqLen)  // at most 2^62: cannot overflow Int
 }
 
+/// Refuses a sequence longer than the model can take before any of its ids is read, so an absurd length fails
+/// with INVALID_ARGUMENT instead of reading far past the caller's array.
+func checkSequenceLength(_ n: Int32, _ what: String, model: Model) throws {
+    let limit = model.config.maxPositions
+    guard Int(n) <= limit else {
+        throw ShimError.invalid("\(what) = \(n) exceeds the model's maximum of \(limit) positions")
+    }
+}
+
 /// Checks that all `count` ids are in [0, vocab).
 func checkTokenIDs(_ p: UnsafePointer<Int32>, _ count: Int, vocab: Int, _ what: String) throws {
     for i in 0..<count {
