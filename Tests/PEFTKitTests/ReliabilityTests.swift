@@ -2,6 +2,9 @@ import Testing
 @testable import PEFTKit
 import Synchronization
 import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
 
 // Numerical failures leave every weight and the optimiser untouched; concurrent use of one model is refused,
 // never corrupting; call sequences that re-size internal buffers keep working.
@@ -139,5 +142,51 @@ private let reliabilityMethods: [(String, AdapterConfig)] = {
             let second = try m.forward(inputIDs: ids, batch: 2, seqLen: 8).logits
             #expect(first.map(\.bitPattern) == second.map(\.bitPattern), "\(arch)/\(method)")
         }
+    }
+}
+
+@Suite struct UpdateOverflowTests {
+    /// A finite but extreme learning rate would turn the weights into infinities: the step is refused before the
+    /// update, like a NaN loss (before this check it returned success and left NaN weights behind).
+    @Test func extremeLearningRateIsRefusedBeforeTheUpdate() throws {
+        let cfg = TS.tinyConfig(.gpt2)
+        let m = try Model.create(config: cfg, seed: 2)
+        try m.attachAdapter(name: "a", config: BottleneckConfig(reductionFactor: 4))
+        try m.setActiveAdapter("a")
+        let ids = TS.ids(12, vocab: cfg.vocabSize, seed: 1)
+        var tc = TrainConfig(); tc.learningRate = 1e-2
+        _ = try m.trainStep(inputIDs: ids, batch: 2, seqLen: 6, config: tc)
+        let slot = try m.engine.adapter(named: "a")
+        let before = snapshot(slot)
+        tc.learningRate = 3e38
+        #expect {
+            _ = try m.trainStep(inputIDs: ids, batch: 2, seqLen: 6, config: tc)
+        } throws: { e in
+            guard case PEFTKitError.numerical(let msg) = e else { return false }
+            return msg.contains("would make a weight non-finite")
+        }
+        let after = snapshot(slot)
+        #expect(before.p == after.p && before.m == after.m && before.v == after.v && before.step == after.step)
+        tc.learningRate = 1e-2
+        #expect(try m.trainStep(inputIDs: ids, batch: 2, seqLen: 6, config: tc).step == 2)
+    }
+
+    /// The guard answers exactly what adamwUpdate does: over random data, some steps overflowing and some not.
+    @Test func guardAgreesWithTheKernel() {
+        var rng = Rng(seed: 7)
+        var outcomes = Set<Bool>()
+        for trial in 0..<200 {
+            let n = 64
+            let gScale = Float(pow(10, Double(trial % 23)))
+            var p = (0..<n).map { _ in rng.normal() * 1e3 }, g = (0..<n).map { _ in rng.normal() * gScale }
+            var mm = (0..<n).map { _ in rng.normal() }, vv = (0..<n).map { _ in abs(rng.normal()) }
+            let lr = pow(10, Double(trial % 40) - 2)
+            let says = adamwUpdateStaysFinite(p, g, mm, vv, n, lr: lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 1 + trial % 5)
+            adamwUpdate(&p, &g, &mm, &vv, n, lr: lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 1 + trial % 5)
+            let finite = (p + mm + vv).allSatisfy(\.isFinite)
+            #expect(says == finite, "trial \(trial), lr \(lr)")
+            outcomes.insert(says)
+        }
+        #expect(outcomes.count == 2, "both finite and overflowing updates were tried")
     }
 }
