@@ -417,9 +417,9 @@ func listDirectory(_ path: String) -> [String] {
     defer { closedir(d) }
     var out: [String] = []
     while let e = readdir(d) {
-        let name = withUnsafeBytes(of: e.pointee.d_name) { raw -> String in
-            let bytes = raw.prefix { $0 != 0 }
-            return String(decoding: bytes, as: UTF8.self)
+        // Read d_name in place up to its NUL: the bytes after it may be uninitialised.
+        let name = withUnsafeMutablePointer(to: &e.pointee.d_name) {
+            $0.withMemoryRebound(to: CChar.self, capacity: MemoryLayout.size(ofValue: e.pointee.d_name)) { String(cString: $0) }
         }
         if name != "." && name != ".." { out.append(name) }
     }
