@@ -22,7 +22,10 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 
 SAN=(-sanitize=fuzzer,address -O -g)
-BLAS=(-I Sources/COpenBLAS -Xcc -I/usr/include/x86_64-linux-gnu/openblas-pthread)
+# OpenBLAS through pkg-config, as the package's COpenBLAS target finds it.
+BLAS=(-I Sources/COpenBLAS)
+for f in $(pkg-config --cflags openblas 2>/dev/null); do BLAS+=(-Xcc "$f"); done
+BLAS_LIBS=($(pkg-config --libs openblas 2>/dev/null || echo -lopenblas))
 mapfile -t sources < <(find Sources/PEFTKit -name '*.swift' | sort)
 
 # The library, rebuilt only when a source is newer than it.
@@ -40,7 +43,7 @@ for t in "${targets[@]}"; do
     if [ ! -f "$exe" ] || [ "$src" -nt "$exe" ] || [ "$lib" -nt "$exe" ] || [ fuzz/support/Harness.swift -nt "$exe" ]; then
         echo "fuzz: building $t"
         swiftc "${SAN[@]}" "${BLAS[@]}" -parse-as-library -I "$OUT" "$src" fuzz/support/*.swift "$lib" \
-            -L/usr/lib/x86_64-linux-gnu/openblas-pthread -lopenblas -o "$exe" 2> >(grep -v "Cannot export local symbol" >&2)
+            "${BLAS_LIBS[@]}" -o "$exe" 2> >(grep -v "Cannot export local symbol" >&2)
     fi
     if [ $seeds -eq 1 ]; then
         mkdir -p "fuzz/corpus/$t"
