@@ -153,6 +153,14 @@ peftkit_status peftkit_set_num_threads(int32_t n);
 /* Adapter methods (peftkit_adapter_config.method). Later versions add more methods. */
 /* Bottleneck adapter (Houlsby et al. 2019): x + up(act(down(x))) * scaling, AdapterHub-compatible. */
 #define PEFTKIT_METHOD_BOTTLENECK 0
+/* LoRA (Hu et al. 2021): W x + (alpha / r) B A x on chosen linears (rsLoRA: alpha / sqrt(r)). HF PEFT files. */
+#define PEFTKIT_METHOD_LORA 1
+/* IA3 (Liu et al. 2022): learned vectors scaling keys, values and the feed-forward inner activation. */
+#define PEFTKIT_METHOD_IA3 2
+/* Prefix tuning (Li & Liang 2021): trainable keys/values before every layer's attention. */
+#define PEFTKIT_METHOD_PREFIX 3
+/* Prompt tuning (Lester et al. 2021): trainable virtual-token embeddings before the input. */
+#define PEFTKIT_METHOD_PROMPT 4
 
 /* Bottleneck presets (peftkit_adapter_config.preset). They fix where the adapter sits in each layer. */
 /* After attention and after the feed-forward block; reads the sub-layer output (AdapterHub
@@ -285,7 +293,9 @@ peftkit_status peftkit_model_get_config(const peftkit_model *model, peftkit_mode
 /*
  * Which adapter to attach and how it is shaped. Defaults set by peftkit_adapter_config_init equal the
  * Swift API's BottleneckConfig(): a PFEIFFER bottleneck, reduction factor 16, preset non-linearity,
- * BERT init, scaling 1, no extra LayerNorms, every layer, seed 42.
+ * BERT init, scaling 1, no extra LayerNorms, every layer, seed 42; and for the other methods LoRA r 8,
+ * alpha 16, no dropout, default targets; 20 virtual tokens. Set `method` and the fields of that method;
+ * the others are ignored (`layers` applies to bottleneck, LoRA and IA3).
  */
 typedef struct peftkit_adapter_config {
     uint32_t struct_size;     /* sizeof(peftkit_adapter_config); set by peftkit_adapter_config_init */
@@ -302,6 +312,26 @@ typedef struct peftkit_adapter_config {
                                  duplicates; read during the call only. NULL or n_layers == 0 = all */
     int32_t n_layers;         /* number of entries in layers, 0 .. num_layers; default 0 */
     uint64_t seed;            /* seed of the initial adapter weights; default 42 */
+
+    /* LoRA (method LORA). */
+    int32_t lora_rank;        /* r, 1 .. 4096; default 8 */
+    float lora_alpha;         /* scaling numerator; finite; default 16 */
+    float lora_dropout;       /* dropout on the LoRA input while training, [0, 1); default 0 */
+    int32_t use_rslora;       /* 0/1: scale by alpha / sqrt(r) instead of alpha / r; default 0 */
+    /* LoRA and IA3: comma-separated module names to adapt, as HF PEFT's target_modules (GPT-2: c_attn,
+     * attn.c_proj, c_fc, mlp.c_proj, c_proj = both projections; Llama: q_proj, k_proj, v_proj, o_proj,
+     * gate_proj, up_proj, down_proj). NULL or "" = the method's default for the architecture (LoRA: c_attn /
+     * q_proj,v_proj; IA3: c_attn,mlp.c_proj / k_proj,v_proj,down_proj). Read during the call only. */
+    const char *target_modules;
+    /* IA3: which targets scale their input (feed-forward); NULL or "" = default (mlp.c_proj / down_proj). */
+    const char *feedforward_modules;
+
+    /* Prefix and prompt tuning (methods PREFIX, PROMPT). */
+    int32_t num_virtual_tokens;   /* 1 .. max_positions - 1; default 20 */
+    int32_t prefix_projection;    /* 0/1: train the prefix through an MLP (HF PEFT prefix_projection); default 0 */
+    int32_t projection_hidden;    /* width of that MLP; 0 = hidden_size; default 0 */
+    const int32_t *init_tokens;   /* prompt tuning: start from these tokens' embeddings (cycled); NULL = random */
+    int32_t n_init_tokens;        /* entries in init_tokens; default 0 */
 } peftkit_adapter_config;
 
 /* Fills *config with the defaults above, including struct_size. NULL is ignored. */
@@ -357,6 +387,28 @@ peftkit_status peftkit_adapter_get_active(const peftkit_model *model, char *buf,
  * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_NOT_FOUND.
  */
 peftkit_status peftkit_adapter_num_params(const peftkit_model *model, const char *name, int64_t *out);
+
+/*
+ * The method (PEFTKIT_METHOD_*) of adapter `name` into *out.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_NOT_FOUND.
+ */
+peftkit_status peftkit_adapter_method(peftkit_model *model, const char *name, int32_t *out);
+
+/*
+ * Folds LoRA or IA3 adapter `name` into the base weights. The tensors it touches are copied first (the
+ * originals, possibly memory-mapped from the model file, are never written); afterwards the base model
+ * computes what the adapter did, the adapter's own hooks are off and it cannot be trained until unmerged.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_NOT_FOUND, PEFTKIT_ERR_STATE (already
+ * merged), PEFTKIT_ERR_UNSUPPORTED (another method), PEFTKIT_ERR_OUT_OF_MEMORY.
+ */
+peftkit_status peftkit_adapter_merge(peftkit_model *model, const char *name);
+
+/*
+ * Undoes peftkit_adapter_merge, restoring the original base weights bit for bit. Merges undo in reverse
+ * order. Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_NOT_FOUND, PEFTKIT_ERR_STATE (not
+ * merged, or another adapter was merged after it).
+ */
+peftkit_status peftkit_adapter_unmerge(peftkit_model *model, const char *name);
 
 /*
  * Writes adapter `name` into folder `dir` (created if missing) as adapter_config.json +
@@ -483,6 +535,18 @@ peftkit_status peftkit_train_step(peftkit_model *model, const int32_t *input_ids
 peftkit_status peftkit_forward(peftkit_model *model, const int32_t *input_ids, const int32_t *labels, int32_t batch,
                                int32_t seq_len, float *logits, size_t logits_capacity, float *loss_out,
                                int64_t *tokens_out);
+
+/*
+ * peftkit_forward where row b of the batch runs with adapter adapters[b] (NULL entry = the base model):
+ * one batch serves several tasks. Row b's logits equal what it gets alone with that adapter active. The
+ * active adapter is unchanged afterwards.
+ *
+ * adapters  batch entries, each NULL or an attached adapter's name; read during the call only.
+ * Other parameters and statuses as peftkit_forward, plus PEFTKIT_ERR_NOT_FOUND for an unknown name.
+ */
+peftkit_status peftkit_forward_mixed(peftkit_model *model, const int32_t *input_ids, const int32_t *labels,
+                                     const char *const *adapters, int32_t batch, int32_t seq_len, float *logits,
+                                     size_t logits_capacity, float *loss_out, int64_t *tokens_out);
 
 /* ===================================================================================================
  * Generation

@@ -9,7 +9,7 @@ public func peftkit_adapter_attach(_ model: OpaquePointer?, _ name: UnsafePointe
     entry("peftkit_adapter_attach") {
         let h = try ModelHandle.from(model)
         let n = try readName(name)
-        let cfg = try bottleneckConfig(from: config, model: h.model.config)
+        let cfg = try adapterConfig(from: config, model: h.model.config)
         try h.exclusive { try $0.attachAdapter(name: n, config: cfg) }
     }
 }
@@ -115,5 +115,35 @@ public func peftkit_adapter_load(_ model: OpaquePointer?, _ dir: UnsafePointer<C
             }
             try writeString(used, nameOut, capacity, nil, "name_out")
         }
+    }
+}
+
+@c @implementation
+public func peftkit_adapter_method(_ model: OpaquePointer?, _ name: UnsafePointer<CChar>?,
+                                   _ out: UnsafeMutablePointer<Int32>?) -> peftkit_status {
+    entry("peftkit_adapter_method") {
+        let h = try ModelHandle.from(model)
+        let n = try readName(name)
+        guard let out else { throw ShimError.invalid("out is NULL") }
+        let m = try h.exclusive { try $0.adapterMethod(name: n) }
+        out.pointee = methodCode(m)
+    }
+}
+
+@c @implementation
+public func peftkit_adapter_merge(_ model: OpaquePointer?, _ name: UnsafePointer<CChar>?) -> peftkit_status {
+    entry("peftkit_adapter_merge") {
+        let h = try ModelHandle.from(model)
+        let n = try readName(name)
+        try h.exclusive { try $0.mergeAdapter(name: n) }
+    }
+}
+
+@c @implementation
+public func peftkit_adapter_unmerge(_ model: OpaquePointer?, _ name: UnsafePointer<CChar>?) -> peftkit_status {
+    entry("peftkit_adapter_unmerge") {
+        let h = try ModelHandle.from(model)
+        let n = try readName(name)
+        try h.exclusive { try $0.unmergeAdapter(name: n) }
     }
 }

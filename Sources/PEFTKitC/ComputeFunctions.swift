@@ -109,3 +109,47 @@ public func peftkit_generate(_ model: OpaquePointer?, _ prompt: UnsafePointer<In
         nOut?.pointee = Int32(bounded: tokens.count)
     }
 }
+
+@c @implementation
+public func peftkit_forward_mixed(_ model: OpaquePointer?, _ inputIDs: UnsafePointer<Int32>?,
+                                  _ labels: UnsafePointer<Int32>?, _ adapters: UnsafePointer<UnsafePointer<CChar>?>?,
+                                  _ batch: Int32, _ seqLen: Int32,
+                                  _ logits: UnsafeMutablePointer<Float>?, _ logitsCapacity: Int,
+                                  _ lossOut: UnsafeMutablePointer<Float>?,
+                                  _ tokensOut: UnsafeMutablePointer<Int64>?) -> peftkit_status {
+    entry("peftkit_forward_mixed") {
+        let h = try ModelHandle.from(model)
+        let vocab = h.model.config.vocabSize
+        guard let inputIDs else { throw ShimError.invalid("input_ids is NULL") }
+        guard let adapters else { throw ShimError.invalid("adapters is NULL") }
+        let n = try tokenCount(batch: batch, seqLen: seqLen)
+        var logitsBuffer: UnsafeMutableBufferPointer<Float>? = nil
+        if let logits {
+            let (needed, overflow) = n.multipliedReportingOverflow(by: vocab)
+            guard !overflow else {
+                throw ShimError.overflow("batch * seq_len * vocab_size = \(batch) * \(seqLen) * \(vocab) overflows")
+            }
+            let capacity = try readCapacity(logitsCapacity, "logits_capacity")
+            guard capacity >= needed else {
+                throw ShimError.tooSmall("logits needs batch * seq_len * vocab_size = \(needed) floats, "
+                                         + "logits_capacity is \(capacity)")
+            }
+            logitsBuffer = UnsafeMutableBufferPointer(start: logits, count: needed)
+        }
+        try checkSequenceLength(seqLen, "seq_len", model: h.model)
+        try checkTokenIDs(inputIDs, n, vocab: vocab, "input_ids")
+        if let labels { try checkLabels(labels, n, vocab: vocab) }
+        var names: [String?] = []
+        for b in 0..<Int(batch) {
+            names.append(adapters[b] == nil ? nil : try readName(adapters[b]))
+        }
+        let ids = UnsafeBufferPointer(start: inputIDs, count: n)
+        let lb = labels.map { UnsafeBufferPointer(start: $0, count: n) }
+        let r = try h.exclusive {
+            try $0.forward(inputIDs: ids, labels: lb, adapters: names, batch: Int(batch), seqLen: Int(seqLen),
+                           logits: logitsBuffer)
+        }
+        lossOut?.pointee = r.loss
+        tokensOut?.pointee = Int64(r.tokens)
+    }
+}

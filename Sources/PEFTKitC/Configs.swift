@@ -3,6 +3,9 @@
 
 import CPEFTKit
 import PEFTKit
+#if canImport(Glibc)
+import Glibc
+#endif
 
 // MARK: - Model config
 
@@ -122,7 +125,101 @@ public func peftkit_adapter_config_init(_ config: UnsafeMutablePointer<peftkit_a
     c.layers = nil
     c.n_layers = 0
     c.seed = swift.seed
+    let lora = LoRAConfig()
+    c.lora_rank = Int32(lora.rank)
+    c.lora_alpha = lora.alpha
+    c.lora_dropout = lora.dropout
+    c.use_rslora = 0
+    c.target_modules = nil
+    c.feedforward_modules = nil
+    c.num_virtual_tokens = Int32(PromptConfig().virtualTokens)
+    c.prefix_projection = 0
+    c.projection_hidden = 0
+    c.init_tokens = nil
+    c.n_init_tokens = 0
     config.pointee = c
+}
+
+func methodCode(_ m: AdapterMethod) -> Int32 {
+    switch m {
+    case .bottleneck: return PEFTKIT_METHOD_BOTTLENECK
+    case .lora: return PEFTKIT_METHOD_LORA
+    case .ia3: return PEFTKIT_METHOD_IA3
+    case .prefix: return PEFTKIT_METHOD_PREFIX
+    case .prompt: return PEFTKIT_METHOD_PROMPT
+    }
+}
+
+/// A comma-separated module list; nil or "" gives [] (the method's default).
+func readModuleList(_ p: UnsafePointer<CChar>?, _ what: String) throws -> [String] {
+    guard let p else { return [] }
+    let n = strnlen(p, 4097)
+    guard n <= 4096 else { throw ShimError.invalid("\(what) is longer than 4096 bytes") }
+    guard let s = String(validating: UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: n), as: UTF8.self) else {
+        throw ShimError.invalid("\(what) is not valid UTF-8")
+    }
+    return s.split(separator: ",").map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var s = Substring(self)
+        while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
+        while let l = s.last, l == " " || l == "\t" { s.removeLast() }
+        return String(s)
+    }
+}
+
+/// Reads and validates a C adapter config of any method.
+func adapterConfig(from p: UnsafePointer<peftkit_adapter_config>?, model: ModelConfig) throws -> AdapterConfig {
+    let c = try checkStructSize(p, "config").pointee
+    var layers: [Int]? = nil
+    if c.n_layers < 0 {
+        throw ShimError.invalid("n_layers must be >= 0, got \(c.n_layers)")
+    } else if c.n_layers > 0 {
+        guard let lp = c.layers else { throw ShimError.invalid("layers is NULL but n_layers is \(c.n_layers)") }
+        guard Int(c.n_layers) <= model.numLayers else {
+            throw ShimError.invalid("n_layers \(c.n_layers) exceeds the model's \(model.numLayers) layers")
+        }
+        layers = UnsafeBufferPointer(start: lp, count: Int(c.n_layers)).map { Int($0) }
+    }
+    switch c.method {
+    case PEFTKIT_METHOD_BOTTLENECK:
+        return .bottleneck(try bottleneckConfig(from: p, model: model))
+    case PEFTKIT_METHOD_LORA:
+        var l = LoRAConfig()
+        l.rank = Int(c.lora_rank); l.alpha = c.lora_alpha; l.dropout = c.lora_dropout
+        l.useRSLoRA = try readBool(c.use_rslora, "use_rslora")
+        l.targets = try readModuleList(c.target_modules, "target_modules")
+        l.layers = layers; l.seed = c.seed
+        return .lora(l)
+    case PEFTKIT_METHOD_IA3:
+        var i = IA3Config()
+        i.targets = try readModuleList(c.target_modules, "target_modules")
+        i.feedforward = try readModuleList(c.feedforward_modules, "feedforward_modules")
+        i.layers = layers
+        return .ia3(i)
+    case PEFTKIT_METHOD_PREFIX:
+        var x = PrefixConfig()
+        x.virtualTokens = Int(c.num_virtual_tokens)
+        x.projection = try readBool(c.prefix_projection, "prefix_projection")
+        x.projectionHidden = Int(c.projection_hidden)
+        x.seed = c.seed
+        return .prefix(x)
+    case PEFTKIT_METHOD_PROMPT:
+        var x = PromptConfig()
+        x.virtualTokens = Int(c.num_virtual_tokens)
+        if c.n_init_tokens < 0 { throw ShimError.invalid("n_init_tokens must be >= 0, got \(c.n_init_tokens)") }
+        if c.n_init_tokens > 0 {
+            guard let tp = c.init_tokens else { throw ShimError.invalid("init_tokens is NULL but n_init_tokens is \(c.n_init_tokens)") }
+            guard c.n_init_tokens <= 1 << 20 else { throw ShimError.invalid("n_init_tokens is too large") }
+            x.initTokens = Array(UnsafeBufferPointer(start: tp, count: Int(c.n_init_tokens)))
+        }
+        x.seed = c.seed
+        return .prompt(x)
+    default:
+        throw ShimError.invalid("method \(c.method) is not a PEFTKIT_METHOD_* value")
+    }
 }
 
 func initCode(_ i: AdapterInit) -> Int32 {

@@ -160,7 +160,7 @@ class Adapter {
     func promptGrad(grads: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<Float> { fatalError("no prompt") }
 
     /// Called once before a forward pass (e.g. to compute a reparameterised prefix).
-    func beginPass(training: Bool) throws {}
+    func beginPass(training: Bool) {}
     /// Called after the optimiser changed `params` (e.g. to drop a cached reparameterisation).
     func parametersChanged() {}
     /// Called once after a backward pass (e.g. to push prefix gradients through the reparameterisation).

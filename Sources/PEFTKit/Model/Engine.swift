@@ -272,7 +272,7 @@ final class Engine {
         if let logits {
             try require(logits.count >= N * V, "logits buffer holds \(logits.count) floats, needs \(N * V)")
         }
-        try adapter?.beginPass(training: false)
+        adapter?.beginPass(training: false)
         let Tp = T + Vt, Np = B * Tp
         let buf: InferBuffers
         if let b = inferBuffers, b.batch == B, b.tq == Tp, b.tk == Tp + P, b.adapterID == adapter.map({ ObjectIdentifier($0) }) {

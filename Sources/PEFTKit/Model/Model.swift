@@ -39,8 +39,12 @@ public final class Model: @unchecked Sendable {
         return Model(engine: try Engine(randomConfig: config, seed: seed, initStd: initStd))
     }
 
-    /// Loads a Hugging Face model folder (`config.json` + `model.safetensors` or a sharded index).
+    /// Loads a Hugging Face model folder (`config.json` + `model.safetensors` or a sharded index), or a
+    /// GGUF file of architecture `llama` when `path` ends in `.gguf` and is not a directory.
     public static func load(path: String) throws -> Model {
+        if path.hasSuffix(".gguf") && pathKind(path) != .directory {
+            return Model(engine: try Engine(loadingGGUF: path))
+        }
         return Model(engine: try Engine(loadingFolder: path))
     }
 

@@ -30,7 +30,7 @@ extension Engine {
         let grads = slot.grads.floats
         let P = slot.parameterCount
         grads.update(repeating: 0, count: P)
-        try ad.beginPass(training: true)
+        ad.beginPass(training: true)
         var lossSum = 0.0
         var r = 0
         while r < B {

@@ -75,7 +75,7 @@ final class PrefixAdapter: Adapter {
     /// The flat prefix [P, L·2·KVD] (the projection's output, or the parameters themselves).
     var flatPrefix: UnsafeMutablePointer<Float> { config.projection ? flat.floats : params.floats }
 
-    override func beginPass(training: Bool) throws {
+    override func beginPass(training: Bool) {
         let p = params.floats, C = model.hiddenSize
         if config.projection {
             // hid = tanh(emb·W1ᵀ + b1); flat = hid·W2ᵀ + b2

@@ -1,0 +1,96 @@
+"""PEFTKit for Python: adapter fine-tuning of GPT-2 and Llama models on the CPU, without PyTorch.
+
+A thin, typed layer over the C interface of ``libpeftkit.so`` (``include/peftkit.h``), through ctypes::
+
+    import peftkit
+
+    with peftkit.Model.create(seed=1) as model:            # a tiny random GPT-2, vocab 256
+        model.attach_adapter("task", preset="houlsby", reduction_factor=8)
+        model.set_active_adapter("task")
+        ids = [[1, 2, 3, 4, 1, 2, 3, 4]]
+        for _ in range(10):
+            loss = model.train_step(ids, learning_rate=1e-2)
+        print(model.generate([1, 2, 3], max_new_tokens=5))
+        model.save_adapter("task", "task-adapter")         # AdapterHub's format
+
+Where the library is loaded from: ``$PEFTKIT_LIBRARY`` if set, else the copy installed inside this
+package, else ``.build/release/libpeftkit.so`` of the PEFTKit checkout the package sits in, else the
+dynamic loader's search path. :data:`library_path` tells which one was used.
+"""
+
+from . import _capi
+from ._version import __version__
+from .configs import (
+    ADAPTER_METHODS,
+    Activation,
+    AdapterInit,
+    Architecture,
+    BottleneckConfig,
+    EvalResult,
+    Method,
+    ModelConfig,
+    Preset,
+    Schedule,
+    TrainConfig,
+    TrainResult,
+)
+from .errors import (
+    BufferTooSmallError,
+    FormatError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    NumericalError,
+    OutOfMemoryError,
+    PeftKitError,
+    PeftKitIOError,
+    StateError,
+    UnsupportedError,
+)
+from .model import Model, TokenCallback, set_num_threads
+
+#: Label value that does not count towards the loss.
+IGNORE_INDEX: int = _capi.PEFTKIT_IGNORE_INDEX
+
+#: The file libpeftkit.so was loaded from.
+library_path: str = _capi.library_path
+
+
+def library_version() -> str:
+    """The version of the loaded libpeftkit.so, "MAJOR.MINOR.PATCH"."""
+    version: bytes = _capi.lib.peftkit_version()
+    return version.decode("ascii")
+
+
+__all__ = [
+    "ADAPTER_METHODS",
+    "IGNORE_INDEX",
+    "Activation",
+    "AdapterInit",
+    "Architecture",
+    "BottleneckConfig",
+    "BufferTooSmallError",
+    "EvalResult",
+    "FormatError",
+    "InternalError",
+    "InvalidArgumentError",
+    "Method",
+    "Model",
+    "ModelConfig",
+    "NotFoundError",
+    "NumericalError",
+    "OutOfMemoryError",
+    "PeftKitError",
+    "PeftKitIOError",
+    "Preset",
+    "Schedule",
+    "StateError",
+    "TokenCallback",
+    "TrainConfig",
+    "TrainResult",
+    "UnsupportedError",
+    "__version__",
+    "library_path",
+    "library_version",
+    "set_num_threads",
+]

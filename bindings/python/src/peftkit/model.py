@@ -1,0 +1,545 @@
+"""`Model`: a frozen base model plus named adapters, driven through libpeftkit.so."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import threading
+import weakref
+from collections.abc import Iterable, Mapping
+from ctypes import byref, c_char, c_float, c_int32, c_int64, c_size_t, c_void_p
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+
+from . import _capi
+from ._arrays import TokenArray, address, batch_arrays, batch_shape, int32_tokens
+from .configs import (
+    INT32_MAX,
+    UINT64_MAX,
+    BottleneckConfig,
+    EvalResult,
+    ModelConfig,
+    TrainConfig,
+    TrainResult,
+    _float,
+    _int,
+    _make,
+    adapter_config,
+    int32_array,
+)
+from .errors import InvalidArgumentError, StateError, check, error_for
+
+_lib = _capi.lib
+
+PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+
+#: Called with each generated token id; a truthy return value stops generation (that token is kept).
+TokenCallback = Callable[[int], Optional[bool]]
+
+# Name buffers start at this size and grow to what the library says it needs.
+_NAME_CAP = 256
+
+
+def _free_model(handle: int) -> None:
+    """Frees a model handle. Only ever called by the model's finalizer, which runs at most once."""
+    _lib.peftkit_model_free(handle)
+
+
+def _c_string(value: Any, what: str) -> bytes:
+    """A str (UTF-8) or bytes argument as NUL-free bytes."""
+    if isinstance(value, str):
+        b = value.encode("utf-8", "surrogatepass")
+    elif isinstance(value, bytes):
+        b = value
+    else:
+        raise TypeError(f"{what} must be a str, got {type(value).__name__}")
+    if b"\0" in b:
+        raise InvalidArgumentError(f"{what} contains a NUL character")
+    return b
+
+
+def _c_path(path: PathLike, what: str = "path") -> bytes:
+    try:
+        p = os.fsencode(path)
+    except TypeError:
+        raise TypeError(f"{what} must be a str, bytes or os.PathLike, got {type(path).__name__}") from None
+    if b"\0" in p:
+        raise InvalidArgumentError(f"{what} contains a NUL character")
+    return p
+
+
+class _Handle:
+    """A model's native handle, and the guard of every library call on it: `with handle as h:`
+    serialises calls from different Python threads (a second thread waits instead of getting
+    PEFTKIT_ERR_STATE), refuses calls once the model is closed, and counts calls in progress so that
+    `close()` never frees a model in use. It holds no reference to its Model, so a Model that is no
+    longer referenced is freed at once, without waiting for the cycle collector."""
+
+    __slots__ = ("value", "lock", "calls")
+
+    def __init__(self, value: int) -> None:
+        self.value: int | None = value
+        self.lock = threading.RLock()
+        self.calls = 0
+
+    def __enter__(self) -> int:
+        self.lock.acquire()
+        if self.value is None:
+            self.lock.release()
+            raise StateError("the model is closed")
+        self.calls += 1
+        return self.value
+
+    def __exit__(self, *exc: Any) -> None:
+        self.calls -= 1
+        self.lock.release()
+
+
+class Model:
+    """A decoder model (GPT-2 or Llama shape): frozen base weights plus any number of named adapters,
+    at most one of them active.
+
+    Create one with :meth:`Model.create` (random weights) or :meth:`Model.load` (a Hugging Face
+    folder). The model owns native memory: release it with :meth:`close` or a ``with`` block; garbage
+    collection releases it too. Methods release the GIL while the library computes, so other Python
+    threads keep running; calls on one model from several threads are serialised.
+
+    Token ids are numpy int32 arrays (any integer array or nested list is converted), shaped
+    ``[batch, seq_len]``; a 1-D array is one sequence (batch 1). C-contiguous int32 arrays are passed
+    to the library without a copy.
+    """
+
+    _call: _Handle
+    _config: ModelConfig
+    _finalizer: weakref.finalize[[int], Model]
+    #: The :class:`TrainResult` of the last successful :meth:`train_step` (None before the first).
+    last_train_result: TrainResult | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("use peftkit.Model.create(...) or peftkit.Model.load(...) to make a Model")
+
+    @classmethod
+    def _adopt(cls, handle: int | None) -> Model:
+        """Wraps a handle the library just returned; from here on the model owns it."""
+        if not handle:
+            raise error_for(_capi.PEFTKIT_ERR_INTERNAL, "the library returned PEFTKIT_OK but no model")
+        self = cls.__new__(cls)
+        self._call = _Handle(handle)
+        self._finalizer = weakref.finalize(self, _free_model, handle)
+        cfg = _capi.new_struct(_capi.ModelConfigStruct)
+        check(_lib.peftkit_model_get_config(handle, byref(cfg)))
+        self._config = ModelConfig._from_struct(cfg)
+        self.last_train_result = None
+        return self
+
+    # ------------------------------------------------------------------------------------------------
+    # Construction and lifetime
+    # ------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, config: ModelConfig | Mapping[str, Any] | None = None, seed: int = 0,
+               **fields: Any) -> Model:
+        """A model with random weights (GPT-2-style init, N(0, 0.02)) drawn from `seed`.
+
+        Args:
+            config: a :class:`ModelConfig`, a mapping of its fields, or None for the defaults (a tiny
+                GPT-2 with vocab 256).
+            seed: equal configs and seeds give bit-identical weights.
+            **fields: :class:`ModelConfig` fields that override `config`, e.g. ``vocab_size=97``.
+
+        Raises:
+            InvalidArgumentError: a field is out of range or inconsistent.
+            OutOfMemoryError: the weights do not fit in memory.
+        """
+        cfg = _make(ModelConfig, config, fields)
+        s = cfg._to_struct()
+        out = c_void_p()
+        check(_lib.peftkit_model_create(byref(s), _int(seed, "seed", 0, UINT64_MAX), byref(out)))
+        return cls._adopt(out.value)
+
+    @classmethod
+    def load(cls, path: PathLike) -> Model:
+        """Loads a Hugging Face model folder: ``config.json`` plus ``model.safetensors`` (or a sharded
+        index). F32, F16 and BF16 weights are read.
+
+        Raises:
+            PeftKitIOError: the folder or a file in it cannot be read.
+            FormatError: a file is malformed or inconsistent.
+            UnsupportedError: an architecture or weight type this build does not run.
+        """
+        out = c_void_p()
+        check(_lib.peftkit_model_load(_c_path(path), byref(out)))
+        return cls._adopt(out.value)
+
+    def close(self) -> None:
+        """Frees the model and its adapters. Safe to call more than once. Waits for a call running on
+        another thread to finish.
+
+        Raises:
+            StateError: called from inside this model's own :meth:`generate` callback.
+        """
+        c = self._call
+        with c.lock:
+            if c.calls:
+                raise StateError("cannot close a model from inside a call on it (a generate callback)")
+            c.value = None
+            self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._call.value is None
+
+    @property
+    def _handle(self) -> int | None:
+        """The native handle (None once closed), for tests and benchmarks that call the C API directly."""
+        return self._call.value
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("a peftkit.Model cannot be pickled or copied; save its adapters instead")
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<peftkit.Model (closed)>"
+        c = self._config
+        try:
+            adapters, active = self.adapters, self.active_adapter
+        except StateError:  # in use by another call
+            return f"<peftkit.Model {c.architecture.name.lower()} vocab={c.vocab_size} busy>"
+        return (f"<peftkit.Model {c.architecture.name.lower()} vocab={c.vocab_size} hidden={c.hidden_size} "
+                f"layers={c.num_layers} adapters={adapters} active={active!r}>")
+
+    @property
+    def config(self) -> ModelConfig:
+        """The model's shape, with concrete values (no None placeholders)."""
+        return self._config
+
+    # ------------------------------------------------------------------------------------------------
+    # Adapters
+    # ------------------------------------------------------------------------------------------------
+
+    def attach_adapter(self, name: str, config: BottleneckConfig | Mapping[str, Any] | None = None, *,
+                       method: str | None = None, **options: Any) -> None:
+        """Attaches a new adapter called `name`. It is not made active: see :meth:`set_active_adapter`.
+
+        Args:
+            name: a non-empty name, unique within this model.
+            config: an adapter config (e.g. :class:`BottleneckConfig`) or a mapping of its fields.
+            method: the adapter method, when `config` is not given: ``"bottleneck"`` (default).
+            **options: fields of the method's config, overriding `config`, e.g.
+                ``preset="houlsby", reduction_factor=8``.
+
+        Raises:
+            StateError: the name is already used.
+            InvalidArgumentError: an option is out of range.
+        """
+        cfg = adapter_config(config, method, options)
+        s, keep = cfg._to_struct()
+        n = _c_string(name, "name")
+        with self._call as h:
+            check(_lib.peftkit_adapter_attach(h, n, byref(s)))
+        del keep
+
+    def set_active_adapter(self, name: str | None) -> None:
+        """Makes adapter `name` the one used by training, forward passes and generation; None makes
+        the model the bare base model.
+
+        Raises:
+            NotFoundError: no adapter has that name.
+        """
+        n = None if name is None else _c_string(name, "name")
+        with self._call as h:
+            check(_lib.peftkit_adapter_set_active(h, n))
+
+    @property
+    def active_adapter(self) -> str | None:
+        """The active adapter's name, or None when the bare base model is active."""
+        with self._call as h:
+            name = self._read_name(lambda buf, cap, n: _lib.peftkit_adapter_get_active(h, buf, cap, n))
+        return name or None
+
+    @property
+    def adapters(self) -> list[str]:
+        """The names of the attached adapters, in attach order."""
+        with self._call as h:
+            count = c_int32()
+            check(_lib.peftkit_adapter_count(h, byref(count)))
+            return [self._adapter_name(h, i) for i in range(count.value)]
+
+    def __contains__(self, name: object) -> bool:
+        """``"task" in model``: whether an adapter of that name is attached."""
+        return name in self.adapters
+
+    def remove_adapter(self, name: str) -> None:
+        """Removes adapter `name` with its weights and optimiser state. If it was active, the bare base
+        model is active afterwards.
+
+        Raises:
+            NotFoundError: no adapter has that name.
+        """
+        n = _c_string(name, "name")
+        with self._call as h:
+            check(_lib.peftkit_adapter_remove(h, n))
+
+    def adapter_num_params(self, name: str) -> int:
+        """The number of trainable parameters of adapter `name`.
+
+        Raises:
+            NotFoundError: no adapter has that name.
+        """
+        n = _c_string(name, "name")
+        out = c_int64()
+        with self._call as h:
+            check(_lib.peftkit_adapter_num_params(h, n, byref(out)))
+        return out.value
+
+    def save_adapter(self, name: str, path: PathLike) -> None:
+        """Writes adapter `name` into folder `path` (created if missing) as ``adapter_config.json`` +
+        ``adapter.safetensors``, in AdapterHub's format. Existing files are replaced atomically.
+
+        Raises:
+            NotFoundError: no adapter has that name.
+            PeftKitIOError: the folder cannot be written.
+        """
+        n = _c_string(name, "name")
+        p = _c_path(path)
+        with self._call as h:
+            check(_lib.peftkit_adapter_save(h, n, p))
+
+    def load_adapter(self, path: PathLike, name: str | None = None) -> str:
+        """Reads an adapter folder (written by :meth:`save_adapter` or by AdapterHub) and attaches it,
+        not active. Returns the name it was attached under: `name`, or the name stored in the folder.
+
+        Raises:
+            PeftKitIOError: the folder cannot be read.
+            FormatError: the files are malformed or shaped for another model.
+            StateError: the name is already used.
+        """
+        p = _c_path(path)
+        n = None if name is None else _c_string(name, "name")
+        cap = _NAME_CAP if n is None else max(_NAME_CAP, len(n) + 1)
+        buf = (c_char * cap)()
+        with self._call as h:
+            status = _lib.peftkit_adapter_load(h, p, n, buf, cap)
+            if status == _capi.PEFTKIT_ERR_BUFFER_TOO_SMALL and n is None:
+                # The stored name is longer than the buffer; the library attached nothing. Load again
+                # without asking for the name and read it back as the last adapter (attach order).
+                check(_lib.peftkit_adapter_load(h, p, None, None, 0))
+                count = c_int32()
+                check(_lib.peftkit_adapter_count(h, byref(count)))
+                return self._read_name(
+                    lambda b, c, ln: _lib.peftkit_adapter_name(h, count.value - 1, b, c, ln))
+            check(status)
+        return buf.value.decode("utf-8", "surrogateescape")
+
+    def _adapter_name(self, h: int, index: int) -> str:
+        return self._read_name(lambda buf, cap, n: _lib.peftkit_adapter_name(h, index, buf, cap, n))
+
+    @staticmethod
+    def _read_name(call: Callable[[Any, int, Any], int]) -> str:
+        """Runs a `(buf, cap, len_out)` name getter, growing the buffer if the library asks for more."""
+        cap = _NAME_CAP
+        length = c_size_t()
+        for _ in range(2):
+            buf = (c_char * cap)()
+            status = call(buf, cap, byref(length))
+            if status == _capi.PEFTKIT_ERR_BUFFER_TOO_SMALL and length.value + 1 > cap:
+                cap = length.value + 1
+                continue
+            check(status)
+            return buf.raw[: length.value].decode("utf-8", "surrogateescape")
+        raise error_for(_capi.PEFTKIT_ERR_INTERNAL, "adapter name changed size while being read")
+
+    # ------------------------------------------------------------------------------------------------
+    # Training and evaluation
+    # ------------------------------------------------------------------------------------------------
+
+    def train_step(self, input_ids: TokenArray, labels: TokenArray | None = None,
+                   config: TrainConfig | Mapping[str, Any] | None = None, **train_options: Any) -> float:
+        """One AdamW step of the active adapter on a batch; the base weights never change.
+
+        Args:
+            input_ids: token ids, ``[batch, seq_len]`` or ``[seq_len]``.
+            labels: same shape; token ids or :data:`IGNORE_INDEX` (-100). None = `input_ids`. Position
+                t is scored against label t+1 (shifted inside, as in transformers).
+            config: a :class:`TrainConfig` or a mapping of its fields; None = the defaults.
+            **train_options: :class:`TrainConfig` fields overriding `config`, e.g.
+                ``learning_rate=1e-2``.
+
+        Returns:
+            The loss before the update. The full :class:`TrainResult` (gradient norm, learning rate,
+            step count, tokens) is in :attr:`last_train_result`.
+
+        Raises:
+            StateError: no adapter is active.
+            InvalidArgumentError: bad shapes, ids or labels out of range, a bad config value.
+            NumericalError: NaN or infinity in the loss or gradient (nothing was updated).
+        """
+        tc = _make(TrainConfig, config, train_options)
+        s = tc._to_struct()
+        ids, lab, b, t = batch_arrays(input_ids, labels)
+        r = _capi.TrainResultStruct()
+        r.struct_size = ctypes.sizeof(r)
+        with self._call as h:
+            check(_lib.peftkit_train_step(h, address(ids), None if lab is None else address(lab),
+                                          b, t, byref(s), byref(r)))
+            result = TrainResult(r.loss, r.grad_norm, r.learning_rate, r.step, r.tokens)
+            self.last_train_result = result
+        return result.loss
+
+    def forward(self, input_ids: TokenArray, *, out: np.ndarray | None = None) -> np.ndarray:
+        """The logits of a forward pass with the active adapter (or the base model); nothing changes.
+
+        Args:
+            input_ids: token ids, ``[batch, seq_len]`` or ``[seq_len]`` (batch 1).
+            out: optional C-contiguous float32 array to write into (its first batch*seq_len*vocab
+                elements); saves an allocation per call.
+
+        Returns:
+            float32 array ``[batch, seq_len, vocab_size]``, also for 1-D input (batch 1); a view of `out`
+            when given.
+
+        Raises:
+            InvalidArgumentError: bad shape or ids out of range.
+            BufferTooSmallError: `out` has fewer than batch*seq_len*vocab elements.
+        """
+        ids = int32_tokens(input_ids, "input_ids")
+        b, t = batch_shape(ids, "input_ids")
+        v = self._config.vocab_size
+        if out is None:
+            logits = np.empty((b, t, v), dtype=np.float32)
+        else:
+            if not isinstance(out, np.ndarray) or out.dtype != np.float32 or not out.flags.c_contiguous \
+                    or not out.flags.writeable:
+                raise InvalidArgumentError("out must be a writeable, C-contiguous float32 numpy array")
+            logits = out
+        with self._call as h:
+            check(_lib.peftkit_forward(h, address(ids), None, b, t, address(logits), logits.size,
+                                       None, None))
+        if out is None or out.shape == (b, t, v):
+            return logits
+        return out.reshape(-1)[: b * t * v].reshape(b, t, v)
+
+    def evaluate(self, input_ids: TokenArray, labels: TokenArray | None = None) -> EvalResult:
+        """The loss of a forward pass, without computing logits for the caller or changing anything.
+
+        Args:
+            input_ids: token ids, ``[batch, seq_len]`` or ``[seq_len]``.
+            labels: same shape, or None for `input_ids`; -100 marks positions that do not count.
+
+        Returns:
+            :class:`EvalResult` with the mean loss and the number of counted positions.
+        """
+        ids, lab, b, t = batch_arrays(input_ids, labels)
+        loss, tokens = c_float(), c_int64()
+        with self._call as h:
+            check(_lib.peftkit_forward(h, address(ids), None if lab is None else address(lab), b, t,
+                                       None, 0, byref(loss), byref(tokens)))
+        return EvalResult(loss.value, tokens.value)
+
+    def loss(self, input_ids: TokenArray, labels: TokenArray | None = None) -> float:
+        """The mean cross-entropy loss of a forward pass (see :meth:`evaluate`)."""
+        return self.evaluate(input_ids, labels).loss
+
+    # ------------------------------------------------------------------------------------------------
+    # Generation
+    # ------------------------------------------------------------------------------------------------
+
+    def generate(self, prompt_ids: TokenArray, *, max_new_tokens: int = 32, temperature: float = 0.0,
+                 top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop: int | Iterable[int] | None = None,
+                 callback: TokenCallback | None = None) -> np.ndarray:
+        """Generates tokens after `prompt_ids` with the active adapter (or the base model), using a KV
+        cache.
+
+        Args:
+            prompt_ids: the prompt, ``[n]`` or ``[1, n]``, n >= 1.
+            max_new_tokens: at most this many new tokens (fewer when the model's ``max_positions`` is
+                reached).
+            temperature: 0 = greedy; otherwise logits / temperature are sampled.
+            top_k: keep the k most likely tokens (0 = off).
+            top_p: keep the smallest set reaching probability top_p (1 = off).
+            seed: sampler seed; equal seeds give equal outputs.
+            stop: a token id or ids that end generation; the stop token is included in the output.
+            callback: called with each new token id as it is produced; return a truthy value to stop
+                (that token is kept). An exception raised by the callback stops generation and is
+                re-raised once the library has returned. The callback must not call this model.
+
+        Returns:
+            int32 array of the new tokens (prompt not included).
+
+        Ctrl-C stops generation between two tokens and raises KeyboardInterrupt (in the main thread).
+        """
+        prompt = int32_tokens(prompt_ids, "prompt_ids")
+        if prompt.ndim == 2 and prompt.shape[0] == 1:
+            prompt = prompt[0]
+        if prompt.ndim != 1:
+            raise InvalidArgumentError(f"prompt_ids must be 1-D [n] or [1, n], got shape {prompt.shape}")
+        if prompt.shape[0] > INT32_MAX:
+            raise InvalidArgumentError("prompt_ids is longer than the int32 range")
+        n_new = _int(max_new_tokens, "max_new_tokens")
+        stops = int32_array(stop, "stop")
+        g = _capi.new_struct(_capi.GenerateConfigStruct)
+        g.max_new_tokens = n_new
+        g.temperature = _float(temperature, "temperature")
+        g.top_k = _int(top_k, "top_k")
+        g.top_p = _float(top_p, "top_p")
+        g.seed = _int(seed, "seed", 0, UINT64_MAX)
+        g.n_stop_tokens = 0 if stops is None else len(stops)
+        g.stop_tokens = None if stops is None or len(stops) == 0 else stops.ctypes.data_as(
+            ctypes.POINTER(c_int32))
+        out = np.empty(max(n_new, 0), dtype=np.int32)
+        n_out = c_int32()
+
+        # The trampoline runs for every token, even without a user callback. While it runs, a SIGINT
+        # handler of ours is installed (main thread only, and only over Python's default handler): it
+        # just records Ctrl-C, and the trampoline then stops generation. A handler that raised would
+        # raise inside the ctypes callback, where the exception would be printed and lost.
+        raised: list[BaseException] = []
+        interrupted: list[bool] = []
+
+        def trampoline(token: int, _user: Any) -> int:
+            if interrupted:
+                return 1
+            if callback is None:
+                return 0
+            try:
+                return 1 if callback(token) else 0
+            except BaseException as e:  # re-raised after the C call returns
+                raised.append(e)
+                return 1
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            interrupted.append(True)
+
+        cb = _capi.TOKEN_CALLBACK(trampoline)
+        catch_sigint = (threading.current_thread() is threading.main_thread()
+                        and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        previous = signal.signal(signal.SIGINT, on_sigint) if catch_sigint else None
+        try:
+            with self._call as h:
+                status = _lib.peftkit_generate(h, address(prompt), prompt.shape[0], byref(g), address(out),
+                                               out.shape[0], byref(n_out), cb, None)
+        finally:
+            if catch_sigint:
+                signal.signal(signal.SIGINT, previous)
+        if raised:
+            raise raised[0]
+        check(status)
+        if interrupted:
+            raise KeyboardInterrupt
+        return out[: n_out.value]
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the number of threads PEFTKit uses (OpenBLAS and its own loops) for the whole process.
+    ``n <= 0`` restores the default, the number of online cores; values above 1024 are clamped."""
+    v = _int(n, "n", -(2**63), 2**63 - 1)
+    _lib.peftkit_set_num_threads(max(-1, min(v, 1024)))
