@@ -50,6 +50,10 @@
  *   This includes calls made from inside a peftkit_token_callback on the model that is generating.
  * - peftkit_model_free must not overlap any other call on the same model (it is the one exception to
  *   the rule above: freeing a model in use is undefined behaviour).
+ * - Model pointers are checked against the set of live models: a call with a pointer that was freed, or
+ *   never returned by peftkit_model_create / peftkit_model_load, fails with PEFTKIT_ERR_INVALID_ARGUMENT,
+ *   and freeing it again is a no-op. This is best effort, not a licence: once a new model happens to reuse
+ *   the address, a stale pointer names that new model.
  * - peftkit_last_error() is per thread.
  * - peftkit_set_num_threads() affects the whole process and may be called at any time.
  */
@@ -428,6 +432,34 @@ peftkit_status peftkit_adapter_save(peftkit_model *model, const char *name, cons
  */
 peftkit_status peftkit_adapter_load(peftkit_model *model, const char *dir, const char *name, char *name_out,
                                     size_t name_cap);
+
+/*
+ * Writes a training checkpoint of adapter `name` into folder `dir` (created if missing): the adapter's
+ * method and configuration, its weights, its AdamW moments, its step count and the random state its
+ * training draws from (LoRA dropout). Training resumed from it with the same batches and train config
+ * gives bit-identical losses and weights to a run that never stopped. The folder's manifest
+ * (checkpoint.json) is replaced last and atomically: a crash at any moment leaves the previous checkpoint
+ * or the new one, complete. The folder also holds the adapter in its portable format (adapter-<tag>/, for
+ * peftkit_adapter_load) when the method can be saved. One writer per folder at a time.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_NOT_FOUND, PEFTKIT_ERR_IO,
+ * PEFTKIT_ERR_NUMERICAL (the adapter holds NaN or infinity: nothing written, an older checkpoint in `dir`
+ * stays as it was), PEFTKIT_ERR_UNSUPPORTED.
+ */
+peftkit_status peftkit_checkpoint_save(peftkit_model *model, const char *name, const char *dir);
+
+/*
+ * Reads a checkpoint written by peftkit_checkpoint_save and attaches its adapter, with its optimiser state,
+ * under the name stored in it. It is not made active.
+ *
+ * name_out  nullable; receives the adapter's name, NUL-terminated, in name_cap bytes. If it does not fit,
+ *           the adapter is not attached (the call has no effect) and PEFTKIT_ERR_BUFFER_TOO_SMALL is
+ *           returned.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_IO (no checkpoint in dir), PEFTKIT_ERR_FORMAT
+ * (malformed or modified files, or a checkpoint of a model of another shape), PEFTKIT_ERR_NUMERICAL,
+ * PEFTKIT_ERR_STATE (the name is already used), PEFTKIT_ERR_UNSUPPORTED (a newer checkpoint version),
+ * PEFTKIT_ERR_BUFFER_TOO_SMALL, PEFTKIT_ERR_OUT_OF_MEMORY.
+ */
+peftkit_status peftkit_checkpoint_load(peftkit_model *model, const char *dir, char *name_out, size_t name_cap);
 
 /* ===================================================================================================
  * Training and evaluation

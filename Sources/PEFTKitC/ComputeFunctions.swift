@@ -15,6 +15,7 @@ public func peftkit_train_step(_ model: OpaquePointer?, _ inputIDs: UnsafePointe
         let n = try tokenCount(batch: batch, seqLen: seqLen)
         let tc = try trainConfig(from: config)
         if out != nil { _ = try checkStructSize(out, "out") }
+        try checkSequenceLength(seqLen, "seq_len", model: h.model)
         try checkTokenIDs(inputIDs, n, vocab: vocab, "input_ids")
         if let labels { try checkLabels(labels, n, vocab: vocab) }
         let ids = UnsafeBufferPointer(start: inputIDs, count: n)
@@ -59,6 +60,7 @@ public func peftkit_forward(_ model: OpaquePointer?, _ inputIDs: UnsafePointer<I
             }
             logitsBuffer = UnsafeMutableBufferPointer(start: logits, count: needed)
         }
+        try checkSequenceLength(seqLen, "seq_len", model: h.model)
         try checkTokenIDs(inputIDs, n, vocab: vocab, "input_ids")
         if let labels { try checkLabels(labels, n, vocab: vocab) }
         let ids = UnsafeBufferPointer(start: inputIDs, count: n)
@@ -92,6 +94,7 @@ public func peftkit_generate(_ model: OpaquePointer?, _ prompt: UnsafePointer<In
             throw ShimError.tooSmall("out_tokens needs max_new_tokens = \(gc.maxNewTokens) entries, "
                                      + "out_capacity is \(outCapacity)")
         }
+        try checkSequenceLength(nPrompt, "n_prompt", model: h.model)
         try checkTokenIDs(prompt, Int(nPrompt), vocab: vocab, "prompt")
         let promptArray = Array(UnsafeBufferPointer(start: prompt, count: Int(nPrompt)))
         let onToken: ((Int32) -> Bool)? = cb.map { f in { token in f(token, user) == 0 } }
@@ -133,6 +136,7 @@ public func peftkit_forward_mixed(_ model: OpaquePointer?, _ inputIDs: UnsafePoi
             }
             logitsBuffer = UnsafeMutableBufferPointer(start: logits, count: needed)
         }
+        try checkSequenceLength(seqLen, "seq_len", model: h.model)
         try checkTokenIDs(inputIDs, n, vocab: vocab, "input_ids")
         if let labels { try checkLabels(labels, n, vocab: vocab) }
         var names: [String?] = []

@@ -31,7 +31,7 @@ public func peftkit_model_load(_ path: UnsafePointer<CChar>?,
 @c @implementation
 public func peftkit_model_free(_ model: OpaquePointer?) {
     guard let model else { return }
-    Unmanaged<ModelHandle>.fromOpaque(UnsafeRawPointer(model)).release()
+    _ = ModelHandle.release(model)  // an unknown or already freed pointer is ignored
 }
 
 @c @implementation

@@ -124,7 +124,7 @@ func lastErrorPointer() -> UnsafePointer<CChar> {
 
 /// What a `peftkit_model *` points at. Calls on one handle are serialised by `busy`: an overlapping call
 /// fails with PEFTKIT_ERR_STATE instead of touching the model.
-final class ModelHandle {
+final class ModelHandle: @unchecked Sendable {  // shared across threads by design: `busy` serialises use
     let model: Model
     private let busy = Atomic<Bool>(false)
 
@@ -142,15 +142,42 @@ final class ModelHandle {
         return try body(model)
     }
 
+    /// A new C handle for this model, registered as live (see `liveHandles`).
     var opaque: OpaquePointer {
-        OpaquePointer(Unmanaged.passRetained(self).toOpaque())
+        let p = Unmanaged.passRetained(self).toOpaque()
+        liveHandles.withLock { _ = $0.insert(UInt(bitPattern: p)) }
+        return OpaquePointer(p)
     }
 
+    /// The handle behind a C pointer, or INVALID_ARGUMENT if it is NULL or not a live handle. Looked up and
+    /// retained under the registry lock, so a concurrent peftkit_model_free cannot destroy it during the call.
     static func from(_ p: OpaquePointer?) throws -> ModelHandle {
         guard let p else { throw ShimError.invalid("model is NULL") }
-        return Unmanaged<ModelHandle>.fromOpaque(UnsafeRawPointer(p)).takeUnretainedValue()
+        let raw = UnsafeRawPointer(p)
+        let retained: Unmanaged<ModelHandle>? = liveHandles.withLock { live in
+            guard live.contains(UInt(bitPattern: raw)) else { return nil }
+            return Unmanaged<ModelHandle>.fromOpaque(raw).retain()
+        }
+        guard let retained else {
+            throw ShimError.invalid("model \(raw) is not a live model (already freed, or not returned by "
+                                    + "peftkit_model_create / peftkit_model_load)")
+        }
+        return retained.takeRetainedValue()
+    }
+
+    /// Unregisters and releases a handle; false (and nothing done) if `p` is not a live handle.
+    static func release(_ p: OpaquePointer) -> Bool {
+        let raw = UnsafeRawPointer(p)
+        let wasLive = liveHandles.withLock { $0.remove(UInt(bitPattern: raw)) != nil }
+        if wasLive { Unmanaged<ModelHandle>.fromOpaque(raw).release() }
+        return wasLive
     }
 }
+
+/// Addresses of the model handles given out and not yet freed. Every call checks its model pointer here, so a
+/// freed or made-up pointer is an INVALID_ARGUMENT instead of a use-after-free. A reused address cannot be told
+/// apart from the model now living there.
+private let liveHandles = Mutex<Set<UInt>>([])
 
 // MARK: - Argument readers
 
@@ -234,6 +261,15 @@ func tokenCount(batch: Int32, seqLen: Int32) throws -> Int {
     guard batch >= 1 else { throw ShimError.invalid("batch must be >= 1, got \(batch)") }
     guard seqLen >= 1 else { throw ShimError.invalid("seq_len must be >= 1, got \(seqLen)") }
     return Int(batch) * Int(seqLen)  // at most 2^62: cannot overflow Int
+}
+
+/// Refuses a sequence longer than the model can take before any of its ids is read, so an absurd length fails
+/// with INVALID_ARGUMENT instead of reading far past the caller's array.
+func checkSequenceLength(_ n: Int32, _ what: String, model: Model) throws {
+    let limit = model.config.maxPositions
+    guard Int(n) <= limit else {
+        throw ShimError.invalid("\(what) = \(n) exceeds the model's maximum of \(limit) positions")
+    }
 }
 
 /// Checks that all `count` ids are in [0, vocab).

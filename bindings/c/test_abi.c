@@ -846,6 +846,96 @@ static void test_llama(void) {
     peftkit_model_free(m);
 }
 
+/* Training checkpoints: save after 3 steps, resume in a fresh model, 3 more steps equal the uninterrupted run. */
+static void test_checkpoints(const char *scratch, uint64_t seed) {
+    printf("# checkpoints\n");
+    char dir[1024], buf[256];
+    snprintf(dir, sizeof dir, "%s/test_abi-checkpoint", scratch);
+    const peftkit_status bad = PEFTKIT_ERR_INVALID_ARGUMENT;
+    peftkit_model_config mc;
+    peftkit_model_config_init(&mc);
+    peftkit_adapter_config ac;
+    peftkit_adapter_config_init(&ac);
+    ac.preset = PEFTKIT_PRESET_HOULSBY;
+    peftkit_train_config tc;
+    peftkit_train_config_init(&tc);
+    tc.learning_rate = 1e-2f;
+    tc.schedule = PEFTKIT_SCHEDULE_LINEAR;
+    tc.warmup_steps = 2;
+    tc.total_steps = 6;
+    peftkit_train_result r;
+    memset(&r, 0, sizeof r);
+    r.struct_size = sizeof r;
+    int32_t ids[BATCH * SEQ];
+    float straight[6], resumed[6];
+
+    peftkit_model *a = NULL, *b = NULL, *c = NULL;
+    int ok = peftkit_model_create(&mc, seed, &a) == PEFTKIT_OK && peftkit_model_create(&mc, seed, &b) == PEFTKIT_OK &&
+             peftkit_model_create(&mc, seed, &c) == PEFTKIT_OK;
+    ok = ok && peftkit_adapter_attach(a, "ck", &ac) == PEFTKIT_OK && peftkit_adapter_set_active(a, "ck") == PEFTKIT_OK;
+    ok = ok && peftkit_adapter_attach(b, "ck", &ac) == PEFTKIT_OK && peftkit_adapter_set_active(b, "ck") == PEFTKIT_OK;
+    check(ok, "three models, adapter \"ck\" on two");
+    if (ok) {
+        for (int i = 0; i < 6; i++) {
+            fill_pattern(ids, BATCH, SEQ, i);
+            ok &= peftkit_train_step(a, ids, NULL, BATCH, SEQ, &tc, &r) == PEFTKIT_OK;
+            straight[i] = r.loss;
+        }
+        for (int i = 0; i < 3; i++) {
+            fill_pattern(ids, BATCH, SEQ, i);
+            ok &= peftkit_train_step(b, ids, NULL, BATCH, SEQ, &tc, &r) == PEFTKIT_OK;
+            resumed[i] = r.loss;
+        }
+        check(ok, "6 + 3 training steps");
+
+        expect(peftkit_checkpoint_save(NULL, "ck", dir), bad, "checkpoint_save(model NULL)");
+        expect(peftkit_checkpoint_save(b, NULL, dir), bad, "checkpoint_save(name NULL)");
+        expect(peftkit_checkpoint_save(b, "ck", NULL), bad, "checkpoint_save(dir NULL)");
+        expect(peftkit_checkpoint_save(b, "ck", ""), bad, "checkpoint_save(dir \"\")");
+        expect(peftkit_checkpoint_save(b, "nope", dir), PEFTKIT_ERR_NOT_FOUND, "checkpoint_save(unknown adapter)");
+        expect(peftkit_checkpoint_save(b, "ck", "/proc/peftkit-no-such-dir/x"), PEFTKIT_ERR_IO, "checkpoint_save(unwritable dir)");
+        expect(peftkit_checkpoint_save(b, "ck", dir), PEFTKIT_OK, "checkpoint_save after 3 steps");
+        check(file_exists(dir, "checkpoint.json"), "checkpoint.json written");
+        peftkit_model_free(b);
+        b = NULL;
+
+        expect(peftkit_checkpoint_load(c, NULL, buf, sizeof buf), bad, "checkpoint_load(dir NULL)");
+        expect(peftkit_checkpoint_load(c, "/nonexistent/peftkit-ckpt", buf, sizeof buf), PEFTKIT_ERR_IO,
+               "checkpoint_load(missing dir)");
+        expect(peftkit_checkpoint_load(c, dir, buf, (size_t)-1), bad, "checkpoint_load(name_cap SIZE_MAX)");
+        expect(peftkit_checkpoint_load(c, dir, buf, 2), PEFTKIT_ERR_BUFFER_TOO_SMALL, "checkpoint_load(name_cap 2)");
+        int32_t n = -1;
+        peftkit_adapter_count(c, &n);
+        check(n == 0, "a load that did not fit name_out attached nothing");
+        expect(peftkit_checkpoint_load(c, dir, buf, sizeof buf), PEFTKIT_OK, "checkpoint_load");
+        check(strcmp(buf, "ck") == 0, "name_out is the stored name");
+        expect(peftkit_checkpoint_load(c, dir, NULL, 0), PEFTKIT_ERR_STATE, "checkpoint_load again: name taken");
+        expect(peftkit_adapter_set_active(c, "ck"), PEFTKIT_OK, "adapter_set_active(resumed)");
+        ok = 1;
+        int64_t last_step = 0;
+        for (int i = 3; i < 6; i++) {
+            fill_pattern(ids, BATCH, SEQ, i);
+            ok &= peftkit_train_step(c, ids, NULL, BATCH, SEQ, &tc, &r) == PEFTKIT_OK;
+            resumed[i] = r.loss;
+            last_step = r.step;
+        }
+        check(ok && last_step == 6, "3 more steps after resuming; the step count continues to 6");
+        check(memcmp(straight, resumed, sizeof straight) == 0, "resumed losses are bit-identical to the uninterrupted run");
+
+        /* A checkpoint is also a loadable adapter for a model of its shape, and refused by another shape. */
+        mc.hidden_size = 32;
+        peftkit_model *other = NULL;
+        if (peftkit_model_create(&mc, seed, &other) == PEFTKIT_OK) {
+            expect(peftkit_checkpoint_load(other, dir, buf, sizeof buf), PEFTKIT_ERR_FORMAT,
+                   "checkpoint_load into a model of another shape");
+            peftkit_model_free(other);
+        }
+    }
+    peftkit_model_free(a);
+    peftkit_model_free(b);
+    peftkit_model_free(c);
+}
+
 int main(int argc, char **argv) {
     const char *scratch = argc > 1 ? argv[1] : ".";
     const uint64_t seed = 1234;
@@ -872,6 +962,7 @@ int main(int argc, char **argv) {
         check(1, "model_free");
         test_threads(seed);
         test_llama();
+        test_checkpoints(scratch, seed);
     } else {
         n_failed++;
         printf("FAIL every check that needs a model was skipped: %s\n", peftkit_last_error());

@@ -28,7 +28,9 @@ extension Engine {
         }
         let V = config.vocabSize, C = config.hiddenSize
         let Tp = Vt + prompt.count
-        // Buffers sized for the prompt; decode steps reuse them with tq = 1.
+        // Buffers sized for the prompt; decode steps reuse them with tq = 1. Making them re-sizes the adapter's
+        // inference state, so the engine's cached forward buffers (sized for another shape) must go too.
+        inferBuffers = nil
         let buf = try InferBuffers(engine: self, batch: 1, tq: Tp, tk: total, adapter: adapter, cached: true)
         let logits = try Storage.allocate(floats: V)
         var sampler = Sampler(config: g, vocab: V)

@@ -153,7 +153,8 @@ func biasBackward(_ dbias: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Fl
 /// A seeded pseudo-random generator (xoshiro256**, state seeded by splitmix64). The same seed gives the same
 /// sequence on every machine; used for weight initialisation and sampling.
 public struct Rng: Sendable {
-    private var s0: UInt64, s1: UInt64, s2: UInt64, s3: UInt64
+    // Internal (not private) so that training checkpoints can save and restore the exact state.
+    var s0: UInt64, s1: UInt64, s2: UInt64, s3: UInt64
 
     public init(seed: UInt64) {
         var x = seed

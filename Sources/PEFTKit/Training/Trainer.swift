@@ -51,6 +51,12 @@ extension Engine {
             if coef < 1 { scaleInPlace(grads, P, coef) }
         }
         let lr = tc.learningRate(atStep: slot.step)
+        guard adamwUpdateStaysFinite(ad.params.floats, grads, slot.m.floats, slot.v.floats, P, lr: decimalDouble(lr),
+                                     beta1: decimalDouble(tc.beta1), beta2: decimalDouble(tc.beta2), eps: decimalDouble(tc.eps),
+                                     weightDecay: decimalDouble(tc.weightDecay), step: slot.step + 1) else {
+            grads.update(repeating: 0, count: P)
+            throw PEFTKitError.numerical("the update would make a weight non-finite (learning rate \(lr)); the step was skipped and no weight changed")
+        }
         adamwUpdate(ad.params.floats, grads, slot.m.floats, slot.v.floats, P, lr: decimalDouble(lr),
                     beta1: decimalDouble(tc.beta1), beta2: decimalDouble(tc.beta2), eps: decimalDouble(tc.eps),
                     weightDecay: decimalDouble(tc.weightDecay), step: slot.step + 1)

@@ -216,7 +216,12 @@ extension Engine {
         c.mhAdapter = bn.mh_adapter
         c.outputAdapter = bn.output_adapter
         c.originalLnBefore = bn.original_ln_before
-        c.bottleneckSize = max(1, Int((Double(config.hiddenSize) / rf).rounded(.down)))
+        // A tiny factor must fail here, not trap converting a huge width to Int.
+        let width = (Double(config.hiddenSize) / rf).rounded(.down)
+        guard width <= Double(1 << 16) else {
+            throw PEFTKitError.format("'\(cfgPath)': reduction_factor \(rf) gives a bottleneck of \(width) for hidden size \(config.hiddenSize), more than 65536")
+        }
+        c.bottleneckSize = max(1, Int(width))
         c.reductionFactor = Float(rf)
         c.nonLinearity = act
         c.scaling = Float(sc)
@@ -234,8 +239,16 @@ extension Engine {
         guard !adapters.contains(where: { $0.name == newName }) else {
             throw PEFTKitError.state("an adapter named '\(newName)' is already attached")
         }
-        let ad = try BottleneckAdapter(config: c, model: config)
+        // The config alone must not make us allocate: the weights file has to be large enough for it first.
         let st = try SafeTensorsFile(path: directory + "/" + Engine.adapterWeightsFile)
+        let (r, C) = (c.bottleneckSize, config.hiddenSize)
+        let unitFloats = 2 * r * C + r + C + (c.lnBefore ? 2 * C : 0) + (c.lnAfter ? 2 * C : 0)
+        let units = layers.count * ((c.mhAdapter ? 1 : 0) + (c.outputAdapter ? 1 : 0))
+        guard units * unitFloats * 2 <= st.storage.byteCount else {  // 2 bytes: the smallest float dtype
+            throw PEFTKitError.format("'\(directory)/\(Engine.adapterWeightsFile)' (\(st.storage.byteCount) bytes) is too small "
+                + "for the \(units * unitFloats) parameters '\(cfgPath)' describes")
+        }
+        let ad = try BottleneckAdapter(config: c, model: config)
         var used = Set<String>()
         let p = ad.params.floats
         for (n, shape, off) in ad.namedParameters(adapterName: fileName, arch: config.architecture) {

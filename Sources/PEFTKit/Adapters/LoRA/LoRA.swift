@@ -73,7 +73,8 @@ final class LoRAAdapter: Adapter {
     private var work: UnsafeMutablePointer<Float>?
     private var pools: [Bool: BufferPool] = [:]
     private var prepared: [Bool: (Int, Int)] = [:]
-    private var dropRng: Rng
+    /// Internal (not private): training checkpoints save and restore it (Training/Checkpoint.swift).
+    var dropRng: Rng
 
     init(config: LoRAConfig, model m: ModelConfig) throws {
         try config.validate(m)

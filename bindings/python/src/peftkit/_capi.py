@@ -235,6 +235,8 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
         [_model, _ids, c_int32, POINTER(GenerateConfigStruct), _ids, c_int32, POINTER(c_int32),
          TOKEN_CALLBACK, c_void_p],
     ),
+    "peftkit_checkpoint_save": (_status, [_model, c_char_p, c_char_p]),
+    "peftkit_checkpoint_load": (_status, [_model, c_char_p, _buf, c_size_t]),
 }
 
 #: struct mirror -> the *_init function that fills it with the library's defaults.

@@ -1,0 +1,427 @@
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Training checkpoints: everything needed to continue training an adapter exactly where it stopped, so that
+// the resumed run's losses and weights are bit-identical to an uninterrupted run.
+//
+// A checkpoint folder holds
+//
+//     checkpoint.json            the manifest: adapter name, method and config, optimiser step, the model's
+//                                shape, and the names of the state file and adapter folder that belong to it
+//                                (with the state file's size and FNV-1a hash)
+//     state-<tag>.safetensors    params, exp_avg (AdamW m) and exp_avg_sq (AdamW v), each flat F32 [P] in the
+//                                adapter's parameter layout; training_rng I32 [8] when the method draws random
+//                                numbers while training (LoRA dropout)
+//     adapter-<tag>/             the same weights in the method's portable format (what saveAdapter writes), so a
+//                                checkpoint is also a loadable adapter; absent for methods that cannot be saved
+//
+// Every file is written atomically (temp file, fsync, rename) and the manifest is replaced last; files of the
+// previous checkpoint are deleted only after that. A crash at any moment leaves a manifest naming a complete set:
+// the previous checkpoint or the new one. Resuming reads the flat state, not the portable folder: the flat
+// block restores the exact parameter layout the moments were accumulated in, for every method.
+//
+// One writer per folder at a time: two processes saving into the same folder may delete each other's files.
+
+/// Adapters that draw random numbers while training (dropout) expose the generator so checkpoints keep it.
+protocol TrainingRandomState: AnyObject {
+    var trainingRng: Rng { get set }
+}
+
+extension LoRAAdapter: TrainingRandomState {
+    var trainingRng: Rng {
+        get { dropRng }
+        set { dropRng = newValue }
+    }
+}
+
+extension Rng {
+    /// The generator's four state words.
+    var words: [UInt64] { [s0, s1, s2, s3] }
+
+    /// A generator continuing exactly from `words` (as returned by `words`).
+    init?(words w: [UInt64]) {
+        guard w.count == 4, w.contains(where: { $0 != 0 }) else { return nil }  // all-zero is a fixed point
+        self.init(seed: 0)
+        s0 = w[0]; s1 = w[1]; s2 = w[2]; s3 = w[3]
+    }
+}
+
+// MARK: - Manifest
+
+/// The manifest's copy of each method's configuration (field names as in the Swift API).
+struct CheckpointBottleneck: Codable, Equatable {
+    var mhAdapter: Bool, outputAdapter: Bool, originalLnBefore: Bool
+    var reductionFactor: Float, bottleneckSize: Int
+    var nonLinearity: Activation
+    var layers: [Int]?
+    var initWeights: AdapterInit
+    var scaling: Float
+    var lnBefore: Bool, lnAfter: Bool
+    var seed: UInt64
+}
+
+struct CheckpointLoRA: Codable, Equatable {
+    var rank: Int, alpha: Float, dropout: Float, useRSLoRA: Bool
+    var targets: [String]
+    var layers: [Int]?
+    var seed: UInt64
+}
+
+struct CheckpointIA3: Codable, Equatable {
+    var targets: [String], feedforward: [String]
+    var layers: [Int]?
+}
+
+struct CheckpointPrefix: Codable, Equatable {
+    var virtualTokens: Int, projection: Bool, projectionHidden: Int, seed: UInt64
+}
+
+struct CheckpointPrompt: Codable, Equatable {
+    var virtualTokens: Int
+    var initTokens: [Int32]?
+    var seed: UInt64
+}
+
+/// Where the flat optimiser state lives, with what proves it is the file the manifest was written for.
+struct CheckpointStateRef: Codable, Equatable {
+    var file: String
+    var bytes: Int
+    /// FNV-1a 64 of the whole file, 16 lowercase hex digits.
+    var fnv1a64: String
+}
+
+struct CheckpointManifest: Codable {
+    static let formatName = "peftkit-checkpoint"
+    static let currentVersion = 1
+
+    var format: String
+    var version: Int
+    var name: String
+    var method: String
+    var step: Int
+    var parameterCount: Int
+    var model: ModelConfig
+    var bottleneck: CheckpointBottleneck?
+    var lora: CheckpointLoRA?
+    var ia3: CheckpointIA3?
+    var prefix: CheckpointPrefix?
+    var prompt: CheckpointPrompt?
+    var state: CheckpointStateRef
+    /// The portable adapter folder inside the checkpoint folder, if the method could be saved.
+    var adapter: String?
+
+    /// Stores `config` in the field of its method.
+    mutating func setConfig(_ config: AdapterConfig) {
+        switch config {
+        case .bottleneck(let c):
+            bottleneck = CheckpointBottleneck(
+                mhAdapter: c.mhAdapter, outputAdapter: c.outputAdapter, originalLnBefore: c.originalLnBefore,
+                reductionFactor: c.reductionFactor, bottleneckSize: c.bottleneckSize, nonLinearity: c.nonLinearity,
+                layers: c.layers, initWeights: c.initWeights, scaling: c.scaling, lnBefore: c.lnBefore,
+                lnAfter: c.lnAfter, seed: c.seed)
+        case .lora(let c):
+            lora = CheckpointLoRA(rank: c.rank, alpha: c.alpha, dropout: c.dropout, useRSLoRA: c.useRSLoRA,
+                                  targets: c.targets, layers: c.layers, seed: c.seed)
+        case .ia3(let c):
+            ia3 = CheckpointIA3(targets: c.targets, feedforward: c.feedforward, layers: c.layers)
+        case .prefix(let c):
+            prefix = CheckpointPrefix(virtualTokens: c.virtualTokens, projection: c.projection,
+                                      projectionHidden: c.projectionHidden, seed: c.seed)
+        case .prompt(let c):
+            prompt = CheckpointPrompt(virtualTokens: c.virtualTokens, initTokens: c.initTokens, seed: c.seed)
+        }
+    }
+
+    /// The adapter configuration the manifest describes; `source` names the file in messages.
+    func adapterConfig(source: String) throws -> AdapterConfig {
+        func missing() -> PEFTKitError { .format("\(source): method '\(method)' but no '\(method)' configuration") }
+        switch AdapterMethod(rawValue: method) {
+        case .bottleneck:
+            guard let f = bottleneck else { throw missing() }
+            var c = BottleneckConfig()
+            c.mhAdapter = f.mhAdapter; c.outputAdapter = f.outputAdapter; c.originalLnBefore = f.originalLnBefore
+            c.reductionFactor = f.reductionFactor; c.bottleneckSize = f.bottleneckSize; c.nonLinearity = f.nonLinearity
+            c.layers = f.layers; c.initWeights = f.initWeights; c.scaling = f.scaling
+            c.lnBefore = f.lnBefore; c.lnAfter = f.lnAfter; c.seed = f.seed
+            return .bottleneck(c)
+        case .lora:
+            guard let f = lora else { throw missing() }
+            var c = LoRAConfig()
+            c.rank = f.rank; c.alpha = f.alpha; c.dropout = f.dropout; c.useRSLoRA = f.useRSLoRA
+            c.targets = f.targets; c.layers = f.layers; c.seed = f.seed
+            return .lora(c)
+        case .ia3:
+            guard let f = ia3 else { throw missing() }
+            var c = IA3Config()
+            c.targets = f.targets; c.feedforward = f.feedforward; c.layers = f.layers
+            return .ia3(c)
+        case .prefix:
+            guard let f = prefix else { throw missing() }
+            var c = PrefixConfig()
+            c.virtualTokens = f.virtualTokens; c.projection = f.projection; c.projectionHidden = f.projectionHidden
+            c.seed = f.seed
+            return .prefix(c)
+        case .prompt:
+            guard let f = prompt else { throw missing() }
+            var c = PromptConfig()
+            c.virtualTokens = f.virtualTokens; c.initTokens = f.initTokens; c.seed = f.seed
+            return .prompt(c)
+        case nil:
+            throw PEFTKitError.unsupported("\(source): adapter method '\(method)' is not known to this version of PEFTKit")
+        }
+    }
+
+    func encoded() throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        do {
+            return Array(try encoder.encode(self)) + [0x0a]
+        } catch {
+            throw PEFTKitError.invalidArgument("the checkpoint manifest cannot be written as JSON: \(error)")
+        }
+    }
+
+    static func decode(_ bytes: [UInt8], source: String) throws -> CheckpointManifest {
+        try decodeJSON(CheckpointManifest.self, from: bytes, source: source)
+    }
+}
+
+/// The configuration an attached adapter was made from.
+func adapterConfig(of adapter: Adapter) throws -> AdapterConfig {
+    switch adapter {
+    case let a as BottleneckAdapter: return .bottleneck(a.config)
+    case let a as LoRAAdapter: return .lora(a.config)
+    case let a as IA3Adapter: return .ia3(a.config)
+    case let a as PrefixAdapter: return .prefix(a.config)
+    case let a as PromptAdapter: return .prompt(a.config)
+    default:
+        throw PEFTKitError.unsupported("checkpoints of \(adapter.method.rawValue) adapters are not implemented")
+    }
+}
+
+/// FNV-1a, 64 bits, of `count` bytes.
+func fnv1a64(_ p: UnsafeRawPointer, _ count: Int) -> UInt64 {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    let b = p.assumingMemoryBound(to: UInt8.self)
+    for i in 0..<max(0, count) {
+        h ^= UInt64(b[i])
+        h = h &* 0x0000_0100_0000_01b3
+    }
+    return h
+}
+
+func hex16(_ v: UInt64) -> String {
+    let s = String(v, radix: 16)
+    return String(repeating: "0", count: max(0, 16 - s.count)) + s
+}
+
+// MARK: - Save and load
+
+extension Engine {
+    static let checkpointManifestFile = "checkpoint.json"
+    /// Largest manifest accepted, in bytes.
+    static let maxCheckpointManifestBytes = 1 << 20
+
+    /// Writes a training checkpoint of adapter `name` into `directory`; see `Model.saveCheckpoint`.
+    func saveCheckpoint(name: String, directory: String) throws {
+        let slot = try adapter(named: name)
+        let ad = slot.adapter
+        let config = try adapterConfig(of: ad)
+        let P = slot.parameterCount
+        guard isAllFinite(ad.params.floats, P), isAllFinite(slot.m.floats, P), isAllFinite(slot.v.floats, P) else {
+            throw PEFTKitError.numerical("adapter '\(name)' holds non-finite weights or optimiser state; "
+                + "no checkpoint was written (an existing one is left as it was)")
+        }
+
+        let tag = hex16(UInt64.random(in: 1...UInt64.max))
+        let stateName = "state-\(tag).safetensors"
+        var manifest = CheckpointManifest(
+            format: CheckpointManifest.formatName, version: CheckpointManifest.currentVersion, name: name,
+            method: ad.method.rawValue, step: slot.step, parameterCount: P, model: self.config,
+            state: CheckpointStateRef(file: stateName, bytes: 0, fnv1a64: ""), adapter: nil)
+        manifest.setConfig(config)
+        // What is written must read back as the same thing: a configuration field this file does not know yet
+        // would otherwise be lost silently and the resumed run would differ.
+        let probe = try CheckpointManifest.decode(try manifest.encoded(), source: "checkpoint manifest")
+        guard try probe.adapterConfig(source: "checkpoint manifest") == config, probe.model == self.config else {
+            throw PEFTKitError.unsupported("adapter '\(name)': its configuration cannot be stored in a checkpoint "
+                + "exactly (a field unknown to Training/Checkpoint.swift, or a value that does not survive JSON)")
+        }
+
+        try createDirectory(path: directory)
+        let statePath = joinPath(directory, stateName)
+        var entries: [SafeTensorsWriter.Entry] = [
+            .init(name: "params", shape: [P], payload: .f32Buffer(UnsafeBufferPointer(start: ad.params.floats, count: P))),
+            .init(name: "exp_avg", shape: [P], payload: .f32Buffer(UnsafeBufferPointer(start: slot.m.floats, count: P))),
+            .init(name: "exp_avg_sq", shape: [P], payload: .f32Buffer(UnsafeBufferPointer(start: slot.v.floats, count: P))),
+        ]
+        if let r = ad as? TrainingRandomState {
+            let words = r.trainingRng.words.flatMap { [Int32(truncatingIfNeeded: $0), Int32(truncatingIfNeeded: $0 >> 32)] }
+            entries.append(.init(name: "training_rng", shape: [8], payload: .i32(words)))
+        }
+        try SafeTensorsWriter.write(path: statePath, entries: entries,
+                                    metadata: ["format": "peftkit-checkpoint-state", "adapter": name])
+        let written = try Storage.map(path: statePath)
+        manifest.state.bytes = written.byteCount
+        manifest.state.fnv1a64 = hex16(fnv1a64(written.base, written.byteCount))
+
+        // The portable copy, in the method's own format (skipped for methods that cannot be saved yet).
+        let adapterDir = "adapter-\(tag)"
+        do {
+            try saveAdapter(name: name, directory: joinPath(directory, adapterDir))
+            manifest.adapter = adapterDir
+        } catch PEFTKitError.unsupported {
+            removeCheckpointLeftover(joinPath(directory, adapterDir), isDirectory: true)
+        }
+
+        // The switch: from here on the folder is the new checkpoint.
+        try writeFileAtomically(path: joinPath(directory, Engine.checkpointManifestFile), bytes: try manifest.encoded())
+        removeStaleCheckpointFiles(directory: directory, keepTag: tag)
+    }
+
+    /// Reads a checkpoint and attaches its adapter with its optimiser state; see `Model.loadCheckpoint`.
+    func loadCheckpoint(directory: String) throws -> String {
+        let manifestPath = joinPath(directory, Engine.checkpointManifestFile)
+        guard pathKind(manifestPath) == .file else {
+            throw PEFTKitError.io("'\(directory)' is not a checkpoint folder: it has no \(Engine.checkpointManifestFile)")
+        }
+        let source = "'\(manifestPath)'"
+        let m = try CheckpointManifest.decode(try readWholeFile(path: manifestPath, maxBytes: Engine.maxCheckpointManifestBytes),
+                                              source: source)
+        guard m.format == CheckpointManifest.formatName else {
+            throw PEFTKitError.format("\(source): format is '\(m.format)', expected '\(CheckpointManifest.formatName)'")
+        }
+        guard m.version == CheckpointManifest.currentVersion else {
+            throw PEFTKitError.unsupported("\(source): checkpoint version \(m.version); this PEFTKit reads version \(CheckpointManifest.currentVersion)")
+        }
+        // Compare with this model's config as it reads back from JSON, so float fields compare exactly.
+        var mine = m
+        mine.model = config
+        let here = try CheckpointManifest.decode(try mine.encoded(), source: "model config").model
+        guard m.model == here else {
+            throw PEFTKitError.format("\(source): the checkpoint was made for another model (\(m.model.architecture), "
+                + "hidden \(m.model.hiddenSize), \(m.model.numLayers) layers, vocab \(m.model.vocabSize)); this model is "
+                + "\(config.architecture), hidden \(config.hiddenSize), \(config.numLayers) layers, vocab \(config.vocabSize)")
+        }
+        guard m.step >= 0 else { throw PEFTKitError.format("\(source): negative step \(m.step)") }
+        do {
+            try Engine.validateName(m.name)
+        } catch PEFTKitError.invalidArgument(let message) {
+            throw PEFTKitError.format("\(source): \(message)")
+        }
+        guard !adapters.contains(where: { $0.name == m.name }) else {
+            throw PEFTKitError.state("an adapter named '\(m.name)' is already attached")
+        }
+        let adapterCfg = try m.adapterConfig(source: source)
+        let ad: Adapter
+        do {
+            ad = try makeAdapter(adapterCfg)
+        } catch PEFTKitError.invalidArgument(let message) {
+            throw PEFTKitError.format("\(source): the stored adapter configuration is invalid for this model: \(message)")
+        }
+        let P = ad.parameterCount
+        guard m.parameterCount == P else {
+            throw PEFTKitError.format("\(source): \(m.parameterCount) parameters recorded, the configuration gives \(P)")
+        }
+
+        // The state file: the one the manifest names, byte for byte.
+        guard isPlainFileName(m.state.file) else {
+            throw PEFTKitError.format("\(source): state file '\(m.state.file)' is not a plain file name inside the folder")
+        }
+        let statePath = joinPath(directory, m.state.file)
+        guard pathKind(statePath) == .file else {
+            throw PEFTKitError.io("checkpoint state file '\(statePath)' is missing")
+        }
+        let storage = try Storage.map(path: statePath)
+        guard storage.byteCount == m.state.bytes, hex16(fnv1a64(storage.base, storage.byteCount)) == m.state.fnv1a64 else {
+            throw PEFTKitError.format("checkpoint state file '\(statePath)' is not the file the manifest was written for "
+                + "(size or hash differs: truncated or modified)")
+        }
+        let st = try SafeTensorsFile(storage: storage, path: statePath)
+        func flat(_ key: String) throws -> Tensor {
+            guard let info = st.info(key) else { throw PEFTKitError.format("'\(statePath)' lacks tensor '\(key)'") }
+            guard info.dtype == .f32, info.shape == [P] else {
+                throw PEFTKitError.format("'\(statePath)': tensor '\(key)' is \(info.dtype.rawValue) \(info.shape), expected F32 [\(P)]")
+            }
+            return try st.tensor(key)
+        }
+        let params = try flat("params"), expAvg = try flat("exp_avg"), expAvgSq = try flat("exp_avg_sq")
+        guard isAllFinite(params.data, P), isAllFinite(expAvg.data, P), isAllFinite(expAvgSq.data, P) else {
+            throw PEFTKitError.numerical("checkpoint state '\(statePath)' holds non-finite values")
+        }
+        for i in 0..<P where expAvgSq.data[i] < 0 {
+            throw PEFTKitError.format("checkpoint state '\(statePath)': exp_avg_sq[\(i)] is negative")
+        }
+        var rng: Rng? = nil
+        if ad is TrainingRandomState {
+            guard let info = st.info("training_rng"), info.dtype == .i32, info.shape == [8] else {
+                throw PEFTKitError.format("'\(statePath)' lacks tensor 'training_rng' (I32 [8]) that a \(m.method) adapter needs")
+            }
+            let w = try st.int32Tensor("training_rng")
+            let words = (0..<4).map { UInt64(UInt32(bitPattern: w[2 * $0])) | UInt64(UInt32(bitPattern: w[2 * $0 + 1])) << 32 }
+            guard let r = Rng(words: words) else { throw PEFTKitError.format("'\(statePath)': training_rng is all zero") }
+            rng = r
+        }
+
+        // Everything checked: build the slot, then attach (the only change to the engine).
+        let slot = try AdapterSlot(name: m.name, adapter: ad)
+        ad.params.floats.update(from: params.data, count: P)
+        slot.m.floats.update(from: expAvg.data, count: P)
+        slot.v.floats.update(from: expAvgSq.data, count: P)
+        slot.step = m.step
+        if let rng, let r = ad as? TrainingRandomState { r.trainingRng = rng }
+        ad.parametersChanged()
+        adapters.append(slot)
+        return m.name
+    }
+
+    /// Best-effort removal of files an older or interrupted save left in a checkpoint folder: state files and
+    /// adapter folders of other tags, and temporary files of atomic writes. Only names PEFTKit itself makes.
+    func removeStaleCheckpointFiles(directory: String, keepTag tag: String) {
+        for entry in listDirectory(directory) {
+            if let t = checkpointTag(entry, prefix: "state-", suffix: ".safetensors"), t != tag {
+                removeCheckpointLeftover(joinPath(directory, entry), isDirectory: false)
+            } else if let t = checkpointTag(entry, prefix: "adapter-", suffix: ""), t != tag {
+                removeCheckpointLeftover(joinPath(directory, entry), isDirectory: true)
+            } else if entry.hasPrefix(".state-") || entry.hasPrefix(".\(Engine.checkpointManifestFile).tmp-") {
+                if entry.contains(".tmp-") { removeCheckpointLeftover(joinPath(directory, entry), isDirectory: false) }
+            }
+        }
+    }
+
+    private func checkpointTag(_ entry: String, prefix: String, suffix: String) -> String? {
+        guard entry.hasPrefix(prefix), entry.hasSuffix(suffix) else { return nil }
+        let t = entry.dropFirst(prefix.count).dropLast(suffix.count)
+        guard t.count == 16, t.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else { return nil }
+        return String(t)
+    }
+
+    func removeCheckpointLeftover(_ path: String, isDirectory: Bool) {
+        if !isDirectory {
+            unlink(path)
+            return
+        }
+        guard pathKind(path) == .directory else { return }
+        for entry in listDirectory(path) where pathKind(joinPath(path, entry)) == .file {
+            unlink(joinPath(path, entry))
+        }
+        rmdir(path)
+    }
+}
+
+/// The names in a directory (without "." and ".."); empty if it cannot be read.
+func listDirectory(_ path: String) -> [String] {
+    guard let d = opendir(path) else { return [] }
+    defer { closedir(d) }
+    var out: [String] = []
+    while let e = readdir(d) {
+        // Read d_name in place up to its NUL: the bytes after it may be uninitialised.
+        let name = withUnsafeMutablePointer(to: &e.pointee.d_name) {
+            $0.withMemoryRebound(to: CChar.self, capacity: MemoryLayout.size(ofValue: e.pointee.d_name)) { String(cString: $0) }
+        }
+        if name != "." && name != ".." { out.append(name) }
+    }
+    return out
+}

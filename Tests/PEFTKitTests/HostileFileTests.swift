@@ -1,0 +1,138 @@
+import Testing
+@testable import PEFTKit
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Files that lie about their contents must fail with a typed error, and must fail before PEFTKit allocates
+// what they claim. The inputs the fuzzers (fuzz/) found crashing live here as regression tests too.
+
+/// Peak resident memory of this process so far, in bytes.
+private func peakRSS() -> Int {
+    var u = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &u)
+    return u.ru_maxrss * 1024
+}
+
+private func safetensors(header: String, data: [UInt8] = [], declaredLength: UInt64? = nil) -> [UInt8] {
+    let h = Array(header.utf8)
+    var len = (declaredLength ?? UInt64(h.count)).littleEndian
+    return withUnsafeBytes(of: &len) { Array($0) } + h + data
+}
+
+private func isFormat(_ e: any Error) -> Bool {
+    if case PEFTKitError.format = e { return true }
+    return false
+}
+
+@Suite struct HostileFileTests {
+    /// A header claiming a 100 GB tensor is refused from the header alone: nothing near that size is allocated.
+    @Test func safetensorsClaiming100GBFailsBeforeAllocating() throws {
+        let dir = TS.tempDir()
+        let before = peakRSS()
+        let claims = [
+            // Offsets that agree with the shape, but run past the end of a 4-byte data section.
+            #"{"big":{"dtype":"F32","shape":[25000000000],"data_offsets":[0,100000000000]}}"#,
+            // Offsets that fit the file, with a shape of 100 GB.
+            #"{"big":{"dtype":"F32","shape":[5000000000,5],"data_offsets":[0,4]}}"#,
+            // A shape whose byte size overflows Int.
+            #"{"big":{"dtype":"F64","shape":[4611686018427387904,4],"data_offsets":[0,4]}}"#,
+        ]
+        for (i, header) in claims.enumerated() {
+            let path = dir + "/big\(i).safetensors"
+            try writeFileAtomically(path: path, bytes: safetensors(header: header, data: [0, 0, 0, 0]))
+            #expect(throws: PEFTKitError.self) { try SafeTensorsFile(path: path) }
+            do { _ = try SafeTensorsFile(path: path) } catch { #expect(isFormat(error), "\(error)") }
+        }
+        // A 2^62-byte JSON header is refused before it is read.
+        let path = dir + "/header.safetensors"
+        try writeFileAtomically(path: path, bytes: safetensors(header: "{}", declaredLength: 1 << 62))
+        #expect(throws: PEFTKitError.self) { try SafeTensorsFile(path: path) }
+        #expect(peakRSS() - before < 1 << 30, "peak RSS grew by \(peakRSS() - before) bytes")
+    }
+
+    /// The same claim inside a model folder and an adapter folder.
+    @Test func foldersClaiming100GBFailBeforeAllocating() throws {
+        let before = peakRSS()
+        // A model folder whose config.json is small but whose weights file claims a 100 GB embedding.
+        let model = TS.tempDir()
+        let cfg = ModelConfig(architecture: .gpt2, vocabSize: 8, hiddenSize: 4, numLayers: 1, numHeads: 1, maxPositions: 4)
+        try writeFileAtomically(path: model + "/config.json", bytes: try configJSON(for: cfg))
+        try writeFileAtomically(path: model + "/model.safetensors", bytes: safetensors(
+            header: #"{"transformer.wte.weight":{"dtype":"F32","shape":[25000000000],"data_offsets":[0,100000000000]}}"#))
+        #expect(throws: PEFTKitError.self) { try Model.load(path: model) }
+
+        // An adapter folder whose config asks for a 65536-wide bottleneck on every layer (GBs for a real model),
+        // next to a weights file of a few bytes.
+        let m = try Model.create(config: TS.tinyConfig(.gpt2), seed: 1)
+        try m.attachAdapter(name: "a", config: BottleneckConfig(reductionFactor: 4))
+        let dir = TS.tempDir()
+        try m.saveAdapter(name: "a", to: dir)
+        let config = String(decoding: try readWholeFile(path: dir + "/adapter_config.json"), as: UTF8.self)
+        try writeFileAtomically(path: dir + "/adapter_config.json",
+                                bytes: Array(config.replacing(#""reduction_factor": 4"#, with: #""reduction_factor": 0.000244140625"#).utf8))
+        try writeFileAtomically(path: dir + "/adapter.safetensors", bytes: safetensors(header: "{}"))
+        do {
+            _ = try m.loadAdapter(from: dir, name: "big")
+            Issue.record("a 65536-wide adapter loaded from an empty weights file")
+        } catch {
+            // Refused by the size check that runs before the adapter is allocated, not by a later shape check.
+            #expect(isFormat(error) && "\(error)".contains("too small"), "\(error)")
+        }
+        // Other tests run in parallel and share the process: a generous bound, far below the 100 GB claimed.
+        #expect(peakRSS() - before < 1 << 30, "peak RSS grew by \(peakRSS() - before) bytes")
+    }
+
+    /// fuzz/corpus/adapter_config/regression-reduction-factor-1e-300: a tiny reduction_factor made the loader
+    /// trap converting hidden / factor to Int (a crash of the host process).
+    @Test func adapterConfigWithTinyReductionFactorIsAFormatError() throws {
+        let m = try Model.create(config: TS.tinyConfig(.gpt2), seed: 1)
+        try m.attachAdapter(name: "a", config: BottleneckConfig(reductionFactor: 4))
+        let dir = TS.tempDir()
+        try m.saveAdapter(name: "a", to: dir)
+        let config = String(decoding: try readWholeFile(path: dir + "/adapter_config.json"), as: UTF8.self)
+        for rf in ["1e-300", "5e-324", "1e-20"] {
+            try writeFileAtomically(path: dir + "/adapter_config.json",
+                                    bytes: Array(config.replacing(#""reduction_factor": 4"#, with: #""reduction_factor": "# + rf).utf8))
+            do {
+                _ = try m.loadAdapter(from: dir, name: "b")
+                Issue.record("reduction_factor \(rf) loaded")
+            } catch {
+                #expect(isFormat(error), "\(rf): \(error)")
+            }
+        }
+        #expect(m.adapterNames == ["a"])
+    }
+
+    /// Every seed and regression input of the fuzz corpora, run through the same entry points as the fuzz
+    /// targets (without the fuzzing): none may trap.
+    @Test func fuzzCorporaDoNotTrap() throws {
+        let corpus = TS.fixtures.replacing("/Tests/Fixtures", with: "/fuzz/corpus")
+        var files = 0
+        for entry in listDirectory(corpus + "/safetensors") {
+            let bytes = try readWholeFile(path: corpus + "/safetensors/" + entry)
+            let s = try Storage.allocate(bytes: bytes.count)
+            bytes.withUnsafeBytes { if let b = $0.baseAddress { s.base.copyMemory(from: b, byteCount: bytes.count) } }
+            if let f = try? SafeTensorsFile(storage: s, path: entry) {
+                for n in f.names { _ = try? f.tensor(n); _ = try? f.int32Tensor(n) }
+            }
+            files += 1
+        }
+        for entry in listDirectory(corpus + "/config_json") {
+            _ = try? modelConfig(fromJSON: try readWholeFile(path: corpus + "/config_json/" + entry))
+            files += 1
+        }
+        let m = try Model.create(config: ModelConfig(architecture: .gpt2, vocabSize: 32, hiddenSize: 16, numLayers: 2,
+                                                     numHeads: 2, maxPositions: 16), seed: 1)
+        try m.attachAdapter(name: "a", config: BottleneckConfig(preset: .pfeiffer, reductionFactor: 4))
+        let dir = TS.tempDir()
+        try m.saveAdapter(name: "a", to: dir)
+        try m.removeAdapter(name: "a")
+        for entry in listDirectory(corpus + "/adapter_config") {
+            try writeFileAtomically(path: dir + "/adapter_config.json", bytes: try readWholeFile(path: corpus + "/adapter_config/" + entry))
+            if let n = try? m.loadAdapter(from: dir) { try m.removeAdapter(name: n) }
+            files += 1
+        }
+        #expect(files > 20)
+    }
+}

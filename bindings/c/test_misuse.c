@@ -1,0 +1,1143 @@
+/*
+ * test_misuse.c — the misuse matrix of peftkit.h: every way a caller can get a call wrong (NULL pointers,
+ * sizes, token ids, lengths, hyper-parameters, names, states, hostile or truncated files, freed models),
+ * numerical failures, and concurrent use. Each case must return its documented status with a message naming
+ * the function; nothing may crash the process.
+ *
+ * Prints one line per check ("ok   ..." or "FAIL ...") and ends with "N passed, M failed". Exits 0 only if
+ * every check passed. With --markdown, also prints the matrix as a markdown table (docs/RELIABILITY.md).
+ *
+ * Usage: test_misuse [--markdown] [SCRATCH_DIR]
+ */
+#define _DEFAULT_SOURCE
+#define _POSIX_C_SOURCE 200809L
+
+#include "peftkit.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static int n_passed = 0;
+static int n_failed = 0;
+
+static const char *status_name(peftkit_status s) {
+    switch (s) {
+    case PEFTKIT_OK: return "OK";
+    case PEFTKIT_ERR_INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case PEFTKIT_ERR_IO: return "IO";
+    case PEFTKIT_ERR_FORMAT: return "FORMAT";
+    case PEFTKIT_ERR_UNSUPPORTED: return "UNSUPPORTED";
+    case PEFTKIT_ERR_NOT_FOUND: return "NOT_FOUND";
+    case PEFTKIT_ERR_NUMERICAL: return "NUMERICAL";
+    case PEFTKIT_ERR_STATE: return "STATE";
+    case PEFTKIT_ERR_OUT_OF_MEMORY: return "OUT_OF_MEMORY";
+    case PEFTKIT_ERR_BUFFER_TOO_SMALL: return "BUFFER_TOO_SMALL";
+    case PEFTKIT_ERR_INTERNAL: return "INTERNAL";
+    default: return "UNKNOWN";
+    }
+}
+
+static void check(int cond, const char *what) {
+    if (cond) {
+        n_passed++;
+        printf("ok   %s\n", what);
+    } else {
+        n_failed++;
+        printf("FAIL %s\n", what);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------- */
+/* The matrix                                                                                        */
+/* ------------------------------------------------------------------------------------------------- */
+
+struct row {
+    const char *group;
+    char what[200];
+    const char *got;
+};
+static struct row rows[600];
+static int n_rows = 0;
+static const char *group = "";
+static char sentinel_message[512];
+static int markdown = 0;
+
+/* Sets the thread's last error to a known message, so that a failing case can be seen to set its own. */
+static void sentinel(void) { peftkit_model_get_config(NULL, NULL); }
+
+static void record(const char *what, peftkit_status want, peftkit_status got) {
+    const char *e = peftkit_last_error();
+    /* A failure must leave a message of its own that names the function. */
+    int msg_ok = got == PEFTKIT_OK ||
+                 (e != NULL && strncmp(e, "peftkit_", 8) == 0 && strcmp(e, sentinel_message) != 0 && strlen(e) > 24);
+    if (got == want && msg_ok) {
+        n_passed++;
+        printf("ok   [%s] %s -> %s\n", group, what, status_name(got));
+    } else {
+        n_failed++;
+        printf("FAIL [%s] %s -> %s, expected %s%s (last error: %s)\n", group, what, status_name(got), status_name(want),
+               msg_ok ? "" : ", without a message of its own", e ? e : "(null)");
+    }
+    if (n_rows < (int)(sizeof rows / sizeof rows[0])) {
+        rows[n_rows].group = group;
+        snprintf(rows[n_rows].what, sizeof rows[n_rows].what, "%s", what);
+        rows[n_rows].got = status_name(got);
+        n_rows++;
+    }
+}
+
+#define CASE(want, call, ...)                                                                                          \
+    do {                                                                                                               \
+        char what_[200];                                                                                               \
+        snprintf(what_, sizeof what_, __VA_ARGS__);                                                                    \
+        sentinel();                                                                                                    \
+        peftkit_status got_ = (call);                                                                                  \
+        record(what_, (want), got_);                                                                                   \
+    } while (0)
+
+/* A case whose call returns nothing (free): it passes by not crashing. */
+static void record_void(const char *what) {
+    n_passed++;
+    printf("ok   [%s] %s -> (no status; did not crash)\n", group, what);
+    if (n_rows < (int)(sizeof rows / sizeof rows[0])) {
+        rows[n_rows].group = group;
+        snprintf(rows[n_rows].what, sizeof rows[n_rows].what, "%s", what);
+        rows[n_rows].got = "no-op";
+        n_rows++;
+    }
+}
+
+static void print_markdown(void) {
+    printf("\n| Group | Case | Status |\n| --- | --- | --- |\n");
+    for (int i = 0; i < n_rows; i++) {
+        printf("| %s | ", rows[i].group);
+        for (const char *c = rows[i].what; *c; c++) {
+            if (*c == '|') fputs("\\|", stdout);
+            else putchar(*c);
+        }
+        printf(" | %s |\n", rows[i].got);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------- */
+/* Helpers                                                                                           */
+/* ------------------------------------------------------------------------------------------------- */
+
+enum { BATCH = 2, SEQ = 8, VOCAB = 256 };
+
+static void fill(int32_t *ids, int n, int offset) {
+    for (int i = 0; i < n; i++) ids[i] = 'a' + (i * 7 + offset) % 19;
+}
+
+static peftkit_model *new_model(uint64_t seed) {
+    peftkit_model_config mc;
+    peftkit_model_config_init(&mc);
+    peftkit_model *m = NULL;
+    if (peftkit_model_create(&mc, seed, &m) != PEFTKIT_OK) {
+        printf("FAIL model_create: %s\n", peftkit_last_error());
+        n_failed++;
+    }
+    return m;
+}
+
+/* A model with a Pfeiffer adapter `name`, active. */
+static peftkit_model *new_model_with_adapter(uint64_t seed, const char *name) {
+    peftkit_model *m = new_model(seed);
+    peftkit_adapter_config ac;
+    peftkit_adapter_config_init(&ac);
+    if (m && (peftkit_adapter_attach(m, name, &ac) != PEFTKIT_OK || peftkit_adapter_set_active(m, name) != PEFTKIT_OK)) {
+        printf("FAIL attach: %s\n", peftkit_last_error());
+        n_failed++;
+    }
+    return m;
+}
+
+static peftkit_train_config train_config(void) {
+    peftkit_train_config tc;
+    peftkit_train_config_init(&tc);
+    tc.learning_rate = 1e-2f;
+    return tc;
+}
+
+static peftkit_train_result result(void) {
+    peftkit_train_result r;
+    memset(&r, 0, sizeof r);
+    r.struct_size = sizeof r;
+    return r;
+}
+
+static long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+static unsigned char *read_file(const char *path, long *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc(n > 0 ? (size_t)n : 1);
+    if (b && n > 0 && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    *size = n;
+    return b;
+}
+
+static int write_file(const char *path, const void *data, long n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return 0;
+    int ok = n == 0 || fwrite(data, 1, (size_t)n, f) == (size_t)n;
+    return fclose(f) == 0 && ok;
+}
+
+static int copy_file(const char *from, const char *to, long keep) {
+    long n = 0;
+    unsigned char *b = read_file(from, &n);
+    if (!b) return 0;
+    int ok = write_file(to, b, keep >= 0 && keep < n ? keep : n);
+    free(b);
+    return ok;
+}
+
+/* A copy of adapter folder `from` in `to`, with adapter.safetensors cut to `keep` bytes (-1: whole). */
+static void copy_adapter(const char *from, const char *to, long keep_weights, long keep_config) {
+    char a[1200], b[1200];
+    mkdir(to, 0755);
+    snprintf(a, sizeof a, "%s/adapter.safetensors", from);
+    snprintf(b, sizeof b, "%s/adapter.safetensors", to);
+    copy_file(a, b, keep_weights);
+    snprintf(a, sizeof a, "%s/adapter_config.json", from);
+    snprintf(b, sizeof b, "%s/adapter_config.json", to);
+    copy_file(a, b, keep_config);
+}
+
+/* The name of the one file in `dir` starting with `prefix`, into out. */
+static int find_file(const char *dir, const char *prefix, char *out, size_t cap) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    int found = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
+            snprintf(out, cap, "%s/%s", dir, e->d_name);
+            found++;
+        }
+    }
+    closedir(d);
+    return found == 1;
+}
+
+static uint64_t fnv1a64(const unsigned char *p, long n) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (long i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+/* Sets every float of a safetensors file's data section to v. */
+static int poison_safetensors(unsigned char *b, long n, float v) {
+    if (n < 8) return 0;
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = (hl << 8) | b[i];
+    for (long off = 8 + (long)hl; off + 4 <= n; off += 4) memcpy(b + off, &v, 4);
+    return 1;
+}
+
+/* Replaces the first occurrence of `from` by `to` (same length) in a text buffer. */
+static int replace_same_length(char *text, const char *from, const char *to) {
+    char *p = strstr(text, from);
+    if (!p || strlen(from) != strlen(to)) return 0;
+    memcpy(p, to, strlen(to));
+    return 1;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ------------------------------------------------------------------------------------------------- */
+/* Groups of the matrix                                                                              */
+/* ------------------------------------------------------------------------------------------------- */
+
+static const peftkit_status BAD = PEFTKIT_ERR_INVALID_ARGUMENT;
+
+static void null_pointers(peftkit_model *m) {
+    group = "NULL pointers";
+    peftkit_model_config mc;
+    peftkit_model_config_init(&mc);
+    peftkit_adapter_config ac;
+    peftkit_adapter_config_init(&ac);
+    peftkit_train_config tc = train_config();
+    peftkit_generate_config gc;
+    peftkit_generate_config_init(&gc);
+    peftkit_model *out = NULL;
+    int32_t ids[BATCH * SEQ], toks[64], n32 = 0;
+    int64_t n64 = 0;
+    float loss = 0;
+    char buf[64];
+    size_t len = 0;
+    fill(ids, BATCH * SEQ, 0);
+
+    CASE(BAD, peftkit_model_create(NULL, 1, &out), "model_create(config NULL)");
+    CASE(BAD, peftkit_model_create(&mc, 1, NULL), "model_create(out NULL)");
+    CASE(BAD, peftkit_model_load(NULL, &out), "model_load(path NULL)");
+    CASE(BAD, peftkit_model_load("/tmp", NULL), "model_load(out NULL)");
+    CASE(BAD, peftkit_model_get_config(m, NULL), "model_get_config(out NULL)");
+    CASE(BAD, peftkit_adapter_attach(m, NULL, &ac), "adapter_attach(name NULL)");
+    CASE(BAD, peftkit_adapter_attach(m, "x", NULL), "adapter_attach(config NULL)");
+    ac.n_layers = 2;
+    CASE(BAD, peftkit_adapter_attach(m, "x", &ac), "adapter_attach(layers NULL, n_layers 2)");
+    CASE(BAD, peftkit_adapter_count(m, NULL), "adapter_count(out NULL)");
+    CASE(BAD, peftkit_adapter_name(m, 0, NULL, 8, &len), "adapter_name(buf NULL, cap 8)");
+    CASE(BAD, peftkit_adapter_get_active(m, NULL, 8, &len), "adapter_get_active(buf NULL, cap 8)");
+    CASE(BAD, peftkit_adapter_num_params(m, "a", NULL), "adapter_num_params(out NULL)");
+    CASE(BAD, peftkit_adapter_num_params(m, NULL, &n64), "adapter_num_params(name NULL)");
+    CASE(BAD, peftkit_adapter_remove(m, NULL), "adapter_remove(name NULL)");
+    CASE(BAD, peftkit_adapter_save(m, "a", NULL), "adapter_save(dir NULL)");
+    CASE(BAD, peftkit_adapter_save(m, NULL, "/tmp/x"), "adapter_save(name NULL)");
+    CASE(BAD, peftkit_adapter_load(m, NULL, NULL, buf, sizeof buf), "adapter_load(dir NULL)");
+    CASE(BAD, peftkit_train_step(m, NULL, NULL, BATCH, SEQ, &tc, NULL), "train_step(input_ids NULL)");
+    CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, SEQ, NULL, NULL), "train_step(config NULL)");
+    CASE(BAD, peftkit_forward(m, NULL, NULL, BATCH, SEQ, NULL, 0, &loss, NULL), "forward(input_ids NULL)");
+    CASE(BAD, peftkit_generate(m, NULL, 3, &gc, toks, 64, &n32, NULL, NULL), "generate(prompt NULL)");
+    CASE(BAD, peftkit_generate(m, ids, 3, NULL, toks, 64, &n32, NULL, NULL), "generate(config NULL)");
+    CASE(BAD, peftkit_generate(m, ids, 3, &gc, NULL, 8, &n32, NULL, NULL), "generate(out_tokens NULL, out_capacity 8)");
+    gc.n_stop_tokens = 2;
+    CASE(BAD, peftkit_generate(m, ids, 3, &gc, toks, 64, &n32, NULL, NULL), "generate(stop_tokens NULL, n_stop_tokens 2)");
+    CASE(BAD, peftkit_checkpoint_save(m, "a", NULL), "checkpoint_save(dir NULL)");
+    CASE(BAD, peftkit_checkpoint_save(m, NULL, "/tmp/x"), "checkpoint_save(name NULL)");
+    CASE(BAD, peftkit_checkpoint_load(m, NULL, buf, sizeof buf), "checkpoint_load(dir NULL)");
+    CASE(BAD, peftkit_train_step(NULL, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(model NULL)");
+    CASE(BAD, peftkit_forward(NULL, ids, NULL, BATCH, SEQ, NULL, 0, NULL, NULL), "forward(model NULL)");
+    CASE(BAD, peftkit_adapter_attach(NULL, "x", &ac), "adapter_attach(model NULL)");
+    CASE(BAD, peftkit_checkpoint_load(NULL, "/tmp", NULL, 0), "checkpoint_load(model NULL)");
+    peftkit_model_free(NULL);
+    record_void("model_free(NULL)");
+    peftkit_model_config_init(NULL);
+    peftkit_train_config_init(NULL);
+    record_void("*_config_init(NULL)");
+}
+
+static void sizes(peftkit_model *m) {
+    group = "sizes and capacities";
+    int32_t ids[BATCH * SEQ], toks[64], n32 = 0;
+    float loss = 0, logits[8];
+    char buf[64];
+    size_t len = 0;
+    fill(ids, BATCH * SEQ, 0);
+    peftkit_train_config tc = train_config();
+    peftkit_train_result r = result();
+    peftkit_generate_config gc;
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 4;
+
+    CASE(BAD, peftkit_train_step(m, ids, NULL, 0, SEQ, &tc, &r), "train_step(batch 0)");
+    CASE(BAD, peftkit_train_step(m, ids, NULL, -1, SEQ, &tc, &r), "train_step(batch -1)");
+    CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, 0, &tc, &r), "train_step(seq_len 0)");
+    CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, INT32_MIN, &tc, &r), "train_step(seq_len INT32_MIN)");
+    CASE(BAD, peftkit_train_step(m, ids, NULL, 1, 1, &tc, &r), "train_step(seq_len 1: no label to predict)");
+    r.struct_size = 3;
+    CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, &r), "train_step(result struct_size 3)");
+    tc.micro_batch_size = -1;
+    CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(micro_batch_size -1)");
+    tc.micro_batch_size = 3;
+    int32_t ids4[4 * SEQ];
+    fill(ids4, 4 * SEQ, 1);
+    CASE(BAD, peftkit_train_step(m, ids4, NULL, 4, SEQ, &tc, NULL), "train_step(micro_batch_size 3 does not divide batch 4)");
+    tc = train_config();
+    tc.warmup_steps = -1;
+    CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(warmup_steps -1)");
+    tc = train_config();
+    tc.total_steps = -5;
+    CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(total_steps -5)");
+    tc = train_config();
+    tc.struct_size = 0;
+    CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(config struct_size 0)");
+
+    CASE(BAD, peftkit_forward(m, ids, NULL, 0, SEQ, NULL, 0, &loss, NULL), "forward(batch 0)");
+    CASE(BAD, peftkit_forward(m, ids, NULL, BATCH, -1, NULL, 0, &loss, NULL), "forward(seq_len -1)");
+    CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_forward(m, ids, NULL, BATCH, SEQ, logits, 8, &loss, NULL),
+         "forward(logits_capacity 8 < batch*seq*vocab)");
+    CASE(BAD, peftkit_forward(m, ids, NULL, BATCH, SEQ, logits, (size_t)-1, &loss, NULL), "forward(logits_capacity SIZE_MAX)");
+    CASE(PEFTKIT_ERR_OUT_OF_MEMORY, peftkit_forward(m, ids, NULL, INT32_MAX, INT32_MAX, logits, 8, &loss, NULL),
+         "forward(batch*seq*vocab overflows, logits given)");
+
+    CASE(BAD, peftkit_generate(m, ids, 0, &gc, toks, 64, &n32, NULL, NULL), "generate(n_prompt 0)");
+    CASE(BAD, peftkit_generate(m, ids, -1, &gc, toks, 64, &n32, NULL, NULL), "generate(n_prompt -1)");
+    CASE(BAD, peftkit_generate(m, ids, 3, &gc, toks, -1, &n32, NULL, NULL), "generate(out_capacity -1)");
+    CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_generate(m, ids, 3, &gc, toks, 3, &n32, NULL, NULL),
+         "generate(out_capacity 3 < max_new_tokens 4)");
+    gc.max_new_tokens = -1;
+    CASE(BAD, peftkit_generate(m, ids, 3, &gc, toks, 64, &n32, NULL, NULL), "generate(max_new_tokens -1)");
+    peftkit_generate_config_init(&gc);
+    gc.n_stop_tokens = -1;
+    CASE(BAD, peftkit_generate(m, ids, 3, &gc, toks, 64, &n32, NULL, NULL), "generate(n_stop_tokens -1)");
+    peftkit_generate_config_init(&gc);
+    gc.top_k = -1;
+    CASE(BAD, peftkit_generate(m, ids, 3, &gc, toks, 64, &n32, NULL, NULL), "generate(top_k -1)");
+
+    CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_adapter_name(m, 0, buf, 0, &len), "adapter_name(buf given, cap 0)");
+    CASE(BAD, peftkit_adapter_name(m, 0, buf, (size_t)-1, &len), "adapter_name(cap SIZE_MAX)");
+    CASE(BAD, peftkit_adapter_name(m, -1, buf, sizeof buf, &len), "adapter_name(index -1)");
+    CASE(BAD, peftkit_adapter_name(m, 1000, buf, sizeof buf, &len), "adapter_name(index past the count)");
+    CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_adapter_get_active(m, buf, 1, &len), "adapter_get_active(cap 1)");
+    CASE(BAD, peftkit_adapter_load(m, "/tmp", "x", buf, (size_t)-1), "adapter_load(name_cap SIZE_MAX)");
+    CASE(BAD, peftkit_checkpoint_load(m, "/tmp", buf, (size_t)-1), "checkpoint_load(name_cap SIZE_MAX)");
+
+    peftkit_model_config mc;
+    peftkit_model *out = NULL;
+#define MODEL_CASE(field, value)                                                                                       \
+    peftkit_model_config_init(&mc);                                                                                    \
+    mc.field = value;                                                                                                  \
+    CASE(BAD, peftkit_model_create(&mc, 1, &out), "model_create(" #field " " #value ")");
+    MODEL_CASE(vocab_size, 0)
+    MODEL_CASE(vocab_size, 1 << 25)
+    MODEL_CASE(hidden_size, -1)
+    MODEL_CASE(hidden_size, 100000)
+    MODEL_CASE(num_layers, 0)
+    MODEL_CASE(num_heads, 0)
+    MODEL_CASE(num_heads, 3)
+    MODEL_CASE(num_kv_heads, -2)
+    MODEL_CASE(head_dim, -1)
+    MODEL_CASE(intermediate_size, -1)
+    MODEL_CASE(max_positions, 0)
+    MODEL_CASE(max_positions, INT32_MAX)
+    MODEL_CASE(struct_size, 12)
+    MODEL_CASE(architecture, 7)
+    MODEL_CASE(tie_word_embeddings, 2)
+    MODEL_CASE(qkv_bias, 5)
+
+    peftkit_adapter_config ac;
+#define ADAPTER_CASE(field, value)                                                                                     \
+    peftkit_adapter_config_init(&ac);                                                                                  \
+    ac.field = value;                                                                                                  \
+    CASE(BAD, peftkit_adapter_attach(m, "x", &ac), "adapter_attach(" #field " " #value ")");
+    ADAPTER_CASE(bottleneck_size, -1)
+    ADAPTER_CASE(bottleneck_size, 65537)
+    ADAPTER_CASE(n_layers, -1)
+    ADAPTER_CASE(method, 99)
+    ADAPTER_CASE(preset, 9)
+    ADAPTER_CASE(non_linearity, 9)
+    ADAPTER_CASE(init_weights, -3)
+    ADAPTER_CASE(ln_before, 2)
+    ADAPTER_CASE(struct_size, 0)
+    int32_t layers[3] = {0, 0, 5};
+    peftkit_adapter_config_init(&ac);
+    ac.layers = layers;
+    ac.n_layers = 3;
+    CASE(BAD, peftkit_adapter_attach(m, "x", &ac), "adapter_attach(n_layers 3 > num_layers 2)");
+    ac.n_layers = 2;
+    CASE(BAD, peftkit_adapter_attach(m, "x", &ac), "adapter_attach(layers {0, 0}: duplicate)");
+    ac.layers = layers + 2;
+    ac.n_layers = 1;
+    CASE(BAD, peftkit_adapter_attach(m, "x", &ac), "adapter_attach(layers {5}: out of range)");
+}
+
+static void token_ids(peftkit_model *m) {
+    group = "token ids";
+    int32_t ids[BATCH * SEQ], labels[BATCH * SEQ], toks[64], n32 = 0;
+    float loss = 0;
+    int64_t tokens = 0;
+    peftkit_train_config tc = train_config();
+    peftkit_generate_config gc;
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 4;
+    const int32_t bad_ids[] = {-1, VOCAB, INT32_MAX, INT32_MIN};
+    for (int i = 0; i < 4; i++) {
+        fill(ids, BATCH * SEQ, 0);
+        ids[5] = bad_ids[i];
+        CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(input id %d)", (int)bad_ids[i]);
+        CASE(BAD, peftkit_forward(m, ids, NULL, BATCH, SEQ, NULL, 0, &loss, NULL), "forward(input id %d)", (int)bad_ids[i]);
+        CASE(BAD, peftkit_generate(m, ids + 3, 3, &gc, toks, 64, &n32, NULL, NULL), "generate(prompt id %d)", (int)bad_ids[i]);
+    }
+    fill(ids, BATCH * SEQ, 0);
+    const int32_t bad_labels[] = {-2, -101, VOCAB, INT32_MIN};
+    for (int i = 0; i < 4; i++) {
+        memcpy(labels, ids, sizeof labels);
+        labels[3] = bad_labels[i];
+        CASE(BAD, peftkit_train_step(m, ids, labels, BATCH, SEQ, &tc, NULL), "train_step(label %d)", (int)bad_labels[i]);
+        CASE(BAD, peftkit_forward(m, ids, labels, BATCH, SEQ, NULL, 0, &loss, NULL), "forward(label %d)", (int)bad_labels[i]);
+    }
+    for (int i = 0; i < BATCH * SEQ; i++) labels[i] = PEFTKIT_IGNORE_INDEX;
+    CASE(BAD, peftkit_train_step(m, ids, labels, BATCH, SEQ, &tc, NULL), "train_step(every label -100: nothing to learn)");
+    CASE(PEFTKIT_OK, peftkit_forward(m, ids, labels, BATCH, SEQ, NULL, 0, &loss, &tokens), "forward(every label -100)");
+    check(loss == 0 && tokens == 0, "[token ids] forward with no counted label: loss 0, tokens 0");
+    int32_t stop = 300;
+    gc.stop_tokens = &stop;
+    gc.n_stop_tokens = 1;
+    CASE(BAD, peftkit_generate(m, ids, 3, &gc, toks, 64, &n32, NULL, NULL), "generate(stop token 300 >= vocab)");
+}
+
+static void lengths(peftkit_model *m) {
+    group = "sequence lengths";
+    /* Short arrays with huge counts: the length is refused before any id is read. */
+    int32_t ids[16], toks[64], n32 = -1;
+    fill(ids, 16, 0);
+    float loss = 0;
+    peftkit_train_config tc = train_config();
+    peftkit_generate_config gc;
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 4;
+    int32_t *long_ids = malloc(sizeof(int32_t) * 1100);
+    if (!long_ids) return;
+    fill(long_ids, 1100, 0);
+    CASE(BAD, peftkit_train_step(m, long_ids, NULL, 1, 1025, &tc, NULL), "train_step(seq_len 1025 > max_positions 1024)");
+    CASE(BAD, peftkit_forward(m, long_ids, NULL, 1, 1025, NULL, 0, &loss, NULL), "forward(seq_len 1025 > max_positions)");
+    CASE(BAD, peftkit_generate(m, long_ids, 1025, &gc, toks, 64, &n32, NULL, NULL), "generate(n_prompt 1025 > max_positions)");
+    CASE(BAD, peftkit_train_step(m, ids, NULL, 1, 1 << 30, &tc, NULL), "train_step(seq_len 2^30, 16-entry array)");
+    CASE(BAD, peftkit_forward(m, ids, NULL, 1, 1 << 30, NULL, 0, &loss, NULL), "forward(seq_len 2^30, 16-entry array)");
+    CASE(BAD, peftkit_generate(m, ids, 1 << 30, &gc, toks, 64, &n32, NULL, NULL), "generate(n_prompt 2^30, 16-entry array)");
+    gc.max_new_tokens = 50;
+    CASE(PEFTKIT_OK, peftkit_generate(m, long_ids, 1020, &gc, toks, 64, &n32, NULL, NULL),
+         "generate(n_prompt 1020 + max_new_tokens 50 > max_positions)");
+    check(n32 == 4, "[sequence lengths] generation stops at the model's maximum (4 new tokens)");
+    free(long_ids);
+}
+
+static void hyper_parameters(peftkit_model *m) {
+    group = "hyper-parameters";
+    int32_t ids[BATCH * SEQ], toks[64], n32 = 0;
+    fill(ids, BATCH * SEQ, 0);
+    peftkit_train_config tc;
+    const float nan = NAN, inf = INFINITY;
+#define TRAIN_CASE(field, value)                                                                                       \
+    tc = train_config();                                                                                               \
+    tc.field = value;                                                                                                  \
+    CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(" #field " " #value ")");
+    TRAIN_CASE(learning_rate, nan)
+    TRAIN_CASE(learning_rate, inf)
+    TRAIN_CASE(learning_rate, -1e-3f)
+    TRAIN_CASE(beta1, nan)
+    TRAIN_CASE(beta1, -0.1f)
+    TRAIN_CASE(beta1, 1.0f)
+    TRAIN_CASE(beta2, nan)
+    TRAIN_CASE(beta2, 1.0f)
+    TRAIN_CASE(beta2, -inf)
+    TRAIN_CASE(eps, 0.0f)
+    TRAIN_CASE(eps, -1e-8f)
+    TRAIN_CASE(eps, nan)
+    TRAIN_CASE(eps, inf)
+    TRAIN_CASE(weight_decay, -0.01f)
+    TRAIN_CASE(weight_decay, nan)
+    TRAIN_CASE(weight_decay, inf)
+    TRAIN_CASE(max_grad_norm, nan)
+    TRAIN_CASE(max_grad_norm, -1.0f)
+    TRAIN_CASE(max_grad_norm, inf)
+    TRAIN_CASE(schedule, 7)
+    tc = train_config();
+    tc.learning_rate = 0;
+    CASE(PEFTKIT_OK, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(learning_rate 0)");
+
+    peftkit_generate_config gc;
+#define GEN_CASE(field, value)                                                                                         \
+    peftkit_generate_config_init(&gc);                                                                                 \
+    gc.max_new_tokens = 2;                                                                                             \
+    gc.field = value;                                                                                                  \
+    CASE(BAD, peftkit_generate(m, ids, 3, &gc, toks, 64, &n32, NULL, NULL), "generate(" #field " " #value ")");
+    GEN_CASE(temperature, nan)
+    GEN_CASE(temperature, -1.0f)
+    GEN_CASE(temperature, inf)
+    GEN_CASE(top_p, nan)
+    GEN_CASE(top_p, 0.0f)
+    GEN_CASE(top_p, -0.5f)
+    GEN_CASE(top_p, 1.5f)
+    GEN_CASE(top_p, inf)
+    GEN_CASE(struct_size, 1)
+
+    peftkit_adapter_config ac;
+    ADAPTER_CASE(reduction_factor, 0.0f)
+    ADAPTER_CASE(reduction_factor, -4.0f)
+    ADAPTER_CASE(reduction_factor, nan)
+    ADAPTER_CASE(reduction_factor, inf)
+    ADAPTER_CASE(scaling, nan)
+    ADAPTER_CASE(scaling, inf)
+
+    peftkit_model_config mc;
+    peftkit_model *out = NULL;
+    MODEL_CASE(norm_eps, -1.0f)
+    MODEL_CASE(norm_eps, nan)
+    MODEL_CASE(norm_eps, inf)
+    peftkit_model_config_init(&mc);
+    mc.architecture = PEFTKIT_ARCH_LLAMA;
+    mc.rope_theta = nan;
+    CASE(BAD, peftkit_model_create(&mc, 1, &out), "model_create(llama, rope_theta nan)");
+    mc.rope_theta = 0;
+    CASE(BAD, peftkit_model_create(&mc, 1, &out), "model_create(llama, rope_theta 0)");
+    mc.rope_theta = -inf;
+    CASE(BAD, peftkit_model_create(&mc, 1, &out), "model_create(llama, rope_theta -inf)");
+}
+
+static void names(peftkit_model *m, const char *adapter_dir, const char *checkpoint_dir) {
+    group = "adapter names";
+    peftkit_adapter_config ac;
+    peftkit_adapter_config_init(&ac);
+    int64_t n64 = 0;
+    char buf[64];
+    CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_adapter_set_active(m, "nope"), "adapter_set_active(unknown)");
+    CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_adapter_remove(m, "nope"), "adapter_remove(unknown)");
+    CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_adapter_num_params(m, "nope", &n64), "adapter_num_params(unknown)");
+    CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_adapter_save(m, "nope", "/tmp/peftkit-misuse-never"), "adapter_save(unknown)");
+    CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_checkpoint_save(m, "nope", "/tmp/peftkit-misuse-never"), "checkpoint_save(unknown)");
+    CASE(PEFTKIT_ERR_STATE, peftkit_adapter_attach(m, "a", &ac), "adapter_attach(duplicate name)");
+    CASE(PEFTKIT_ERR_STATE, peftkit_adapter_load(m, adapter_dir, "a", buf, sizeof buf), "adapter_load(as a name already attached)");
+    CASE(PEFTKIT_ERR_STATE, peftkit_adapter_load(m, adapter_dir, NULL, NULL, 0), "adapter_load(stored name already attached)");
+    CASE(PEFTKIT_ERR_STATE, peftkit_checkpoint_load(m, checkpoint_dir, buf, sizeof buf), "checkpoint_load(stored name already attached)");
+    CASE(BAD, peftkit_adapter_attach(m, "", &ac), "adapter_attach(name \"\")");
+    CASE(BAD, peftkit_adapter_attach(m, "../x", &ac), "adapter_attach(name \"../x\")");
+    CASE(BAD, peftkit_adapter_attach(m, "with space", &ac), "adapter_attach(name with a space)");
+    CASE(BAD, peftkit_adapter_attach(m, "bad\xc3\x28", &ac), "adapter_attach(name not UTF-8)");
+    char longname[300];
+    memset(longname, 'n', sizeof longname - 1);
+    longname[sizeof longname - 1] = 0;
+    CASE(BAD, peftkit_adapter_attach(m, longname, &ac), "adapter_attach(name of 299 bytes)");
+    CASE(BAD, peftkit_adapter_set_active(m, ""), "adapter_set_active(\"\")");
+    CASE(BAD, peftkit_adapter_load(m, adapter_dir, "", buf, sizeof buf), "adapter_load(name \"\")");
+}
+
+static int32_t reenter_status;
+static peftkit_model *reenter_model;
+static int32_t reenter_cb(int32_t token, void *user) {
+    (void)token;
+    (void)user;
+    int32_t n = 0;
+    reenter_status = peftkit_adapter_count(reenter_model, &n);
+    return 1;
+}
+
+static void states(void) {
+    group = "model state";
+    int32_t ids[BATCH * SEQ], toks[8], n32 = 0;
+    fill(ids, BATCH * SEQ, 0);
+    float loss = 0;
+    peftkit_train_config tc = train_config();
+    peftkit_generate_config gc;
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 4;
+    peftkit_model *m = new_model(7);
+    if (!m) return;
+    CASE(PEFTKIT_ERR_STATE, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(no adapter attached)");
+    CASE(PEFTKIT_OK, peftkit_forward(m, ids, NULL, BATCH, SEQ, NULL, 0, &loss, NULL), "forward(no adapter: base model)");
+    CASE(PEFTKIT_OK, peftkit_generate(m, ids, 3, &gc, toks, 8, &n32, NULL, NULL), "generate(no adapter: base model)");
+    peftkit_adapter_config ac;
+    peftkit_adapter_config_init(&ac);
+    peftkit_adapter_attach(m, "t", &ac);
+    CASE(PEFTKIT_ERR_STATE, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(adapter attached, none active)");
+    peftkit_adapter_set_active(m, "t");
+    CASE(PEFTKIT_OK, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(active adapter)");
+    peftkit_adapter_remove(m, "t");
+    CASE(PEFTKIT_ERR_STATE, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(after removing the active adapter)");
+    reenter_model = m;
+    reenter_status = 12345;
+    CASE(PEFTKIT_OK, peftkit_generate(m, ids, 3, &gc, toks, 8, &n32, reenter_cb, NULL), "generate(callback re-entering the model)");
+    record("a call on the generating model from its token callback", PEFTKIT_ERR_STATE, reenter_status);
+    peftkit_model_free(m);
+}
+
+static void files(peftkit_model *m, const char *scratch, const char *adapter_dir, const char *checkpoint_dir) {
+    group = "files";
+    char d[1100], p[1200], buf[64];
+    long size = file_size(strcat(strcpy(p, adapter_dir), "/adapter.safetensors"));
+    peftkit_model *out = NULL;
+
+    CASE(PEFTKIT_ERR_IO, peftkit_adapter_load(m, "/nonexistent/peftkit", "x", buf, sizeof buf), "adapter_load(missing folder)");
+    snprintf(d, sizeof d, "%s/adapter.safetensors", adapter_dir);
+    CASE(PEFTKIT_ERR_IO, peftkit_adapter_load(m, d, "x", buf, sizeof buf), "adapter_load(path is a file)");
+    const long cuts[] = {0, 7, 8, 100, size / 2, size - 1};
+    for (int i = 0; i < 6; i++) {
+        snprintf(d, sizeof d, "%s/misuse-cut-%d", scratch, i);
+        copy_adapter(adapter_dir, d, cuts[i], -1);
+        CASE(PEFTKIT_ERR_FORMAT, peftkit_adapter_load(m, d, "x", buf, sizeof buf), "adapter_load(adapter.safetensors cut to %ld of %ld bytes)",
+             cuts[i], size);
+    }
+    snprintf(d, sizeof d, "%s/misuse-cut-config", scratch);
+    copy_adapter(adapter_dir, d, -1, 50);
+    CASE(PEFTKIT_ERR_FORMAT, peftkit_adapter_load(m, d, "x", buf, sizeof buf), "adapter_load(adapter_config.json cut to 50 bytes)");
+    snprintf(d, sizeof d, "%s/misuse-empty-config", scratch);
+    copy_adapter(adapter_dir, d, -1, 0);
+    CASE(PEFTKIT_ERR_FORMAT, peftkit_adapter_load(m, d, "x", buf, sizeof buf), "adapter_load(adapter_config.json empty)");
+    snprintf(d, sizeof d, "%s/misuse-no-weights", scratch);
+    copy_adapter(adapter_dir, d, -1, -1);
+    snprintf(p, sizeof p, "%s/adapter.safetensors", d);
+    unlink(p);
+    CASE(PEFTKIT_ERR_IO, peftkit_adapter_load(m, d, "x", buf, sizeof buf), "adapter_load(adapter.safetensors missing)");
+    snprintf(d, sizeof d, "%s/misuse-nan", scratch);
+    copy_adapter(adapter_dir, d, -1, -1);
+    snprintf(p, sizeof p, "%s/adapter.safetensors", d);
+    long n = 0;
+    unsigned char *b = read_file(p, &n);
+    if (b && poison_safetensors(b, n, NAN)) write_file(p, b, n);
+    free(b);
+    CASE(PEFTKIT_ERR_NUMERICAL, peftkit_adapter_load(m, d, "x", buf, sizeof buf), "adapter_load(weights NaN)");
+
+    peftkit_model_config mc;
+    peftkit_model_config_init(&mc);
+    mc.hidden_size = 32;
+    peftkit_model *other = NULL;
+    if (peftkit_model_create(&mc, 1, &other) == PEFTKIT_OK) {
+        CASE(PEFTKIT_ERR_FORMAT, peftkit_adapter_load(other, adapter_dir, NULL, buf, sizeof buf), "adapter_load(adapter of another model shape)");
+        CASE(PEFTKIT_ERR_FORMAT, peftkit_checkpoint_load(other, checkpoint_dir, buf, sizeof buf),
+             "checkpoint_load(checkpoint of another model shape)");
+        peftkit_model_free(other);
+    }
+
+    CASE(PEFTKIT_ERR_IO, peftkit_adapter_save(m, "a", "/proc/peftkit-misuse/x"), "adapter_save(folder cannot be created)");
+    CASE(PEFTKIT_ERR_IO, peftkit_adapter_save(m, "a", p), "adapter_save(folder path is a file)");
+    CASE(PEFTKIT_ERR_IO, peftkit_checkpoint_save(m, "a", p), "checkpoint_save(folder path is a file)");
+
+    CASE(PEFTKIT_ERR_IO, peftkit_checkpoint_load(m, "/nonexistent/peftkit", buf, sizeof buf), "checkpoint_load(missing folder)");
+    CASE(PEFTKIT_ERR_IO, peftkit_checkpoint_load(m, adapter_dir, buf, sizeof buf), "checkpoint_load(an adapter folder)");
+    /* Damaged copies of the checkpoint. */
+    char state[1200], manifest[1200], copy[1200];
+    snprintf(manifest, sizeof manifest, "%s/checkpoint.json", checkpoint_dir);
+    if (find_file(checkpoint_dir, "state-", state, sizeof state)) {
+        const char *base = strrchr(state, '/') + 1;
+        for (int i = 0; i < 3; i++) {
+            snprintf(d, sizeof d, "%s/misuse-ckpt-%d", scratch, i);
+            mkdir(d, 0755);
+            snprintf(copy, sizeof copy, "%s/checkpoint.json", d);
+            copy_file(manifest, copy, i == 0 ? 40 : -1);
+            snprintf(copy, sizeof copy, "%s/%s", d, base);
+            long ssize = file_size(state);
+            if (i != 2) copy_file(state, copy, i == 1 ? ssize - 4 : -1);
+        }
+        peftkit_model *fresh = new_model(1234);  /* without "a", so the name is free */
+        snprintf(d, sizeof d, "%s/misuse-ckpt-0", scratch);
+        CASE(PEFTKIT_ERR_FORMAT, peftkit_checkpoint_load(fresh, d, buf, sizeof buf), "checkpoint_load(checkpoint.json cut to 40 bytes)");
+        snprintf(d, sizeof d, "%s/misuse-ckpt-1", scratch);
+        CASE(PEFTKIT_ERR_FORMAT, peftkit_checkpoint_load(fresh, d, buf, sizeof buf), "checkpoint_load(state file cut by 4 bytes)");
+        snprintf(d, sizeof d, "%s/misuse-ckpt-2", scratch);
+        CASE(PEFTKIT_ERR_IO, peftkit_checkpoint_load(fresh, d, buf, sizeof buf), "checkpoint_load(state file missing)");
+        int32_t cnt = -1;
+        peftkit_adapter_count(fresh, &cnt);
+        check(cnt == 0, "[files] damaged checkpoints attached nothing");
+        peftkit_model_free(fresh);
+    } else {
+        check(0, "[files] the checkpoint has one state file");
+    }
+
+    CASE(PEFTKIT_ERR_IO, peftkit_model_load("/nonexistent/peftkit-model", &out), "model_load(missing folder)");
+    snprintf(d, sizeof d, "%s/misuse-model", scratch);
+    mkdir(d, 0755);
+    snprintf(p, sizeof p, "%s/config.json", d);
+    write_file(p, "{\"model_type\": \"gpt2\", \"n_embd\": 4", 35);
+    CASE(PEFTKIT_ERR_FORMAT, peftkit_model_load(d, &out), "model_load(config.json cut short)");
+    const char *cfg = "{\"model_type\":\"gpt2\",\"vocab_size\":8,\"n_embd\":4,\"n_layer\":1,\"n_head\":1,\"n_positions\":4}";
+    write_file(p, cfg, (long)strlen(cfg));
+    snprintf(p, sizeof p, "%s/model.safetensors", d);
+    const char hdr[] = "\x40\x00\x00\x00\x00\x00\x00\x00{\"transformer.wte.weight\":{\"dtype\":\"F32\",\"shape\":[8,4],\"data_";
+    write_file(p, hdr, (long)sizeof hdr - 1);
+    CASE(PEFTKIT_ERR_FORMAT, peftkit_model_load(d, &out), "model_load(model.safetensors cut inside its header)");
+    const char big[] = "\x5b\x00\x00\x00\x00\x00\x00\x00{\"transformer.wte.weight\":{\"dtype\":\"F32\",\"shape\":[25000000000],"
+                       "\"data_offsets\":[0,100000000000]}}";
+    write_file(p, big, (long)sizeof big - 1);
+    CASE(PEFTKIT_ERR_FORMAT, peftkit_model_load(d, &out), "model_load(header claims a 100 GB tensor)");
+    snprintf(p, sizeof p, "%s/config.json", d);
+    const char *llama = "{\"model_type\":\"falcon\"}";
+    write_file(p, llama, (long)strlen(llama));
+    CASE(PEFTKIT_ERR_UNSUPPORTED, peftkit_model_load(d, &out), "model_load(model_type falcon)");
+}
+
+static void freed(void) {
+    group = "freed and foreign model pointers";
+    peftkit_model *m = new_model_with_adapter(3, "f");
+    if (!m) return;
+    int32_t ids[BATCH * SEQ], toks[8], n32 = 0;
+    fill(ids, BATCH * SEQ, 0);
+    float loss = 0;
+    char buf[32];
+    size_t len = 0;
+    peftkit_train_config tc = train_config();
+    peftkit_generate_config gc;
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 2;
+    peftkit_adapter_config ac;
+    peftkit_adapter_config_init(&ac);
+    peftkit_model_config mc;
+    peftkit_model_config_init(&mc);
+    peftkit_model_free(m);
+    record_void("model_free(live model)");
+    CASE(BAD, peftkit_model_get_config(m, &mc), "model_get_config(freed model)");
+    CASE(BAD, peftkit_adapter_attach(m, "g", &ac), "adapter_attach(freed model)");
+    CASE(BAD, peftkit_adapter_count(m, &n32), "adapter_count(freed model)");
+    CASE(BAD, peftkit_adapter_name(m, 0, buf, sizeof buf, &len), "adapter_name(freed model)");
+    CASE(BAD, peftkit_adapter_set_active(m, NULL), "adapter_set_active(freed model)");
+    CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(freed model)");
+    CASE(BAD, peftkit_forward(m, ids, NULL, BATCH, SEQ, NULL, 0, &loss, NULL), "forward(freed model)");
+    CASE(BAD, peftkit_generate(m, ids, 3, &gc, toks, 8, &n32, NULL, NULL), "generate(freed model)");
+    CASE(BAD, peftkit_adapter_save(m, "f", "/tmp/peftkit-misuse-never"), "adapter_save(freed model)");
+    CASE(BAD, peftkit_checkpoint_save(m, "f", "/tmp/peftkit-misuse-never"), "checkpoint_save(freed model)");
+    peftkit_model_free(m);
+    record_void("model_free(freed model again)");
+    int64_t not_a_model[16] = {0};
+    peftkit_model *fake = (peftkit_model *)(void *)not_a_model;
+    CASE(BAD, peftkit_adapter_count(fake, &n32), "adapter_count(pointer to a stack array)");
+    CASE(BAD, peftkit_train_step(fake, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(pointer to a stack array)");
+    peftkit_model_free(fake);
+    record_void("model_free(pointer to a stack array)");
+    void *heap = malloc(256);
+    if (heap) {
+        memset(heap, 0x5a, 256);
+        CASE(BAD, peftkit_forward((peftkit_model *)heap, ids, NULL, BATCH, SEQ, NULL, 0, &loss, NULL), "forward(malloc'd garbage)");
+        free(heap);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------- */
+/* Numerics: a NaN or infinity rejects the step and changes nothing                                  */
+/* ------------------------------------------------------------------------------------------------- */
+
+static void numerics(const char *scratch) {
+    group = "numerics";
+    printf("# numerics\n");
+    char good[1100], bad_dir[1100], after[1100], state[1200], state_after[1200], manifest[1200], buf[64];
+    snprintf(good, sizeof good, "%s/misuse-num-good", scratch);
+    snprintf(bad_dir, sizeof bad_dir, "%s/misuse-num-poisoned", scratch);
+    snprintf(after, sizeof after, "%s/misuse-num-after", scratch);
+    peftkit_model *m = new_model_with_adapter(11, "n");
+    if (!m) return;
+    int32_t ids[BATCH * SEQ];
+    fill(ids, BATCH * SEQ, 0);
+    peftkit_train_config tc = train_config();
+    peftkit_train_result r = result();
+    for (int i = 0; i < 3; i++) peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, &r);
+    check(r.step == 3, "[numerics] three steps taken");
+    int64_t n_params = 0;
+    peftkit_adapter_num_params(m, "n", &n_params);
+    peftkit_checkpoint_save(m, "n", good);
+    peftkit_adapter_remove(m, "n");
+
+    /* Poison the checkpoint's weights with 1e30 (finite, so it loads; the forward pass overflows), keep the
+     * moments and the step, and re-sign the state file in the manifest. */
+    long n = 0, mn = 0;
+    int ok = find_file(good, "state-", state, sizeof state);
+    unsigned char *b = ok ? read_file(state, &n) : NULL;
+    snprintf(manifest, sizeof manifest, "%s/checkpoint.json", good);
+    char *text = (char *)read_file(manifest, &mn);
+    ok = ok && b && text;
+    if (ok) {
+        char old_hash[17], new_hash[17];
+        snprintf(old_hash, sizeof old_hash, "%016llx", (unsigned long long)fnv1a64(b, n));
+        /* Only the params tensor (the first of the state file's tensors) is poisoned; the moments are kept. */
+        uint64_t hl = 0;
+        for (int i = 7; i >= 0; i--) hl = (hl << 8) | b[i];
+        long data = 8 + (long)hl;
+        float big = 1e30f;
+        for (long i = 0; i < (long)n_params && data + 4 * i + 4 <= n; i++) memcpy(b + data + 4 * i, &big, 4);
+        snprintf(new_hash, sizeof new_hash, "%016llx", (unsigned long long)fnv1a64(b, n));
+        char *tm = realloc(text, (size_t)mn + 1);
+        text = tm;
+        ok = text != NULL;
+        if (ok) {
+            text[mn] = 0;
+            ok = replace_same_length(text, old_hash, new_hash);
+        }
+        mkdir(bad_dir, 0755);
+        char path[1300];
+        snprintf(path, sizeof path, "%s/%s", bad_dir, strrchr(state, '/') + 1);
+        ok = ok && write_file(path, b, n);
+        snprintf(path, sizeof path, "%s/checkpoint.json", bad_dir);
+        ok = ok && write_file(path, text, mn);
+    }
+    free(b);
+    free(text);
+    check(ok, "[numerics] poisoned checkpoint written");
+    if (!ok) {
+        peftkit_model_free(m);
+        return;
+    }
+    CASE(PEFTKIT_OK, peftkit_checkpoint_load(m, bad_dir, buf, sizeof buf), "checkpoint_load(weights 1e30: finite, accepted)");
+    peftkit_adapter_set_active(m, "n");
+    r = result();
+    r.step = -42;
+    CASE(PEFTKIT_ERR_NUMERICAL, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, &r), "train_step(weights overflow to inf)");
+    check(r.step == -42, "[numerics] the result struct is not written on failure");
+    check(strstr(peftkit_last_error(), "non-finite") != NULL, "[numerics] the message says what went wrong");
+    float loss = 0;
+    CASE(PEFTKIT_ERR_NUMERICAL, peftkit_forward(m, ids, NULL, BATCH, SEQ, NULL, 0, &loss, NULL), "forward(weights overflow to inf)");
+    /* Weights, moments, random state and step are exactly those loaded. */
+    CASE(PEFTKIT_OK, peftkit_checkpoint_save(m, "n", after), "checkpoint_save after the rejected step");
+    long n1 = 0, n2 = 0;
+    unsigned char *b1 = find_file(bad_dir, "state-", state, sizeof state) ? read_file(state, &n1) : NULL;
+    unsigned char *b2 = find_file(after, "state-", state_after, sizeof state_after) ? read_file(state_after, &n2) : NULL;
+    check(b1 && b2 && n1 == n2 && memcmp(b1, b2, (size_t)n1) == 0,
+          "[numerics] weights, AdamW moments and step unchanged by the rejected step (state files byte-identical)");
+    free(b1);
+    free(b2);
+    snprintf(manifest, sizeof manifest, "%s/checkpoint.json", after);
+    text = (char *)read_file(manifest, &mn);
+    check(text && strstr(text, "\"step\" : 3") != NULL, "[numerics] the step count is still 3");
+    free(text);
+    peftkit_model_free(m);
+}
+
+/* ------------------------------------------------------------------------------------------------- */
+/* Concurrency                                                                                       */
+/* ------------------------------------------------------------------------------------------------- */
+
+struct trainer {
+    peftkit_model *model;
+    int steps;
+    float losses[16];
+    peftkit_status status;
+};
+
+static void *train_distinct_batches(void *arg) {
+    struct trainer *t = arg;
+    peftkit_train_config tc = train_config();
+    peftkit_train_result r = result();
+    int32_t ids[BATCH * SEQ];
+    t->status = PEFTKIT_OK;
+    for (int i = 0; i < t->steps && t->status == PEFTKIT_OK; i++) {
+        fill(ids, BATCH * SEQ, i);
+        t->status = peftkit_train_step(t->model, ids, NULL, BATCH, SEQ, &tc, &r);
+        t->losses[i] = r.loss;
+    }
+    return NULL;
+}
+
+static int logits_of(peftkit_model *m, float *out) {
+    int32_t ids[BATCH * SEQ];
+    fill(ids, BATCH * SEQ, 3);
+    return peftkit_forward(m, ids, NULL, BATCH, SEQ, out, (size_t)BATCH * SEQ * VOCAB, NULL, NULL) == PEFTKIT_OK;
+}
+
+struct hammer {
+    peftkit_model *model;
+    int id, calls, ok, busy, other;
+    peftkit_status other_status;
+};
+
+static void *hammer_train(void *arg) {
+    struct hammer *h = arg;
+    peftkit_train_config tc = train_config();
+    int32_t ids[BATCH * SEQ];
+    fill(ids, BATCH * SEQ, 0);
+    for (int i = 0; i < h->calls; i++) {
+        peftkit_status s = peftkit_train_step(h->model, ids, NULL, BATCH, SEQ, &tc, NULL);
+        if (s == PEFTKIT_OK) h->ok++;
+        else if (s == PEFTKIT_ERR_STATE) h->busy++;
+        else {
+            h->other++;
+            h->other_status = s;
+        }
+    }
+    return NULL;
+}
+
+static void *hammer_mixed(void *arg) {
+    struct hammer *h = arg;
+    peftkit_train_config tc = train_config();
+    peftkit_generate_config gc;
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 3;
+    int32_t ids[BATCH * SEQ], toks[8], n = 0;
+    fill(ids, BATCH * SEQ, h->id);
+    float loss = 0;
+    char buf[64];
+    size_t len = 0;
+    for (int i = 0; i < h->calls; i++) {
+        peftkit_status s;
+        switch ((i + h->id) % 6) {
+        case 0: s = peftkit_train_step(h->model, ids, NULL, BATCH, SEQ, &tc, NULL); break;
+        case 1: s = peftkit_forward(h->model, ids, NULL, BATCH, SEQ, NULL, 0, &loss, NULL); break;
+        case 2: s = peftkit_generate(h->model, ids, 4, &gc, toks, 8, &n, NULL, NULL); break;
+        case 3: s = peftkit_adapter_count(h->model, &n); break;
+        case 4: s = peftkit_adapter_get_active(h->model, buf, sizeof buf, &len); break;
+        default: s = peftkit_adapter_set_active(h->model, "h"); break;
+        }
+        if (s == PEFTKIT_OK) h->ok++;
+        else if (s == PEFTKIT_ERR_STATE) h->busy++;
+        else {
+            h->other++;
+            h->other_status = s;
+        }
+    }
+    return NULL;
+}
+
+static int32_t slow_cb(int32_t token, void *user) {
+    (void)token;
+    (void)user;
+    sleep_ms(30);
+    return 0;
+}
+
+struct slow_gen {
+    peftkit_model *model;
+    peftkit_status status;
+    int32_t n;
+};
+
+static void *slow_generate(void *arg) {
+    struct slow_gen *g = arg;
+    peftkit_generate_config gc;
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 6;
+    int32_t prompt[3] = {1, 2, 3}, toks[8];
+    g->status = peftkit_generate(g->model, prompt, 3, &gc, toks, 8, &g->n, slow_cb, NULL);
+    return NULL;
+}
+
+static void concurrency(void) {
+    group = "concurrency";
+    printf("# concurrency\n");
+    /* Two models on two threads give what they give one after the other. */
+    struct trainer t[4];
+    memset(t, 0, sizeof t);
+    for (int i = 0; i < 4; i++) {
+        t[i].model = new_model_with_adapter(21 + (uint64_t)(i % 2), "c");
+        t[i].steps = 8;
+    }
+    if (!t[0].model || !t[1].model || !t[2].model || !t[3].model) return;
+    train_distinct_batches(&t[2]);  /* sequential references */
+    train_distinct_batches(&t[3]);
+    pthread_t th[4];
+    pthread_create(&th[0], NULL, train_distinct_batches, &t[0]);
+    pthread_create(&th[1], NULL, train_distinct_batches, &t[1]);
+    pthread_join(th[0], NULL);
+    pthread_join(th[1], NULL);
+    check(t[0].status == PEFTKIT_OK && t[1].status == PEFTKIT_OK, "[concurrency] two models trained on two threads");
+    check(memcmp(t[0].losses, t[2].losses, sizeof t[0].losses) == 0 && memcmp(t[1].losses, t[3].losses, sizeof t[1].losses) == 0,
+          "[concurrency] concurrent losses are bit-identical to sequential runs");
+    float *a = malloc(sizeof(float) * BATCH * SEQ * VOCAB), *b = malloc(sizeof(float) * BATCH * SEQ * VOCAB);
+    if (a && b) {
+        check(logits_of(t[0].model, a) && logits_of(t[2].model, b) && memcmp(a, b, sizeof(float) * BATCH * SEQ * VOCAB) == 0,
+              "[concurrency] and so are the trained weights (logits)");
+    }
+    for (int i = 0; i < 4; i++) peftkit_model_free(t[i].model);
+
+    /* One model hammered by 4 threads with the same step: each call succeeds or is refused with STATE, and the
+     * model ends exactly where a sequential run of the successful steps ends. */
+    peftkit_model *h = new_model_with_adapter(31, "h");
+    peftkit_model *ref = new_model_with_adapter(31, "h");
+    if (!h || !ref) return;
+    struct hammer hs[4];
+    memset(hs, 0, sizeof hs);
+    for (int i = 0; i < 4; i++) {
+        hs[i].model = h;
+        hs[i].id = i;
+        hs[i].calls = 25;
+        pthread_create(&th[i], NULL, hammer_train, &hs[i]);
+    }
+    int ok = 0, busy = 0, other = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ok += hs[i].ok;
+        busy += hs[i].busy;
+        other += hs[i].other;
+    }
+    printf("     4 threads x 25 train_step on one model: %d OK, %d STATE\n", ok, busy);
+    record("4 threads x 25 train_step on one model: each call OK or STATE", PEFTKIT_OK,
+           other == 0 && ok + busy == 100 ? PEFTKIT_OK : hs[0].other_status);
+    check(ok >= 1, "[concurrency] at least one hammered step succeeded");
+    peftkit_train_config tc = train_config();
+    int32_t ids[BATCH * SEQ];
+    fill(ids, BATCH * SEQ, 0);
+    for (int i = 0; i < ok; i++) peftkit_train_step(ref, ids, NULL, BATCH, SEQ, &tc, NULL);
+    if (a && b) {
+        check(logits_of(h, a) && logits_of(ref, b) && memcmp(a, b, sizeof(float) * BATCH * SEQ * VOCAB) == 0,
+              "[concurrency] hammered model equals a sequential run of its successful steps (bit-identical logits)");
+    }
+
+    /* Mixed calls from 4 threads. */
+    memset(hs, 0, sizeof hs);
+    for (int i = 0; i < 4; i++) {
+        hs[i].model = h;
+        hs[i].id = i;
+        hs[i].calls = 30;
+        pthread_create(&th[i], NULL, hammer_mixed, &hs[i]);
+    }
+    ok = busy = other = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ok += hs[i].ok;
+        busy += hs[i].busy;
+        other += hs[i].other;
+    }
+    printf("     4 threads x 30 mixed calls on one model: %d OK, %d STATE\n", ok, busy);
+    record("4 threads x 30 mixed calls (train, forward, generate, list, activate): each OK or STATE", PEFTKIT_OK,
+           other == 0 ? PEFTKIT_OK : hs[0].other_status);
+    peftkit_train_result r = result();
+    CASE(PEFTKIT_OK, peftkit_train_step(h, ids, NULL, BATCH, SEQ, &tc, &r), "train_step after the hammering");
+    check(isfinite(r.loss), "[concurrency] the model still trains");
+
+    /* Freeing a model while another thread's call on it runs: the header calls this undefined; the library
+     * tolerates it (the running call keeps the model alive until it returns). */
+    struct slow_gen g = {h, -99, 0};
+    pthread_t gt;
+    pthread_create(&gt, NULL, slow_generate, &g);
+    sleep_ms(60);
+    peftkit_model_free(h);
+    pthread_join(gt, NULL);
+    record("generate running on thread B while thread A frees the model (tolerated)", PEFTKIT_OK, g.status);
+    check(g.n == 6, "[concurrency] that generation completed");
+    int32_t cnt = 0;
+    CASE(BAD, peftkit_adapter_count(h, &cnt), "adapter_count(model freed during a call)");
+    peftkit_model_free(ref);
+    free(a);
+    free(b);
+}
+
+int main(int argc, char **argv) {
+    const char *scratch = ".";
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--markdown") == 0) markdown = 1;
+        else scratch = argv[i];
+    }
+    sentinel();
+    snprintf(sentinel_message, sizeof sentinel_message, "%s", peftkit_last_error());
+    peftkit_set_num_threads(2);
+
+    char adapter_dir[1024], checkpoint_dir[1024];
+    snprintf(adapter_dir, sizeof adapter_dir, "%s/misuse-adapter", scratch);
+    snprintf(checkpoint_dir, sizeof checkpoint_dir, "%s/misuse-checkpoint", scratch);
+    peftkit_model *m = new_model_with_adapter(1234, "a");
+    if (!m) return 1;
+    int32_t ids[BATCH * SEQ];
+    fill(ids, BATCH * SEQ, 0);
+    peftkit_train_config tc = train_config();
+    int ok = peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL) == PEFTKIT_OK &&
+             peftkit_adapter_save(m, "a", adapter_dir) == PEFTKIT_OK &&
+             peftkit_checkpoint_save(m, "a", checkpoint_dir) == PEFTKIT_OK;
+    check(ok, "set-up: model, adapter \"a\", one step, adapter and checkpoint saved");
+
+    null_pointers(m);
+    sizes(m);
+    token_ids(m);
+    lengths(m);
+    hyper_parameters(m);
+    names(m, adapter_dir, checkpoint_dir);
+    states();
+    files(m, scratch, adapter_dir, checkpoint_dir);
+    freed();
+    numerics(scratch);
+    concurrency();
+
+    /* After all of the above, the model still works. */
+    group = "afterwards";
+    peftkit_train_result r = result();
+    CASE(PEFTKIT_OK, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, &r), "train_step on the model every case above used");
+    int32_t count = 0;
+    peftkit_adapter_count(m, &count);
+    check(count == 1, "[afterwards] no rejected call attached anything");
+    peftkit_model_free(m);
+
+    if (markdown) print_markdown();
+    printf("%d passed, %d failed\n", n_passed, n_failed);
+    return n_failed == 0 ? 0 : 1;
+}
