@@ -377,7 +377,7 @@ def run_peftkit(args, shapes, model_dir):
            "--batch", str(args.batch), "--seq", str(args.seq), "--warmup", str(args.warmup), "--steps", str(args.steps),
            "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens),
            "--gen-runs", str(args.gen_runs), "--threads", str(args.threads)]
-    if args.quick:
+    if args.quick or args.no_breakdown:
         cmd.append("--no-breakdown")
     if model_dir:
         cmd += ["--model", model_dir]
@@ -424,7 +424,8 @@ def report(args, results):
     pk = results.get("peftkit") or {"shapes": []}
     torch_rows = results["pytorch"]
     out = []
-    out.append(f"Side-by-side: {results['machine']['cpu']}, {results['machine']['cores']} cores, {args.threads} threads, "
+    out.append(f"Side-by-side: {results['machine']['cpu']} ({'/'.join(results['machine']['simd'])}), "
+               f"{results['machine']['cores']} cores, {args.threads} threads, "
                f"B={args.batch} T={args.seq}, {args.warmup} warm-up + {args.steps} timed steps (median), "
                f"{results['date']}")
     out.append("tok/s = B·T real tokens per second of a full train step (forward, backward, AdamW); "
@@ -507,16 +508,18 @@ def report(args, results):
 
 
 def machine():
-    cpu = "unknown"
+    cpu, simd = "unknown", []
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith("model name") and cpu == "unknown":
                     cpu = line.split(":", 1)[1].strip()
-                    break
+                if line.startswith("flags") and not simd:
+                    flags = line.split(":", 1)[1].split()
+                    simd = [x for x in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if x in flags]
     except OSError:
         pass
-    return dict(cpu=cpu, cores=os.cpu_count())
+    return dict(cpu=cpu, cores=os.cpu_count(), simd=simd, kernel=os.uname().release)
 
 
 def main():
@@ -540,6 +543,7 @@ def main():
     ap.add_argument("--llama-cpp-path", default="/work/pydeps/llamacpp", help="where llama-cpp-python is installed")
     ap.add_argument("--peftkit-bin", default=None, help="peftkit-cli executable (default: build and use the release one)")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--no-breakdown", action="store_true", help="skip PEFTKit's 1-layer timing breakdown (faster)")
     ap.add_argument("--skip", default="", help="comma-separated: peftkit,pytorch,generate,llamacpp")
     ap.add_argument("--json-out", default=None, help="write all results here (default WORK_DIR/bench_compare.json)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)

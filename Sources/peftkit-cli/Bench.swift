@@ -93,13 +93,12 @@ enum BenchMethod: String, CaseIterable, ExpressibleByArgument {
 /// activations, IA3 scaling, AdamW) is not counted.
 struct FlopCount {
     static let formula = """
-        N = B·T' tokens per step (T' = T + 20 virtual tokens for prompt tuning), Tk = T' + 20 for prefix tuning; \
-        Pm = matmul weights per layer, V·C = LM head; H heads of width D, L layers, lowest adapted layer l0 (0 here). \
-        forward = 2·N·(L·Pm + V·C) + 4·B·H·T'·Tk·D·L (attention, full square, no causal halving); \
-        backward (input gradients only, frozen base) = 2·N·((L-l0)·Pm + V·C) + 8·B·H·T'·Tk·D·(L-l0) \
-        (attention backward has twice the forward's products); \
-        adapter = 3 × its forward matmul FLOPs (forward, input gradient, weight gradient). \
-        GFLOP/s = that total / step time. Element-wise ops, AdamW and IA3 scaling are not counted.
+        N = B·T' tokens per step (T' = T + 20 virtual tokens for prompt tuning); Tk = T' (+ 20 prefix keys for prefix tuning)
+        Pm = matmul weights per layer; V·C = LM head; H heads of width D; L layers; l0 = lowest adapted layer (0 for every method here)
+        forward = 2·N·(L·Pm + V·C) + 4·B·H·T'·Tk·D·L   (attention counted as a full square, no causal halving)
+        backward, input gradients only (frozen base) = 2·N·((L−l0)·Pm + V·C) + 8·B·H·T'·Tk·D·(L−l0)   (attention backward has twice the forward's products)
+        adapter = 3 × its forward matmul FLOPs (forward, input gradient, weight gradient); element-wise work, AdamW and IA3 scaling are not counted
+        GFLOP/s = (forward + backward + adapter) / step time
         """
 
     var forward: Double
@@ -597,7 +596,7 @@ extension Bench {
         }
         print("")
         print("FLOPs (matrix products only):")
-        for part in r.flopFormula.split(separator: "; ") { print("  " + part) }
+        for line in r.flopFormula.split(separator: "\n") { print("  " + line) }
         print("sgemm: OpenBLAS C[B·T, ffn] = A[B·T, d]·W[d, ffn] in the same process, best of 10.")
     }
 
