@@ -1,7 +1,9 @@
 import ArgumentParser
 import PEFTKit
 
-@main
+// main.swift is top-level code once the target has several files, so `@main` cannot be used here.
+PEFTKitCLI.main()
+
 struct PEFTKitCLI: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "peftkit",
@@ -83,54 +85,5 @@ struct Demo: ParsableCommand {
         print("reloaded from \(out): \(try m.generate(prompt: prompt, config: g))")
         try m.setActiveAdapter(nil)
         print("base model: \(try m.generate(prompt: prompt, config: g))")
-    }
-}
-
-/// Times one training step and the matching sgemm throughput in the same run.
-struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Time training steps (GPT-2-124M shape by default).")
-
-    @Option(help: "Architecture of the random model.") var arch: ArchOption = .gpt2
-    @Option(help: "Hugging Face model folder instead of a random model.") var model: String?
-    @Option(help: "Adapter preset.") var preset: PresetOption = .houlsby
-    @Option var batch = 4
-    @Option var seq = 256
-    @Option var steps = 3
-    @Option(help: "Threads (0 = all cores).") var threads = 0
-
-    func run() throws {
-        setNumThreads(threads)
-        let m: Model
-        if let path = model {
-            m = try Model.load(path: path)
-        } else if arch == .gpt2 {
-            m = try Model.create(config: .gpt2Small, seed: 1)
-        } else {
-            let c = ModelConfig(architecture: .llama, vocabSize: 49152, hiddenSize: 576, numLayers: 30, numHeads: 9,
-                                numKVHeads: 3, intermediateSize: 1536, maxPositions: 2048, ropeTheta: 100000,
-                                tieWordEmbeddings: true)
-            m = try Model.create(config: c, seed: 1)
-        }
-        let gf = try measureSGEMM()
-        print("threads \(numThreads()); OpenBLAS sgemm 1024x768x768: \(fmt(gf, 1)) GFLOP/s")
-        try m.attachAdapter(name: "b", config: BottleneckConfig(preset: preset.preset))
-        try m.setActiveAdapter("b")
-        var ids = [Int32](repeating: 0, count: batch * seq)
-        for i in ids.indices { ids[i] = Int32((i * 7919) % m.config.vocabSize) }
-        let clock = ContinuousClock()
-        var times: [Double] = []
-        for s in 0...steps {
-            let t0 = clock.now
-            let r = try m.trainStep(inputIDs: ids, batch: batch, seqLen: seq, config: TrainConfig())
-            let dt = (clock.now - t0).seconds
-            if s > 0 { times.append(dt) }
-            print("step \(s)\(s == 0 ? " (warm-up)" : ""): \(fmt(dt * 1000, 1)) ms, loss \(r.loss)")
-        }
-        let best = times.min() ?? 0
-        let tokens = Double(batch * seq)
-        print("train step B=\(batch) T=\(seq) \(preset.rawValue): best \(fmt(best * 1000, 1)) ms = \(fmt(tokens / best, 1)) tok/s")
-        let t0 = clock.now
-        _ = try m.forward(inputIDs: ids, batch: batch, seqLen: seq)
-        print("forward (eval, logits materialised): \(fmt((clock.now - t0).seconds * 1000, 1)) ms")
     }
 }
