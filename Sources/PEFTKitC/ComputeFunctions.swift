@@ -44,27 +44,7 @@ public func peftkit_forward(_ model: OpaquePointer?, _ inputIDs: UnsafePointer<I
                             _ tokensOut: UnsafeMutablePointer<Int64>?) -> peftkit_status {
     entry("peftkit_forward") {
         let h = try ModelHandle.from(model)
-        let vocab = h.model.config.vocabSize
-        guard let inputIDs else { throw ShimError.invalid("input_ids is NULL") }
-        let n = try tokenCount(batch: batch, seqLen: seqLen)
-        var logitsBuffer: UnsafeMutableBufferPointer<Float>? = nil
-        if let logits {
-            let (needed, overflow) = n.multipliedReportingOverflow(by: vocab)
-            guard !overflow else {
-                throw ShimError.overflow("batch * seq_len * vocab_size = \(batch) * \(seqLen) * \(vocab) overflows")
-            }
-            let capacity = try readCapacity(logitsCapacity, "logits_capacity")
-            guard capacity >= needed else {
-                throw ShimError.tooSmall("logits needs batch * seq_len * vocab_size = \(needed) floats, "
-                                         + "logits_capacity is \(capacity)")
-            }
-            logitsBuffer = UnsafeMutableBufferPointer(start: logits, count: needed)
-        }
-        try checkSequenceLength(seqLen, "seq_len", model: h.model)
-        try checkTokenIDs(inputIDs, n, vocab: vocab, "input_ids")
-        if let labels { try checkLabels(labels, n, vocab: vocab) }
-        let ids = UnsafeBufferPointer(start: inputIDs, count: n)
-        let lb = labels.map { UnsafeBufferPointer(start: $0, count: n) }
+        let (ids, lb, logitsBuffer) = try readForwardArgs(h, inputIDs, labels, batch, seqLen, logits, logitsCapacity)
         let r = try h.exclusive {
             try $0.forward(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), logits: logitsBuffer)
         }
@@ -119,32 +99,12 @@ public func peftkit_forward_mixed(_ model: OpaquePointer?, _ inputIDs: UnsafePoi
                                   _ tokensOut: UnsafeMutablePointer<Int64>?) -> peftkit_status {
     entry("peftkit_forward_mixed") {
         let h = try ModelHandle.from(model)
-        let vocab = h.model.config.vocabSize
-        guard let inputIDs else { throw ShimError.invalid("input_ids is NULL") }
+        let (ids, lb, logitsBuffer) = try readForwardArgs(h, inputIDs, labels, batch, seqLen, logits, logitsCapacity)
         guard let adapters else { throw ShimError.invalid("adapters is NULL") }
-        let n = try tokenCount(batch: batch, seqLen: seqLen)
-        var logitsBuffer: UnsafeMutableBufferPointer<Float>? = nil
-        if let logits {
-            let (needed, overflow) = n.multipliedReportingOverflow(by: vocab)
-            guard !overflow else {
-                throw ShimError.overflow("batch * seq_len * vocab_size = \(batch) * \(seqLen) * \(vocab) overflows")
-            }
-            let capacity = try readCapacity(logitsCapacity, "logits_capacity")
-            guard capacity >= needed else {
-                throw ShimError.tooSmall("logits needs batch * seq_len * vocab_size = \(needed) floats, "
-                                         + "logits_capacity is \(capacity)")
-            }
-            logitsBuffer = UnsafeMutableBufferPointer(start: logits, count: needed)
-        }
-        try checkSequenceLength(seqLen, "seq_len", model: h.model)
-        try checkTokenIDs(inputIDs, n, vocab: vocab, "input_ids")
-        if let labels { try checkLabels(labels, n, vocab: vocab) }
         var names: [String?] = []
         for b in 0..<Int(batch) {
             names.append(adapters[b] == nil ? nil : try readName(adapters[b]))
         }
-        let ids = UnsafeBufferPointer(start: inputIDs, count: n)
-        let lb = labels.map { UnsafeBufferPointer(start: $0, count: n) }
         let r = try h.exclusive {
             try $0.forward(inputIDs: ids, labels: lb, adapters: names, batch: Int(batch), seqLen: Int(seqLen),
                            logits: logitsBuffer)
@@ -152,4 +112,33 @@ public func peftkit_forward_mixed(_ model: OpaquePointer?, _ inputIDs: UnsafePoi
         lossOut?.pointee = r.loss
         tokensOut?.pointee = Int64(r.tokens)
     }
+}
+
+/// Validates the arguments shared by peftkit_forward and peftkit_forward_mixed (ids, labels, shape, logits
+/// buffer) and returns them as buffers.
+private func readForwardArgs(_ h: ModelHandle, _ inputIDs: UnsafePointer<Int32>?, _ labels: UnsafePointer<Int32>?,
+                             _ batch: Int32, _ seqLen: Int32, _ logits: UnsafeMutablePointer<Float>?,
+                             _ logitsCapacity: Int) throws
+    -> (UnsafeBufferPointer<Int32>, UnsafeBufferPointer<Int32>?, UnsafeMutableBufferPointer<Float>?) {
+    let vocab = h.model.config.vocabSize
+    guard let inputIDs else { throw ShimError.invalid("input_ids is NULL") }
+    let n = try tokenCount(batch: batch, seqLen: seqLen)
+    var logitsBuffer: UnsafeMutableBufferPointer<Float>? = nil
+    if let logits {
+        let (needed, overflow) = n.multipliedReportingOverflow(by: vocab)
+        guard !overflow else {
+            throw ShimError.overflow("batch * seq_len * vocab_size = \(batch) * \(seqLen) * \(vocab) overflows")
+        }
+        let capacity = try readCapacity(logitsCapacity, "logits_capacity")
+        guard capacity >= needed else {
+            throw ShimError.tooSmall("logits needs batch * seq_len * vocab_size = \(needed) floats, "
+                                     + "logits_capacity is \(capacity)")
+        }
+        logitsBuffer = UnsafeMutableBufferPointer(start: logits, count: needed)
+    }
+    try checkSequenceLength(seqLen, "seq_len", model: h.model)
+    try checkTokenIDs(inputIDs, n, vocab: vocab, "input_ids")
+    if let labels { try checkLabels(labels, n, vocab: vocab) }
+    return (UnsafeBufferPointer(start: inputIDs, count: n), labels.map { UnsafeBufferPointer(start: $0, count: n) },
+            logitsBuffer)
 }

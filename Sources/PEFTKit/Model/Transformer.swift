@@ -132,13 +132,8 @@ extension Engine {
         let dy = ad.linearOutputBackward(l, site, dout: dout, lddo: lddo, inp: inp, ldi: lin.inFeatures, dinp: dinp,
                                          lddi: lin.inFeatures, grads: g, pass)
         let dyld = dy == dout ? lddo : lin.outFeatures
-        if accumulate {
-            lin.backwardInput(dinp: dinp, dout: dy, rows: n, accumulate: true, lddo: dyld)
-            ad.linearInputBackward(l, site, dinp: dinp, lddi: lin.inFeatures, inp: inp, ldi: lin.inFeatures, grads: g, pass)
-        } else {
-            lin.backwardInput(dinp: dinp, dout: dy, rows: n, accumulate: false, lddo: dyld)
-            ad.linearInputBackward(l, site, dinp: dinp, lddi: lin.inFeatures, inp: inp, ldi: lin.inFeatures, grads: g, pass)
-        }
+        lin.backwardInput(dinp: dinp, dout: dy, rows: n, accumulate: accumulate, lddo: dyld)
+        ad.linearInputBackward(l, site, dinp: dinp, lddi: lin.inFeatures, inp: inp, ldi: lin.inFeatures, grads: g, pass)
     }
 
     /// Forward of layer `l`: reads stream `x` [B·T, C], writes stream `out`. Queries sit at positions

@@ -89,10 +89,6 @@ public struct BottleneckConfig: Sendable, Equatable {
                         "reduction factor must be positive and finite, got \(reductionFactor)")
         }
         try require(scaling.isFinite, "scaling must be finite, got \(scaling)")
-        if let ls = layers {
-            try require(!ls.isEmpty, "layer list is empty")
-            for l in ls { try require(l >= 0 && l < numLayers, "layer \(l) is out of range 0..<\(numLayers)") }
-            try require(Set(ls).count == ls.count, "layer list has duplicates")
-        }
+        try validateLayers(layers, numLayers: numLayers)
     }
 }

@@ -31,7 +31,7 @@ final class IA3Adapter: Adapter {
     private var prepared: [Bool: (Int, Int)] = [:]
 
     init(config: IA3Config, model m: ModelConfig) throws {
-        try validateLayers(config.layers, m)
+        try validateLayers(config.layers, numLayers: m.numLayers)
         self.config = config
         let gpt2 = m.architecture == .gpt2
         let names = config.targets.isEmpty ? (gpt2 ? ["c_attn", "mlp.c_proj"] : ["k_proj", "v_proj", "down_proj"]) : config.targets
@@ -78,8 +78,8 @@ final class IA3Adapter: Adapter {
             var row: [UnsafeMutablePointer<Float>?] = []
             for s in LinearSite.allCases {
                 let u = training ? unit(slot, s) : units.first { $0.site == s }
-                row.append(u.map { _ in nil } ?? nil)
-                if let u { row[row.count - 1] = try pool.take(n * u.width); maxW = max(maxW, LoRAAdapter.dims(s, model).1) }
+                row.append(try u.map { try pool.take(n * $0.width) })
+                if u != nil { maxW = max(maxW, LoRAAdapter.dims(s, model).1) }
             }
             sv.append(row)
         }

@@ -25,14 +25,15 @@ public struct LoRAConfig: Sendable, Equatable {
         try require(rank > 0 && rank <= 4096, "LoRA rank must be in 1...4096, got \(rank)")
         try require(alpha.isFinite, "LoRA alpha must be finite, got \(alpha)")
         try require(dropout.isFinite && dropout >= 0 && dropout < 1, "LoRA dropout must be in [0, 1), got \(dropout)")
-        try validateLayers(layers, m)
+        try validateLayers(layers, numLayers: m.numLayers)
     }
 }
 
-func validateLayers(_ layers: [Int]?, _ m: ModelConfig) throws {
+/// Checks a user's layer selection: non-empty, in range, no duplicates (nil = every layer).
+func validateLayers(_ layers: [Int]?, numLayers: Int) throws {
     guard let ls = layers else { return }
     try require(!ls.isEmpty, "layer list is empty")
-    for l in ls { try require(l >= 0 && l < m.numLayers, "layer \(l) is out of range 0..<\(m.numLayers)") }
+    for l in ls { try require(l >= 0 && l < numLayers, "layer \(l) is out of range 0..<\(numLayers)") }
     try require(Set(ls).count == ls.count, "layer list has duplicates")
 }
 
