@@ -171,9 +171,12 @@ def test_bad_train_config(trained_model):
 def test_numerical_error(trained_model):
     m = trained_model
     ids = IDS
-    m.train_step(ids, learning_rate=3e38, weight_decay=0.0)  # finite loss; the update blows up the weights
-    e = _raises(peftkit.NumericalError, lambda: m.train_step(ids))
+    m.train_step(ids)
+    # Finite loss and gradients, but the update would blow the weights up: refused before anything changes.
+    e = _raises(peftkit.NumericalError, lambda: m.train_step(ids, learning_rate=3e38, weight_decay=0.0))
     assert isinstance(e, ArithmeticError) and m.last_train_result.step == 1
+    m.train_step(ids)
+    assert m.last_train_result.step == 2
 
 
 def test_forward_buffer_too_small(model):
