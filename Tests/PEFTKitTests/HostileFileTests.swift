@@ -133,6 +133,38 @@ private func isFormat(_ e: any Error) -> Bool {
             if let n = try? m.loadAdapter(from: dir) { try m.removeAdapter(name: n) }
             files += 1
         }
-        #expect(files > 20)
+        for entry in listDirectory(corpus + "/gguf") {
+            let bytes = try readWholeFile(path: corpus + "/gguf/" + entry)
+            let s = try Storage.allocate(bytes: bytes.count)
+            bytes.withUnsafeBytes { if let b = $0.baseAddress { s.base.copyMemory(from: b, byteCount: bytes.count) } }
+            let f = try? GGUFFile(storage: s, path: entry)
+            if entry.hasPrefix("tiny-") || entry.hasPrefix("q4_0") {
+                #expect(f != nil, "the valid GGUF seed \(entry) opens")
+            }
+            if let f { for t in f.tensorInfos { _ = try? f.tensor(t.name) } }
+            if entry.hasPrefix("tiny-"), let f {
+                // The valid seed gets the fuzzer past the header: a model config and a tokenizer come out of it.
+                #expect(try modelConfig(fromGGUF: f).vocabSize == 261)
+                guard case .string(let tokens)? = try f.array("tokenizer.ggml.tokens"),
+                      case .string(let merges)? = try f.array("tokenizer.ggml.merges") else {
+                    Issue.record("tokenizer metadata missing"); continue
+                }
+                let tok = try Tokenizer(ggufTokens: tokens, merges: merges, tokenTypes: nil, bosID: nil, eosID: 260,
+                                        preTokenizer: try f.string("tokenizer.ggml.pre"))
+                #expect(tok.encode("Hello") == [259])
+            }
+            files += 1
+        }
+        for entry in listDirectory(corpus + "/tokenizer_json") {
+            try writeFileAtomically(path: dir + "/tokenizer.json", bytes: try readWholeFile(path: corpus + "/tokenizer_json/" + entry))
+            if entry.hasPrefix("gpt2-") {
+                let tok = try Tokenizer(tokenizerJSON: dir + "/tokenizer.json")  // the valid seeds load
+                #expect(tok.encode("Hello") == [259], "\(entry): merges applied")
+            } else {
+                _ = try? Tokenizer(tokenizerJSON: dir + "/tokenizer.json")
+            }
+            files += 1
+        }
+        #expect(files > 35)
     }
 }
