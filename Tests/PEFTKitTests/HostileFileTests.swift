@@ -165,6 +165,11 @@ private func isFormat(_ e: any Error) -> Bool {
             }
             files += 1
         }
-        #expect(files > 35)
+        for entry in listDirectory(corpus + "/chat_template") {
+            let text = String(decoding: try readWholeFile(path: corpus + "/chat_template/" + entry), as: UTF8.self)
+            if let t = try? ChatTemplate(jinja: text) { _ = t.applyChatTemplate([ChatMessage(role: "user", content: "x")], addGenerationPrompt: true) }
+            files += 1
+        }
+        #expect(files > 40)
     }
 }
