@@ -104,6 +104,25 @@ private func isFormat(_ e: any Error) -> Bool {
         #expect(m.adapterNames == ["a"])
     }
 
+    /// fuzz/corpus/chat_template/deep-parens: 3000 nested parentheses in a chat template overflowed the stack of a
+    /// worker thread (each level recursed through the whole expression grammar), killing the process. Nesting
+    /// and expression length are bounded now; templates as deep as real ones still parse.
+    @Test func deeplyNestedChatTemplatesAreRefused() throws {
+        let m = "<|im_start|><|im_end|>"
+        let hostile = [
+            m + "{{ " + String(repeating: "(", count: 3000) + "1" + String(repeating: ")", count: 3000) + " }}",
+            m + "{% if " + String(repeating: "not ", count: 3000) + "add_generation_prompt %}x{% endif %}",
+            m + String(repeating: "{% if add_generation_prompt %}", count: 200) + String(repeating: "{% endif %}", count: 200),
+            m + "{{ " + Array(repeating: "'a'", count: 2000).joined(separator: " + ") + " }}",
+        ]
+        for t in hostile {
+            #expect(throws: PEFTKitError.self) { try ChatTemplate(jinja: t) }
+        }
+        let fine = m + String(repeating: "{% if add_generation_prompt %}", count: 8) + "{{ " + String(repeating: "(", count: 20)
+            + "'ok'" + String(repeating: ")", count: 20) + " }}" + String(repeating: "{% endif %}", count: 8)
+        #expect(try ChatTemplate(jinja: fine).applyChatTemplate([], addGenerationPrompt: true) == "<|im_start|><|im_end|>ok")
+    }
+
     /// Every seed and regression input of the fuzz corpora, run through the same entry points as the fuzz
     /// targets (without the fuzzing): none may trap.
     @Test func fuzzCorporaDoNotTrap() throws {
