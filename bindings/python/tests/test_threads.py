@@ -76,7 +76,7 @@ def test_the_same_call_through_pydll_holds_the_gil(big):
     inside, seconds = ticks_inside(call)
     print(f"PyDLL train_step {seconds * 1e3:.0f} ms: {inside} counter marks inside the call")
     assert seconds > 0.05
-    assert inside == 0
+    assert inside <= 3  # a mark or two can land at the call boundaries; CDLL gives hundreds
 
 
 def test_forward_and_generate_release_the_gil(big):
