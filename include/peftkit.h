@@ -530,7 +530,8 @@ peftkit_status peftkit_train_step(peftkit_model *model, const int32_t *input_ids
  * loss_out         nullable; mean cross-entropy over counted label positions (0 when none counted).
  * tokens_out       nullable; number of label positions that counted.
  * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_BUFFER_TOO_SMALL,
- * PEFTKIT_ERR_OUT_OF_MEMORY (including logits given and batch * seq_len * vocab_size overflowing).
+ * PEFTKIT_ERR_OUT_OF_MEMORY (including logits given and batch * seq_len * vocab_size overflowing),
+ * PEFTKIT_ERR_NUMERICAL (NaN or infinity in the loss; logits, when given, then hold what was computed).
  */
 peftkit_status peftkit_forward(peftkit_model *model, const int32_t *input_ids, const int32_t *labels, int32_t batch,
                                int32_t seq_len, float *logits, size_t logits_capacity, float *loss_out,
@@ -593,7 +594,8 @@ typedef int32_t (*peftkit_token_callback)(int32_t token, void *user);
  * n_out         nullable; receives the number of new tokens on success.
  * cb, user      nullable callback, see peftkit_token_callback.
  * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (including a prompt longer than the model allows),
- * PEFTKIT_ERR_BUFFER_TOO_SMALL, PEFTKIT_ERR_OUT_OF_MEMORY.
+ * PEFTKIT_ERR_BUFFER_TOO_SMALL, PEFTKIT_ERR_OUT_OF_MEMORY, PEFTKIT_ERR_NUMERICAL (NaN or infinity in the
+ * logits; tokens already passed to the callback stay passed, out_tokens is not written).
  */
 peftkit_status peftkit_generate(peftkit_model *model, const int32_t *prompt, int32_t n_prompt,
                                 const peftkit_generate_config *config, int32_t *out_tokens, int32_t out_capacity,

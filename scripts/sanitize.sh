@@ -60,7 +60,8 @@ for w in "${what[@]}"; do
     case "$w" in
     asan) run "swift test, AddressSanitizer" env LSAN_OPTIONS="suppressions=$PWD/scripts/lsan-suppressions.txt" \
               bash -c "$(declare -f swift_sanitized); swift_sanitized address .build-asan" ;;
-    tsan) run "swift test, ThreadSanitizer" bash -c "$(declare -f swift_sanitized); swift_sanitized thread .build-tsan" ;;
+    tsan) run "swift test, ThreadSanitizer" env TSAN_OPTIONS="suppressions=$PWD/scripts/tsan-suppressions.txt" \
+              bash -c "$(declare -f swift_sanitized); swift_sanitized thread .build-tsan" ;;
     valgrind) run "C programs under valgrind" valgrind_c ;;
     *) echo "unknown: $w (asan, tsan, valgrind)"; exit 2 ;;
     esac

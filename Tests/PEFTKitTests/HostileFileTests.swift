@@ -104,6 +104,25 @@ private func isFormat(_ e: any Error) -> Bool {
         #expect(m.adapterNames == ["a"])
     }
 
+    /// fuzz/corpus/chat_template/deep-parens: 3000 nested parentheses in a chat template overflowed the stack of a
+    /// worker thread (each level recursed through the whole expression grammar), killing the process. Nesting
+    /// and expression length are bounded now; templates as deep as real ones still parse.
+    @Test func deeplyNestedChatTemplatesAreRefused() throws {
+        let m = "<|im_start|><|im_end|>"
+        let hostile = [
+            m + "{{ " + String(repeating: "(", count: 3000) + "1" + String(repeating: ")", count: 3000) + " }}",
+            m + "{% if " + String(repeating: "not ", count: 3000) + "add_generation_prompt %}x{% endif %}",
+            m + String(repeating: "{% if add_generation_prompt %}", count: 200) + String(repeating: "{% endif %}", count: 200),
+            m + "{{ " + Array(repeating: "'a'", count: 2000).joined(separator: " + ") + " }}",
+        ]
+        for t in hostile {
+            #expect(throws: PEFTKitError.self) { try ChatTemplate(jinja: t) }
+        }
+        let fine = m + String(repeating: "{% if add_generation_prompt %}", count: 8) + "{{ " + String(repeating: "(", count: 20)
+            + "'ok'" + String(repeating: ")", count: 20) + " }}" + String(repeating: "{% endif %}", count: 8)
+        #expect(try ChatTemplate(jinja: fine).applyChatTemplate([], addGenerationPrompt: true) == "<|im_start|><|im_end|>ok")
+    }
+
     /// Every seed and regression input of the fuzz corpora, run through the same entry points as the fuzz
     /// targets (without the fuzzing): none may trap.
     @Test func fuzzCorporaDoNotTrap() throws {
@@ -133,6 +152,43 @@ private func isFormat(_ e: any Error) -> Bool {
             if let n = try? m.loadAdapter(from: dir) { try m.removeAdapter(name: n) }
             files += 1
         }
-        #expect(files > 20)
+        for entry in listDirectory(corpus + "/gguf") {
+            let bytes = try readWholeFile(path: corpus + "/gguf/" + entry)
+            let s = try Storage.allocate(bytes: bytes.count)
+            bytes.withUnsafeBytes { if let b = $0.baseAddress { s.base.copyMemory(from: b, byteCount: bytes.count) } }
+            let f = try? GGUFFile(storage: s, path: entry)
+            if entry.hasPrefix("tiny-") || entry.hasPrefix("q4_0") {
+                #expect(f != nil, "the valid GGUF seed \(entry) opens")
+            }
+            if let f { for t in f.tensorInfos { _ = try? f.tensor(t.name) } }
+            if entry.hasPrefix("tiny-"), let f {
+                // The valid seed gets the fuzzer past the header: a model config and a tokenizer come out of it.
+                #expect(try modelConfig(fromGGUF: f).vocabSize == 261)
+                guard case .string(let tokens)? = try f.array("tokenizer.ggml.tokens"),
+                      case .string(let merges)? = try f.array("tokenizer.ggml.merges") else {
+                    Issue.record("tokenizer metadata missing"); continue
+                }
+                let tok = try Tokenizer(ggufTokens: tokens, merges: merges, tokenTypes: nil, bosID: nil, eosID: 260,
+                                        preTokenizer: try f.string("tokenizer.ggml.pre"))
+                #expect(tok.encode("Hello") == [259])
+            }
+            files += 1
+        }
+        for entry in listDirectory(corpus + "/tokenizer_json") {
+            try writeFileAtomically(path: dir + "/tokenizer.json", bytes: try readWholeFile(path: corpus + "/tokenizer_json/" + entry))
+            if entry.hasPrefix("gpt2-") {
+                let tok = try Tokenizer(tokenizerJSON: dir + "/tokenizer.json")  // the valid seeds load
+                #expect(tok.encode("Hello") == [259], "\(entry): merges applied")
+            } else {
+                _ = try? Tokenizer(tokenizerJSON: dir + "/tokenizer.json")
+            }
+            files += 1
+        }
+        for entry in listDirectory(corpus + "/chat_template") {
+            let text = String(decoding: try readWholeFile(path: corpus + "/chat_template/" + entry), as: UTF8.self)
+            if let t = try? ChatTemplate(jinja: text) { _ = t.applyChatTemplate([ChatMessage(role: "user", content: "x")], addGenerationPrompt: true) }
+            files += 1
+        }
+        #expect(files > 40)
     }
 }

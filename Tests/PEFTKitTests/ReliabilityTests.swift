@@ -52,6 +52,8 @@ private let reliabilityMethods: [(String, AdapterConfig)] = {
             #expect(before.p == after.p && before.m == after.m && before.v == after.v && before.step == after.step,
                     "\(method), \(poison): state changed by a refused step")
             #expect(throws: PEFTKitError.self) { try m.forward(inputIDs: ids, batch: 2, seqLen: 6) }
+            var g = GenerateConfig(); g.maxNewTokens = 3
+            #expect(throws: PEFTKitError.self) { try m.generate(prompt: [1, 2], config: g) }
         }
         p[0] = good
         slot.adapter.parametersChanged()

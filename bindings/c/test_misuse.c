@@ -869,6 +869,12 @@ static void numerics(const char *scratch) {
     check(strstr(peftkit_last_error(), "non-finite") != NULL, "[numerics] the message says what went wrong");
     float loss = 0;
     CASE(PEFTKIT_ERR_NUMERICAL, peftkit_forward(m, ids, NULL, BATCH, SEQ, NULL, 0, &loss, NULL), "forward(weights overflow to inf)");
+    peftkit_generate_config gc;
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 4;
+    int32_t toks[8], n_out = -1;
+    CASE(PEFTKIT_ERR_NUMERICAL, peftkit_generate(m, ids, 3, &gc, toks, 8, &n_out, NULL, NULL), "generate(weights overflow to inf)");
+    check(n_out == -1, "[numerics] n_out is not written on failure");
     /* Weights, moments, random state and step are exactly those loaded. */
     CASE(PEFTKIT_OK, peftkit_checkpoint_save(m, "n", after), "checkpoint_save after the rejected step");
     long n1 = 0, n2 = 0;

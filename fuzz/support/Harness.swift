@@ -20,6 +20,7 @@ import Glibc
 public func fuzzInitialize(_ argc: UnsafeMutablePointer<CInt>?,
                            _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>?) -> CInt {
     setNumThreads(1)
+    limitMainThreadStack()
     do {
         try Target.setUp()
         if let out = getenv("PEFTKIT_FUZZ_WRITE_SEEDS") {
@@ -39,6 +40,22 @@ public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt
     let input = size > 0 && data != nil ? Array(UnsafeBufferPointer(start: data, count: size)) : []
     Target.run(input)
     return 0
+}
+
+/// Stack available to each input (PEFTKIT_FUZZ_STACK_KB, default 512): a host may call PEFTKit from a worker
+/// thread with a small stack, so unbounded recursion on hostile input must show up as a crash here rather than
+/// hide in the main thread's 8 MB. Inputs run on the main thread, whose growth the stack rlimit caps (Linux checks
+/// it whenever the stack grows; threads created later keep the size they were given at process start).
+private let fuzzStackBytes: Int = {
+    if let v = getenv("PEFTKIT_FUZZ_STACK_KB"), let kb = Int(String(cString: v)), kb > 0 { return kb << 10 }
+    return 512 << 10
+}()
+
+private func limitMainThreadStack() {
+    var rl = rlimit()
+    guard getrlimit(Int32(RLIMIT_STACK.rawValue), &rl) == 0 else { return }
+    rl.rlim_cur = rlim_t(fuzzStackBytes)
+    _ = setrlimit(Int32(RLIMIT_STACK.rawValue), &rl)
 }
 
 /// Folders made by `Fuzz.tempDir()`, removed when the process exits normally.

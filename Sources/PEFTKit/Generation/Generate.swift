@@ -60,6 +60,10 @@ extension Engine {
 
         prompt.withUnsafeBufferPointer { step($0.baseAddress!, prompt.count, first: true) }
         while out.count < maxNew {
+            // NaN or infinity (e.g. from a damaged adapter) would otherwise be sampled into arbitrary tokens.
+            guard isAllFinite(logits.floats, V) else {
+                throw PEFTKitError.numerical("the logits for new token \(out.count) contain NaN or infinity; generation stopped")
+            }
             let tok = sampler.sample(logits.floats)
             out.append(tok)
             if let cb = onToken, !cb(tok) { break }

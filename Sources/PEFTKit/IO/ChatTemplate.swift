@@ -241,6 +241,10 @@ private enum JPiece {
 private struct JParser {
     private var pieces: [JPiece] = []
     private var position = 0
+    /// Nesting of for/if blocks: parsing, rendering and freeing the tree recurse once per level, so a hostile
+    /// template must not nest deeper than a thread's stack can take.
+    private var depth = 0
+    static let maxDepth = 32
 
     init(_ template: String) throws {
         pieces = try JParser.lex(template)
@@ -328,6 +332,11 @@ private struct JParser {
 
     /// Parses nodes until one of the statements in `until` (returned to the caller via `position`).
     mutating func parseBody(until: [String]) throws -> [JNode] {
+        depth += 1
+        defer { depth -= 1 }
+        guard depth <= JParser.maxDepth else {
+            throw PEFTKitError.format("chat template: blocks nested deeper than \(JParser.maxDepth)")
+        }
         var nodes: [JNode] = []
         while position < pieces.count {
             switch pieces[position] {
@@ -397,9 +406,18 @@ private struct JExprParser {
     var tokens: [Token]
     var position = 0
     let source: String
+    /// Parentheses and `not`s currently open. The tree's depth is bounded by this and by the token count, which
+    /// keeps parsing, evaluating and freeing it far from a thread's stack limit.
+    var depth = 0
+    static let maxDepth = 32
+    static let maxTokens = 512
 
     static func parse(_ text: String) throws -> JExpr {
-        var p = JExprParser(tokens: try tokenize(text), source: text)
+        let tokens = try tokenize(text)
+        guard tokens.count <= maxTokens else {
+            throw PEFTKitError.format("chat template: an expression of \(tokens.count) tokens (more than \(maxTokens))")
+        }
+        var p = JExprParser(tokens: tokens, source: text)
         let e = try p.parseOr()
         guard p.position == p.tokens.count else { throw p.unsupported() }
         return e
@@ -477,8 +495,20 @@ private struct JExprParser {
         return e
     }
 
+    mutating func enter() throws {
+        depth += 1
+        guard depth <= JExprParser.maxDepth else {
+            throw PEFTKitError.format("chat template: expression nested deeper than \(JExprParser.maxDepth) in '\(source.prefix(80))'")
+        }
+    }
+
     mutating func parseNot() throws -> JExpr {
-        if position < tokens.count, tokens[position] == .name("not") { position += 1; return .not(try parseNot()) }
+        if position < tokens.count, tokens[position] == .name("not") {
+            position += 1
+            try enter()
+            defer { depth -= 1 }
+            return .not(try parseNot())
+        }
         return try parseComparison()
     }
 
@@ -535,6 +565,8 @@ private struct JExprParser {
         case .name(let n) where ["messages", "message", "loop", "add_generation_prompt"].contains(n):
             return .name(n)
         case .op("("):
+            try enter()
+            defer { depth -= 1 }
             let e = try parseOr()
             guard position < tokens.count, tokens[position] == .op(")") else { throw unsupported() }
             position += 1
