@@ -496,6 +496,9 @@ def report(args, results):
                        f"decode {args.new_tokens} tokens")
             out.append(table(["engine", "weights", "prefill tok/s", "decode tok/s", "peak MiB",
                               "PEFTKit÷ prefill", "PEFTKit÷ decode"], grow))
+            if pki and pki.get("decodeWeightGBps"):
+                out.append(f"PEFTKit decode streams its weights at {pki['decodeWeightGBps']:.1f} GB/s; a one-row OpenBLAS "
+                           f"sgemm of the LM head's shape reaches {pki['sgemmOneRowGBps']:.1f} GB/s in the same process")
     for s in pk["shapes"]:
         for t in s["train"]:
             if t.get("error"):

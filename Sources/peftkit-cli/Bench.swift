@@ -222,6 +222,11 @@ struct InferResult: Codable {
     var prefillTokensPerSecond: Double
     var decodeTokensPerSecond: Double
     var decodeMsPerToken: Double
+    /// Bytes of matmul weights (layers + LM head) read per decoded token × decode tokens/s, GB/s.
+    var decodeWeightGBps: Double?
+    /// The same rate for one OpenBLAS sgemm with a single row and the LM head's shape ([1, d] × [d, vocab],
+    /// too big for the caches), GB/s: what decode's matrix products can reach through sgemm here.
+    var sgemmOneRowGBps: Double?
     var peakRSSMiB: Double
     var error: String?
 }
@@ -345,7 +350,8 @@ struct Bench: ParsableCommand {
                     if let c = child { r.shape = c.shape }
                     r.inference = child?.inference ?? InferResult(
                         promptTokens: promptTokens, newTokens: newTokens, runs: 0, prefillMs: 0, prefillTokensPerSecond: 0,
-                        decodeTokensPerSecond: 0, decodeMsPerToken: 0, peakRSSMiB: 0, error: why)
+                        decodeTokensPerSecond: 0, decodeMsPerToken: 0, decodeWeightGBps: nil, sgemmOneRowGBps: nil, peakRSSMiB: 0,
+                        error: why)
                 } else {
                     r.inference = runInference(shape)
                 }
@@ -483,7 +489,8 @@ struct Bench: ParsableCommand {
         } catch {
             progress("\(shape.rawValue) inference: \(error)")
             return InferResult(promptTokens: promptTokens, newTokens: newTokens, runs: 0, prefillMs: 0, prefillTokensPerSecond: 0,
-                               decodeTokensPerSecond: 0, decodeMsPerToken: 0, peakRSSMiB: 0, error: "\(error)")
+                               decodeTokensPerSecond: 0, decodeMsPerToken: 0, decodeWeightGBps: nil, sgemmOneRowGBps: nil, peakRSSMiB: 0,
+                               error: "\(error)")
         }
     }
 
@@ -511,9 +518,15 @@ struct Bench: ParsableCommand {
             if run > 0 { prefill.append(p); decode.append(d) }
         }
         let p = median(prefill), d = median(decode)
+        let peak = peakRSSMiB()  // before the sgemm probe below allocates its own matrices
+        let c = m.config
+        let weightBytes = Double(c.numLayers * FlopCount.matmulPerLayer(c) + c.vocabSize * c.hiddenSize) * 4
+        // One row: 2·n·k FLOPs per 4·n·k weight bytes, so GB/s = 2 × GFLOP/s.
+        let oneRow = try measureSGEMM(m: 1, n: c.vocabSize, k: c.hiddenSize, iterations: 20) * 2
         return InferResult(promptTokens: promptTokens, newTokens: newTokens, runs: genRuns, prefillMs: p,
                            prefillTokensPerSecond: Double(promptTokens) / p * 1000, decodeTokensPerSecond: 1000 / d,
-                           decodeMsPerToken: d, peakRSSMiB: peakRSSMiB(), error: nil)
+                           decodeMsPerToken: d, decodeWeightGBps: weightBytes / (d / 1000) / 1e9, sgemmOneRowGBps: oneRow,
+                           peakRSSMiB: peak, error: nil)
     }
 
     // MARK: child processes
@@ -593,6 +606,10 @@ extension Bench {
                     print("  inference (batch 1, greedy, no adapter): prefill \(g.promptTokens) tokens \(num(g.prefillMs, 1)) ms = "
                           + "\(num(g.prefillTokensPerSecond, 1)) tok/s; decode \(g.newTokens) tokens \(num(g.decodeTokensPerSecond, 2)) tok/s "
                           + "(\(num(g.decodeMsPerToken, 1)) ms/token); peak RSS \(num(g.peakRSSMiB, 0)) MiB")
+                    if let w = g.decodeWeightGBps, let o = g.sgemmOneRowGBps {
+                        print("  decode streams the weights at \(num(w, 1)) GB/s; one-row OpenBLAS sgemm [1, d]×[d, vocab] "
+                              + "reaches \(num(o, 1)) GB/s in the same process")
+                    }
                 }
             }
         }
