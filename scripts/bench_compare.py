@@ -458,11 +458,14 @@ def report(args, results):
                 ratio(k.get("medianMs"), full_ms) if k_ok and full_ms else "-",
                 f"{k.get('trainableParameters', '-')}/{t.get('trainable_parameters', '-')}",
             ])
+        rows = [r for r, m in zip(rows, [m for m in TORCH_METHODS if m in args.methods or m == "full"])
+                if m in tt or m in pkt]
         src = (pks or {}).get("shape", {}).get("source", "random")
-        out.append("")
-        out.append(f"[{shape}] train step ({'random weights' if src == 'random' else src})")
-        out.append(table(["method", "reference", "PEFTKit tok/s", "PyTorch tok/s", "ratio", "PEFTKit MiB", "PyTorch MiB",
-                          "RSS ratio", "PyTorch step÷full", "PEFTKit step÷full", "trainable PK/PT"], rows))
+        if rows:
+            out.append("")
+            out.append(f"[{shape}] train step ({'random weights' if src == 'random' else src})")
+            out.append(table(["method", "reference", "PEFTKit tok/s", "PyTorch tok/s", "ratio", "PEFTKit MiB", "PyTorch MiB",
+                              "RSS ratio", "PyTorch step÷full", "PEFTKit step÷full", "trainable PK/PT"], rows))
         if pkt:
             g = [f"{m} {fmt(t.get('gflopsMedian'))} GFLOP/s = {100 * (t.get('ratioToSgemm') or 0):.0f}% of sgemm "
                  f"{fmt(t.get('sgemmGflops'))}" for m, t in pkt.items() if not t.get("error")]
@@ -493,6 +496,9 @@ def report(args, results):
                        f"decode {args.new_tokens} tokens")
             out.append(table(["engine", "weights", "prefill tok/s", "decode tok/s", "peak MiB",
                               "PEFTKit÷ prefill", "PEFTKit÷ decode"], grow))
+            if pki and pki.get("decodeWeightGBps"):
+                out.append(f"PEFTKit decode streams its weights at {pki['decodeWeightGBps']:.1f} GB/s; a one-row OpenBLAS "
+                           f"sgemm of the LM head's shape reaches {pki['sgemmOneRowGBps']:.1f} GB/s in the same process")
     for s in pk["shapes"]:
         for t in s["train"]:
             if t.get("error"):

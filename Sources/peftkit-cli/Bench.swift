@@ -153,8 +153,7 @@ struct FlopCount {
             }
         }
         adapter = 3 * N * perToken
-        lmHeadShare = 0
-        lmHeadShare = 4 * N * head / total
+        lmHeadShare = 4 * N * head / (forward + backward + adapter)
     }
 }
 
@@ -210,6 +209,8 @@ struct TrainResult: Codable {
     var lastLoss: Double
     /// VmHWM right after the timed train steps (before the forward and breakdown measurements).
     var peakRSSMiB: Double
+    /// VmRSS with the model loaded and the adapter attached, before the first step.
+    var modelRSSMiB: Double?
     var error: String?
 }
 
@@ -221,6 +222,11 @@ struct InferResult: Codable {
     var prefillTokensPerSecond: Double
     var decodeTokensPerSecond: Double
     var decodeMsPerToken: Double
+    /// Bytes of matmul weights (layers + LM head) read per decoded token × decode tokens/s, GB/s.
+    var decodeWeightGBps: Double?
+    /// The same rate for one OpenBLAS sgemm with a single row and the LM head's shape ([1, d] × [d, vocab],
+    /// too big for the caches), GB/s: what decode's matrix products can reach through sgemm here.
+    var sgemmOneRowGBps: Double?
     var peakRSSMiB: Double
     var error: String?
 }
@@ -344,7 +350,8 @@ struct Bench: ParsableCommand {
                     if let c = child { r.shape = c.shape }
                     r.inference = child?.inference ?? InferResult(
                         promptTokens: promptTokens, newTokens: newTokens, runs: 0, prefillMs: 0, prefillTokensPerSecond: 0,
-                        decodeTokensPerSecond: 0, decodeMsPerToken: 0, peakRSSMiB: 0, error: why)
+                        decodeTokensPerSecond: 0, decodeMsPerToken: 0, decodeWeightGBps: nil, sgemmOneRowGBps: nil, peakRSSMiB: 0,
+                        error: why)
                 } else {
                     r.inference = runInference(shape)
                 }
@@ -394,7 +401,7 @@ struct Bench: ParsableCommand {
         TrainResult(method: m.rawValue, detail: "", trainableParameters: 0, tokensPerStep: batch * seq, stepMs: [],
                     medianMs: 0, bestMs: 0, tokensPerSecond: 0, tokensPerSecondBest: 0, gflopPerStep: 0, gflopsMedian: 0,
                     gflopsBest: 0, lmHeadFlopShare: 0, sgemmGflops: 0, sgemmShape: "", ratioToSgemm: 0, forwardMs: 0,
-                    forwardShare: 0, breakdown: nil, firstLoss: 0, lastLoss: 0, peakRSSMiB: 0, error: msg)
+                    forwardShare: 0, breakdown: nil, firstLoss: 0, lastLoss: 0, peakRSSMiB: 0, modelRSSMiB: nil, error: msg)
     }
 
     func runTrain(_ shape: BenchShape, _ method: BenchMethod) -> TrainResult {
@@ -439,6 +446,7 @@ struct Bench: ParsableCommand {
         let sgemm = try measureSGEMM(m: sgM, n: sgN, k: sgK, iterations: 10)
         try m.attachAdapter(name: "bench", config: method.adapterConfig(c.architecture))
         try m.setActiveAdapter("bench")
+        let before = rssMiB("VmRSS:")
         let ids = tokens(batch * seq, vocab: c.vocabSize)
         let (ms, losses) = try timeSteps(m, ids, steps: steps, warmup: warmup, tag: "\(shape.rawValue) \(method.rawValue)")
         let peak = peakRSSMiB()
@@ -470,7 +478,7 @@ struct Bench: ParsableCommand {
             gflopsMedian: flops.total / med / 1e6, gflopsBest: flops.total / best / 1e6, lmHeadFlopShare: flops.lmHeadShare,
             sgemmGflops: sgemm, sgemmShape: "\(sgM)x\(sgN)x\(sgK)", ratioToSgemm: flops.total / med / 1e6 / sgemm,
             forwardMs: fwd, forwardShare: fwd / med, breakdown: bd, firstLoss: Double(losses.first ?? 0),
-            lastLoss: Double(losses.last ?? 0), peakRSSMiB: peak, error: nil)
+            lastLoss: Double(losses.last ?? 0), peakRSSMiB: peak, modelRSSMiB: before, error: nil)
     }
 
     // MARK: inference
@@ -481,7 +489,8 @@ struct Bench: ParsableCommand {
         } catch {
             progress("\(shape.rawValue) inference: \(error)")
             return InferResult(promptTokens: promptTokens, newTokens: newTokens, runs: 0, prefillMs: 0, prefillTokensPerSecond: 0,
-                               decodeTokensPerSecond: 0, decodeMsPerToken: 0, peakRSSMiB: 0, error: "\(error)")
+                               decodeTokensPerSecond: 0, decodeMsPerToken: 0, decodeWeightGBps: nil, sgemmOneRowGBps: nil, peakRSSMiB: 0,
+                               error: "\(error)")
         }
     }
 
@@ -509,9 +518,15 @@ struct Bench: ParsableCommand {
             if run > 0 { prefill.append(p); decode.append(d) }
         }
         let p = median(prefill), d = median(decode)
+        let peak = peakRSSMiB()  // before the sgemm probe below allocates its own matrices
+        let c = m.config
+        let weightBytes = Double(c.numLayers * FlopCount.matmulPerLayer(c) + c.vocabSize * c.hiddenSize) * 4
+        // One row: 2·n·k FLOPs per 4·n·k weight bytes, so GB/s = 2 × GFLOP/s.
+        let oneRow = try measureSGEMM(m: 1, n: c.vocabSize, k: c.hiddenSize, iterations: 20) * 2
         return InferResult(promptTokens: promptTokens, newTokens: newTokens, runs: genRuns, prefillMs: p,
                            prefillTokensPerSecond: Double(promptTokens) / p * 1000, decodeTokensPerSecond: 1000 / d,
-                           decodeMsPerToken: d, peakRSSMiB: peakRSSMiB(), error: nil)
+                           decodeMsPerToken: d, decodeWeightGBps: weightBytes / (d / 1000) / 1e9, sgemmOneRowGBps: oneRow,
+                           peakRSSMiB: peak, error: nil)
     }
 
     // MARK: child processes
@@ -560,14 +575,14 @@ extension Bench {
                   + "L=\(i.numLayers) d=\(i.hiddenSize) heads=\(i.numHeads)/\(i.numKVHeads) ffn=\(i.intermediateSize) vocab=\(i.vocabSize)")
             if !s.train.isEmpty {
                 let head = ["method", "trainable", "step ms med", "best", "tok/s med", "best", "GFLOP/step", "GFLOP/s",
-                            "sgemm", "of sgemm", "fwd share", "peak RSS"]
+                            "sgemm", "of sgemm", "fwd share", "model RSS", "peak RSS"]
                 var rows: [[String]] = []
                 for t in s.train {
                     if let e = t.error { rows.append([t.method, "error: \(e)"]); continue }
                     rows.append([t.method, fmtCount(t.trainableParameters), num(t.medianMs, 0), num(t.bestMs, 0),
                                  num(t.tokensPerSecond, 1), num(t.tokensPerSecondBest, 1), num(t.gflopPerStep, 2),
                                  num(t.gflopsMedian, 1), num(t.sgemmGflops, 1), pct(t.ratioToSgemm), pct(t.forwardShare),
-                                 "\(num(t.peakRSSMiB, 0)) MiB"])
+                                 t.modelRSSMiB.map { "\(num($0, 0)) MiB" } ?? "-", "\(num(t.peakRSSMiB, 0)) MiB"])
                 }
                 printRows(head, rows)
                 let bds = s.train.filter { $0.breakdown != nil }
@@ -591,6 +606,10 @@ extension Bench {
                     print("  inference (batch 1, greedy, no adapter): prefill \(g.promptTokens) tokens \(num(g.prefillMs, 1)) ms = "
                           + "\(num(g.prefillTokensPerSecond, 1)) tok/s; decode \(g.newTokens) tokens \(num(g.decodeTokensPerSecond, 2)) tok/s "
                           + "(\(num(g.decodeMsPerToken, 1)) ms/token); peak RSS \(num(g.peakRSSMiB, 0)) MiB")
+                    if let w = g.decodeWeightGBps, let o = g.sgemmOneRowGBps {
+                        print("  decode streams the weights at \(num(w, 1)) GB/s; one-row OpenBLAS sgemm [1, d]×[d, vocab] "
+                              + "reaches \(num(o, 1)) GB/s in the same process")
+                    }
                 }
             }
         }
@@ -664,9 +683,12 @@ func readTextFile(_ path: String) -> String? {
 }
 
 /// Peak resident set size of this process (VmHWM), MiB.
-func peakRSSMiB() -> Double {
+func peakRSSMiB() -> Double { rssMiB("VmHWM:") }
+
+/// A memory line of /proc/self/status ("VmHWM:", "VmRSS:") in MiB.
+func rssMiB(_ key: String) -> Double {
     guard let s = readTextFile("/proc/self/status") else { return 0 }
-    for line in s.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+    for line in s.split(separator: "\n") where line.hasPrefix(key) {
         let kb = line.split(separator: " ").compactMap { Double($0) }.first ?? 0
         return kb / 1024
     }
