@@ -12,6 +12,9 @@ extension Engine {
     func merge(name: String) throws {
         let slot = try adapter(named: name)
         guard !slot.merged else { throw PEFTKitError.state("adapter '\(name)' is already merged") }
+        guard full == nil else {
+            throw PEFTKitError.state("full fine-tuning is enabled: disable it before merging an adapter")
+        }
         var rec = MergeRecord(name: name)
         func replace(_ l: Int, _ site: LinearSite, _ edit: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>?, Linear) -> Void) throws {
             guard var lin = site.linear(weights.layers[l]) else { return }

@@ -25,7 +25,7 @@ final class AdapterSlot {
 /// `prefix + seqLen`.
 final class TrainBuffers {
     let batch: Int, seqLen: Int, prefix: Int, lowest: Int
-    let adapterID: ObjectIdentifier
+    let adapterID: ObjectIdentifier?
     let pool = BufferPool()
     /// streams[i] is the input of layer lowest + i; the last is the final stream.
     var streams: [UnsafeMutablePointer<Float>] = []
@@ -39,12 +39,13 @@ final class TrainBuffers {
     var scratch: BackwardScratch
     static let headChunk = 128
 
-    init(engine e: Engine, batch: Int, seqLen: Int, adapter: Adapter) throws {
+    /// `adapter` nil = full fine-tuning (every layer trained, no hooks).
+    init(engine e: Engine, batch: Int, seqLen: Int, adapter: Adapter?) throws {
         let c = e.config
         self.batch = batch; self.seqLen = seqLen
-        prefix = adapter.prefixLength
-        lowest = max(0, adapter.lowestLayer)
-        adapterID = ObjectIdentifier(adapter)
+        prefix = adapter?.prefixLength ?? 0
+        lowest = max(0, adapter?.lowestLayer ?? 0)
+        adapterID = adapter.map { ObjectIdentifier($0) }
         let N = batch * seqLen, C = c.hiddenSize, tk = prefix + seqLen
         for _ in lowest...c.numLayers { streams.append(try pool.take(N * C)) }
         if lowest > 0 {
@@ -59,7 +60,7 @@ final class TrainBuffers {
         targetStorage = try Storage.allocate(bytes: N * 4)
         targets = targetStorage.base.assumingMemoryBound(to: Int32.self)
         scratch = try BackwardScratch(pool: pool, config: c, rows: N, batch: batch, seqLen: seqLen, keys: tk)
-        try adapter.prepare(rows: N, batch: batch, seqLen: seqLen, slots: c.numLayers, training: true)
+        try adapter?.prepare(rows: N, batch: batch, seqLen: seqLen, slots: c.numLayers, training: true)
     }
 }
 
@@ -102,6 +103,8 @@ final class Engine {
     /// Adapters merged into the base weights, oldest first.
     var merges: [MergeRecord] = []
     var inferBuffers: InferBuffers?
+    /// Set while every base weight is trained (`enableFullFineTuning`).
+    var full: FullTuning?
 
     init(config: ModelConfig, weights: BaseWeights) throws {
         self.config = config

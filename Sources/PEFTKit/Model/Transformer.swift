@@ -119,14 +119,19 @@ extension Engine {
         ad.linearOutput(l, site, out: out, ldo: ldo, inp: x, ldi: lin.inFeatures, pass)
     }
 
-    /// Input gradient of the frozen linear at `site` (no weight gradient), with the adapter's hooks.
+    /// Input gradient of the linear at `site`, with the adapter's hooks. A frozen linear (`wgrad` nil) gets no
+    /// weight gradient; under full fine-tuning `wgrad` holds the views its weight and bias gradients
+    /// accumulate into.
     @inline(__always)
     func linearBack(_ l: Int, _ site: LinearSite, _ lin: Linear, dinp: UnsafeMutablePointer<Float>, dout: UnsafeMutablePointer<Float>,
                     inp: UnsafeMutablePointer<Float>, rows n: Int, accumulate: Bool, lddo: Int? = nil, adapter: Adapter?,
-                    grads: UnsafeMutablePointer<Float>?, pass: PassInfo) {
+                    grads: UnsafeMutablePointer<Float>?, wgrad: Linear? = nil, pass: PassInfo) {
         let lddo = lddo ?? lin.outFeatures
         guard let ad = adapter, let g = grads, ad.hooks(l, site) else {
             lin.backwardInput(dinp: dinp, dout: dout, rows: n, accumulate: accumulate, lddo: lddo)
+            if let wg = wgrad {
+                lin.backwardWeights(dweight: wg.weight, dbias: wg.bias, dout: dout, inp: inp, rows: n, lddo: lddo)
+            }
             return
         }
         let dy = ad.linearOutputBackward(l, site, dout: dout, lddo: lddo, inp: inp, ldi: lin.inFeatures, dinp: dinp,
@@ -220,10 +225,13 @@ extension Engine {
 
     /// Backward of layer `l` (no cache; `pastLen` = prefix length). On entry `s.d` holds dL/d(out); on exit
     /// dL/dx. Adapter parameter gradients accumulate into `grads`. Frozen weights get no gradient: only dX is
-    /// computed through them.
+    /// computed through them. Under full fine-tuning `fullGrads` is given and every weight of the layer
+    /// accumulates its gradient into its view there.
     func backwardLayer(_ l: Int, x: UnsafeMutablePointer<Float>, a: LayerActs, s: BackwardScratch, batch B: Int, seqLen T: Int,
-                       pastLen: Int, adapter: Adapter?, grads: UnsafeMutablePointer<Float>?, pass: PassInfo) {
+                       pastLen: Int, adapter: Adapter?, grads: UnsafeMutablePointer<Float>?, fullGrads: BaseWeights? = nil,
+                       pass: PassInfo) {
         let c = config, w = weights.layers[l]
+        let gw = fullGrads?.layers[l]
         let N = B * T, C = c.hiddenSize, I = c.intermediateSize
         let H = c.numHeads, KVH = c.numKVHeads, D = c.headDim
         let hd = H * D, kvd = KVH * D, ld = c.qkvWidth
@@ -239,23 +247,23 @@ extension Engine {
         }
         if gpt2 {
             linearBack(l, .proj, w.proj!, dinp: s.dact, dout: s.dh, inp: a.act, rows: N, accumulate: false, adapter: adapter,
-                       grads: grads, pass: pass)
+                       grads: grads, wgrad: gw?.proj, pass: pass)
             s.dfcPre.update(repeating: 0, count: N * I)
             activationBackward(.geluTanh, s.dfcPre, a.fcPre, s.dact, N * I)
             linearBack(l, .fc, w.fc!, dinp: s.dln, dout: s.dfcPre, inp: a.ln2, rows: N, accumulate: false, adapter: adapter,
-                       grads: grads, pass: pass)
-            layerNormBackward(d, nil, nil, s.dln, a.x1, w.norm2W, a.ln2Mean, a.ln2Rstd, N, C)
+                       grads: grads, wgrad: gw?.fc, pass: pass)
+            layerNormBackward(d, gw?.norm2W, gw?.norm2B, s.dln, a.x1, w.norm2W, a.ln2Mean, a.ln2Rstd, N, C)
         } else {
             linearBack(l, .down, w.down!, dinp: s.dact, dout: s.dh, inp: a.act, rows: N, accumulate: false, adapter: adapter,
-                       grads: grads, pass: pass)
+                       grads: grads, wgrad: gw?.down, pass: pass)
             s.dfcPre.update(repeating: 0, count: N * I)
             s.dfcUp.update(repeating: 0, count: N * I)
             swigluBackward(s.dfcPre, s.dfcUp, s.dact, a.fcPre, a.fcUp!, N * I)
             linearBack(l, .gate, w.gate!, dinp: s.dln, dout: s.dfcPre, inp: a.ln2, rows: N, accumulate: false, adapter: adapter,
-                       grads: grads, pass: pass)
+                       grads: grads, wgrad: gw?.gate, pass: pass)
             linearBack(l, .up, w.up!, dinp: s.dln, dout: s.dfcUp, inp: a.ln2, rows: N, accumulate: true, adapter: adapter,
-                       grads: grads, pass: pass)
-            rmsNormBackward(d, nil, s.dln, a.x1, w.norm2W, a.ln2Rstd, N, C)
+                       grads: grads, wgrad: gw?.up, pass: pass)
+            rmsNormBackward(d, gw?.norm2W, s.dln, a.x1, w.norm2W, a.ln2Rstd, N, C)
         }
 
         // Attention block: x1 = x + h1 (+ A(z))
@@ -266,7 +274,7 @@ extension Engine {
             if toX { addInPlace(d, s.dz, N * C) }
         }
         linearBack(l, .o, w.o, dinp: s.dattn, dout: s.dh, inp: a.attn, rows: N, accumulate: false, adapter: adapter,
-                   grads: grads, pass: pass)
+                   grads: grads, wgrad: gw?.o, pass: pass)
         s.dqkv.update(repeating: 0, count: N * ld)
         func rows(_ p: UnsafeMutablePointer<Float>) -> StridedRows { StridedRows(ptr: p, ld: ld, batchStride: T * ld) }
         let dout = StridedRows(ptr: s.dattn, ld: hd, batchStride: T * hd)
@@ -296,18 +304,18 @@ extension Engine {
         }
         if gpt2 {
             linearBack(l, .qkv, w.qkv!, dinp: s.dln, dout: s.dqkv, inp: a.ln1, rows: N, accumulate: false, adapter: adapter,
-                       grads: grads, pass: pass)
-            layerNormBackward(d, nil, nil, s.dln, x, w.norm1W, a.ln1Mean, a.ln1Rstd, N, C)
+                       grads: grads, wgrad: gw?.qkv, pass: pass)
+            layerNormBackward(d, gw?.norm1W, gw?.norm1B, s.dln, x, w.norm1W, a.ln1Mean, a.ln1Rstd, N, C)
         } else {
             ropeBackward(s.dqkv, rope!, rows: N, seqLen: T, posOffset: pastLen, numHeads: H, headDim: D, rowStride: ld)
             ropeBackward(s.dqkv + hd, rope!, rows: N, seqLen: T, posOffset: pastLen, numHeads: KVH, headDim: D, rowStride: ld)
             linearBack(l, .q, w.q!, dinp: s.dln, dout: s.dqkv, inp: a.ln1, rows: N, accumulate: false, lddo: ld,
-                       adapter: adapter, grads: grads, pass: pass)
+                       adapter: adapter, grads: grads, wgrad: gw?.q, pass: pass)
             linearBack(l, .k, w.k!, dinp: s.dln, dout: s.dqkv + hd, inp: a.ln1, rows: N, accumulate: true, lddo: ld,
-                       adapter: adapter, grads: grads, pass: pass)
+                       adapter: adapter, grads: grads, wgrad: gw?.k, pass: pass)
             linearBack(l, .v, w.v!, dinp: s.dln, dout: s.dqkv + hd + kvd, inp: a.ln1, rows: N, accumulate: true, lddo: ld,
-                       adapter: adapter, grads: grads, pass: pass)
-            rmsNormBackward(d, nil, s.dln, x, w.norm1W, a.ln1Rstd, N, C)
+                       adapter: adapter, grads: grads, wgrad: gw?.v, pass: pass)
+            rmsNormBackward(d, gw?.norm1W, s.dln, x, w.norm1W, a.ln1Rstd, N, C)
         }
     }
 }

@@ -1,17 +1,27 @@
 extension Engine {
-    /// One optimiser step of the active adapter; see `Model.trainStep`.
+    /// One optimiser step of the active adapter, or of every base weight under full fine-tuning; see
+    /// `Model.trainStep`.
     func trainStep(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>?, batch B: Int, seqLen T: Int,
                    config tc: TrainConfig) throws -> TrainStepResult {
         try tc.validate()
-        guard let slot = active else {
-            if let n = activeName, (try? adapter(named: n))?.merged == true {
-                throw PEFTKitError.state("adapter '\(n)' is merged into the base weights: unmerge it to train it")
+        let slot: AdapterSlot?
+        if full != nil {
+            if let n = activeName, (try? adapter(named: n))?.merged == false {
+                throw PEFTKitError.state("full fine-tuning is enabled: deactivate adapter '\(n)' (or disable full fine-tuning) to train")
             }
-            throw PEFTKitError.state("no active adapter: attach one and make it active before training")
+            slot = nil
+        } else {
+            guard let s = active else {
+                if let n = activeName, (try? adapter(named: n))?.merged == true {
+                    throw PEFTKitError.state("adapter '\(n)' is merged into the base weights: unmerge it to train it")
+                }
+                throw PEFTKitError.state("no active adapter: attach one and make it active before training")
+            }
+            slot = s
         }
-        let ad = slot.adapter
-        let Vt = ad.virtualTokens
-        try checkShape(batch: B, seqLen: T, extra: Vt + ad.prefixLength)
+        let ad = slot?.adapter
+        let Vt = ad?.virtualTokens ?? 0
+        try checkShape(batch: B, seqLen: T, extra: Vt + (ad?.prefixLength ?? 0))
         let N = B * T
         try checkTokens(inputIDs, count: N, what: "input_ids")
         if let labels { try checkLabels(labels, count: N) }
@@ -27,18 +37,28 @@ extension Engine {
         }
         try require(total > 0, "no label counts towards the loss (all positions are -100 or sequences have length 1)")
 
-        let grads = slot.grads.floats
-        let P = slot.parameterCount
+        // The trainable vector: the adapter's parameters, or the whole base-weight block.
+        let params, grads, mom1, mom2: UnsafeMutablePointer<Float>
+        let P: Int, step: Int
+        if let slot {
+            params = slot.adapter.params.floats; grads = slot.grads.floats; mom1 = slot.m.floats; mom2 = slot.v.floats
+            P = slot.parameterCount; step = slot.step
+        } else {
+            let ft = full!
+            params = ft.params.floats; grads = ft.grads.floats; mom1 = ft.m.floats; mom2 = ft.v.floats
+            P = ft.count; step = ft.step
+        }
         grads.update(repeating: 0, count: P)
-        ad.beginPass(training: true)
+        ad?.beginPass(training: true)
         var lossSum = 0.0
         var r = 0
         while r < B {
-            lossSum += try forwardBackward(slot: slot, ids: inputIDs.baseAddress! + r * T, labels: lab, rowStart: r, rows: mb,
+            lossSum += try forwardBackward(adapter: ad, grads: grads, fullGrads: slot == nil ? full!.gradWeights : nil,
+                                           ids: inputIDs.baseAddress! + r * T, labels: lab, rowStart: r, rows: mb,
                                            seqLen: T, gradScale: 1 / Float(total))
             r += mb
         }
-        ad.endBackward(grads: grads)
+        ad?.endBackward(grads: grads)
         let loss = Float(lossSum / Double(total))
         let sq = sumOfSquares(grads, P)
         let norm = Float(sq.squareRoot())
@@ -50,30 +70,40 @@ extension Engine {
             let coef = tc.maxGradNorm / (norm + 1e-6)
             if coef < 1 { scaleInPlace(grads, P, coef) }
         }
-        let lr = tc.learningRate(atStep: slot.step)
-        guard adamwUpdateStaysFinite(ad.params.floats, grads, slot.m.floats, slot.v.floats, P, lr: decimalDouble(lr),
+        let lr = tc.learningRate(atStep: step)
+        guard adamwUpdateStaysFinite(params, grads, mom1, mom2, P, lr: decimalDouble(lr),
                                      beta1: decimalDouble(tc.beta1), beta2: decimalDouble(tc.beta2), eps: decimalDouble(tc.eps),
-                                     weightDecay: decimalDouble(tc.weightDecay), step: slot.step + 1) else {
+                                     weightDecay: decimalDouble(tc.weightDecay), step: step + 1) else {
             grads.update(repeating: 0, count: P)
             throw PEFTKitError.numerical("the update would make a weight non-finite (learning rate \(lr)); the step was skipped and no weight changed")
         }
-        adamwUpdate(ad.params.floats, grads, slot.m.floats, slot.v.floats, P, lr: decimalDouble(lr),
+        adamwUpdate(params, grads, mom1, mom2, P, lr: decimalDouble(lr),
                     beta1: decimalDouble(tc.beta1), beta2: decimalDouble(tc.beta2), eps: decimalDouble(tc.eps),
-                    weightDecay: decimalDouble(tc.weightDecay), step: slot.step + 1)
-        slot.step += 1
-        ad.parametersChanged()
-        return TrainStepResult(loss: loss, gradNorm: norm, learningRate: lr, step: slot.step, tokens: total)
+                    weightDecay: decimalDouble(tc.weightDecay), step: step + 1)
+        let newStep: Int
+        if let slot {
+            slot.step += 1
+            newStep = slot.step
+            slot.adapter.parametersChanged()
+        } else {
+            full!.step += 1
+            newStep = full!.step
+        }
+        return TrainStepResult(loss: loss, gradNorm: norm, learningRate: lr, step: newStep, tokens: total)
     }
 
     /// Forward and backward of rows [rowStart, rowStart + rows); returns the summed loss of those rows.
-    func forwardBackward(slot: AdapterSlot, ids: UnsafePointer<Int32>, labels: UnsafeBufferPointer<Int32>, rowStart: Int,
-                         rows B: Int, seqLen T: Int, gradScale: Float) throws -> Double {
-        let c = config, adapter = slot.adapter
-        let Vt = adapter.virtualTokens, P = adapter.prefixLength
+    /// Adapter gradients accumulate into `grads`; with `fullGrads` (full fine-tuning, no adapter) every base
+    /// weight's gradient accumulates into its view there.
+    func forwardBackward(adapter: Adapter?, grads: UnsafeMutablePointer<Float>, fullGrads: BaseWeights?, ids: UnsafePointer<Int32>,
+                         labels: UnsafeBufferPointer<Int32>, rowStart: Int, rows B: Int, seqLen T: Int,
+                         gradScale: Float) throws -> Double {
+        let c = config
+        let Vt = adapter?.virtualTokens ?? 0, P = adapter?.prefixLength ?? 0
         let Tp = T + Vt
         let N = B * Tp, C = c.hiddenSize, V = c.vocabSize, L = c.numLayers
         let buf: TrainBuffers
-        if let b = trainBuffers, b.batch == B, b.seqLen == Tp, b.adapterID == ObjectIdentifier(adapter) {
+        if let b = trainBuffers, b.batch == B, b.seqLen == Tp, b.adapterID == adapter.map({ ObjectIdentifier($0) }) {
             buf = b
         } else {
             trainBuffers = nil
@@ -82,7 +112,6 @@ extension Engine {
             trainBuffers = buf
         }
         let lo = buf.lowest
-        let grads = slot.grads.floats
         // Layers below the lowest adapted one: forward only, shared scratch.
         let first = lo == 0 ? buf.streams[0] : buf.low[0]
         embedSequence(first, ids: ids, batch: B, seqLen: T, pastLen: P, adapter: adapter)
@@ -111,22 +140,28 @@ extension Engine {
                                                      gradScale: gradScale, computeGrad: true)
             lossSum += s
             weights.lmHead.backwardInput(dinp: buf.dlnf + r0 * C, dout: buf.logits, rows: rows, accumulate: false)
+            fullGrads?.lmHead.backwardWeights(dweight: fullGrads!.lmHead.weight, dbias: nil, dout: buf.logits,
+                                              inp: buf.lnf + r0 * C, rows: rows)
             r0 += rows
         }
         // Final norm backward (frozen: input gradient only).
         let d = buf.scratch.d
         d.update(repeating: 0, count: N * C)
         if c.architecture == .gpt2 {
-            layerNormBackward(d, nil, nil, buf.dlnf, top, weights.normFW, buf.lnfMean, buf.lnfRstd, N, C)
+            layerNormBackward(d, fullGrads?.normFW, fullGrads?.normFB, buf.dlnf, top, weights.normFW, buf.lnfMean, buf.lnfRstd, N, C)
         } else {
-            rmsNormBackward(d, nil, buf.dlnf, top, weights.normFW, buf.lnfRstd, N, C)
+            rmsNormBackward(d, fullGrads?.normFW, buf.dlnf, top, weights.normFW, buf.lnfRstd, N, C)
         }
         // Down to the lowest adapted layer, and no further.
         for l in stride(from: L - 1, through: lo, by: -1) {
             backwardLayer(l, x: buf.streams[l - lo], a: buf.acts[l - lo], s: buf.scratch, batch: B, seqLen: Tp, pastLen: P,
-                          adapter: adapter, grads: grads, pass: PassInfo(rows: N, slot: l, training: true))
+                          adapter: adapter, grads: grads, fullGrads: fullGrads, pass: PassInfo(rows: N, slot: l, training: true))
         }
-        if Vt > 0 {
+        if let gw = fullGrads {
+            // d now holds dL/d(embeddings).
+            embeddingBackward(gw.wte, gw.wpe, d, ids, N, T, C, 0)
+        }
+        if Vt > 0, let adapter {
             // d now holds dL/d(embeddings): the virtual tokens' rows are the prompt's gradient.
             let g = adapter.promptGrad(grads: grads)
             for b in 0..<B { addInPlace(g, d + b * Tp * C, Vt * C) }
