@@ -46,12 +46,15 @@ enum BenchShape: String, CaseIterable, ExpressibleByArgument {
     }
 }
 
-/// The adapter configurations compared with HF PEFT / AdapterHub. Each uses that library's defaults.
+/// The adapter configurations compared with HF PEFT / AdapterHub (each uses that library's defaults), and
+/// full fine-tuning (every base weight, the baseline adapters are measured against).
 enum BenchMethod: String, CaseIterable, ExpressibleByArgument {
-    case houlsby, pfeiffer, lora, ia3, prefix, prompt
+    case full, houlsby, pfeiffer, lora, ia3, prefix, prompt
 
-    func adapterConfig(_ arch: Architecture) -> AdapterConfig {
+    /// nil for full fine-tuning.
+    func adapterConfig(_ arch: Architecture) -> AdapterConfig? {
         switch self {
+        case .full: return nil
         case .houlsby: return .bottleneck(BottleneckConfig(preset: .houlsby, reductionFactor: 16))
         case .pfeiffer: return .bottleneck(BottleneckConfig(preset: .pfeiffer, reductionFactor: 16))
         case .lora:
@@ -75,8 +78,20 @@ enum BenchMethod: String, CaseIterable, ExpressibleByArgument {
 
     func loraTargets(_ arch: Architecture) -> [String] { arch == .gpt2 ? ["c_attn"] : ["q_proj", "v_proj"] }
 
+    /// Attaches and activates the adapter as "bench", or enables full fine-tuning; returns the trainable count.
+    func prepare(_ m: Model) throws -> Int {
+        guard let ac = adapterConfig(m.config.architecture) else {
+            try m.enableFullFineTuning()
+            return m.baseParameterCount
+        }
+        try m.attachAdapter(name: "bench", config: ac)
+        try m.setActiveAdapter("bench")
+        return try m.adapterParameterCount(name: "bench")
+    }
+
     func describe(_ arch: Architecture) -> String {
         switch self {
+        case .full: return "full fine-tuning, AdamW on every base weight"
         case .houlsby: return "bottleneck double_seq_bn (Houlsby), reduction 16, swish"
         case .pfeiffer: return "bottleneck seq_bn (Pfeiffer), reduction 16, relu"
         case .lora: return "LoRA r=8 alpha=16 on \(loraTargets(arch).joined(separator: ","))"
@@ -98,6 +113,7 @@ struct FlopCount {
         forward = 2·N·(L·Pm + V·C) + 4·B·H·T'·Tk·D·L   (attention counted as a full square, no causal halving)
         backward, input gradients only (frozen base) = 2·N·((L−l0)·Pm + V·C) + 8·B·H·T'·Tk·D·(L−l0)   (attention backward has twice the forward's products)
         adapter = 3 × its forward matmul FLOPs (forward, input gradient, weight gradient); element-wise work, AdamW and IA3 scaling are not counted
+        full fine-tuning: backward also has the weight gradients, 2·N·(L·Pm + V·C) more
         GFLOP/s = (forward + backward + adapter) / step time
         """
 
@@ -127,10 +143,11 @@ struct FlopCount {
         let attn = 4 * Double(B) * Double(c.numHeads) * Tq * Tk * Double(c.headDim)
         forward = 2 * N * (L * pm + head) + attn * L
         backward = 2 * N * ((L - l0) * pm + head) + 2 * attn * (L - l0)
+        if method == .full { backward += 2 * N * (L * pm + head) }
         let C = Double(c.hiddenSize)
         var perToken = 0.0  // adapter forward matmul FLOPs per token
-        if let m = method {
-            switch m.adapterConfig(c.architecture) {
+        if let m = method, let ac = m.adapterConfig(c.architecture) {
+            switch ac {
             case .bottleneck(let b):
                 let r = Double(b.bottleneck(hidden: c.hiddenSize))
                 let sites = (b.mhAdapter ? 1.0 : 0) + (b.outputAdapter ? 1.0 : 0)
@@ -265,7 +282,7 @@ struct Bench: ParsableCommand {
 
     @Option(help: "Comma-separated shapes: \(BenchShape.allCases.map(\.rawValue).joined(separator: ", ")).")
     var shapes = "gpt2,smollm2"
-    @Option(help: "Hugging Face model folder benchmarked instead of the random SmolLM2 shape.")
+    @Option(help: "Hugging Face model folder or .gguf file (llama architecture) benchmarked instead of the random SmolLM2 shape.")
     var model: String?
     @Option(help: "Comma-separated methods: \(BenchMethod.allCases.map(\.rawValue).joined(separator: ", ")), or none.")
     var methods = BenchMethod.allCases.map(\.rawValue).joined(separator: ",")
@@ -291,12 +308,6 @@ struct Bench: ParsableCommand {
         }
         _ = try shapeList()
         _ = try methodList()
-        if let m = model, m.hasSuffix(".gguf") {
-            throw ValidationError("""
-                PEFTKit cannot read GGUF files yet; give a Hugging Face folder (scripts/bench_compare.py \
-                --smollm2-gguf dequantises a GGUF into one and passes it here)
-                """)
-        }
     }
 
     func shapeList() throws -> [BenchShape] {
@@ -444,8 +455,7 @@ struct Bench: ParsableCommand {
         let c = m.config
         let sgK = c.hiddenSize, sgN = c.intermediateSize, sgM = batch * seq
         let sgemm = try measureSGEMM(m: sgM, n: sgN, k: sgK, iterations: 10)
-        try m.attachAdapter(name: "bench", config: method.adapterConfig(c.architecture))
-        try m.setActiveAdapter("bench")
+        let trainable = try method.prepare(m)
         let before = rssMiB("VmRSS:")
         let ids = tokens(batch * seq, vocab: c.vocabSize)
         let (ms, losses) = try timeSteps(m, ids, steps: steps, warmup: warmup, tag: "\(shape.rawValue) \(method.rawValue)")
@@ -458,8 +468,7 @@ struct Bench: ParsableCommand {
             var c1 = c
             c1.numLayers = 1
             let m1 = try Model.create(config: c1, seed: 1)
-            try m1.attachAdapter(name: "bench", config: method.adapterConfig(c.architecture))
-            try m1.setActiveAdapter("bench")
+            _ = try method.prepare(m1)
             let (ms1, _) = try timeSteps(m1, ids, steps: max(1, min(3, steps)), warmup: 1, tag: "  1-layer")
             let f1 = try timeForward(m1, ids, runs: max(1, min(3, steps)))
             let s1 = median(ms1)
@@ -472,7 +481,7 @@ struct Bench: ParsableCommand {
         }
         return TrainResult(
             method: method.rawValue, detail: method.describe(c.architecture),
-            trainableParameters: try m.adapterParameterCount(name: "bench"), tokensPerStep: batch * seq, stepMs: ms,
+            trainableParameters: trainable, tokensPerStep: batch * seq, stepMs: ms,
             medianMs: med, bestMs: best, tokensPerSecond: Double(batch * seq) / med * 1000,
             tokensPerSecondBest: Double(batch * seq) / best * 1000, gflopPerStep: flops.total / 1e9,
             gflopsMedian: flops.total / med / 1e6, gflopsBest: flops.total / best / 1e6, lmHeadFlopShare: flops.lmHeadShare,

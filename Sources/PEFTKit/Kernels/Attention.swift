@@ -29,6 +29,10 @@ struct AttentionShape {
 /// Head h reads key/value head h / (H / KVH), as transformers' `repeat_kv`.
 func attentionForward(out: StridedRows, probs: UnsafeMutablePointer<Float>, q: StridedRows, k: StridedRows, v: StridedRows,
                       _ s: AttentionShape) {
+    if s.tq == 1 {
+        attentionForwardOneQuery(out: out, probs: probs, q: q, k: k, v: v, s)
+        return
+    }
     let group = s.heads / s.kvHeads
     let D = s.headDim, tq = s.tq, tk = s.tk
     let alpha = s.scale
@@ -72,6 +76,56 @@ func attentionForward(out: StridedRows, probs: UnsafeMutablePointer<Float>, q: S
             let pp = probs + ((b * s.heads + h) * tq) * tk
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(tq), Int32(D), Int32(tk),
                         1, pp, Int32(tk), vp, Int32(v.ld), 0, op, Int32(out.ld))
+        }
+    }
+}
+
+/// `attentionForward` for one query per sequence (a decode step): dot products, softmax and the weighted sum
+/// of values written directly, parallel over (sequence, head). Two small sgemm calls per head cost more in
+/// call and packing overhead than the arithmetic they do.
+func attentionForwardOneQuery(out: StridedRows, probs: UnsafeMutablePointer<Float>, q: StridedRows, k: StridedRows,
+                              v: StridedRows, _ s: AttentionShape) {
+    let group = s.heads / s.kvHeads
+    let D = s.headDim, tk = s.tk, H = s.heads
+    let alpha = s.scale
+    let valid = min(tk, s.pastLen + 1)
+    parallelFor(s.batch * H, grain: max(1, kernelParallelGrain / max(1, valid * D))) { st, en in
+        for bh in st..<en {
+            let b = bh / H, h = bh % H, kvh = h / group
+            let qp = q.ptr + b * q.batchStride + h * D
+            let kb = k.ptr + b * k.batchStride + kvh * D
+            let vb = v.ptr + b * v.batchStride + kvh * D
+            let row = probs + bh * tk
+            var mx = -Float.infinity
+            for j in 0..<valid {
+                let kp = kb + j * k.ld
+                var acc = SIMD8<Float>(repeating: 0)
+                var d = 0
+                while d < D {
+                    acc += load8(qp, d, D) * load8(kp, d, D)
+                    d += 8
+                }
+                let sc = acc.sum() * alpha
+                row[j] = sc
+                mx = max(mx, sc)
+            }
+            var sum: Float = 0
+            for j in 0..<valid {
+                let e = expf(row[j] - mx)
+                row[j] = e
+                sum += e
+            }
+            let inv = 1 / sum
+            for j in 0..<valid { row[j] *= inv }
+            if valid < tk { (row + valid).update(repeating: 0, count: tk - valid) }
+            let op = out.ptr + b * out.batchStride + h * D
+            var d = 0
+            while d < D {
+                var acc = SIMD8<Float>(repeating: 0)
+                for j in 0..<valid { acc += row[j] * load8(vb + j * v.ld, d, D) }
+                store8(op, d, D, acc)
+                d += 8
+            }
         }
     }
 }

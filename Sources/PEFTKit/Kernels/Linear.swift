@@ -29,6 +29,18 @@ struct Linear {
     /// out = beta·out + inp·W (no bias).
     func linearForwardGEMM(out: UnsafeMutablePointer<Float>, ldo: Int, inp: UnsafePointer<Float>, ldi: Int, rows n: Int, beta: Float) {
         guard n > 0 else { return }
+        if n == 1 {
+            // One row (decode): a matrix-vector product. OpenBLAS 0.3.21's sgemm packs the whole weight even
+            // for M = 1, reading it twice; sgemv streams it once, split over its threads.
+            if transposed {
+                cblas_sgemv(CblasRowMajor, CblasTrans, Int32(inFeatures), Int32(outFeatures), 1, weight, Int32(outFeatures),
+                            inp, 1, beta, out, 1)
+            } else {
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outFeatures), Int32(inFeatures), 1, weight, Int32(inFeatures),
+                            inp, 1, beta, out, 1)
+            }
+            return
+        }
         if transposed {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(outFeatures), Int32(inFeatures),
                         1, inp, Int32(ldi), weight, Int32(outFeatures), beta, out, Int32(ldo))
