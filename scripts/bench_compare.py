@@ -37,7 +37,7 @@ SHAPES = {
                        rope_theta=100000.0, eps=1e-5),
 }
 
-# PyTorch-side methods: "full" is full fine-tuning; the rest mirror peftkit-cli's --methods.
+# "full" is full fine-tuning (both sides always run it); the rest mirror peftkit-cli's --methods.
 TORCH_METHODS = ["full", "houlsby", "pfeiffer", "lora", "ia3", "prefix", "prompt"]
 PEFTKIT_METHODS = ["houlsby", "pfeiffer", "lora", "ia3", "prefix", "prompt"]
 METHOD_LABEL = {
@@ -373,7 +373,7 @@ def peftkit_bin(args):
 
 
 def run_peftkit(args, shapes, model_dir):
-    cmd = [peftkit_bin(args), "bench", "--json", "--shapes", ",".join(shapes), "--methods", ",".join(args.methods),
+    cmd = [peftkit_bin(args), "bench", "--json", "--shapes", ",".join(shapes), "--methods", ",".join(["full"] + [m for m in args.methods if m != "full"]),
            "--batch", str(args.batch), "--seq", str(args.seq), "--warmup", str(args.warmup), "--steps", str(args.steps),
            "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens),
            "--gen-runs", str(args.gen_runs), "--threads", str(args.threads)]
@@ -431,13 +431,16 @@ def report(args, results):
     out.append("tok/s = B·T real tokens per second of a full train step (forward, backward, AdamW); "
                "RSS = peak resident memory (VmHWM) of a process that ran only that configuration.")
     out.append("ratios: tok/s PEFTKit ÷ PyTorch (>1: PEFTKit faster); RSS PEFTKit ÷ PyTorch (<1: PEFTKit smaller); "
-               "step ÷ full FT = that step's time ÷ PyTorch's full fine-tuning step time.")
+               "step ÷ full FT = that step's time ÷ PyTorch's full fine-tuning step time; "
+               "step ÷ own full = PEFTKit's step ÷ PEFTKit's full fine-tuning step.")
     for shape in results["shapes"]:
         pks = next((s for s in pk["shapes"] if s["shape"]["name"] == shape), None)
         pkt = {t["method"]: t for t in (pks["train"] if pks else [])}
         tt = {r.get("method"): r for r in torch_rows if r.get("shape") == shape}
         full = tt.get("full")
         full_ms = full.get("median_ms") if full and "error" not in full else None
+        pk_full = pkt.get("full")
+        pk_full_ms = pk_full.get("medianMs") if pk_full and not pk_full.get("error") else None
         rows = []
         for m in TORCH_METHODS:
             if m not in args.methods and m != "full":
@@ -456,6 +459,7 @@ def report(args, results):
                 ratio(k.get("peakRSSMiB"), t.get("peak_rss_mib")) if k_ok and t_ok else "-",
                 ratio(t.get("median_ms"), full_ms) if t_ok and full_ms else "-",
                 ratio(k.get("medianMs"), full_ms) if k_ok and full_ms else "-",
+                ratio(k.get("medianMs"), pk_full_ms) if k_ok and pk_full_ms else "-",
                 f"{k.get('trainableParameters', '-')}/{t.get('trainable_parameters', '-')}",
             ])
         rows = [r for r, m in zip(rows, [m for m in TORCH_METHODS if m in args.methods or m == "full"])
@@ -465,7 +469,7 @@ def report(args, results):
             out.append("")
             out.append(f"[{shape}] train step ({'random weights' if src == 'random' else src})")
             out.append(table(["method", "reference", "PEFTKit tok/s", "PyTorch tok/s", "ratio", "PEFTKit MiB", "PyTorch MiB",
-                              "RSS ratio", "PyTorch step÷full", "PEFTKit step÷full", "trainable PK/PT"], rows))
+                              "RSS ratio", "PyTorch step÷full", "PEFTKit step÷full", "PEFTKit step÷own full", "trainable PK/PT"], rows))
         if pkt:
             g = [f"{m} {fmt(t.get('gflopsMedian'))} GFLOP/s = {100 * (t.get('ratioToSgemm') or 0):.0f}% of sgemm "
                  f"{fmt(t.get('sgemmGflops'))}" for m, t in pkt.items() if not t.get("error")]
@@ -532,7 +536,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny shapes, 1 timed step, short generation")
     ap.add_argument("--shapes", default=None, help="comma-separated: gpt2,smollm2 (default) or gpt2-tiny,llama-tiny")
-    ap.add_argument("--methods", default=",".join(PEFTKIT_METHODS), help="adapter methods (full FT always runs)")
+    ap.add_argument("--methods", default=",".join(PEFTKIT_METHODS), help="adapter methods (full fine-tuning always runs, in both engines)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--warmup", type=int, default=1)

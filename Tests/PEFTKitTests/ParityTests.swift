@@ -114,4 +114,32 @@ import Testing
         #expect(Set(orig.names) == Set(mine.names))
         for n in orig.names { #expect(try orig.floatArray(n) == (try mine.floatArray(n))) }
     }
+
+    /// Full fine-tuning against PyTorch (scripts/make_full_ft_fixtures.py): every parameter's gradient, then
+    /// three AdamW steps (losses and every final weight).
+    @Test(arguments: ["gpt2", "llama"])
+    func fullFineTuningGradientsAndSteps(_ arch: String) throws {
+        let r = try Parity.ref("\(arch)/full/reference.safetensors")
+        let ids = try r.i("input_ids"), labels = try r.i("labels")
+        let B = 2, T = ids.count / 2
+        let m = try Model.load(path: TS.fixtures + "/\(arch)/model")
+        try m.enableFullFineTuning()
+        var tc = TrainConfig(); tc.learningRate = 0; tc.weightDecay = 0
+        let res = try m.trainStep(inputIDs: ids, labels: labels, batch: B, seqLen: T, config: tc)
+        #expect(Parity.close("\(arch) full loss", [res.loss], try r.f("loss"), rel: 1e-5))
+        let grads = m.engine.full!.gradWeights.named
+        for (name, g) in grads {
+            #expect(Parity.close("\(arch) grad \(name)", g.toArray(), try r.f("grad." + name), rel: 1e-4))
+        }
+        let m2 = try Model.load(path: TS.fixtures + "/\(arch)/model")
+        try m2.enableFullFineTuning()
+        var losses: [Float] = []
+        for _ in 0..<3 {
+            losses.append(try m2.trainStep(inputIDs: ids, labels: labels, batch: B, seqLen: T, config: TrainConfig()).loss)
+        }
+        #expect(Parity.close("\(arch) full losses", losses, try r.f("losses"), rel: 1e-5))
+        for (name, t) in m2.engine.weights.named {
+            #expect(Parity.close("\(arch) final \(name)", t.toArray(), try r.f("final." + name), rel: 1e-5))
+        }
+    }
 }

@@ -27,6 +27,10 @@ struct AttentionShape {
 /// Causal multi-head attention with grouped-query heads: out = softmax(q·kᵀ/√D + mask)·v per head.
 /// `probs` [B, H, tq, tk] receives the attention probabilities (kept for the backward pass).
 /// Head h reads key/value head h / (H / KVH), as transformers' `repeat_kv`.
+///
+/// Parallel over (sequence, head), each head's two products on a single-threaded BLAS: per-head products
+/// are small (T×T×D), and splitting each of them over the threads cost more in synchronisation than the
+/// heads cost one after the other. Every output element is computed as in a sequential run.
 func attentionForward(out: StridedRows, probs: UnsafeMutablePointer<Float>, q: StridedRows, k: StridedRows, v: StridedRows,
                       _ s: AttentionShape) {
     if s.tq == 1 {
@@ -34,50 +38,56 @@ func attentionForward(out: StridedRows, probs: UnsafeMutablePointer<Float>, q: S
         return
     }
     let group = s.heads / s.kvHeads
-    let D = s.headDim, tq = s.tq, tk = s.tk
+    let D = s.headDim, tq = s.tq, tk = s.tk, H = s.heads
     let alpha = s.scale
-    for b in 0..<s.batch {
-        for h in 0..<s.heads {
-            let kvh = h / group
-            let qp = q.ptr + b * q.batchStride + h * D
-            let kp = k.ptr + b * k.batchStride + kvh * D
-            let pp = probs + ((b * s.heads + h) * tq) * tk
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tq), Int32(tk), Int32(D),
-                        alpha, qp, Int32(q.ld), kp, Int32(k.ld), 0, pp, Int32(tk))
-        }
-    }
-    let rows = s.batch * s.heads * tq
     let past = s.pastLen
-    parallelFor(rows, grain: 16) { st, en in
-        for r in st..<en {
-            let i = r % tq
-            let valid = min(tk, past + i + 1)
-            let row = probs + r * tk
-            var mx = -Float.infinity
-            for j in 0..<valid { mx = max(mx, row[j]) }
-            var sum: Float = 0
-            for j in 0..<valid {
-                let e = expf(row[j] - mx)
-                row[j] = e
-                sum += e
-            }
-            let inv = 1 / sum
-            for j in 0..<valid { row[j] *= inv }
-            if valid < tk {
-                (row + valid).update(repeating: 0, count: tk - valid)
+    withSingleThreadedBLAS {
+        parallelFor(s.batch * H) { st, en in
+            for bh in st..<en {
+                let b = bh / H, h = bh % H, kvh = h / group
+                let qp = q.ptr + b * q.batchStride + h * D
+                let kp = k.ptr + b * k.batchStride + kvh * D
+                let pp = probs + bh * tq * tk
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tq), Int32(tk), Int32(D),
+                            alpha, qp, Int32(q.ld), kp, Int32(k.ld), 0, pp, Int32(tk))
+                for i in 0..<tq {
+                    let valid = min(tk, past + i + 1)
+                    let row = pp + i * tk
+                    var mx = -Float.infinity
+                    for j in 0..<valid { mx = max(mx, row[j]) }
+                    var sum: Float = 0
+                    for j in 0..<valid {
+                        let e = expf(row[j] - mx)
+                        row[j] = e
+                        sum += e
+                    }
+                    let inv = 1 / sum
+                    for j in 0..<valid { row[j] *= inv }
+                    if valid < tk {
+                        (row + valid).update(repeating: 0, count: tk - valid)
+                    }
+                }
+                let vp = v.ptr + b * v.batchStride + kvh * D
+                let op = out.ptr + b * out.batchStride + h * D
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(tq), Int32(D), Int32(tk),
+                            1, pp, Int32(tk), vp, Int32(v.ld), 0, op, Int32(out.ld))
             }
         }
     }
-    for b in 0..<s.batch {
-        for h in 0..<s.heads {
-            let kvh = h / group
-            let vp = v.ptr + b * v.batchStride + kvh * D
-            let op = out.ptr + b * out.batchStride + h * D
-            let pp = probs + ((b * s.heads + h) * tq) * tk
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(tq), Int32(D), Int32(tk),
-                        1, pp, Int32(tk), vp, Int32(v.ld), 0, op, Int32(out.ld))
-        }
+}
+
+/// Runs `body` with OpenBLAS limited to one thread (restored afterwards), for loops whose own threads each
+/// call the BLAS: without it, each call would also fan out over OpenBLAS's threads and oversubscribe the
+/// cores. The OpenBLAS thread count is process-wide.
+func withSingleThreadedBLAS(_ body: () -> Void) {
+    let t = numThreads()
+    if t <= 1 {
+        body()
+        return
     }
+    openblas_set_num_threads(1)
+    body()
+    openblas_set_num_threads(Int32(t))
 }
 
 /// `attentionForward` for one query per sequence (a decode step): dot products, softmax and the weighted sum
@@ -132,55 +142,51 @@ func attentionForwardOneQuery(out: StridedRows, probs: UnsafeMutablePointer<Floa
 
 /// Backward of `attentionForward` for a self-contained causal call (pastLen 0, tk == tq).
 /// Accumulates into dq, dk, dv. `dprobs` is scratch of the size of `probs`.
+/// Parallel over (sequence, key/value head): the heads sharing a key/value head accumulate into the same dk
+/// and dv, so they run in one task, in head order, as a sequential run does.
 func attentionBackward(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs: UnsafeMutablePointer<Float>,
                        dout: StridedRows, probs: UnsafePointer<Float>, q: StridedRows, k: StridedRows, v: StridedRows,
                        _ s: AttentionShape) {
     let group = s.heads / s.kvHeads
-    let D = s.headDim, tq = s.tq, tk = s.tk
-    // dP = dO · Vᵀ
-    for b in 0..<s.batch {
-        for h in 0..<s.heads {
-            let kvh = h / group
-            let vp = v.ptr + b * v.batchStride + kvh * D
-            let dop = dout.ptr + b * dout.batchStride + h * D
-            let dpp = dprobs + ((b * s.heads + h) * tq) * tk
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tq), Int32(tk), Int32(D),
-                        1, dop, Int32(dout.ld), vp, Int32(v.ld), 0, dpp, Int32(tk))
-        }
-    }
-    // dS = P ⊙ (dP − Σ_j P·dP) · scale
-    let rows = s.batch * s.heads * tq
+    let D = s.headDim, tq = s.tq, tk = s.tk, H = s.heads, KVH = s.kvHeads
     let past = s.pastLen
     let scale = s.scale
-    parallelFor(rows, grain: 16) { st, en in
-        for r in st..<en {
-            let i = r % tq
-            let valid = min(tk, past + i + 1)
-            let p = probs + r * tk
-            let dp = dprobs + r * tk
-            var dot: Float = 0
-            for j in 0..<valid { dot += p[j] * dp[j] }
-            for j in 0..<valid { dp[j] = p[j] * (dp[j] - dot) * scale }
-            if valid < tk { (dp + valid).update(repeating: 0, count: tk - valid) }
-        }
-    }
-    for b in 0..<s.batch {
-        for h in 0..<s.heads {
-            let kvh = h / group
-            let pp = probs + ((b * s.heads + h) * tq) * tk
-            let dsp = dprobs + ((b * s.heads + h) * tq) * tk
-            let dop = dout.ptr + b * dout.batchStride + h * D
-            // dV += Pᵀ · dO
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(tk), Int32(D), Int32(tq),
-                        1, pp, Int32(tk), dop, Int32(dout.ld), 1, dv.ptr + b * dv.batchStride + kvh * D, Int32(dv.ld))
-            // dQ += dS · K
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(tq), Int32(D), Int32(tk),
-                        1, dsp, Int32(tk), k.ptr + b * k.batchStride + kvh * D, Int32(k.ld),
-                        1, dq.ptr + b * dq.batchStride + h * D, Int32(dq.ld))
-            // dK += dSᵀ · Q
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(tk), Int32(D), Int32(tq),
-                        1, dsp, Int32(tk), q.ptr + b * q.batchStride + h * D, Int32(q.ld),
-                        1, dk.ptr + b * dk.batchStride + kvh * D, Int32(dk.ld))
+    withSingleThreadedBLAS {
+        parallelFor(s.batch * KVH) { st, en in
+            for bk in st..<en {
+                let b = bk / KVH, kvh = bk % KVH
+                let vp = v.ptr + b * v.batchStride + kvh * D
+                let kp = k.ptr + b * k.batchStride + kvh * D
+                let dvp = dv.ptr + b * dv.batchStride + kvh * D
+                let dkp = dk.ptr + b * dk.batchStride + kvh * D
+                for h in (kvh * group)..<((kvh + 1) * group) {
+                    let pp = probs + ((b * H + h) * tq) * tk
+                    let dsp = dprobs + ((b * H + h) * tq) * tk
+                    let dop = dout.ptr + b * dout.batchStride + h * D
+                    // dP = dO · Vᵀ
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tq), Int32(tk), Int32(D),
+                                1, dop, Int32(dout.ld), vp, Int32(v.ld), 0, dsp, Int32(tk))
+                    // dS = P ⊙ (dP − Σ_j P·dP) · scale
+                    for i in 0..<tq {
+                        let valid = min(tk, past + i + 1)
+                        let p = pp + i * tk
+                        let dp = dsp + i * tk
+                        var dot: Float = 0
+                        for j in 0..<valid { dot += p[j] * dp[j] }
+                        for j in 0..<valid { dp[j] = p[j] * (dp[j] - dot) * scale }
+                        if valid < tk { (dp + valid).update(repeating: 0, count: tk - valid) }
+                    }
+                    // dV += Pᵀ · dO
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(tk), Int32(D), Int32(tq),
+                                1, pp, Int32(tk), dop, Int32(dout.ld), 1, dvp, Int32(dv.ld))
+                    // dQ += dS · K
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(tq), Int32(D), Int32(tk),
+                                1, dsp, Int32(tk), kp, Int32(k.ld), 1, dq.ptr + b * dq.batchStride + h * D, Int32(dq.ld))
+                    // dK += dSᵀ · Q
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(tk), Int32(D), Int32(tq),
+                                1, dsp, Int32(tk), q.ptr + b * q.batchStride + h * D, Int32(q.ld), 1, dkp, Int32(dk.ld))
+                }
+            }
         }
     }
 }

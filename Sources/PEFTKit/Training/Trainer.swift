@@ -134,7 +134,7 @@ extension Engine {
         var lossSum = 0.0
         var r0 = 0
         while r0 < N {
-            let rows = min(TrainBuffers.headChunk, N - r0)
+            let rows = min(TrainBuffers.trainHeadChunk, N - r0)
             weights.lmHead.forward(out: buf.logits, inp: buf.lnf + r0 * C, rows: rows)
             let (s, _) = crossEntropyForwardBackward(logits: buf.logits, losses: nil, targets: buf.targets + r0, N: rows, V: V,
                                                      gradScale: gradScale, computeGrad: true)
