@@ -138,8 +138,18 @@ import Testing
             losses.append(try m2.trainStep(inputIDs: ids, labels: labels, batch: B, seqLen: T, config: TrainConfig()).loss)
         }
         #expect(Parity.close("\(arch) full losses", losses, try r.f("losses"), rel: 1e-5))
+        // GPT-2's key bias has a gradient of exactly 0 in exact arithmetic (softmax ignores a constant added to
+        // a query's scores), so both sides see rounding noise (~1e-9) there, and Adam, which normalises the
+        // gradient, moves those weights by ±lr in a direction set by the noise. Such elements are only checked
+        // to have moved by at most lr per step.
         for (name, t) in m2.engine.weights.named {
-            #expect(Parity.close("\(arch) final \(name)", t.toArray(), try r.f("final." + name), rel: 1e-5))
+            var got = t.toArray(), want = try r.f("final." + name)
+            let g0 = try r.f("grad." + name)
+            for i in 0..<min(got.count, want.count, g0.count) where abs(g0[i]) < 1e-6 {
+                #expect(abs(got[i] - want[i]) <= 2 * 3 * 1e-3 + 1e-6, "\(name)[\(i)]")
+                got[i] = want[i]
+            }
+            #expect(Parity.close("\(arch) final \(name)", got, want, rel: 1e-5))
         }
     }
 }
