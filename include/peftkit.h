@@ -502,8 +502,20 @@ typedef struct peftkit_train_result {
 } peftkit_train_result;
 
 /*
+ * Turns full fine-tuning on (enabled != 0) or off. While on, peftkit_train_step trains every base weight
+ * (embeddings, norms, linear weights and biases) with AdamW instead of an adapter, and no adapter may be
+ * active. Turning it on copies the base weights into memory owned by the model (a loaded file is never
+ * written) and allocates their gradients and AdamW moments: about 4x the model's fp32 size in all. Turning
+ * it off frees the gradients and moments; the trained weights stay. Turning it on twice does nothing.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_STATE (an adapter is merged),
+ * PEFTKIT_ERR_OUT_OF_MEMORY.
+ */
+peftkit_status peftkit_model_set_full_finetuning(peftkit_model *model, int32_t enabled);
+
+/*
  * One optimiser step of the active adapter on `batch` rows of `seq_len` tokens. The base weights are
- * never changed.
+ * never changed, except under full fine-tuning (peftkit_model_set_full_finetuning), where they are what
+ * the step trains.
  *
  * input_ids  batch * seq_len token ids, row-major; read only.
  * labels     batch * seq_len labels (token ids or PEFTKIT_IGNORE_INDEX), or NULL to use input_ids.
@@ -511,7 +523,7 @@ typedef struct peftkit_train_result {
  * config     read only.
  * out        nullable; set on success (out->struct_size must be set by the caller).
  * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL, sizes, ids or labels out of range, config),
- * PEFTKIT_ERR_STATE (no active adapter), PEFTKIT_ERR_NUMERICAL (NaN/Inf loss or gradient; nothing
+ * PEFTKIT_ERR_STATE (no active adapter; or one is active under full fine-tuning), PEFTKIT_ERR_NUMERICAL (NaN/Inf loss or gradient; nothing
  * updated), PEFTKIT_ERR_OUT_OF_MEMORY.
  */
 peftkit_status peftkit_train_step(peftkit_model *model, const int32_t *input_ids, const int32_t *labels,

@@ -43,3 +43,13 @@ public func peftkit_model_get_config(_ model: OpaquePointer?,
         store(h.model.config, into: o)
     }
 }
+
+@c @implementation
+public func peftkit_model_set_full_finetuning(_ model: OpaquePointer?, _ enabled: Int32) -> peftkit_status {
+    entry("peftkit_model_set_full_finetuning") {
+        let h = try ModelHandle.from(model)
+        try h.exclusive { m in
+            if enabled != 0 { try m.enableFullFineTuning() } else { try m.disableFullFineTuning() }
+        }
+    }
+}

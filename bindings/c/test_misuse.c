@@ -323,6 +323,7 @@ static void null_pointers(peftkit_model *m) {
     CASE(BAD, peftkit_checkpoint_save(m, NULL, "/tmp/x"), "checkpoint_save(name NULL)");
     CASE(BAD, peftkit_checkpoint_load(m, NULL, buf, sizeof buf), "checkpoint_load(dir NULL)");
     CASE(BAD, peftkit_train_step(NULL, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(model NULL)");
+    CASE(BAD, peftkit_model_set_full_finetuning(NULL, 1), "model_set_full_finetuning(model NULL)");
     CASE(BAD, peftkit_forward(NULL, ids, NULL, BATCH, SEQ, NULL, 0, NULL, NULL), "forward(model NULL)");
     CASE(BAD, peftkit_adapter_attach(NULL, "x", &ac), "adapter_attach(model NULL)");
     CASE(BAD, peftkit_checkpoint_load(NULL, "/tmp", NULL, 0), "checkpoint_load(model NULL)");
@@ -777,6 +778,7 @@ static void freed(void) {
     CASE(BAD, peftkit_adapter_name(m, 0, buf, sizeof buf, &len), "adapter_name(freed model)");
     CASE(BAD, peftkit_adapter_set_active(m, NULL), "adapter_set_active(freed model)");
     CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(freed model)");
+    CASE(BAD, peftkit_model_set_full_finetuning(m, 1), "model_set_full_finetuning(freed model)");
     CASE(BAD, peftkit_forward(m, ids, NULL, BATCH, SEQ, NULL, 0, &loss, NULL), "forward(freed model)");
     CASE(BAD, peftkit_generate(m, ids, 3, &gc, toks, 8, &n32, NULL, NULL), "generate(freed model)");
     CASE(BAD, peftkit_adapter_save(m, "f", "/tmp/peftkit-misuse-never"), "adapter_save(freed model)");

@@ -209,3 +209,18 @@ def test_set_num_threads():
     peftkit.set_num_threads(0)
     with pytest.raises(peftkit.InvalidArgumentError):
         peftkit.set_num_threads(1.5)
+
+
+def test_full_fine_tuning_trains_the_base_and_refuses_an_active_adapter(model):
+    ids = np.array(BATCH, dtype=np.int32)
+    base = model.forward(ids)
+    model.set_full_fine_tuning(True)
+    losses = [model.train_step(ids, learning_rate=1e-2) for _ in range(10)]
+    assert losses[-1] < losses[0] - 0.5, losses
+    assert not np.array_equal(model.forward(ids), base)
+    model.attach_adapter("a")
+    model.set_active_adapter("a")
+    with pytest.raises(peftkit.StateError):
+        model.train_step(ids)
+    model.set_full_fine_tuning(False)
+    model.train_step(ids)

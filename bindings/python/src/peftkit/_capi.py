@@ -215,6 +215,7 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     "peftkit_adapter_unmerge": (_status, [_model, c_char_p]),
     "peftkit_adapter_save": (_status, [_model, c_char_p, c_char_p]),
     "peftkit_adapter_load": (_status, [_model, c_char_p, c_char_p, _buf, c_size_t]),
+    "peftkit_model_set_full_finetuning": (_status, [_model, c_int32]),
     "peftkit_train_config_init": (None, [POINTER(TrainConfigStruct)]),
     "peftkit_train_step": (
         _status,

@@ -259,6 +259,19 @@ class Model:
         with self._call as h:
             check(_lib.peftkit_adapter_set_active(h, n))
 
+    def set_full_fine_tuning(self, enabled: bool = True) -> None:
+        """Full fine-tuning on or off. While on, :meth:`train_step` trains every base weight
+        (embeddings, norms, linear weights and biases) with AdamW, and no adapter may be active. Turning
+        it on copies the base weights into memory owned by the model and allocates their gradients and
+        AdamW moments (about 4x the model's fp32 size); turning it off frees those and keeps the trained
+        weights.
+
+        Raises:
+            StateError: an adapter is merged.
+        """
+        with self._call as h:
+            check(_lib.peftkit_model_set_full_finetuning(h, 1 if enabled else 0))
+
     @property
     def active_adapter(self) -> str | None:
         """The active adapter's name, or None when the bare base model is active."""
@@ -364,7 +377,8 @@ class Model:
 
     def train_step(self, input_ids: TokenArray, labels: TokenArray | None = None,
                    config: TrainConfig | Mapping[str, Any] | None = None, **train_options: Any) -> float:
-        """One AdamW step of the active adapter on a batch; the base weights never change.
+        """One AdamW step of the active adapter on a batch; the base weights never change, except under
+        full fine-tuning (:meth:`set_full_fine_tuning`), which trains them.
 
         Args:
             input_ids: token ids, ``[batch, seq_len]`` or ``[seq_len]``.
