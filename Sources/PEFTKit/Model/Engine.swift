@@ -56,8 +56,11 @@ final class TrainBuffers {
             low = [try pool.take(N * C), try pool.take(N * C)]
         }
         lowActs = try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix)
-        for _ in lowest..<c.numLayers {
-            acts.append(try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix))
+        let sharedH1 = try pool.take(N * C), sharedH2 = try pool.take(N * C)
+        for l in lowest..<c.numLayers {
+            acts.append(try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix,
+                                      sharedH1: adapter?.hasUnit(l, .attention) == true ? nil : sharedH1,
+                                      sharedH2: adapter?.hasUnit(l, .output) == true ? nil : sharedH2))
         }
         lnf = try pool.take(N * C); lnfMean = try pool.take(N); lnfRstd = try pool.take(N); dlnf = try pool.take(N * C)
         logits = try pool.take(min(N, TrainBuffers.trainHeadChunk) * c.vocabSize)

@@ -30,20 +30,24 @@ struct LayerActs {
     var kvk: UnsafeMutablePointer<Float>?
     var kvv: UnsafeMutablePointer<Float>?
 
-    init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, tq: Int, tk: Int, prefix: Int = 0) throws {
+    /// `sharedH1` / `sharedH2`: buffers to use for `h1` / `h2` instead of new ones. The backward pass never
+    /// reads the linear outputs h1 and h2 (only a bottleneck unit at that site keeps a pointer to them), so
+    /// training shares one buffer across layers where no unit sits: N × C floats less per layer and site.
+    init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, tq: Int, tk: Int, prefix: Int = 0,
+         sharedH1: UnsafeMutablePointer<Float>? = nil, sharedH2: UnsafeMutablePointer<Float>? = nil) throws {
         let C = c.hiddenSize, I = c.intermediateSize
         let hd = c.numHeads * c.headDim
         ln1 = try pool.take(n * C); ln1Mean = try pool.take(n); ln1Rstd = try pool.take(n)
         qkv = try pool.take(n * c.qkvWidth)
         probs = try pool.take(batch * c.numHeads * tq * tk)
         attn = try pool.take(n * hd)
-        h1 = try pool.take(n * C)
+        h1 = try sharedH1 ?? pool.take(n * C)
         x1 = try pool.take(n * C)
         ln2 = try pool.take(n * C); ln2Mean = try pool.take(n); ln2Rstd = try pool.take(n)
         fcPre = try pool.take(n * I)
         fcUp = c.architecture == .llama ? try pool.take(n * I) : nil
         act = try pool.take(n * I)
-        h2 = try pool.take(n * C)
+        h2 = try sharedH2 ?? pool.take(n * C)
         if prefix > 0 {
             let kvd = c.numKVHeads * c.headDim
             kvk = try pool.take(batch * tk * kvd)
