@@ -105,3 +105,35 @@ def test_peft_options_peftkit_lacks_are_refused(tmp_path):
         with pytest.raises(peftkit.UnsupportedError, match="DoRA"):
             m.load_adapter(tmp_path)
         assert m.adapters == []
+
+
+def test_merge_mixed_batches_and_checkpoints(tmp_path):
+    r = read_safetensors(PEFT / "llama" / "lora" / "reference.safetensors")
+    ids = r["input_ids"]
+    with peftkit.Model.load(FIXTURES / "llama" / "model") as m:
+        m.load_adapter(PEFT / "llama" / "lora" / "adapter", name="lora")
+        m.load_adapter(PEFT / "llama" / "prompt" / "adapter", name="prompt")
+        assert m.adapter_method("lora") == peftkit.Method.LORA and m.adapter_method("prompt") == peftkit.Method.PROMPT
+        base = m.forward(ids)
+        mixed = m.forward(ids, adapters=["lora", None])
+        assert_close("mixed row 0 = lora", mixed[0], r["logits"][0], 1e-5)
+        np.testing.assert_array_equal(mixed[1], base[1])
+        with pytest.raises(peftkit.InvalidArgumentError):
+            m.forward(ids, adapters=["lora"])
+        with pytest.raises(peftkit.NotFoundError):
+            m.forward(ids, adapters=["lora", "nope"])
+        m.merge_adapter("lora")
+        assert_close("merged base", m.forward(ids), r["merged_logits"], 1e-5)
+        with pytest.raises(peftkit.UnsupportedError):
+            m.merge_adapter("prompt")
+        m.unmerge_adapter("lora")
+        np.testing.assert_array_equal(m.forward(ids), base)
+        # A checkpoint resumes training bit for bit.
+        m.set_active_adapter("prompt")
+        m.train_step(ids, learning_rate=1e-2)
+        m.save_checkpoint("prompt", tmp_path / "ckpt")
+        losses = [m.train_step(ids, learning_rate=1e-2) for _ in range(3)]
+    with peftkit.Model.load(FIXTURES / "llama" / "model") as m2:
+        assert m2.load_checkpoint(tmp_path / "ckpt") == "prompt"
+        m2.set_active_adapter("prompt")
+        assert [m2.train_step(ids, learning_rate=1e-2) for _ in range(3)] == losses

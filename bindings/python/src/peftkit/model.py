@@ -20,6 +20,7 @@ from .configs import (
     UINT64_MAX,
     AdapterConfig,
     EvalResult,
+    Method,
     ModelConfig,
     TrainConfig,
     TrainResult,
@@ -364,6 +365,57 @@ class Model:
             return buf.raw[: length.value].decode("utf-8", "surrogateescape")
         raise error_for(_capi.PEFTKIT_ERR_INTERNAL, "adapter name changed size while being read")
 
+    def adapter_method(self, name: str) -> Method:
+        """The method of adapter `name` (:class:`Method`).
+
+        Raises:
+            NotFoundError: no adapter has that name.
+        """
+        n = _c_string(name, "name")
+        out = c_int32()
+        with self._call as h:
+            check(_lib.peftkit_adapter_method(h, n, byref(out)))
+        return Method(out.value)
+
+    def merge_adapter(self, name: str) -> None:
+        """Folds LoRA or IA3 adapter `name` into (copies of) the base weights; the base model then
+        computes what the adapter did. :meth:`unmerge_adapter` restores the base bit for bit.
+
+        Raises:
+            NotFoundError: no adapter has that name.
+            StateError: already merged.
+            UnsupportedError: the adapter's method cannot be merged.
+        """
+        n = _c_string(name, "name")
+        with self._call as h:
+            check(_lib.peftkit_adapter_merge(h, n))
+
+    def unmerge_adapter(self, name: str) -> None:
+        """Undoes :meth:`merge_adapter` (merges undo in reverse order).
+
+        Raises:
+            StateError: not merged, or another adapter was merged after it.
+        """
+        n = _c_string(name, "name")
+        with self._call as h:
+            check(_lib.peftkit_adapter_unmerge(h, n))
+
+    def save_checkpoint(self, name: str, path: PathLike) -> None:
+        """Writes a training checkpoint of adapter `name` (weights, AdamW moments, step, random state)
+        into folder `path`; :meth:`load_checkpoint` resumes it with bit-identical training."""
+        n = _c_string(name, "name")
+        p = _c_path(path)
+        with self._call as h:
+            check(_lib.peftkit_checkpoint_save(h, n, p))
+
+    def load_checkpoint(self, path: PathLike) -> str:
+        """Attaches the adapter of a checkpoint folder with its optimiser state; returns its name."""
+        p = _c_path(path)
+        buf = (c_char * _NAME_CAP)()
+        with self._call as h:
+            check(_lib.peftkit_checkpoint_load(h, p, buf, _NAME_CAP))
+        return buf.value.decode("utf-8", "surrogateescape")
+
     # ------------------------------------------------------------------------------------------------
     # Training and evaluation
     # ------------------------------------------------------------------------------------------------
@@ -401,11 +453,14 @@ class Model:
             self.last_train_result = result
         return result.loss
 
-    def forward(self, input_ids: TokenArray, *, out: np.ndarray | None = None) -> np.ndarray:
+    def forward(self, input_ids: TokenArray, *, out: np.ndarray | None = None,
+                adapters: Iterable[str | None] | None = None) -> np.ndarray:
         """The logits of a forward pass with the active adapter (or the base model); nothing changes.
 
         Args:
             input_ids: token ids, ``[batch, seq_len]`` or ``[seq_len]`` (batch 1).
+            adapters: optional, one adapter name (or None = base model) per batch row: row b runs with
+                adapters[b], as it would alone (mixed-task batches). The active adapter is unchanged.
             out: optional C-contiguous float32 array to write into (its first batch*seq_len*vocab
                 elements); saves an allocation per call.
 
@@ -427,9 +482,18 @@ class Model:
                     or not out.flags.writeable:
                 raise InvalidArgumentError("out must be a writeable, C-contiguous float32 numpy array")
             logits = out
-        with self._call as h:
-            check(_lib.peftkit_forward(h, address(ids), None, b, t, address(logits), logits.size,
-                                       None, None))
+        if adapters is not None:
+            names = [None if a is None else _c_string(a, "adapters[]") for a in adapters]
+            if len(names) != b:
+                raise InvalidArgumentError(f"adapters has {len(names)} entries for a batch of {b}")
+            arr = (ctypes.c_char_p * b)(*names)
+            with self._call as h:
+                check(_lib.peftkit_forward_mixed(h, address(ids), None, arr, b, t, address(logits), logits.size,
+                                                 None, None))
+        else:
+            with self._call as h:
+                check(_lib.peftkit_forward(h, address(ids), None, b, t, address(logits), logits.size,
+                                           None, None))
         if out is None or out.shape == (b, t, v):
             return logits
         return out.reshape(-1)[: b * t * v].reshape(b, t, v)
