@@ -608,6 +608,26 @@ peftkit_status peftkit_generate(peftkit_model *model, const int32_t *prompt, int
                                 const peftkit_generate_config *config, int32_t *out_tokens, int32_t out_capacity,
                                 int32_t *n_out, peftkit_token_callback cb, void *user);
 
+/*
+ * Generates for `batch` prompts, row b with adapter adapters[b] (NULL entry = the base model): one call
+ * serves several tasks. Row b's tokens equal what peftkit_generate gives for prompts[b] alone with that
+ * adapter active and the same config (rows run one after another; each starts from config->seed). The
+ * active adapter is unchanged afterwards.
+ *
+ * prompts       batch pointers; prompts[b] holds n_prompts[b] >= 1 token ids. Read during the call only.
+ * adapters      batch entries, each NULL or an attached adapter's name; read during the call only.
+ * out_tokens    receives row b's new tokens at out_tokens[b * config->max_new_tokens ...].
+ * out_capacity  size of out_tokens in tokens; at least batch * config->max_new_tokens, else
+ *               PEFTKIT_ERR_BUFFER_TOO_SMALL before generating.
+ * n_out         batch entries: the number of new tokens of each row (rows may stop early).
+ * Returns as peftkit_generate, plus PEFTKIT_ERR_NOT_FOUND for an unknown adapter name. On an error no
+ * row's output is written.
+ */
+peftkit_status peftkit_generate_mixed(peftkit_model *model, const int32_t *const *prompts, const int32_t *n_prompts,
+                                      const char *const *adapters, int32_t batch,
+                                      const peftkit_generate_config *config, int32_t *out_tokens,
+                                      size_t out_capacity, int32_t *n_out);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -317,6 +317,31 @@ static void null_pointers(peftkit_model *m) {
     CASE(BAD, peftkit_generate(m, NULL, 3, &gc, toks, 64, &n32, NULL, NULL), "generate(prompt NULL)");
     CASE(BAD, peftkit_generate(m, ids, 3, NULL, toks, 64, &n32, NULL, NULL), "generate(config NULL)");
     CASE(BAD, peftkit_generate(m, ids, 3, &gc, NULL, 8, &n32, NULL, NULL), "generate(out_tokens NULL, out_capacity 8)");
+    {
+        const int32_t *rows[2] = {ids, ids + 4};
+        int32_t lens[2] = {3, 2}, nrow[2] = {0, 0};
+        const char *ads[2] = {NULL, "a"};
+        CASE(BAD, peftkit_generate_mixed(m, NULL, lens, ads, 2, &gc, toks, 64, nrow), "generate_mixed(prompts NULL)");
+        CASE(BAD, peftkit_generate_mixed(m, rows, NULL, ads, 2, &gc, toks, 64, nrow), "generate_mixed(n_prompts NULL)");
+        CASE(BAD, peftkit_generate_mixed(m, rows, lens, NULL, 2, &gc, toks, 64, nrow), "generate_mixed(adapters NULL)");
+        CASE(BAD, peftkit_generate_mixed(m, rows, lens, ads, 2, NULL, toks, 64, nrow), "generate_mixed(config NULL)");
+        CASE(BAD, peftkit_generate_mixed(m, rows, lens, ads, 2, &gc, NULL, 64, nrow), "generate_mixed(out_tokens NULL)");
+        CASE(BAD, peftkit_generate_mixed(m, rows, lens, ads, 2, &gc, toks, 64, NULL), "generate_mixed(n_out NULL)");
+        CASE(BAD, peftkit_generate_mixed(m, rows, lens, ads, 0, &gc, toks, 64, nrow), "generate_mixed(batch 0)");
+        CASE(BAD, peftkit_generate_mixed(NULL, rows, lens, ads, 2, &gc, toks, 64, nrow), "generate_mixed(model NULL)");
+        rows[1] = NULL;
+        CASE(BAD, peftkit_generate_mixed(m, rows, lens, ads, 2, &gc, toks, 64, nrow), "generate_mixed(prompts[1] NULL)");
+        rows[1] = ids + 4;
+        lens[1] = 0;
+        CASE(BAD, peftkit_generate_mixed(m, rows, lens, ads, 2, &gc, toks, 64, nrow), "generate_mixed(n_prompts[1] 0)");
+        lens[1] = 2;
+        CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_generate_mixed(m, rows, lens, ads, 2, &gc, toks, 2 * gc.max_new_tokens - 1, nrow),
+             "generate_mixed(out_capacity < batch * max_new_tokens)");
+        ads[1] = "no-such-adapter";
+        CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_generate_mixed(m, rows, lens, ads, 2, &gc, toks, 64, nrow), "generate_mixed(unknown adapter)");
+        ads[1] = "a";
+        CASE(PEFTKIT_OK, peftkit_generate_mixed(m, rows, lens, ads, 2, &gc, toks, 64, nrow), "generate_mixed(valid)");
+    }
     gc.n_stop_tokens = 2;
     CASE(BAD, peftkit_generate(m, ids, 3, &gc, toks, 64, &n32, NULL, NULL), "generate(stop_tokens NULL, n_stop_tokens 2)");
     CASE(BAD, peftkit_checkpoint_save(m, "a", NULL), "checkpoint_save(dir NULL)");

@@ -137,3 +137,23 @@ def test_merge_mixed_batches_and_checkpoints(tmp_path):
         assert m2.load_checkpoint(tmp_path / "ckpt") == "prompt"
         m2.set_active_adapter("prompt")
         assert [m2.train_step(ids, learning_rate=1e-2) for _ in range(3)] == losses
+
+
+def test_generate_mixed_rows_equal_each_prompt_alone():
+    with peftkit.Model.load(FIXTURES / "gpt2" / "model") as m:
+        m.load_adapter(PEFT / "gpt2" / "lora" / "adapter", name="lora")
+        m.load_adapter(PEFT / "gpt2" / "prefix" / "adapter", name="prefix")
+        prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
+        choice = ["lora", None, "prefix"]
+        outs = m.generate_mixed(prompts, choice, max_new_tokens=6, temperature=0.8, seed=5)
+        assert m.active_adapter is None
+        for p, a, o in zip(prompts, choice, outs):
+            m.set_active_adapter(a)
+            np.testing.assert_array_equal(o, m.generate(p, max_new_tokens=6, temperature=0.8, seed=5))
+        m.set_active_adapter(None)
+        with pytest.raises(peftkit.NotFoundError):
+            m.generate_mixed(prompts, ["lora", None, "nope"])
+        with pytest.raises(peftkit.InvalidArgumentError):
+            m.generate_mixed(prompts, ["lora"])
+        with pytest.raises(peftkit.InvalidArgumentError):
+            m.generate_mixed([[1], [10**6]], [None, None])

@@ -235,6 +235,11 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
         [_model, _ids, c_int32, POINTER(GenerateConfigStruct), _ids, c_int32, POINTER(c_int32),
          TOKEN_CALLBACK, c_void_p],
     ),
+    "peftkit_generate_mixed": (
+        _status,
+        [_model, POINTER(POINTER(c_int32)), POINTER(c_int32), POINTER(c_char_p), c_int32,
+         POINTER(GenerateConfigStruct), _ids, c_size_t, POINTER(c_int32)],
+    ),
     "peftkit_checkpoint_save": (_status, [_model, c_char_p, c_char_p]),
     "peftkit_checkpoint_load": (_status, [_model, c_char_p, _buf, c_size_t]),
 }

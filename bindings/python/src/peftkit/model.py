@@ -554,17 +554,8 @@ class Model:
             raise InvalidArgumentError(f"prompt_ids must be 1-D [n] or [1, n], got shape {prompt.shape}")
         if prompt.shape[0] > INT32_MAX:
             raise InvalidArgumentError("prompt_ids is longer than the int32 range")
-        n_new = _int(max_new_tokens, "max_new_tokens")
-        stops = int32_array(stop, "stop")
-        g = _capi.new_struct(_capi.GenerateConfigStruct)
-        g.max_new_tokens = n_new
-        g.temperature = _float(temperature, "temperature")
-        g.top_k = _int(top_k, "top_k")
-        g.top_p = _float(top_p, "top_p")
-        g.seed = _int(seed, "seed", 0, UINT64_MAX)
-        g.n_stop_tokens = 0 if stops is None else len(stops)
-        g.stop_tokens = None if stops is None or len(stops) == 0 else stops.ctypes.data_as(
-            ctypes.POINTER(c_int32))
+        g, stops = _generate_struct(max_new_tokens, temperature, top_k, top_p, seed, stop)
+        n_new = g.max_new_tokens
         out = np.empty(max(n_new, 0), dtype=np.int32)
         n_out = c_int32()
 
@@ -606,6 +597,47 @@ class Model:
         if interrupted:
             raise KeyboardInterrupt
         return out[: n_out.value]
+
+    def generate_mixed(self, prompts: Iterable[TokenArray], adapters: Iterable[str | None], *,
+                       max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                       seed: int = 0, stop: int | Iterable[int] | None = None) -> list[np.ndarray]:
+        """Generates for several prompts, prompt i with adapter ``adapters[i]`` (None = the base model);
+        each result equals :meth:`generate` for that prompt alone with that adapter active. Options as
+        :meth:`generate`. Returns one int32 array of new tokens per prompt."""
+        rows = []
+        for i, p in enumerate(prompts):
+            a = int32_tokens(p, f"prompts[{i}]").reshape(-1)
+            if a.size == 0:
+                raise InvalidArgumentError(f"prompts[{i}] is empty")
+            rows.append(np.ascontiguousarray(a))
+        names = [None if a is None else _c_string(a, "adapters[]") for a in adapters]
+        if len(names) != len(rows) or not rows:
+            raise InvalidArgumentError(f"{len(names)} adapter choices for {len(rows)} prompts (need >= 1 each)")
+        g, stops = _generate_struct(max_new_tokens, temperature, top_k, top_p, seed, stop)
+        b, n_new = len(rows), max(g.max_new_tokens, 0)
+        ptrs = (ctypes.POINTER(c_int32) * b)(*[r.ctypes.data_as(ctypes.POINTER(c_int32)) for r in rows])
+        lens = (c_int32 * b)(*[r.size for r in rows])
+        arr = (ctypes.c_char_p * b)(*names)
+        out = np.empty(max(b * n_new, 1), dtype=np.int32)
+        n_out = (c_int32 * b)()
+        with self._call as h:
+            check(_lib.peftkit_generate_mixed(h, ptrs, lens, arr, b, byref(g), address(out), out.size, n_out))
+        return [out[i * n_new: i * n_new + n_out[i]].copy() for i in range(b)]
+
+
+def _generate_struct(max_new_tokens: Any, temperature: Any, top_k: Any, top_p: Any, seed: Any,
+                     stop: Any) -> tuple[_capi.GenerateConfigStruct, np.ndarray | None]:
+    """The C generate config, and the stop-token array it points into (keep it alive during the call)."""
+    stops = int32_array(stop, "stop")
+    g = _capi.new_struct(_capi.GenerateConfigStruct)
+    g.max_new_tokens = _int(max_new_tokens, "max_new_tokens")
+    g.temperature = _float(temperature, "temperature")
+    g.top_k = _int(top_k, "top_k")
+    g.top_p = _float(top_p, "top_p")
+    g.seed = _int(seed, "seed", 0, UINT64_MAX)
+    g.n_stop_tokens = 0 if stops is None else len(stops)
+    g.stop_tokens = None if stops is None or len(stops) == 0 else stops.ctypes.data_as(ctypes.POINTER(c_int32))
+    return g, stops
 
 
 def set_num_threads(n: int) -> None:
