@@ -192,3 +192,45 @@ private let reliabilityMethods: [(String, AdapterConfig)] = {
         #expect(outcomes.count == 2, "both finite and overflowing updates were tried")
     }
 }
+
+/// An adapter folder's files are replaced together (one atomic folder swap); the folder's other files stay,
+/// staging folders of interrupted saves are cleaned up, and folders the swap cannot handle still save.
+@Suite struct FolderReplacement {
+    static func files(_ dir: String) -> [String] { (directoryEntries(dir) ?? []).map(\.name).sorted() }
+
+    @Test func replacesTheFilesTogetherKeepingOtherFiles() throws {
+        let root = TS.tempDir()
+        let dir = root + "/adapter"
+        let m = try Model.create(config: TS.tinyConfig(.gpt2), seed: 1)
+        var l = LoRAConfig(); l.rank = 2
+        try m.attachAdapter(name: "a", config: .lora(l))
+        try m.saveAdapter(name: "a", to: dir)
+        #expect(FolderReplacement.files(dir) == ["adapter_config.json", "adapter_model.safetensors"])
+        try writeFileAtomically(path: dir + "/README.md", bytes: Array("notes".utf8))
+        // A staging folder left by a save that was killed.
+        #expect(mkdir(root + "/.adapter.peftkit-new-zzzzzz", 0o755) == 0)
+        try writeFileAtomically(path: root + "/.adapter.peftkit-new-zzzzzz/adapter_config.json", bytes: [1])
+        var ino = stat()
+        #expect(stat(dir, &ino) == 0)
+        let before = ino.st_ino
+        let old = try readWholeFile(path: dir + "/adapter_config.json")
+        l.rank = 3
+        try m.attachAdapter(name: "b", config: .lora(l))
+        try m.saveAdapter(name: "b", to: dir)
+        #expect(try readWholeFile(path: dir + "/adapter_config.json") != old)
+        #expect(try readWholeFile(path: dir + "/README.md") == Array("notes".utf8))
+        #expect(FolderReplacement.files(dir) == ["README.md", "adapter_config.json", "adapter_model.safetensors"])
+        #expect(FolderReplacement.files(root) == ["adapter"], "no staging folder is left behind")
+        #expect(stat(dir, &ino) == 0 && ino.st_ino != before, "the folder itself was swapped")
+        #expect(try m.adapterParameterCount(name: try m.loadAdapter(from: dir, name: "c")) == m.adapterParameterCount(name: "b"))
+        // With a subfolder inside, files are replaced one by one, still each atomically.
+        try createDirectory(path: dir + "/sub")
+        try m.saveAdapter(name: "a", to: dir)
+        #expect(FolderReplacement.files(dir) == ["README.md", "adapter_config.json", "adapter_model.safetensors", "sub"])
+        #expect(try m.adapterParameterCount(name: try m.loadAdapter(from: dir, name: "d")) == m.adapterParameterCount(name: "a"))
+        // A file where the folder should be is an error, and stays.
+        try writeFileAtomically(path: root + "/file", bytes: [7])
+        #expect(throws: PEFTKitError.self) { try m.saveAdapter(name: "a", to: root + "/file") }
+        #expect(try readWholeFile(path: root + "/file") == [7])
+    }
+}

@@ -166,9 +166,12 @@ extension Engine {
             throw PEFTKitError.unsupported("HF PEFT has no file format for \(slot.adapter.method.rawValue) adapters")
         }
         tensors.sort { $0.name < $1.name }
-        try createDirectory(path: directory)
-        try SafeTensorsWriter.write(path: directory + "/" + Engine.peftWeightsFile, buffers: tensors, metadata: ["format": "pt"])
-        try writeFileAtomically(path: directory + "/" + Engine.adapterConfigFile, bytes: Array(JSONValue.object(cfg).serialized().utf8))
+        let weights = try SafeTensorsWriter.writer(entries: SafeTensorsWriter.bufferEntries(tensors), metadata: ["format": "pt"],
+                                                   path: directory + "/" + Engine.peftWeightsFile)
+        let json = Array(JSONValue.object(cfg).serialized().utf8)
+        try replaceFilesTogether(directory: directory, files: [
+            (Engine.peftWeightsFile, weights), (Engine.adapterConfigFile, { fd in try writeAll(fd, json) }),
+        ])
     }
 
     /// A float setting as Python would write it: an int when integral (PEFT's `lora_alpha` is usually one).
