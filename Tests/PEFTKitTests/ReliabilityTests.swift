@@ -9,10 +9,11 @@ import Glibc
 // Numerical failures leave every weight and the optimiser untouched; concurrent use of one model is refused,
 // never corrupting; call sequences that re-size internal buffers keep working.
 
-private func snapshot(_ s: AdapterSlot) -> (p: [UInt32], m: [UInt32], v: [UInt32], step: Int) {
+private func snapshot(_ s: AdapterSlot) -> (p: [UInt32], m: [UInt32], v: [UInt32], step: Int, rng: [UInt64]) {
     let n = s.parameterCount
     func bits(_ p: UnsafeMutablePointer<Float>) -> [UInt32] { (0..<n).map { p[$0].bitPattern } }
-    return (bits(s.adapter.params.floats), bits(s.m.floats), bits(s.v.floats), s.step)
+    let rng = (s.adapter as? TrainingRandomState).map { Array($0.trainingRng.words) } ?? []
+    return (bits(s.adapter.params.floats), bits(s.m.floats), bits(s.v.floats), s.step, rng)
 }
 
 private let reliabilityMethods: [(String, AdapterConfig)] = {
@@ -51,6 +52,8 @@ private let reliabilityMethods: [(String, AdapterConfig)] = {
             let after = snapshot(slot)
             #expect(before.p == after.p && before.m == after.m && before.v == after.v && before.step == after.step,
                     "\(method), \(poison): state changed by a refused step")
+            #expect(before.rng == after.rng, "\(method), \(poison): a refused step advanced the dropout generator")
+            #expect(method != "lora" || !before.rng.isEmpty)
             #expect(throws: PEFTKitError.self) { try m.forward(inputIDs: ids, batch: 2, seqLen: 6) }
             var g = GenerateConfig(); g.maxNewTokens = 3
             #expect(throws: PEFTKitError.self) { try m.generate(prompt: [1, 2], config: g) }
@@ -103,10 +106,12 @@ private let reliabilityMethods: [(String, AdapterConfig)] = {
         try m.setActiveAdapter("h")
         let ids = TS.ids(12, vocab: cfg.vocabSize, seed: 9)
         let tc = { var t = TrainConfig(); t.learningRate = 1e-2; return t }()
-        let ok = Atomic<Int>(0), busy = Atomic<Int>(0), other = Atomic<Int>(0)
+        let ok = Atomic<Int>(0), busy = Atomic<Int>(0), other = Atomic<Int>(0), wrongNames = Atomic<Int>(0)
         nonisolated(unsafe) let model = m
         DispatchQueue.concurrentPerform(iterations: 4) { _ in
             for _ in 0..<25 {
+                // Reading the adapter names never waits for, or is spoiled by, a call running on another thread.
+                if model.activeAdapter != "h" || model.adapterNames != ["h"] { wrongNames.add(1, ordering: .relaxed) }
                 do {
                     _ = try model.trainStep(inputIDs: ids, batch: 2, seqLen: 6, config: tc)
                     ok.add(1, ordering: .relaxed)
@@ -118,6 +123,7 @@ private let reliabilityMethods: [(String, AdapterConfig)] = {
             }
         }
         #expect(other.load(ordering: .relaxed) == 0)
+        #expect(wrongNames.load(ordering: .relaxed) == 0)
         #expect(ok.load(ordering: .relaxed) + busy.load(ordering: .relaxed) == 100)
         let ref = try Model.create(config: cfg, seed: 3)
         try ref.attachAdapter(name: "h", config: BottleneckConfig(reductionFactor: 4))

@@ -25,6 +25,9 @@ public final class Model: @unchecked Sendable {
     public let config: ModelConfig
     let engine: Engine
     private let busy = Mutex<Bool>(false)
+    /// The active adapter and the adapter names, refreshed by every call that changes them, so reading them
+    /// never waits for (or fails because of) a running call.
+    private let names = Mutex<(active: String?, all: [String])>((nil, []))
 
     init(engine: Engine) {
         self.engine = engine
@@ -59,11 +62,19 @@ public final class Model: @unchecked Sendable {
         return try body()
     }
 
+    /// `exclusive` for calls that attach, remove or activate adapters: refreshes the names afterwards.
+    func exclusiveChangingAdapters<R>(_ body: () throws -> R) throws -> R {
+        try exclusive {
+            defer { names.withLock { $0 = (engine.activeName, engine.adapters.map { $0.name }) } }
+            return try body()
+        }
+    }
+
     // MARK: adapters
 
     /// Attaches a new adapter of any method named `name` (not made active).
     public func attachAdapter(name: String, config: AdapterConfig) throws {
-        try exclusive { try engine.attachAdapter(name: name, config: config) }
+        try exclusiveChangingAdapters { try engine.attachAdapter(name: name, config: config) }
     }
 
     /// Attaches a new bottleneck adapter named `name` (not made active).
@@ -78,19 +89,19 @@ public final class Model: @unchecked Sendable {
 
     /// Removes an adapter; if it was active, no adapter is active afterwards.
     public func removeAdapter(name: String) throws {
-        try exclusive { try engine.removeAdapter(name: name) }
+        try exclusiveChangingAdapters { try engine.removeAdapter(name: name) }
     }
 
     /// Makes `name` the active adapter, or the bare base model when `nil`.
     public func setActiveAdapter(_ name: String?) throws {
-        try exclusive { try engine.setActive(name) }
+        try exclusiveChangingAdapters { try engine.setActive(name) }
     }
 
-    /// The active adapter's name, or nil for the base model.
-    public var activeAdapter: String? { (try? exclusive { engine.activeName }) ?? nil }
+    /// The active adapter's name, or nil for the base model. Safe to read while another call runs.
+    public var activeAdapter: String? { names.withLock { $0.active } }
 
-    /// Names of the attached adapters, in attach order.
-    public var adapterNames: [String] { (try? exclusive { engine.adapters.map { $0.name } }) ?? [] }
+    /// Names of the attached adapters, in attach order. Safe to read while another call runs.
+    public var adapterNames: [String] { names.withLock { $0.all } }
 
     /// Trainable parameters of adapter `name`.
     public func adapterParameterCount(name: String) throws -> Int {
@@ -108,7 +119,7 @@ public final class Model: @unchecked Sendable {
     /// `name` (default: the name in the file, or "default"). Returns the name used. Not made active.
     @discardableResult
     public func loadAdapter(from directory: String, name: String? = nil) throws -> String {
-        try exclusive { try engine.loadAdapter(directory: directory, name: name) }
+        try exclusiveChangingAdapters { try engine.loadAdapter(directory: directory, name: name) }
     }
 
     /// Folds LoRA or IA3 adapter `name` into the base weights (copies of the touched tensors; the originals

@@ -30,6 +30,11 @@ extension Engine {
         let grads = slot.grads.floats
         let P = slot.parameterCount
         grads.update(repeating: 0, count: P)
+        // A refused step must leave the training random state (LoRA dropout) as it was, too, so that retrying
+        // the step (or resuming from a checkpoint) draws the same masks.
+        let randomState = (ad as? TrainingRandomState).map { ($0, $0.trainingRng) }
+        var stepped = false
+        defer { if !stepped, let (r, rng) = randomState { r.trainingRng = rng } }
         ad.beginPass(training: true)
         var lossSum = 0.0
         var r = 0
@@ -61,6 +66,7 @@ extension Engine {
                     beta1: decimalDouble(tc.beta1), beta2: decimalDouble(tc.beta2), eps: decimalDouble(tc.eps),
                     weightDecay: decimalDouble(tc.weightDecay), step: slot.step + 1)
         slot.step += 1
+        stepped = true
         ad.parametersChanged()
         return TrainStepResult(loss: loss, gradNorm: norm, learningRate: lr, step: slot.step, tokens: total)
     }
