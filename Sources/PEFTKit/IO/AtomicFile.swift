@@ -178,25 +178,16 @@ private let renameExchange: UInt32 = 2  // RENAME_EXCHANGE
 
 /// The names in directory `path` with their kinds (lstat: a symlink is `.other`); nil if it cannot be read.
 func directoryEntries(_ path: String) -> [(name: String, kind: PathKind)]? {
-    guard let d = opendir(path) else { return nil }
-    defer { closedir(d) }
-    var out: [(String, PathKind)] = []
-    while let e = readdir(d) {
-        let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
-            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-        }
-        if name == "." || name == ".." { continue }
+    guard pathKind(path) == .directory else { return nil }
+    return listDirectory(path).map { name in
         var st = stat()
-        guard lstat(path + "/" + name, &st) == 0 else { continue }
-        let kind: PathKind
+        guard lstat(path + "/" + name, &st) == 0 else { return (name, .missing) }
         switch st.st_mode & S_IFMT {
-        case S_IFREG: kind = .file
-        case S_IFDIR: kind = .directory
-        default: kind = .other
+        case S_IFREG: return (name, .file)
+        case S_IFDIR: return (name, .directory)
+        default: return (name, .other)
         }
-        out.append((name, kind))
     }
-    return out
 }
 
 /// Removes a staging folder PEFTKit made (regular files only, then the folder); best effort.
