@@ -122,6 +122,19 @@ struct ModelTokenizerTests {
         #expect(throws: PEFTKitError.self) { try model.loadTokenizer(path: TS.fixtures + "/llama/model") }
         #expect(model.tokenizer?.vocabSize == 97, "a failed loadTokenizer keeps the old tokenizer")
 
+        // The tokenizer can be read from inside a generation callback (it is not behind the call lock).
+        let m97 = try Model.create(config: ModelConfig(architecture: .gpt2, vocabSize: 97, hiddenSize: 16,
+                                                       numLayers: 1, numHeads: 2), seed: 2)
+        try m97.setTokenizer(tok, chatTemplate: nil)
+        var gc = GenerateConfig()
+        gc.maxNewTokens = 5
+        var streamed = ""
+        let out = try m97.generate(prompt: tok.encode("Hi"), config: gc) { id in
+            streamed += (try? m97.tokenizer?.decode([id])) ?? "<no tokenizer>"
+            return true
+        }
+        #expect(streamed == (try tok.decode(out)))
+
         let small = try Model.create(config: ModelConfig(architecture: .gpt2, vocabSize: 64, hiddenSize: 16,
                                                          numLayers: 1, numHeads: 2), seed: 1)
         #expect(throws: PEFTKitError.self) { try small.setTokenizer(tok, chatTemplate: nil) }
