@@ -36,6 +36,11 @@ struct TextSupport: Sendable {
         } else if pathKind(vocab) == .file && pathKind(merges) == .file {
             tokenizer = attempt { try checked(Tokenizer(gpt2EncoderJSON: vocab, vocabBPE: merges), vocabSize: vocabSize) }
         }
+        readChatTemplate(folder: folder)
+    }
+
+    /// Reads the chat template of a Hugging Face folder, if it has one. Problems end up in `errors`.
+    private mutating func readChatTemplate(folder: String) {
         // transformers writes the template to chat_template.jinja since 4.50, to tokenizer_config.json before.
         let jinja = joinPath(folder, "chat_template.jinja"), config = joinPath(folder, "tokenizer_config.json")
         if pathKind(jinja) == .file {
@@ -70,7 +75,7 @@ struct TextSupport: Sendable {
             t = TextSupport()
             t.tokenizer = try checked(Tokenizer(tokenizerJSON: path), vocabSize: vocabSize)
             let dir = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
-            t.chatTemplate = TextSupport(folder: dir.isEmpty ? "/" : dir, vocabSize: vocabSize).chatTemplate
+            t.readChatTemplate(folder: dir.isEmpty ? "/" : dir)
         default:
             throw PEFTKitError.io("'\(path)' does not exist")
         }
