@@ -615,16 +615,19 @@ peftkit_status peftkit_generate(peftkit_model *model, const int32_t *prompt, int
  * tokenizer.chat_template, or a folder's tokenizer.json (else vocab.json + merges.txt) and
  * chat_template.jinja / tokenizer_config.json "chat_template". A tokenizer or template the library cannot
  * read is left out; the load itself does not fail because of it (peftkit_tokenizer_get_info tells what is
- * there). Models from peftkit_model_create have neither until peftkit_tokenizer_load.
+ * there, peftkit_tokenizer_issue why something is missing). Models from peftkit_model_create have
+ * neither until peftkit_tokenizer_load.
  *
- * Thread safety: peftkit_tokenize, peftkit_detokenize, peftkit_chat_template_apply and
- * peftkit_tokenizer_get_info only read the attached tokenizer and do not count as calls on the model for
- * the overlap rule: they may run while another call on the same model runs, including from inside the
- * peftkit_token_callback of a model that is generating (e.g. to print tokens as they come).
+ * Thread safety: peftkit_tokenize, peftkit_detokenize, peftkit_chat_template_apply,
+ * peftkit_tokenizer_get_info and peftkit_tokenizer_issue only read the attached tokenizer and do not
+ * count as calls on the model for the overlap rule: they may run while another call on the same model
+ * runs, including from inside the peftkit_token_callback of a model that is generating (e.g. to print
+ * tokens as they come).
  *
  * Output buffers follow the two-call pattern: call with out = NULL and capacity 0 to learn the size
- * (PEFTKIT_OK, size in *n_out), then call again with a buffer that large. A buffer that is too small gets
- * PEFTKIT_ERR_BUFFER_TOO_SMALL, nothing written into it, and the size needed in *n_out.
+ * (PEFTKIT_OK, size in *n_out), then call again with a buffer that large (plus one byte for the NUL of a
+ * text). A buffer that is too small gets PEFTKIT_ERR_BUFFER_TOO_SMALL, nothing written into it, and the
+ * size needed in *n_out.
  *
  * Without a tokenizer, peftkit_tokenize and peftkit_detokenize fail with PEFTKIT_ERR_STATE; without a chat
  * template, so does peftkit_chat_template_apply.
@@ -654,6 +657,18 @@ typedef struct peftkit_tokenizer_info {
  * Returns PEFTKIT_OK or PEFTKIT_ERR_INVALID_ARGUMENT.
  */
 peftkit_status peftkit_tokenizer_get_info(const peftkit_model *model, peftkit_tokenizer_info *out);
+
+/*
+ * Why the model has no tokenizer or no chat template although its files carry one (for example "tokenizer
+ * model 'llama' is not supported", or a template outside the Jinja subset the library renders), written
+ * like peftkit_adapter_name; "" (length 0) when nothing was left out.
+ *
+ * buf, cap  where to write the text and its NUL. buf may be NULL only when cap is 0: a size query.
+ * len_out   nullable; receives the text's length in bytes, without the NUL, both on success and on
+ *           PEFTKIT_ERR_BUFFER_TOO_SMALL.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_BUFFER_TOO_SMALL.
+ */
+peftkit_status peftkit_tokenizer_issue(const peftkit_model *model, char *buf, size_t cap, size_t *len_out);
 
 /*
  * Reads a tokenizer and chat template and attaches them to the model, replacing what it had (the template
@@ -697,11 +712,11 @@ peftkit_status peftkit_tokenize(const peftkit_model *model, const char *text, si
  * capacity       size of out in bytes; it must hold the text and its NUL.
  * n_out          required; receives the text's length in bytes without the NUL, on success and on
  *                PEFTKIT_ERR_BUFFER_TOO_SMALL.
- * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL, an id outside the vocabulary), PEFTKIT_ERR_BUFFER_TOO_SMALL,
- * PEFTKIT_ERR_STATE (no tokenizer).
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL, an id outside the vocabulary),
+ * PEFTKIT_ERR_BUFFER_TOO_SMALL, PEFTKIT_ERR_STATE (no tokenizer).
  */
-peftkit_status peftkit_detokenize(const peftkit_model *model, const int32_t *ids, size_t n_ids, int32_t skip_special,
-                                  char *out, size_t capacity, size_t *n_out);
+peftkit_status peftkit_detokenize(const peftkit_model *model, const int32_t *ids, size_t n_ids,
+                                  int32_t skip_special, char *out, size_t capacity, size_t *n_out);
 
 /*
  * Renders a conversation with the model's chat template, as transformers' apply_chat_template(...,
@@ -716,7 +731,8 @@ peftkit_status peftkit_detokenize(const peftkit_model *model, const int32_t *ids
  */
 peftkit_status peftkit_chat_template_apply(const peftkit_model *model, const char *const *roles,
                                            const char *const *contents, size_t n_messages,
-                                           int32_t add_generation_prompt, char *out, size_t capacity, size_t *n_out);
+                                           int32_t add_generation_prompt, char *out, size_t capacity,
+                                           size_t *n_out);
 
 #ifdef __cplusplus
 } /* extern "C" */

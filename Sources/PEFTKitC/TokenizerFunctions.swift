@@ -62,6 +62,15 @@ public func peftkit_tokenizer_get_info(_ model: OpaquePointer?,
 }
 
 @c @implementation
+public func peftkit_tokenizer_issue(_ model: OpaquePointer?, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
+                                    _ lenOut: UnsafeMutablePointer<Int>?) -> peftkit_status {
+    entry("peftkit_tokenizer_issue") {
+        let h = try ModelHandle.from(model)
+        try writeString(h.model.tokenizerIssue ?? "", buf, cap, lenOut, "buf")
+    }
+}
+
+@c @implementation
 public func peftkit_tokenizer_load(_ model: OpaquePointer?, _ path: UnsafePointer<CChar>?) -> peftkit_status {
     entry("peftkit_tokenizer_load") {
         let h = try ModelHandle.from(model)

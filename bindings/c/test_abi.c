@@ -241,6 +241,7 @@ static void test_null_model(void) {
     ti.struct_size = sizeof ti;
     expect(peftkit_tokenizer_get_info(NULL, &ti), bad, "tokenizer_get_info(NULL model)");
     expect(peftkit_tokenizer_load(NULL, "/tmp"), bad, "tokenizer_load(NULL model)");
+    expect(peftkit_tokenizer_issue(NULL, buf, sizeof buf, &len), bad, "tokenizer_issue(NULL model)");
     expect(peftkit_tokenize(NULL, "a", 1, 0, 1, toks, 32, &len), bad, "tokenize(NULL model)");
     expect(peftkit_detokenize(NULL, ids, 1, 0, buf, sizeof buf, &len), bad, "detokenize(NULL model)");
     expect(peftkit_chat_template_apply(NULL, NULL, NULL, 0, 1, buf, sizeof buf, &len), bad, "chat_template_apply(NULL model)");
@@ -1081,6 +1082,10 @@ static void test_tokenizer_smollm2(void) {
     check(info.has_tokenizer == 1 && info.has_chat_template == 1 && info.vocab_size == 49152 && info.bos_id == 1 &&
               info.eos_id == 2 && info.eot_id == 2 && info.adds_bos == 0,
           "SmolLM2: vocab 49152, BOS 1 not added, EOS = <|im_end|> = 2, chat template");
+    char issue[256];
+    size_t issue_len = 1;
+    expect(peftkit_tokenizer_issue(m, issue, sizeof issue, &issue_len), PEFTKIT_OK, "tokenizer_issue(SmolLM2)");
+    check(issue_len == 0, "SmolLM2: nothing was left out");
 
     /* llama.cpp's own check for this vocabulary. */
     const int32_t want[7] = {19556, 905, 17, 216, 33, 34, 35};

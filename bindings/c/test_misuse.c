@@ -1154,6 +1154,28 @@ static void tokenizer(const char *scratch) {
     CASE(PEFTKIT_ERR_UNSUPPORTED, peftkit_tokenizer_load(m, garbage), "tokenizer_load(Unigram file) over a loaded tokenizer");
     CASE(PEFTKIT_OK, peftkit_tokenize(m, "hi", 2, 0, 1, ids, 64, &n), "tokenize: the failed load kept the old tokenizer");
 
+    /* issue: a folder whose tokenizer loads but whose template is outside the Jinja subset. */
+    char issue[512], odd_dir[1024], from[1100], to[1100];
+    size_t issue_len = 0;
+    CASE(PEFTKIT_OK, peftkit_tokenizer_issue(m, issue, sizeof issue, &issue_len), "tokenizer_issue(nothing left out)");
+    check(issue_len == 0 && issue[0] == '\0', "[tokenization] tokenizer_issue is empty when nothing was left out");
+    snprintf(odd_dir, sizeof odd_dir, "%s/tok-odd-template", scratch);
+    mkdir(odd_dir, 0755);
+    snprintf(to, sizeof to, "%s/tokenizer.json", odd_dir);
+    copy_file(tiny, to, -1);
+    snprintf(from, sizeof from, "%s/chat_template.jinja", odd_dir);
+    write_file(from, "{{ messages }}", 14);
+    CASE(PEFTKIT_OK, peftkit_tokenizer_load(m, odd_dir), "tokenizer_load(folder with a non-ChatML template)");
+    CASE(PEFTKIT_ERR_STATE, peftkit_chat_template_apply(m, roles, contents, 2, 1, text, sizeof text, &n),
+         "chat_template_apply(template left out)");
+    CASE(PEFTKIT_OK, peftkit_tokenizer_issue(m, NULL, 0, &issue_len), "tokenizer_issue size query");
+    check(issue_len > 10, "[tokenization] tokenizer_issue reports why the template was left out");
+    CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_tokenizer_issue(m, issue, 4, &issue_len), "tokenizer_issue(capacity 4)");
+    CASE(BAD, peftkit_tokenizer_issue(m, NULL, 4, &issue_len), "tokenizer_issue(NULL buf, capacity 4)");
+    CASE(PEFTKIT_OK, peftkit_tokenizer_issue(m, issue, sizeof issue, NULL), "tokenizer_issue(NULL len_out)");
+    check(strstr(issue, "ChatML") != NULL, "[tokenization] the issue names the problem (not a ChatML template)");
+    CASE(PEFTKIT_OK, peftkit_tokenizer_load(m, tiny), "tokenizer_load(fixture tokenizer) again");
+
     /* get_info. */
     CASE(BAD, peftkit_tokenizer_get_info(m, NULL), "tokenizer_get_info(NULL out)");
     info.struct_size = 4;
@@ -1209,6 +1231,7 @@ static void tokenizer(const char *scratch) {
     CASE(BAD, peftkit_tokenize(m, "hi", 2, 0, 1, ids, 64, &n), "tokenize(freed model)");
     CASE(BAD, peftkit_detokenize(m, good, 3, 0, text, sizeof text, &n), "detokenize(freed model)");
     CASE(BAD, peftkit_tokenizer_load(m, tiny), "tokenizer_load(freed model)");
+    CASE(BAD, peftkit_tokenizer_issue(m, text, sizeof text, &n), "tokenizer_issue(freed model)");
     peftkit_model_free(bare);
 }
 

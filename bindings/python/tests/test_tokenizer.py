@@ -96,6 +96,17 @@ def test_misuse(tiny):
         small.load_tokenizer(TINY)
 
 
+def test_tokenizer_issue(tiny, tmp_path):
+    assert tiny.tokenizer_issue is None
+    (tmp_path / "tokenizer.json").write_bytes((TINY / "tokenizer.json").read_bytes())
+    (tmp_path / "chat_template.jinja").write_text("{{ messages }}")
+    tiny.load_tokenizer(tmp_path)
+    assert tiny.has_tokenizer and not tiny.has_chat_template
+    assert "ChatML" in tiny.tokenizer_issue
+    with pytest.raises(peftkit.StateError):
+        tiny.apply_chat_template([{"role": "user", "content": "hi"}])
+
+
 def test_decode_inside_generate_callback(tiny):
     pieces = []
     out = tiny.generate(tiny.tokenize("Hi"), max_new_tokens=5, callback=lambda t: pieces.append(tiny.detokenize([t])))
@@ -105,7 +116,7 @@ def test_decode_inside_generate_callback(tiny):
 def test_smollm2_matches_transformers(smollm2):
     cases = json.loads(CASES.read_text(encoding="utf-8"))
     meta = cases["smollm2_gguf"]
-    assert smollm2.has_tokenizer and smollm2.has_chat_template
+    assert smollm2.has_tokenizer and smollm2.has_chat_template and smollm2.tokenizer_issue is None
     assert smollm2.bos_token_id == meta["bos_token_id"] and smollm2.eos_token_id == meta["eos_token_id"]
     assert smollm2.adds_bos == meta["add_bos_token"]
     assert smollm2.eot_token_id == smollm2.tokenize("<|im_end|>", add_special=False).tolist()[0]

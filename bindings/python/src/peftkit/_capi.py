@@ -252,6 +252,7 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     "peftkit_checkpoint_save": (_status, [_model, c_char_p, c_char_p]),
     "peftkit_checkpoint_load": (_status, [_model, c_char_p, _buf, c_size_t]),
     "peftkit_tokenizer_get_info": (_status, [_model, POINTER(TokenizerInfoStruct)]),
+    "peftkit_tokenizer_issue": (_status, [_model, _buf, c_size_t, POINTER(c_size_t)]),
     "peftkit_tokenizer_load": (_status, [_model, c_char_p]),
     "peftkit_tokenize": (
         _status, [_model, c_char_p, c_size_t, c_int32, c_int32, _ids, c_size_t, POINTER(c_size_t)],

@@ -595,6 +595,14 @@ class Model:
                 out.append(v)
         return out
 
+    @property
+    def tokenizer_issue(self) -> str | None:
+        """Why the model has no tokenizer or chat template although its files carry one (e.g. a
+        SentencePiece vocabulary, or a template outside the Jinja subset PEFTKit renders), or None."""
+        with self._call as h:
+            text = self._read_name(lambda buf, cap, n: _lib.peftkit_tokenizer_issue(h, buf, cap, n))
+        return text or None
+
     def load_tokenizer(self, path: PathLike) -> None:
         """Reads a tokenizer and chat template from `path` (a ``.gguf`` file, a ``tokenizer.json`` file,
         or a model folder) and attaches them, replacing the model's.
