@@ -329,7 +329,7 @@ typedef struct peftkit_adapter_config {
     /* Prefix and prompt tuning (methods PREFIX, PROMPT). */
     int32_t num_virtual_tokens;   /* 1 .. max_positions - 1; default 20 */
     int32_t prefix_projection;    /* 0/1: train the prefix through an MLP (HF PEFT prefix_projection); default 0 */
-    int32_t projection_hidden;    /* width of that MLP; 0 = hidden_size; default 0 */
+    int32_t projection_hidden;    /* width of that MLP; 0 = the key/value width (num_kv_heads * head_dim), as PEFT; default 0 */
     const int32_t *init_tokens;   /* prompt tuning: start from these tokens' embeddings (cycled); NULL = random */
     int32_t n_init_tokens;        /* entries in init_tokens; default 0 */
 } peftkit_adapter_config;
@@ -411,18 +411,25 @@ peftkit_status peftkit_adapter_merge(peftkit_model *model, const char *name);
 peftkit_status peftkit_adapter_unmerge(peftkit_model *model, const char *name);
 
 /*
- * Writes adapter `name` into folder `dir` (created if missing) as adapter_config.json +
- * adapter.safetensors, in AdapterHub's format. Existing files are replaced atomically.
+ * Writes adapter `name` into folder `dir` (created if missing), each file replaced atomically:
+ * - bottleneck adapters in AdapterHub's format: adapter_config.json + adapter.safetensors;
+ * - LoRA, IA3, prefix and prompt tuning in Hugging Face PEFT's format: adapter_config.json +
+ *   adapter_model.safetensors, loadable with peft's PeftModel.from_pretrained. A prefix trained with
+ *   prefix_projection is saved as the MLP's output rows (what PEFT saves too): it reloads as a plain
+ *   prefix with the same outputs.
  * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_NOT_FOUND, PEFTKIT_ERR_IO.
  */
 peftkit_status peftkit_adapter_save(peftkit_model *model, const char *name, const char *dir);
 
 /*
- * Reads an adapter folder written by peftkit_adapter_save (or by AdapterHub) and attaches it. It is
- * not made active.
+ * Reads an adapter folder written by peftkit_adapter_save, by AdapterHub (bottleneck adapters) or by
+ * Hugging Face PEFT (LoRA, rsLoRA, IA3, prefix and prompt tuning of a causal LM; told apart by
+ * adapter_model.safetensors) and attaches it. It is not made active. PEFT options PEFTKit does not
+ * implement (DoRA, bias training, modules_to_save, rank_pattern, ...) give PEFTKIT_ERR_UNSUPPORTED.
  *
  * dir       folder path, UTF-8.
- * name      the name to attach it under; NULL = the name stored in the folder.
+ * name      the name to attach it under; NULL = the name stored in the folder (AdapterHub), or
+ *           "default" (PEFT folders store none).
  * name_out  nullable; receives the name used, NUL-terminated, in name_cap bytes. If it does not fit,
  *           the adapter is not attached (the call has no effect) and PEFTKIT_ERR_BUFFER_TOO_SMALL is
  *           returned. 256 bytes is enough for any name you chose yourself shorter than that.

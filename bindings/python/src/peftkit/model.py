@@ -18,7 +18,7 @@ from ._arrays import TokenArray, address, batch_arrays, batch_shape, int32_token
 from .configs import (
     INT32_MAX,
     UINT64_MAX,
-    BottleneckConfig,
+    AdapterConfig,
     EvalResult,
     ModelConfig,
     TrainConfig,
@@ -226,14 +226,17 @@ class Model:
     # Adapters
     # ------------------------------------------------------------------------------------------------
 
-    def attach_adapter(self, name: str, config: BottleneckConfig | Mapping[str, Any] | None = None, *,
+    def attach_adapter(self, name: str, config: AdapterConfig | Mapping[str, Any] | None = None, *,
                        method: str | None = None, **options: Any) -> None:
         """Attaches a new adapter called `name`. It is not made active: see :meth:`set_active_adapter`.
 
         Args:
             name: a non-empty name, unique within this model.
-            config: an adapter config (e.g. :class:`BottleneckConfig`) or a mapping of its fields.
-            method: the adapter method, when `config` is not given: ``"bottleneck"`` (default).
+            config: an adapter config (:class:`BottleneckConfig`, :class:`LoRAConfig`,
+                :class:`IA3Config`, :class:`PrefixConfig`, :class:`PromptConfig`) or a mapping of its
+                fields.
+            method: the adapter method, when `config` is not given: ``"bottleneck"`` (default),
+                ``"lora"``, ``"ia3"``, ``"prefix"`` or ``"prompt"``.
             **options: fields of the method's config, overriding `config`, e.g.
                 ``preset="houlsby", reduction_factor=8``.
 
@@ -302,8 +305,10 @@ class Model:
         return out.value
 
     def save_adapter(self, name: str, path: PathLike) -> None:
-        """Writes adapter `name` into folder `path` (created if missing) as ``adapter_config.json`` +
-        ``adapter.safetensors``, in AdapterHub's format. Existing files are replaced atomically.
+        """Writes adapter `name` into folder `path` (created if missing), each file replaced atomically:
+        bottleneck adapters as AdapterHub does (``adapter_config.json`` + ``adapter.safetensors``),
+        LoRA, IA3, prefix and prompt adapters as Hugging Face PEFT does (``adapter_config.json`` +
+        ``adapter_model.safetensors``; ``peft.PeftModel.from_pretrained`` loads them).
 
         Raises:
             NotFoundError: no adapter has that name.
@@ -315,8 +320,9 @@ class Model:
             check(_lib.peftkit_adapter_save(h, n, p))
 
     def load_adapter(self, path: PathLike, name: str | None = None) -> str:
-        """Reads an adapter folder (written by :meth:`save_adapter` or by AdapterHub) and attaches it,
-        not active. Returns the name it was attached under: `name`, or the name stored in the folder.
+        """Reads an adapter folder (written by :meth:`save_adapter`, by AdapterHub or by Hugging Face
+        PEFT) and attaches it, not active. Returns the name it was attached under: `name`, or the name
+        stored in the folder (AdapterHub), or ``"default"`` (PEFT).
 
         Raises:
             PeftKitIOError: the folder cannot be read.
