@@ -25,10 +25,14 @@ public final class Model: @unchecked Sendable {
     public let config: ModelConfig
     let engine: Engine
     private let busy = Mutex<Bool>(false)
+    /// The attached tokenizer and chat template. Behind its own lock, not `exclusive`, so that they can be
+    /// read while another call runs (e.g. to decode tokens inside a generation callback).
+    let text: Mutex<TextSupport>
 
-    init(engine: Engine) {
+    init(engine: Engine, text: TextSupport = TextSupport()) {
         self.engine = engine
         self.config = engine.config
+        self.text = Mutex(text)
     }
 
     /// A model with random weights (GPT-2-style init: N(0, `initStd`) for matrices and embeddings, residual
@@ -41,11 +45,18 @@ public final class Model: @unchecked Sendable {
 
     /// Loads a Hugging Face model folder (`config.json` + `model.safetensors` or a sharded index), or a
     /// GGUF file of architecture `llama` when `path` ends in `.gguf` and is not a directory.
+    ///
+    /// The model's tokenizer and chat template are loaded too when the files carry them (see `tokenizer`
+    /// and `chatTemplate`); a tokenizer or template PEFTKit cannot read leaves them nil, with the reason in
+    /// `tokenizerIssue`, and never fails the load.
     public static func load(path: String) throws -> Model {
         if path.hasSuffix(".gguf") && pathKind(path) != .directory {
-            return Model(engine: try Engine(loadingGGUF: path))
+            let file = try GGUFFile(path: path)
+            let engine = try Engine(ggufFile: file)
+            return Model(engine: engine, text: TextSupport(gguf: file, vocabSize: engine.config.vocabSize))
         }
-        return Model(engine: try Engine(loadingFolder: path))
+        let engine = try Engine(loadingFolder: path)
+        return Model(engine: engine, text: TextSupport(folder: path, vocabSize: engine.config.vocabSize))
     }
 
     func exclusive<R>(_ body: () throws -> R) throws -> R {

@@ -162,7 +162,9 @@ class Model:
     @classmethod
     def load(cls, path: PathLike) -> Model:
         """Loads a Hugging Face model folder: ``config.json`` plus ``model.safetensors`` (or a sharded
-        index). F32, F16 and BF16 weights are read.
+        index), or a ``.gguf`` file (Llama architecture). F32, F16 and BF16 weights are read (and GGUF
+        quantized types, dequantized). The tokenizer and chat template come along when the files carry
+        them (see :meth:`tokenize`, :meth:`apply_chat_template`).
 
         Raises:
             PeftKitIOError: the folder or a file in it cannot be read.
@@ -542,6 +544,169 @@ class Model:
         if interrupted:
             raise KeyboardInterrupt
         return out[: n_out.value]
+
+    # ------------------------------------------------------------------------------------------------
+    # Tokenization
+    # ------------------------------------------------------------------------------------------------
+
+    def _tokenizer_info(self) -> _capi.TokenizerInfoStruct:
+        info = _capi.TokenizerInfoStruct()
+        info.struct_size = ctypes.sizeof(info)
+        with self._call as h:
+            check(_lib.peftkit_tokenizer_get_info(h, byref(info)))
+        return info
+
+    @property
+    def has_tokenizer(self) -> bool:
+        """True when the model carries a tokenizer (read by :meth:`load` from a GGUF file's metadata or a
+        folder's ``tokenizer.json``, or attached with :meth:`load_tokenizer`)."""
+        return bool(self._tokenizer_info().has_tokenizer)
+
+    @property
+    def has_chat_template(self) -> bool:
+        """True when :meth:`apply_chat_template` can be used."""
+        return bool(self._tokenizer_info().has_chat_template)
+
+    @property
+    def bos_token_id(self) -> int | None:
+        """The beginning-of-sequence token id, or None."""
+        v = self._tokenizer_info().bos_id
+        return None if v < 0 else v
+
+    @property
+    def eos_token_id(self) -> int | None:
+        """The end-of-sequence token id, or None."""
+        v = self._tokenizer_info().eos_id
+        return None if v < 0 else v
+
+    @property
+    def eot_token_id(self) -> int | None:
+        """The token that ends a chat turn (ChatML ``<|im_end|>``), or None."""
+        v = self._tokenizer_info().eot_id
+        return None if v < 0 else v
+
+    @property
+    def adds_bos(self) -> bool:
+        """True when :meth:`tokenize` with ``add_special=True`` puts the BOS token first."""
+        return bool(self._tokenizer_info().adds_bos)
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """The ids a chat reply should stop on (EOS and end of turn, without duplicates), for
+        ``generate(..., stop=model.stop_token_ids)``. Empty without a tokenizer."""
+        info = self._tokenizer_info()
+        out: list[int] = []
+        for v in (info.eos_id, info.eot_id):
+            if v >= 0 and v not in out:
+                out.append(v)
+        return out
+
+    def load_tokenizer(self, path: PathLike) -> None:
+        """Reads a tokenizer and chat template from `path` (a ``.gguf`` file, a ``tokenizer.json`` file,
+        or a model folder) and attaches them, replacing the model's.
+
+        Raises:
+            NotFoundError: `path` holds no tokenizer.
+            FormatError: the files are malformed, or the tokenizer's ids exceed the model's vocabulary.
+            UnsupportedError: a tokenizer type PEFTKit does not implement (only byte-level BPE).
+            PeftKitIOError: `path` cannot be read.
+        """
+        with self._call as h:
+            check(_lib.peftkit_tokenizer_load(h, _c_path(path)))
+
+    @staticmethod
+    def _grow(call: Callable[[Any, int, Any], int], make: Callable[[int], Any], guess: int) -> tuple[Any, int]:
+        """Runs a two-call output function `(buf, cap, n_out)`: with a buffer of `guess` elements, then,
+        if the library says it needs more, with one of the size it reported."""
+        n = c_size_t()
+        cap = max(guess, 1)
+        for _ in range(3):
+            buf = make(cap)
+            status = call(buf, cap, byref(n))
+            if status == _capi.PEFTKIT_ERR_BUFFER_TOO_SMALL and n.value + 1 > cap:
+                cap = n.value + 1
+                continue
+            check(status)
+            return buf, n.value
+        raise error_for(_capi.PEFTKIT_ERR_INTERNAL, "output size changed between two calls")
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> np.ndarray:
+        """The token ids of `text`, as a 1-D int32 array.
+
+        Args:
+            text: the text (a str, or UTF-8 bytes).
+            add_special: add the tokens the tokenizer puts around a text (the BOS token when
+                :attr:`adds_bos`), as transformers' ``add_special_tokens``.
+            parse_special: special tokens written in the text (``"<|im_start|>"``) become their ids;
+                when False they are tokenized as plain text.
+
+        Raises:
+            StateError: the model has no tokenizer.
+            InvalidArgumentError: `text` is not valid UTF-8 (lone surrogates).
+        """
+        if isinstance(text, str):
+            b = text.encode("utf-8", "surrogatepass")
+        elif isinstance(text, bytes):
+            b = text
+        else:
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        add, parse = int(bool(add_special)), int(bool(parse_special))
+        with self._call as h:
+            ids, n = self._grow(
+                lambda buf, cap, n_out: _lib.peftkit_tokenize(h, b, len(b), add, parse, address(buf), cap, n_out),
+                lambda cap: np.empty(cap, dtype=np.int32), len(b) + 8)
+        return ids[:n].copy()
+
+    def detokenize(self, ids: TokenArray, *, skip_special: bool = False) -> str:
+        """The text of token ids (1-D). Invalid UTF-8 (a character cut off at the end) becomes U+FFFD.
+
+        Args:
+            skip_special: leave special tokens (BOS, EOS, ``<|im_end|>``...) out of the text.
+
+        Raises:
+            StateError: the model has no tokenizer.
+            InvalidArgumentError: an id outside the tokenizer's vocabulary.
+        """
+        arr = int32_tokens(ids, "ids")
+        if arr.ndim != 1:
+            raise InvalidArgumentError(f"ids must be 1-D, got shape {arr.shape}")
+        skip = int(bool(skip_special))
+        with self._call as h:
+            buf, n = self._grow(
+                lambda b, cap, n_out: _lib.peftkit_detokenize(h, address(arr), arr.shape[0], skip, b, cap, n_out),
+                lambda cap: (c_char * cap)(), 4 * arr.shape[0] + 16)
+        return buf.raw[:n].decode("utf-8")
+
+    def apply_chat_template(self, messages: Iterable[Mapping[str, str]], *,
+                            add_generation_prompt: bool = True) -> str:
+        """Renders a conversation with the model's chat template, as transformers'
+        ``apply_chat_template(messages, tokenize=False)``. Tokenize the result with
+        ``tokenize(text, add_special=model.adds_bos)``.
+
+        Args:
+            messages: dicts with ``"role"`` and ``"content"`` strings.
+            add_generation_prompt: end with the opening of an assistant turn.
+
+        Raises:
+            StateError: the model has no chat template.
+        """
+        roles: list[bytes] = []
+        contents: list[bytes] = []
+        for i, m in enumerate(messages):
+            if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
+                raise InvalidArgumentError(f"messages[{i}] must be a mapping with 'role' and 'content'")
+            roles.append(_c_string(m["role"], f"messages[{i}]['role']"))
+            contents.append(_c_string(m["content"], f"messages[{i}]['content']"))
+        n = len(roles)
+        role_arr = (ctypes.c_char_p * max(n, 1))(*roles)
+        content_arr = (ctypes.c_char_p * max(n, 1))(*contents)
+        gen = int(bool(add_generation_prompt))
+        guess = sum(len(r) + len(c) for r, c in zip(roles, contents)) + 32 * n + 256
+        with self._call as h:
+            buf, length = self._grow(
+                lambda b, cap, n_out: _lib.peftkit_chat_template_apply(h, role_arr, content_arr, n, gen, b, cap, n_out),
+                lambda cap: (c_char * cap)(), guess)
+        return buf.raw[:length].decode("utf-8")
 
 
 def set_num_threads(n: int) -> None:
