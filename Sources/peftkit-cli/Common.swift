@@ -56,20 +56,18 @@ struct LoadedModel {
 
     var chatTemplate: ChatTemplate? { encoder.chatTemplate }
 
-    static func load(_ options: ModelOptions, needTokenizer: Bool = true) throws -> LoadedModel {
+    static func load(_ options: ModelOptions) throws -> LoadedModel {
         setNumThreads(options.threads)
         let path = try options.path()
         let clock = ContinuousClock()
         let t0 = clock.now
         let model = try Model.load(path: path)
         let secs = (clock.now - t0).seconds
-        guard let tok = try modelTokenizer(model: model, path: path) else {
-            throw CLIError("'\(path)' has no tokenizer (GGUF tokenizer metadata or tokenizer.json); this command needs one")
+        guard let tok = model.tokenizer else {
+            throw CLIError("'\(path)' has no tokenizer this command can use" + (model.tokenizerIssue.map { " (\($0))" } ?? ""))
         }
-        let template = try modelChatTemplate(model: model, path: path)
-        let encoder = DatasetEncoder(tokenizer: tok, chatTemplate: template)
-        var stops: [Int32] = []
-        for id in [tok.eosID, endOfTurnID(model: model, tokenizer: tok)] { if let id, !stops.contains(id) { stops.append(id) } }
+        let encoder = DatasetEncoder(tokenizer: tok, chatTemplate: model.chatTemplate)
+        let stops = model.stopTokenIDs
         return LoadedModel(model: model, path: path, tokenizer: tok, encoder: encoder, stopIDs: stops, loadSeconds: secs)
     }
 
@@ -197,7 +195,7 @@ struct ProgressLine {
     init(total: Int) {
         self.total = total
         start = clock.now
-        if !tty { every = max(1, total / 10) }
+        if !tty { every = max(1, total / 8) }
     }
 
     var elapsed: Double { (clock.now - start).seconds }

@@ -23,8 +23,8 @@ struct Inspect: ParsableCommand {
         setNumThreads(threads)
         let m = try Model.load(path: p)
         let c = m.config
-        let tok = try modelTokenizer(model: m, path: p)
-        let template = try modelChatTemplate(model: m, path: p)
+        let tok = m.tokenizer
+        let template = m.chatTemplate
         print("model          \(p)")
         print("format         \(isDirectory(p) ? "Hugging Face folder" : "GGUF"), \(byteString(diskBytes(p))) on disk")
         print("architecture   \(c.architecture.rawValue)")
@@ -37,10 +37,10 @@ struct Inspect: ParsableCommand {
         print("tied head      \(c.tieWordEmbeddings ? "yes" : "no")")
         if let tok {
             func name(_ id: Int32?) -> String { id.map { "\($0) \(tok.token(of: $0) ?? "?")" } ?? "none" }
-            let bos = DatasetEncoder(tokenizer: tok, chatTemplate: nil).prefixIDs.isEmpty ? "not added" : "added"
-            print("tokenizer      yes: \(tok.vocabSize) tokens, BOS \(name(tok.bosID)) (\(bos)), EOS \(name(tok.eosID)), end of turn \(name(endOfTurnID(model: m, tokenizer: tok)))")
+            print("tokenizer      yes: \(tok.vocabSize) tokens, BOS \(name(tok.bosID))\(tok.addsBOS ? " (added)" : " (not added)"), "
+                  + "EOS \(name(tok.eosID)), end of turn \(name(m.endOfTurnID))")
         } else {
-            print("tokenizer      no")
+            print("tokenizer      no" + (m.tokenizerIssue.map { " (\($0))" } ?? ""))
         }
         print("chat template  \(template == nil ? "no" : "yes")")
     }

@@ -138,8 +138,8 @@ public struct DatasetEncoder: Sendable {
         self.eosID = eosID ?? tokenizer.eosID
     }
 
-    /// Tokens the tokenizer puts in front of every text (e.g. BOS), possibly none.
-    public var prefixIDs: [Int32] { tokenizer.encode("", addSpecial: true) }
+    /// BOS when the tokenizer adds one in front of a text (`Tokenizer.addsBOS`), else nothing.
+    public var prefixIDs: [Int32] { tokenizer.addsBOS ? tokenizer.bosID.map { [$0] } ?? [] : [] }
 
     /// Token ids and labels of one record.
     public func encode(_ record: DatasetRecord) throws -> DatasetExample {
