@@ -53,6 +53,7 @@ func parseLayers(_ s: String, numLayers: Int) throws -> [Int] {
     for part in s.split(separator: ",").map({ String($0).trimmingSpaces() }) where !part.isEmpty {
         let bounds = part.dropFirst().split(separator: "-", maxSplits: 1)
         if bounds.count == 2, let a = Int(String(part.first!) + bounds[0]), let b = Int(bounds[1]) {
+            guard a >= 0, b < numLayers else { throw CLIError("--layers: range \(part) is outside 0..<\(numLayers)") }
             guard a <= b else { throw CLIError("--layers: range \(part) is empty") }
             out += Array(a...b)
         } else if let v = Int(part) {

@@ -81,7 +81,7 @@ struct TrainRun {
 /// Trains the active adapter for `steps` steps on batches drawn in a seeded order, with a progress line.
 func trainAdapter(_ lm: LoadedModel, examples: [DatasetExample], steps: Int, batch: Int, seqLen: Int,
                   config: TrainConfig, seed: UInt64) throws -> TrainRun {
-    let T = effectiveSeqLen(examples, requested: seqLen)
+    let T = effectiveSeqLen(examples, requested: min(seqLen, lm.model.config.maxPositions))
     let cut = examples.filter { $0.inputIDs.count > T }.count
     let pad = lm.tokenizer.eosID ?? 0
     print("data: \(examples.count) records, \(steps) steps of \(batch) × \(T) tokens"
@@ -104,7 +104,8 @@ func trainAdapter(_ lm: LoadedModel, examples: [DatasetExample], steps: Int, bat
 
 /// Mean loss over every trained token of `examples` with the active adapter, and the token count.
 func evaluateLoss(_ lm: LoadedModel, examples: [DatasetExample], batch: Int, seqLen: Int) throws -> (loss: Double, tokens: Int) {
-    let T = effectiveSeqLen(examples, requested: seqLen)
+    guard batch > 0 else { throw CLIError("--batch must be positive") }
+    let T = effectiveSeqLen(examples, requested: min(seqLen, lm.model.config.maxPositions))
     let pad = lm.tokenizer.eosID ?? 0
     var sum = 0.0
     var tokens = 0
