@@ -91,13 +91,6 @@ func adapterNameHint(_ dir: String) -> String {
     return parts.last.map(String.init) ?? "adapter"
 }
 
-extension Duration {
-    var seconds: Double {
-        let c = components
-        return Double(c.seconds) + Double(c.attoseconds) * 1e-18
-    }
-}
-
 extension String {
     func trimmingSpaces() -> String {
         var s = Substring(self)
