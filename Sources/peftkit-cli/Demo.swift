@@ -26,6 +26,12 @@ struct Demo: ParsableCommand {
     @Option(help: "Seed (data order, adapter initialisation).") var seed: UInt64 = 0
     @Flag(help: .hidden) var adapterOnly = false
 
+    func validate() throws {
+        guard steps > 0, batch > 0, rank > 0, shots >= 0, maxTokens > 0 else {
+            throw ValidationError("--steps, --batch, --rank and --max-tokens must be positive, --shots not negative")
+        }
+    }
+
     func run() throws {
         let clock = ContinuousClock()
         let t0 = clock.now

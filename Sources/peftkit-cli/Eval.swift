@@ -15,6 +15,11 @@ struct Eval: ParsableCommand {
     @Option(help: "Rows per forward pass.") var batch = 8
     @Option(help: "Tokens per row (longer records are cut).") var seqLen = 256
 
+    func validate() throws {
+        guard batch > 0 else { throw ValidationError("--batch must be positive") }
+        guard seqLen > 1 else { throw ValidationError("--seq-len must be at least 2") }
+    }
+
     func run() throws {
         let lm = try LoadedModel.load(modelOptions)
         let names = try lm.loadAdapters(adapter)

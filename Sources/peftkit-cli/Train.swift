@@ -32,6 +32,13 @@ struct Train: ParsableCommand {
     @Option(help: "Rows per micro-batch for gradient accumulation (0 = whole batch).") var microBatch = 0
     @Option(help: "Seed for data order and adapter initialisation.") var seed: UInt64 = 0
 
+    func validate() throws {
+        guard batch > 0 else { throw ValidationError("--batch must be positive") }
+        guard seqLen > 1 else { throw ValidationError("--seq-len must be at least 2") }
+        guard epochs > 0 else { throw ValidationError("--epochs must be positive") }
+        if let s = steps, s <= 0 { throw ValidationError("--steps must be positive") }
+    }
+
     func run() throws {
         let lm = try LoadedModel.load(modelOptions)
         let m = lm.model

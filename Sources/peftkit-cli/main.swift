@@ -1,8 +1,20 @@
 import ArgumentParser
 import PEFTKit
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 // main.swift is top-level code once the target has several files, so `@main` cannot be used here.
-PEFTKitCLI.main()
+// Parsing and running by hand (instead of `PEFTKitCLI.main()`) lets buffered output reach the terminal or
+// file before an error message does.
+do {
+    var command = try PEFTKitCLI.parseAsRoot()
+    try command.run()
+} catch {
+    fflush(nil)
+    PEFTKitCLI.exit(withError: error)
+}
 
 struct PEFTKitCLI: ParsableCommand {
     static let configuration = CommandConfiguration(
