@@ -139,6 +139,26 @@ struct DatasetTests {
         #expect(throws: PEFTKitError.self) { _ = try BatchOrder(count: 0, batch: 4, seed: 0) }
     }
 
+    /// With SmolLM2's own tokenizer and template (default system message included), the demo's records
+    /// train exactly the reply and `<|im_end|>`, and the untrained part is the generation prompt.
+    @Test func smolLM2TemplateMasksThePrompt() throws {
+        guard let path = smolPath() else { return }
+        let file = try GGUFFile(path: path)
+        let tok = try Tokenizer(gguf: file)
+        let chat = try ChatTemplate(jinja: try #require(try file.string("tokenizer.chat_template")))
+        let enc = DatasetEncoder(tokenizer: tok, chatTemplate: chat)
+        let records = try JSONLDataset.read(path: TS.fixtures + "/../../data/demo/train.jsonl")
+        #expect(records.count == 64)
+        for r in records.prefix(8) {
+            guard case .promptResponse(_, let prompt, let response) = r else { Issue.record("not prompt/response"); continue }
+            let e = try enc.encode(r)
+            #expect(try trainedText(e, tok) == response + "<|im_end|>")
+            let firstTrained = try #require(e.labels.firstIndex { $0 != -100 })
+            #expect(Array(e.inputIDs[..<firstTrained]) == enc.promptIDs(messages: [ChatMessage(role: "user", content: prompt)]))
+            #expect(try tok.decode(e.inputIDs).hasPrefix("<|im_start|>system\nYou are a helpful AI assistant named SmolLM"))
+        }
+    }
+
     /// A few LoRA steps on chat records lower the masked loss of the llama fixture model.
     @Test func shortTrainingRunLowersTheLoss() throws {
         let model = try Model.load(path: TS.fixtures + "/llama/model")
