@@ -12,36 +12,51 @@ struct AdapterOptions: ParsableArguments {
     @Option(help: "LoRA rank.") var rank = 8
     @Option(help: "LoRA alpha (scale = alpha / rank).") var alpha: Float = 16
     @Option(help: "LoRA dropout.") var dropout: Float = 0
+    @Flag(help: "rsLoRA: scale by alpha / sqrt(rank).") var rslora = false
     @Option(help: "Comma-separated module names (LoRA, IA3), e.g. q_proj,v_proj or c_attn. Default: the method's PEFT default.")
     var targets: String?
+    @Option(help: "IA3: comma-separated targets scaled on their input (feed-forward). Default: PEFT's (mlp.c_proj / down_proj).")
+    var feedforward: String?
     @Option(help: "Layers to adapt: comma-separated indices or ranges, e.g. 0,1,20-29. Default: all.")
     var layers: String?
     @Option(help: "Bottleneck preset: houlsby, pfeiffer.") var preset: PresetOption = .pfeiffer
     @Option(help: "Bottleneck reduction factor (hidden / bottleneck width).") var reductionFactor: Float = 16
     @Option(help: "Virtual tokens (prefix and prompt tuning).") var virtualTokens = 20
     @Flag(help: "Prefix tuning: reparameterise the prefix through an MLP while training.") var prefixProjection = false
+    @Option(help: "Prefix tuning: width of that MLP (default: the key/value width, as PEFT).") var projectionHidden = 0
+    @Option(help: "Prompt tuning: start from the embeddings of this text's tokens (PEFT's TEXT init); default random.")
+    var initText: String?
 
-    func config(model: ModelConfig, seed: UInt64) throws -> AdapterConfig {
+    func config(model: ModelConfig, seed: UInt64, tokenizer: Tokenizer? = nil) throws -> AdapterConfig {
         let layerList = try layers.map { try parseLayers($0, numLayers: model.numLayers) }
         let targetList = (targets ?? "").split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
         switch method {
         case .lora:
             var c = LoRAConfig()
-            c.rank = rank; c.alpha = alpha; c.dropout = dropout; c.targets = targetList; c.layers = layerList; c.seed = seed
+            c.rank = rank; c.alpha = alpha; c.dropout = dropout; c.useRSLoRA = rslora; c.targets = targetList; c.layers = layerList
+            c.seed = seed
             return .lora(c)
         case .ia3:
             var c = IA3Config()
             c.targets = targetList; c.layers = layerList
+            c.feedforward = (feedforward ?? "").split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
             return .ia3(c)
         case .bottleneck:
             return .bottleneck(BottleneckConfig(preset: preset.preset, reductionFactor: reductionFactor, layers: layerList, seed: seed))
         case .prefix:
             var c = PrefixConfig()
-            c.virtualTokens = virtualTokens; c.projection = prefixProjection; c.seed = seed
+            c.virtualTokens = virtualTokens; c.projection = prefixProjection; c.projectionHidden = projectionHidden; c.seed = seed
             return .prefix(c)
         case .prompt:
             var c = PromptConfig()
             c.virtualTokens = virtualTokens; c.seed = seed
+            if let text = initText {
+                guard let tok = tokenizer else { throw CLIError("--init-text needs a model with a tokenizer") }
+                // As PEFT: the text's ids (with the tokenizer's special tokens), cycled over the virtual tokens.
+                let ids = tok.encode(text, addSpecial: true)
+                guard !ids.isEmpty else { throw CLIError("--init-text tokenizes to nothing") }
+                c.initTokens = ids
+            }
             return .prompt(c)
         }
     }

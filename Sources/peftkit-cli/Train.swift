@@ -46,7 +46,7 @@ struct Train: ParsableCommand {
         let examples = try loadExamples(data, lm.encoder)
         let n = steps ?? BatchOrder.steps(count: examples.count, batch: batch, epochs: epochs)
         guard n > 0 else { throw CLIError("--steps/--epochs give no steps") }
-        let cfg = try adapter.config(model: m.config, seed: seed)
+        let cfg = try adapter.config(model: m.config, seed: seed, tokenizer: m.tokenizer)
         try m.attachAdapter(name: name, config: cfg)
         try m.setActiveAdapter(name)
         print("adapter '\(name)' (\(cfg.method.rawValue)): \(countString(try m.adapterParameterCount(name: name))) trainable parameters")
