@@ -48,6 +48,8 @@
  * - Calls on one model must not overlap. A call that starts while another call on the same model is
  *   still running fails with PEFTKIT_ERR_STATE and leaves the model untouched; it never corrupts it.
  *   This includes calls made from inside a peftkit_token_callback on the model that is generating.
+ *   The tokenizer reads (see Tokenization) are the exception: they may overlap anything but
+ *   peftkit_model_free.
  * - peftkit_model_free must not overlap any other call on the same model (it is the one exception to
  *   the rule above: freeing a model in use is undefined behaviour).
  * - Model pointers are checked against the set of live models: a call with a pointer that was freed, or
@@ -258,9 +260,11 @@ void peftkit_model_config_init(peftkit_model_config *config);
 peftkit_status peftkit_model_create(const peftkit_model_config *config, uint64_t seed, peftkit_model **out);
 
 /*
- * Loads a Hugging Face model folder: config.json plus model.safetensors (or a sharded index).
+ * Loads a Hugging Face model folder: config.json plus model.safetensors (or a sharded index), or a GGUF
+ * file of architecture llama when path ends in ".gguf". The tokenizer and chat template are read too when
+ * the files carry them (see Tokenization).
  *
- * path    folder path, UTF-8; not kept.
+ * path    folder or file path, UTF-8; not kept.
  * out     receives the new model on success; set to NULL on failure (if out itself is not NULL).
  * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_IO, PEFTKIT_ERR_FORMAT,
  * PEFTKIT_ERR_UNSUPPORTED (an architecture or weight type this build does not run),
@@ -329,7 +333,7 @@ typedef struct peftkit_adapter_config {
     /* Prefix and prompt tuning (methods PREFIX, PROMPT). */
     int32_t num_virtual_tokens;   /* 1 .. max_positions - 1; default 20 */
     int32_t prefix_projection;    /* 0/1: train the prefix through an MLP (HF PEFT prefix_projection); default 0 */
-    int32_t projection_hidden;    /* width of that MLP; 0 = hidden_size; default 0 */
+    int32_t projection_hidden;    /* width of that MLP; 0 = the key/value width (num_kv_heads * head_dim), as PEFT; default 0 */
     const int32_t *init_tokens;   /* prompt tuning: start from these tokens' embeddings (cycled); NULL = random */
     int32_t n_init_tokens;        /* entries in init_tokens; default 0 */
 } peftkit_adapter_config;
@@ -411,18 +415,25 @@ peftkit_status peftkit_adapter_merge(peftkit_model *model, const char *name);
 peftkit_status peftkit_adapter_unmerge(peftkit_model *model, const char *name);
 
 /*
- * Writes adapter `name` into folder `dir` (created if missing) as adapter_config.json +
- * adapter.safetensors, in AdapterHub's format. Existing files are replaced atomically.
+ * Writes adapter `name` into folder `dir` (created if missing), each file replaced atomically:
+ * - bottleneck adapters in AdapterHub's format: adapter_config.json + adapter.safetensors;
+ * - LoRA, IA3, prefix and prompt tuning in Hugging Face PEFT's format: adapter_config.json +
+ *   adapter_model.safetensors, loadable with peft's PeftModel.from_pretrained. A prefix trained with
+ *   prefix_projection is saved as the MLP's output rows (what PEFT saves too): it reloads as a plain
+ *   prefix with the same outputs.
  * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_NOT_FOUND, PEFTKIT_ERR_IO.
  */
 peftkit_status peftkit_adapter_save(peftkit_model *model, const char *name, const char *dir);
 
 /*
- * Reads an adapter folder written by peftkit_adapter_save (or by AdapterHub) and attaches it. It is
- * not made active.
+ * Reads an adapter folder written by peftkit_adapter_save, by AdapterHub (bottleneck adapters) or by
+ * Hugging Face PEFT (LoRA, rsLoRA, IA3, prefix and prompt tuning of a causal LM; told apart by
+ * adapter_model.safetensors) and attaches it. It is not made active. PEFT options PEFTKit does not
+ * implement (DoRA, bias training, modules_to_save, rank_pattern, ...) give PEFTKIT_ERR_UNSUPPORTED.
  *
  * dir       folder path, UTF-8.
- * name      the name to attach it under; NULL = the name stored in the folder.
+ * name      the name to attach it under; NULL = the name stored in the folder (AdapterHub), or
+ *           "default" (PEFT folders store none).
  * name_out  nullable; receives the name used, NUL-terminated, in name_cap bytes. If it does not fit,
  *           the adapter is not attached (the call has no effect) and PEFTKIT_ERR_BUFFER_TOO_SMALL is
  *           returned. 256 bytes is enough for any name you chose yourself shorter than that.
@@ -589,7 +600,8 @@ void peftkit_generate_config_init(peftkit_generate_config *config);
  * Called once per generated token, on the thread that called peftkit_generate, before generation
  * continues. Return 0 to continue, non-zero to stop (the token just passed is kept in the output).
  * `user` is the pointer given to peftkit_generate. The callback must not call PEFTKit functions on the
- * model that is generating (they fail with PEFTKIT_ERR_STATE); other models are fine.
+ * model that is generating (they fail with PEFTKIT_ERR_STATE), except the tokenizer reads listed under
+ * Tokenization (peftkit_detokenize...); other models are fine.
  */
 typedef int32_t (*peftkit_token_callback)(int32_t token, void *user);
 
@@ -612,6 +624,153 @@ typedef int32_t (*peftkit_token_callback)(int32_t token, void *user);
 peftkit_status peftkit_generate(peftkit_model *model, const int32_t *prompt, int32_t n_prompt,
                                 const peftkit_generate_config *config, int32_t *out_tokens, int32_t out_capacity,
                                 int32_t *n_out, peftkit_token_callback cb, void *user);
+
+/*
+ * Generates for `batch` prompts, row b with adapter adapters[b] (NULL entry = the base model): one call
+ * serves several tasks. Row b's tokens equal what peftkit_generate gives for prompts[b] alone with that
+ * adapter active and the same config (rows run one after another; each starts from config->seed). The
+ * active adapter is unchanged afterwards.
+ *
+ * prompts       batch pointers; prompts[b] holds n_prompts[b] >= 1 token ids. Read during the call only.
+ * adapters      batch entries, each NULL or an attached adapter's name; read during the call only.
+ * out_tokens    receives row b's new tokens at out_tokens[b * config->max_new_tokens ...].
+ * out_capacity  size of out_tokens in tokens; at least batch * config->max_new_tokens, else
+ *               PEFTKIT_ERR_BUFFER_TOO_SMALL before generating.
+ * n_out         batch entries: the number of new tokens of each row (rows may stop early).
+ * Returns as peftkit_generate, plus PEFTKIT_ERR_NOT_FOUND for an unknown adapter name. On an error no
+ * row's output is written.
+ */
+peftkit_status peftkit_generate_mixed(peftkit_model *model, const int32_t *const *prompts, const int32_t *n_prompts,
+                                      const char *const *adapters, int32_t batch,
+                                      const peftkit_generate_config *config, int32_t *out_tokens,
+                                      size_t out_capacity, int32_t *n_out);
+/* ===================================================================================================
+ * Tokenization
+ *
+ * A model may carry a tokenizer (byte-level BPE: GPT-2, SmolLM2, Llama-3 and Qwen2 vocabularies) and a
+ * chat template (ChatML). peftkit_model_load reads them from the same place as the weights: a GGUF file's
+ * tokenizer.ggml.* metadata (only tokenizer.ggml.model "gpt2"; add_bos_token, bos/eos ids honoured) and
+ * tokenizer.chat_template, or a folder's tokenizer.json (else vocab.json + merges.txt) and
+ * chat_template.jinja / tokenizer_config.json "chat_template". A tokenizer or template the library cannot
+ * read is left out; the load itself does not fail because of it (peftkit_tokenizer_get_info tells what is
+ * there, peftkit_tokenizer_issue why something is missing). Models from peftkit_model_create have
+ * neither until peftkit_tokenizer_load.
+ *
+ * Thread safety: peftkit_tokenize, peftkit_detokenize, peftkit_chat_template_apply,
+ * peftkit_tokenizer_get_info and peftkit_tokenizer_issue only read the attached tokenizer and do not
+ * count as calls on the model for the overlap rule: they may run while another call on the same model
+ * runs, including from inside the peftkit_token_callback of a model that is generating (e.g. to print
+ * tokens as they come).
+ *
+ * Output buffers follow the two-call pattern: call with out = NULL and capacity 0 to learn the size
+ * (PEFTKIT_OK, size in *n_out), then call again with a buffer that large (plus one byte for the NUL of a
+ * text). A buffer that is too small gets PEFTKIT_ERR_BUFFER_TOO_SMALL, nothing written into it, and the
+ * size needed in *n_out.
+ *
+ * Without a tokenizer, peftkit_tokenize and peftkit_detokenize fail with PEFTKIT_ERR_STATE; without a chat
+ * template, so does peftkit_chat_template_apply.
+ * =================================================================================================== */
+
+/*
+ * What the model's tokenizer is. Written by the library; before the call set
+ * struct_size = sizeof(peftkit_tokenizer_info). Ids that do not exist are -1.
+ */
+typedef struct peftkit_tokenizer_info {
+    uint32_t struct_size;       /* set by the caller: sizeof(peftkit_tokenizer_info) */
+    int32_t has_tokenizer;      /* 0/1; when 0 every other field but has_chat_template is 0 or -1 */
+    int32_t has_chat_template;  /* 0/1: peftkit_chat_template_apply can be used */
+    int32_t vocab_size;         /* one past the largest token id (<= the model's vocab_size); 0 without */
+    int32_t bos_id;             /* beginning-of-sequence token, or -1 */
+    int32_t eos_id;             /* end-of-sequence token, or -1 */
+    int32_t eot_id;             /* token that ends a chat turn (ChatML <|im_end|>, Llama-3 <|eot_id|>), or
+                                   -1. Stop generating a chat reply on eos_id and eot_id. */
+    int32_t adds_bos;           /* 0/1: peftkit_tokenize with add_special = 1 puts bos_id first */
+} peftkit_tokenizer_info;
+
+/*
+ * Describes the model's tokenizer and chat template into *out. A model without them is not an error:
+ * has_tokenizer = 0.
+ *
+ * out     out->struct_size must be set by the caller.
+ * Returns PEFTKIT_OK or PEFTKIT_ERR_INVALID_ARGUMENT.
+ */
+peftkit_status peftkit_tokenizer_get_info(const peftkit_model *model, peftkit_tokenizer_info *out);
+
+/*
+ * Why the model has no tokenizer or no chat template although its files carry one (for example "tokenizer
+ * model 'llama' is not supported", or a template outside the Jinja subset the library renders), written
+ * like peftkit_adapter_name; "" (length 0) when nothing was left out.
+ *
+ * buf, cap  where to write the text and its NUL. buf may be NULL only when cap is 0: a size query.
+ * len_out   nullable; receives the text's length in bytes, without the NUL, both on success and on
+ *           PEFTKIT_ERR_BUFFER_TOO_SMALL.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_BUFFER_TOO_SMALL.
+ */
+peftkit_status peftkit_tokenizer_issue(const peftkit_model *model, char *buf, size_t cap, size_t *len_out);
+
+/*
+ * Reads a tokenizer and chat template and attaches them to the model, replacing what it had (the template
+ * becomes none when the source has none).
+ *
+ * path    UTF-8: a .gguf file, a tokenizer.json file (chat template from the files next to it), or a
+ *         model folder as peftkit_model_load reads. Not kept.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_IO, PEFTKIT_ERR_NOT_FOUND (no tokenizer
+ * there), PEFTKIT_ERR_FORMAT (malformed, or token ids beyond the model's vocab_size),
+ * PEFTKIT_ERR_UNSUPPORTED (a tokenizer type the library does not implement), PEFTKIT_ERR_STATE (another
+ * call on the model is running). On failure the model keeps its previous tokenizer.
+ */
+peftkit_status peftkit_tokenizer_load(peftkit_model *model, const char *path);
+
+/*
+ * The token ids of a text.
+ *
+ * text           text_len bytes of UTF-8 (need not be NUL-terminated; a NUL byte is text). May be NULL
+ *                only when text_len is 0.
+ * add_special    0/1: add the tokens the tokenizer puts around a text (the BOS token when adds_bos).
+ * parse_special  0/1: special tokens written in the text ("<|im_start|>") become their ids; with 0 they
+ *                are tokenized as plain text.
+ * out_ids        receives the ids; may be NULL only when capacity is 0 (a size query).
+ * capacity       size of out_ids in ids.
+ * n_out          required; receives the number of ids, on success and on PEFTKIT_ERR_BUFFER_TOO_SMALL.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL, text not valid UTF-8, a flag not 0/1),
+ * PEFTKIT_ERR_BUFFER_TOO_SMALL, PEFTKIT_ERR_STATE (no tokenizer).
+ */
+peftkit_status peftkit_tokenize(const peftkit_model *model, const char *text, size_t text_len, int32_t add_special,
+                                int32_t parse_special, int32_t *out_ids, size_t capacity, size_t *n_out);
+
+/*
+ * The text of token ids: their bytes concatenated and read as UTF-8, invalid sequences (such as a character
+ * cut between two calls) replaced by U+FFFD, as Hugging Face decodes. Detokenize a whole sequence at once
+ * rather than token by token when a character may span tokens.
+ *
+ * ids            n_ids token ids, each in [0, vocab_size of the tokenizer); may be NULL when n_ids is 0.
+ * skip_special   0/1: leave special tokens (BOS, EOS, <|im_end|>...) out of the text.
+ * out            receives the UTF-8 text and a NUL; may be NULL only when capacity is 0 (a size query).
+ *                The text may itself contain NUL bytes (a token for byte 0): use *n_out, not strlen.
+ * capacity       size of out in bytes; it must hold the text and its NUL.
+ * n_out          required; receives the text's length in bytes without the NUL, on success and on
+ *                PEFTKIT_ERR_BUFFER_TOO_SMALL.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL, an id outside the vocabulary),
+ * PEFTKIT_ERR_BUFFER_TOO_SMALL, PEFTKIT_ERR_STATE (no tokenizer).
+ */
+peftkit_status peftkit_detokenize(const peftkit_model *model, const int32_t *ids, size_t n_ids,
+                                  int32_t skip_special, char *out, size_t capacity, size_t *n_out);
+
+/*
+ * Renders a conversation with the model's chat template, as transformers' apply_chat_template(...,
+ * tokenize=False) does. Tokenize the result with parse_special = 1 and add_special = adds_bos.
+ *
+ * roles, contents  n_messages NUL-terminated UTF-8 strings each ("system", "user", "assistant", ... and the
+ *                  message texts); read during the call only. May be NULL when n_messages is 0.
+ * add_generation_prompt  0/1: end with the opening of an assistant turn.
+ * out, capacity, n_out   as for peftkit_detokenize.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL array or entry, invalid UTF-8, a flag not 0/1),
+ * PEFTKIT_ERR_BUFFER_TOO_SMALL, PEFTKIT_ERR_STATE (no chat template).
+ */
+peftkit_status peftkit_chat_template_apply(const peftkit_model *model, const char *const *roles,
+                                           const char *const *contents, size_t n_messages,
+                                           int32_t add_generation_prompt, char *out, size_t capacity,
+                                           size_t *n_out);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -91,6 +91,50 @@ public func peftkit_generate(_ model: OpaquePointer?, _ prompt: UnsafePointer<In
 }
 
 @c @implementation
+public func peftkit_generate_mixed(_ model: OpaquePointer?, _ prompts: UnsafePointer<UnsafePointer<Int32>?>?,
+                                   _ nPrompts: UnsafePointer<Int32>?, _ adapters: UnsafePointer<UnsafePointer<CChar>?>?,
+                                   _ batch: Int32, _ config: UnsafePointer<peftkit_generate_config>?,
+                                   _ outTokens: UnsafeMutablePointer<Int32>?, _ outCapacity: Int,
+                                   _ nOut: UnsafeMutablePointer<Int32>?) -> peftkit_status {
+    entry("peftkit_generate_mixed") {
+        let h = try ModelHandle.from(model)
+        let vocab = h.model.config.vocabSize
+        guard batch >= 1 else { throw ShimError.invalid("batch must be >= 1, got \(batch)") }
+        guard let prompts else { throw ShimError.invalid("prompts is NULL") }
+        guard let nPrompts else { throw ShimError.invalid("n_prompts is NULL") }
+        guard let adapters else { throw ShimError.invalid("adapters is NULL") }
+        guard let outTokens else { throw ShimError.invalid("out_tokens is NULL") }
+        guard let nOut else { throw ShimError.invalid("n_out is NULL") }
+        let gc = try generateConfig(from: config, vocab: vocab)
+        let (need, overflow) = Int(batch).multipliedReportingOverflow(by: gc.maxNewTokens)
+        guard !overflow, outCapacity >= need else {
+            throw ShimError.tooSmall("out_tokens needs batch * max_new_tokens = \(Int(batch)) * \(gc.maxNewTokens) entries, "
+                                     + "out_capacity is \(outCapacity)")
+        }
+        var rows: [[Int32]] = [], names: [String?] = []
+        for b in 0..<Int(batch) {
+            guard let p = prompts[b] else { throw ShimError.invalid("prompts[\(b)] is NULL") }
+            let n = nPrompts[b]
+            guard n >= 1 else { throw ShimError.invalid("n_prompts[\(b)] must be >= 1, got \(n)") }
+            try checkSequenceLength(n, "n_prompts[\(b)]", model: h.model)
+            try checkTokenIDs(p, Int(n), vocab: vocab, "prompts[\(b)]")
+            rows.append(Array(UnsafeBufferPointer(start: p, count: Int(n))))
+            names.append(adapters[b] == nil ? nil : try readName(adapters[b], "adapters[\(b)]"))
+        }
+        let out = try h.exclusive { try $0.generate(prompts: rows, adapters: names, config: gc) }
+        for (b, toks) in out.enumerated() {
+            guard toks.count <= gc.maxNewTokens else {
+                throw ShimError.internal("row \(b) produced \(toks.count) tokens, more than max_new_tokens")
+            }
+        }
+        for (b, toks) in out.enumerated() {
+            for (i, t) in toks.enumerated() { outTokens[b * gc.maxNewTokens + i] = t }
+            nOut[b] = Int32(bounded: toks.count)
+        }
+    }
+}
+
+@c @implementation
 public func peftkit_forward_mixed(_ model: OpaquePointer?, _ inputIDs: UnsafePointer<Int32>?,
                                   _ labels: UnsafePointer<Int32>?, _ adapters: UnsafePointer<UnsafePointer<CChar>?>?,
                                   _ batch: Int32, _ seqLen: Int32,

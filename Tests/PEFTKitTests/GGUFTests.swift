@@ -935,3 +935,62 @@ private func smolLM2Path() -> String? {
         }
     }
 }
+
+// MARK: tokenizer metadata -> the model's tokenizer and chat template
+
+@Suite struct GGUFTokenizerMetadataTests {
+    /// The 97-token vocabulary of Tests/Fixtures/tokenizer/tiny as GGUF metadata.
+    fileprivate func tinyTokenizer(model: String = "gpt2", addBOS: Bool? = nil, template: String? = nil) -> GGUFBuilder {
+        var tokens = (0x21..<0x7F).map { String(UnicodeScalar(UInt8($0))) }
+        tokens += ["\u{0120}", "\u{010A}", "<|im_end|>"]
+        var b = GGUFBuilder()
+        b.add("tokenizer.ggml.model", GG.str(model))
+        b.add("tokenizer.ggml.pre", GG.str("gpt-2"))
+        b.add("tokenizer.ggml.tokens", GG.arr(.string, tokens.map(GG.sBody)))
+        b.add("tokenizer.ggml.token_type", GG.arr(.int32, tokens.indices.map { GG.le(Int32($0 == 96 ? 3 : 1)) }))
+        b.add("tokenizer.ggml.merges", GG.arr(.string, []))
+        b.add("tokenizer.ggml.bos_token_id", GG.u32(96))
+        b.add("tokenizer.ggml.eos_token_id", GG.u32(96))
+        if let addBOS { b.add("tokenizer.ggml.add_bos_token", GG.bool(addBOS)) }
+        if let template { b.add("tokenizer.chat_template", GG.str(template)) }
+        return b
+    }
+
+    @Test func byteLevelTokenizerAndTemplate() throws {
+        let chatML = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+        let t = TextSupport(gguf: try openGGUF(tinyTokenizer(template: chatML).bytes()), vocabSize: 97)
+        #expect(t.errors.isEmpty, "\(t.errors)")
+        let tok = try #require(t.tokenizer)
+        #expect(tok.vocabSize == 97 && tok.eosID == 96 && tok.endOfTurnID == 96 && !tok.addsBOS)
+        #expect(tok.encode("a b<|im_end|>") == [0x61 - 0x21, 94, 0x62 - 0x21, 96])
+        #expect(t.chatTemplate?.applyChatTemplate([ChatMessage(role: "user", content: "x")], addGenerationPrompt: false)
+                == "<|im_start|>user\nx<|im_end|>\n")
+
+        let bos = try Tokenizer(gguf: try openGGUF(tinyTokenizer(addBOS: true).bytes()))
+        #expect(bos.addsBOS && bos.encode("a", addSpecial: true) == [96, 0x61 - 0x21])
+        #expect(try Tokenizer(gguf: try openGGUF(tinyTokenizer(addBOS: false).bytes())).addsBOS == false)
+    }
+
+    @Test func unreadableTokenizerOrTemplateIsLeftOut() throws {
+        // SentencePiece ("llama") vocabularies are not implemented: no tokenizer, a reason, no error.
+        let spm = TextSupport(gguf: try openGGUF(tinyTokenizer(model: "llama").bytes()), vocabSize: 97)
+        #expect(spm.tokenizer == nil && spm.errors.count == 1)
+        #expect(throws: PEFTKitError.self) { try Tokenizer(gguf: try openGGUF(tinyTokenizer(model: "llama").bytes())) }
+        // A template outside the Jinja subset: no template, the tokenizer stays.
+        let jinja = TextSupport(gguf: try openGGUF(tinyTokenizer(template: "{{ bos_token }}{% set x = 1 %}").bytes()), vocabSize: 97)
+        #expect(jinja.tokenizer != nil && jinja.chatTemplate == nil && jinja.errors.count == 1)
+        // More ids than the model's vocabulary.
+        let big = TextSupport(gguf: try openGGUF(tinyTokenizer().bytes()), vocabSize: 90)
+        #expect(big.tokenizer == nil && big.errors.first?.message.contains("vocabulary") == true)
+        // No tokenizer metadata at all: nothing, and nothing wrong.
+        let none = TextSupport(gguf: try openGGUF(GGUFBuilder().bytes()), vocabSize: 97)
+        #expect(none.tokenizer == nil && none.chatTemplate == nil && none.errors.isEmpty)
+        #expect(throws: PEFTKitError.self) { try Tokenizer(gguf: try openGGUF(GGUFBuilder().bytes())) }
+        // Wrongly typed metadata is a format error, reported, not a trap.
+        var wrong = tinyTokenizer()
+        wrong.kv.removeAll { $0.key == "tokenizer.ggml.tokens" }
+        wrong.add("tokenizer.ggml.tokens", GG.arr(.int32, [GG.le(Int32(1))]))
+        let w = TextSupport(gguf: try openGGUF(wrong.bytes()), vocabSize: 97)
+        #expect(w.tokenizer == nil && w.errors.count == 1)
+    }
+}

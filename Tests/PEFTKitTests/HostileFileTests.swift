@@ -152,6 +152,21 @@ private func isFormat(_ e: any Error) -> Bool {
             if let n = try? m.loadAdapter(from: dir) { try m.removeAdapter(name: n) }
             files += 1
         }
+        // PEFT configs next to a valid LoRA file (as fuzz/targets/peft_config.swift).
+        var lora = LoRAConfig()
+        lora.rank = 2
+        lora.targets = ["c_attn", "mlp.c_proj"]
+        try m.attachAdapter(name: "p", config: .lora(lora))
+        let peftDir = TS.tempDir()
+        try m.saveAdapter(name: "p", to: peftDir)
+        try m.removeAdapter(name: "p")
+        var peftLoaded = 0
+        for entry in listDirectory(corpus + "/peft_config") {
+            try writeFileAtomically(path: peftDir + "/adapter_config.json", bytes: try readWholeFile(path: corpus + "/peft_config/" + entry))
+            if let n = try? m.loadAdapter(from: peftDir) { try m.removeAdapter(name: n); peftLoaded += 1 }
+            files += 1
+        }
+        #expect(peftLoaded == 2, "the two valid PEFT seeds (list and regular expression) load, no other (\(peftLoaded))")
         for entry in listDirectory(corpus + "/gguf") {
             let bytes = try readWholeFile(path: corpus + "/gguf/" + entry)
             let s = try Storage.allocate(bytes: bytes.count)

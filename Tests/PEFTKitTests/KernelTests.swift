@@ -368,6 +368,25 @@ func awayFromZero(_ b: FBuf, _ margin: Float) {
         #expect(throws: PEFTKitError.self) { try RopeTable(theta: .nan, headDim: 8, maxPositions: 4) }
     }
 
+    /// The table grows on demand to the same values it would have had built at once, and a config allowing
+    /// 2^20 positions of head_dim 1024 (a 4 GB table) costs only what is used.
+    @Test func ropeTableGrowsLazily() throws {
+        let full = try RopeTable(theta: 500000, headDim: 64, maxPositions: 300, initialCapacity: 300)
+        let lazy = try RopeTable(theta: 500000, headDim: 64, maxPositions: 300, initialCapacity: 3)
+        #expect(lazy.capacity == 3)
+        for n in [2, 10, 11, 200, 300] { try lazy.reserve(n) }
+        #expect(lazy.capacity == 300)
+        for i in 0..<(300 * 32) {
+            #expect(lazy.cos[i].bitPattern == full.cos[i].bitPattern && lazy.sin[i].bitPattern == full.sin[i].bitPattern)
+        }
+        #expect(throws: PEFTKitError.self) { try lazy.reserve(301) }
+        let cfg = ModelConfig(architecture: .llama, vocabSize: 16, hiddenSize: 1024, numLayers: 1, numHeads: 1,
+                              intermediateSize: 8, maxPositions: 1 << 20, tieWordEmbeddings: true)
+        let m = try Model.create(config: cfg, seed: 1)
+        #expect(m.engine.rope!.capacity <= 2048, "built for \(m.engine.rope!.capacity) positions at load")
+        _ = try m.forward(inputIDs: [1, 2, 3], batch: 1, seqLen: 3)
+    }
+
     @Test func ropeGradientsAndInverse() throws {
         var rng = Rng(seed: 6)
         let table = try RopeTable(theta: 10000, headDim: 8, maxPositions: 64)

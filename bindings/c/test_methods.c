@@ -1,9 +1,13 @@
-/* Every adapter method through the C ABI: attach, train until the loss falls, merge/unmerge (LoRA, IA3),
- * and a mixed-adapter batch equal to each row alone. Ends with "N passed, M failed". */
+/* Every adapter method through the C ABI: attach, train until the loss falls, save in HF PEFT's format and
+ * reload with the same logits, merge/unmerge (LoRA, IA3), and a mixed-adapter batch equal to each row alone.
+ * Ends with "N passed, M failed". */
+#define _POSIX_C_SOURCE 200809L
 #include <peftkit.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int passed, failed;
 static void check(int ok, const char *what) {
@@ -50,6 +54,28 @@ int main(void) {
         }
         snprintf(what, sizeof what, "%s: loss falls (%.4f -> %.4f)", names[k], first, r.loss);
         check(r.step == 15 && r.loss < first, what);
+        /* HF PEFT's files, reloaded: same logits. */
+        char dir[] = "/tmp/peftkit-methods-XXXXXX";
+        check(mkdtemp(dir) != NULL, "mkdtemp");
+        check(peftkit_adapter_save(m, names[k], dir) == PEFTKIT_OK, "save");
+        char file[128];
+        snprintf(file, sizeof file, "%s/adapter_model.safetensors", dir);
+        snprintf(what, sizeof what, "%s: saved as PEFT's adapter_model.safetensors", names[k]);
+        check(access(file, R_OK) == 0, what);
+        char back[64], again[64];
+        snprintf(again, sizeof again, "%s-again", names[k]);
+        check(peftkit_adapter_load(m, dir, again, back, sizeof back) == PEFTKIT_OK && strcmp(back, again) == 0, "load");
+        peftkit_forward(m, ids, NULL, B, T, logits_a, sizeof logits_a / sizeof(float), NULL, NULL);
+        peftkit_adapter_set_active(m, again);
+        peftkit_forward(m, ids, NULL, B, T, logits_b, sizeof logits_b / sizeof(float), NULL, NULL);
+        snprintf(what, sizeof what, "%s: reloaded adapter gives the same logits", names[k]);
+        check(memcmp(logits_a, logits_b, sizeof logits_a) == 0, what);
+        peftkit_adapter_set_active(m, names[k]);
+        check(peftkit_adapter_remove(m, again) == PEFTKIT_OK, "remove reloaded");
+        remove(file);
+        snprintf(file, sizeof file, "%s/adapter_config.json", dir);
+        remove(file);
+        rmdir(dir);
     }
     /* merge / unmerge */
     check(peftkit_adapter_set_active(m, "lora") == PEFTKIT_OK, "activate lora");

@@ -317,6 +317,31 @@ static void null_pointers(peftkit_model *m) {
     CASE(BAD, peftkit_generate(m, NULL, 3, &gc, toks, 64, &n32, NULL, NULL), "generate(prompt NULL)");
     CASE(BAD, peftkit_generate(m, ids, 3, NULL, toks, 64, &n32, NULL, NULL), "generate(config NULL)");
     CASE(BAD, peftkit_generate(m, ids, 3, &gc, NULL, 8, &n32, NULL, NULL), "generate(out_tokens NULL, out_capacity 8)");
+    {
+        const int32_t *rows[2] = {ids, ids + 4};
+        int32_t lens[2] = {3, 2}, nrow[2] = {0, 0};
+        const char *ads[2] = {NULL, "a"};
+        CASE(BAD, peftkit_generate_mixed(m, NULL, lens, ads, 2, &gc, toks, 64, nrow), "generate_mixed(prompts NULL)");
+        CASE(BAD, peftkit_generate_mixed(m, rows, NULL, ads, 2, &gc, toks, 64, nrow), "generate_mixed(n_prompts NULL)");
+        CASE(BAD, peftkit_generate_mixed(m, rows, lens, NULL, 2, &gc, toks, 64, nrow), "generate_mixed(adapters NULL)");
+        CASE(BAD, peftkit_generate_mixed(m, rows, lens, ads, 2, NULL, toks, 64, nrow), "generate_mixed(config NULL)");
+        CASE(BAD, peftkit_generate_mixed(m, rows, lens, ads, 2, &gc, NULL, 64, nrow), "generate_mixed(out_tokens NULL)");
+        CASE(BAD, peftkit_generate_mixed(m, rows, lens, ads, 2, &gc, toks, 64, NULL), "generate_mixed(n_out NULL)");
+        CASE(BAD, peftkit_generate_mixed(m, rows, lens, ads, 0, &gc, toks, 64, nrow), "generate_mixed(batch 0)");
+        CASE(BAD, peftkit_generate_mixed(NULL, rows, lens, ads, 2, &gc, toks, 64, nrow), "generate_mixed(model NULL)");
+        rows[1] = NULL;
+        CASE(BAD, peftkit_generate_mixed(m, rows, lens, ads, 2, &gc, toks, 64, nrow), "generate_mixed(prompts[1] NULL)");
+        rows[1] = ids + 4;
+        lens[1] = 0;
+        CASE(BAD, peftkit_generate_mixed(m, rows, lens, ads, 2, &gc, toks, 64, nrow), "generate_mixed(n_prompts[1] 0)");
+        lens[1] = 2;
+        CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_generate_mixed(m, rows, lens, ads, 2, &gc, toks, 2 * gc.max_new_tokens - 1, nrow),
+             "generate_mixed(out_capacity < batch * max_new_tokens)");
+        ads[1] = "no-such-adapter";
+        CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_generate_mixed(m, rows, lens, ads, 2, &gc, toks, 64, nrow), "generate_mixed(unknown adapter)");
+        ads[1] = "a";
+        CASE(PEFTKIT_OK, peftkit_generate_mixed(m, rows, lens, ads, 2, &gc, toks, 64, nrow), "generate_mixed(valid)");
+    }
     gc.n_stop_tokens = 2;
     CASE(BAD, peftkit_generate(m, ids, 3, &gc, toks, 64, &n32, NULL, NULL), "generate(stop_tokens NULL, n_stop_tokens 2)");
     CASE(BAD, peftkit_checkpoint_save(m, "a", NULL), "checkpoint_save(dir NULL)");
@@ -1101,6 +1126,142 @@ static void concurrency(void) {
     free(b);
 }
 
+/* ------------------------------------------------------------------------------------------------- */
+/* Tokenization                                                                                      */
+/* ------------------------------------------------------------------------------------------------- */
+
+static void tokenizer(const char *scratch) {
+    group = "tokenization";
+    const char *fixtures = getenv("PEFTKIT_FIXTURES");
+    char tiny[1024];
+    snprintf(tiny, sizeof tiny, "%s/tokenizer/tiny/tokenizer.json", fixtures && fixtures[0] ? fixtures : "../../Tests/Fixtures");
+    peftkit_model *bare = new_model(21);
+    peftkit_model *m = new_model(22);
+    if (!bare || !m) return;
+    int32_t ids[64] = {0};
+    size_t n = 0;
+    char text[256];
+    const char *roles[2] = {"user", "assistant"};
+    const char *contents[2] = {"hi", "hello"};
+    peftkit_tokenizer_info info;
+    info.struct_size = sizeof info;
+
+    /* Without a tokenizer. */
+    CASE(PEFTKIT_ERR_STATE, peftkit_tokenize(bare, "hi", 2, 0, 1, ids, 64, &n), "tokenize(model without a tokenizer)");
+    CASE(PEFTKIT_ERR_STATE, peftkit_detokenize(bare, ids, 1, 0, text, sizeof text, &n), "detokenize(model without a tokenizer)");
+    CASE(PEFTKIT_ERR_STATE, peftkit_chat_template_apply(bare, roles, contents, 2, 1, text, sizeof text, &n),
+         "chat_template_apply(model without a chat template)");
+    CASE(PEFTKIT_OK, peftkit_tokenizer_get_info(bare, &info), "tokenizer_get_info(model without a tokenizer)");
+    check(info.has_tokenizer == 0, "[tokenization] get_info says has_tokenizer 0");
+
+    /* Loading. */
+    CASE(BAD, peftkit_tokenizer_load(m, NULL), "tokenizer_load(NULL path)");
+    CASE(BAD, peftkit_tokenizer_load(m, ""), "tokenizer_load(empty path)");
+    CASE(BAD, peftkit_tokenizer_load(m, "\xff\xfe"), "tokenizer_load(path not UTF-8)");
+    CASE(PEFTKIT_ERR_IO, peftkit_tokenizer_load(m, "/nonexistent/peftkit/tokenizer.json"), "tokenizer_load(missing path)");
+    char empty_dir[1024], garbage[1024];
+    snprintf(empty_dir, sizeof empty_dir, "%s/tok-empty", scratch);
+    mkdir(empty_dir, 0755);
+    CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_tokenizer_load(m, empty_dir), "tokenizer_load(folder without tokenizer files)");
+    snprintf(garbage, sizeof garbage, "%s/tok-garbage.json", scratch);
+    write_file(garbage, "{\"model\": {\"type\": \"BPE\", \"vocab\": [1, 2", 40);
+    CASE(PEFTKIT_ERR_FORMAT, peftkit_tokenizer_load(m, garbage), "tokenizer_load(truncated tokenizer.json)");
+    write_file(garbage, "{\"model\": {\"type\": \"Unigram\"}}", 30);
+    CASE(PEFTKIT_ERR_UNSUPPORTED, peftkit_tokenizer_load(m, garbage), "tokenizer_load(Unigram tokenizer.json)");
+    peftkit_model_config small;
+    peftkit_model_config_init(&small);
+    small.vocab_size = 50;
+    peftkit_model *m50 = NULL;
+    if (peftkit_model_create(&small, 1, &m50) == PEFTKIT_OK) {
+        CASE(PEFTKIT_ERR_FORMAT, peftkit_tokenizer_load(m50, tiny), "tokenizer_load(97-token tokenizer on a vocab-50 model)");
+        CASE(PEFTKIT_ERR_STATE, peftkit_tokenize(m50, "hi", 2, 0, 1, ids, 64, &n), "tokenize after the failed tokenizer_load");
+        peftkit_model_free(m50);
+    }
+    CASE(PEFTKIT_OK, peftkit_tokenizer_load(m, tiny), "tokenizer_load(fixture tokenizer)");
+    CASE(PEFTKIT_ERR_UNSUPPORTED, peftkit_tokenizer_load(m, garbage), "tokenizer_load(Unigram file) over a loaded tokenizer");
+    CASE(PEFTKIT_OK, peftkit_tokenize(m, "hi", 2, 0, 1, ids, 64, &n), "tokenize: the failed load kept the old tokenizer");
+
+    /* issue: a folder whose tokenizer loads but whose template is outside the Jinja subset. */
+    char issue[512], odd_dir[1024], from[1100], to[1100];
+    size_t issue_len = 0;
+    CASE(PEFTKIT_OK, peftkit_tokenizer_issue(m, issue, sizeof issue, &issue_len), "tokenizer_issue(nothing left out)");
+    check(issue_len == 0 && issue[0] == '\0', "[tokenization] tokenizer_issue is empty when nothing was left out");
+    snprintf(odd_dir, sizeof odd_dir, "%s/tok-odd-template", scratch);
+    mkdir(odd_dir, 0755);
+    snprintf(to, sizeof to, "%s/tokenizer.json", odd_dir);
+    copy_file(tiny, to, -1);
+    snprintf(from, sizeof from, "%s/chat_template.jinja", odd_dir);
+    write_file(from, "{{ messages }}", 14);
+    CASE(PEFTKIT_OK, peftkit_tokenizer_load(m, odd_dir), "tokenizer_load(folder with a non-ChatML template)");
+    CASE(PEFTKIT_ERR_STATE, peftkit_chat_template_apply(m, roles, contents, 2, 1, text, sizeof text, &n),
+         "chat_template_apply(template left out)");
+    CASE(PEFTKIT_OK, peftkit_tokenizer_issue(m, NULL, 0, &issue_len), "tokenizer_issue size query");
+    check(issue_len > 10, "[tokenization] tokenizer_issue reports why the template was left out");
+    CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_tokenizer_issue(m, issue, 4, &issue_len), "tokenizer_issue(capacity 4)");
+    CASE(BAD, peftkit_tokenizer_issue(m, NULL, 4, &issue_len), "tokenizer_issue(NULL buf, capacity 4)");
+    CASE(PEFTKIT_OK, peftkit_tokenizer_issue(m, issue, sizeof issue, NULL), "tokenizer_issue(NULL len_out)");
+    check(strstr(issue, "ChatML") != NULL, "[tokenization] the issue names the problem (not a ChatML template)");
+    CASE(PEFTKIT_OK, peftkit_tokenizer_load(m, tiny), "tokenizer_load(fixture tokenizer) again");
+
+    /* get_info. */
+    CASE(BAD, peftkit_tokenizer_get_info(m, NULL), "tokenizer_get_info(NULL out)");
+    info.struct_size = 4;
+    CASE(BAD, peftkit_tokenizer_get_info(m, &info), "tokenizer_get_info(struct_size 4)");
+
+    /* tokenize. */
+    CASE(BAD, peftkit_tokenize(m, NULL, 3, 0, 1, ids, 64, &n), "tokenize(NULL text, text_len 3)");
+    CASE(BAD, peftkit_tokenize(m, "hi", 2, 0, 1, ids, 64, NULL), "tokenize(NULL n_out)");
+    CASE(BAD, peftkit_tokenize(m, "hi", 2, 0, 1, NULL, 64, &n), "tokenize(NULL out_ids, capacity 64)");
+    CASE(BAD, peftkit_tokenize(m, "a\xff" "b", 3, 0, 1, ids, 64, &n), "tokenize(text not UTF-8)");
+    CASE(BAD, peftkit_tokenize(m, "\xe2\x82", 2, 0, 1, ids, 64, &n), "tokenize(text ending inside a character)");
+    CASE(BAD, peftkit_tokenize(m, "hi", SIZE_MAX, 0, 1, ids, 64, &n), "tokenize(text_len SIZE_MAX)");
+    CASE(BAD, peftkit_tokenize(m, "hi", 2, 2, 1, ids, 64, &n), "tokenize(add_special 2)");
+    CASE(BAD, peftkit_tokenize(m, "hi", 2, 0, -1, ids, 64, &n), "tokenize(parse_special -1)");
+    CASE(BAD, peftkit_tokenize(m, "hi", 2, 0, 1, ids, SIZE_MAX, &n), "tokenize(capacity SIZE_MAX)");
+    ids[0] = 12345;
+    n = 0;
+    CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_tokenize(m, "hello", 5, 0, 1, ids, 2, &n), "tokenize(5 ids into capacity 2)");
+    check(n == 5 && ids[0] == 12345, "[tokenization] a short id buffer: size reported, nothing written");
+
+    /* detokenize. */
+    int32_t good[3] = {0, 1, 2};
+    int32_t neg[2] = {0, -1};
+    int32_t beyond[2] = {0, 97};      /* inside the model's 256 ids, outside the tokenizer's 97 */
+    int32_t huge[1] = {INT32_MAX};
+    CASE(BAD, peftkit_detokenize(m, neg, 2, 0, text, sizeof text, &n), "detokenize(id -1)");
+    CASE(BAD, peftkit_detokenize(m, beyond, 2, 0, text, sizeof text, &n), "detokenize(id 97 of a 97-token tokenizer)");
+    CASE(BAD, peftkit_detokenize(m, huge, 1, 0, text, sizeof text, &n), "detokenize(id INT32_MAX)");
+    CASE(BAD, peftkit_detokenize(m, NULL, 3, 0, text, sizeof text, &n), "detokenize(NULL ids, n_ids 3)");
+    CASE(BAD, peftkit_detokenize(m, good, SIZE_MAX, 0, text, sizeof text, &n), "detokenize(n_ids SIZE_MAX)");
+    CASE(BAD, peftkit_detokenize(m, good, 3, 0, text, sizeof text, NULL), "detokenize(NULL n_out)");
+    CASE(BAD, peftkit_detokenize(m, good, 3, 0, NULL, 8, &n), "detokenize(NULL out, capacity 8)");
+    CASE(BAD, peftkit_detokenize(m, good, 3, 5, text, sizeof text, &n), "detokenize(skip_special 5)");
+    memset(text, 'x', sizeof text);
+    CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_detokenize(m, good, 3, 0, text, 3, &n), "detokenize(3 bytes + NUL into capacity 3)");
+    check(n == 3 && text[0] == 'x', "[tokenization] a short text buffer: size reported, nothing written");
+    CASE(PEFTKIT_OK, peftkit_detokenize(m, NULL, 0, 0, text, 1, &n), "detokenize(no ids into 1 byte)");
+
+    /* chat_template_apply. */
+    const char *null_role[2] = {"user", NULL};
+    const char *bad_utf8[2] = {"hi", "\xc3\x28"};
+    CASE(BAD, peftkit_chat_template_apply(m, NULL, contents, 2, 1, text, sizeof text, &n), "chat_template_apply(NULL roles)");
+    CASE(BAD, peftkit_chat_template_apply(m, roles, NULL, 2, 1, text, sizeof text, &n), "chat_template_apply(NULL contents)");
+    CASE(BAD, peftkit_chat_template_apply(m, null_role, contents, 2, 1, text, sizeof text, &n), "chat_template_apply(a NULL role)");
+    CASE(BAD, peftkit_chat_template_apply(m, roles, bad_utf8, 2, 1, text, sizeof text, &n), "chat_template_apply(content not UTF-8)");
+    CASE(BAD, peftkit_chat_template_apply(m, roles, contents, SIZE_MAX, 1, text, sizeof text, &n), "chat_template_apply(n_messages SIZE_MAX)");
+    CASE(BAD, peftkit_chat_template_apply(m, roles, contents, 2, 7, text, sizeof text, &n), "chat_template_apply(add_generation_prompt 7)");
+    CASE(BAD, peftkit_chat_template_apply(m, roles, contents, 2, 1, text, sizeof text, NULL), "chat_template_apply(NULL n_out)");
+    CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_chat_template_apply(m, roles, contents, 2, 1, text, 10, &n), "chat_template_apply(capacity 10)");
+
+    /* Freed model. */
+    peftkit_model_free(m);
+    CASE(BAD, peftkit_tokenize(m, "hi", 2, 0, 1, ids, 64, &n), "tokenize(freed model)");
+    CASE(BAD, peftkit_detokenize(m, good, 3, 0, text, sizeof text, &n), "detokenize(freed model)");
+    CASE(BAD, peftkit_tokenizer_load(m, tiny), "tokenizer_load(freed model)");
+    CASE(BAD, peftkit_tokenizer_issue(m, text, sizeof text, &n), "tokenizer_issue(freed model)");
+    peftkit_model_free(bare);
+}
+
 int main(int argc, char **argv) {
     const char *scratch = ".";
     for (int i = 1; i < argc; i++) {
@@ -1135,6 +1296,7 @@ int main(int argc, char **argv) {
     freed();
     numerics(scratch);
     concurrency();
+    tokenizer(scratch);
 
     /* After all of the above, the model still works. */
     group = "afterwards";

@@ -1,6 +1,6 @@
 // GGUFFile: header, metadata of every type (nested arrays, strings), tensor records, alignment, and reading
 // every tensor (dequantising); then the model config and, when the metadata has one, the byte-level BPE
-// tokenizer built from it.
+// tokenizer and chat template built from it (both through the raw constructor and the way Model.load does).
 
 @testable import PEFTKit
 
@@ -29,6 +29,11 @@ enum Target {
                 _ = try? tok.decode(ids)
             }
         }
+        let text = TextSupport(gguf: f, vocabSize: 1 << 24)
+        if let tok = text.tokenizer {
+            _ = try? tok.decode(tok.encode("<|im_start|>user\nHi 42<|im_end|>", addSpecial: true), skipSpecial: true)
+        }
+        _ = text.chatTemplate?.applyChatTemplate([ChatMessage(role: "user", content: "Hi")], addGenerationPrompt: true)
     }
 
     // MARK: seeds: a little GGUF writer
@@ -84,6 +89,7 @@ enum Target {
             kv("tokenizer.ggml.token_type", .array, le(GGUFValueType.int32.rawValue) + le(UInt64(tokens.count))
                 + (0..<tokens.count).flatMap { le(Int32($0 == tokens.count - 1 ? 3 : 1)) }),
             kv("tokenizer.ggml.eos_token_id", .uint32, le(UInt32(tokens.count - 1))),
+            kv("tokenizer.chat_template", .string, str("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n'}}{% endfor %}{% if add_generation_prompt %}{{'<|im_start|>assistant\\n'}}{% endif %}")),
         ]
         let tensors: [(String, [UInt64], [Float])] = [
             ("token_embd.weight", [8, UInt64(tokens.count)], (0..<(8 * tokens.count)).map { Float($0 % 97) / 100 }),

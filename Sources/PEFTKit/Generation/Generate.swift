@@ -15,6 +15,7 @@ extension Engine {
         let maxNew = min(g.maxNewTokens, config.maxPositions - prompt.count - extra)
         if maxNew <= 0 { return [] }
         let total = extra + prompt.count + maxNew
+        try rope?.reserve(total)
         adapter?.beginPass(training: false)
         let cache = try KVCache(config: config, batch: 1, maxLen: total)
         if P > 0, let ad = adapter {

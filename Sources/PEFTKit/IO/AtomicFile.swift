@@ -166,3 +166,104 @@ func pathKind(_ path: String) -> PathKind {
     default: return .other
     }
 }
+
+// MARK: replacing several files of a folder together
+
+/// glibc's renameat2, looked up at run time (Swift's Glibc module does not declare it). nil when absent.
+private let renameat2Function: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32)? = {
+    guard let sym = dlsym(nil, "renameat2") else { return nil }
+    return unsafeBitCast(sym, to: (@convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32).self)
+}()
+private let renameExchange: UInt32 = 2  // RENAME_EXCHANGE
+
+/// The names in directory `path` with their kinds (lstat: a symlink is `.other`); nil if it cannot be read.
+func directoryEntries(_ path: String) -> [(name: String, kind: PathKind)]? {
+    guard pathKind(path) == .directory else { return nil }
+    return listDirectory(path).map { name in
+        var st = stat()
+        guard lstat(path + "/" + name, &st) == 0 else { return (name, .missing) }
+        switch st.st_mode & S_IFMT {
+        case S_IFREG: return (name, .file)
+        case S_IFDIR: return (name, .directory)
+        default: return (name, .other)
+        }
+    }
+}
+
+/// Removes a staging folder PEFTKit made (regular files only, then the folder); best effort.
+private func removeStagingFolder(_ path: String) {
+    for (name, kind) in directoryEntries(path) ?? [] where kind == .file { unlink(path + "/" + name) }
+    rmdir(path)
+}
+
+/// Replaces the files `files` of folder `directory` (created if missing) together: after a crash at any
+/// moment the folder holds either all the old files or all the new ones, never a mix.
+///
+/// The new files are written (each flushed) into a staging folder beside `directory`, together with hard
+/// links to the folder's other regular files, and the two folders are swapped in one atomic
+/// `renameat2(RENAME_EXCHANGE)`; the old folder is then removed. Where that cannot be done (the folder
+/// holds subfolders or symlinks, is itself a symlink, or the file system lacks the exchange) the files are
+/// replaced one by one, each atomically, in the order given: write the file that names the others last.
+/// One writer per folder at a time.
+func replaceFilesTogether(directory: String, files: [(name: String, write: (Int32) throws -> Void)]) throws {
+    var dir = directory
+    while dir.count > 1 && dir.hasSuffix("/") { dir.removeLast() }
+    func oneByOne() throws {
+        try createDirectory(path: dir)
+        for f in files { try writeFileAtomically(path: dir + "/" + f.name, write: f.write) }
+    }
+    let (parent, base) = try splitPath(dir)
+    var st = stat()
+    let exists = lstat(dir, &st) == 0
+    if exists && (st.st_mode & S_IFMT) != S_IFDIR {
+        if (st.st_mode & S_IFMT) == S_IFLNK { return try oneByOne() }
+        throw PEFTKitError.io("cannot write into '\(dir)': it exists and is not a directory")
+    }
+    let names = Set(files.map { $0.name })
+    var others: [String] = []
+    if exists {
+        guard let entries = directoryEntries(dir) else { return try oneByOne() }
+        for e in entries where !names.contains(e.name) {
+            guard e.kind == .file else { return try oneByOne() }
+            others.append(e.name)
+        }
+        guard renameat2Function != nil else { return try oneByOne() }
+    } else {
+        try createDirectory(path: parent)
+    }
+    // Staging folders of interrupted saves into this folder.
+    let stagingPrefix = ".\(base).peftkit-new-"
+    for e in directoryEntries(parent) ?? [] where e.kind == .directory && e.name.hasPrefix(stagingPrefix) {
+        removeStagingFolder(parent + "/" + e.name)
+    }
+    var template = Array("\(parent)/\(stagingPrefix)XXXXXX".utf8CString)
+    guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
+        throw PEFTKitError.io("cannot create a staging folder next to '\(dir)': \(errnoString())")
+    }
+    let staging = String(cString: template)
+    var swapped = false
+    defer { if !swapped { removeStagingFolder(staging) } }
+    _ = chmod(staging, exists ? st.st_mode & 0o7777 : 0o755)
+    for f in files { try writeFileAtomically(path: staging + "/" + f.name, write: f.write) }
+    for name in others where link(dir + "/" + name, staging + "/" + name) != 0 {
+        return try oneByOne()  // e.g. a file system without hard links
+    }
+    if exists {
+        guard let exchange = renameat2Function, exchange(AT_FDCWD, staging, AT_FDCWD, dir, renameExchange) == 0 else {
+            let e = errno
+            if e == EINVAL || e == ENOSYS || e == EOPNOTSUPP { return try oneByOne() }
+            throw PEFTKitError.io("cannot swap the new files into '\(dir)': \(String(cString: strerror(e)))")
+        }
+    } else {
+        guard rename(staging, dir) == 0 else {
+            throw PEFTKitError.io("cannot move the new folder into place at '\(dir)': \(errnoString())")
+        }
+    }
+    swapped = true
+    let dfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if dfd >= 0 {
+        _ = fsync(dfd)
+        close(dfd)
+    }
+    if exists { removeStagingFolder(staging) }  // now the old folder
+}

@@ -39,6 +39,10 @@ public struct ChatTemplate: Sendable {
         try! ChatTemplate(jinja: "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
     }()
 
+    /// The text that closes every turn of a ChatML conversation. Its token id (`Tokenizer.id(of:)`) is
+    /// where generation of a reply should stop.
+    public var endOfTurn: String { "<|im_end|>" }
+
     /// Parses a Jinja chat template. Throws `unsupported` if it is not a ChatML template (no `<|im_start|>` /
     /// `<|im_end|>` markers) or uses Jinja beyond the subset described above, `format` if it is malformed.
     public init(jinja template: String) throws {

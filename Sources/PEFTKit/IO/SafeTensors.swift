@@ -353,8 +353,13 @@ public enum SafeTensorsWriter {
 
     /// Writes `entries` (in order) and optional `metadata` to `path`, all or nothing.
     public static func write(path: String, entries: [Entry], metadata: [String: String]? = nil) throws {
+        try writeFileAtomically(path: path, write: try writer(entries: entries, metadata: metadata, path: path))
+    }
+
+    /// What `write` puts into a file, as a function of the file descriptor (entries checked first).
+    static func writer(entries: [Entry], metadata: [String: String]?, path: String) throws -> (Int32) throws -> Void {
         let header = try headerBytes(entries: entries, metadata: metadata, path: path)
-        try writeFileAtomically(path: path) { fd in
+        return { fd in
             try writeAll(fd, header)
             for e in entries {
                 switch e.payload {
@@ -379,8 +384,11 @@ public enum SafeTensorsWriter {
     /// Writes F32 tensors given as buffers (no copy), e.g. views into a parameter block.
     public static func write(path: String, buffers: [(name: String, shape: [Int], data: UnsafeBufferPointer<Float>)],
                              metadata: [String: String]? = nil) throws {
-        try write(path: path, entries: buffers.map { Entry(name: $0.name, shape: $0.shape, payload: .f32Buffer($0.data)) },
-                  metadata: metadata)
+        try write(path: path, entries: bufferEntries(buffers), metadata: metadata)
+    }
+
+    static func bufferEntries(_ buffers: [(name: String, shape: [Int], data: UnsafeBufferPointer<Float>)]) -> [Entry] {
+        buffers.map { Entry(name: $0.name, shape: $0.shape, payload: .f32Buffer($0.data)) }
     }
 
     /// The 8-byte length plus the space-padded JSON header, after checking every entry.

@@ -56,6 +56,14 @@ public final class Tokenizer: Sendable {
     public let eosID: Int32?
     /// The pre-tokenizer steps in order, for diagnostics (e.g. `["digits(individual)", "gpt2-regex"]`).
     public let preTokenizerSteps: [String]
+    /// The special token that closes a chat turn, if the vocabulary has one: `<|im_end|>` (ChatML),
+    /// `<|eot_id|>` (Llama-3) or `<end_of_turn>` (Gemma), looked up in that order. Generation of a chat
+    /// reply should stop on it as well as on `eosID`.
+    public let endOfTurnID: Int32?
+
+    /// Whether `encode(_:addSpecial: true)` puts `bosID` in front of the text (GGUF `add_bos_token`, or a
+    /// tokenizer.json post-processor that adds it). Hosts that build prompts themselves should do the same.
+    public var addsBOS: Bool { bosID != nil && prefixIDs.first == bosID }
 
     let steps: [PreTokenizeStep]
     let bpe: BytePairEncoder
@@ -193,6 +201,7 @@ public final class Tokenizer: Sendable {
         }
 
         vocabSize = size
+        endOfTurnID = Self.endOfTurnNames.lazy.compactMap { name in toID[name].flatMap { special.contains($0) ? $0 : nil } }.first
         bosID = spec.bosID
         eosID = spec.eosID
         steps = spec.steps
@@ -209,6 +218,9 @@ public final class Tokenizer: Sendable {
         addedAll = all
         addedNonSpecial = nonSpecial
     }
+
+    /// Special tokens that end a chat turn, most common first (see `endOfTurnID`).
+    static let endOfTurnNames = ["<|im_end|>", "<|eot_id|>", "<end_of_turn>"]
 
     // MARK: lookups
 

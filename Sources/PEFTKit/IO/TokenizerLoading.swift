@@ -404,8 +404,9 @@ extension Tokenizer {
     ///     the Qwen2 regex.
     ///   - addBOS: `tokenizer.ggml.add_bos_token`; nil takes the default of the pre-tokenizer family
     ///     (true for the Llama-3 family, false otherwise). `encode(addSpecial: true)` then puts BOS first.
+    ///   - addEOS: `tokenizer.ggml.add_eos_token`; when true `encode(addSpecial: true)` puts EOS last.
     public convenience init(ggufTokens: [String], merges: [String], tokenTypes: [Int32]?, bosID: Int32?, eosID: Int32?,
-                            preTokenizer: String?, addBOS: Bool? = nil) throws {
+                            preTokenizer: String?, addBOS: Bool? = nil, addEOS: Bool = false) throws {
         let src = "GGUF tokenizer metadata"
         guard ggufTokens.count <= Tokenizer.maxEntries, merges.count <= Tokenizer.maxEntries else {
             throw PEFTKitError.format("\(src): \(ggufTokens.count) tokens / \(merges.count) merges is more than the limit of \(Tokenizer.maxEntries)")
@@ -474,8 +475,56 @@ extension Tokenizer {
         if (addBOS ?? defaultAddBOS) && bosID == nil {
             throw PEFTKitError.format("\(src): add_bos_token is set but there is no bos_token_id")
         }
+        if addEOS && eosID == nil {
+            throw PEFTKitError.format("\(src): add_eos_token is set but there is no eos_token_id")
+        }
         try self.init(spec: TokenizerSpec(
             source: src, vocab: vocab, merges: pairs, added: added, steps: steps, ignoreMerges: ignoreMerges,
-            bosID: bosID, eosID: eosID, prefixIDs: bos.map { [$0] } ?? [], suffixIDs: []))
+            bosID: bosID, eosID: eosID, prefixIDs: bos.map { [$0] } ?? [], suffixIDs: addEOS ? eosID.map { [$0] } ?? [] : []))
+    }
+
+    /// Builds the tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata: `tokens`, `merges`,
+    /// `token_type`, `bos_token_id`, `eos_token_id`, `pre`, `add_bos_token`, `add_eos_token` (see
+    /// `init(ggufTokens:merges:tokenTypes:bosID:eosID:preTokenizer:addBOS:addEOS:)`).
+    ///
+    /// Throws `notFound` when the file has no tokenizer, `unsupported` when `tokenizer.ggml.model` is not
+    /// "gpt2" (byte-level BPE; SentencePiece "llama" vocabularies are not implemented), `format` for
+    /// malformed values.
+    ///
+    /// ```swift
+    /// let tok = try Tokenizer(gguf: GGUFFile(path: "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    /// ```
+    public convenience init(gguf file: GGUFFile) throws {
+        let src = "GGUF file '\(file.path)'"
+        guard let model = try file.string("tokenizer.ggml.model") else {
+            throw PEFTKitError.notFound("\(src) has no tokenizer (no 'tokenizer.ggml.model')")
+        }
+        guard model == "gpt2" else {
+            throw PEFTKitError.unsupported("\(src): tokenizer model '\(model)' is not supported (only 'gpt2', byte-level BPE)")
+        }
+        func strings(_ key: String) throws -> [String]? {
+            guard let a = try file.array(key) else { return nil }
+            guard let s = a.strings else { throw PEFTKitError.format("\(src): '\(key)' is not an array of strings") }
+            return s
+        }
+        func id(_ key: String) throws -> Int32? {
+            guard let v = try file.int(key) else { return nil }
+            guard v >= 0, v < 1 << 24 else { throw PEFTKitError.format("\(src): '\(key)' = \(v) is not a token id") }
+            return Int32(v)
+        }
+        guard let tokens = try strings("tokenizer.ggml.tokens") else {
+            throw PEFTKitError.format("\(src) has no 'tokenizer.ggml.tokens'")
+        }
+        var types: [Int32]? = nil
+        if let a = try file.array("tokenizer.ggml.token_type") {
+            guard let ints = a.ints, ints.allSatisfy({ $0 >= Int(Int32.min) && $0 <= Int(Int32.max) }) else {
+                throw PEFTKitError.format("\(src): 'tokenizer.ggml.token_type' is not an array of 32-bit integers")
+            }
+            types = ints.map { Int32($0) }
+        }
+        try self.init(ggufTokens: tokens, merges: try strings("tokenizer.ggml.merges") ?? [], tokenTypes: types,
+                      bosID: try id("tokenizer.ggml.bos_token_id"), eosID: try id("tokenizer.ggml.eos_token_id"),
+                      preTokenizer: try file.string("tokenizer.ggml.pre"), addBOS: try file.bool("tokenizer.ggml.add_bos_token"),
+                      addEOS: try file.bool("tokenizer.ggml.add_eos_token") ?? false)
     }
 }

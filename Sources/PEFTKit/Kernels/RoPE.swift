@@ -5,26 +5,32 @@ import Glibc
 // Rotary position embeddings (Llama), in the "rotate_half" layout of transformers: within each head of D
 // values, element i < D/2 pairs with element i + D/2.
 
-/// cos / sin of the rotary angles for positions 0..<maxPositions, [maxPositions, headDim/2] each, computed as
+/// cos / sin of the rotary angles for positions 0..<capacity, [capacity, headDim/2] each, computed as
 /// transformers' LlamaRotaryEmbedding (default rope type) does in float32:
 /// inv_freq[i] = 1 / (theta ** (Float(2i) / Float(headDim))), angle = Float(pos) * inv_freq[i].
 /// The power is evaluated in Double from the Float base and exponent and rounded once; cos and sin likewise
 /// from the Float angle. (torch uses its own vectorised pow/cos/sin, so values may differ in the last ulp.)
+///
+/// The table grows on demand (`reserve`) up to `maxPositions`, so a config that allows a million positions
+/// costs nothing until sequences that long are run; each row's values do not depend on when it was computed.
 final class RopeTable: @unchecked Sendable {
     let theta: Float
     let headDim: Int
     let maxPositions: Int
     /// headDim / 2: the row length of `cos` and `sin`.
     let half: Int
-    /// [maxPositions, half]
-    let cos: UnsafeMutablePointer<Float>
-    /// [maxPositions, half]
-    let sin: UnsafeMutablePointer<Float>
+    /// Positions computed so far.
+    private(set) var capacity = 0
+    /// [capacity, half]
+    private(set) var cos: UnsafeMutablePointer<Float>
+    /// [capacity, half]
+    private(set) var sin: UnsafeMutablePointer<Float>
     /// [half], the inverse frequencies.
     let invFreq: UnsafeMutablePointer<Float>
-    private let storage: Storage
+    private let freqStorage: Storage
+    private var storage: Storage?
 
-    init(theta: Float, headDim: Int, maxPositions: Int) throws {
+    init(theta: Float, headDim: Int, maxPositions: Int, initialCapacity: Int = 2048) throws {
         guard theta.isFinite, theta > 0 else {
             throw PEFTKitError.invalidArgument("rope theta must be positive and finite, got \(theta)")
         }
@@ -35,27 +41,43 @@ final class RopeTable: @unchecked Sendable {
             throw PEFTKitError.invalidArgument("rope positions must be in 1...16777216, got \(maxPositions)")
         }
         let half = headDim / 2
-        let (table, o1) = maxPositions.multipliedReportingOverflow(by: half)
-        let (total, o2) = table.multipliedReportingOverflow(by: 2)
-        guard !o1, !o2 else { throw PEFTKitError.outOfMemory("rope table of \(maxPositions) x \(headDim) overflows") }
-        let storage = try Storage.allocate(floats: total + half)
         self.theta = theta
         self.headDim = headDim
         self.maxPositions = maxPositions
         self.half = half
-        self.storage = storage
-        self.cos = storage.floats
-        self.sin = storage.floats + table
-        self.invFreq = storage.floats + 2 * table
+        freqStorage = try Storage.allocate(floats: half)
+        invFreq = freqStorage.floats
+        cos = invFreq
+        sin = invFreq
         for i in 0..<half {
             // torch: arange(0, dim, 2, int64).float() / dim, then base ** that (float32), then 1.0 / it.
             let exponent = Float(2 * i) / Float(headDim)
             let p = Float(pow(Double(theta), Double(exponent)))
             invFreq[i] = 1 / p
         }
-        let cosT = self.cos, sinT = self.sin, inv = self.invFreq
-        parallelFor(maxPositions, grain: max(1, 4096 / half)) { p0, p1 in
-            for pos in p0..<p1 {
+        try reserve(min(maxPositions, initialCapacity))
+    }
+
+    /// Makes positions 0..<n available (n ≤ maxPositions), growing the table geometrically. Not thread-safe:
+    /// call it from the thread that owns the model before a pass, never during one.
+    func reserve(_ n: Int) throws {
+        guard n > capacity else { return }
+        guard n <= maxPositions else {
+            throw PEFTKitError.invalidArgument("position \(n - 1) is past the model's maximum \(maxPositions)")
+        }
+        let rows = min(maxPositions, max(n, 2 * capacity))
+        let (table, o1) = rows.multipliedReportingOverflow(by: half)
+        let (total, o2) = table.multipliedReportingOverflow(by: 2)
+        guard !o1, !o2 else { throw PEFTKitError.outOfMemory("rope table of \(rows) x \(headDim) overflows") }
+        let s = try Storage.allocate(floats: total)
+        let cosT = s.floats, sinT = s.floats + table, inv = invFreq, half = self.half
+        let old = capacity
+        if old > 0 {
+            cosT.update(from: cos, count: old * half)
+            sinT.update(from: sin, count: old * half)
+        }
+        parallelFor(rows - old, grain: max(1, 4096 / half)) { p0, p1 in
+            for pos in (old + p0)..<(old + p1) {
                 for i in 0..<half {
                     let angle = Double(Float(pos) * inv[i])
                     cosT[pos * half + i] = Float(Glibc.cos(angle))
@@ -63,6 +85,10 @@ final class RopeTable: @unchecked Sendable {
                 }
             }
         }
+        storage = s
+        cos = cosT
+        sin = sinT
+        capacity = rows
     }
 }
 
@@ -88,7 +114,7 @@ private func ropeRotateRow(_ xr: UnsafeMutablePointer<Float>, _ cosRow: UnsafePo
 private func ropeApply(_ x: UnsafeMutablePointer<Float>, _ table: RopeTable, rows: Int, seqLen: Int,
                        posOffset: Int, numHeads: Int, headDim: Int, rowStride: Int, sign: Float) {
     precondition(headDim == table.headDim, "rope: head dimension \(headDim) differs from the table's \(table.headDim)")
-    precondition(seqLen > 0 && posOffset >= 0 && posOffset + min(seqLen, rows) <= table.maxPositions,
+    precondition(seqLen > 0 && posOffset >= 0 && posOffset + min(seqLen, rows) <= table.capacity,
                  "rope: positions exceed the table")
     precondition(rowStride >= numHeads * headDim, "rope: row stride smaller than numHeads * headDim")
     let half = table.half
@@ -108,7 +134,7 @@ private func ropeApply(_ x: UnsafeMutablePointer<Float>, _ table: RopeTable, row
     precondition(headDim == table.headDim, "rope: head dimension \(headDim) differs from the table's \(table.headDim)")
     precondition(rowStride >= numHeads * headDim, "rope: row stride smaller than numHeads * headDim")
     let half = table.half
-    let maxPos = table.maxPositions
+    let maxPos = table.capacity
     let cosT = table.cos, sinT = table.sin
     parallelFor(rows, grain: rowGrain(numHeads * headDim)) { r0, r1 in
         for r in r0..<r1 {
@@ -129,7 +155,7 @@ func ropeForward(_ x: UnsafeMutablePointer<Float>, _ table: RopeTable, rows: Int
               headDim: headDim, rowStride: rowStride, sign: 1)
 }
 
-/// `ropeForward` with an explicit position per row (positions[r] in 0..<table.maxPositions).
+/// `ropeForward` with an explicit position per row (positions[r] in 0..<table.capacity).
 func ropeForward(_ x: UnsafeMutablePointer<Float>, _ table: RopeTable, rows: Int, positions: UnsafePointer<Int32>,
                  numHeads: Int, headDim: Int, rowStride: Int) {
     ropeApply(x, table, rows: rows, positions: positions, numHeads: numHeads, headDim: headDim,

@@ -215,6 +215,7 @@ final class Engine {
                     "sequence length \(seqLen)\(extra > 0 ? " plus \(extra) virtual/prefix positions" : "") exceeds the model's maximum \(config.maxPositions)")
         let (_, o) = (batch * seqLen).multipliedReportingOverflow(by: config.vocabSize)
         try require(!o, "batch × sequence × vocabulary overflows")
+        try rope?.reserve(seqLen + extra)
     }
 
     /// Shifted targets over rows of `virtual + T` positions, labels padded with `virtual` leading -100s:

@@ -170,7 +170,12 @@ extension Engine {
     /// `modelConfig(fromGGUF:)`), weights dequantised to fp32, query/key rows put back in Hugging Face
     /// order. Every tensor in the file must be one the model uses.
     convenience init(loadingGGUF path: String) throws {
-        let file = try GGUFFile(path: path)
+        try self.init(ggufFile: try GGUFFile(path: path))
+    }
+
+    /// As `init(loadingGGUF:)`, from a file already opened.
+    convenience init(ggufFile file: GGUFFile) throws {
+        let path = file.path
         let cfg = try modelConfig(fromGGUF: file)
         let source = "GGUF file '\(path)'"
 

@@ -33,6 +33,6 @@ extension Model {
     /// Nothing is attached when it throws.
     @discardableResult
     public func loadCheckpoint(from directory: String) throws -> String {
-        try exclusive { try engine.loadCheckpoint(directory: directory) }
+        try exclusiveChangingAdapters { try engine.loadCheckpoint(directory: directory) }
     }
 }

@@ -25,10 +25,17 @@ public final class Model: @unchecked Sendable {
     public let config: ModelConfig
     let engine: Engine
     private let busy = Mutex<Bool>(false)
+    /// The active adapter and the adapter names, refreshed by every call that changes them, so reading them
+    /// never waits for (or fails because of) a running call.
+    private let names = Mutex<(active: String?, all: [String])>((nil, []))
+    /// The attached tokenizer and chat template. Behind its own lock, not `exclusive`, so that they can be
+    /// read while another call runs (e.g. to decode tokens inside a generation callback).
+    let text: Mutex<TextSupport>
 
-    init(engine: Engine) {
+    init(engine: Engine, text: TextSupport = TextSupport()) {
         self.engine = engine
         self.config = engine.config
+        self.text = Mutex(text)
     }
 
     /// A model with random weights (GPT-2-style init: N(0, `initStd`) for matrices and embeddings, residual
@@ -41,11 +48,18 @@ public final class Model: @unchecked Sendable {
 
     /// Loads a Hugging Face model folder (`config.json` + `model.safetensors` or a sharded index), or a
     /// GGUF file of architecture `llama` when `path` ends in `.gguf` and is not a directory.
+    ///
+    /// The model's tokenizer and chat template are loaded too when the files carry them (see `tokenizer`
+    /// and `chatTemplate`); a tokenizer or template PEFTKit cannot read leaves them nil, with the reason in
+    /// `tokenizerIssue`, and never fails the load.
     public static func load(path: String) throws -> Model {
         if path.hasSuffix(".gguf") && pathKind(path) != .directory {
-            return Model(engine: try Engine(loadingGGUF: path))
+            let file = try GGUFFile(path: path)
+            let engine = try Engine(ggufFile: file)
+            return Model(engine: engine, text: TextSupport(gguf: file, vocabSize: engine.config.vocabSize))
         }
-        return Model(engine: try Engine(loadingFolder: path))
+        let engine = try Engine(loadingFolder: path)
+        return Model(engine: engine, text: TextSupport(folder: path, vocabSize: engine.config.vocabSize))
     }
 
     func exclusive<R>(_ body: () throws -> R) throws -> R {
@@ -59,11 +73,19 @@ public final class Model: @unchecked Sendable {
         return try body()
     }
 
+    /// `exclusive` for calls that attach, remove or activate adapters: refreshes the names afterwards.
+    func exclusiveChangingAdapters<R>(_ body: () throws -> R) throws -> R {
+        try exclusive {
+            defer { names.withLock { $0 = (engine.activeName, engine.adapters.map { $0.name }) } }
+            return try body()
+        }
+    }
+
     // MARK: adapters
 
     /// Attaches a new adapter of any method named `name` (not made active).
     public func attachAdapter(name: String, config: AdapterConfig) throws {
-        try exclusive { try engine.attachAdapter(name: name, config: config) }
+        try exclusiveChangingAdapters { try engine.attachAdapter(name: name, config: config) }
     }
 
     /// Attaches a new bottleneck adapter named `name` (not made active).
@@ -78,19 +100,19 @@ public final class Model: @unchecked Sendable {
 
     /// Removes an adapter; if it was active, no adapter is active afterwards.
     public func removeAdapter(name: String) throws {
-        try exclusive { try engine.removeAdapter(name: name) }
+        try exclusiveChangingAdapters { try engine.removeAdapter(name: name) }
     }
 
     /// Makes `name` the active adapter, or the bare base model when `nil`.
     public func setActiveAdapter(_ name: String?) throws {
-        try exclusive { try engine.setActive(name) }
+        try exclusiveChangingAdapters { try engine.setActive(name) }
     }
 
-    /// The active adapter's name, or nil for the base model.
-    public var activeAdapter: String? { (try? exclusive { engine.activeName }) ?? nil }
+    /// The active adapter's name, or nil for the base model. Safe to read while another call runs.
+    public var activeAdapter: String? { names.withLock { $0.active } }
 
-    /// Names of the attached adapters, in attach order.
-    public var adapterNames: [String] { (try? exclusive { engine.adapters.map { $0.name } }) ?? [] }
+    /// Names of the attached adapters, in attach order. Safe to read while another call runs.
+    public var adapterNames: [String] { names.withLock { $0.all } }
 
     /// Trainable parameters of adapter `name`.
     public func adapterParameterCount(name: String) throws -> Int {
@@ -108,7 +130,7 @@ public final class Model: @unchecked Sendable {
     /// `name` (default: the name in the file, or "default"). Returns the name used. Not made active.
     @discardableResult
     public func loadAdapter(from directory: String, name: String? = nil) throws -> String {
-        try exclusive { try engine.loadAdapter(directory: directory, name: name) }
+        try exclusiveChangingAdapters { try engine.loadAdapter(directory: directory, name: name) }
     }
 
     /// Folds LoRA or IA3 adapter `name` into the base weights (copies of the touched tensors; the originals

@@ -49,6 +49,11 @@ extension Engine {
             P = ft.count; step = ft.step
         }
         grads.update(repeating: 0, count: P)
+        // A refused step must leave the training random state (LoRA dropout) as it was, too, so that retrying
+        // the step (or resuming from a checkpoint) draws the same masks.
+        let randomState = (ad as? TrainingRandomState).map { ($0, $0.trainingRng) }
+        var stepped = false
+        defer { if !stepped, let (r, rng) = randomState { r.trainingRng = rng } }
         ad?.beginPass(training: true)
         var lossSum = 0.0
         var r = 0
@@ -80,6 +85,7 @@ extension Engine {
         adamwUpdate(params, grads, mom1, mom2, P, lr: decimalDouble(lr),
                     beta1: decimalDouble(tc.beta1), beta2: decimalDouble(tc.beta2), eps: decimalDouble(tc.eps),
                     weightDecay: decimalDouble(tc.weightDecay), step: step + 1)
+        stepped = true
         let newStep: Int
         if let slot {
             slot.step += 1

@@ -110,6 +110,9 @@ def _expected_ctypes(ctype: str):
     if name in SCALARS and stars == 1:
         # Arrays are passed by address (c_void_p); single out-parameters as POINTER(scalar).
         return {POINTER(SCALARS[name]), c_void_p}
+    if name in SCALARS and stars == 2:
+        # An array of arrays (one token array per prompt).
+        return {POINTER(POINTER(SCALARS[name]))}
     raise AssertionError(f"unexpected C type {ctype!r}")
 
 

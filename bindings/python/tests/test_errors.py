@@ -116,9 +116,9 @@ def test_bad_adapter_options(model):
     _raises(peftkit.InvalidArgumentError, lambda: model.attach_adapter("a", layers=[0, 0]))
     _raises(peftkit.InvalidArgumentError, lambda: model.attach_adapter("a", preset="lora"))
     _raises(peftkit.InvalidArgumentError, lambda: model.attach_adapter("a", non_linearity="tanh"))
-    _raises(peftkit.InvalidArgumentError, lambda: model.attach_adapter("a", method="prefix"))
+    _raises(peftkit.InvalidArgumentError, lambda: model.attach_adapter("a", method="dora"))
     with pytest.raises(TypeError):
-        model.attach_adapter("a", rank=8)
+        model.attach_adapter("a", rank=8)  # a LoRA field, but the default method is bottleneck
     with pytest.raises(TypeError):
         model.attach_adapter(None)
     assert model.adapters == []

@@ -27,7 +27,8 @@ def big():
 
 def ticks_inside(call):
     """Runs `call` on this thread while another Python thread counts; returns how many of the
-    counter's progress marks fall well inside the call (its middle 80%), and the call's duration."""
+    counter's progress marks fall well inside the call (its middle 80%), the call's duration, and the
+    longest stretch of the call without a mark."""
     marks = []
     stop = threading.Event()
     running = threading.Event()
@@ -50,12 +51,15 @@ def ticks_inside(call):
     stop.set()
     t.join()
     lo, hi = t0 + 0.1 * (t1 - t0), t1 - 0.1 * (t1 - t0)
-    return sum(lo < x < hi for x in marks), t1 - t0
+    inside = [x for x in marks if t0 < x < t1]
+    edges = [t0] + inside + [t1]
+    gap = max(b - a for a, b in zip(edges, edges[1:]))
+    return sum(lo < x < hi for x in marks), t1 - t0, gap
 
 
 def test_train_step_releases_the_gil(big):
     m, ids = big
-    inside, seconds = ticks_inside(lambda: m.train_step(ids))
+    inside, seconds, _ = ticks_inside(lambda: m.train_step(ids))
     print(f"train_step {seconds * 1e3:.0f} ms: {inside} counter marks inside the call")
     assert seconds > 0.05
     assert inside >= 20
@@ -73,17 +77,20 @@ def test_the_same_call_through_pydll_holds_the_gil(big):
         with m._call as h:
             assert fn(h, ids.ctypes.data, None, 2, 128, ctypes.byref(cfg), None) == 0
 
-    inside, seconds = ticks_inside(call)
-    print(f"PyDLL train_step {seconds * 1e3:.0f} ms: {inside} counter marks inside the call")
+    inside, seconds, gap = ticks_inside(call)
+    print(f"PyDLL train_step {seconds * 1e3:.0f} ms: {inside} counter marks inside the call, "
+          f"longest gap {gap * 1e3:.0f} ms")
     assert seconds > 0.05
-    assert inside <= 3  # a mark or two can land at the call boundaries; CDLL gives hundreds
+    # The counter runs only while the calling thread is outside the C function (taking the model lock,
+    # waiting for the GIL on a loaded machine), so one gap covers the C call; CDLL gives marks throughout.
+    assert gap >= 0.6 * seconds
 
 
 def test_forward_and_generate_release_the_gil(big):
     m, ids = big
-    inside, _ = ticks_inside(lambda: m.forward(np.concatenate([ids, ids, ids])))
+    inside, _, _ = ticks_inside(lambda: m.forward(np.concatenate([ids, ids, ids])))
     assert inside >= 10
-    inside, _ = ticks_inside(lambda: m.generate(ids[0, :100], max_new_tokens=25))
+    inside, _, _ = ticks_inside(lambda: m.generate(ids[0, :100], max_new_tokens=25))
     assert inside >= 10
 
 

@@ -136,7 +136,6 @@ extension Engine {
             return try savePEFTAdapter(slot: slot, directory: directory)
         }
         let c = a.config
-        try createDirectory(path: directory)
         let allLayers = Set(0..<config.numLayers)
         let kept = Set(a.units.map { $0.layer })
         // AdapterHub derives the width as hidden // reduction_factor; write a factor that gives ours back.
@@ -173,8 +172,12 @@ extension Engine {
             // AdapterHub registers ln_before twice (adapter_down.0 and adapter_norm_before) and expects both.
             for alias in BottleneckAdapter.aliases(n, lnBefore: c.lnBefore) { tensors.append((alias, shape, data)) }
         }
-        try SafeTensorsWriter.write(path: directory + "/" + Engine.adapterWeightsFile, tensors: tensors, metadata: ["format": "pt"])
-        try writeFileAtomically(path: directory + "/" + Engine.adapterConfigFile, bytes: json)
+        let entries = tensors.map { SafeTensorsWriter.Entry(name: $0.name, shape: $0.shape, payload: .f32($0.data)) }
+        let weights = try SafeTensorsWriter.writer(entries: entries, metadata: ["format": "pt"],
+                                                   path: directory + "/" + Engine.adapterWeightsFile)
+        try replaceFilesTogether(directory: directory, files: [
+            (Engine.adapterWeightsFile, weights), (Engine.adapterConfigFile, { fd in try writeAll(fd, json) }),
+        ])
     }
 
     func loadAdapter(directory: String, name: String?) throws -> String {

@@ -30,14 +30,15 @@ final class IA3Adapter: Adapter {
     private var pools: [Bool: BufferPool] = [:]
     private var prepared: [Bool: (Int, Int)] = [:]
 
-    init(config: IA3Config, model m: ModelConfig) throws {
+    /// `noFeedForward`: scale every target's output (an empty `feedforward` list otherwise means PEFT's default).
+    init(config: IA3Config, model m: ModelConfig, noFeedForward: Bool = false) throws {
         try validateLayers(config.layers, numLayers: m.numLayers)
         self.config = config
         let gpt2 = m.architecture == .gpt2
         let names = config.targets.isEmpty ? (gpt2 ? ["c_attn", "mlp.c_proj"] : ["k_proj", "v_proj", "down_proj"]) : config.targets
         let sites = try resolveTargets(names, arch: m.architecture, what: "IA3")
         let ffNames = config.feedforward.isEmpty ? (gpt2 ? ["mlp.c_proj"] : ["down_proj"]) : config.feedforward
-        let ff = try resolveTargets(ffNames, arch: m.architecture, what: "IA3 feed-forward")
+        let ff = noFeedForward ? [] : try resolveTargets(ffNames, arch: m.architecture, what: "IA3 feed-forward")
         if !config.feedforward.isEmpty {
             for s in ff { try require(sites.contains(s), "IA3 feed-forward module '\(s.shortName(m.architecture))' is not a target") }
         }

@@ -9,7 +9,7 @@ import Glibc
 public struct PrefixConfig: Sendable, Equatable {
     public var virtualTokens: Int = 20
     public var projection: Bool = false
-    /// Hidden width of the projection MLP; 0 means the model's hidden size.
+    /// Hidden width of the projection MLP; 0 means the key/value width (PEFT's `encoder_hidden_size` default).
     public var projectionHidden: Int = 0
     public var seed: UInt64 = 42
 
@@ -19,8 +19,8 @@ public struct PrefixConfig: Sendable, Equatable {
 final class PrefixAdapter: Adapter {
     let config: PrefixConfig
     let P: Int, kvd: Int, width: Int, hidden: Int
-    /// Offsets: without projection the block is the prefix itself [P, L·2·KVD]; with it: embedding [P, C],
-    /// W1 [H, C], b1 [H], W2 [L·2·KVD, H], b2 [L·2·KVD].
+    /// Offsets: without projection the block is the prefix itself [P, L·2·KVD]; with it: embedding [P, KVD],
+    /// W1 [H, KVD], b1 [H], W2 [L·2·KVD, H], b2 [L·2·KVD].
     let emb = 0
     let w1: Int, b1: Int, w2: Int, b2: Int
     /// The prefix as each layer reads it: [L][key|value][P][KVD]; and its gradient, same layout.
@@ -29,6 +29,8 @@ final class PrefixAdapter: Adapter {
     /// Projection activations: flat prefix [P, W], tanh output [P, H].
     private let flat: Storage
     private let hid: Storage
+    /// Gradient of the flat prefix (projection only).
+    private let dflat: Storage
 
     init(config: PrefixConfig, model m: ModelConfig) throws {
         try require(config.virtualTokens > 0 && config.virtualTokens < m.maxPositions,
@@ -38,8 +40,8 @@ final class PrefixAdapter: Adapter {
         P = config.virtualTokens
         kvd = m.numKVHeads * m.headDim
         width = m.numLayers * 2 * kvd
-        hidden = config.projectionHidden > 0 ? config.projectionHidden : m.hiddenSize
-        let C = m.hiddenSize
+        hidden = config.projectionHidden > 0 ? config.projectionHidden : kvd
+        let C = kvd
         var count: Int
         if config.projection {
             w1 = P * C; b1 = w1 + hidden * C; w2 = b1 + hidden; b2 = w2 + width * hidden
@@ -52,6 +54,7 @@ final class PrefixAdapter: Adapter {
         dkv = try Storage.allocate(floats: P * width)
         flat = try Storage.allocate(floats: P * width)
         hid = try Storage.allocate(floats: config.projection ? P * hidden : 1)
+        dflat = try Storage.allocate(floats: config.projection ? P * width : 1)
         try super.init(model: m, parameterCount: count)
         var rng = Rng(seed: config.seed)
         let p = params.floats
@@ -76,7 +79,7 @@ final class PrefixAdapter: Adapter {
     var flatPrefix: UnsafeMutablePointer<Float> { config.projection ? flat.floats : params.floats }
 
     override func beginPass(training: Bool) {
-        let p = params.floats, C = model.hiddenSize
+        let p = params.floats, C = kvd
         if config.projection {
             // hid = tanh(emb·W1ᵀ + b1); flat = hid·W2ᵀ + b2
             let h = hid.floats
@@ -110,16 +113,16 @@ final class PrefixAdapter: Adapter {
     override func endBackward(grads: UnsafeMutablePointer<Float>) {
         // [L][2][P][KVD] → [P][L·2·KVD]
         let d = dkv.floats
-        let target: UnsafeMutablePointer<Float>
-        let dflat: Storage? = config.projection ? try? Storage.allocate(floats: P * width) : nil
-        target = dflat?.floats ?? grads
+        let target = config.projection ? dflat.floats : grads
+        if config.projection { target.update(repeating: 0, count: P * width) }
         for i in 0..<P {
             for j in 0..<(2 * model.numLayers) {
                 addInPlace(target + i * width + j * kvd, d + (j * P + i) * kvd, kvd)
             }
         }
-        guard config.projection, let df = dflat else { return }
-        let p = params.floats, C = model.hiddenSize, h = hid.floats
+        guard config.projection else { return }
+        let df = dflat
+        let p = params.floats, C = kvd, h = hid.floats
         // flat = hid·W2ᵀ + b2
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(width), Int32(hidden), Int32(P), 1, df.floats, Int32(width),
                     h, Int32(hidden), 1, grads + w2, Int32(hidden))

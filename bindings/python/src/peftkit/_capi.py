@@ -169,6 +169,19 @@ class GenerateConfigStruct(Structure):
     ]
 
 
+class TokenizerInfoStruct(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("has_tokenizer", c_int32),
+        ("has_chat_template", c_int32),
+        ("vocab_size", c_int32),
+        ("bos_id", c_int32),
+        ("eos_id", c_int32),
+        ("eot_id", c_int32),
+        ("adds_bos", c_int32),
+    ]
+
+
 #: C struct name -> its mirror. The layout test compiles the header and compares every entry.
 STRUCTS: dict[str, type] = {
     "peftkit_model_config": ModelConfigStruct,
@@ -176,6 +189,7 @@ STRUCTS: dict[str, type] = {
     "peftkit_train_config": TrainConfigStruct,
     "peftkit_train_result": TrainResultStruct,
     "peftkit_generate_config": GenerateConfigStruct,
+    "peftkit_tokenizer_info": TokenizerInfoStruct,
 }
 
 # --------------------------------------------------------------------------------------------------
@@ -236,8 +250,23 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
         [_model, _ids, c_int32, POINTER(GenerateConfigStruct), _ids, c_int32, POINTER(c_int32),
          TOKEN_CALLBACK, c_void_p],
     ),
+    "peftkit_generate_mixed": (
+        _status,
+        [_model, POINTER(POINTER(c_int32)), POINTER(c_int32), POINTER(c_char_p), c_int32,
+         POINTER(GenerateConfigStruct), _ids, c_size_t, POINTER(c_int32)],
+    ),
     "peftkit_checkpoint_save": (_status, [_model, c_char_p, c_char_p]),
     "peftkit_checkpoint_load": (_status, [_model, c_char_p, _buf, c_size_t]),
+    "peftkit_tokenizer_get_info": (_status, [_model, POINTER(TokenizerInfoStruct)]),
+    "peftkit_tokenizer_issue": (_status, [_model, _buf, c_size_t, POINTER(c_size_t)]),
+    "peftkit_tokenizer_load": (_status, [_model, c_char_p]),
+    "peftkit_tokenize": (
+        _status, [_model, c_char_p, c_size_t, c_int32, c_int32, _ids, c_size_t, POINTER(c_size_t)],
+    ),
+    "peftkit_detokenize": (_status, [_model, _ids, c_size_t, c_int32, _buf, c_size_t, POINTER(c_size_t)]),
+    "peftkit_chat_template_apply": (
+        _status, [_model, POINTER(c_char_p), POINTER(c_char_p), c_size_t, c_int32, _buf, c_size_t, POINTER(c_size_t)],
+    ),
 }
 
 #: struct mirror -> the *_init function that fills it with the library's defaults.

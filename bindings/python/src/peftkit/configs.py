@@ -15,7 +15,7 @@ import enum
 import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, Union
 
 import numpy as np
 
@@ -325,12 +325,190 @@ class BottleneckConfig:
         return s, layers
 
 
+def _names(value: str | Iterable[str] | None, what: str) -> tuple[str, ...] | None:
+    """Module names from a comma-separated string or an iterable of strings (None / empty = default)."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out = []
+    for i, v in enumerate(items):
+        if not isinstance(v, str):
+            raise InvalidArgumentError(f"{what}[{i}] must be a string, got {v!r}")
+        v = v.strip()
+        if not v or "," in v or "\0" in v:
+            raise InvalidArgumentError(f"{what}[{i}] = {v!r} is not a module name")
+        out.append(v)
+    return tuple(out) or None
+
+
+def _names_bytes(names: tuple[str, ...] | None) -> bytes | None:
+    return None if names is None else ",".join(names).encode()
+
+
+def _layers(cfg: Any) -> None:
+    if cfg.layers is not None:
+        layers = int32_array(cfg.layers, "layers")
+        object.__setattr__(cfg, "layers", tuple(int(v) for v in layers))  # type: ignore[union-attr]
+
+
+def _set_layers(s: _capi.AdapterConfigStruct, layers_field: tuple[int, ...] | None) -> np.ndarray | None:
+    layers = int32_array(layers_field, "layers")
+    s.layers = _pointer(layers)
+    s.n_layers = 0 if layers is None else len(layers)
+    return layers
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """LoRA, ``y = W x + (alpha / r) B A x`` on chosen frozen linears (rsLoRA: ``alpha / sqrt(r)``),
+    saved in Hugging Face PEFT's format.
+
+    Attributes:
+        rank: r.
+        alpha: the scaling numerator.
+        dropout: dropout on the LoRA branch's input while training, in [0, 1).
+        use_rslora: scale by ``alpha / sqrt(r)``.
+        target_modules: module names as PEFT's ``target_modules`` (a list or a comma-separated
+            string): GPT-2 ``c_attn``, ``attn.c_proj``, ``c_fc``, ``mlp.c_proj`` (``c_proj`` = both);
+            Llama ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``, ``gate_proj``, ``up_proj``,
+            ``down_proj``. None = PEFT's default (GPT-2 ``c_attn``; Llama ``q_proj, v_proj``).
+        layers: indices of the adapted layers; None means every layer.
+        seed: seed of A's initialisation (B starts at zero).
+    """
+
+    method: ClassVar[str] = "lora"
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    use_rslora: bool = False
+    target_modules: tuple[str, ...] | None = None
+    layers: tuple[int, ...] | None = None
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target_modules", _names(self.target_modules, "target_modules"))
+        _layers(self)
+
+    def _to_struct(self) -> tuple[_capi.AdapterConfigStruct, Any]:
+        s = _capi.new_struct(_capi.AdapterConfigStruct)
+        s.method = int(Method.LORA)
+        s.lora_rank = _int(self.rank, "rank")
+        s.lora_alpha = _float(self.alpha, "alpha")
+        s.lora_dropout = _float(self.dropout, "dropout")
+        s.use_rslora = _bool(self.use_rslora, "use_rslora")
+        targets = _names_bytes(self.target_modules)
+        s.target_modules = targets
+        layers = _set_layers(s, self.layers)
+        s.seed = _int(self.seed, "seed", 0, UINT64_MAX)
+        return s, (targets, layers)
+
+
+@dataclass(frozen=True)
+class IA3Config:
+    """IA3: learned vectors (starting at 1) that scale the outputs of chosen linears, or the inputs of
+    feed-forward ones; saved in Hugging Face PEFT's format.
+
+    Attributes:
+        target_modules: as :class:`LoRAConfig`; None = PEFT's default (GPT-2 ``c_attn, mlp.c_proj``;
+            Llama ``k_proj, v_proj, down_proj``).
+        feedforward_modules: the targets scaled on their input; None = PEFT's default (GPT-2
+            ``mlp.c_proj``; Llama ``down_proj``).
+        layers: indices of the adapted layers; None means every layer.
+    """
+
+    method: ClassVar[str] = "ia3"
+
+    target_modules: tuple[str, ...] | None = None
+    feedforward_modules: tuple[str, ...] | None = None
+    layers: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target_modules", _names(self.target_modules, "target_modules"))
+        object.__setattr__(self, "feedforward_modules", _names(self.feedforward_modules, "feedforward_modules"))
+        _layers(self)
+
+    def _to_struct(self) -> tuple[_capi.AdapterConfigStruct, Any]:
+        s = _capi.new_struct(_capi.AdapterConfigStruct)
+        s.method = int(Method.IA3)
+        targets = _names_bytes(self.target_modules)
+        ff = _names_bytes(self.feedforward_modules)
+        s.target_modules = targets
+        s.feedforward_modules = ff
+        layers = _set_layers(s, self.layers)
+        return s, (targets, ff, layers)
+
+
+@dataclass(frozen=True)
+class PrefixConfig:
+    """Prefix tuning: trainable keys and values every attention layer sees before the sequence; saved
+    in Hugging Face PEFT's format.
+
+    Attributes:
+        num_virtual_tokens: prefix length.
+        prefix_projection: train the prefix through an MLP (embedding -> Linear -> tanh -> Linear), as
+            PEFT's ``prefix_projection``; the saved file holds the MLP's output rows, as PEFT's does.
+        projection_hidden: that MLP's width; None = the key/value width (PEFT's default).
+        seed: seed of the initial weights.
+    """
+
+    method: ClassVar[str] = "prefix"
+
+    num_virtual_tokens: int = 20
+    prefix_projection: bool = False
+    projection_hidden: int | None = None
+    seed: int = 42
+
+    def _to_struct(self) -> tuple[_capi.AdapterConfigStruct, Any]:
+        s = _capi.new_struct(_capi.AdapterConfigStruct)
+        s.method = int(Method.PREFIX)
+        s.num_virtual_tokens = _int(self.num_virtual_tokens, "num_virtual_tokens")
+        s.prefix_projection = _bool(self.prefix_projection, "prefix_projection")
+        s.projection_hidden = 0 if self.projection_hidden is None else _int(self.projection_hidden, "projection_hidden", 1)
+        s.seed = _int(self.seed, "seed", 0, UINT64_MAX)
+        return s, None
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Prompt tuning: trainable virtual-token embeddings prepended to the input; saved in Hugging Face
+    PEFT's format.
+
+    Attributes:
+        num_virtual_tokens: number of virtual tokens.
+        init_tokens: start from these tokens' embeddings, cycled (PEFT's TEXT init with the ids of a
+            tokenized text); None = random N(0, 1) (PEFT's RANDOM init).
+        seed: seed of the random init.
+    """
+
+    method: ClassVar[str] = "prompt"
+
+    num_virtual_tokens: int = 20
+    init_tokens: tuple[int, ...] | None = None
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.init_tokens is not None:
+            toks = int32_array(self.init_tokens, "init_tokens")
+            object.__setattr__(self, "init_tokens", tuple(int(v) for v in toks))  # type: ignore[union-attr]
+
+    def _to_struct(self) -> tuple[_capi.AdapterConfigStruct, Any]:
+        s = _capi.new_struct(_capi.AdapterConfigStruct)
+        s.method = int(Method.PROMPT)
+        s.num_virtual_tokens = _int(self.num_virtual_tokens, "num_virtual_tokens")
+        toks = int32_array(self.init_tokens, "init_tokens")
+        s.init_tokens = _pointer(toks)
+        s.n_init_tokens = 0 if toks is None else len(toks)
+        s.seed = _int(self.seed, "seed", 0, UINT64_MAX)
+        return s, toks
+
+
 #: Adapter method name -> config class; ``Model.attach_adapter(name, method=...)`` looks methods up here.
 ADAPTER_METHODS: dict[str, type[Any]] = {
-    BottleneckConfig.method: BottleneckConfig,
+    cls.method: cls for cls in (BottleneckConfig, LoRAConfig, IA3Config, PrefixConfig, PromptConfig)
 }
 
-AdapterConfig = BottleneckConfig  # the union of every registered config class, as methods are added
+AdapterConfig = Union[BottleneckConfig, LoRAConfig, IA3Config, PrefixConfig, PromptConfig]
 
 
 def adapter_config(config: Any, method: str | None, options: Mapping[str, Any]) -> Any:

@@ -18,8 +18,9 @@ from ._arrays import TokenArray, address, batch_arrays, batch_shape, int32_token
 from .configs import (
     INT32_MAX,
     UINT64_MAX,
-    BottleneckConfig,
+    AdapterConfig,
     EvalResult,
+    Method,
     ModelConfig,
     TrainConfig,
     TrainResult,
@@ -162,7 +163,9 @@ class Model:
     @classmethod
     def load(cls, path: PathLike) -> Model:
         """Loads a Hugging Face model folder: ``config.json`` plus ``model.safetensors`` (or a sharded
-        index). F32, F16 and BF16 weights are read.
+        index), or a ``.gguf`` file (Llama architecture). F32, F16 and BF16 weights are read (and GGUF
+        quantized types, dequantized). The tokenizer and chat template come along when the files carry
+        them (see :meth:`tokenize`, :meth:`apply_chat_template`).
 
         Raises:
             PeftKitIOError: the folder or a file in it cannot be read.
@@ -226,14 +229,17 @@ class Model:
     # Adapters
     # ------------------------------------------------------------------------------------------------
 
-    def attach_adapter(self, name: str, config: BottleneckConfig | Mapping[str, Any] | None = None, *,
+    def attach_adapter(self, name: str, config: AdapterConfig | Mapping[str, Any] | None = None, *,
                        method: str | None = None, **options: Any) -> None:
         """Attaches a new adapter called `name`. It is not made active: see :meth:`set_active_adapter`.
 
         Args:
             name: a non-empty name, unique within this model.
-            config: an adapter config (e.g. :class:`BottleneckConfig`) or a mapping of its fields.
-            method: the adapter method, when `config` is not given: ``"bottleneck"`` (default).
+            config: an adapter config (:class:`BottleneckConfig`, :class:`LoRAConfig`,
+                :class:`IA3Config`, :class:`PrefixConfig`, :class:`PromptConfig`) or a mapping of its
+                fields.
+            method: the adapter method, when `config` is not given: ``"bottleneck"`` (default),
+                ``"lora"``, ``"ia3"``, ``"prefix"`` or ``"prompt"``.
             **options: fields of the method's config, overriding `config`, e.g.
                 ``preset="houlsby", reduction_factor=8``.
 
@@ -315,8 +321,10 @@ class Model:
         return out.value
 
     def save_adapter(self, name: str, path: PathLike) -> None:
-        """Writes adapter `name` into folder `path` (created if missing) as ``adapter_config.json`` +
-        ``adapter.safetensors``, in AdapterHub's format. Existing files are replaced atomically.
+        """Writes adapter `name` into folder `path` (created if missing), each file replaced atomically:
+        bottleneck adapters as AdapterHub does (``adapter_config.json`` + ``adapter.safetensors``),
+        LoRA, IA3, prefix and prompt adapters as Hugging Face PEFT does (``adapter_config.json`` +
+        ``adapter_model.safetensors``; ``peft.PeftModel.from_pretrained`` loads them).
 
         Raises:
             NotFoundError: no adapter has that name.
@@ -328,8 +336,9 @@ class Model:
             check(_lib.peftkit_adapter_save(h, n, p))
 
     def load_adapter(self, path: PathLike, name: str | None = None) -> str:
-        """Reads an adapter folder (written by :meth:`save_adapter` or by AdapterHub) and attaches it,
-        not active. Returns the name it was attached under: `name`, or the name stored in the folder.
+        """Reads an adapter folder (written by :meth:`save_adapter`, by AdapterHub or by Hugging Face
+        PEFT) and attaches it, not active. Returns the name it was attached under: `name`, or the name
+        stored in the folder (AdapterHub), or ``"default"`` (PEFT).
 
         Raises:
             PeftKitIOError: the folder cannot be read.
@@ -371,6 +380,57 @@ class Model:
             return buf.raw[: length.value].decode("utf-8", "surrogateescape")
         raise error_for(_capi.PEFTKIT_ERR_INTERNAL, "adapter name changed size while being read")
 
+    def adapter_method(self, name: str) -> Method:
+        """The method of adapter `name` (:class:`Method`).
+
+        Raises:
+            NotFoundError: no adapter has that name.
+        """
+        n = _c_string(name, "name")
+        out = c_int32()
+        with self._call as h:
+            check(_lib.peftkit_adapter_method(h, n, byref(out)))
+        return Method(out.value)
+
+    def merge_adapter(self, name: str) -> None:
+        """Folds LoRA or IA3 adapter `name` into (copies of) the base weights; the base model then
+        computes what the adapter did. :meth:`unmerge_adapter` restores the base bit for bit.
+
+        Raises:
+            NotFoundError: no adapter has that name.
+            StateError: already merged.
+            UnsupportedError: the adapter's method cannot be merged.
+        """
+        n = _c_string(name, "name")
+        with self._call as h:
+            check(_lib.peftkit_adapter_merge(h, n))
+
+    def unmerge_adapter(self, name: str) -> None:
+        """Undoes :meth:`merge_adapter` (merges undo in reverse order).
+
+        Raises:
+            StateError: not merged, or another adapter was merged after it.
+        """
+        n = _c_string(name, "name")
+        with self._call as h:
+            check(_lib.peftkit_adapter_unmerge(h, n))
+
+    def save_checkpoint(self, name: str, path: PathLike) -> None:
+        """Writes a training checkpoint of adapter `name` (weights, AdamW moments, step, random state)
+        into folder `path`; :meth:`load_checkpoint` resumes it with bit-identical training."""
+        n = _c_string(name, "name")
+        p = _c_path(path)
+        with self._call as h:
+            check(_lib.peftkit_checkpoint_save(h, n, p))
+
+    def load_checkpoint(self, path: PathLike) -> str:
+        """Attaches the adapter of a checkpoint folder with its optimiser state; returns its name."""
+        p = _c_path(path)
+        buf = (c_char * _NAME_CAP)()
+        with self._call as h:
+            check(_lib.peftkit_checkpoint_load(h, p, buf, _NAME_CAP))
+        return buf.value.decode("utf-8", "surrogateescape")
+
     # ------------------------------------------------------------------------------------------------
     # Training and evaluation
     # ------------------------------------------------------------------------------------------------
@@ -409,11 +469,14 @@ class Model:
             self.last_train_result = result
         return result.loss
 
-    def forward(self, input_ids: TokenArray, *, out: np.ndarray | None = None) -> np.ndarray:
+    def forward(self, input_ids: TokenArray, *, out: np.ndarray | None = None,
+                adapters: Iterable[str | None] | None = None) -> np.ndarray:
         """The logits of a forward pass with the active adapter (or the base model); nothing changes.
 
         Args:
             input_ids: token ids, ``[batch, seq_len]`` or ``[seq_len]`` (batch 1).
+            adapters: optional, one adapter name (or None = base model) per batch row: row b runs with
+                adapters[b], as it would alone (mixed-task batches). The active adapter is unchanged.
             out: optional C-contiguous float32 array to write into (its first batch*seq_len*vocab
                 elements); saves an allocation per call.
 
@@ -435,9 +498,18 @@ class Model:
                     or not out.flags.writeable:
                 raise InvalidArgumentError("out must be a writeable, C-contiguous float32 numpy array")
             logits = out
-        with self._call as h:
-            check(_lib.peftkit_forward(h, address(ids), None, b, t, address(logits), logits.size,
-                                       None, None))
+        if adapters is not None:
+            names = [None if a is None else _c_string(a, "adapters[]") for a in adapters]
+            if len(names) != b:
+                raise InvalidArgumentError(f"adapters has {len(names)} entries for a batch of {b}")
+            arr = (ctypes.c_char_p * b)(*names)
+            with self._call as h:
+                check(_lib.peftkit_forward_mixed(h, address(ids), None, arr, b, t, address(logits), logits.size,
+                                                 None, None))
+        else:
+            with self._call as h:
+                check(_lib.peftkit_forward(h, address(ids), None, b, t, address(logits), logits.size,
+                                           None, None))
         if out is None or out.shape == (b, t, v):
             return logits
         return out.reshape(-1)[: b * t * v].reshape(b, t, v)
@@ -498,17 +570,8 @@ class Model:
             raise InvalidArgumentError(f"prompt_ids must be 1-D [n] or [1, n], got shape {prompt.shape}")
         if prompt.shape[0] > INT32_MAX:
             raise InvalidArgumentError("prompt_ids is longer than the int32 range")
-        n_new = _int(max_new_tokens, "max_new_tokens")
-        stops = int32_array(stop, "stop")
-        g = _capi.new_struct(_capi.GenerateConfigStruct)
-        g.max_new_tokens = n_new
-        g.temperature = _float(temperature, "temperature")
-        g.top_k = _int(top_k, "top_k")
-        g.top_p = _float(top_p, "top_p")
-        g.seed = _int(seed, "seed", 0, UINT64_MAX)
-        g.n_stop_tokens = 0 if stops is None else len(stops)
-        g.stop_tokens = None if stops is None or len(stops) == 0 else stops.ctypes.data_as(
-            ctypes.POINTER(c_int32))
+        g, stops = _generate_struct(max_new_tokens, temperature, top_k, top_p, seed, stop)
+        n_new = g.max_new_tokens
         out = np.empty(max(n_new, 0), dtype=np.int32)
         n_out = c_int32()
 
@@ -550,6 +613,219 @@ class Model:
         if interrupted:
             raise KeyboardInterrupt
         return out[: n_out.value]
+
+    def generate_mixed(self, prompts: Iterable[TokenArray], adapters: Iterable[str | None], *,
+                       max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                       seed: int = 0, stop: int | Iterable[int] | None = None) -> list[np.ndarray]:
+        """Generates for several prompts, prompt i with adapter ``adapters[i]`` (None = the base model);
+        each result equals :meth:`generate` for that prompt alone with that adapter active. Options as
+        :meth:`generate`. Returns one int32 array of new tokens per prompt."""
+        rows = []
+        for i, p in enumerate(prompts):
+            a = int32_tokens(p, f"prompts[{i}]").reshape(-1)
+            if a.size == 0:
+                raise InvalidArgumentError(f"prompts[{i}] is empty")
+            rows.append(np.ascontiguousarray(a))
+        names = [None if a is None else _c_string(a, "adapters[]") for a in adapters]
+        if len(names) != len(rows) or not rows:
+            raise InvalidArgumentError(f"{len(names)} adapter choices for {len(rows)} prompts (need >= 1 each)")
+        g, stops = _generate_struct(max_new_tokens, temperature, top_k, top_p, seed, stop)
+        b, n_new = len(rows), max(g.max_new_tokens, 0)
+        ptrs = (ctypes.POINTER(c_int32) * b)(*[r.ctypes.data_as(ctypes.POINTER(c_int32)) for r in rows])
+        lens = (c_int32 * b)(*[r.size for r in rows])
+        arr = (ctypes.c_char_p * b)(*names)
+        out = np.empty(max(b * n_new, 1), dtype=np.int32)
+        n_out = (c_int32 * b)()
+        with self._call as h:
+            check(_lib.peftkit_generate_mixed(h, ptrs, lens, arr, b, byref(g), address(out), out.size, n_out))
+        return [out[i * n_new: i * n_new + n_out[i]].copy() for i in range(b)]
+
+
+    # ------------------------------------------------------------------------------------------------
+    # Tokenization
+    # ------------------------------------------------------------------------------------------------
+
+    def _tokenizer_info(self) -> _capi.TokenizerInfoStruct:
+        info = _capi.TokenizerInfoStruct()
+        info.struct_size = ctypes.sizeof(info)
+        with self._call as h:
+            check(_lib.peftkit_tokenizer_get_info(h, byref(info)))
+        return info
+
+    @property
+    def has_tokenizer(self) -> bool:
+        """True when the model carries a tokenizer (read by :meth:`load` from a GGUF file's metadata or a
+        folder's ``tokenizer.json``, or attached with :meth:`load_tokenizer`)."""
+        return bool(self._tokenizer_info().has_tokenizer)
+
+    @property
+    def has_chat_template(self) -> bool:
+        """True when :meth:`apply_chat_template` can be used."""
+        return bool(self._tokenizer_info().has_chat_template)
+
+    @property
+    def bos_token_id(self) -> int | None:
+        """The beginning-of-sequence token id, or None."""
+        v = self._tokenizer_info().bos_id
+        return None if v < 0 else v
+
+    @property
+    def eos_token_id(self) -> int | None:
+        """The end-of-sequence token id, or None."""
+        v = self._tokenizer_info().eos_id
+        return None if v < 0 else v
+
+    @property
+    def eot_token_id(self) -> int | None:
+        """The token that ends a chat turn (ChatML ``<|im_end|>``), or None."""
+        v = self._tokenizer_info().eot_id
+        return None if v < 0 else v
+
+    @property
+    def adds_bos(self) -> bool:
+        """True when :meth:`tokenize` with ``add_special=True`` puts the BOS token first."""
+        return bool(self._tokenizer_info().adds_bos)
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """The ids a chat reply should stop on (EOS and end of turn, without duplicates), for
+        ``generate(..., stop=model.stop_token_ids)``. Empty without a tokenizer."""
+        info = self._tokenizer_info()
+        out: list[int] = []
+        for v in (info.eos_id, info.eot_id):
+            if v >= 0 and v not in out:
+                out.append(v)
+        return out
+
+    @property
+    def tokenizer_issue(self) -> str | None:
+        """Why the model has no tokenizer or chat template although its files carry one (e.g. a
+        SentencePiece vocabulary, or a template outside the Jinja subset PEFTKit renders), or None."""
+        with self._call as h:
+            text = self._read_name(lambda buf, cap, n: _lib.peftkit_tokenizer_issue(h, buf, cap, n))
+        return text or None
+
+    def load_tokenizer(self, path: PathLike) -> None:
+        """Reads a tokenizer and chat template from `path` (a ``.gguf`` file, a ``tokenizer.json`` file,
+        or a model folder) and attaches them, replacing the model's.
+
+        Raises:
+            NotFoundError: `path` holds no tokenizer.
+            FormatError: the files are malformed, or the tokenizer's ids exceed the model's vocabulary.
+            UnsupportedError: a tokenizer type PEFTKit does not implement (only byte-level BPE).
+            PeftKitIOError: `path` cannot be read.
+        """
+        with self._call as h:
+            check(_lib.peftkit_tokenizer_load(h, _c_path(path)))
+
+    @staticmethod
+    def _grow(call: Callable[[Any, int, Any], int], make: Callable[[int], Any], guess: int) -> tuple[Any, int]:
+        """Runs a two-call output function `(buf, cap, n_out)`: with a buffer of `guess` elements, then,
+        if the library says it needs more, with one of the size it reported."""
+        n = c_size_t()
+        cap = max(guess, 1)
+        for _ in range(3):
+            buf = make(cap)
+            status = call(buf, cap, byref(n))
+            if status == _capi.PEFTKIT_ERR_BUFFER_TOO_SMALL and n.value + 1 > cap:
+                cap = n.value + 1
+                continue
+            check(status)
+            return buf, n.value
+        raise error_for(_capi.PEFTKIT_ERR_INTERNAL, "output size changed between two calls")
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> np.ndarray:
+        """The token ids of `text`, as a 1-D int32 array.
+
+        Args:
+            text: the text (a str, or UTF-8 bytes).
+            add_special: add the tokens the tokenizer puts around a text (the BOS token when
+                :attr:`adds_bos`), as transformers' ``add_special_tokens``.
+            parse_special: special tokens written in the text (``"<|im_start|>"``) become their ids;
+                when False they are tokenized as plain text.
+
+        Raises:
+            StateError: the model has no tokenizer.
+            InvalidArgumentError: `text` is not valid UTF-8 (lone surrogates).
+        """
+        if isinstance(text, str):
+            b = text.encode("utf-8", "surrogatepass")
+        elif isinstance(text, bytes):
+            b = text
+        else:
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        add, parse = int(bool(add_special)), int(bool(parse_special))
+        with self._call as h:
+            ids, n = self._grow(
+                lambda buf, cap, n_out: _lib.peftkit_tokenize(h, b, len(b), add, parse, address(buf), cap, n_out),
+                lambda cap: np.empty(cap, dtype=np.int32), len(b) + 8)
+        return ids[:n].copy()
+
+    def detokenize(self, ids: TokenArray, *, skip_special: bool = False) -> str:
+        """The text of token ids (1-D). Invalid UTF-8 (a character cut off at the end) becomes U+FFFD.
+
+        Args:
+            skip_special: leave special tokens (BOS, EOS, ``<|im_end|>``...) out of the text.
+
+        Raises:
+            StateError: the model has no tokenizer.
+            InvalidArgumentError: an id outside the tokenizer's vocabulary.
+        """
+        arr = int32_tokens(ids, "ids")
+        if arr.ndim != 1:
+            raise InvalidArgumentError(f"ids must be 1-D, got shape {arr.shape}")
+        skip = int(bool(skip_special))
+        with self._call as h:
+            buf, n = self._grow(
+                lambda b, cap, n_out: _lib.peftkit_detokenize(h, address(arr), arr.shape[0], skip, b, cap, n_out),
+                lambda cap: (c_char * cap)(), 4 * arr.shape[0] + 16)
+        return buf.raw[:n].decode("utf-8")
+
+    def apply_chat_template(self, messages: Iterable[Mapping[str, str]], *,
+                            add_generation_prompt: bool = True) -> str:
+        """Renders a conversation with the model's chat template, as transformers'
+        ``apply_chat_template(messages, tokenize=False)``. Tokenize the result with
+        ``tokenize(text, add_special=model.adds_bos)``.
+
+        Args:
+            messages: dicts with ``"role"`` and ``"content"`` strings.
+            add_generation_prompt: end with the opening of an assistant turn.
+
+        Raises:
+            StateError: the model has no chat template.
+        """
+        roles: list[bytes] = []
+        contents: list[bytes] = []
+        for i, m in enumerate(messages):
+            if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
+                raise InvalidArgumentError(f"messages[{i}] must be a mapping with 'role' and 'content'")
+            roles.append(_c_string(m["role"], f"messages[{i}]['role']"))
+            contents.append(_c_string(m["content"], f"messages[{i}]['content']"))
+        n = len(roles)
+        role_arr = (ctypes.c_char_p * max(n, 1))(*roles)
+        content_arr = (ctypes.c_char_p * max(n, 1))(*contents)
+        gen = int(bool(add_generation_prompt))
+        guess = sum(len(r) + len(c) for r, c in zip(roles, contents)) + 32 * n + 256
+        with self._call as h:
+            buf, length = self._grow(
+                lambda b, cap, n_out: _lib.peftkit_chat_template_apply(h, role_arr, content_arr, n, gen, b, cap, n_out),
+                lambda cap: (c_char * cap)(), guess)
+        return buf.raw[:length].decode("utf-8")
+
+
+def _generate_struct(max_new_tokens: Any, temperature: Any, top_k: Any, top_p: Any, seed: Any,
+                     stop: Any) -> tuple[_capi.GenerateConfigStruct, np.ndarray | None]:
+    """The C generate config, and the stop-token array it points into (keep it alive during the call)."""
+    stops = int32_array(stop, "stop")
+    g = _capi.new_struct(_capi.GenerateConfigStruct)
+    g.max_new_tokens = _int(max_new_tokens, "max_new_tokens")
+    g.temperature = _float(temperature, "temperature")
+    g.top_k = _int(top_k, "top_k")
+    g.top_p = _float(top_p, "top_p")
+    g.seed = _int(seed, "seed", 0, UINT64_MAX)
+    g.n_stop_tokens = 0 if stops is None else len(stops)
+    g.stop_tokens = None if stops is None or len(stops) == 0 else stops.ctypes.data_as(ctypes.POINTER(c_int32))
+    return g, stops
 
 
 def set_num_threads(n: int) -> None:

@@ -1,0 +1,135 @@
+import ArgumentParser
+import PEFTKit
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `peftkit train`: tune an adapter on a JSONL file and save it.
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train an adapter on a JSONL file and save it (with loss.svg) to --out.",
+        discussion: """
+            Each line of --data is one record: {"prompt": ..., "response": ...} (optionally "system"), \
+            {"messages": [{"role": ..., "content": ...}, ...]} or {"text": ...}. Chat records go through the \
+            model's chat template and only assistant tokens count towards the loss; text records count every \
+            token. Rows are cut or padded to --seq-len (or the longest record, if shorter).
+            """)
+
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var adapter: AdapterOptions
+    @Option(help: "Training data (JSONL).") var data: String
+    @Option(help: "Where to save the adapter (created if missing).") var out: String
+    @Option(help: "Adapter name.") var name = "default"
+    @Option(help: "Optimiser steps (overrides --epochs).") var steps: Int?
+    @Option(help: "Passes over the data when --steps is not given.") var epochs = 1
+    @Option(help: "Rows per step.") var batch = 4
+    @Option(help: "Tokens per row: longer records are cut, shorter ones padded.") var seqLen = 256
+    @Option(help: "Peak learning rate.") var lr: Float = 2e-4
+    @Option(help: "Learning-rate schedule: constant, linear, cosine.") var schedule: LRSchedule = .cosine
+    @Option(help: "Warm-up steps.") var warmup = 0
+    @Option(help: "AdamW weight decay.") var weightDecay: Float = 0
+    @Option(help: "Clip the gradient norm to this (0 = off).") var clip: Float = 1
+    @Option(help: "Rows per micro-batch for gradient accumulation (0 = whole batch).") var microBatch = 0
+    @Option(help: "Seed for data order and adapter initialisation.") var seed: UInt64 = 0
+
+    func validate() throws {
+        guard batch > 0 else { throw ValidationError("--batch must be positive") }
+        guard seqLen > 1 else { throw ValidationError("--seq-len must be at least 2") }
+        guard epochs > 0 else { throw ValidationError("--epochs must be positive") }
+        if let s = steps, s <= 0 { throw ValidationError("--steps must be positive") }
+    }
+
+    func run() throws {
+        let lm = try LoadedModel.load(modelOptions)
+        let m = lm.model
+        print("model \(lm.path): \(m.config.architecture), \(countString(m.config.parameterCount)) parameters, loaded in \(fmt(lm.loadSeconds, 1)) s")
+        let examples = try loadExamples(data, lm.encoder)
+        let n = steps ?? BatchOrder.steps(count: examples.count, batch: batch, epochs: epochs)
+        guard n > 0 else { throw CLIError("--steps/--epochs give no steps") }
+        let cfg = try adapter.config(model: m.config, seed: seed, tokenizer: m.tokenizer)
+        try m.attachAdapter(name: name, config: cfg)
+        try m.setActiveAdapter(name)
+        print("adapter '\(name)' (\(cfg.method.rawValue)): \(countString(try m.adapterParameterCount(name: name))) trainable parameters")
+        var tc = TrainConfig()
+        tc.learningRate = lr; tc.schedule = schedule; tc.warmupSteps = warmup; tc.totalSteps = n
+        tc.weightDecay = weightDecay; tc.maxGradNorm = clip; tc.microBatchSize = microBatch
+        let run = try trainAdapter(lm, examples: examples, steps: n, batch: batch, seqLen: seqLen, config: tc, seed: seed)
+        try m.saveAdapter(name: name, to: out)
+        let plot = out + "/loss.svg"
+        try writeFileAtomically(path: plot, bytes: Array(lossPlotSVG(run.losses, title: "\(cfg.method.rawValue) on \(adapterNameHint(data)): loss per step").utf8))
+        print("saved \(out) (\(byteString(diskBytes(out)))), loss plot \(plot)")
+    }
+}
+
+/// Reads a JSONL file and tokenizes every record; reports how many there are.
+func loadExamples(_ path: String, _ encoder: DatasetEncoder) throws -> [DatasetExample] {
+    let records = try JSONLDataset.read(path: path)
+    var out: [DatasetExample] = []
+    out.reserveCapacity(records.count)
+    for (i, r) in records.enumerated() {
+        do { out.append(try encoder.encode(r)) } catch let e as PEFTKitError {
+            throw CLIError("'\(path)' record \(i + 1): \(e.message)")
+        }
+    }
+    return out
+}
+
+/// The row length to use: the requested one, or the longest example when that is shorter.
+func effectiveSeqLen(_ examples: [DatasetExample], requested: Int) -> Int {
+    max(2, min(requested, examples.map(\.inputIDs.count).max() ?? requested))
+}
+
+struct TrainRun {
+    var losses: [Float] = []
+    var seconds: Double = 0
+    var tokens = 0
+}
+
+/// Trains the active adapter for `steps` steps on batches drawn in a seeded order, with a progress line.
+func trainAdapter(_ lm: LoadedModel, examples: [DatasetExample], steps: Int, batch: Int, seqLen: Int,
+                  config: TrainConfig, seed: UInt64) throws -> TrainRun {
+    let T = effectiveSeqLen(examples, requested: min(seqLen, lm.model.config.maxPositions))
+    let cut = examples.filter { $0.inputIDs.count > T }.count
+    let pad = lm.tokenizer.eosID ?? 0
+    print("data: \(examples.count) records, \(steps) steps of \(batch) × \(T) tokens"
+          + (cut > 0 ? ", \(cut) records cut to \(T) tokens" : ""))
+    var order = try BatchOrder(count: examples.count, batch: batch, seed: seed)
+    var progress = ProgressLine(total: steps)
+    var run = TrainRun()
+    for s in 1...steps {
+        let b = try TokenBatch(order.nextBatch().map { examples[$0] }, seqLen: T, padID: pad)
+        let r = try lm.model.trainStep(inputIDs: b.inputIDs, labels: b.labels, batch: batch, seqLen: T, config: config)
+        run.losses.append(r.loss)
+        run.tokens += batch * T
+        progress.update(step: s, loss: r.loss, tokens: batch * T)
+    }
+    run.seconds = progress.elapsed
+    let first = run.losses.first ?? 0, last = run.losses.last ?? 0
+    print("trained \(steps) steps in \(fmt(run.seconds, 1)) s (\(fmt(Double(run.tokens) / max(run.seconds, 1e-9), 0)) tok/s): loss \(fmt(Double(first), 3)) -> \(fmt(Double(last), 3))")
+    return run
+}
+
+/// Mean loss over every trained token of `examples` with the active adapter, and the token count.
+func evaluateLoss(_ lm: LoadedModel, examples: [DatasetExample], batch: Int, seqLen: Int) throws -> (loss: Double, tokens: Int) {
+    guard batch > 0 else { throw CLIError("--batch must be positive") }
+    let T = effectiveSeqLen(examples, requested: min(seqLen, lm.model.config.maxPositions))
+    let pad = lm.tokenizer.eosID ?? 0
+    var sum = 0.0
+    var tokens = 0
+    var i = 0
+    while i < examples.count {
+        let rows = Array(examples[i..<min(examples.count, i + batch)])
+        let b = try TokenBatch(rows, seqLen: T, padID: pad)
+        let r = try b.inputIDs.withUnsafeBufferPointer { ids in
+            try b.labels.withUnsafeBufferPointer { lb in
+                try lm.model.forward(inputIDs: ids, labels: lb, batch: rows.count, seqLen: T)
+            }
+        }
+        sum += Double(r.loss) * Double(r.tokens)
+        tokens += r.tokens
+        i += batch
+    }
+    return (tokens > 0 ? sum / Double(tokens) : 0, tokens)
+}
+
+extension LRSchedule: ExpressibleByArgument {}

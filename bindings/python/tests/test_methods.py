@@ -1,0 +1,159 @@
+"""The adapter methods through Python: config classes, parameter counts, Hugging Face PEFT files
+(Tests/Fixtures/peft, written by scripts/make_peft_fixtures.py with peft 0.18.1) and save/load."""
+
+import json
+
+import numpy as np
+import peftkit
+import pytest
+from conftest import FIXTURES
+from safetensors_np import read_safetensors
+from test_parity import ADAMW, assert_close
+
+PEFT = FIXTURES / "peft"
+CASES = [(a, k) for a in ("gpt2", "llama") for k in ("lora", "rslora", "ia3", "prefix", "prompt")]
+
+
+def tiny(arch="gpt2"):
+    return peftkit.Model.create({"architecture": arch, "num_kv_heads": 2 if arch == "llama" else None}, seed=3)
+
+
+@pytest.mark.parametrize(
+    "config, count",
+    [
+        # tiny GPT-2: hidden 64, 2 layers, 4 heads; c_attn is 64 -> 192, c_fc 64 -> 256.
+        (peftkit.LoRAConfig(rank=8), 2 * 8 * (64 + 192)),
+        (peftkit.LoRAConfig(rank=4, target_modules="c_attn,c_fc", layers=[1]), 4 * (64 + 192) + 4 * (64 + 256)),
+        (peftkit.IA3Config(), 2 * (192 + 256)),
+        (peftkit.PrefixConfig(num_virtual_tokens=5), 5 * 2 * 2 * 64),
+        (peftkit.PrefixConfig(num_virtual_tokens=5, prefix_projection=True, projection_hidden=16),
+         5 * 64 + (16 * 64 + 16) + (2 * 2 * 64 * 16 + 2 * 2 * 64)),
+        (peftkit.PromptConfig(num_virtual_tokens=7), 7 * 64),
+    ],
+    ids=lambda v: type(v).__name__ if not isinstance(v, int) else str(v),
+)
+def test_config_classes_attach_with_peft_parameter_counts(config, count):
+    with tiny() as m:
+        m.attach_adapter("a", config)
+        assert m.adapter_num_params("a") == count
+        # The same through method= and keyword options.
+        fields = {k: v for k, v in config.__dict__.items()}
+        m.attach_adapter("b", method=config.method, **fields)
+        assert m.adapter_num_params("b") == count
+
+
+def test_method_names_and_bad_options():
+    assert set(peftkit.ADAPTER_METHODS) == {"bottleneck", "lora", "ia3", "prefix", "prompt"}
+    assert peftkit.LoRAConfig(target_modules=["q_proj", " v_proj"]).target_modules == ("q_proj", "v_proj")
+    with pytest.raises(peftkit.InvalidArgumentError):
+        peftkit.LoRAConfig(target_modules=["a,b"])
+    with tiny() as m:
+        for bad in (peftkit.LoRAConfig(rank=0), peftkit.LoRAConfig(dropout=1.0), peftkit.LoRAConfig(alpha=float("nan")),
+                    peftkit.LoRAConfig(target_modules="q_proj"), peftkit.IA3Config(layers=[5]),
+                    peftkit.PrefixConfig(num_virtual_tokens=0), peftkit.PromptConfig(init_tokens=[10**6])):
+            with pytest.raises(peftkit.InvalidArgumentError):
+                m.attach_adapter("x", bad)
+            assert m.adapters == []
+
+
+@pytest.mark.parametrize("arch, kind", CASES)
+def test_peft_folders_load_with_peft_logits_and_train_like_peft(arch, kind):
+    r = read_safetensors(PEFT / arch / kind / "reference.safetensors")
+    ids, labels = r["input_ids"], r["labels"]
+    with peftkit.Model.load(FIXTURES / arch / "model") as m:
+        assert m.load_adapter(PEFT / arch / kind / "adapter") == "default"
+        m.set_active_adapter("default")
+        want = r["logits"][:, 5:] if kind == "prompt" else r["logits"]
+        assert_close(f"{arch}/{kind} logits", m.forward(ids), want, 1e-5)
+        losses = [m.train_step(ids, labels, **ADAMW) for _ in range(10)]
+        assert_close(f"{arch}/{kind} AdamW losses", losses, r["adam_losses"], 1e-5)
+
+
+@pytest.mark.parametrize("arch, kind", CASES)
+def test_saved_folders_are_peft_files(arch, kind, tmp_path):
+    with peftkit.Model.load(FIXTURES / arch / "model") as m:
+        m.load_adapter(PEFT / arch / kind / "adapter", name="x")
+        m.set_active_adapter("x")
+        m.train_step(r := read_safetensors(PEFT / arch / kind / "reference.safetensors")["input_ids"], learning_rate=1e-2)
+        before = m.forward(r)
+        m.save_adapter("x", tmp_path / "out")
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+        cfg = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+        theirs = json.loads((PEFT / arch / kind / "adapter" / "adapter_config.json").read_text())
+        assert cfg["peft_type"] == theirs["peft_type"] and cfg["task_type"] == "CAUSAL_LM"
+        for key in ("r", "lora_alpha", "use_rslora", "fan_in_fan_out", "layers_to_transform", "num_virtual_tokens",
+                    "token_dim", "num_attention_heads", "num_layers"):
+            assert cfg.get(key) == theirs.get(key), key
+        for key in ("target_modules", "feedforward_modules"):
+            assert set(cfg.get(key) or []) == set(theirs.get(key) or []), key
+        mine = read_safetensors(tmp_path / "out" / "adapter_model.safetensors")
+        peft_file = read_safetensors(PEFT / arch / kind / "adapter" / "adapter_model.safetensors")
+        assert {k: v.shape for k, v in mine.items()} == {k: v.shape for k, v in peft_file.items()}
+        assert any(not np.array_equal(mine[k], peft_file[k]) for k in mine), "training changed the weights"
+        m.load_adapter(tmp_path / "out", name="y")
+        m.set_active_adapter("y")
+        np.testing.assert_array_equal(m.forward(r), before)
+
+
+def test_peft_options_peftkit_lacks_are_refused(tmp_path):
+    src = PEFT / "gpt2" / "lora" / "adapter"
+    cfg = json.loads((src / "adapter_config.json").read_text())
+    cfg["use_dora"] = True
+    (tmp_path / "adapter_config.json").write_text(json.dumps(cfg))
+    (tmp_path / "adapter_model.safetensors").write_bytes((src / "adapter_model.safetensors").read_bytes())
+    with peftkit.Model.load(FIXTURES / "gpt2" / "model") as m:
+        with pytest.raises(peftkit.UnsupportedError, match="DoRA"):
+            m.load_adapter(tmp_path)
+        assert m.adapters == []
+
+
+def test_merge_mixed_batches_and_checkpoints(tmp_path):
+    r = read_safetensors(PEFT / "llama" / "lora" / "reference.safetensors")
+    ids = r["input_ids"]
+    with peftkit.Model.load(FIXTURES / "llama" / "model") as m:
+        m.load_adapter(PEFT / "llama" / "lora" / "adapter", name="lora")
+        m.load_adapter(PEFT / "llama" / "prompt" / "adapter", name="prompt")
+        assert m.adapter_method("lora") == peftkit.Method.LORA and m.adapter_method("prompt") == peftkit.Method.PROMPT
+        base = m.forward(ids)
+        mixed = m.forward(ids, adapters=["lora", None])
+        assert_close("mixed row 0 = lora", mixed[0], r["logits"][0], 1e-5)
+        np.testing.assert_array_equal(mixed[1], base[1])
+        with pytest.raises(peftkit.InvalidArgumentError):
+            m.forward(ids, adapters=["lora"])
+        with pytest.raises(peftkit.NotFoundError):
+            m.forward(ids, adapters=["lora", "nope"])
+        m.merge_adapter("lora")
+        assert_close("merged base", m.forward(ids), r["merged_logits"], 1e-5)
+        with pytest.raises(peftkit.UnsupportedError):
+            m.merge_adapter("prompt")
+        m.unmerge_adapter("lora")
+        np.testing.assert_array_equal(m.forward(ids), base)
+        # A checkpoint resumes training bit for bit.
+        m.set_active_adapter("prompt")
+        m.train_step(ids, learning_rate=1e-2)
+        m.save_checkpoint("prompt", tmp_path / "ckpt")
+        losses = [m.train_step(ids, learning_rate=1e-2) for _ in range(3)]
+    with peftkit.Model.load(FIXTURES / "llama" / "model") as m2:
+        assert m2.load_checkpoint(tmp_path / "ckpt") == "prompt"
+        m2.set_active_adapter("prompt")
+        assert [m2.train_step(ids, learning_rate=1e-2) for _ in range(3)] == losses
+
+
+def test_generate_mixed_rows_equal_each_prompt_alone():
+    with peftkit.Model.load(FIXTURES / "gpt2" / "model") as m:
+        m.load_adapter(PEFT / "gpt2" / "lora" / "adapter", name="lora")
+        m.load_adapter(PEFT / "gpt2" / "prefix" / "adapter", name="prefix")
+        prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
+        choice = ["lora", None, "prefix"]
+        outs = m.generate_mixed(prompts, choice, max_new_tokens=6, temperature=0.8, seed=5)
+        assert m.active_adapter is None
+        for p, a, o in zip(prompts, choice, outs):
+            m.set_active_adapter(a)
+            np.testing.assert_array_equal(o, m.generate(p, max_new_tokens=6, temperature=0.8, seed=5))
+        m.set_active_adapter(None)
+        with pytest.raises(peftkit.NotFoundError):
+            m.generate_mixed(prompts, ["lora", None, "nope"])
+        with pytest.raises(peftkit.InvalidArgumentError):
+            m.generate_mixed(prompts, ["lora"])
+        with pytest.raises(peftkit.InvalidArgumentError):
+            m.generate_mixed([[1], [10**6]], [None, None])
