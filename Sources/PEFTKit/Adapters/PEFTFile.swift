@@ -295,15 +295,22 @@ extension Engine {
             (p + e.offset).update(from: t.data, count: t.count)
             used.insert(e.key)
         }
-        let extra = st.names.filter { !used.contains($0) && !foreign($0) }
+        return try attachLoaded(adapter, name: newName, file: st, used: used.union(st.names.filter(foreign)), path: weightsPath)
+    }
+
+    /// The last steps of every adapter loader: the file holds no tensor the adapter left unused (`used`), every
+    /// weight is finite, then the adapter is attached under `name`.
+    func attachLoaded(_ adapter: Adapter, name: String, file st: SafeTensorsFile, used: Set<String>, path: String) throws -> String {
+        let extra = st.names.filter { !used.contains($0) }
         guard extra.isEmpty else {
-            throw PEFTKitError.format("'\(weightsPath)' has tensors this adapter does not use: \(extra.prefix(3))")
+            throw PEFTKitError.format("'\(path)' has tensors this adapter does not use: \(extra.prefix(3))")
         }
+        let p = adapter.params.floats
         for i in 0..<adapter.parameterCount where !p[i].isFinite {
-            throw PEFTKitError.numerical("adapter file '\(weightsPath)' holds a non-finite weight")
+            throw PEFTKitError.numerical("adapter file '\(path)' holds a non-finite weight")
         }
-        adapters.append(try AdapterSlot(name: newName, adapter: adapter))
-        return newName
+        adapters.append(try AdapterSlot(name: name, adapter: adapter))
+        return name
     }
 
     /// The (site, layer) product a PEFT target spec selects, matched as PEFT matches module names: a list

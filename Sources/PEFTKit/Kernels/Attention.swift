@@ -55,17 +55,7 @@ func attentionForward(out: StridedRows, probs: UnsafeMutablePointer<Float>, q: S
                     let row = pp + i * tk
                     var mx = -Float.infinity
                     for j in 0..<valid { mx = max(mx, row[j]) }
-                    var sum: Float = 0
-                    for j in 0..<valid {
-                        let e = expf(row[j] - mx)
-                        row[j] = e
-                        sum += e
-                    }
-                    let inv = 1 / sum
-                    for j in 0..<valid { row[j] *= inv }
-                    if valid < tk {
-                        (row + valid).update(repeating: 0, count: tk - valid)
-                    }
+                    softmaxRow(row, valid: valid, width: tk, max: mx)
                 }
                 let vp = v.ptr + b * v.batchStride + kvh * D
                 let op = out.ptr + b * out.batchStride + h * D
@@ -119,15 +109,7 @@ func attentionForwardOneQuery(out: StridedRows, probs: UnsafeMutablePointer<Floa
                 row[j] = sc
                 mx = max(mx, sc)
             }
-            var sum: Float = 0
-            for j in 0..<valid {
-                let e = expf(row[j] - mx)
-                row[j] = e
-                sum += e
-            }
-            let inv = 1 / sum
-            for j in 0..<valid { row[j] *= inv }
-            if valid < tk { (row + valid).update(repeating: 0, count: tk - valid) }
+            softmaxRow(row, valid: valid, width: tk, max: mx)
             let op = out.ptr + b * out.batchStride + h * D
             var d = 0
             while d < D {
@@ -189,4 +171,19 @@ func attentionBackward(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs
             }
         }
     }
+}
+
+/// Softmax of the first `valid` scores of a row of `width` (their maximum is `mx`), in place; the masked rest
+/// of the row becomes 0.
+@inline(__always)
+func softmaxRow(_ row: UnsafeMutablePointer<Float>, valid: Int, width: Int, max mx: Float) {
+    var sum: Float = 0
+    for j in 0..<valid {
+        let e = expf(row[j] - mx)
+        row[j] = e
+        sum += e
+    }
+    let inv = 1 / sum
+    for j in 0..<valid { row[j] *= inv }
+    if valid < width { (row + valid).update(repeating: 0, count: width - valid) }
 }

@@ -268,14 +268,6 @@ extension Engine {
             used.insert(key)
             for a in BottleneckAdapter.aliases(n, lnBefore: c.lnBefore) { used.insert(a) }
         }
-        let extra = st.names.filter { !used.contains($0) }
-        guard extra.isEmpty else {
-            throw PEFTKitError.format("'\(directory)/\(Engine.adapterWeightsFile)' has tensors this adapter does not use: \(extra.prefix(3))")
-        }
-        for i in 0..<ad.parameterCount where !p[i].isFinite {
-            throw PEFTKitError.numerical("adapter file '\(directory)' holds a non-finite weight")
-        }
-        adapters.append(try AdapterSlot(name: newName, adapter: ad))
-        return newName
+        return try attachLoaded(ad, name: newName, file: st, used: used, path: directory + "/" + Engine.adapterWeightsFile)
     }
 }
