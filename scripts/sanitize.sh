@@ -46,7 +46,7 @@ valgrind_c() {
         set -- $prog
         echo "--- valgrind $1"
         # definite leaks only: libdispatch's worker threads keep their TLS blocks ("possibly lost") until exit.
-        LD_LIBRARY_PATH="$lib" OPENBLAS_NUM_THREADS=1 valgrind -q --leak-check=full --errors-for-leak-kinds=definite \
+        PEFTKIT_FIXTURES="$PWD/Tests/Fixtures" LD_LIBRARY_PATH="$lib" OPENBLAS_NUM_THREADS=1 valgrind -q --leak-check=full --errors-for-leak-kinds=definite \
             --error-exitcode=99 "bindings/c/build/$1" "${@:2}" > "$scratch/$1.log" 2>&1
         local rc=$?
         tail -1 "$scratch/$1.log"
