@@ -170,19 +170,21 @@ extension String {
     }
 }
 
+/// The config's layer list (nil = every layer), its length and pointer checked.
+private func layerList(_ c: peftkit_adapter_config, model: ModelConfig) throws -> [Int]? {
+    guard c.n_layers >= 0 else { throw ShimError.invalid("n_layers must be >= 0, got \(c.n_layers)") }
+    guard c.n_layers > 0 else { return nil }
+    guard let lp = c.layers else { throw ShimError.invalid("layers is NULL but n_layers is \(c.n_layers)") }
+    guard Int(c.n_layers) <= model.numLayers else {
+        throw ShimError.invalid("n_layers \(c.n_layers) exceeds the model's \(model.numLayers) layers")
+    }
+    return UnsafeBufferPointer(start: lp, count: Int(c.n_layers)).map { Int($0) }
+}
+
 /// Reads and validates a C adapter config of any method.
 func adapterConfig(from p: UnsafePointer<peftkit_adapter_config>?, model: ModelConfig) throws -> AdapterConfig {
     let c = try checkStructSize(p, "config").pointee
-    var layers: [Int]? = nil
-    if c.n_layers < 0 {
-        throw ShimError.invalid("n_layers must be >= 0, got \(c.n_layers)")
-    } else if c.n_layers > 0 {
-        guard let lp = c.layers else { throw ShimError.invalid("layers is NULL but n_layers is \(c.n_layers)") }
-        guard Int(c.n_layers) <= model.numLayers else {
-            throw ShimError.invalid("n_layers \(c.n_layers) exceeds the model's \(model.numLayers) layers")
-        }
-        layers = UnsafeBufferPointer(start: lp, count: Int(c.n_layers)).map { Int($0) }
-    }
+    let layers = try layerList(c, model: model)
     switch c.method {
     case PEFTKIT_METHOD_BOTTLENECK:
         return .bottleneck(try bottleneckConfig(from: p, model: model))
@@ -258,16 +260,7 @@ func bottleneckConfig(from p: UnsafePointer<peftkit_adapter_config>?, model: Mod
     case PEFTKIT_INIT_ZERO_UP: initWeights = .zeroUp
     default: throw ShimError.invalid("init_weights \(c.init_weights) is not a PEFTKIT_INIT_* value")
     }
-    var layers: [Int]? = nil
-    if c.n_layers < 0 {
-        throw ShimError.invalid("n_layers must be >= 0, got \(c.n_layers)")
-    } else if c.n_layers > 0 {
-        guard let lp = c.layers else { throw ShimError.invalid("layers is NULL but n_layers is \(c.n_layers)") }
-        guard Int(c.n_layers) <= model.numLayers else {
-            throw ShimError.invalid("n_layers \(c.n_layers) exceeds the model's \(model.numLayers) layers")
-        }
-        layers = UnsafeBufferPointer(start: lp, count: Int(c.n_layers)).map { Int($0) }
-    }
+    let layers = try layerList(c, model: model)
     let bc = BottleneckConfig(
         preset: preset,
         reductionFactor: c.reduction_factor,
