@@ -47,6 +47,7 @@ let package = Package(
             name: "peftkit-cli",
             dependencies: [
                 "PEFTKit",
+                "COpenBLAS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -267,3 +267,18 @@ func replaceFilesTogether(directory: String, files: [(name: String, write: (Int3
     }
     if exists { removeStagingFolder(staging) }  // now the old folder
 }
+
+/// The names in a directory (without "." and ".."); empty if it cannot be read.
+func listDirectory(_ path: String) -> [String] {
+    guard let d = opendir(path) else { return [] }
+    defer { closedir(d) }
+    var out: [String] = []
+    while let e = readdir(d) {
+        // Read d_name in place up to its NUL: the bytes after it may be uninitialised.
+        let name = withUnsafeMutablePointer(to: &e.pointee.d_name) {
+            $0.withMemoryRebound(to: CChar.self, capacity: MemoryLayout.size(ofValue: e.pointee.d_name)) { String(cString: $0) }
+        }
+        if name != "." && name != ".." { out.append(name) }
+    }
+    return out
+}

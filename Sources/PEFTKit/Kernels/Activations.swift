@@ -2,6 +2,17 @@
 import Glibc
 #endif
 
+/// The non-linearities of the kernels below (and of adapter modules), by their transformers names.
+public enum Activation: String, Sendable, Codable, CaseIterable {
+    case relu
+    /// Exact (erf) GELU, as transformers' `"gelu"`.
+    case gelu
+    /// GELU with the tanh approximation (transformers' `"gelu_new"`).
+    case geluTanh = "gelu_new"
+    /// SiLU, x·sigmoid(x) (AdapterHub's `"swish"`).
+    case swish
+}
+
 // Pointwise non-linearities (adapter activations, MLP activations) and SwiGLU (Llama MLP), forward and
 // backward. Formulas and operation order follow PyTorch's CPU kernels; libm's erff and `vexp` below stand in
 // for torch's vectorised erf / exp, so results agree to about an ulp of the larger terms, not bitwise.

@@ -1,14 +1,3 @@
-/// Non-linearities available inside adapters. Names follow AdapterHub's `non_linearity` strings.
-public enum Activation: String, Sendable, Codable, CaseIterable {
-    case relu
-    /// Exact (erf) GELU, as transformers' `"gelu"`.
-    case gelu
-    /// GELU with the tanh approximation (transformers' `"gelu_new"`).
-    case geluTanh = "gelu_new"
-    /// SiLU, x·sigmoid(x) (AdapterHub's `"swish"`).
-    case swish
-}
-
 /// How adapter weights start.
 public enum AdapterInit: String, Sendable, Codable, CaseIterable {
     /// All linear weights N(0, 0.02), biases 0 (AdapterHub `"bert"`, its default).
