@@ -167,3 +167,21 @@ struct BaseWeights {
         }
     }
 }
+
+extension LinearSite {
+    /// The frozen linear of layer weights `w` at this site.
+    func linear(_ w: LayerWeights) -> Linear? {
+        switch self {
+        case .qkv: return w.qkv
+        case .q: return w.q
+        case .k: return w.k
+        case .v: return w.v
+        case .o: return w.o
+        case .fc: return w.fc
+        case .proj: return w.proj
+        case .gate: return w.gate
+        case .up: return w.up
+        case .down: return w.down
+        }
+    }
+}

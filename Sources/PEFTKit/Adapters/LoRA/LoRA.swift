@@ -108,17 +108,7 @@ final class LoRAAdapter: Adapter {
         }
     }
 
-    static func dims(_ s: LinearSite, _ m: ModelConfig) -> (Int, Int) {
-        let C = m.hiddenSize, I = m.intermediateSize, q = m.numHeads * m.headDim, kv = m.numKVHeads * m.headDim
-        switch s {
-        case .qkv: return (C, 3 * C)
-        case .q: return (C, q)
-        case .k, .v: return (C, kv)
-        case .o: return (q, C)
-        case .fc, .gate, .up: return (C, I)
-        case .proj, .down: return (I, C)
-        }
-    }
+    static func dims(_ s: LinearSite, _ m: ModelConfig) -> (Int, Int) { s.shape(m) }
 
     override var method: AdapterMethod { .lora }
     override var lowestLayer: Int { units.map { $0.layer }.min() ?? 0 }
