@@ -198,7 +198,8 @@ func adapterConfig(from p: UnsafePointer<peftkit_adapter_config>?, model: ModelC
     case PEFTKIT_METHOD_IA3:
         var i = IA3Config()
         i.targets = try readModuleList(c.target_modules, "target_modules")
-        i.feedforward = try readModuleList(c.feedforward_modules, "feedforward_modules")
+        let ff = try readModuleList(c.feedforward_modules, "feedforward_modules")
+        i.feedforward = ff.isEmpty ? nil : ff
         i.layers = layers
         return .ia3(i)
     case PEFTKIT_METHOD_PREFIX:

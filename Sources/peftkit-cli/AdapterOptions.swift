@@ -39,7 +39,8 @@ struct AdapterOptions: ParsableArguments {
         case .ia3:
             var c = IA3Config()
             c.targets = targetList; c.layers = layerList
-            c.feedforward = (feedforward ?? "").split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
+            let ff = (feedforward ?? "").split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
+            c.feedforward = ff.isEmpty ? nil : ff
             return .ia3(c)
         case .bottleneck:
             return .bottleneck(BottleneckConfig(preset: preset.preset, reductionFactor: reductionFactor, layers: layerList, seed: seed))

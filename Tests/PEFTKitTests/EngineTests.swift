@@ -118,7 +118,7 @@ let adapterCases: [AdapterCase] = [
         labels[3] = -100; labels[8] = -100
         var tc = TrainConfig(); tc.learningRate = 0; tc.weightDecay = 0
         _ = try model.trainStep(inputIDs: ids, labels: labels, batch: B, seqLen: T, config: tc)
-        let g = slot.grads.floats
+        let g = slot.opt.grads.floats
         func loss() throws -> Double { Double(try model.forward(inputIDs: ids, labels: labels, batch: B, seqLen: T).result.loss) }
         var idx: [Int] = []
         var r2 = Rng(seed: 5)
@@ -309,7 +309,7 @@ let adapterCases: [AdapterCase] = [
         #expect(throws: PEFTKitError.self) { try model.trainStep(inputIDs: [1, 2, 3, 4], batch: 1, seqLen: 4, config: TrainConfig()) }
         let p1 = Array(UnsafeBufferPointer(start: slot.adapter.params.floats, count: slot.parameterCount))
         #expect(p0.elementsEqual(p1) { $0.bitPattern == $1.bitPattern })
-        #expect(slot.step == 0)
+        #expect(slot.opt.step == 0)
     }
 }
 

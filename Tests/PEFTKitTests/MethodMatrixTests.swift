@@ -62,7 +62,7 @@ private func perturb(_ slot: AdapterSlot, seed: UInt64) {
         labels[0] = -100; labels[8] = -100
         var tc = TrainConfig(); tc.learningRate = 0; tc.weightDecay = 0
         _ = try model.trainStep(inputIDs: ids, labels: labels, batch: B, seqLen: T, config: tc)
-        let g = slot.grads.floats, p = slot.adapter.params.floats
+        let g = slot.opt.grads.floats, p = slot.adapter.params.floats
         func loss() throws -> Double { Double(try model.forward(inputIDs: ids, labels: labels, batch: B, seqLen: T).result.loss) }
         var rng = Rng(seed: 5)
         var maxErr = 0.0, maxG = 0.0

@@ -72,7 +72,7 @@ import Testing
         _ = try m.trainStep(inputIDs: ids, labels: labels, batch: B, seqLen: T, config: probe)
         for e in named {
             let want = try r.f("grad." + e.name)
-            #expect(Parity.close("grad \(e.name)", params(slot.grads.floats, e.name), want, rel: 2e-4))
+            #expect(Parity.close("grad \(e.name)", params(slot.opt.grads.floats, e.name), want, rel: 2e-4))
         }
 
         // Ten AdamW steps from the same start (a fresh copy of the adapter, so the moments start at zero).

@@ -13,7 +13,7 @@ private func snapshot(_ s: AdapterSlot) -> (p: [UInt32], m: [UInt32], v: [UInt32
     let n = s.parameterCount
     func bits(_ p: UnsafeMutablePointer<Float>) -> [UInt32] { (0..<n).map { p[$0].bitPattern } }
     let rng = (s.adapter as? TrainingRandomState).map { Array($0.trainingRng.words) } ?? []
-    return (bits(s.adapter.params.floats), bits(s.m.floats), bits(s.v.floats), s.step, rng)
+    return (bits(s.adapter.params.floats), bits(s.opt.m.floats), bits(s.opt.v.floats), s.opt.step, rng)
 }
 
 private let reliabilityMethods: [(String, AdapterConfig)] = {

@@ -12,17 +12,20 @@ struct PassInfo {
 /// AdamW moments share its layout and "trainable = this block" holds by construction.
 class Adapter {
     let model: ModelConfig
+    /// The configuration the adapter was made from.
+    let adapterConfig: AdapterConfig
     let parameterCount: Int
     let params: Storage
 
-    init(model: ModelConfig, parameterCount: Int) throws {
+    init(model: ModelConfig, config: AdapterConfig, parameterCount: Int) throws {
         self.model = model
+        self.adapterConfig = config
         self.parameterCount = parameterCount
         params = try Storage.allocate(floats: parameterCount)
     }
 
     /// Method name as used in files and the C ABI.
-    var method: AdapterMethod { fatalError("subclass") }
+    var method: AdapterMethod { adapterConfig.method }
 
     /// The lowest layer whose computation depends on a trainable parameter: the backward pass stops there.
     /// -1 means the embeddings (the backward pass runs through every layer).

@@ -27,38 +27,114 @@ import Glibc
 ///
 /// `step` is 1-based (the count after this update). Elementwise, so trivially deterministic.
 func adamwUpdate(_ params: UnsafeMutablePointer<Float>, _ grads: UnsafePointer<Float>,
-                 _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>, _ n: Int,
-                 lr: Double, beta1: Double, beta2: Double, eps: Double, weightDecay: Double, step: Int) {
-    precondition(step >= 1, "adamwUpdate: step is 1-based")
-    // torch skips the decay when wd == 0; multiplying by exactly 1 is the same bits, without a branch.
-    let decay = weightDecay != 0 ? Float(1 - lr * weightDecay) : 1
-    let w = Float(1 - beta1)
-    // lerp: base + coef·(g − m) with (base, coef) = (m, w) when |w| < 0.5, else (g, w − 1).
-    let smallWeight = abs(w) < 0.5
-    let coef = Double(smallWeight ? w : w - 1)
-    let b2 = Float(beta2)
-    let c2 = Float(1 - beta2)
-    let bc1 = 1 - pow(beta1, Double(step))
-    let bc2 = 1 - pow(beta2, Double(step))
-    let negStepSize = Float(-(lr / bc1))
-    let bc2Sqrt = Float(pow(bc2, 0.5))
-    let epsF = Float(eps)
+                 _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>, _ n: Int, _ k: AdamWConstants) {
     parallelFor(n, grain: kernelParallelGrain) { s, e in
         for i in s..<e {
-            let p = params[i] * decay
-            let g = grads[i]
-            let mOld = m[i]
-            let diff = g - mOld
-            // A product of two Floats is exact in Double, so Double(a) + Double(b)·Double(c) rounded to Float
-            // is the fused multiply-add a + b·c (up to rare double-rounding ties).
-            let base = smallWeight ? mOld : g
-            let mNew = Float(Double(base) + coef * Double(diff))
+            let (p, mNew, vNew) = k.element(params[i], grads[i], m[i], v[i])
             m[i] = mNew
-            let vNew = Float(Double(v[i] * b2) + Double(c2 * g) * Double(g))
             v[i] = vNew
-            let denom = vNew.squareRoot() / bc2Sqrt + epsF
-            params[i] = p + (negStepSize * mNew) / denom
+            params[i] = p
         }
+    }
+}
+
+/// Whether `adamwUpdate` with the same arguments would leave every parameter and both moments finite. Read-only,
+/// and the same arithmetic (`AdamWConstants.element`), so its answer is exact for that kernel. Finite gradients
+/// with an extreme learning rate can still push a weight to infinity, and a huge finite gradient can overflow
+/// v: this is what makes "a refused step changes nothing" hold for the update itself.
+func adamwUpdateStaysFinite(_ params: UnsafePointer<Float>, _ grads: UnsafePointer<Float>,
+                            _ m: UnsafePointer<Float>, _ v: UnsafePointer<Float>, _ n: Int, _ k: AdamWConstants) -> Bool {
+    guard k.isFinite else { return false }
+    var bad: UInt32 = 0
+    for i in 0..<max(0, n) {
+        let (p, mNew, vNew) = k.element(params[i], grads[i], m[i], v[i])
+        // The exponent field is all ones exactly for NaN and infinities.
+        bad |= ((p.bitPattern & 0x7F80_0000) &+ 0x0080_0000) >> 31
+        bad |= ((mNew.bitPattern & 0x7F80_0000) &+ 0x0080_0000) >> 31
+        bad |= ((vNew.bitPattern & 0x7F80_0000) &+ 0x0080_0000) >> 31
+    }
+    return bad == 0
+}
+
+/// `adamwUpdate` with its hyper-parameters spelled out; `step` is 1-based.
+func adamwUpdate(_ params: UnsafeMutablePointer<Float>, _ grads: UnsafePointer<Float>,
+                 _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>, _ n: Int,
+                 lr: Double, beta1: Double, beta2: Double, eps: Double, weightDecay: Double, step: Int) {
+    adamwUpdate(params, grads, m, v, n, AdamWConstants(lr: lr, beta1: beta1, beta2: beta2, eps: eps, weightDecay: weightDecay, step: step))
+}
+
+/// `adamwUpdateStaysFinite` with its hyper-parameters spelled out; false for a step below 1.
+func adamwUpdateStaysFinite(_ params: UnsafePointer<Float>, _ grads: UnsafePointer<Float>,
+                            _ m: UnsafePointer<Float>, _ v: UnsafePointer<Float>, _ n: Int,
+                            lr: Double, beta1: Double, beta2: Double, eps: Double, weightDecay: Double, step: Int) -> Bool {
+    guard step >= 1 else { return false }
+    return adamwUpdateStaysFinite(params, grads, m, v, n,
+                                  AdamWConstants(lr: lr, beta1: beta1, beta2: beta2, eps: eps, weightDecay: weightDecay, step: step))
+}
+
+/// The scalars of one AdamW step (see `adamwUpdate`), computed once in Double as torch does.
+struct AdamWConstants {
+    let decay: Float, smallWeight: Bool, coef: Double, b2: Float, c2: Float
+    let negStepSize: Float, bc2Sqrt: Float, epsF: Float
+
+    /// `step` is 1-based (the count after this update).
+    init(lr: Double, beta1: Double, beta2: Double, eps: Double, weightDecay: Double, step: Int) {
+        // torch skips the decay when wd == 0; multiplying by exactly 1 is the same bits, without a branch.
+        decay = weightDecay != 0 ? Float(1 - lr * weightDecay) : 1
+        let w = Float(1 - beta1)
+        // lerp: base + coef·(g − m) with (base, coef) = (m, w) when |w| < 0.5, else (g, w − 1).
+        smallWeight = abs(w) < 0.5
+        coef = Double(smallWeight ? w : w - 1)
+        b2 = Float(beta2)
+        c2 = Float(1 - beta2)
+        let bc1 = 1 - pow(beta1, Double(max(step, 1)))
+        let bc2 = 1 - pow(beta2, Double(max(step, 1)))
+        negStepSize = Float(-(lr / bc1))
+        bc2Sqrt = Float(pow(bc2, 0.5))
+        epsF = Float(eps)
+    }
+
+    var isFinite: Bool { decay.isFinite && negStepSize.isFinite && bc2Sqrt.isFinite && bc2Sqrt > 0 }
+
+    /// New (parameter, m, v) of one element.
+    @inline(__always)
+    func element(_ param: Float, _ g: Float, _ mOld: Float, _ vOld: Float) -> (Float, Float, Float) {
+        let p = param * decay
+        // A product of two Floats is exact in Double, so Double(a) + Double(b)·Double(c) rounded to Float
+        // is the fused multiply-add a + b·c (up to rare double-rounding ties).
+        let base = smallWeight ? mOld : g
+        let mNew = Float(Double(base) + coef * Double(g - mOld))
+        let vNew = Float(Double(vOld * b2) + Double(c2 * g) * Double(g))
+        let denom = vNew.squareRoot() / bc2Sqrt + epsF
+        return (p + (negStepSize * mNew) / denom, mNew, vNew)
+    }
+}
+
+/// Everything AdamW keeps for one block of trainable parameters: gradients and both moments in the block's
+/// layout (so the update is one flat loop), and the step count. Adapters and full fine-tuning use it alike.
+final class OptimizerState {
+    /// The trained parameters (owned by the adapter or the fine-tuned weights).
+    let params: UnsafeMutablePointer<Float>
+    let count: Int
+    let grads: Storage, m: Storage, v: Storage
+    /// Updates taken.
+    var step = 0
+
+    init(params: UnsafeMutablePointer<Float>, count: Int) throws {
+        self.params = params
+        self.count = count
+        grads = try Storage.allocate(floats: count)
+        m = try Storage.allocate(floats: count)
+        v = try Storage.allocate(floats: count)
+    }
+
+    /// One AdamW update from `grads`, or false (and nothing changed) if it would make a value non-finite.
+    func update(lr: Double, beta1: Double, beta2: Double, eps: Double, weightDecay: Double) -> Bool {
+        let k = AdamWConstants(lr: lr, beta1: beta1, beta2: beta2, eps: eps, weightDecay: weightDecay, step: step + 1)
+        guard adamwUpdateStaysFinite(params, grads.floats, m.floats, v.floats, count, k) else { return false }
+        adamwUpdate(params, grads.floats, m.floats, v.floats, count, k)
+        step += 1
+        return true
     }
 }
 

@@ -1,21 +1,15 @@
-/// An attached adapter with its optimiser state. Gradients and AdamW moments share the parameter layout.
+/// An attached adapter with its optimiser state (gradients and AdamW moments share the parameter layout).
 final class AdapterSlot {
     let name: String
     let adapter: Adapter
-    let grads: Storage
-    let m: Storage
-    let v: Storage
-    /// Optimiser steps taken.
-    var step = 0
+    let opt: OptimizerState
     /// True while the adapter is merged into the base weights (its hooks are then off).
     var merged = false
 
     init(name: String, adapter: Adapter) throws {
         self.name = name
         self.adapter = adapter
-        grads = try Storage.allocate(floats: adapter.parameterCount)
-        m = try Storage.allocate(floats: adapter.parameterCount)
-        v = try Storage.allocate(floats: adapter.parameterCount)
+        opt = try OptimizerState(params: adapter.params.floats, count: adapter.parameterCount)
     }
 
     var parameterCount: Int { adapter.parameterCount }
@@ -163,7 +157,7 @@ final class Engine {
         guard !adapters.contains(where: { $0.name == name }) else {
             throw PEFTKitError.state("an adapter named '\(name)' is already attached")
         }
-        adapters.append(try AdapterSlot(name: name, adapter: try makeAdapter(config)))
+        adapters.append(try AdapterSlot(name: name, adapter: try AdapterRegistry.make(config, model: self.config, context: adapterContext())))
     }
 
     func removeAdapter(name: String) throws {

@@ -88,6 +88,27 @@ public final class Model: @unchecked Sendable {
         try exclusiveChangingAdapters { try engine.attachAdapter(name: name, config: config) }
     }
 
+    /// Attaches a new adapter named `name` (not made active) from the JSON text of an `adapter_config.json`: PEFT's
+    /// schema for LoRA, IA3, prefix and prompt tuning (`peft_type` and PEFT's field names, so
+    /// `LoraConfig(...).to_dict()` works), AdapterHub's for bottleneck adapters (a `BnConfig` dict, or a preset name
+    /// such as `{"config": "seq_bn"}`). The same text that `saveAdapter` writes and `loadAdapter` reads. A
+    /// `prompt_tuning_init` of "TEXT" is tokenized with the model's tokenizer. PEFTKit's own key `seed` sets the
+    /// initialisation seed. A key PEFTKit does not implement throws `unsupported` naming it.
+    ///
+    /// ```swift
+    /// try model.attachAdapter(name: "task", configJSON: #"{"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}"#)
+    /// ```
+    public func attachAdapter(name: String, configJSON: String) throws {
+        let tok = text.withLock { $0.tokenizer }
+        let tokenize: (String) throws -> [Int32] = { s in
+            guard let t = tok else {
+                throw PEFTKitError.state("this model has no tokenizer to encode the prompt init text with")
+            }
+            return t.encode(s, addSpecial: false, parseSpecial: false)
+        }
+        try exclusiveChangingAdapters { try engine.attachAdapter(name: name, json: Array(configJSON.utf8), tokenize: tokenize) }
+    }
+
     /// Attaches a new bottleneck adapter named `name` (not made active).
     public func attachAdapter(name: String, config: BottleneckConfig) throws {
         try attachAdapter(name: name, config: .bottleneck(config))

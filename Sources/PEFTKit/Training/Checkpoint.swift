@@ -8,7 +8,8 @@ import Glibc
 //
 // A checkpoint folder holds
 //
-//     checkpoint.json            the manifest: adapter name, method and config, optimiser step, the model's
+//     checkpoint.json            the manifest: adapter name, method, its adapter_config.json object (the method's
+//                                own schema, as saving writes it), optimiser step, the model's
 //                                shape, and the names of the state file and adapter folder that belong to it
 //                                (with the state file's size and FNV-1a hash)
 //     state-<tag>.safetensors    params, exp_avg (AdamW m) and exp_avg_sq (AdamW v), each flat F32 [P] in the
@@ -24,18 +25,6 @@ import Glibc
 //
 // One writer per folder at a time: two processes saving into the same folder may delete each other's files.
 
-/// Adapters that draw random numbers while training (dropout) expose the generator so checkpoints keep it.
-protocol TrainingRandomState: AnyObject {
-    var trainingRng: Rng { get set }
-}
-
-extension LoRAAdapter: TrainingRandomState {
-    var trainingRng: Rng {
-        get { dropRng }
-        set { dropRng = newValue }
-    }
-}
-
 extension Rng {
     /// The generator's four state words.
     var words: [UInt64] { [s0, s1, s2, s3] }
@@ -50,40 +39,6 @@ extension Rng {
 
 // MARK: - Manifest
 
-/// The manifest's copy of each method's configuration (field names as in the Swift API).
-struct CheckpointBottleneck: Codable, Equatable {
-    var mhAdapter: Bool, outputAdapter: Bool, originalLnBefore: Bool
-    var reductionFactor: Float, bottleneckSize: Int
-    var nonLinearity: Activation
-    var layers: [Int]?
-    var initWeights: AdapterInit
-    var scaling: Float
-    var lnBefore: Bool, lnAfter: Bool
-    var seed: UInt64
-}
-
-struct CheckpointLoRA: Codable, Equatable {
-    var rank: Int, alpha: Float, dropout: Float, useRSLoRA: Bool
-    var targets: [String]
-    var layers: [Int]?
-    var seed: UInt64
-}
-
-struct CheckpointIA3: Codable, Equatable {
-    var targets: [String], feedforward: [String]
-    var layers: [Int]?
-}
-
-struct CheckpointPrefix: Codable, Equatable {
-    var virtualTokens: Int, projection: Bool, projectionHidden: Int, seed: UInt64
-}
-
-struct CheckpointPrompt: Codable, Equatable {
-    var virtualTokens: Int
-    var initTokens: [Int32]?
-    var seed: UInt64
-}
-
 /// Where the flat optimiser state lives, with what proves it is the file the manifest was written for.
 struct CheckpointStateRef: Codable, Equatable {
     var file: String
@@ -94,7 +49,8 @@ struct CheckpointStateRef: Codable, Equatable {
 
 struct CheckpointManifest: Codable {
     static let formatName = "peftkit-checkpoint"
-    static let currentVersion = 1
+    /// 2: the adapter's configuration is its `adapter_config.json` object (1 had one mirror struct per method).
+    static let currentVersion = 2
 
     var format: String
     var version: Int
@@ -103,74 +59,30 @@ struct CheckpointManifest: Codable {
     var step: Int
     var parameterCount: Int
     var model: ModelConfig
-    var bottleneck: CheckpointBottleneck?
-    var lora: CheckpointLoRA?
-    var ia3: CheckpointIA3?
-    var prefix: CheckpointPrefix?
-    var prompt: CheckpointPrompt?
+    /// The adapter's configuration in its method's file schema (what `adapter_config.json` holds).
+    var config: JSONValue
     var state: CheckpointStateRef
     /// The portable adapter folder inside the checkpoint folder, if the method could be saved.
     var adapter: String?
 
-    /// Stores `config` in the field of its method.
-    mutating func setConfig(_ config: AdapterConfig) {
-        switch config {
-        case .bottleneck(let c):
-            bottleneck = CheckpointBottleneck(
-                mhAdapter: c.mhAdapter, outputAdapter: c.outputAdapter, originalLnBefore: c.originalLnBefore,
-                reductionFactor: c.reductionFactor, bottleneckSize: c.bottleneckSize, nonLinearity: c.nonLinearity,
-                layers: c.layers, initWeights: c.initWeights, scaling: c.scaling, lnBefore: c.lnBefore,
-                lnAfter: c.lnAfter, seed: c.seed)
-        case .lora(let c):
-            lora = CheckpointLoRA(rank: c.rank, alpha: c.alpha, dropout: c.dropout, useRSLoRA: c.useRSLoRA,
-                                  targets: c.targets, layers: c.layers, seed: c.seed)
-        case .ia3(let c):
-            ia3 = CheckpointIA3(targets: c.targets, feedforward: c.feedforward, layers: c.layers)
-        case .prefix(let c):
-            prefix = CheckpointPrefix(virtualTokens: c.virtualTokens, projection: c.projection,
-                                      projectionHidden: c.projectionHidden, seed: c.seed)
-        case .prompt(let c):
-            prompt = CheckpointPrompt(virtualTokens: c.virtualTokens, initTokens: c.initTokens, seed: c.seed)
-        }
-    }
-
     /// The adapter configuration the manifest describes; `source` names the file in messages.
-    func adapterConfig(source: String) throws -> AdapterConfig {
-        func missing() -> PEFTKitError { .format("\(source): method '\(method)' but no '\(method)' configuration") }
-        switch AdapterMethod(rawValue: method) {
-        case .bottleneck:
-            guard let f = bottleneck else { throw missing() }
-            var c = BottleneckConfig()
-            c.mhAdapter = f.mhAdapter; c.outputAdapter = f.outputAdapter; c.originalLnBefore = f.originalLnBefore
-            c.reductionFactor = f.reductionFactor; c.bottleneckSize = f.bottleneckSize; c.nonLinearity = f.nonLinearity
-            c.layers = f.layers; c.initWeights = f.initWeights; c.scaling = f.scaling
-            c.lnBefore = f.lnBefore; c.lnAfter = f.lnAfter; c.seed = f.seed
-            return .bottleneck(c)
-        case .lora:
-            guard let f = lora else { throw missing() }
-            var c = LoRAConfig()
-            c.rank = f.rank; c.alpha = f.alpha; c.dropout = f.dropout; c.useRSLoRA = f.useRSLoRA
-            c.targets = f.targets; c.layers = f.layers; c.seed = f.seed
-            return .lora(c)
-        case .ia3:
-            guard let f = ia3 else { throw missing() }
-            var c = IA3Config()
-            c.targets = f.targets; c.feedforward = f.feedforward; c.layers = f.layers
-            return .ia3(c)
-        case .prefix:
-            guard let f = prefix else { throw missing() }
-            var c = PrefixConfig()
-            c.virtualTokens = f.virtualTokens; c.projection = f.projection; c.projectionHidden = f.projectionHidden
-            c.seed = f.seed
-            return .prefix(c)
-        case .prompt:
-            guard let f = prompt else { throw missing() }
-            var c = PromptConfig()
-            c.virtualTokens = f.virtualTokens; c.initTokens = f.initTokens; c.seed = f.seed
-            return .prompt(c)
-        case nil:
-            throw PEFTKitError.unsupported("\(source): adapter method '\(method)' is not known to this version of PEFTKit")
+    func adapterConfig(model: ModelConfig, context: AdapterContext, source: String) throws -> AdapterConfig {
+        guard let method = AdapterMethod(rawValue: method) else {
+            throw PEFTKitError.unsupported("\(source): adapter method '\(self.method)' is not known to this version of PEFTKit")
         }
+        guard case .object(let object) = config else { throw PEFTKitError.format("\(source): 'config' is not an object") }
+        let c: AdapterConfig
+        do {
+            c = try AdapterRegistry.parse(object, model: model, context: context, source: source)
+        } catch PEFTKitError.invalidArgument(let message) {
+            throw PEFTKitError.format("\(source): the stored adapter configuration is invalid for this model: \(message)")
+        } catch PEFTKitError.unsupported(let message) {
+            throw PEFTKitError.format("\(source): the stored adapter configuration cannot be read: \(message)")
+        }
+        guard c.method == method else {
+            throw PEFTKitError.format("\(source): method '\(method.rawValue)' but the configuration describes a \(c.method.rawValue) adapter")
+        }
+        return c
     }
 
     func encoded() throws -> [UInt8] {
@@ -185,19 +97,6 @@ struct CheckpointManifest: Codable {
 
     static func decode(_ bytes: [UInt8], source: String) throws -> CheckpointManifest {
         try decodeJSON(CheckpointManifest.self, from: bytes, source: source)
-    }
-}
-
-/// The configuration an attached adapter was made from.
-func adapterConfig(of adapter: Adapter) throws -> AdapterConfig {
-    switch adapter {
-    case let a as BottleneckAdapter: return .bottleneck(a.config)
-    case let a as LoRAAdapter: return .lora(a.config)
-    case let a as IA3Adapter: return .ia3(a.config)
-    case let a as PrefixAdapter: return .prefix(a.config)
-    case let a as PromptAdapter: return .prompt(a.config)
-    default:
-        throw PEFTKitError.unsupported("checkpoints of \(adapter.method.rawValue) adapters are not implemented")
     }
 }
 
@@ -227,10 +126,13 @@ extension Engine {
     /// Writes a training checkpoint of adapter `name` into `directory`; see `Model.saveCheckpoint`.
     func saveCheckpoint(name: String, directory: String) throws {
         let slot = try adapter(named: name)
-        let ad = slot.adapter
-        let config = try adapterConfig(of: ad)
+        let ad = slot.adapter, opt = slot.opt
+        guard let savable = ad as? SavableAdapter else {
+            throw PEFTKitError.unsupported("checkpoints of \(ad.method.rawValue) adapters are not implemented")
+        }
+        let fileConfig = JSONValue.object(savable.fileConfig(name: name))
         let P = slot.parameterCount
-        guard isAllFinite(ad.params.floats, P), isAllFinite(slot.m.floats, P), isAllFinite(slot.v.floats, P) else {
+        guard isAllFinite(ad.params.floats, P), isAllFinite(opt.m.floats, P), isAllFinite(opt.v.floats, P) else {
             throw PEFTKitError.numerical("adapter '\(name)' holds non-finite weights or optimiser state; "
                 + "no checkpoint was written (an existing one is left as it was)")
         }
@@ -239,23 +141,24 @@ extension Engine {
         let stateName = "state-\(tag).safetensors"
         var manifest = CheckpointManifest(
             format: CheckpointManifest.formatName, version: CheckpointManifest.currentVersion, name: name,
-            method: ad.method.rawValue, step: slot.step, parameterCount: P, model: self.config,
+            method: ad.method.rawValue, step: opt.step, parameterCount: P, model: self.config, config: fileConfig,
             state: CheckpointStateRef(file: stateName, bytes: 0, fnv1a64: ""), adapter: nil)
-        manifest.setConfig(config)
-        // What is written must read back as the same thing: a configuration field this file does not know yet
-        // would otherwise be lost silently and the resumed run would differ.
+        // What is written must read back as the same adapter: the same parameter layout and the same file config.
         let probe = try CheckpointManifest.decode(try manifest.encoded(), source: "checkpoint manifest")
-        guard try probe.adapterConfig(source: "checkpoint manifest") == config, probe.model == self.config else {
-            throw PEFTKitError.unsupported("adapter '\(name)': its configuration cannot be stored in a checkpoint "
-                + "exactly (a field unknown to Training/Checkpoint.swift, or a value that does not survive JSON)")
+        let again = try AdapterRegistry.make(try probe.adapterConfig(model: self.config, context: adapterContext(), source: "checkpoint manifest"),
+                                             model: self.config, context: adapterContext())
+        guard again.parameterCount == P, let savedAgain = again as? SavableAdapter,
+              JSONValue.object(savedAgain.fileConfig(name: name)) == fileConfig, probe.model == self.config else {
+            throw PEFTKitError.unsupported("adapter '\(name)': its configuration does not read back from its own adapter_config.json "
+                + "exactly, so it cannot be checkpointed")
         }
 
         try createDirectory(path: directory)
         let statePath = joinPath(directory, stateName)
         var entries: [SafeTensorsWriter.Entry] = [
             .init(name: "params", shape: [P], payload: .f32Buffer(UnsafeBufferPointer(start: ad.params.floats, count: P))),
-            .init(name: "exp_avg", shape: [P], payload: .f32Buffer(UnsafeBufferPointer(start: slot.m.floats, count: P))),
-            .init(name: "exp_avg_sq", shape: [P], payload: .f32Buffer(UnsafeBufferPointer(start: slot.v.floats, count: P))),
+            .init(name: "exp_avg", shape: [P], payload: .f32Buffer(UnsafeBufferPointer(start: opt.m.floats, count: P))),
+            .init(name: "exp_avg_sq", shape: [P], payload: .f32Buffer(UnsafeBufferPointer(start: opt.v.floats, count: P))),
         ]
         if let r = ad as? TrainingRandomState {
             let words = r.trainingRng.words.flatMap { [Int32(truncatingIfNeeded: $0), Int32(truncatingIfNeeded: $0 >> 32)] }
@@ -314,10 +217,10 @@ extension Engine {
         guard !adapters.contains(where: { $0.name == m.name }) else {
             throw PEFTKitError.state("an adapter named '\(m.name)' is already attached")
         }
-        let adapterCfg = try m.adapterConfig(source: source)
+        let adapterCfg = try m.adapterConfig(model: config, context: adapterContext(), source: source)
         let ad: Adapter
         do {
-            ad = try makeAdapter(adapterCfg)
+            ad = try AdapterRegistry.make(adapterCfg, model: config, context: adapterContext())
         } catch PEFTKitError.invalidArgument(let message) {
             throw PEFTKitError.format("\(source): the stored adapter configuration is invalid for this model: \(message)")
         }
@@ -368,9 +271,9 @@ extension Engine {
         // Everything checked: build the slot, then attach (the only change to the engine).
         let slot = try AdapterSlot(name: m.name, adapter: ad)
         ad.params.floats.update(from: params.data, count: P)
-        slot.m.floats.update(from: expAvg.data, count: P)
-        slot.v.floats.update(from: expAvgSq.data, count: P)
-        slot.step = m.step
+        slot.opt.m.floats.update(from: expAvg.data, count: P)
+        slot.opt.v.floats.update(from: expAvgSq.data, count: P)
+        slot.opt.step = m.step
         if let rng, let r = ad as? TrainingRandomState { r.trainingRng = rng }
         ad.parametersChanged()
         adapters.append(slot)

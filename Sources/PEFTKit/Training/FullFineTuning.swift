@@ -9,12 +9,12 @@
 
 /// Trainable base weights with their gradients and AdamW moments.
 final class FullTuning {
-    let params: Storage, grads: Storage, m: Storage, v: Storage
-    let count: Int
-    /// Views of `grads` with the layout of the engine's weights (tied LM head = the embedding's gradient).
+    /// The owned weight block.
+    let params: Storage
+    /// Its gradients, moments and step count.
+    let opt: OptimizerState
+    /// Views of the gradient block with the layout of the engine's weights (tied LM head = the embedding's gradient).
     let gradWeights: BaseWeights
-    /// Optimiser steps taken.
-    var step = 0
 
     /// Copies `weights` into an owned block and returns the new weights (pointing into it) with the state.
     static func make(config c: ModelConfig, weights: BaseWeights) throws -> (FullTuning, BaseWeights) {
@@ -26,9 +26,8 @@ final class FullTuning {
             total += (n + 15) / 16 * 16  // every tensor starts 64-byte aligned
         }
         let params = try Storage.allocate(floats: total)
-        let grads = try Storage.allocate(floats: total)
-        let m = try Storage.allocate(floats: total)
-        let v = try Storage.allocate(floats: total)
+        let opt = try OptimizerState(params: params.floats, count: total)
+        let grads = opt.grads
         var source: [String: Tensor] = [:]
         for (name, t) in weights.named { source[name] = t }
         let owned = try BaseWeights(config: c) { name, shape in
@@ -42,13 +41,11 @@ final class FullTuning {
         let gw = try BaseWeights(config: c) { name, shape in
             Tensor(shape: shape, data: grads.floats + offsets[name]!, storage: grads)
         }
-        let ft = FullTuning(params: params, grads: grads, m: m, v: v, count: total, gradWeights: gw)
-        return (ft, owned)
+        return (FullTuning(params: params, opt: opt, gradWeights: gw), owned)
     }
 
-    private init(params: Storage, grads: Storage, m: Storage, v: Storage, count: Int, gradWeights: BaseWeights) {
-        self.params = params; self.grads = grads; self.m = m; self.v = v
-        self.count = count; self.gradWeights = gradWeights
+    private init(params: Storage, opt: OptimizerState, gradWeights: BaseWeights) {
+        self.params = params; self.opt = opt; self.gradWeights = gradWeights
     }
 
     /// Trainable parameters (the padding between tensors is not counted).

@@ -37,17 +37,9 @@ extension Engine {
         }
         try require(total > 0, "no label counts towards the loss (all positions are -100 or sequences have length 1)")
 
-        // The trainable vector: the adapter's parameters, or the whole base-weight block.
-        let params, grads, mom1, mom2: UnsafeMutablePointer<Float>
-        let P: Int, step: Int
-        if let slot {
-            params = slot.adapter.params.floats; grads = slot.grads.floats; mom1 = slot.m.floats; mom2 = slot.v.floats
-            P = slot.parameterCount; step = slot.step
-        } else {
-            let ft = full!
-            params = ft.params.floats; grads = ft.grads.floats; mom1 = ft.m.floats; mom2 = ft.v.floats
-            P = ft.count; step = ft.step
-        }
+        // The trainable block: the adapter's parameters, or the whole base-weight block.
+        let opt = slot?.opt ?? full!.opt
+        let grads = opt.grads.floats, P = opt.count
         grads.update(repeating: 0, count: P)
         // A refused step must leave the training random state (LoRA dropout) as it was, too, so that retrying
         // the step (or resuming from a checkpoint) draws the same masks.
@@ -75,26 +67,15 @@ extension Engine {
             let coef = tc.maxGradNorm / (norm + 1e-6)
             if coef < 1 { scaleInPlace(grads, P, coef) }
         }
-        let lr = tc.learningRate(atStep: step)
-        guard adamwUpdateStaysFinite(params, grads, mom1, mom2, P, lr: decimalDouble(lr),
-                                     beta1: decimalDouble(tc.beta1), beta2: decimalDouble(tc.beta2), eps: decimalDouble(tc.eps),
-                                     weightDecay: decimalDouble(tc.weightDecay), step: step + 1) else {
+        let lr = tc.learningRate(atStep: opt.step)
+        guard opt.update(lr: decimalDouble(lr), beta1: decimalDouble(tc.beta1), beta2: decimalDouble(tc.beta2),
+                         eps: decimalDouble(tc.eps), weightDecay: decimalDouble(tc.weightDecay)) else {
             grads.update(repeating: 0, count: P)
             throw PEFTKitError.numerical("the update would make a weight non-finite (learning rate \(lr)); the step was skipped and no weight changed")
         }
-        adamwUpdate(params, grads, mom1, mom2, P, lr: decimalDouble(lr),
-                    beta1: decimalDouble(tc.beta1), beta2: decimalDouble(tc.beta2), eps: decimalDouble(tc.eps),
-                    weightDecay: decimalDouble(tc.weightDecay), step: step + 1)
         stepped = true
-        let newStep: Int
-        if let slot {
-            slot.step += 1
-            newStep = slot.step
-            slot.adapter.parametersChanged()
-        } else {
-            full!.step += 1
-            newStep = full!.step
-        }
+        ad?.parametersChanged()
+        let newStep = opt.step
         return TrainStepResult(loss: loss, gradNorm: norm, learningRate: lr, step: newStep, tokens: total)
     }
 

@@ -78,11 +78,10 @@ final class BottleneckAdapter: Adapter {
         }
         self.units = units
         self.unitIndex = index
-        try super.init(model: model, parameterCount: off)
+        try super.init(model: model, config: .bottleneck(config), parameterCount: off)
         initialize()
     }
 
-    override var method: AdapterMethod { .bottleneck }
     override var lowestLayer: Int { units.map { $0.layer }.min() ?? 0 }
 
     func unit(layer: Int, site: BottleneckSite) -> BottleneckUnitLayout? {

@@ -1,86 +1,109 @@
-import FoundationEssentials
+// Bottleneck adapters in AdapterHub's files: `adapter_config.json` ({"config": <BnConfig dict>, "name": …,
+// "hidden_size": …, …}) and `adapter.safetensors` with AdapterHub's module names, which carry the adapter's
+// name. Attaching from JSON takes the same wrapper, a bare BnConfig dict (`SeqBnConfig().to_dict()`), or a
+// preset name as AdapterHub spells it ("seq_bn", "double_seq_bn", "pfeiffer", "houlsby").
 
-/// AdapterHub's `adapter_config.json` for bottleneck adapters (`BnConfig`), with the keys AdapterHub writes.
-struct AdapterHubFile: Codable {
-    var config: AdapterHubBnConfig
-    var hidden_size: Int?
-    var model_class: String?
-    var model_name: String?
-    var model_type: String?
-    var name: String?
-    var version: String?
-}
+enum BottleneckSchema: AdapterConfigSchema {
+    /// BnConfig's keys (AdapterHub 1.x).
+    static let known: Set<String> = [
+        "mh_adapter", "output_adapter", "reduction_factor", "non_linearity", "original_ln_before", "original_ln_after",
+        "residual_before_ln", "adapter_residual_before_ln", "ln_before", "ln_after", "init_weights", "is_parallel",
+        "scaling", "use_gating", "leave_out", "phm_dim", "factorized_phm_W", "shared_W_phm", "shared_phm_rule",
+        "factorized_phm_rule", "phm_c_init", "phm_init_range", "learn_phm", "hypercomplex_nonlinearity", "phm_rank",
+        "phm_bias", "config",
+    ]
 
-/// A JSON value that is either a number or something else (AdapterHub allows per-layer dicts and strings
-/// in a few numeric fields).
-enum NumberOrOther: Codable, Equatable {
-    case number(Double)
-    case other
-    init(from decoder: Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        if let d = try? c.decode(Double.self) { self = .number(d) } else { self = .other }
-    }
-    func encode(to encoder: Encoder) throws {
-        var c = encoder.singleValueContainer()
-        switch self {
-        case .number(let d): try c.encode(d)
-        case .other: try c.encodeNil()
+    static func claims(_ o: [String: JSONValue]) -> Bool {
+        if o["architecture"] == .string("bottleneck") { return true }
+        switch o["config"] {
+        case .object(let inner)?: return inner["architecture"] == .string("bottleneck") || inner["mh_adapter"] != nil
+        case .string(let s)?: return presets[s] != nil
+        default: return o["mh_adapter"] != nil && o["peft_type"] == nil
         }
     }
-}
 
-/// `residual_before_ln` is a bool or the string "post_add".
-enum BoolOrString: Codable, Equatable {
-    case bool(Bool)
-    case string(String)
-    init(from decoder: Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        if let b = try? c.decode(Bool.self) { self = .bool(b) } else { self = .string(try c.decode(String.self)) }
-    }
-    func encode(to encoder: Encoder) throws {
-        var c = encoder.singleValueContainer()
-        switch self {
-        case .bool(let b): try c.encode(b)
-        case .string(let s): try c.encode(s)
+    static let presets: [String: BottleneckConfig.Preset] = [
+        "seq_bn": .pfeiffer, "pfeiffer": .pfeiffer, "double_seq_bn": .houlsby, "houlsby": .houlsby,
+    ]
+
+    static func parse(_ o: [String: JSONValue], model: ModelConfig, context: AdapterContext, source: String) throws -> AdapterConfig {
+        // The file wrapper around the BnConfig dict, or the dict itself.
+        var bn = o
+        if let h = try ConfigFields(object: o, source: source).int("hidden_size"), h != model.hiddenSize {
+            throw PEFTKitError.format("\(source): the adapter was made for hidden size \(h), this model has \(model.hiddenSize)")
         }
+        switch o["config"] {
+        case .object(let inner)?: bn = inner
+        case .string(let name)?:
+            guard let preset = presets[name] else { throw PEFTKitError.unsupported("\(source): adapter config '\(name)' is not supported") }
+            var c = BottleneckConfig(preset: preset)
+            if let seed = try ConfigFields(object: o, source: source).int("seed") { c.seed = UInt64(truncatingIfNeeded: seed) }
+            try c.validate(numLayers: model.numLayers, hidden: model.hiddenSize)
+            return .bottleneck(c)
+        default: break
+        }
+        let f = ConfigFields(object: bn, source: source)
+        if let arch = try f.string("architecture"), arch != "bottleneck" { throw f.refuse("adapter architecture '\(arch)'") }
+        if try f.bool("is_parallel") == true { throw f.refuse("is_parallel = true") }
+        if try f.bool("use_gating") == true { throw f.refuse("use_gating = true") }
+        if try f.bool("phm_layer") == true { throw f.refuse("phm_layer = true") }
+        if f.has("inv_adapter") { throw f.refuse("inv_adapter") }
+        if try f.bool("original_ln_after") == false { throw f.refuse("original_ln_after = false") }
+        try checkConfigKeys(bn, known: known, source: source)
+        guard let mh = try f.bool("mh_adapter"), let out = try f.bool("output_adapter") else {
+            throw f.bad("a bottleneck config needs 'mh_adapter' and 'output_adapter'")
+        }
+        let lnBefore = try f.bool("original_ln_before") ?? false
+        if lnBefore {
+            switch bn["residual_before_ln"] {
+            case nil, .bool(true)?: break
+            default: throw f.refuse("residual_before_ln other than true")
+            }
+        }
+        var c = BottleneckConfig()
+        c.mhAdapter = mh
+        c.outputAdapter = out
+        c.originalLnBefore = lnBefore
+        c.lnBefore = try f.bool("ln_before") ?? false
+        c.lnAfter = try f.bool("ln_after") ?? false
+        if c.lnAfter, try f.bool("adapter_residual_before_ln") == true { throw f.refuse("adapter_residual_before_ln with ln_after") }
+        guard bn["reduction_factor"] != nil else { throw f.bad("a bottleneck config needs 'reduction_factor'") }
+        guard let rf = try? f.double("reduction_factor"), rf.isFinite, rf > 0 else { throw f.refuse("a non-numeric reduction_factor") }
+        let sc: Double
+        do { sc = try f.double("scaling") ?? 1 } catch { throw f.refuse("a non-numeric scaling") }
+        guard sc.isFinite else { throw f.refuse("a non-finite scaling") }
+        // A tiny factor must fail here, not trap converting a huge width to Int.
+        let width = (Double(model.hiddenSize) / rf).rounded(.down)
+        guard width <= Double(1 << 16) else {
+            throw f.bad("reduction_factor \(rf) gives a bottleneck of \(width) for hidden size \(model.hiddenSize), more than 65536")
+        }
+        c.bottleneckSize = max(1, Int(width))
+        c.reductionFactor = Float(rf)
+        c.scaling = Float(sc)
+        let name = try f.string("non_linearity") ?? "relu"
+        switch name.lowercased() {
+        case "relu": c.nonLinearity = .relu
+        case "gelu": c.nonLinearity = .gelu
+        case "gelu_new", "gelu_pytorch_tanh": c.nonLinearity = .geluTanh
+        case "swish", "silu": c.nonLinearity = .swish
+        default: throw f.refuse("non_linearity '\(name)'")
+        }
+        c.initWeights = AdapterInit(rawValue: try f.string("init_weights") ?? "bert") ?? .bert
+        let leave = Set(try f.intList("leave_out") ?? [])
+        for l in leave { try require(l >= 0, "\(source): negative layer in leave_out") }
+        let layers = (0..<model.numLayers).filter { !leave.contains($0) }
+        guard !layers.isEmpty else { throw f.bad("leave_out removes every layer") }
+        c.layers = layers.count == model.numLayers ? nil : layers
+        if let seed = try ConfigFields(object: o, source: source).int("seed") { c.seed = UInt64(truncatingIfNeeded: seed) }
+        try c.validate(numLayers: model.numLayers, hidden: model.hiddenSize)
+        return .bottleneck(c)
     }
-}
 
-struct AdapterHubBnConfig: Codable {
-    var architecture: String?
-    var mh_adapter: Bool
-    var output_adapter: Bool
-    var reduction_factor: NumberOrOther
-    var non_linearity: String
-    var original_ln_before: Bool
-    var original_ln_after: Bool
-    var residual_before_ln: BoolOrString
-    var adapter_residual_before_ln: Bool
-    var ln_before: Bool
-    var ln_after: Bool
-    var init_weights: String
-    var is_parallel: Bool
-    var scaling: NumberOrOther
-    var use_gating: Bool
-    var dropout: Double?
-    var leave_out: [Int]?
-    var phm_layer: Bool?
-    var inv_adapter: String?
-    var inv_adapter_reduction_factor: Double?
-    var cross_adapter: Bool?
-    var stochastic_depth: Double?
-    // PHM fields, written with AdapterHub's defaults so the file loads there unchanged.
-    var phm_dim: Int?
-    var factorized_phm_W: Bool?
-    var shared_W_phm: Bool?
-    var shared_phm_rule: Bool?
-    var factorized_phm_rule: Bool?
-    var phm_c_init: String?
-    var phm_init_range: Double?
-    var learn_phm: Bool?
-    var hypercomplex_nonlinearity: String?
-    var phm_rank: Int?
-    var phm_bias: Bool?
+    static func parameterCount(_ c: BottleneckConfig, model: ModelConfig) -> Int {
+        let r = c.bottleneck(hidden: model.hiddenSize), C = model.hiddenSize
+        let unitFloats = 2 * r * C + r + C + (c.lnBefore ? 2 * C : 0) + (c.lnAfter ? 2 * C : 0)
+        return (c.layers?.count ?? model.numLayers) * ((c.mhAdapter ? 1 : 0) + (c.outputAdapter ? 1 : 0)) * unitFloats
+    }
 }
 
 extension BottleneckAdapter {
@@ -126,21 +149,16 @@ extension BottleneckAdapter {
     }
 }
 
-extension Engine {
-    static let adapterConfigFile = "adapter_config.json"
-    static let adapterWeightsFile = "adapter.safetensors"
+extension BottleneckAdapter: SavableAdapter {
+    var fileFormat: AdapterFileFormat { .adapterHub }
 
-    func saveAdapter(name: String, directory: String) throws {
-        let slot = try adapter(named: name)
-        guard let a = slot.adapter as? BottleneckAdapter else {
-            return try savePEFTAdapter(slot: slot, directory: directory)
-        }
-        let c = a.config
-        let allLayers = Set(0..<config.numLayers)
-        let kept = Set(a.units.map { $0.layer })
+    func fileConfig(name: String) -> [String: JSONValue] {
+        let c = config
+        let allLayers = Set(0..<model.numLayers)
+        let kept = Set(units.map { $0.layer })
         // AdapterHub derives the width as hidden // reduction_factor; write a factor that gives ours back.
-        var rf = Double(config.hiddenSize) / Double(a.bottleneck)
-        if Int((Double(config.hiddenSize) / rf).rounded(.down)) != a.bottleneck { rf = Double(config.hiddenSize) / (Double(a.bottleneck) + 0.5) }
+        var rf = Double(model.hiddenSize) / Double(bottleneck)
+        if Int((Double(model.hiddenSize) / rf).rounded(.down)) != bottleneck { rf = Double(model.hiddenSize) / (Double(bottleneck) + 0.5) }
         let bn: [String: JSONValue] = [
             "adapter_residual_before_ln": .bool(false), "cross_adapter": .bool(false), "dropout": .double(0),
             "factorized_phm_W": .bool(true), "factorized_phm_rule": .bool(false),
@@ -157,117 +175,37 @@ extension Engine {
             "residual_before_ln": .bool(true), "scaling": .double(decimalDouble(c.scaling)), "shared_W_phm": .bool(false),
             "shared_phm_rule": .bool(true), "stochastic_depth": .double(0), "use_gating": .bool(false),
         ]
-        let file: JSONValue = .object([
-            "config": .object(bn), "hidden_size": .int(config.hiddenSize),
-            "model_class": .string(config.architecture == .gpt2 ? "GPT2LMHeadModel" : "LlamaForCausalLM"),
-            "model_name": .string(""), "model_type": .string(config.architecture == .gpt2 ? "gpt2" : "llama"),
+        return [
+            "config": .object(bn), "hidden_size": .int(model.hiddenSize),
+            "model_class": .string(model.architecture == .gpt2 ? "GPT2LMHeadModel" : "LlamaForCausalLM"),
+            "model_name": .string(""), "model_type": .string(model.architecture == .gpt2 ? "gpt2" : "llama"),
             "name": .string(name), "version": .string("adapters.1.3.0"),
-        ])
-        let json = Array(file.serialized().utf8)
-        let params = a.params.floats
-        var tensors: [(name: String, shape: [Int], data: [Float])] = []
-        for (n, shape, off) in a.namedParameters(adapterName: name, arch: config.architecture) {
-            let data = Array(UnsafeBufferPointer(start: params + off, count: shape.reduce(1, *)))
-            tensors.append((n, shape, data))
-            // AdapterHub registers ln_before twice (adapter_down.0 and adapter_norm_before) and expects both.
-            for alias in BottleneckAdapter.aliases(n, lnBefore: c.lnBefore) { tensors.append((alias, shape, data)) }
-        }
-        let entries = tensors.map { SafeTensorsWriter.Entry(name: $0.name, shape: $0.shape, payload: .f32($0.data)) }
-        let weights = try SafeTensorsWriter.writer(entries: entries, metadata: ["format": "pt"],
-                                                   path: directory + "/" + Engine.adapterWeightsFile)
-        try replaceFilesTogether(directory: directory, files: [
-            (Engine.adapterWeightsFile, weights), (Engine.adapterConfigFile, { fd in try writeAll(fd, json) }),
-        ])
+        ]
     }
 
-    func loadAdapter(directory: String, name: String?) throws -> String {
-        if pathKind(directory + "/" + Engine.peftWeightsFile) == .file {
-            return try loadPEFTAdapter(directory: directory, name: name)
+    func fileTensorSlots(name: String) -> [FileTensorSlot] {
+        namedParameters(adapterName: name, arch: model.architecture).map { FileTensorSlot(name: $0.name, shape: $0.shape, offset: $0.offset) }
+    }
+
+    /// AdapterHub registers ln_before twice (adapter_down.0 and adapter_norm_before) and expects both.
+    func fileTensors(name: String) -> [SavedTensor] {
+        fileTensorSlots(name: name).flatMap { s in
+            let data = UnsafeBufferPointer(start: params.floats + s.offset, count: s.shape.reduce(1, *))
+            return ([s.name] + BottleneckAdapter.aliases(s.name, lnBefore: config.lnBefore)).map {
+                SavedTensor(name: $0, shape: s.shape, data: data)
+            }
         }
-        let cfgPath = directory + "/" + Engine.adapterConfigFile
-        let bytes = try readWholeFile(path: cfgPath, maxBytes: 1 << 20)
-        let file: AdapterHubFile
-        do {
-            file = try JSONDecoder().decode(AdapterHubFile.self, from: Data(bytes))
-        } catch {
-            throw PEFTKitError.format("'\(cfgPath)' is not an AdapterHub bottleneck adapter config: \(error)")
-        }
-        let bn = file.config
-        func unsupported(_ what: String) -> PEFTKitError { .unsupported("'\(cfgPath)': \(what) is not supported") }
-        if let arch = bn.architecture, arch != "bottleneck" { throw unsupported("adapter architecture '\(arch)'") }
-        guard !bn.is_parallel else { throw unsupported("is_parallel = true") }
-        guard !bn.use_gating else { throw unsupported("use_gating = true") }
-        guard bn.phm_layer != true else { throw unsupported("phm_layer = true") }
-        guard bn.inv_adapter == nil else { throw unsupported("inv_adapter") }
-        guard bn.original_ln_after else { throw unsupported("original_ln_after = false") }
-        if bn.original_ln_before && bn.residual_before_ln != .bool(true) { throw unsupported("residual_before_ln other than true") }
-        if bn.ln_after && bn.adapter_residual_before_ln { throw unsupported("adapter_residual_before_ln with ln_after") }
-        if let h = file.hidden_size, h != config.hiddenSize {
-            throw PEFTKitError.format("adapter in '\(directory)' was made for hidden size \(h), this model has \(config.hiddenSize)")
-        }
-        guard case .number(let rf) = bn.reduction_factor, rf.isFinite, rf > 0 else { throw unsupported("a non-numeric reduction_factor") }
-        guard case .number(let sc) = bn.scaling, sc.isFinite else { throw unsupported("a non-numeric scaling") }
-        let act: Activation
-        switch bn.non_linearity.lowercased() {
-        case "relu": act = .relu
-        case "gelu": act = .gelu
-        case "gelu_new", "gelu_pytorch_tanh": act = .geluTanh
-        case "swish", "silu": act = .swish
-        default: throw unsupported("non_linearity '\(bn.non_linearity)'")
-        }
-        var c = BottleneckConfig()
-        c.mhAdapter = bn.mh_adapter
-        c.outputAdapter = bn.output_adapter
-        c.originalLnBefore = bn.original_ln_before
-        // A tiny factor must fail here, not trap converting a huge width to Int.
-        let width = (Double(config.hiddenSize) / rf).rounded(.down)
-        guard width <= Double(1 << 16) else {
-            throw PEFTKitError.format("'\(cfgPath)': reduction_factor \(rf) gives a bottleneck of \(width) for hidden size \(config.hiddenSize), more than 65536")
-        }
-        c.bottleneckSize = max(1, Int(width))
-        c.reductionFactor = Float(rf)
-        c.nonLinearity = act
-        c.scaling = Float(sc)
-        c.lnBefore = bn.ln_before
-        c.lnAfter = bn.ln_after
-        c.initWeights = AdapterInit(rawValue: bn.init_weights) ?? .bert
-        let leave = Set(bn.leave_out ?? [])
-        for l in leave { try require(l >= 0, "'\(cfgPath)': negative layer in leave_out") }
-        let layers = (0..<config.numLayers).filter { !leave.contains($0) }
-        guard !layers.isEmpty else { throw PEFTKitError.format("'\(cfgPath)': leave_out removes every layer") }
-        c.layers = layers
-        let fileName = file.name ?? "adapter"
-        let newName = name ?? fileName
-        try Engine.validateName(newName)
-        guard !adapters.contains(where: { $0.name == newName }) else {
-            throw PEFTKitError.state("an adapter named '\(newName)' is already attached")
-        }
-        // The config alone must not make us allocate: the weights file has to be large enough for it first.
-        let st = try SafeTensorsFile(path: directory + "/" + Engine.adapterWeightsFile)
-        let (r, C) = (c.bottleneckSize, config.hiddenSize)
-        let unitFloats = 2 * r * C + r + C + (c.lnBefore ? 2 * C : 0) + (c.lnAfter ? 2 * C : 0)
-        let units = layers.count * ((c.mhAdapter ? 1 : 0) + (c.outputAdapter ? 1 : 0))
-        guard units * unitFloats * 2 <= st.storage.byteCount else {  // 2 bytes: the smallest float dtype
-            throw PEFTKitError.format("'\(directory)/\(Engine.adapterWeightsFile)' (\(st.storage.byteCount) bytes) is too small "
-                + "for the \(units * unitFloats) parameters '\(cfgPath)' describes")
-        }
-        let ad = try BottleneckAdapter(config: c, model: config)
+    }
+
+    func readFileTensors(_ st: SafeTensorsFile, name: String, path: String) throws -> Set<String> {
         var used = Set<String>()
-        let p = ad.params.floats
-        for (n, shape, off) in ad.namedParameters(adapterName: fileName, arch: config.architecture) {
-            var key = n
-            if st.info(key) == nil, let alt = BottleneckAdapter.aliases(n, lnBefore: c.lnBefore).first(where: { st.info($0) != nil }) { key = alt }
-            guard let info = st.info(key) else {
-                throw PEFTKitError.format("'\(directory)/\(Engine.adapterWeightsFile)' lacks tensor '\(n)'")
-            }
-            guard info.shape == shape else {
-                throw PEFTKitError.format("tensor '\(key)' has shape \(info.shape), expected \(shape) for this model")
-            }
-            let t = try st.tensor(key)
-            (p + off).update(from: t.data, count: t.count)
+        for s in fileTensorSlots(name: name) {
+            let aliases = BottleneckAdapter.aliases(s.name, lnBefore: config.lnBefore)
+            let key = st.info(s.name) != nil ? s.name : (aliases.first { st.info($0) != nil } ?? s.name)
+            try copyFileTensor(st, key: key, shape: s.shape, into: params.floats + s.offset, path: path)
             used.insert(key)
-            for a in BottleneckAdapter.aliases(n, lnBefore: c.lnBefore) { used.insert(a) }
+            used.formUnion(aliases)
         }
-        return try attachLoaded(ad, name: newName, file: st, used: used, path: directory + "/" + Engine.adapterWeightsFile)
+        return used
     }
 }

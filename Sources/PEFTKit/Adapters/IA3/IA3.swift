@@ -4,9 +4,9 @@ public struct IA3Config: Sendable, Equatable {
     /// Modules to scale; empty means PEFT's default (GPT-2 `c_attn`, `mlp.c_proj`; Llama `k_proj`, `v_proj`,
     /// `down_proj`).
     public var targets: [String] = []
-    /// Which targets are feed-forward (scaled on the input); empty means PEFT's default (GPT-2 `mlp.c_proj`;
-    /// Llama `down_proj`) intersected with the targets.
-    public var feedforward: [String] = []
+    /// Which targets are feed-forward (scaled on the input); nil means PEFT's default (GPT-2 `mlp.c_proj`;
+    /// Llama `down_proj`) intersected with the targets, [] means none.
+    public var feedforward: [String]? = nil
     /// Layers to adapt; nil means all.
     public var layers: [Int]? = nil
 
@@ -30,18 +30,10 @@ final class IA3Adapter: Adapter {
     private var pools: [Bool: BufferPool] = [:]
     private var prepared: [Bool: (Int, Int)] = [:]
 
-    /// `noFeedForward`: scale every target's output (an empty `feedforward` list otherwise means PEFT's default).
-    init(config: IA3Config, model m: ModelConfig, noFeedForward: Bool = false) throws {
+    init(config: IA3Config, model m: ModelConfig) throws {
         try validateLayers(config.layers, numLayers: m.numLayers)
         self.config = config
-        let gpt2 = m.architecture == .gpt2
-        let names = config.targets.isEmpty ? (gpt2 ? ["c_attn", "mlp.c_proj"] : ["k_proj", "v_proj", "down_proj"]) : config.targets
-        let sites = try resolveTargets(names, arch: m.architecture, what: "IA3")
-        let ffNames = config.feedforward.isEmpty ? (gpt2 ? ["mlp.c_proj"] : ["down_proj"]) : config.feedforward
-        let ff = noFeedForward ? [] : try resolveTargets(ffNames, arch: m.architecture, what: "IA3 feed-forward")
-        if !config.feedforward.isEmpty {
-            for s in ff { try require(sites.contains(s), "IA3 feed-forward module '\(s.shortName(m.architecture))' is not a target") }
-        }
+        let (sites, ff) = try IA3Adapter.resolve(config, m)
         var units: [Unit] = []
         var index = [Int](repeating: -1, count: m.numLayers * LinearSite.count)
         var off = 0
@@ -57,12 +49,24 @@ final class IA3Adapter: Adapter {
         }
         self.units = units
         self.index = index
-        try super.init(model: m, parameterCount: off)
+        try super.init(model: m, config: .ia3(config), parameterCount: off)
         params.floats.update(repeating: 1, count: off)
     }
 
-    override var method: AdapterMethod { .ia3 }
     override var lowestLayer: Int { units.map { $0.layer }.min() ?? 0 }
+
+    /// The target sites and, among them, the feed-forward ones (scaled on the input).
+    static func resolve(_ config: IA3Config, _ m: ModelConfig) throws -> (sites: [LinearSite], feedforward: [LinearSite]) {
+        let gpt2 = m.architecture == .gpt2
+        let names = config.targets.isEmpty ? (gpt2 ? ["c_attn", "mlp.c_proj"] : ["k_proj", "v_proj", "down_proj"]) : config.targets
+        let sites = try resolveTargets(names, arch: m.architecture, what: "IA3")
+        let ffNames = config.feedforward ?? (gpt2 ? ["mlp.c_proj"] : ["down_proj"])
+        let ff = ffNames.isEmpty ? [] : try resolveTargets(ffNames, arch: m.architecture, what: "IA3 feed-forward")
+        if config.feedforward != nil {
+            for s in ff { try require(sites.contains(s), "IA3 feed-forward module '\(s.shortName(m.architecture))' is not a target") }
+        }
+        return (sites, ff)
+    }
 
     @inline(__always) func unit(_ l: Int, _ s: LinearSite) -> Unit? {
         let i = index[l * LinearSite.count + s.rawValue]

@@ -19,6 +19,9 @@ public struct LoRAConfig: Sendable, Equatable {
 
     public init() {}
 
+    /// PEFT's default targets for an architecture.
+    static func defaultTargets(_ arch: Architecture) -> [String] { arch == .gpt2 ? ["c_attn"] : ["q_proj", "v_proj"] }
+
     public var scaling: Float { useRSLoRA ? alpha / Float(rank).squareRoot() : alpha / Float(rank) }
 
     func validate(_ m: ModelConfig) throws {
@@ -74,13 +77,13 @@ final class LoRAAdapter: Adapter {
     private var work: UnsafeMutablePointer<Float>?
     private var pools: [Bool: BufferPool] = [:]
     private var prepared: [Bool: (Int, Int)] = [:]
-    /// Internal (not private): training checkpoints save and restore it (Training/Checkpoint.swift).
+    /// Internal (not private): checkpoints save and restore it (`TrainingRandomState`).
     var dropRng: Rng
 
     init(config: LoRAConfig, model m: ModelConfig) throws {
         try config.validate(m)
         self.config = config
-        let names = config.targets.isEmpty ? (m.architecture == .gpt2 ? ["c_attn"] : ["q_proj", "v_proj"]) : config.targets
+        let names = config.targets.isEmpty ? LoRAConfig.defaultTargets(m.architecture) : config.targets
         sites = try resolveTargets(names, arch: m.architecture, what: "LoRA")
         let layers = (config.layers ?? Array(0..<m.numLayers)).sorted()
         var units: [Unit] = []
@@ -99,7 +102,7 @@ final class LoRAAdapter: Adapter {
         self.index = index
         scale = config.scaling
         dropRng = Rng(seed: config.seed ^ 0x9E37_79B9_7F4A_7C15)
-        try super.init(model: m, parameterCount: off)
+        try super.init(model: m, config: .lora(config), parameterCount: off)
         // PEFT's init: A Kaiming-uniform (a = √5 → bound 1/√in), B zero.
         var rng = Rng(seed: config.seed)
         for u in units {
@@ -110,7 +113,6 @@ final class LoRAAdapter: Adapter {
 
     static func dims(_ s: LinearSite, _ m: ModelConfig) -> (Int, Int) { s.shape(m) }
 
-    override var method: AdapterMethod { .lora }
     override var lowestLayer: Int { units.map { $0.layer }.min() ?? 0 }
 
     @inline(__always) func unit(_ l: Int, _ s: LinearSite) -> Unit? {

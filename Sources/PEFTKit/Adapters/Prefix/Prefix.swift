@@ -55,7 +55,7 @@ final class PrefixAdapter: Adapter {
         flat = try Storage.allocate(floats: P * width)
         hid = try Storage.allocate(floats: config.projection ? P * hidden : 1)
         dflat = try Storage.allocate(floats: config.projection ? P * width : 1)
-        try super.init(model: m, parameterCount: count)
+        try super.init(model: m, config: .prefix(config), parameterCount: count)
         var rng = Rng(seed: config.seed)
         let p = params.floats
         if config.projection {
@@ -71,7 +71,6 @@ final class PrefixAdapter: Adapter {
         }
     }
 
-    override var method: AdapterMethod { .prefix }
     override var lowestLayer: Int { 0 }
     override var prefixLength: Int { P }
 

@@ -12,25 +12,25 @@ public struct PromptConfig: Sendable, Equatable {
 final class PromptAdapter: Adapter {
     let config: PromptConfig
 
-    init(config: PromptConfig, model m: ModelConfig, embeddings wte: UnsafeMutablePointer<Float>) throws {
+    init(config: PromptConfig, model m: ModelConfig, context: AdapterContext) throws {
         try require(config.virtualTokens > 0 && config.virtualTokens < m.maxPositions,
                     "virtual tokens must be in 1..<\(m.maxPositions), got \(config.virtualTokens)")
         self.config = config
         let C = m.hiddenSize
-        try super.init(model: m, parameterCount: config.virtualTokens * C)
+        try super.init(model: m, config: .prompt(config), parameterCount: config.virtualTokens * C)
         if let ids = config.initTokens {
             try require(!ids.isEmpty, "the init token list is empty")
             for t in ids { try require(t >= 0 && Int(t) < m.vocabSize, "init token \(t) is outside the vocabulary") }
-            for i in 0..<config.virtualTokens {
-                (params.floats + i * C).update(from: wte + Int(ids[i % ids.count]) * C, count: C)
+            guard let row = context.embeddingRow else {
+                throw PEFTKitError.state("prompt tuning from init tokens needs the model's token embeddings")
             }
+            for i in 0..<config.virtualTokens { row(ids[i % ids.count], params.floats + i * C) }
         } else {
             var rng = Rng(seed: config.seed)
             fillNormal(params.floats, parameterCount, std: 1, rng: &rng)
         }
     }
 
-    override var method: AdapterMethod { .prompt }
     override var lowestLayer: Int { -1 }
     override var virtualTokens: Int { config.virtualTokens }
     override func promptEmbeddings() -> UnsafeMutablePointer<Float> { params.floats }

@@ -15,9 +15,13 @@ extension Engine {
         guard full == nil else {
             throw PEFTKitError.state("full fine-tuning is enabled: disable it before merging an adapter")
         }
+        guard let mergeable = slot.adapter as? MergeableAdapter else {
+            throw PEFTKitError.unsupported("\(slot.adapter.method.rawValue) adapters cannot be merged (only LoRA and IA3)")
+        }
+        let edits = mergeable.mergeEdits()
         var rec = MergeRecord(name: name)
-        func replace(_ l: Int, _ site: LinearSite, _ edit: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>?, Linear) -> Void) throws {
-            guard var lin = site.linear(weights.layers[l]) else { return }
+        for e in edits {
+            guard var lin = e.site.linear(weights.layers[e.layer]) else { continue }
             let wn = lin.inFeatures * lin.outFeatures
             let ws = try Storage.allocate(floats: wn)
             ws.floats.update(from: lin.weight, count: wn)
@@ -26,35 +30,13 @@ extension Engine {
                 bs = try Storage.allocate(floats: lin.outFeatures)
                 bs!.floats.update(from: b, count: lin.outFeatures)
             }
-            edit(ws.floats, bs?.floats, lin)
-            rec.replaced.append((l, site, lin.weight, lin.bias))
+            e.apply(ws.floats, bs?.floats, lin.transposed, lin.inFeatures, lin.outFeatures)
+            rec.replaced.append((e.layer, e.site, lin.weight, lin.bias))
             rec.storages.append(ws)
             if let bs { rec.storages.append(bs) }
             lin.weight = ws.floats
             lin.bias = bs?.floats
-            setLinear(l, site, lin)
-        }
-        switch slot.adapter {
-        case let a as LoRAAdapter:
-            for u in a.units {
-                try replace(u.layer, u.site) { w, _, lin in a.delta(u, transposed: lin.transposed, into: w, sign: 1) }
-            }
-        case let a as IA3Adapter:
-            for u in a.units {
-                let v = a.params.floats + u.offset
-                try replace(u.layer, u.site) { w, b, lin in
-                    let I = lin.inFeatures, O = lin.outFeatures
-                    if u.onInput {
-                        // scale input feature i: column i of [out, in], row i of [in, out]
-                        for o in 0..<O { for i in 0..<I { if lin.transposed { w[i * O + o] *= v[i] } else { w[o * I + i] *= v[i] } } }
-                    } else {
-                        for o in 0..<O { for i in 0..<I { if lin.transposed { w[i * O + o] *= v[o] } else { w[o * I + i] *= v[o] } } }
-                        if let b { for o in 0..<O { b[o] *= v[o] } }
-                    }
-                }
-            }
-        default:
-            throw PEFTKitError.unsupported("\(slot.adapter.method.rawValue) adapters cannot be merged (only LoRA and IA3)")
+            setLinear(e.layer, e.site, lin)
         }
         merges.append(rec)
         slot.merged = true

@@ -1,0 +1,66 @@
+// Adapter folders, whatever the method: the config object and tensors come from the method (Method.swift);
+// this file writes them together and reads them back, checking everything before anything is attached.
+
+/// Copies tensor `key` of `st` (any float dtype, widened) into `out`, after checking its shape.
+func copyFileTensor(_ st: SafeTensorsFile, key: String, shape: [Int], into out: UnsafeMutablePointer<Float>, path: String) throws {
+    guard let info = st.info(key) else { throw PEFTKitError.format("'\(path)' lacks tensor '\(key)'") }
+    guard info.shape == shape else {
+        throw PEFTKitError.format("tensor '\(key)' in '\(path)' has shape \(info.shape), expected \(shape) for this model")
+    }
+    let t = try st.tensor(key)
+    out.update(from: t.data, count: t.count)
+}
+
+/// Writes `adapter` under `name` into `directory` in its method's format; the config and weights files are
+/// replaced together (never a mix of an old and a new save).
+func saveAdapterFolder(_ adapter: Adapter, name: String, directory: String) throws {
+    guard let adapter = adapter as? SavableAdapter else {
+        throw PEFTKitError.unsupported("\(adapter.method.rawValue) adapters have no file format")
+    }
+    let format = adapter.fileFormat
+    var tensors = adapter.fileTensors(name: name)
+    if format == .peft { tensors.sort { $0.name < $1.name } }
+    let entries = tensors.map { SafeTensorsWriter.Entry(name: $0.name, shape: $0.shape, payload: .f32Buffer($0.data)) }
+    let weights = try SafeTensorsWriter.writer(entries: entries, metadata: ["format": "pt"],
+                                               path: directory + "/" + format.weightsFile)
+    let json = Array(JSONValue.object(adapter.fileConfig(name: name)).serialized().utf8)
+    try replaceFilesTogether(directory: directory, files: [
+        (format.weightsFile, weights), (AdapterFileFormat.configFile, { fd in try writeAll(fd, json) }),
+    ])
+}
+
+/// Reads an adapter folder (PEFT or AdapterHub, told apart by its weights file) for a model of shape `model`.
+/// Returns the adapter and the name the folder gives it (AdapterHub's `name`; PEFT folders have none).
+func readAdapterFolder(_ directory: String, model: ModelConfig, context: AdapterContext) throws -> (adapter: Adapter, name: String) {
+    let format: AdapterFileFormat = pathKind(directory + "/" + AdapterFileFormat.peft.weightsFile) == .file ? .peft : .adapterHub
+    let cfgPath = directory + "/" + AdapterFileFormat.configFile
+    let weightsPath = directory + "/" + format.weightsFile
+    let object = try JSONValue.parseObject(try readWholeFile(path: cfgPath, maxBytes: 1 << 20), source: "'\(cfgPath)'")
+    let config = try AdapterRegistry.parse(object, model: model, context: context, source: "'\(cfgPath)'")
+    guard config.method != .bottleneck || format == .adapterHub else {
+        throw PEFTKitError.format("'\(cfgPath)' describes a bottleneck adapter but the folder holds \(format.weightsFile)")
+    }
+    let stored = AdapterRegistry.schema(config.method).configForSavedWeights(config)
+    let nameInFile: String
+    if case .string(let n)? = object["name"], format == .adapterHub { nameInFile = n } else { nameInFile = format == .peft ? "default" : "adapter" }
+
+    let st = try SafeTensorsFile(path: weightsPath)
+    // The config alone must not make us allocate: the weights file has to be large enough for it first.
+    let n = try AdapterRegistry.parameterCount(stored, model: model)
+    guard n <= st.storage.byteCount / 2 else {  // 2 bytes: the smallest float dtype
+        throw PEFTKitError.format("'\(weightsPath)' (\(st.storage.byteCount) bytes) is too small for the \(n) parameters '\(cfgPath)' describes")
+    }
+    guard let adapter = try AdapterRegistry.make(stored, model: model, context: context) as? SavableAdapter else {
+        throw PEFTKitError.unsupported("\(cfgPath): \(stored.method.rawValue) adapters have no file format")
+    }
+    let used = try adapter.readFileTensors(st, name: nameInFile, path: weightsPath)
+    let extra = st.names.filter { !used.contains($0) && !adapter.isForeignFileTensor($0) }
+    guard extra.isEmpty else {
+        throw PEFTKitError.format("'\(weightsPath)' has tensors this adapter does not use: \(extra.prefix(3))")
+    }
+    guard isAllFinite(adapter.params.floats, adapter.parameterCount) else {
+        throw PEFTKitError.numerical("adapter file '\(weightsPath)' holds a non-finite weight")
+    }
+    adapter.parametersChanged()
+    return (adapter, nameInFile)
+}

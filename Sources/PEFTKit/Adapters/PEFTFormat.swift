@@ -1,0 +1,40 @@
+// What every HF PEFT adapter folder shares, whatever the method: `adapter_config.json` (the PEFT config, keys
+// sorted, two-space indent) and `adapter_model.safetensors` (F32, metadata {"format": "pt"}). Tensor names
+// are PEFT's `named_parameters()` names without the adapter name. Tests/Fixtures/peft/README.md records
+// what PEFT itself reads and writes. The methods' own fields live in their folders (`*File.swift`).
+
+/// The fields PEFT writes for every method; the method's fields are merged over them.
+func peftCommonFields(_ model: ModelConfig) -> [String: JSONValue] {
+    [
+        "auto_mapping": .null, "base_model_name_or_path": .null, "inference_mode": .bool(true),
+        "modules_to_save": .null, "revision": .null, "task_type": .string("CAUSAL_LM"),
+    ]
+}
+
+/// Checks the fields every PEFT config may carry that PEFTKit cannot honour.
+func checkPEFTCommon(_ f: ConfigFields) throws {
+    if let t = try f.string("task_type"), t != "CAUSAL_LM" { throw f.refuse("task_type '\(t)' (PEFTKit models are causal LMs)") }
+    if f.has("modules_to_save"), !(f.object["modules_to_save"]?.isNeutral ?? true) {
+        throw f.refuse("modules_to_save (fully trained extra modules)")
+    }
+    if !(f.object["trainable_token_indices"]?.isNeutral ?? true) { throw f.refuse("trainable_token_indices") }
+}
+
+/// `layers_to_transform` as PEFT writes it: null for every layer.
+func peftLayerList(_ layers: [Int], _ model: ModelConfig) -> JSONValue {
+    Set(layers).count == model.numLayers ? .null : .array(Set(layers).sorted().map { .int($0) })
+}
+
+/// PEFT's key prefix of the module at (layer, site).
+func peftModuleKey(_ l: Int, _ s: LinearSite, _ model: ModelConfig) -> String {
+    "base_model.model." + s.module(model.architecture, layer: l)
+}
+
+/// A float setting as Python would write it: an int when integral (PEFT's `lora_alpha` is usually one).
+func pythonNumber(_ x: Float) -> JSONValue {
+    let d = decimalDouble(x)
+    return d == d.rounded() && abs(d) < 1e15 ? .int(Int(d)) : .double(d)
+}
+
+/// The key of prompt and prefix tuning's one tensor.
+let peftEmbeddingsKey = "prompt_embeddings"

@@ -1,0 +1,76 @@
+// Which frozen linears a config selects, matched as PEFT matches module names.
+
+/// The (site, layer) product a PEFT target spec selects, matched as PEFT matches module names: a list
+/// entry matches a module whose name equals it or ends with "." + entry (then filtered by
+/// `layers_to_transform`); a string is a regular expression over the whole name, or "all-linear".
+func resolveModuleSpec(_ spec: ModuleSpec, layers: [Int]?, model config: ModelConfig, source: String) throws -> ([LinearSite], [Int]) {
+    let arch = config.architecture
+    let allowed = layers.map { Set($0) }
+    var pairs = Set<Int>()  // layer * LinearSite.count + site
+    switch spec {
+    case .names(let names):
+        guard !names.isEmpty else { throw PEFTKitError.format("\(source): target_modules is empty") }
+        for n in names {
+            var found = false
+            for l in 0..<config.numLayers {
+                for s in LinearSite.sites(arch) {
+                    let full = s.module(arch, layer: l)
+                    if full == n { found = true; pairs.insert(l * LinearSite.count + s.rawValue); continue }
+                    guard full.hasSuffix("." + n) else { continue }
+                    found = true
+                    if allowed?.contains(l) ?? true { pairs.insert(l * LinearSite.count + s.rawValue) }
+                }
+            }
+            guard found else {
+                throw PEFTKitError.unsupported("\(source): target module '\(n)' matches no linear PEFTKit adapts in a \(arch) model "
+                    + "(choose from \(LinearSite.sites(arch).map { $0.shortName(arch) }))")
+            }
+        }
+    case .pattern(let pattern):
+        if pattern == "all-linear" {
+            for l in 0..<config.numLayers { for s in LinearSite.sites(arch) { pairs.insert(l * LinearSite.count + s.rawValue) } }
+        } else {
+            guard pattern.utf8.count <= 4096 else { throw PEFTKitError.format("\(source): target_modules pattern is too long") }
+            let re: Regex<AnyRegexOutput>
+            do { re = try Regex(pattern) } catch {
+                throw PEFTKitError.unsupported("\(source): target_modules pattern '\(pattern)' is not a regular expression PEFTKit reads (\(error))")
+            }
+            for l in 0..<config.numLayers {
+                for s in LinearSite.sites(arch) where (try? re.wholeMatch(in: s.module(arch, layer: l))) != nil {
+                    pairs.insert(l * LinearSite.count + s.rawValue)
+                }
+            }
+        }
+    }
+    guard !pairs.isEmpty else { throw PEFTKitError.format("\(source): the targets select no module of this model") }
+    let sites = Set(pairs.map { $0 % LinearSite.count }).sorted().map { LinearSite(rawValue: $0)! }
+    let ls = Set(pairs.map { $0 / LinearSite.count }).sorted()
+    guard pairs.count == sites.count * ls.count else {
+        throw PEFTKitError.unsupported("\(source): the targets adapt different modules in different layers; "
+            + "PEFTKit adapts the same modules in every chosen layer")
+    }
+    return (sites, ls)
+}
+
+/// IA3's feed-forward modules among `sites`: a list entry matches a module whose name ends with it (PEFT's
+/// plain suffix test), a string is a whole-name regular expression. Each must be a target.
+func resolveFeedForward(_ spec: ModuleSpec, among sites: [LinearSite], model config: ModelConfig, source: String) throws -> [LinearSite] {
+    let arch = config.architecture
+    var out: [LinearSite] = []
+    for s in LinearSite.sites(arch) {
+        let full = s.module(arch, layer: 0)
+        let hit: Bool
+        switch spec {
+        case .names(let names): hit = names.contains { full.hasSuffix($0) }
+        case .pattern(let p):
+            guard let re = try? Regex(p) else { throw PEFTKitError.unsupported("\(source): feedforward_modules pattern '\(p)' is not readable") }
+            hit = (try? re.wholeMatch(in: full)) != nil
+        }
+        guard hit else { continue }
+        guard sites.contains(s) else {
+            throw PEFTKitError.format("\(source): feed-forward module '\(s.shortName(arch))' is not a target module")
+        }
+        out.append(s)
+    }
+    return out
+}
