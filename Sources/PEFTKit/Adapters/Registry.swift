@@ -17,6 +17,17 @@ public enum AdapterConfig: Sendable, Equatable {
     }
 }
 
+/// A method's configuration type, usable wherever an `AdapterConfig` is expected.
+public protocol AdapterConfigConvertible {
+    var adapterConfig: AdapterConfig { get }
+}
+
+extension BottleneckConfig: AdapterConfigConvertible { public var adapterConfig: AdapterConfig { .bottleneck(self) } }
+extension LoRAConfig: AdapterConfigConvertible { public var adapterConfig: AdapterConfig { .lora(self) } }
+extension IA3Config: AdapterConfigConvertible { public var adapterConfig: AdapterConfig { .ia3(self) } }
+extension PrefixConfig: AdapterConfigConvertible { public var adapterConfig: AdapterConfig { .prefix(self) } }
+extension PromptConfig: AdapterConfigConvertible { public var adapterConfig: AdapterConfig { .prompt(self) } }
+
 // The registry: the one place that names every method. Adding a method = its folder under Adapters/, a case in
 // `AdapterConfig` and `AdapterMethod`, and one line in each switch below (plus its enum value in peftkit.h and
 // the Python mirror, and a row in the shared method matrix test).

@@ -109,9 +109,10 @@ public final class Model: @unchecked Sendable {
         try exclusiveChangingAdapters { try engine.attachAdapter(name: name, json: Array(configJSON.utf8), tokenize: tokenize) }
     }
 
-    /// Attaches a new bottleneck adapter named `name` (not made active).
-    public func attachAdapter(name: String, config: BottleneckConfig) throws {
-        try attachAdapter(name: name, config: .bottleneck(config))
+    /// Attaches a new adapter named `name` (not made active) from any method's configuration type
+    /// (`LoRAConfig()`, `BottleneckConfig(preset: .houlsby)`, ...).
+    public func attachAdapter(name: String, config: some AdapterConfigConvertible) throws {
+        try attachAdapter(name: name, config: config.adapterConfig)
     }
 
     /// The method of adapter `name`.
