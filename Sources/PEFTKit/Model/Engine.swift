@@ -106,6 +106,8 @@ final class Engine {
     var inferBuffers: InferBuffers?
     /// Set while every base weight is trained (`enableFullFineTuning`).
     var full: FullTuning?
+    /// Gradients of a split train step waiting for `applyGradients`.
+    var pending: PendingGradients?
 
     init(config: ModelConfig, weights: BaseWeights) throws {
         self.config = config

@@ -220,6 +220,51 @@ public final class Model: @unchecked Sendable {
         }
     }
 
+    /// The first half of `trainStep`, for hosts that combine gradients across processes (data parallelism):
+    /// forward, loss and backward, leaving the gradient of Σ loss / `lossDivisor` in the flat gradient buffer
+    /// (`withGradients`). `lossDivisor` defaults to this batch's counted tokens (the mean loss); data-parallel
+    /// ranks pass the global token count so that summing their gradients gives the global mean's. Returns this
+    /// batch's loss divided by the same divisor and the tokens it counted. Then `applyGradients`.
+    ///
+    /// ```swift
+    /// let (_, tokens) = try model.computeGradients(inputIDs: ids, batch: 4, seqLen: 256, config: tc, lossDivisor: globalTokens)
+    /// try model.withGradients { g in allReduceSum(g) }     // the host's communicator
+    /// let r = try model.applyGradients(config: tc)
+    /// ```
+    public func computeGradients(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>? = nil, batch: Int,
+                                 seqLen: Int, config: TrainConfig, lossDivisor: Int? = nil) throws -> (loss: Float, tokens: Int) {
+        try exclusive {
+            try config.validate()
+            return try engine.computeGradients(inputIDs: inputIDs, labels: labels, batch: batch, seqLen: seqLen, config: config,
+                                               lossDivisor: lossDivisor)
+        }
+    }
+
+    /// The second half of `trainStep`: clipping, learning-rate schedule and AdamW on the gradient buffer, with the
+    /// same refusal of non-finite updates (nothing changes). `trainStep` is exactly `computeGradients` then this.
+    public func applyGradients(config: TrainConfig) throws -> TrainStepResult {
+        try exclusive { try engine.applyGradients(config: config) }
+    }
+
+    /// Calls `body` with the flat fp32 gradient buffer of what `trainStep` trains (the active adapter's
+    /// parameters in their saved order, or every base weight under full fine-tuning), to read or change in place
+    /// between `computeGradients` and `applyGradients`. The buffer is valid only inside `body`.
+    public func withGradients<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) throws -> R {
+        try exclusive {
+            let (_, opt) = try engine.trainable()
+            return try body(UnsafeMutableBufferPointer(start: opt.grads.floats, count: opt.count))
+        }
+    }
+
+    /// Calls `body` with the flat fp32 parameters that `trainStep` trains (read-only use: to check that data-parallel
+    /// ranks agree, or to hash them).
+    public func withTrainableParameters<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) throws -> R {
+        try exclusive {
+            let (_, opt) = try engine.trainable()
+            return try body(UnsafeBufferPointer(start: opt.params, count: opt.count))
+        }
+    }
+
     /// Forward pass without an update: writes logits `[batch, seqLen, vocab]` into `logits` when given and
     /// returns the loss against `labels` (default: the inputs).
     public func forward(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>? = nil,

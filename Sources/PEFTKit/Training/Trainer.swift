@@ -1,24 +1,50 @@
+/// Gradients computed by the first half of a train step and not yet applied.
+struct PendingGradients {
+    let opt: OptimizerState
+    /// The step count they were computed at: another update in between makes them stale.
+    let step: Int
+    let loss: Float
+    let tokens: Int
+    /// The training random state before the forward pass, restored if the update is refused.
+    let randomState: (TrainingRandomState, Rng)?
+}
+
 extension Engine {
     /// One optimiser step of the active adapter, or of every base weight under full fine-tuning; see
-    /// `Model.trainStep`.
+    /// `Model.trainStep`. Exactly `computeGradients` followed by `applyGradients`.
     func trainStep(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>?, batch B: Int, seqLen T: Int,
                    config tc: TrainConfig) throws -> TrainStepResult {
         try tc.validate()
-        let slot: AdapterSlot?
-        if full != nil {
+        _ = try computeGradients(inputIDs: inputIDs, labels: labels, batch: B, seqLen: T, config: tc, lossDivisor: nil)
+        return try applyGradients(config: tc)
+    }
+
+    /// The optimiser state `trainStep` updates: the active adapter's, or the base weights' under full fine-tuning.
+    func trainable() throws -> (slot: AdapterSlot?, opt: OptimizerState) {
+        if let full {
             if let n = activeName, (try? adapter(named: n))?.merged == false {
                 throw PEFTKitError.state("full fine-tuning is enabled: deactivate adapter '\(n)' (or disable full fine-tuning) to train")
             }
-            slot = nil
-        } else {
-            guard let s = active else {
-                if let n = activeName, (try? adapter(named: n))?.merged == true {
-                    throw PEFTKitError.state("adapter '\(n)' is merged into the base weights: unmerge it to train it")
-                }
-                throw PEFTKitError.state("no active adapter: attach one and make it active before training")
-            }
-            slot = s
+            return (nil, full.opt)
         }
+        guard let s = active else {
+            if let n = activeName, (try? adapter(named: n))?.merged == true {
+                throw PEFTKitError.state("adapter '\(n)' is merged into the base weights: unmerge it to train it")
+            }
+            throw PEFTKitError.state("no active adapter: attach one and make it active before training")
+        }
+        return (s, s.opt)
+    }
+
+    /// The first half of a train step: forward, loss and backward over the batch, leaving the gradient of
+    /// loss / `lossDivisor` (default: the batch's counted tokens, i.e. the mean loss) in the trainable block's
+    /// gradient buffer, which a host may then change (all-reduce) before `applyGradients`. Returns the loss over
+    /// this batch divided by the same divisor, and the tokens counted. Non-finite loss or gradient: throws,
+    /// gradients zeroed, nothing else changed.
+    func computeGradients(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>?, batch B: Int, seqLen T: Int,
+                          config tc: TrainConfig, lossDivisor: Int?) throws -> (loss: Float, tokens: Int) {
+        pending = nil
+        let (slot, opt) = try trainable()
         let ad = slot?.adapter
         let Vt = ad?.virtualTokens ?? 0
         try checkShape(batch: B, seqLen: T, extra: Vt + (ad?.prefixLength ?? 0))
@@ -28,6 +54,7 @@ extension Engine {
         let lab = labels ?? inputIDs
         let mb = tc.microBatchSize == 0 ? B : min(tc.microBatchSize, B)
         try require(B % mb == 0, "batch \(B) is not a multiple of the micro-batch size \(mb)")
+        if let d = lossDivisor { try require(d > 0, "the loss divisor must be positive, got \(d)") }
 
         // Count the tokens of the whole batch first: the gradient is that of the mean over all of them.
         // With virtual tokens the last one predicts the first real token, as in PEFT.
@@ -35,33 +62,56 @@ extension Engine {
         for b in 0..<B {
             for t in (Vt > 0 ? 0 : 1)..<T where lab[b * T + t] != -100 { total += 1 }
         }
-        try require(total > 0, "no label counts towards the loss (all positions are -100 or sequences have length 1)")
+        try require(total > 0 || lossDivisor != nil,
+                    "no label counts towards the loss (all positions are -100 or sequences have length 1)")
+        let divisor = lossDivisor ?? total
 
-        // The trainable block: the adapter's parameters, or the whole base-weight block.
-        let opt = slot?.opt ?? full!.opt
         let grads = opt.grads.floats, P = opt.count
         grads.update(repeating: 0, count: P)
         // A refused step must leave the training random state (LoRA dropout) as it was, too, so that retrying
         // the step (or resuming from a checkpoint) draws the same masks.
         let randomState = (ad as? TrainingRandomState).map { ($0, $0.trainingRng) }
-        var stepped = false
-        defer { if !stepped, let (r, rng) = randomState { r.trainingRng = rng } }
+        var computed = false
+        defer { if !computed, let (r, rng) = randomState { r.trainingRng = rng } }
         ad?.beginPass(training: true)
         var lossSum = 0.0
         var r = 0
         while r < B {
             lossSum += try forwardBackward(adapter: ad, grads: grads, fullGrads: slot == nil ? full!.gradWeights : nil,
                                            ids: inputIDs.baseAddress! + r * T, labels: lab, rowStart: r, rows: mb,
-                                           seqLen: T, gradScale: 1 / Float(total))
+                                           seqLen: T, gradScale: 1 / Float(divisor))
             r += mb
         }
         ad?.endBackward(grads: grads)
-        let loss = Float(lossSum / Double(total))
-        let sq = sumOfSquares(grads, P)
-        let norm = Float(sq.squareRoot())
-        guard loss.isFinite, norm.isFinite else {
+        let loss = Float(lossSum / Double(divisor))
+        guard loss.isFinite, isAllFinite(grads, P) else {
+            let norm = Float(sumOfSquares(grads, P).squareRoot())
             grads.update(repeating: 0, count: P)
             throw PEFTKitError.numerical("non-finite \(loss.isFinite ? "gradient" : "loss") (loss \(loss), grad norm \(norm)); the step was skipped and no weight changed")
+        }
+        computed = true
+        pending = PendingGradients(opt: opt, step: opt.step, loss: loss, tokens: total, randomState: randomState)
+        return (loss, total)
+    }
+
+    /// The second half of a train step: clipping, the schedule's learning rate and AdamW on the gradients in the
+    /// trainable block's buffer (as `computeGradients` left them, or as the host changed them). A non-finite
+    /// gradient or update is refused: no weight, moment or step count changes, and the training random state is
+    /// rewound to before `computeGradients`.
+    func applyGradients(config tc: TrainConfig) throws -> TrainStepResult {
+        try tc.validate()
+        let (_, opt) = try trainable()
+        guard let p = pending, p.opt === opt, p.step == opt.step else {
+            throw PEFTKitError.state("no gradients to apply: call computeGradients for the adapter being trained first")
+        }
+        pending = nil
+        var stepped = false
+        defer { if !stepped, let (r, rng) = p.randomState { r.trainingRng = rng } }
+        let grads = opt.grads.floats, P = opt.count
+        let norm = Float(sumOfSquares(grads, P).squareRoot())
+        guard norm.isFinite else {
+            grads.update(repeating: 0, count: P)
+            throw PEFTKitError.numerical("non-finite gradient (grad norm \(norm)); the step was skipped and no weight changed")
         }
         if tc.maxGradNorm > 0 {
             let coef = tc.maxGradNorm / (norm + 1e-6)
@@ -74,9 +124,8 @@ extension Engine {
             throw PEFTKitError.numerical("the update would make a weight non-finite (learning rate \(lr)); the step was skipped and no weight changed")
         }
         stepped = true
-        ad?.parametersChanged()
-        let newStep = opt.step
-        return TrainStepResult(loss: loss, gradNorm: norm, learningRate: lr, step: newStep, tokens: total)
+        (p.opt === full?.opt ? nil : active?.adapter)?.parametersChanged()
+        return TrainStepResult(loss: p.loss, gradNorm: norm, learningRate: lr, step: opt.step, tokens: p.tokens)
     }
 
     /// Forward and backward of rows [rowStart, rowStart + rows); returns the summed loss of those rows.
