@@ -356,7 +356,12 @@ public final class WordPieceTokenizer: Sendable {
             if skipSpecial && specialIDs.contains(id) { continue }
             var piece = token
             if !first {
-                if !prefix.isEmpty, piece.hasPrefix(prefix) { piece = String(piece.dropFirst(prefix.count)) } else { piece = " " + piece }
+                // Bytes, not Characters: "##" + a combining mark is not a Character-wise prefix match.
+                if !prefix.isEmpty, piece.utf8.starts(with: prefix.utf8) {
+                    piece = String(decoding: piece.utf8.dropFirst(prefix.utf8.count), as: UTF8.self)
+                } else {
+                    piece = " " + piece
+                }
             }
             first = false
             out += decoderCleanup ? wordPieceCleanup(piece) : piece
