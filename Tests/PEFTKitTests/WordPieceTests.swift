@@ -305,4 +305,40 @@ struct WordPieceTests {
         #expect(tok.encode("aaa b", pair: "A").typeIDs == [0, 0, 0, 0, 1])
         #expect(try tok.decode([1, 2, 2, 0, 1]) == "aaa [UNK] a")
     }
+
+    @Test("fuzz/corpus/wordpiece replays without a trap (the fuzz target's entry points)")
+    func fuzzCorpus() throws {
+        let corpus = TS.fixtures.replacing("/Tests/Fixtures", with: "/fuzz/corpus") + "/wordpiece"
+        let dir = TS.tempDir()
+        let fixed = try WordPieceTokenizer(tokenizerJSON: wpDir + "/tiny/uncased.tokenizer.json")
+        var loaded = 0
+        let entries = listDirectory(corpus)
+        #expect(entries.count >= 5)
+        for entry in entries {
+            let input = try readWholeFile(path: corpus + "/" + entry)
+            var tok: WordPieceTokenizer? = nil
+            if input.first == UInt8(ascii: "#") {
+                let text = String(decoding: input.dropFirst(), as: UTF8.self)
+                _ = try fixed.decode(fixed.encode(text, pair: text, maxLength: 9).ids)
+                continue
+            } else if input.first == UInt8(ascii: "{") {
+                try writeFileAtomically(path: dir + "/tokenizer.json", bytes: input)
+                tok = try? WordPieceTokenizer(tokenizerJSON: dir + "/tokenizer.json")
+            } else {
+                let cut = input.firstIndex(of: 0) ?? input.count
+                try writeFileAtomically(path: dir + "/vocab.txt", bytes: Array(input[..<cut]))
+                var config: String? = nil
+                if cut < input.count {
+                    config = dir + "/config.json"
+                    try writeFileAtomically(path: dir + "/config.json", bytes: Array(input[(cut + 1)...]))
+                }
+                tok = try? WordPieceTokenizer(vocabFile: dir + "/vocab.txt", configFile: config)
+            }
+            guard let tok else { continue }
+            loaded += 1
+            let e = tok.encode("Hello, World! caf\u{00E9} \u{4E2D}\u{6587} [SEP] ab##ab", pair: "x", maxLength: 12)
+            _ = try tok.decode(e.ids)
+        }
+        #expect(loaded >= 3)
+    }
 }
