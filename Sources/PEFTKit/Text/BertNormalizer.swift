@@ -79,12 +79,15 @@ private func computeClass(_ u: Unicode.Scalar) -> BertCharClass {
     return c
 }
 
-/// Classes of the 128 ASCII scalars.
-private let asciiClasses: [BertCharClass] = (0..<128).map { computeClass(Unicode.Scalar(UInt8($0))) }
+/// Classes of the Basic Multilingual Plane (64 KB, computed once on first use: a few ms), so that non-ASCII
+/// text does not pay for the stdlib's property lookups on every scalar. Surrogate code points stay empty.
+private let bmpClasses: [BertCharClass] = (0..<0x10000).map { v in
+    Unicode.Scalar(UInt32(v)).map(computeClass) ?? []
+}
 
 @inline(__always)
 func bertClass(_ u: Unicode.Scalar) -> BertCharClass {
-    u.value < 128 ? asciiClasses[Int(u.value)] : computeClass(u)
+    u.value < 0x10000 ? bmpClasses[Int(u.value)] : computeClass(u)
 }
 
 /// Scalars the `unicode-normalization` crate does not decompose although the stdlib does.
