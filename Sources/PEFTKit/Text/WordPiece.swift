@@ -344,6 +344,7 @@ public final class WordPieceTokenizer: Sendable {
 
     /// The text of `ids` as HF's WordPiece decoder writes it: tokens joined by spaces, "##" pieces glued to
     /// the previous one, and (with `cleanup` in the file, BERT's default) no space before . ? ! ,
+    /// Special tokens are skipped by default, as in HF's `decode` (the BPE `Tokenizer.decode` keeps them).
     ///
     /// Throws `invalidArgument` for an id outside the vocabulary.
     public func decode(_ ids: [Int32], skipSpecial: Bool = true) throws -> String {
