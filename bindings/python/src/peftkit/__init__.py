@@ -22,8 +22,6 @@ from . import _capi
 from ._version import __version__
 from .configs import (
     ADAPTER_METHODS,
-    Activation,
-    AdapterInit,
     Architecture,
     BottleneckConfig,
     EvalResult,
@@ -31,7 +29,6 @@ from .configs import (
     LoRAConfig,
     Method,
     ModelConfig,
-    Preset,
     PrefixConfig,
     PromptConfig,
     Schedule,
@@ -69,8 +66,6 @@ def library_version() -> str:
 __all__ = [
     "ADAPTER_METHODS",
     "IGNORE_INDEX",
-    "Activation",
-    "AdapterInit",
     "Architecture",
     "BottleneckConfig",
     "BufferTooSmallError",
@@ -88,7 +83,6 @@ __all__ = [
     "OutOfMemoryError",
     "PeftKitError",
     "PeftKitIOError",
-    "Preset",
     "PrefixConfig",
     "PromptConfig",
     "Schedule",
