@@ -5,7 +5,8 @@ A thin, typed layer over the C interface of ``libpeftkit.so`` (``include/peftkit
     import peftkit
 
     with peftkit.Model.create(seed=1) as model:            # a tiny random GPT-2, vocab 256
-        model.attach_adapter("task", preset="houlsby", reduction_factor=8)
+        model.attach_adapter("task", peftkit.BottleneckConfig.double_seq_bn(reduction_factor=8))
+        # or a PEFT config's dict: {"peft_type": "LORA", "r": 8, "target_modules": ["c_attn"]}
         model.set_active_adapter("task")
         ids = [[1, 2, 3, 4, 1, 2, 3, 4]]
         for _ in range(10):
