@@ -48,8 +48,10 @@
  * - Calls on one model must not overlap. A call that starts while another call on the same model is
  *   still running fails with PEFTKIT_ERR_STATE and leaves the model untouched; it never corrupts it.
  *   This includes calls made from inside a peftkit_token_callback on the model that is generating.
- *   The tokenizer reads (see Tokenization) are the exception: they may overlap anything but
- *   peftkit_model_free.
+ *   The exceptions may overlap anything but peftkit_model_free: the tokenizer functions (see
+ *   Tokenization; peftkit_tokenizer_load replaces the tokenizer for calls that start after it) and the
+ *   reads of the adapter list (peftkit_adapter_count, peftkit_adapter_name, peftkit_adapter_get_active),
+ *   which see the list as the last finished call left it.
  * - peftkit_model_free must not overlap any other call on the same model (it is the one exception to
  *   the rule above: freeing a model in use is undefined behaviour).
  * - Model pointers are checked against the set of live models: a call with a pointer that was freed, or
@@ -152,7 +154,7 @@ peftkit_status peftkit_set_num_threads(int32_t n);
 /* Llama: RMSNorm, RoPE, SwiGLU MLP, grouped-query attention. */
 #define PEFTKIT_ARCH_LLAMA 1
 
-/* Adapter methods (peftkit_adapter_config.method). Later versions add more methods. */
+/* Adapter methods (peftkit_adapter_method). Later versions add more methods. */
 /* Bottleneck adapter (Houlsby et al. 2019): x + up(act(down(x))) * scaling, AdapterHub-compatible. */
 #define PEFTKIT_METHOD_BOTTLENECK 0
 /* LoRA (Hu et al. 2021): W x + (alpha / r) B A x on chosen linears (rsLoRA: alpha / sqrt(r)). HF PEFT files. */
@@ -163,34 +165,6 @@ peftkit_status peftkit_set_num_threads(int32_t n);
 #define PEFTKIT_METHOD_PREFIX 3
 /* Prompt tuning (Lester et al. 2021): trainable virtual-token embeddings before the input. */
 #define PEFTKIT_METHOD_PROMPT 4
-
-/* Bottleneck presets (peftkit_adapter_config.preset). They fix where the adapter sits in each layer. */
-/* After attention and after the feed-forward block; reads the sub-layer output (AdapterHub
- * "double_seq_bn"). Default non-linearity: SWISH. */
-#define PEFTKIT_PRESET_HOULSBY 0
-/* After the feed-forward block only; reads the residual stream (AdapterHub "seq_bn"). Default
- * non-linearity: RELU. */
-#define PEFTKIT_PRESET_PFEIFFER 1
-
-/* Adapter non-linearities (peftkit_adapter_config.non_linearity). */
-/* The preset's default: SWISH for HOULSBY, RELU for PFEIFFER. */
-#define PEFTKIT_ACTIVATION_DEFAULT (-1)
-#define PEFTKIT_ACTIVATION_RELU 0
-/* Exact (erf) GELU. */
-#define PEFTKIT_ACTIVATION_GELU 1
-/* GELU, tanh approximation (transformers' "gelu_new"). */
-#define PEFTKIT_ACTIVATION_GELU_TANH 2
-/* SiLU, x * sigmoid(x). */
-#define PEFTKIT_ACTIVATION_SWISH 3
-
-/* Adapter weight initialisation (peftkit_adapter_config.init_weights). */
-/* All weights N(0, 0.02), biases 0 (AdapterHub "bert"). */
-#define PEFTKIT_INIT_BERT 0
-/* Truncated N(0, 0.01) within +-0.02, biases 0: close to the identity (AdapterHub "houlsby"). */
-#define PEFTKIT_INIT_HOULSBY 1
-/* Down-projection Kaiming-uniform, up-projection exactly 0: starts as the identity (AdapterHub
- * "mam_adapter"). */
-#define PEFTKIT_INIT_ZERO_UP 2
 
 /* Learning-rate schedules (peftkit_train_config.schedule). All start with warmup_steps of linear
  * warm-up from 0. */
@@ -295,61 +269,44 @@ peftkit_status peftkit_model_get_config(const peftkit_model *model, peftkit_mode
  * =================================================================================================== */
 
 /*
- * Which adapter to attach and how it is shaped. Defaults set by peftkit_adapter_config_init equal the
- * Swift API's BottleneckConfig(): a PFEIFFER bottleneck, reduction factor 16, preset non-linearity,
- * BERT init, scaling 1, no extra LayerNorms, every layer, seed 42; and for the other methods LoRA r 8,
- * alpha 16, no dropout, default targets; 20 virtual tokens. Set `method` and the fields of that method;
- * the others are ignored (`layers` applies to bottleneck, LoRA and IA3).
- */
-typedef struct peftkit_adapter_config {
-    uint32_t struct_size;     /* sizeof(peftkit_adapter_config); set by peftkit_adapter_config_init */
-    int32_t method;           /* PEFTKIT_METHOD_*; default BOTTLENECK */
-    int32_t preset;           /* PEFTKIT_PRESET_*; default PFEIFFER */
-    float reduction_factor;   /* bottleneck = hidden_size / reduction_factor (at least 1); > 0; default 16 */
-    int32_t bottleneck_size;  /* explicit bottleneck width, 0 .. 65536; 0 = use reduction_factor; default 0 */
-    int32_t non_linearity;    /* PEFTKIT_ACTIVATION_*; default PEFTKIT_ACTIVATION_DEFAULT (-1) */
-    int32_t init_weights;     /* PEFTKIT_INIT_*; default BERT */
-    float scaling;            /* multiplies the up-projection output; finite; default 1 */
-    int32_t ln_before;        /* 0/1: trainable LayerNorm on the adapter input; default 0 */
-    int32_t ln_after;         /* 0/1: trainable LayerNorm on the adapter output; default 0 */
-    const int32_t *layers;    /* layer indices that get the adapter, each in [0, num_layers), no
-                                 duplicates; read during the call only. NULL or n_layers == 0 = all */
-    int32_t n_layers;         /* number of entries in layers, 0 .. num_layers; default 0 */
-    uint64_t seed;            /* seed of the initial adapter weights; default 42 */
-
-    /* LoRA (method LORA). */
-    int32_t lora_rank;        /* r, 1 .. 4096; default 8 */
-    float lora_alpha;         /* scaling numerator; finite; default 16 */
-    float lora_dropout;       /* dropout on the LoRA input while training, [0, 1); default 0 */
-    int32_t use_rslora;       /* 0/1: scale by alpha / sqrt(r) instead of alpha / r; default 0 */
-    /* LoRA and IA3: comma-separated module names to adapt, as HF PEFT's target_modules (GPT-2: c_attn,
-     * attn.c_proj, c_fc, mlp.c_proj, c_proj = both projections; Llama: q_proj, k_proj, v_proj, o_proj,
-     * gate_proj, up_proj, down_proj). NULL or "" = the method's default for the architecture (LoRA: c_attn /
-     * q_proj,v_proj; IA3: c_attn,mlp.c_proj / k_proj,v_proj,down_proj). Read during the call only. */
-    const char *target_modules;
-    /* IA3: which targets scale their input (feed-forward); NULL or "" = default (mlp.c_proj / down_proj). */
-    const char *feedforward_modules;
-
-    /* Prefix and prompt tuning (methods PREFIX, PROMPT). */
-    int32_t num_virtual_tokens;   /* 1 .. max_positions - 1; default 20 */
-    int32_t prefix_projection;    /* 0/1: train the prefix through an MLP (HF PEFT prefix_projection); default 0 */
-    int32_t projection_hidden;    /* width of that MLP; 0 = the key/value width (num_kv_heads * head_dim), as PEFT; default 0 */
-    const int32_t *init_tokens;   /* prompt tuning: start from these tokens' embeddings (cycled); NULL = random */
-    int32_t n_init_tokens;        /* entries in init_tokens; default 0 */
-} peftkit_adapter_config;
-
-/* Fills *config with the defaults above, including struct_size. NULL is ignored. */
-void peftkit_adapter_config_init(peftkit_adapter_config *config);
-
-/*
- * Attaches a new adapter named `name`. It is not made active: call peftkit_adapter_set_active.
+ * Attaches a new adapter named `name` from `config_json`, the JSON text of an adapter_config.json in the
+ * ecosystem's own schema: the same text peftkit_adapter_save writes and peftkit_adapter_load reads. The
+ * adapter is not made active: call peftkit_adapter_set_active.
  *
- * name    non-empty UTF-8, not kept.
- * config  read only, not kept (nor is config->layers).
- * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_STATE (the name is already used),
- * PEFTKIT_ERR_UNSUPPORTED (a method this model cannot take), PEFTKIT_ERR_OUT_OF_MEMORY.
+ * LoRA, IA3, prefix and prompt tuning: Hugging Face PEFT's schema. "peft_type" is "LORA", "IA3",
+ * "PREFIX_TUNING" or "PROMPT_TUNING"; the other keys are PEFT's field names, so the dict of
+ * `peft.LoraConfig(...).to_dict()` (or a saved adapter_config.json) works as is:
+ *   LORA           r (required), lora_alpha (default 8), lora_dropout, use_rslora, target_modules (required:
+ *                  a list of module names, a regular expression string, or "all-linear"), layers_to_transform
+ *                  (an int or a list of layer indices)
+ *   IA3            target_modules, feedforward_modules (a subset of target_modules), layers_to_transform
+ *   PREFIX_TUNING  num_virtual_tokens, prefix_projection, encoder_hidden_size
+ *   PROMPT_TUNING  num_virtual_tokens, prompt_tuning_init ("RANDOM" or "TEXT"), prompt_tuning_init_text
+ *                  (tokenized with the model's tokenizer: PEFTKIT_ERR_STATE without one)
+ * Module names are the Hugging Face ones (GPT-2: c_attn, attn.c_proj, c_fc, mlp.c_proj; Llama: q_proj,
+ * k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj).
+ * Bottleneck adapters: AdapterHub's schema: a BnConfig dict (mh_adapter, output_adapter, reduction_factor,
+ * non_linearity, original_ln_before, ln_before, ln_after, init_weights, scaling, leave_out, ...), the file
+ * form {"config": {...}, "name": ..., "hidden_size": ...}, or a preset: {"config": "seq_bn"} ("seq_bn" =
+ * "pfeiffer", "double_seq_bn" = "houlsby").
+ * PEFTKit's own keys: "seed" (any method: the seed of the initial weights) and "init_token_ids" (prompt
+ * tuning: start from these tokens' embeddings).
+ * Keys that do not change the computation (base_model_name_or_path, revision, task_type "CAUSAL_LM",
+ * inference_mode, ...) are accepted and ignored. A key PEFTKit does not implement, with a value other than
+ * its neutral one, fails with PEFTKIT_ERR_UNSUPPORTED and a message naming the key.
+ *
+ *   LoRA:       {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}
+ *   bottleneck: {"mh_adapter": false, "output_adapter": true, "reduction_factor": 16,
+ *                "non_linearity": "relu", "original_ln_before": true, "leave_out": [0]}
+ *
+ * name         non-empty UTF-8, not kept.
+ * config_json  NUL-terminated UTF-8 JSON object, at most 1 MiB; read during the call only.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL or invalid arguments, a value out of range, targets
+ * that match nothing), PEFTKIT_ERR_FORMAT (not a JSON object, a key of the wrong type),
+ * PEFTKIT_ERR_UNSUPPORTED (an unknown method or key), PEFTKIT_ERR_STATE (the name is already used; TEXT init
+ * without a tokenizer), PEFTKIT_ERR_OUT_OF_MEMORY. On failure nothing is attached.
  */
-peftkit_status peftkit_adapter_attach(peftkit_model *model, const char *name, const peftkit_adapter_config *config);
+peftkit_status peftkit_adapter_attach_json(peftkit_model *model, const char *name, const char *config_json);
 
 /*
  * Makes adapter `name` the active one, or deactivates every adapter when name is NULL (the bare base

@@ -28,21 +28,21 @@ FIX = ROOT / "Tests" / "Fixtures"
 
 CASES = {
     "gpt2": [
-        ("lora-all", peftkit.LoRAConfig(rank=4, alpha=8, target_modules="c_attn,attn.c_proj,c_fc,mlp.c_proj")),
-        ("rslora-layer1", peftkit.LoRAConfig(rank=2, alpha=3, use_rslora=True, target_modules="c_fc", layers=[1])),
+        ("lora-all", peftkit.LoRAConfig(r=4, lora_alpha=8, target_modules=["c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"])),
+        ("rslora-layer1", peftkit.LoRAConfig(r=2, lora_alpha=3, use_rslora=True, target_modules=["c_fc"], layers_to_transform=[1])),
         ("ia3", peftkit.IA3Config()),
-        ("ia3-custom", peftkit.IA3Config(target_modules="c_attn,c_fc,mlp.c_proj", feedforward_modules="mlp.c_proj")),
+        ("ia3-custom", peftkit.IA3Config(target_modules=["c_attn", "c_fc", "mlp.c_proj"], feedforward_modules=["mlp.c_proj"])),
         ("prefix", peftkit.PrefixConfig(num_virtual_tokens=4)),
-        ("prefix-projection", peftkit.PrefixConfig(num_virtual_tokens=3, prefix_projection=True, projection_hidden=8)),
+        ("prefix-projection", peftkit.PrefixConfig(num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=8)),
         ("prompt", peftkit.PromptConfig(num_virtual_tokens=6)),
     ],
     "llama": [
-        ("lora-qv", peftkit.LoRAConfig(rank=4, alpha=16)),
-        ("lora-all", peftkit.LoRAConfig(rank=3, alpha=5.5, target_modules="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")),
+        ("lora-qv", peftkit.LoRAConfig(r=4, lora_alpha=16)),
+        ("lora-all", peftkit.LoRAConfig(r=3, lora_alpha=5.5, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])),
         ("ia3", peftkit.IA3Config()),
         ("prefix", peftkit.PrefixConfig(num_virtual_tokens=4)),
         ("prefix-projection", peftkit.PrefixConfig(num_virtual_tokens=3, prefix_projection=True)),
-        ("prompt", peftkit.PromptConfig(num_virtual_tokens=6, init_tokens=[5, 6, 7])),
+        ("prompt", peftkit.PromptConfig(num_virtual_tokens=6, init_token_ids=[5, 6, 7])),
     ],
 }
 

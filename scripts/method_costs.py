@@ -33,17 +33,17 @@ SHAPES = {
 
 CONFIGS = {
     "gpt2_124m": [
-        ("lora_r8_c_attn", peftkit.LoRAConfig(rank=8, target_modules="c_attn")),
-        ("lora_r8_all_linears", peftkit.LoRAConfig(rank=8, target_modules="c_attn,c_fc,c_proj")),
+        ("lora_r8_c_attn", peftkit.LoRAConfig(r=8, target_modules=["c_attn"])),
+        ("lora_r8_all_linears", peftkit.LoRAConfig(r=8, target_modules=["c_attn", "c_fc", "c_proj"])),
         ("ia3_defaults", peftkit.IA3Config()),
         ("prefix_20", peftkit.PrefixConfig(num_virtual_tokens=20)),
-        ("prefix_20_projection", peftkit.PrefixConfig(num_virtual_tokens=20, prefix_projection=True, projection_hidden=768)),
+        ("prefix_20_projection", peftkit.PrefixConfig(num_virtual_tokens=20, prefix_projection=True, encoder_hidden_size=768)),
         ("prompt_20", peftkit.PromptConfig(num_virtual_tokens=20)),
-        ("bottleneck_pfeiffer_rf16", peftkit.BottleneckConfig(preset="pfeiffer", reduction_factor=16)),
-        ("bottleneck_houlsby_rf16", peftkit.BottleneckConfig(preset="houlsby", reduction_factor=16)),
+        ("bottleneck_pfeiffer_rf16", peftkit.BottleneckConfig.seq_bn(reduction_factor=16)),
+        ("bottleneck_houlsby_rf16", peftkit.BottleneckConfig.double_seq_bn(reduction_factor=16)),
     ],
     "smollm2_135m": [
-        ("lora_r8_q_proj_v_proj", peftkit.LoRAConfig(rank=8, target_modules="q_proj,v_proj")),
+        ("lora_r8_q_proj_v_proj", peftkit.LoRAConfig(r=8, target_modules=["q_proj", "v_proj"])),
         ("prefix_20", peftkit.PrefixConfig(num_virtual_tokens=20)),
         ("ia3_defaults", peftkit.IA3Config()),
         ("prompt_20", peftkit.PromptConfig(num_virtual_tokens=20)),

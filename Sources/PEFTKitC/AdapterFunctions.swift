@@ -3,14 +3,17 @@
 import CPEFTKit
 import PEFTKit
 
+/// The longest config_json peftkit_adapter_attach_json reads (documented in peftkit.h).
+private let maxConfigJSONBytes = 1 << 20
+
 @c @implementation
-public func peftkit_adapter_attach(_ model: OpaquePointer?, _ name: UnsafePointer<CChar>?,
-                                   _ config: UnsafePointer<peftkit_adapter_config>?) -> peftkit_status {
-    entry("peftkit_adapter_attach") {
+public func peftkit_adapter_attach_json(_ model: OpaquePointer?, _ name: UnsafePointer<CChar>?,
+                                        _ configJSON: UnsafePointer<CChar>?) -> peftkit_status {
+    entry("peftkit_adapter_attach_json") {
         let h = try ModelHandle.from(model)
         let n = try readName(name)
-        let cfg = try adapterConfig(from: config, model: h.model.config)
-        try h.exclusive { try $0.attachAdapter(name: n, config: cfg) }
+        let json = try readString(configJSON, "config_json", maxBytes: maxConfigJSONBytes)
+        try h.model.attachAdapter(name: n, configJSON: json)
     }
 }
 
@@ -19,7 +22,7 @@ public func peftkit_adapter_set_active(_ model: OpaquePointer?, _ name: UnsafePo
     entry("peftkit_adapter_set_active") {
         let h = try ModelHandle.from(model)
         let n: String? = name == nil ? nil : try readName(name)
-        try h.exclusive { try $0.setActiveAdapter(n) }
+        try h.model.setActiveAdapter(n)
     }
 }
 
@@ -28,7 +31,7 @@ public func peftkit_adapter_remove(_ model: OpaquePointer?, _ name: UnsafePointe
     entry("peftkit_adapter_remove") {
         let h = try ModelHandle.from(model)
         let n = try readName(name)
-        try h.exclusive { try $0.removeAdapter(name: n) }
+        try h.model.removeAdapter(name: n)
     }
 }
 
@@ -37,7 +40,7 @@ public func peftkit_adapter_count(_ model: OpaquePointer?, _ out: UnsafeMutableP
     entry("peftkit_adapter_count") {
         let h = try ModelHandle.from(model)
         guard let out else { throw ShimError.invalid("out is NULL") }
-        let count = try h.exclusive { $0.adapterNames.count }
+        let count = h.model.adapterNames.count
         out.pointee = Int32(bounded: count)
     }
 }
@@ -47,7 +50,7 @@ public func peftkit_adapter_name(_ model: OpaquePointer?, _ index: Int32, _ buf:
                                  _ cap: Int, _ lenOut: UnsafeMutablePointer<Int>?) -> peftkit_status {
     entry("peftkit_adapter_name") {
         let h = try ModelHandle.from(model)
-        let names = try h.exclusive { $0.adapterNames }
+        let names = h.model.adapterNames
         guard index >= 0 && Int(index) < names.count else {
             throw ShimError.invalid("index \(index) is out of range [0, \(names.count))")
         }
@@ -60,7 +63,7 @@ public func peftkit_adapter_get_active(_ model: OpaquePointer?, _ buf: UnsafeMut
                                        _ cap: Int, _ lenOut: UnsafeMutablePointer<Int>?) -> peftkit_status {
     entry("peftkit_adapter_get_active") {
         let h = try ModelHandle.from(model)
-        let active = try h.exclusive { $0.activeAdapter }
+        let active = h.model.activeAdapter
         try writeString(active ?? "", buf, cap, lenOut, "buf")
     }
 }
@@ -72,7 +75,7 @@ public func peftkit_adapter_num_params(_ model: OpaquePointer?, _ name: UnsafePo
         let h = try ModelHandle.from(model)
         let n = try readName(name)
         guard let out else { throw ShimError.invalid("out is NULL") }
-        let count = try h.exclusive { try $0.adapterParameterCount(name: n) }
+        let count = try h.model.adapterParameterCount(name: n)
         out.pointee = Int64(count)
     }
 }
@@ -85,7 +88,7 @@ public func peftkit_adapter_save(_ model: OpaquePointer?, _ name: UnsafePointer<
         let n = try readName(name)
         let d = try readString(dir, "dir")
         guard !d.isEmpty else { throw ShimError.invalid("dir is empty") }
-        try h.exclusive { try $0.saveAdapter(name: n, to: d) }
+        try h.model.saveAdapter(name: n, to: d)
     }
 }
 
@@ -104,17 +107,15 @@ public func peftkit_adapter_load(_ model: OpaquePointer?, _ dir: UnsafePointer<C
                 throw ShimError.tooSmall("name_out needs \(n.utf8.count + 1) bytes, name_cap is \(capacity)")
             }
         }
-        try h.exclusive { m in
-            let used = try m.loadAdapter(from: d, name: n)
-            guard let nameOut else { return }
-            if used.utf8.count >= capacity {
-                // The caller cannot learn the name: undo the load so that the call has no effect.
-                try m.removeAdapter(name: used)
-                throw ShimError.tooSmall("name_out needs \(used.utf8.count + 1) bytes for adapter name '\(used)', "
-                                         + "name_cap is \(capacity); the adapter was not attached")
-            }
-            try writeString(used, nameOut, capacity, nil, "name_out")
+        let used = try h.model.loadAdapter(from: d, name: n)
+        guard let nameOut else { return }
+        if used.utf8.count >= capacity {
+            // The caller cannot learn the name: undo the load so that the call has no effect.
+            try h.model.removeAdapter(name: used)
+            throw ShimError.tooSmall("name_out needs \(used.utf8.count + 1) bytes for adapter name '\(used)', "
+                                     + "name_cap is \(capacity); the adapter was not attached")
         }
+        try writeString(used, nameOut, capacity, nil, "name_out")
     }
 }
 
@@ -125,7 +126,7 @@ public func peftkit_adapter_method(_ model: OpaquePointer?, _ name: UnsafePointe
         let h = try ModelHandle.from(model)
         let n = try readName(name)
         guard let out else { throw ShimError.invalid("out is NULL") }
-        let m = try h.exclusive { try $0.adapterMethod(name: n) }
+        let m = try h.model.adapterMethod(name: n)
         out.pointee = methodCode(m)
     }
 }
@@ -135,7 +136,7 @@ public func peftkit_adapter_merge(_ model: OpaquePointer?, _ name: UnsafePointer
     entry("peftkit_adapter_merge") {
         let h = try ModelHandle.from(model)
         let n = try readName(name)
-        try h.exclusive { try $0.mergeAdapter(name: n) }
+        try h.model.mergeAdapter(name: n)
     }
 }
 
@@ -144,6 +145,6 @@ public func peftkit_adapter_unmerge(_ model: OpaquePointer?, _ name: UnsafePoint
     entry("peftkit_adapter_unmerge") {
         let h = try ModelHandle.from(model)
         let n = try readName(name)
-        try h.exclusive { try $0.unmergeAdapter(name: n) }
+        try h.model.unmergeAdapter(name: n)
     }
 }

@@ -11,7 +11,7 @@ public func peftkit_checkpoint_save(_ model: OpaquePointer?, _ name: UnsafePoint
         let n = try readName(name)
         let d = try readString(dir, "dir")
         guard !d.isEmpty else { throw ShimError.invalid("dir is empty") }
-        try h.exclusive { try $0.saveCheckpoint(name: n, to: d) }
+        try h.model.saveCheckpoint(name: n, to: d)
     }
 }
 
@@ -23,16 +23,14 @@ public func peftkit_checkpoint_load(_ model: OpaquePointer?, _ dir: UnsafePointe
         let d = try readString(dir, "dir")
         guard !d.isEmpty else { throw ShimError.invalid("dir is empty") }
         let capacity = nameOut == nil ? 0 : try readCapacity(nameCap, "name_cap")
-        try h.exclusive { m in
-            let used = try m.loadCheckpoint(from: d)
-            guard let nameOut else { return }
-            if used.utf8.count >= capacity {
-                // The caller cannot learn the name: undo the load so that the call has no effect.
-                try m.removeAdapter(name: used)
-                throw ShimError.tooSmall("name_out needs \(used.utf8.count + 1) bytes for adapter name '\(used)', "
-                                         + "name_cap is \(capacity); the checkpoint was not loaded")
-            }
-            try writeString(used, nameOut, capacity, nil, "name_out")
+        let used = try h.model.loadCheckpoint(from: d)
+        guard let nameOut else { return }
+        if used.utf8.count >= capacity {
+            // The caller cannot learn the name: undo the load so that the call has no effect.
+            try h.model.removeAdapter(name: used)
+            throw ShimError.tooSmall("name_out needs \(used.utf8.count + 1) bytes for adapter name '\(used)', "
+                                     + "name_cap is \(capacity); the checkpoint was not loaded")
         }
+        try writeString(used, nameOut, capacity, nil, "name_out")
     }
 }

@@ -10,19 +10,13 @@ public func peftkit_train_step(_ model: OpaquePointer?, _ inputIDs: UnsafePointe
                                _ out: UnsafeMutablePointer<peftkit_train_result>?) -> peftkit_status {
     entry("peftkit_train_step") {
         let h = try ModelHandle.from(model)
-        let vocab = h.model.config.vocabSize
         guard let inputIDs else { throw ShimError.invalid("input_ids is NULL") }
-        let n = try tokenCount(batch: batch, seqLen: seqLen)
+        let n = tokenCount(batch: batch, seqLen: seqLen)
         let tc = try trainConfig(from: config)
         if out != nil { _ = try checkStructSize(out, "out") }
-        try checkSequenceLength(seqLen, "seq_len", model: h.model)
-        try checkTokenIDs(inputIDs, n, vocab: vocab, "input_ids")
-        if let labels { try checkLabels(labels, n, vocab: vocab) }
         let ids = UnsafeBufferPointer(start: inputIDs, count: n)
         let lb = labels.map { UnsafeBufferPointer(start: $0, count: n) }
-        let r = try h.exclusive {
-            try $0.trainStep(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), config: tc)
-        }
+        let r = try h.model.trainStep(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), config: tc)
         if let out {
             var o = peftkit_train_result()
             o.struct_size = UInt32(MemoryLayout<peftkit_train_result>.size)
@@ -45,9 +39,7 @@ public func peftkit_forward(_ model: OpaquePointer?, _ inputIDs: UnsafePointer<I
     entry("peftkit_forward") {
         let h = try ModelHandle.from(model)
         let (ids, lb, logitsBuffer) = try readForwardArgs(h, inputIDs, labels, batch, seqLen, logits, logitsCapacity)
-        let r = try h.exclusive {
-            try $0.forward(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), logits: logitsBuffer)
-        }
+        let r = try h.model.forward(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), logits: logitsBuffer)
         lossOut?.pointee = r.loss
         tokensOut?.pointee = Int64(r.tokens)
     }
@@ -61,10 +53,8 @@ public func peftkit_generate(_ model: OpaquePointer?, _ prompt: UnsafePointer<In
                              _ user: UnsafeMutableRawPointer?) -> peftkit_status {
     entry("peftkit_generate") {
         let h = try ModelHandle.from(model)
-        let vocab = h.model.config.vocabSize
         guard let prompt else { throw ShimError.invalid("prompt is NULL") }
-        guard nPrompt >= 1 else { throw ShimError.invalid("n_prompt must be >= 1, got \(nPrompt)") }
-        let gc = try generateConfig(from: config, vocab: vocab)
+        let gc = try generateConfig(from: config)
         guard outCapacity >= 0 else { throw ShimError.invalid("out_capacity must be >= 0, got \(outCapacity)") }
         if outTokens == nil {
             guard outCapacity == 0 else {
@@ -74,11 +64,10 @@ public func peftkit_generate(_ model: OpaquePointer?, _ prompt: UnsafePointer<In
             throw ShimError.tooSmall("out_tokens needs max_new_tokens = \(gc.maxNewTokens) entries, "
                                      + "out_capacity is \(outCapacity)")
         }
-        try checkSequenceLength(nPrompt, "n_prompt", model: h.model)
-        try checkTokenIDs(prompt, Int(nPrompt), vocab: vocab, "prompt")
+        try checkPromptLength(nPrompt, "n_prompt", model: h.model)
         let promptArray = Array(UnsafeBufferPointer(start: prompt, count: Int(nPrompt)))
         let onToken: ((Int32) -> Bool)? = cb.map { f in { token in f(token, user) == 0 } }
-        let tokens = try h.exclusive { try $0.generate(prompt: promptArray, config: gc, onToken: onToken) }
+        let tokens = try h.model.generate(prompt: promptArray, config: gc, onToken: onToken)
         guard tokens.count <= gc.maxNewTokens else {
             throw ShimError.internal("generation returned \(tokens.count) tokens, more than max_new_tokens "
                                      + "= \(gc.maxNewTokens)")
@@ -98,14 +87,13 @@ public func peftkit_generate_mixed(_ model: OpaquePointer?, _ prompts: UnsafePoi
                                    _ nOut: UnsafeMutablePointer<Int32>?) -> peftkit_status {
     entry("peftkit_generate_mixed") {
         let h = try ModelHandle.from(model)
-        let vocab = h.model.config.vocabSize
         guard batch >= 1 else { throw ShimError.invalid("batch must be >= 1, got \(batch)") }
         guard let prompts else { throw ShimError.invalid("prompts is NULL") }
         guard let nPrompts else { throw ShimError.invalid("n_prompts is NULL") }
         guard let adapters else { throw ShimError.invalid("adapters is NULL") }
         guard let outTokens else { throw ShimError.invalid("out_tokens is NULL") }
         guard let nOut else { throw ShimError.invalid("n_out is NULL") }
-        let gc = try generateConfig(from: config, vocab: vocab)
+        let gc = try generateConfig(from: config)
         let (need, overflow) = Int(batch).multipliedReportingOverflow(by: gc.maxNewTokens)
         guard !overflow, outCapacity >= need else {
             throw ShimError.tooSmall("out_tokens needs batch * max_new_tokens = \(Int(batch)) * \(gc.maxNewTokens) entries, "
@@ -115,13 +103,11 @@ public func peftkit_generate_mixed(_ model: OpaquePointer?, _ prompts: UnsafePoi
         for b in 0..<Int(batch) {
             guard let p = prompts[b] else { throw ShimError.invalid("prompts[\(b)] is NULL") }
             let n = nPrompts[b]
-            guard n >= 1 else { throw ShimError.invalid("n_prompts[\(b)] must be >= 1, got \(n)") }
-            try checkSequenceLength(n, "n_prompts[\(b)]", model: h.model)
-            try checkTokenIDs(p, Int(n), vocab: vocab, "prompts[\(b)]")
+            try checkPromptLength(n, "n_prompts[\(b)]", model: h.model)
             rows.append(Array(UnsafeBufferPointer(start: p, count: Int(n))))
             names.append(adapters[b] == nil ? nil : try readName(adapters[b], "adapters[\(b)]"))
         }
-        let out = try h.exclusive { try $0.generate(prompts: rows, adapters: names, config: gc) }
+        let out = try h.model.generate(prompts: rows, adapters: names, config: gc)
         for (b, toks) in out.enumerated() {
             guard toks.count <= gc.maxNewTokens else {
                 throw ShimError.internal("row \(b) produced \(toks.count) tokens, more than max_new_tokens")
@@ -146,27 +132,26 @@ public func peftkit_forward_mixed(_ model: OpaquePointer?, _ inputIDs: UnsafePoi
         let (ids, lb, logitsBuffer) = try readForwardArgs(h, inputIDs, labels, batch, seqLen, logits, logitsCapacity)
         guard let adapters else { throw ShimError.invalid("adapters is NULL") }
         var names: [String?] = []
-        for b in 0..<Int(batch) {
-            names.append(adapters[b] == nil ? nil : try readName(adapters[b]))
+        for b in 0..<max(0, Int(batch)) {
+            names.append(adapters[b] == nil ? nil : try readName(adapters[b], "adapters[\(b)]"))
         }
-        let r = try h.exclusive {
-            try $0.forward(inputIDs: ids, labels: lb, adapters: names, batch: Int(batch), seqLen: Int(seqLen),
-                           logits: logitsBuffer)
-        }
+        let r = try h.model.forward(inputIDs: ids, labels: lb, adapters: names, batch: Int(batch), seqLen: Int(seqLen),
+                                    logits: logitsBuffer)
         lossOut?.pointee = r.loss
         tokensOut?.pointee = Int64(r.tokens)
     }
 }
 
-/// Validates the arguments shared by peftkit_forward and peftkit_forward_mixed (ids, labels, shape, logits
-/// buffer) and returns them as buffers.
+/// Reads the arguments shared by peftkit_forward and peftkit_forward_mixed (ids, labels, logits buffer) as
+/// buffers. The core checks the shape, the ids and the labels; the shim checks only that the caller's logits
+/// array is as large as the call needs.
 private func readForwardArgs(_ h: ModelHandle, _ inputIDs: UnsafePointer<Int32>?, _ labels: UnsafePointer<Int32>?,
                              _ batch: Int32, _ seqLen: Int32, _ logits: UnsafeMutablePointer<Float>?,
                              _ logitsCapacity: Int) throws
     -> (UnsafeBufferPointer<Int32>, UnsafeBufferPointer<Int32>?, UnsafeMutableBufferPointer<Float>?) {
     let vocab = h.model.config.vocabSize
     guard let inputIDs else { throw ShimError.invalid("input_ids is NULL") }
-    let n = try tokenCount(batch: batch, seqLen: seqLen)
+    let n = tokenCount(batch: batch, seqLen: seqLen)
     var logitsBuffer: UnsafeMutableBufferPointer<Float>? = nil
     if let logits {
         let (needed, overflow) = n.multipliedReportingOverflow(by: vocab)
@@ -180,9 +165,6 @@ private func readForwardArgs(_ h: ModelHandle, _ inputIDs: UnsafePointer<Int32>?
         }
         logitsBuffer = UnsafeMutableBufferPointer(start: logits, count: needed)
     }
-    try checkSequenceLength(seqLen, "seq_len", model: h.model)
-    try checkTokenIDs(inputIDs, n, vocab: vocab, "input_ids")
-    if let labels { try checkLabels(labels, n, vocab: vocab) }
     return (UnsafeBufferPointer(start: inputIDs, count: n), labels.map { UnsafeBufferPointer(start: $0, count: n) },
             logitsBuffer)
 }

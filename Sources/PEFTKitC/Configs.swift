@@ -1,5 +1,6 @@
-// The four config structs of peftkit.h: their *_init functions and their translation to and from the
-// Swift configuration types. Defaults come from the Swift types wherever the Swift API has one.
+// The config structs of peftkit.h: their *_init functions and their translation to and from the Swift
+// configuration types. Defaults come from the Swift types wherever the Swift API has one. Translation only:
+// the core validates every value (Model.create, trainStep, generate), with one message per failure.
 
 import CPEFTKit
 import PEFTKit
@@ -56,24 +57,21 @@ func archCode(_ a: Architecture) -> Int32 {
     }
 }
 
-/// Reads a C model config into a Swift one (not yet validated: Model.create validates).
+/// Reads a C model config into a Swift one (not yet validated: Model.create validates). 0 in a derived field
+/// means "derived" (nil); any other value goes to the core as it is.
 func modelConfig(from p: UnsafePointer<peftkit_model_config>?) throws -> ModelConfig {
     let c = try checkStructSize(p, "config").pointee
     let arch = try architecture(from: c.architecture)
-    func derived(_ v: Int32, _ what: String) throws -> Int? {
-        guard v >= 0 else { throw ShimError.invalid("\(what) must be >= 0 (0 = derived), got \(v)") }
-        return v == 0 ? nil : Int(v)
-    }
-    guard !(c.norm_eps < 0) else { throw ShimError.invalid("norm_eps must be >= 0 (0 = default), got \(c.norm_eps)") }
+    func derived(_ v: Int32) -> Int? { v == 0 ? nil : Int(v) }
     return ModelConfig(
         architecture: arch,
         vocabSize: Int(c.vocab_size),
         hiddenSize: Int(c.hidden_size),
         numLayers: Int(c.num_layers),
         numHeads: Int(c.num_heads),
-        numKVHeads: try derived(c.num_kv_heads, "num_kv_heads"),
-        headDim: try derived(c.head_dim, "head_dim"),
-        intermediateSize: try derived(c.intermediate_size, "intermediate_size"),
+        numKVHeads: derived(c.num_kv_heads),
+        headDim: derived(c.head_dim),
+        intermediateSize: derived(c.intermediate_size),
         maxPositions: Int(c.max_positions),
         normEps: c.norm_eps == 0 ? nil : c.norm_eps,
         ropeTheta: c.rope_theta,
@@ -105,40 +103,7 @@ func store(_ s: ModelConfig, into out: UnsafeMutablePointer<peftkit_model_config
     out.pointee = c
 }
 
-// MARK: - Adapter config
-
-@c @implementation
-public func peftkit_adapter_config_init(_ config: UnsafeMutablePointer<peftkit_adapter_config>?) {
-    guard let config else { return }
-    let swift = BottleneckConfig()
-    var c = peftkit_adapter_config()
-    c.struct_size = UInt32(MemoryLayout<peftkit_adapter_config>.size)
-    c.method = PEFTKIT_METHOD_BOTTLENECK
-    c.preset = PEFTKIT_PRESET_PFEIFFER  // BottleneckConfig's default preset
-    c.reduction_factor = swift.reductionFactor
-    c.bottleneck_size = Int32(bounded: swift.bottleneckSize)
-    c.non_linearity = PEFTKIT_ACTIVATION_DEFAULT
-    c.init_weights = initCode(swift.initWeights)
-    c.scaling = swift.scaling
-    c.ln_before = swift.lnBefore ? 1 : 0
-    c.ln_after = swift.lnAfter ? 1 : 0
-    c.layers = nil
-    c.n_layers = 0
-    c.seed = swift.seed
-    let lora = LoRAConfig()
-    c.lora_rank = Int32(lora.rank)
-    c.lora_alpha = lora.alpha
-    c.lora_dropout = lora.dropout
-    c.use_rslora = 0
-    c.target_modules = nil
-    c.feedforward_modules = nil
-    c.num_virtual_tokens = Int32(PromptConfig().virtualTokens)
-    c.prefix_projection = 0
-    c.projection_hidden = 0
-    c.init_tokens = nil
-    c.n_init_tokens = 0
-    config.pointee = c
-}
+// MARK: - Adapter method
 
 func methodCode(_ m: AdapterMethod) -> Int32 {
     switch m {
@@ -148,133 +113,6 @@ func methodCode(_ m: AdapterMethod) -> Int32 {
     case .prefix: return PEFTKIT_METHOD_PREFIX
     case .prompt: return PEFTKIT_METHOD_PROMPT
     }
-}
-
-/// A comma-separated module list; nil or "" gives [] (the method's default).
-func readModuleList(_ p: UnsafePointer<CChar>?, _ what: String) throws -> [String] {
-    guard let p else { return [] }
-    let n = strnlen(p, 4097)
-    guard n <= 4096 else { throw ShimError.invalid("\(what) is longer than 4096 bytes") }
-    guard let s = String(validating: UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: n), as: UTF8.self) else {
-        throw ShimError.invalid("\(what) is not valid UTF-8")
-    }
-    return s.split(separator: ",").map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty }
-}
-
-extension String {
-    func trimmingWhitespace() -> String {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
-        while let l = s.last, l == " " || l == "\t" { s.removeLast() }
-        return String(s)
-    }
-}
-
-/// The config's layer list (nil = every layer), its length and pointer checked.
-private func layerList(_ c: peftkit_adapter_config, model: ModelConfig) throws -> [Int]? {
-    guard c.n_layers >= 0 else { throw ShimError.invalid("n_layers must be >= 0, got \(c.n_layers)") }
-    guard c.n_layers > 0 else { return nil }
-    guard let lp = c.layers else { throw ShimError.invalid("layers is NULL but n_layers is \(c.n_layers)") }
-    guard Int(c.n_layers) <= model.numLayers else {
-        throw ShimError.invalid("n_layers \(c.n_layers) exceeds the model's \(model.numLayers) layers")
-    }
-    return UnsafeBufferPointer(start: lp, count: Int(c.n_layers)).map { Int($0) }
-}
-
-/// Reads and validates a C adapter config of any method.
-func adapterConfig(from p: UnsafePointer<peftkit_adapter_config>?, model: ModelConfig) throws -> AdapterConfig {
-    let c = try checkStructSize(p, "config").pointee
-    let layers = try layerList(c, model: model)
-    switch c.method {
-    case PEFTKIT_METHOD_BOTTLENECK:
-        return .bottleneck(try bottleneckConfig(from: p, model: model))
-    case PEFTKIT_METHOD_LORA:
-        var l = LoRAConfig()
-        l.rank = Int(c.lora_rank); l.alpha = c.lora_alpha; l.dropout = c.lora_dropout
-        l.useRSLoRA = try readBool(c.use_rslora, "use_rslora")
-        l.targets = try readModuleList(c.target_modules, "target_modules")
-        l.layers = layers; l.seed = c.seed
-        return .lora(l)
-    case PEFTKIT_METHOD_IA3:
-        var i = IA3Config()
-        i.targets = try readModuleList(c.target_modules, "target_modules")
-        let ff = try readModuleList(c.feedforward_modules, "feedforward_modules")
-        i.feedforward = ff.isEmpty ? nil : ff
-        i.layers = layers
-        return .ia3(i)
-    case PEFTKIT_METHOD_PREFIX:
-        var x = PrefixConfig()
-        x.virtualTokens = Int(c.num_virtual_tokens)
-        x.projection = try readBool(c.prefix_projection, "prefix_projection")
-        x.projectionHidden = Int(c.projection_hidden)
-        x.seed = c.seed
-        return .prefix(x)
-    case PEFTKIT_METHOD_PROMPT:
-        var x = PromptConfig()
-        x.virtualTokens = Int(c.num_virtual_tokens)
-        if c.n_init_tokens < 0 { throw ShimError.invalid("n_init_tokens must be >= 0, got \(c.n_init_tokens)") }
-        if c.n_init_tokens > 0 {
-            guard let tp = c.init_tokens else { throw ShimError.invalid("init_tokens is NULL but n_init_tokens is \(c.n_init_tokens)") }
-            guard c.n_init_tokens <= 1 << 20 else { throw ShimError.invalid("n_init_tokens is too large") }
-            x.initTokens = Array(UnsafeBufferPointer(start: tp, count: Int(c.n_init_tokens)))
-        }
-        x.seed = c.seed
-        return .prompt(x)
-    default:
-        throw ShimError.invalid("method \(c.method) is not a PEFTKIT_METHOD_* value")
-    }
-}
-
-func initCode(_ i: AdapterInit) -> Int32 {
-    switch i {
-    case .bert: return PEFTKIT_INIT_BERT
-    case .houlsby: return PEFTKIT_INIT_HOULSBY
-    case .zeroUp: return PEFTKIT_INIT_ZERO_UP
-    }
-}
-
-/// Reads and validates a C adapter config for a model of the given shape.
-func bottleneckConfig(from p: UnsafePointer<peftkit_adapter_config>?, model: ModelConfig) throws -> BottleneckConfig {
-    let c = try checkStructSize(p, "config").pointee
-    guard c.method == PEFTKIT_METHOD_BOTTLENECK else {
-        throw ShimError.invalid("method \(c.method) is not a PEFTKIT_METHOD_* value")
-    }
-    let preset: BottleneckConfig.Preset
-    switch c.preset {
-    case PEFTKIT_PRESET_HOULSBY: preset = .houlsby
-    case PEFTKIT_PRESET_PFEIFFER: preset = .pfeiffer
-    default: throw ShimError.invalid("preset \(c.preset) is not a PEFTKIT_PRESET_* value")
-    }
-    let act: Activation?
-    switch c.non_linearity {
-    case PEFTKIT_ACTIVATION_DEFAULT: act = nil
-    case PEFTKIT_ACTIVATION_RELU: act = .relu
-    case PEFTKIT_ACTIVATION_GELU: act = .gelu
-    case PEFTKIT_ACTIVATION_GELU_TANH: act = .geluTanh
-    case PEFTKIT_ACTIVATION_SWISH: act = .swish
-    default: throw ShimError.invalid("non_linearity \(c.non_linearity) is not a PEFTKIT_ACTIVATION_* value")
-    }
-    let initWeights: AdapterInit
-    switch c.init_weights {
-    case PEFTKIT_INIT_BERT: initWeights = .bert
-    case PEFTKIT_INIT_HOULSBY: initWeights = .houlsby
-    case PEFTKIT_INIT_ZERO_UP: initWeights = .zeroUp
-    default: throw ShimError.invalid("init_weights \(c.init_weights) is not a PEFTKIT_INIT_* value")
-    }
-    let layers = try layerList(c, model: model)
-    let bc = BottleneckConfig(
-        preset: preset,
-        reductionFactor: c.reduction_factor,
-        bottleneckSize: Int(c.bottleneck_size),
-        nonLinearity: act,
-        layers: layers,
-        initWeights: initWeights,
-        scaling: c.scaling,
-        lnBefore: try readBool(c.ln_before, "ln_before"),
-        lnAfter: try readBool(c.ln_after, "ln_after"),
-        seed: c.seed)
-    try bc.validate(numLayers: model.numLayers, hidden: model.hiddenSize)
-    return bc
 }
 
 // MARK: - Train config
@@ -306,7 +144,7 @@ func scheduleCode(_ s: LRSchedule) -> Int32 {
     }
 }
 
-/// Reads and validates a C train config.
+/// Reads a C train config (the core validates it in trainStep).
 func trainConfig(from p: UnsafePointer<peftkit_train_config>?) throws -> TrainConfig {
     let c = try checkStructSize(p, "config").pointee
     var t = TrainConfig()
@@ -325,7 +163,6 @@ func trainConfig(from p: UnsafePointer<peftkit_train_config>?) throws -> TrainCo
     t.totalSteps = Int(c.total_steps)
     t.maxGradNorm = c.max_grad_norm
     t.microBatchSize = Int(c.micro_batch_size)
-    try t.validate()
     return t
 }
 
@@ -347,8 +184,8 @@ public func peftkit_generate_config_init(_ config: UnsafeMutablePointer<peftkit_
     config.pointee = c
 }
 
-/// Reads and validates a C generate config for a model with `vocab` tokens.
-func generateConfig(from p: UnsafePointer<peftkit_generate_config>?, vocab: Int) throws -> GenerateConfig {
+/// Reads a C generate config (the core validates it, stop tokens included, in generate).
+func generateConfig(from p: UnsafePointer<peftkit_generate_config>?) throws -> GenerateConfig {
     let c = try checkStructSize(p, "config").pointee
     var g = GenerateConfig()
     g.maxNewTokens = Int(c.max_new_tokens)
@@ -362,9 +199,7 @@ func generateConfig(from p: UnsafePointer<peftkit_generate_config>?, vocab: Int)
         guard let sp = c.stop_tokens else {
             throw ShimError.invalid("stop_tokens is NULL but n_stop_tokens is \(c.n_stop_tokens)")
         }
-        try checkTokenIDs(sp, Int(c.n_stop_tokens), vocab: vocab, "stop_tokens")
         g.stopTokens = Array(UnsafeBufferPointer(start: sp, count: Int(c.n_stop_tokens)))
     }
-    try g.validate()
     return g
 }

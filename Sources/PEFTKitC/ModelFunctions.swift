@@ -48,8 +48,6 @@ public func peftkit_model_get_config(_ model: OpaquePointer?,
 public func peftkit_model_set_full_finetuning(_ model: OpaquePointer?, _ enabled: Int32) -> peftkit_status {
     entry("peftkit_model_set_full_finetuning") {
         let h = try ModelHandle.from(model)
-        try h.exclusive { m in
-            if enabled != 0 { try m.enableFullFineTuning() } else { try m.disableFullFineTuning() }
-        }
+        if enabled != 0 { try h.model.enableFullFineTuning() } else { try h.model.disableFullFineTuning() }
     }
 }

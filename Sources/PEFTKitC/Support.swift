@@ -122,24 +122,13 @@ func lastErrorPointer() -> UnsafePointer<CChar> {
 
 // MARK: - Model handle
 
-/// What a `peftkit_model *` points at. Calls on one handle are serialised by `busy`: an overlapping call
-/// fails with PEFTKIT_ERR_STATE instead of touching the model.
-final class ModelHandle: @unchecked Sendable {  // shared across threads by design: `busy` serialises use
+/// What a `peftkit_model *` points at. Calls on one model are serialised by the core (`Model` refuses an
+/// overlapping call with PEFTKitError.state): the handle adds no lock of its own.
+final class ModelHandle: @unchecked Sendable {  // shared across threads by design: the core serialises use
     let model: Model
-    private let busy = Atomic<Bool>(false)
 
     init(_ model: Model) {
         self.model = model
-    }
-
-    func exclusive<R>(_ body: (Model) throws -> R) throws -> R {
-        let (acquired, _) = busy.compareExchange(expected: false, desired: true, ordering: .acquiring)
-        guard acquired else {
-            throw ShimError(code: PEFTKIT_ERR_STATE,
-                            message: "the model is in use by another call (calls on one model must not overlap)")
-        }
-        defer { busy.store(false, ordering: .releasing) }
-        return try body(model)
     }
 
     /// A new C handle for this model, registered as live (see `liveHandles`).
@@ -185,6 +174,17 @@ private let liveHandles = Mutex<Set<UInt>>([])
 func readString(_ p: UnsafePointer<CChar>?, _ what: String) throws -> String {
     guard let p else { throw ShimError.invalid("\(what) is NULL") }
     guard let s = String(validatingCString: p) else { throw ShimError.invalid("\(what) is not valid UTF-8") }
+    return s
+}
+
+/// A required input string of at most `maxBytes` bytes before its NUL: not NULL, valid UTF-8. Reads no further
+/// than `maxBytes + 1` bytes, so a longer string fails without being copied.
+func readString(_ p: UnsafePointer<CChar>?, _ what: String, maxBytes: Int) throws -> String {
+    guard let p else { throw ShimError.invalid("\(what) is NULL") }
+    let n = strnlen(p, maxBytes + 1)
+    guard n <= maxBytes else { throw ShimError.invalid("\(what) is longer than \(maxBytes) bytes") }
+    let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self), count: n)
+    guard let s = String(validating: bytes, as: UTF8.self) else { throw ShimError.invalid("\(what) is not valid UTF-8") }
     return s
 }
 
@@ -256,39 +256,20 @@ func writeString(_ s: String, _ buf: UnsafeMutablePointer<CChar>?, _ cap: Int,
     buf[bytes.count] = 0
 }
 
-/// The element count of a [batch, seqLen] token array, with both at least 1.
-func tokenCount(batch: Int32, seqLen: Int32) throws -> Int {
-    guard batch >= 1 else { throw ShimError.invalid("batch must be >= 1, got \(batch)") }
-    guard seqLen >= 1 else { throw ShimError.invalid("seq_len must be >= 1, got \(seqLen)") }
-    return Int(batch) * Int(seqLen)  // at most 2^62: cannot overflow Int
+/// The element count of a [batch, seqLen] token array, 0 unless both are positive: the core refuses such a
+/// shape (with its own message) before it reads an id, so the shim only has to build a buffer it cannot misread.
+func tokenCount(batch: Int32, seqLen: Int32) -> Int {
+    batch > 0 && seqLen > 0 ? Int(batch) * Int(seqLen) : 0  // at most 2^62: cannot overflow Int
 }
 
-/// Refuses a sequence longer than the model can take before any of its ids is read, so an absurd length fails
-/// with INVALID_ARGUMENT instead of reading far past the caller's array.
-func checkSequenceLength(_ n: Int32, _ what: String, model: Model) throws {
+/// Refuses a prompt longer than the model can take before the shim copies it out of the caller's array, so an
+/// absurd length fails with INVALID_ARGUMENT instead of reading far past the array. (The core checks the length
+/// again with the adapter's virtual positions added, but only after the copy.)
+func checkPromptLength(_ n: Int32, _ what: String, model: Model) throws {
+    guard n >= 0 else { throw ShimError.invalid("\(what) must be >= 0, got \(n)") }
     let limit = model.config.maxPositions
     guard Int(n) <= limit else {
         throw ShimError.invalid("\(what) = \(n) exceeds the model's maximum of \(limit) positions")
-    }
-}
-
-/// Checks that all `count` ids are in [0, vocab).
-func checkTokenIDs(_ p: UnsafePointer<Int32>, _ count: Int, vocab: Int, _ what: String) throws {
-    for i in 0..<count {
-        let t = p[i]
-        guard t >= 0 && Int(t) < vocab else {
-            throw ShimError.invalid("\(what)[\(i)] = \(t) is out of range [0, \(vocab))")
-        }
-    }
-}
-
-/// Checks that all `count` labels are in [0, vocab) or PEFTKIT_IGNORE_INDEX.
-func checkLabels(_ p: UnsafePointer<Int32>, _ count: Int, vocab: Int) throws {
-    for i in 0..<count {
-        let t = p[i]
-        guard t == PEFTKIT_IGNORE_INDEX || (t >= 0 && Int(t) < vocab) else {
-            throw ShimError.invalid("labels[\(i)] = \(t) is neither in [0, \(vocab)) nor \(PEFTKIT_IGNORE_INDEX)")
-        }
     }
 }
 

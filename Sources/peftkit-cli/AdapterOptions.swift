@@ -5,10 +5,14 @@ enum MethodOption: String, ExpressibleByArgument, CaseIterable {
     case lora, bottleneck, ia3, prefix, prompt
 }
 
-/// `--method` and the options of each method.
+/// `--method` and the options of each method, or `--adapter-config FILE`. Either way the adapter is described by
+/// the JSON text of an `adapter_config.json` in the ecosystem's schema (PEFT's for LoRA, IA3, prefix and prompt
+/// tuning; AdapterHub's for bottleneck adapters), the text `Model.attachAdapter(name:configJSON:)` reads.
 struct AdapterOptions: ParsableArguments {
-    @Option(help: "Adapter method: \(MethodOption.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var method: MethodOption = .lora
+    @Option(help: "An adapter_config.json (e.g. written by PEFT or AdapterHub) describing the adapter, instead of the flags below.")
+    var adapterConfig: String?
+    @Option(help: "Adapter method: \(MethodOption.allCases.map(\.rawValue).joined(separator: ", ")) (default lora).")
+    var method: MethodOption?
     @Option(help: "LoRA rank.") var rank = 8
     @Option(help: "LoRA alpha (scale = alpha / rank).") var alpha: Float = 16
     @Option(help: "LoRA dropout.") var dropout: Float = 0
@@ -27,38 +31,108 @@ struct AdapterOptions: ParsableArguments {
     @Option(help: "Prompt tuning: start from the embeddings of this text's tokens (PEFT's TEXT init); default random.")
     var initText: String?
 
-    func config(model: ModelConfig, seed: UInt64, tokenizer: Tokenizer? = nil) throws -> AdapterConfig {
+    func validate() throws {
+        if adapterConfig != nil && method != nil {
+            throw ValidationError("--adapter-config describes the adapter: leave out --method and its options")
+        }
+    }
+
+    /// The adapter_config.json text of the adapter: the file of --adapter-config, or one built from the flags.
+    func configJSON(model: ModelConfig, seed: UInt64) throws -> String {
+        if let path = adapterConfig {
+            let bytes = try readWholeFile(path: path, maxBytes: 1 << 20)
+            guard let text = String(validating: bytes, as: UTF8.self) else { throw CLIError("--adapter-config \(path) is not UTF-8 text") }
+            return text
+        }
+        let arch = model.architecture
         let layerList = try layers.map { try parseLayers($0, numLayers: model.numLayers) }
-        let targetList = (targets ?? "").split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
-        switch method {
+        func names(_ s: String?) -> [String]? {
+            let list = (s ?? "").split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
+            return list.isEmpty ? nil : list
+        }
+        var o: [(String, JSONText)] = []
+        switch method ?? .lora {
         case .lora:
-            var c = LoRAConfig()
-            c.rank = rank; c.alpha = alpha; c.dropout = dropout; c.useRSLoRA = rslora; c.targets = targetList; c.layers = layerList
-            c.seed = seed
-            return .lora(c)
+            o = [("peft_type", "LORA"), ("task_type", "CAUSAL_LM"), ("r", .int(rank)), ("lora_alpha", .number(Double(alpha))),
+                 ("lora_dropout", .number(Double(dropout))), ("use_rslora", .bool(rslora)),
+                 ("target_modules", .strings(names(targets) ?? peftDefaultTargets(.lora, arch)))]
         case .ia3:
-            var c = IA3Config()
-            c.targets = targetList; c.layers = layerList
-            let ff = (feedforward ?? "").split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
-            c.feedforward = ff.isEmpty ? nil : ff
-            return .ia3(c)
-        case .bottleneck:
-            return .bottleneck(BottleneckConfig(preset: preset.preset, reductionFactor: reductionFactor, layers: layerList, seed: seed))
-        case .prefix:
-            var c = PrefixConfig()
-            c.virtualTokens = virtualTokens; c.projection = prefixProjection; c.projectionHidden = projectionHidden; c.seed = seed
-            return .prefix(c)
-        case .prompt:
-            var c = PromptConfig()
-            c.virtualTokens = virtualTokens; c.seed = seed
-            if let text = initText {
-                guard let tok = tokenizer else { throw CLIError("--init-text needs a model with a tokenizer") }
-                // As PEFT: the text's ids (with the tokenizer's special tokens), cycled over the virtual tokens.
-                let ids = tok.encode(text, addSpecial: true)
-                guard !ids.isEmpty else { throw CLIError("--init-text tokenizes to nothing") }
-                c.initTokens = ids
+            let t = names(targets)
+            o = [("peft_type", "IA3"), ("task_type", "CAUSAL_LM"), ("target_modules", .strings(t ?? peftDefaultTargets(.ia3, arch)))]
+            // PEFT's feed-forward default goes with its default targets; with explicit targets, none unless named.
+            if let ff = names(feedforward) ?? (t == nil ? peftDefaultTargets(.ia3FeedForward, arch) : nil) {
+                o.append(("feedforward_modules", .strings(ff)))
             }
-            return .prompt(c)
+        case .bottleneck:
+            // AdapterHub's SeqBnConfig (pfeiffer) or DoubleSeqBnConfig (houlsby).
+            let houlsby = preset == .houlsby
+            o = [("architecture", "bottleneck"), ("mh_adapter", .bool(houlsby)), ("output_adapter", .bool(true)),
+                 ("original_ln_before", .bool(!houlsby)), ("non_linearity", .string(houlsby ? "swish" : "relu")),
+                 ("reduction_factor", .number(Double(reductionFactor)))]
+            if let l = layerList { o.append(("leave_out", .ints((0..<model.numLayers).filter { !l.contains($0) }))) }
+        case .prefix:
+            o = [("peft_type", "PREFIX_TUNING"), ("task_type", "CAUSAL_LM"), ("num_virtual_tokens", .int(virtualTokens)),
+                 ("prefix_projection", .bool(prefixProjection))]
+            if projectionHidden > 0 { o.append(("encoder_hidden_size", .int(projectionHidden))) }
+        case .prompt:
+            o = [("peft_type", "PROMPT_TUNING"), ("task_type", "CAUSAL_LM"), ("num_virtual_tokens", .int(virtualTokens))]
+            if let text = initText {
+                o += [("prompt_tuning_init", "TEXT"), ("prompt_tuning_init_text", .string(text))]
+            }
+        }
+        if let l = layerList, [.lora, .ia3].contains(method ?? .lora) { o.append(("layers_to_transform", .ints(l))) }
+        if method != .ia3 { o.append(("seed", .int(Int(truncatingIfNeeded: seed)))) }
+        return "{" + o.map { "\(JSONText.string($0.0).text): \($0.1.text)" }.joined(separator: ", ") + "}"
+    }
+}
+
+/// PEFT's default target modules for GPT-2 and Llama models (its TRANSFORMERS_MODELS_TO_*_TARGET_MODULES_MAPPING),
+/// for flags that leave --targets out.
+enum PEFTDefault { case lora, ia3, ia3FeedForward }
+
+func peftDefaultTargets(_ d: PEFTDefault, _ arch: Architecture) -> [String] {
+    switch (d, arch) {
+    case (.lora, .gpt2): return ["c_attn"]
+    case (.lora, .llama): return ["q_proj", "v_proj"]
+    case (.ia3, .gpt2): return ["c_attn", "mlp.c_proj"]
+    case (.ia3, .llama): return ["k_proj", "v_proj", "down_proj"]
+    case (.ia3FeedForward, .gpt2): return ["mlp.c_proj"]
+    case (.ia3FeedForward, .llama): return ["down_proj"]
+    }
+}
+
+/// A JSON value written as text (only what adapter configs need).
+enum JSONText: ExpressibleByStringLiteral {
+    case string(String), int(Int), number(Double), bool(Bool), strings([String]), ints([Int])
+
+    init(stringLiteral s: String) { self = .string(s) }
+
+    var text: String {
+        switch self {
+        case .string(let s):
+            var out = "\""
+            for u in s.unicodeScalars {
+                switch u {
+                case "\"": out += "\\\""
+                case "\\": out += "\\\\"
+                case "\n": out += "\\n"
+                case "\r": out += "\\r"
+                case "\t": out += "\\t"
+                default:
+                    if u.value < 0x20 {
+                        let hex = String(u.value, radix: 16)
+                        out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                    } else {
+                        out.unicodeScalars.append(u)
+                    }
+                }
+            }
+            return out + "\""
+        case .int(let i): return "\(i)"
+        case .number(let d): return d.isFinite ? "\(d)" : "null"
+        case .bool(let b): return b ? "true" : "false"
+        case .strings(let l): return "[" + l.map { JSONText.string($0).text }.joined(separator: ", ") + "]"
+        case .ints(let l): return "[" + l.map { "\($0)" }.joined(separator: ", ") + "]"
         }
     }
 }

@@ -46,17 +46,17 @@ struct Train: ParsableCommand {
         let examples = try loadExamples(data, lm.encoder)
         let n = steps ?? BatchOrder.steps(count: examples.count, batch: batch, epochs: epochs)
         guard n > 0 else { throw CLIError("--steps/--epochs give no steps") }
-        let cfg = try adapter.config(model: m.config, seed: seed, tokenizer: m.tokenizer)
-        try m.attachAdapter(name: name, config: cfg)
+        try m.attachAdapter(name: name, configJSON: try adapter.configJSON(model: m.config, seed: seed))
         try m.setActiveAdapter(name)
-        print("adapter '\(name)' (\(cfg.method.rawValue)): \(countString(try m.adapterParameterCount(name: name))) trainable parameters")
+        let method = try m.adapterMethod(name: name)
+        print("adapter '\(name)' (\(method.rawValue)): \(countString(try m.adapterParameterCount(name: name))) trainable parameters")
         var tc = TrainConfig()
         tc.learningRate = lr; tc.schedule = schedule; tc.warmupSteps = warmup; tc.totalSteps = n
         tc.weightDecay = weightDecay; tc.maxGradNorm = clip; tc.microBatchSize = microBatch
         let run = try trainAdapter(lm, examples: examples, steps: n, batch: batch, seqLen: seqLen, config: tc, seed: seed)
         try m.saveAdapter(name: name, to: out)
         let plot = out + "/loss.svg"
-        try writeFileAtomically(path: plot, bytes: Array(lossPlotSVG(run.losses, title: "\(cfg.method.rawValue) on \(adapterNameHint(data)): loss per step").utf8))
+        try writeFileAtomically(path: plot, bytes: Array(lossPlotSVG(run.losses, title: "\(method.rawValue) on \(adapterNameHint(data)): loss per step").utf8))
         print("saved \(out) (\(byteString(diskBytes(out)))), loss plot \(plot)")
     }
 }

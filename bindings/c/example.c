@@ -71,11 +71,12 @@ int main(int argc, char **argv) {
     must(peftkit_model_create(&mc, seed, &model), "peftkit_model_create");
     must(peftkit_model_get_config(model, &mc), "peftkit_model_get_config");
 
-    peftkit_adapter_config ac;
-    peftkit_adapter_config_init(&ac);
-    ac.preset = PEFTKIT_PRESET_PFEIFFER;
-    ac.reduction_factor = 4; /* 64 / 4 = 16 */
-    must(peftkit_adapter_attach(model, "pattern", &ac), "peftkit_adapter_attach");
+    /* The adapter's config is the JSON of an adapter_config.json: AdapterHub's SeqBnConfig ("pfeiffer")
+     * with reduction factor 4 (64 / 4 = 16). A PEFT LoraConfig's dict works the same way. */
+    must(peftkit_adapter_attach_json(model, "pattern",
+                                     "{\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": 4, "
+                                     "\"non_linearity\": \"relu\", \"original_ln_before\": true}"),
+         "peftkit_adapter_attach_json");
     must(peftkit_adapter_set_active(model, "pattern"), "peftkit_adapter_set_active");
     int64_t n_params = 0;
     must(peftkit_adapter_num_params(model, "pattern", &n_params), "peftkit_adapter_num_params");

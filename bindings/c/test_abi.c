@@ -87,7 +87,6 @@ static void test_library(void) {
     expect(peftkit_set_num_threads(2), PEFTKIT_OK, "peftkit_set_num_threads(2)");
 
     peftkit_model_config_init(NULL);
-    peftkit_adapter_config_init(NULL);
     peftkit_train_config_init(NULL);
     peftkit_generate_config_init(NULL);
     check(1, "*_config_init(NULL) are no-ops");
@@ -105,16 +104,6 @@ static void test_library(void) {
               mc.qkv_bias == -1 && mc.output_bias == -1 && mc.mlp_bias == -1 && mc.tie_word_embeddings == 1 &&
               mc.rope_theta == 10000.0f,
           "model config defaults: derived fields left derived");
-
-    peftkit_adapter_config ac;
-    memset(&ac, 0xAB, sizeof ac);
-    peftkit_adapter_config_init(&ac);
-    check(ac.struct_size == sizeof ac, "adapter config struct_size == sizeof");
-    check(ac.method == PEFTKIT_METHOD_BOTTLENECK && ac.preset == PEFTKIT_PRESET_PFEIFFER && ac.reduction_factor == 16.0f &&
-              ac.bottleneck_size == 0 && ac.non_linearity == PEFTKIT_ACTIVATION_DEFAULT &&
-              ac.init_weights == PEFTKIT_INIT_BERT && ac.scaling == 1.0f && ac.ln_before == 0 && ac.ln_after == 0 &&
-              ac.layers == NULL && ac.n_layers == 0 && ac.seed == 42,
-          "adapter config defaults equal BottleneckConfig()");
 
     peftkit_train_config tc;
     memset(&tc, 0xAB, sizeof tc);
@@ -208,8 +197,6 @@ static void test_null_model(void) {
     printf("# every model function with model NULL\n");
     peftkit_model_config mc;
     peftkit_model_config_init(&mc);
-    peftkit_adapter_config ac;
-    peftkit_adapter_config_init(&ac);
     peftkit_train_config tc;
     peftkit_train_config_init(&tc);
     peftkit_generate_config gc;
@@ -224,7 +211,7 @@ static void test_null_model(void) {
     const peftkit_status bad = PEFTKIT_ERR_INVALID_ARGUMENT;
 
     expect(peftkit_model_get_config(NULL, &mc), bad, "model_get_config(NULL model)");
-    expect(peftkit_adapter_attach(NULL, "a", &ac), bad, "adapter_attach(NULL model)");
+    expect(peftkit_adapter_attach_json(NULL, "a", "{\"config\": \"seq_bn\"}"), bad, "adapter_attach_json(NULL model)");
     expect(peftkit_adapter_set_active(NULL, "a"), bad, "adapter_set_active(NULL model)");
     expect(peftkit_adapter_set_active(NULL, NULL), bad, "adapter_set_active(NULL model, NULL name)");
     expect(peftkit_adapter_remove(NULL, "a"), bad, "adapter_remove(NULL model)");
@@ -277,7 +264,6 @@ static void test_model_config(peftkit_model *m) {
 
 static void test_attach(peftkit_model *m) {
     printf("# adapters: attach, list\n");
-    peftkit_adapter_config ac;
     int32_t n = -1;
     char buf[64];
     size_t len = 0;
@@ -291,60 +277,63 @@ static void test_attach(peftkit_model *m) {
     expect(peftkit_adapter_get_active(m, buf, sizeof buf, &len), PEFTKIT_OK, "adapter_get_active with none active");
     check(buf[0] == '\0' && len == 0, "no adapter active: \"\", length 0");
 
-    peftkit_adapter_config_init(&ac);
-    expect(peftkit_adapter_attach(m, NULL, &ac), bad, "adapter_attach(name NULL)");
-    expect(peftkit_adapter_attach(m, "", &ac), bad, "adapter_attach(name \"\")");
-    expect(peftkit_adapter_attach(m, "bad\xc3\x28", &ac), bad, "adapter_attach(name not UTF-8)");
-    expect(peftkit_adapter_attach(m, "x", NULL), bad, "adapter_attach(config NULL)");
+    const char *seq_bn = "{\"config\": \"seq_bn\"}";
+    expect(peftkit_adapter_attach_json(m, NULL, seq_bn), bad, "adapter_attach_json(name NULL)");
+    expect(peftkit_adapter_attach_json(m, "", seq_bn), bad, "adapter_attach_json(name \"\")");
+    expect(peftkit_adapter_attach_json(m, "bad\xc3\x28", seq_bn), bad, "adapter_attach_json(name not UTF-8)");
+    expect(peftkit_adapter_attach_json(m, "x", NULL), bad, "adapter_attach_json(config_json NULL)");
 
-    int32_t dup_layers[2] = {1, 1};
-    int32_t far_layers[1] = {5};
-    int32_t neg_layers[1] = {-1};
-    int32_t three_layers[3] = {0, 1, 0};
-
-#define BAD_ADAPTER(stmt, label)                                                                    \
-    do {                                                                                            \
-        peftkit_adapter_config_init(&ac);                                                           \
-        stmt;                                                                                       \
-        expect(peftkit_adapter_attach(m, "x", &ac), bad, "adapter_attach(" label ")");              \
-    } while (0)
-
-    BAD_ADAPTER(ac.struct_size = 0, "struct_size 0");
-    BAD_ADAPTER(ac.struct_size = sizeof ac - 8, "struct_size too small");
-    BAD_ADAPTER(ac.method = 99, "method 99");
-    BAD_ADAPTER(ac.preset = 9, "preset 9");
-    BAD_ADAPTER(ac.non_linearity = 17, "non_linearity 17");
-    BAD_ADAPTER(ac.init_weights = 5, "init_weights 5");
-    BAD_ADAPTER(ac.reduction_factor = NAN, "reduction_factor NaN");
-    BAD_ADAPTER(ac.reduction_factor = 0, "reduction_factor 0");
-    BAD_ADAPTER(ac.reduction_factor = -2, "reduction_factor -2");
-    BAD_ADAPTER(ac.bottleneck_size = -1, "bottleneck_size -1");
-    BAD_ADAPTER(ac.scaling = INFINITY, "scaling inf");
-    BAD_ADAPTER(ac.ln_before = 2, "ln_before 2");
-    BAD_ADAPTER(ac.ln_after = -1, "ln_after -1");
-    BAD_ADAPTER(ac.n_layers = -1, "n_layers -1");
-    BAD_ADAPTER((ac.layers = NULL, ac.n_layers = 1), "layers NULL, n_layers 1");
-    BAD_ADAPTER((ac.layers = dup_layers, ac.n_layers = 2), "duplicate layers");
-    BAD_ADAPTER((ac.layers = far_layers, ac.n_layers = 1), "layer 5 of 2");
-    BAD_ADAPTER((ac.layers = neg_layers, ac.n_layers = 1), "layer -1");
-    BAD_ADAPTER((ac.layers = three_layers, ac.n_layers = 3), "n_layers 3 > num_layers 2");
-#undef BAD_ADAPTER
+    /* Configs the core refuses, each with its status. */
+    static const struct { const char *json; peftkit_status status; const char *label; } refused[] = {
+        {"", PEFTKIT_ERR_FORMAT, "empty text"},
+        {"{\"peft_type\": \"LORA\", \"r\": 8,", PEFTKIT_ERR_FORMAT, "cut JSON"},
+        {"[1, 2]", PEFTKIT_ERR_FORMAT, "a JSON array"},
+        {"{}", PEFTKIT_ERR_UNSUPPORTED, "an empty object"},
+        {"{\"peft_type\": \"LOHA\", \"r\": 8}", PEFTKIT_ERR_UNSUPPORTED, "peft_type LOHA"},
+        {"{\"config\": \"prefix_tuning\"}", PEFTKIT_ERR_UNSUPPORTED, "AdapterHub preset prefix_tuning"},
+        {"{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"c_attn\"], \"use_dora\": true}", PEFTKIT_ERR_UNSUPPORTED,
+         "use_dora true"},
+        {"{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"c_attn\"], \"loftq\": 1}", PEFTKIT_ERR_UNSUPPORTED,
+         "unknown key"},
+        {"{\"peft_type\": \"LORA\", \"r\": \"8\", \"target_modules\": [\"c_attn\"]}", PEFTKIT_ERR_FORMAT, "r a string"},
+        {"{\"peft_type\": \"LORA\", \"target_modules\": [\"c_attn\"]}", PEFTKIT_ERR_FORMAT, "LoRA without r"},
+        {"{\"peft_type\": \"LORA\", \"r\": 0, \"target_modules\": [\"c_attn\"]}", bad, "r 0"},
+        {"{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"c_attn\"], \"lora_dropout\": 1.5}", bad,
+         "lora_dropout 1.5"},
+        {"{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"c_attn\"], \"layers_to_transform\": [5]}", PEFTKIT_ERR_FORMAT,
+         "layer 5 of 2"},
+        {"{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"nothing\"]}", PEFTKIT_ERR_UNSUPPORTED,
+         "targets that match nothing"},
+        {"{\"peft_type\": \"PREFIX_TUNING\", \"num_virtual_tokens\": 0}", PEFTKIT_ERR_FORMAT, "num_virtual_tokens 0"},
+        {"{\"config\": {\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": 0}}", PEFTKIT_ERR_UNSUPPORTED,
+         "reduction_factor 0"},
+        {"{\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": 16, \"non_linearity\": \"tanhshrink\"}",
+         PEFTKIT_ERR_UNSUPPORTED, "non_linearity tanhshrink"},
+        {"{\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": 16, \"leave_out\": [0, 1]}",
+         PEFTKIT_ERR_FORMAT, "leave_out every layer"},
+        {"{\"config\": {\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": 16}, \"hidden_size\": 768}",
+         PEFTKIT_ERR_FORMAT, "hidden_size 768 on a d=64 model"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        char what[160];
+        snprintf(what, sizeof what, "adapter_attach_json(%s)", refused[i].label);
+        expect(peftkit_adapter_attach_json(m, "x", refused[i].json), refused[i].status, what);
+        check(peftkit_last_error()[0] != '\0', "  ... with a message");
+    }
     expect(peftkit_adapter_count(m, &n), PEFTKIT_OK, "adapter_count after rejected attaches");
     check(n == 0, "rejected attaches attach nothing");
 
-    peftkit_adapter_config_init(&ac);
-    expect(peftkit_adapter_attach(m, "a", &ac), PEFTKIT_OK, "adapter_attach(\"a\", pfeiffer defaults)");
-    expect(peftkit_adapter_attach(m, "a", &ac), PEFTKIT_ERR_STATE, "adapter_attach(\"a\") again: duplicate name");
-    int32_t one_layer[1] = {1};
-    ac.preset = PEFTKIT_PRESET_HOULSBY;
-    ac.layers = one_layer;
-    ac.n_layers = 1;
-    ac.bottleneck_size = 8;
-    ac.non_linearity = PEFTKIT_ACTIVATION_GELU_TANH;
-    ac.init_weights = PEFTKIT_INIT_ZERO_UP;
-    ac.ln_before = 1;
-    expect(peftkit_adapter_attach(m, "houlsby-layer1", &ac), PEFTKIT_OK,
-           "adapter_attach(houlsby, layer 1 only, bottleneck 8, ln_before)");
+    expect(peftkit_adapter_attach_json(m, "a", seq_bn), PEFTKIT_OK, "adapter_attach_json(\"a\", seq_bn preset)");
+    expect(peftkit_adapter_attach_json(m, "a", seq_bn), PEFTKIT_ERR_STATE, "adapter_attach_json(\"a\") again: duplicate name");
+    /* AdapterHub's DoubleSeqBnConfig on layer 1 only (leave_out 0), bottleneck 64 / 8 = 8, tanh GELU, zero-up
+     * init, a LayerNorm before the adapter. */
+    expect(peftkit_adapter_attach_json(m, "houlsby-layer1",
+                                       "{\"config\": {\"architecture\": \"bottleneck\", \"mh_adapter\": true, "
+                                       "\"output_adapter\": true, \"reduction_factor\": 8, \"non_linearity\": \"gelu_new\", "
+                                       "\"original_ln_before\": false, \"original_ln_after\": true, \"ln_before\": true, "
+                                       "\"init_weights\": \"mam_adapter\", \"leave_out\": [0]}, \"name\": \"h\", "
+                                       "\"hidden_size\": 64, \"version\": \"adapters.1.3.0\"}"),
+           PEFTKIT_OK, "adapter_attach_json(double_seq_bn, layer 1 only, bottleneck 8, ln_before)");
     expect(peftkit_adapter_count(m, &n), PEFTKIT_OK, "adapter_count");
     check(n == 2, "two adapters attached");
 
@@ -529,6 +518,7 @@ struct cb_state {
     int calls;
     int stop_after;
     peftkit_status reentrant;
+    peftkit_status listing;
     int32_t seen[64];
 };
 
@@ -538,7 +528,9 @@ static int32_t on_token(int32_t token, void *user) {
     s->calls++;
     if (s->model != NULL) {
         int32_t n = 0;
-        s->reentrant = peftkit_adapter_count(s->model, &n);
+        int64_t p = 0;
+        s->reentrant = peftkit_adapter_num_params(s->model, "a", &p);
+        s->listing = peftkit_adapter_count(s->model, &n);
     }
     return s->stop_after > 0 && s->calls >= s->stop_after;
 }
@@ -622,9 +614,11 @@ static void test_generate(peftkit_model *m) {
     memset(&s, 0, sizeof s);
     s.model = m;
     s.reentrant = 12345;
+    s.listing = 12345;
     s.stop_after = 1;
     expect(peftkit_generate(m, prompt, 3, &gc, out, 64, &n, on_token, &s), PEFTKIT_OK, "generate, callback calls back into the model");
     expect(s.reentrant, PEFTKIT_ERR_STATE, "a call overlapping generate on the same model");
+    expect(s.listing, PEFTKIT_OK, "adapter_count while the model generates (a read of the adapter list)");
 
     gc.max_new_tokens = 0;
     expect(peftkit_generate(m, prompt, 3, &gc, NULL, 0, &n, NULL, NULL), PEFTKIT_OK, "generate(max_new_tokens 0)");
@@ -796,15 +790,13 @@ static void test_threads(uint64_t seed) {
     printf("# two models on two threads\n");
     peftkit_model_config mc;
     peftkit_model_config_init(&mc);
-    peftkit_adapter_config ac;
-    peftkit_adapter_config_init(&ac);
     struct worker w[2];
     pthread_t t[2];
     int ok = 1;
     memset(w, 0, sizeof w);
     for (int i = 0; i < 2; i++) {
         ok &= peftkit_model_create(&mc, seed, &w[i].model) == PEFTKIT_OK;
-        ok &= w[i].model && peftkit_adapter_attach(w[i].model, "t", &ac) == PEFTKIT_OK;
+        ok &= w[i].model && peftkit_adapter_attach_json(w[i].model, "t", "{\"config\": \"seq_bn\"}") == PEFTKIT_OK;
         ok &= w[i].model && peftkit_adapter_set_active(w[i].model, "t") == PEFTKIT_OK;
     }
     check(ok, "two models with an active adapter each");
@@ -837,10 +829,8 @@ static void test_llama(void) {
               fabsf(c.norm_eps - 1e-6f) < 1e-12f && c.qkv_bias == 0 && c.output_bias == 0 && c.mlp_bias == 0 &&
               c.tie_word_embeddings == 0,
           "llama defaults: eps 1e-6, no biases, untied as asked");
-    peftkit_adapter_config ac;
-    peftkit_adapter_config_init(&ac);
-    ac.preset = PEFTKIT_PRESET_HOULSBY;
-    expect(peftkit_adapter_attach(m, "h", &ac), PEFTKIT_OK, "adapter_attach(houlsby) on llama");
+    expect(peftkit_adapter_attach_json(m, "h", "{\"config\": \"double_seq_bn\"}"), PEFTKIT_OK,
+           "adapter_attach_json(double_seq_bn) on llama");
     expect(peftkit_adapter_set_active(m, "h"), PEFTKIT_OK, "adapter_set_active on llama");
     peftkit_train_config tc;
     peftkit_train_config_init(&tc);
@@ -862,9 +852,7 @@ static void test_checkpoints(const char *scratch, uint64_t seed) {
     const peftkit_status bad = PEFTKIT_ERR_INVALID_ARGUMENT;
     peftkit_model_config mc;
     peftkit_model_config_init(&mc);
-    peftkit_adapter_config ac;
-    peftkit_adapter_config_init(&ac);
-    ac.preset = PEFTKIT_PRESET_HOULSBY;
+    const char *houlsby = "{\"config\": \"houlsby\"}";
     peftkit_train_config tc;
     peftkit_train_config_init(&tc);
     tc.learning_rate = 1e-2f;
@@ -880,8 +868,8 @@ static void test_checkpoints(const char *scratch, uint64_t seed) {
     peftkit_model *a = NULL, *b = NULL, *c = NULL;
     int ok = peftkit_model_create(&mc, seed, &a) == PEFTKIT_OK && peftkit_model_create(&mc, seed, &b) == PEFTKIT_OK &&
              peftkit_model_create(&mc, seed, &c) == PEFTKIT_OK;
-    ok = ok && peftkit_adapter_attach(a, "ck", &ac) == PEFTKIT_OK && peftkit_adapter_set_active(a, "ck") == PEFTKIT_OK;
-    ok = ok && peftkit_adapter_attach(b, "ck", &ac) == PEFTKIT_OK && peftkit_adapter_set_active(b, "ck") == PEFTKIT_OK;
+    ok = ok && peftkit_adapter_attach_json(a, "ck", houlsby) == PEFTKIT_OK && peftkit_adapter_set_active(a, "ck") == PEFTKIT_OK;
+    ok = ok && peftkit_adapter_attach_json(b, "ck", houlsby) == PEFTKIT_OK && peftkit_adapter_set_active(b, "ck") == PEFTKIT_OK;
     check(ok, "three models, adapter \"ck\" on two");
     if (ok) {
         for (int i = 0; i < 6; i++) {

@@ -97,12 +97,14 @@ enum { BIG_BOTTLENECK = 16384 };
 static peftkit_model *child_model(uint64_t seed, int bottleneck) {
     peftkit_model_config mc;
     peftkit_model_config_init(&mc);
-    peftkit_adapter_config ac;
-    peftkit_adapter_config_init(&ac);
-    ac.bottleneck_size = bottleneck;
-    ac.seed = seed;
+    /* A Pfeiffer (seq_bn) adapter of width `bottleneck`: reduction factor hidden / bottleneck, a power of two. */
+    char json[256];
+    snprintf(json, sizeof json,
+             "{\"mh_adapter\": false, \"output_adapter\": true, \"original_ln_before\": true, \"non_linearity\": \"relu\", "
+             "\"reduction_factor\": %.17g, \"seed\": %llu}",
+             (double)mc.hidden_size / bottleneck, (unsigned long long)seed);
     peftkit_model *m = NULL;
-    if (peftkit_model_create(&mc, 1, &m) != PEFTKIT_OK || peftkit_adapter_attach(m, "big", &ac) != PEFTKIT_OK ||
+    if (peftkit_model_create(&mc, 1, &m) != PEFTKIT_OK || peftkit_adapter_attach_json(m, "big", json) != PEFTKIT_OK ||
         peftkit_adapter_set_active(m, "big") != PEFTKIT_OK) {
         fprintf(stderr, "child: %s\n", peftkit_last_error());
         _exit(3);

@@ -35,14 +35,17 @@ int main(void) {
     int methods[] = {PEFTKIT_METHOD_LORA, PEFTKIT_METHOD_IA3, PEFTKIT_METHOD_PREFIX, PEFTKIT_METHOD_PROMPT};
     peftkit_train_config tc; peftkit_train_config_init(&tc);
     tc.learning_rate = 1e-2f;
+    /* Each method's adapter_config.json, in Hugging Face PEFT's schema. */
+    const char *configs[] = {
+        "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 16, \"target_modules\": [\"c_attn\", \"mlp.c_proj\"]}",
+        "{\"peft_type\": \"IA3\", \"target_modules\": [\"c_attn\", \"mlp.c_proj\"], \"feedforward_modules\": [\"mlp.c_proj\"]}",
+        "{\"peft_type\": \"PREFIX_TUNING\", \"num_virtual_tokens\": 4, \"task_type\": \"CAUSAL_LM\"}",
+        "{\"peft_type\": \"PROMPT_TUNING\", \"num_virtual_tokens\": 4, \"prompt_tuning_init\": \"RANDOM\"}",
+    };
     for (int k = 0; k < 4; k++) {
-        peftkit_adapter_config ac; peftkit_adapter_config_init(&ac);
-        ac.method = methods[k];
-        if (methods[k] == PEFTKIT_METHOD_LORA) { ac.lora_rank = 4; ac.target_modules = "c_attn, mlp.c_proj"; }
-        if (methods[k] == PEFTKIT_METHOD_PREFIX || methods[k] == PEFTKIT_METHOD_PROMPT) ac.num_virtual_tokens = 4;
         char what[96];
         snprintf(what, sizeof what, "attach %s", names[k]);
-        check(peftkit_adapter_attach(m, names[k], &ac) == PEFTKIT_OK, what);
+        check(peftkit_adapter_attach_json(m, names[k], configs[k]) == PEFTKIT_OK, what);
         int32_t method = -1;
         check(peftkit_adapter_method(m, names[k], &method) == PEFTKIT_OK && method == methods[k], "adapter_method");
         check(peftkit_adapter_set_active(m, names[k]) == PEFTKIT_OK, "set_active");
@@ -101,11 +104,10 @@ int main(void) {
     check(same, "mixed batch rows equal each row alone");
     const char *bad[B] = {"ia3", "nope"};
     check(peftkit_forward_mixed(m, ids, NULL, bad, B, T, NULL, 0, &loss, NULL) == PEFTKIT_ERR_NOT_FOUND, "unknown adapter in a mixed batch");
-    peftkit_adapter_config ac; peftkit_adapter_config_init(&ac);
-    ac.method = PEFTKIT_METHOD_LORA; ac.target_modules = "no_such_module";
-    check(peftkit_adapter_attach(m, "bad", &ac) == PEFTKIT_ERR_INVALID_ARGUMENT, "unknown target module");
-    ac.method = 99;
-    check(peftkit_adapter_attach(m, "bad", &ac) == PEFTKIT_ERR_INVALID_ARGUMENT, "unknown method");
+    check(peftkit_adapter_attach_json(m, "bad", "{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"no_such_module\"]}")
+          == PEFTKIT_ERR_UNSUPPORTED, "unknown target module");
+    check(peftkit_adapter_attach_json(m, "bad", "{\"peft_type\": \"VERA\", \"r\": 4}") == PEFTKIT_ERR_UNSUPPORTED,
+          "unknown method");
     peftkit_model_free(m);
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;

@@ -148,12 +148,13 @@ static peftkit_model *new_model(uint64_t seed) {
     return m;
 }
 
+/* AdapterHub's Pfeiffer (seq_bn) bottleneck adapter, as peftkit_adapter_attach_json reads it. */
+static const char PFEIFFER[] = "{\"config\": \"seq_bn\"}";
+
 /* A model with a Pfeiffer adapter `name`, active. */
 static peftkit_model *new_model_with_adapter(uint64_t seed, const char *name) {
     peftkit_model *m = new_model(seed);
-    peftkit_adapter_config ac;
-    peftkit_adapter_config_init(&ac);
-    if (m && (peftkit_adapter_attach(m, name, &ac) != PEFTKIT_OK || peftkit_adapter_set_active(m, name) != PEFTKIT_OK)) {
+    if (m && (peftkit_adapter_attach_json(m, name, PFEIFFER) != PEFTKIT_OK || peftkit_adapter_set_active(m, name) != PEFTKIT_OK)) {
         printf("FAIL attach: %s\n", peftkit_last_error());
         n_failed++;
     }
@@ -280,8 +281,6 @@ static void null_pointers(peftkit_model *m) {
     group = "NULL pointers";
     peftkit_model_config mc;
     peftkit_model_config_init(&mc);
-    peftkit_adapter_config ac;
-    peftkit_adapter_config_init(&ac);
     peftkit_train_config tc = train_config();
     peftkit_generate_config gc;
     peftkit_generate_config_init(&gc);
@@ -298,10 +297,8 @@ static void null_pointers(peftkit_model *m) {
     CASE(BAD, peftkit_model_load(NULL, &out), "model_load(path NULL)");
     CASE(BAD, peftkit_model_load("/tmp", NULL), "model_load(out NULL)");
     CASE(BAD, peftkit_model_get_config(m, NULL), "model_get_config(out NULL)");
-    CASE(BAD, peftkit_adapter_attach(m, NULL, &ac), "adapter_attach(name NULL)");
-    CASE(BAD, peftkit_adapter_attach(m, "x", NULL), "adapter_attach(config NULL)");
-    ac.n_layers = 2;
-    CASE(BAD, peftkit_adapter_attach(m, "x", &ac), "adapter_attach(layers NULL, n_layers 2)");
+    CASE(BAD, peftkit_adapter_attach_json(m, NULL, PFEIFFER), "adapter_attach_json(name NULL)");
+    CASE(BAD, peftkit_adapter_attach_json(m, "x", NULL), "adapter_attach_json(config_json NULL)");
     CASE(BAD, peftkit_adapter_count(m, NULL), "adapter_count(out NULL)");
     CASE(BAD, peftkit_adapter_name(m, 0, NULL, 8, &len), "adapter_name(buf NULL, cap 8)");
     CASE(BAD, peftkit_adapter_get_active(m, NULL, 8, &len), "adapter_get_active(buf NULL, cap 8)");
@@ -350,7 +347,7 @@ static void null_pointers(peftkit_model *m) {
     CASE(BAD, peftkit_train_step(NULL, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(model NULL)");
     CASE(BAD, peftkit_model_set_full_finetuning(NULL, 1), "model_set_full_finetuning(model NULL)");
     CASE(BAD, peftkit_forward(NULL, ids, NULL, BATCH, SEQ, NULL, 0, NULL, NULL), "forward(model NULL)");
-    CASE(BAD, peftkit_adapter_attach(NULL, "x", &ac), "adapter_attach(model NULL)");
+    CASE(BAD, peftkit_adapter_attach_json(NULL, "x", PFEIFFER), "adapter_attach_json(model NULL)");
     CASE(BAD, peftkit_checkpoint_load(NULL, "/tmp", NULL, 0), "checkpoint_load(model NULL)");
     peftkit_model_free(NULL);
     record_void("model_free(NULL)");
@@ -448,30 +445,60 @@ static void sizes(peftkit_model *m) {
     MODEL_CASE(tie_word_embeddings, 2)
     MODEL_CASE(qkv_bias, 5)
 
-    peftkit_adapter_config ac;
-#define ADAPTER_CASE(field, value)                                                                                     \
-    peftkit_adapter_config_init(&ac);                                                                                  \
-    ac.field = value;                                                                                                  \
-    CASE(BAD, peftkit_adapter_attach(m, "x", &ac), "adapter_attach(" #field " " #value ")");
-    ADAPTER_CASE(bottleneck_size, -1)
-    ADAPTER_CASE(bottleneck_size, 65537)
-    ADAPTER_CASE(n_layers, -1)
-    ADAPTER_CASE(method, 99)
-    ADAPTER_CASE(preset, 9)
-    ADAPTER_CASE(non_linearity, 9)
-    ADAPTER_CASE(init_weights, -3)
-    ADAPTER_CASE(ln_before, 2)
-    ADAPTER_CASE(struct_size, 0)
-    int32_t layers[3] = {0, 0, 5};
-    peftkit_adapter_config_init(&ac);
-    ac.layers = layers;
-    ac.n_layers = 3;
-    CASE(BAD, peftkit_adapter_attach(m, "x", &ac), "adapter_attach(n_layers 3 > num_layers 2)");
-    ac.n_layers = 2;
-    CASE(BAD, peftkit_adapter_attach(m, "x", &ac), "adapter_attach(layers {0, 0}: duplicate)");
-    ac.layers = layers + 2;
-    ac.n_layers = 1;
-    CASE(BAD, peftkit_adapter_attach(m, "x", &ac), "adapter_attach(layers {5}: out of range)");
+}
+
+/* Adapter configs as JSON text (peftkit_adapter_attach_json): the core reads and judges them, with one message. */
+static void adapter_configs(peftkit_model *m) {
+    group = "adapter configs (JSON)";
+#define JSON_CASE(want, json, label) CASE(want, peftkit_adapter_attach_json(m, "x", json), "adapter_attach_json(" label ")")
+    JSON_CASE(BAD, "{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"c_\xc3\x28" "attn\"]}", "invalid UTF-8");
+    JSON_CASE(PEFTKIT_ERR_FORMAT, "peft_type = LORA", "not JSON");
+    JSON_CASE(PEFTKIT_ERR_FORMAT, "", "empty text");
+    JSON_CASE(PEFTKIT_ERR_FORMAT, "{\"peft_type\": \"LORA\", \"r\": 8", "cut off");
+    JSON_CASE(PEFTKIT_ERR_FORMAT, "[{\"peft_type\": \"LORA\", \"r\": 8}]", "JSON array at top level");
+    JSON_CASE(PEFTKIT_ERR_FORMAT, "\"seq_bn\"", "JSON string at top level");
+    JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"peft_type\": \"VERA\", \"r\": 8}", "unknown peft_type VERA");
+    JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"r\": 8, \"lora_alpha\": 16}", "no peft_type, not a bottleneck config");
+    JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"config\": \"lora\"}", "unknown AdapterHub preset");
+    JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"c_attn\"], \"use_dora\": true}",
+              "unsupported key use_dora true");
+    JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"c_attn\"], \"loftq_config\": {\"bits\": 4}}",
+              "unknown key loftq_config");
+    JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": 16, \"is_parallel\": true}",
+              "bottleneck is_parallel true");
+    JSON_CASE(PEFTKIT_ERR_FORMAT, "{\"peft_type\": \"LORA\", \"r\": \"eight\", \"target_modules\": [\"c_attn\"]}", "r of wrong type");
+    JSON_CASE(PEFTKIT_ERR_FORMAT, "{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"c_attn\"], \"use_rslora\": \"yes\"}",
+              "use_rslora of wrong type");
+    JSON_CASE(PEFTKIT_ERR_FORMAT, "{\"peft_type\": \"LORA\", \"r\": 8}", "LoRA without target_modules");
+    JSON_CASE(BAD, "{\"peft_type\": \"LORA\", \"r\": 0, \"target_modules\": [\"c_attn\"]}", "rank 0");
+    JSON_CASE(BAD, "{\"peft_type\": \"LORA\", \"r\": -4, \"target_modules\": [\"c_attn\"]}", "rank -4");
+    JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"nothing_here\"]}",
+              "targets that match nothing");
+    JSON_CASE(PEFTKIT_ERR_FORMAT, "{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": \"^nothing.*$\"}",
+              "target regex that matches nothing");
+    JSON_CASE(PEFTKIT_ERR_FORMAT, "{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"c_attn\"], \"layers_to_transform\": [5]}",
+              "layers_to_transform [5] of 2 layers");
+    JSON_CASE(BAD, "{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"c_attn\"], \"lora_dropout\": 1.0}", "lora_dropout 1.0");
+    JSON_CASE(PEFTKIT_ERR_FORMAT, "{\"peft_type\": \"PROMPT_TUNING\", \"num_virtual_tokens\": 0}", "num_virtual_tokens 0");
+    JSON_CASE(PEFTKIT_ERR_STATE, "{\"peft_type\": \"PROMPT_TUNING\", \"num_virtual_tokens\": 4, \"prompt_tuning_init\": \"TEXT\", "
+              "\"prompt_tuning_init_text\": \"Classify:\"}", "TEXT init on a model without tokenizer");
+    JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": 0}", "reduction_factor 0");
+    JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": -4}", "reduction_factor -4");
+    JSON_CASE(PEFTKIT_ERR_FORMAT, "{\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": 1e-300}",
+              "reduction_factor 1e-300");
+    JSON_CASE(PEFTKIT_ERR_FORMAT, "{\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": 16, \"leave_out\": [0, 1]}",
+              "leave_out every layer");
+    /* A string longer than 1 MiB is refused before it is copied. */
+    size_t huge_len = (1u << 20) + 16;
+    char *huge = malloc(huge_len + 1);
+    if (huge) {
+        memset(huge, ' ', huge_len);
+        memcpy(huge, PFEIFFER, strlen(PFEIFFER));
+        huge[huge_len] = 0;
+        JSON_CASE(BAD, huge, "1 MiB + 16 bytes");
+        free(huge);
+    }
+#undef JSON_CASE
 }
 
 static void token_ids(peftkit_model *m) {
@@ -585,14 +612,6 @@ static void hyper_parameters(peftkit_model *m) {
     GEN_CASE(top_p, inf)
     GEN_CASE(struct_size, 1)
 
-    peftkit_adapter_config ac;
-    ADAPTER_CASE(reduction_factor, 0.0f)
-    ADAPTER_CASE(reduction_factor, -4.0f)
-    ADAPTER_CASE(reduction_factor, nan)
-    ADAPTER_CASE(reduction_factor, inf)
-    ADAPTER_CASE(scaling, nan)
-    ADAPTER_CASE(scaling, inf)
-
     peftkit_model_config mc;
     peftkit_model *out = NULL;
     MODEL_CASE(norm_eps, -1.0f)
@@ -610,8 +629,6 @@ static void hyper_parameters(peftkit_model *m) {
 
 static void names(peftkit_model *m, const char *adapter_dir, const char *checkpoint_dir) {
     group = "adapter names";
-    peftkit_adapter_config ac;
-    peftkit_adapter_config_init(&ac);
     int64_t n64 = 0;
     char buf[64];
     CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_adapter_set_active(m, "nope"), "adapter_set_active(unknown)");
@@ -619,29 +636,31 @@ static void names(peftkit_model *m, const char *adapter_dir, const char *checkpo
     CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_adapter_num_params(m, "nope", &n64), "adapter_num_params(unknown)");
     CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_adapter_save(m, "nope", "/tmp/peftkit-misuse-never"), "adapter_save(unknown)");
     CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_checkpoint_save(m, "nope", "/tmp/peftkit-misuse-never"), "checkpoint_save(unknown)");
-    CASE(PEFTKIT_ERR_STATE, peftkit_adapter_attach(m, "a", &ac), "adapter_attach(duplicate name)");
+    CASE(PEFTKIT_ERR_STATE, peftkit_adapter_attach_json(m, "a", PFEIFFER), "adapter_attach_json(duplicate name)");
     CASE(PEFTKIT_ERR_STATE, peftkit_adapter_load(m, adapter_dir, "a", buf, sizeof buf), "adapter_load(as a name already attached)");
     CASE(PEFTKIT_ERR_STATE, peftkit_adapter_load(m, adapter_dir, NULL, NULL, 0), "adapter_load(stored name already attached)");
     CASE(PEFTKIT_ERR_STATE, peftkit_checkpoint_load(m, checkpoint_dir, buf, sizeof buf), "checkpoint_load(stored name already attached)");
-    CASE(BAD, peftkit_adapter_attach(m, "", &ac), "adapter_attach(name \"\")");
-    CASE(BAD, peftkit_adapter_attach(m, "../x", &ac), "adapter_attach(name \"../x\")");
-    CASE(BAD, peftkit_adapter_attach(m, "with space", &ac), "adapter_attach(name with a space)");
-    CASE(BAD, peftkit_adapter_attach(m, "bad\xc3\x28", &ac), "adapter_attach(name not UTF-8)");
+    CASE(BAD, peftkit_adapter_attach_json(m, "", PFEIFFER), "adapter_attach_json(name \"\")");
+    CASE(BAD, peftkit_adapter_attach_json(m, "../x", PFEIFFER), "adapter_attach_json(name \"../x\")");
+    CASE(BAD, peftkit_adapter_attach_json(m, "with space", PFEIFFER), "adapter_attach_json(name with a space)");
+    CASE(BAD, peftkit_adapter_attach_json(m, "bad\xc3\x28", PFEIFFER), "adapter_attach_json(name not UTF-8)");
     char longname[300];
     memset(longname, 'n', sizeof longname - 1);
     longname[sizeof longname - 1] = 0;
-    CASE(BAD, peftkit_adapter_attach(m, longname, &ac), "adapter_attach(name of 299 bytes)");
+    CASE(BAD, peftkit_adapter_attach_json(m, longname, PFEIFFER), "adapter_attach_json(name of 299 bytes)");
     CASE(BAD, peftkit_adapter_set_active(m, ""), "adapter_set_active(\"\")");
     CASE(BAD, peftkit_adapter_load(m, adapter_dir, "", buf, sizeof buf), "adapter_load(name \"\")");
 }
 
-static int32_t reenter_status;
+static int32_t reenter_status, reenter_read_status;
 static peftkit_model *reenter_model;
 static int32_t reenter_cb(int32_t token, void *user) {
     (void)token;
     (void)user;
-    int32_t n = 0;
-    reenter_status = peftkit_adapter_count(reenter_model, &n);
+    int64_t n = 0;
+    int32_t count = 0;
+    reenter_status = peftkit_adapter_num_params(reenter_model, "t", &n);
+    reenter_read_status = peftkit_adapter_count(reenter_model, &count);
     return 1;
 }
 
@@ -659,9 +678,7 @@ static void states(void) {
     CASE(PEFTKIT_ERR_STATE, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(no adapter attached)");
     CASE(PEFTKIT_OK, peftkit_forward(m, ids, NULL, BATCH, SEQ, NULL, 0, &loss, NULL), "forward(no adapter: base model)");
     CASE(PEFTKIT_OK, peftkit_generate(m, ids, 3, &gc, toks, 8, &n32, NULL, NULL), "generate(no adapter: base model)");
-    peftkit_adapter_config ac;
-    peftkit_adapter_config_init(&ac);
-    peftkit_adapter_attach(m, "t", &ac);
+    peftkit_adapter_attach_json(m, "t", PFEIFFER);
     CASE(PEFTKIT_ERR_STATE, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(adapter attached, none active)");
     peftkit_adapter_set_active(m, "t");
     CASE(PEFTKIT_OK, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(active adapter)");
@@ -671,6 +688,7 @@ static void states(void) {
     reenter_status = 12345;
     CASE(PEFTKIT_OK, peftkit_generate(m, ids, 3, &gc, toks, 8, &n32, reenter_cb, NULL), "generate(callback re-entering the model)");
     record("a call on the generating model from its token callback", PEFTKIT_ERR_STATE, reenter_status);
+    record("adapter_count from the token callback (a read of the adapter list)", PEFTKIT_OK, reenter_read_status);
     peftkit_model_free(m);
 }
 
@@ -791,14 +809,12 @@ static void freed(void) {
     peftkit_generate_config gc;
     peftkit_generate_config_init(&gc);
     gc.max_new_tokens = 2;
-    peftkit_adapter_config ac;
-    peftkit_adapter_config_init(&ac);
     peftkit_model_config mc;
     peftkit_model_config_init(&mc);
     peftkit_model_free(m);
     record_void("model_free(live model)");
     CASE(BAD, peftkit_model_get_config(m, &mc), "model_get_config(freed model)");
-    CASE(BAD, peftkit_adapter_attach(m, "g", &ac), "adapter_attach(freed model)");
+    CASE(BAD, peftkit_adapter_attach_json(m, "g", PFEIFFER), "adapter_attach_json(freed model)");
     CASE(BAD, peftkit_adapter_count(m, &n32), "adapter_count(freed model)");
     CASE(BAD, peftkit_adapter_name(m, 0, buf, sizeof buf, &len), "adapter_name(freed model)");
     CASE(BAD, peftkit_adapter_set_active(m, NULL), "adapter_set_active(freed model)");
@@ -1287,6 +1303,7 @@ int main(int argc, char **argv) {
 
     null_pointers(m);
     sizes(m);
+    adapter_configs(m);
     token_ids(m);
     lengths(m);
     hyper_parameters(m);

@@ -67,9 +67,7 @@ int main(int argc, char **argv) {
     peftkit_model_config_init(&mc);
     peftkit_model *m = NULL;
     if (peftkit_model_create(&mc, 1, &m) != PEFTKIT_OK) return fail("create");
-    peftkit_adapter_config ac;
-    peftkit_adapter_config_init(&ac);
-    if (peftkit_adapter_attach(m, "a", &ac) != PEFTKIT_OK) return fail("attach");
+    if (peftkit_adapter_attach_json(m, "a", "{\"config\": \"seq_bn\"}") != PEFTKIT_OK) return fail("attach");
 
     int32_t ids[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     float *logits = malloc(sizeof(float) * 8 * 256);

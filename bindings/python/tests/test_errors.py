@@ -111,16 +111,24 @@ def test_duplicate_adapter(model, tmp_path):
 
 
 def test_bad_adapter_options(model):
-    _raises(peftkit.InvalidArgumentError, lambda: model.attach_adapter("a", reduction_factor=0))
-    _raises(peftkit.InvalidArgumentError, lambda: model.attach_adapter("a", layers=[5]))
-    _raises(peftkit.InvalidArgumentError, lambda: model.attach_adapter("a", layers=[0, 0]))
-    _raises(peftkit.InvalidArgumentError, lambda: model.attach_adapter("a", preset="lora"))
-    _raises(peftkit.InvalidArgumentError, lambda: model.attach_adapter("a", non_linearity="tanh"))
+    # Each failure has the library's one status and message, whatever path the config took.
+    _raises(peftkit.UnsupportedError, lambda: model.attach_adapter("a", reduction_factor=0))
+    _raises(peftkit.FormatError, lambda: model.attach_adapter("a", leave_out=[0, 1]))
+    e = _raises(peftkit.UnsupportedError, lambda: model.attach_adapter("a", non_linearity="tanh"))
+    assert "tanh" in e.message
+    e = _raises(peftkit.UnsupportedError, lambda: model.attach_adapter("a", {**peftkit.BottleneckConfig().to_dict(), "is_parallel": True}))
+    assert "is_parallel" in e.message
+    _raises(peftkit.FormatError, lambda: model.attach_adapter("a", {"peft_type": "LORA", "target_modules": ["c_attn"]}))
+    _raises(peftkit.UnsupportedError, lambda: model.attach_adapter("a", {"peft_type": "LOHA", "r": 4}))
     _raises(peftkit.InvalidArgumentError, lambda: model.attach_adapter("a", method="dora"))
+    _raises(peftkit.InvalidArgumentError, lambda: model.attach_adapter("a", scaling=float("inf")))
+    _raises(peftkit.InvalidArgumentError, lambda: model.attach_adapter("a", {"config": "seq_bn"}, method="lora"))
     with pytest.raises(TypeError):
-        model.attach_adapter("a", rank=8)  # a LoRA field, but the default method is bottleneck
+        model.attach_adapter("a", r=8)  # a LoRA field, but the default method is bottleneck
     with pytest.raises(TypeError):
         model.attach_adapter(None)
+    with pytest.raises(TypeError):
+        model.attach_adapter("a", ["not", "a", "config"])
     assert model.adapters == []
 
 
@@ -147,9 +155,9 @@ def test_bad_shapes_and_ids(trained_model, call):
     _raises(peftkit.InvalidArgumentError, lambda: fn([]))
     _raises(peftkit.InvalidArgumentError, lambda: fn([1.5, 2.0]), match="integer")
     _raises(peftkit.InvalidArgumentError, lambda: fn(["a", "b"]))
-    e = _raises(peftkit.InvalidArgumentError, lambda: fn([[1, 2, 256]]), match="out of range")
+    e = _raises(peftkit.InvalidArgumentError, lambda: fn([[1, 2, 256]]), match="outside the vocabulary")
     assert e.message.startswith("peftkit_")  # the library's own message
-    _raises(peftkit.InvalidArgumentError, lambda: fn([[1, -1, 2]]), match="out of range")
+    _raises(peftkit.InvalidArgumentError, lambda: fn([[1, -1, 2]]), match="outside the vocabulary")
     _raises(peftkit.InvalidArgumentError, lambda: fn([1, 2**40]), match="int32")
     _raises(peftkit.InvalidArgumentError, lambda: fn(np.zeros((1, 2000), dtype=np.int32)), match="maximum")
     if call != "forward":

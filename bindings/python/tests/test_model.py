@@ -32,16 +32,16 @@ def test_equal_seeds_give_equal_models():
 def test_adapters_list_activate_remove_and_count(model):
     assert model.adapters == [] and model.active_adapter is None
     model.attach_adapter("a")
-    model.attach_adapter("b", method="bottleneck", preset="houlsby", reduction_factor=8)
-    model.attach_adapter("c", peftkit.BottleneckConfig(bottleneck_size=3, layers=[1], non_linearity="gelu"))
-    model.attach_adapter("d", {"preset": peftkit.Preset.HOULSBY}, ln_before=True, ln_after=True)
+    model.attach_adapter("b", peftkit.BottleneckConfig.double_seq_bn(reduction_factor=8))
+    model.attach_adapter("c", peftkit.BottleneckConfig(reduction_factor=20, leave_out=[0], non_linearity="gelu"))
+    model.attach_adapter("d", peftkit.BottleneckConfig.houlsby().to_dict(), ln_before=True, ln_after=True)
     assert model.adapters == ["a", "b", "c", "d"]
     assert "b" in model and "z" not in model
     h = 64
     # Pfeiffer (one adapter per layer), bottleneck 64/16 = 4: 2 layers * (4*64 + 4 + 64*4 + 64)
     assert model.adapter_num_params("a") == 2 * (h * 4 + 4 + 4 * h + h)
     assert model.adapter_num_params("b") == 2 * 2 * (h * 8 + 8 + 8 * h + h)  # Houlsby: two per layer
-    assert model.adapter_num_params("c") == 1 * (h * 3 + 3 + 3 * h + h)      # one layer only
+    assert model.adapter_num_params("c") == 1 * (h * 3 + 3 + 3 * h + h)      # one layer only, 64 // 20 = 3
     # Houlsby, bottleneck 4, plus a LayerNorm (weight + bias) on each adapter's input and output.
     assert model.adapter_num_params("d") == 2 * 2 * (h * 4 + 4 + 4 * h + h + 2 * 2 * h)
     model.set_active_adapter("b")
@@ -79,10 +79,10 @@ def test_invalid_adapter_names(model, bad):
 def test_adapter_identity_init_leaves_the_base_output(model):
     ids = np.array(BATCH, dtype=np.int32)
     base = model.forward(ids)
-    model.attach_adapter("zero", init_weights="zero_up")
+    model.attach_adapter("zero", init_weights="mam_adapter")
     model.set_active_adapter("zero")
     assert np.array_equal(model.forward(ids), base)
-    model.attach_adapter("rand", init_weights=peftkit.AdapterInit.BERT, seed=5)
+    model.attach_adapter("rand", init_weights="bert", seed=5)
     model.set_active_adapter("rand")
     assert not np.array_equal(model.forward(ids), base)
 
@@ -185,7 +185,7 @@ def test_zero_copy_for_int32_arrays(model, monkeypatch):
 def test_save_then_load_into_another_model(tmp_path):
     ids = np.array(BATCH, dtype=np.int32)
     with peftkit.Model.create(seed=1) as a:
-        a.attach_adapter("task", preset="houlsby")
+        a.attach_adapter("task", peftkit.BottleneckConfig.double_seq_bn())
         a.set_active_adapter("task")
         for _ in range(5):
             a.train_step(ids, learning_rate=1e-2)

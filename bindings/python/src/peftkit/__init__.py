@@ -5,7 +5,8 @@ A thin, typed layer over the C interface of ``libpeftkit.so`` (``include/peftkit
     import peftkit
 
     with peftkit.Model.create(seed=1) as model:            # a tiny random GPT-2, vocab 256
-        model.attach_adapter("task", preset="houlsby", reduction_factor=8)
+        model.attach_adapter("task", peftkit.BottleneckConfig.double_seq_bn(reduction_factor=8))
+        # or a PEFT config's dict: {"peft_type": "LORA", "r": 8, "target_modules": ["c_attn"]}
         model.set_active_adapter("task")
         ids = [[1, 2, 3, 4, 1, 2, 3, 4]]
         for _ in range(10):
@@ -22,8 +23,6 @@ from . import _capi
 from ._version import __version__
 from .configs import (
     ADAPTER_METHODS,
-    Activation,
-    AdapterInit,
     Architecture,
     BottleneckConfig,
     EvalResult,
@@ -31,7 +30,6 @@ from .configs import (
     LoRAConfig,
     Method,
     ModelConfig,
-    Preset,
     PrefixConfig,
     PromptConfig,
     Schedule,
@@ -69,8 +67,6 @@ def library_version() -> str:
 __all__ = [
     "ADAPTER_METHODS",
     "IGNORE_INDEX",
-    "Activation",
-    "AdapterInit",
     "Architecture",
     "BottleneckConfig",
     "BufferTooSmallError",
@@ -88,7 +84,6 @@ __all__ = [
     "OutOfMemoryError",
     "PeftKitError",
     "PeftKitIOError",
-    "Preset",
     "PrefixConfig",
     "PromptConfig",
     "Schedule",

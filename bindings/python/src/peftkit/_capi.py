@@ -55,19 +55,6 @@ PEFTKIT_METHOD_IA3 = 2
 PEFTKIT_METHOD_PREFIX = 3
 PEFTKIT_METHOD_PROMPT = 4
 
-PEFTKIT_PRESET_HOULSBY = 0
-PEFTKIT_PRESET_PFEIFFER = 1
-
-PEFTKIT_ACTIVATION_DEFAULT = -1
-PEFTKIT_ACTIVATION_RELU = 0
-PEFTKIT_ACTIVATION_GELU = 1
-PEFTKIT_ACTIVATION_GELU_TANH = 2
-PEFTKIT_ACTIVATION_SWISH = 3
-
-PEFTKIT_INIT_BERT = 0
-PEFTKIT_INIT_HOULSBY = 1
-PEFTKIT_INIT_ZERO_UP = 2
-
 PEFTKIT_SCHEDULE_CONSTANT = 0
 PEFTKIT_SCHEDULE_LINEAR = 1
 PEFTKIT_SCHEDULE_COSINE = 2
@@ -97,35 +84,6 @@ class ModelConfigStruct(Structure):
         ("qkv_bias", c_int32),
         ("output_bias", c_int32),
         ("mlp_bias", c_int32),
-    ]
-
-
-class AdapterConfigStruct(Structure):
-    _fields_ = [
-        ("struct_size", c_uint32),
-        ("method", c_int32),
-        ("preset", c_int32),
-        ("reduction_factor", c_float),
-        ("bottleneck_size", c_int32),
-        ("non_linearity", c_int32),
-        ("init_weights", c_int32),
-        ("scaling", c_float),
-        ("ln_before", c_int32),
-        ("ln_after", c_int32),
-        ("layers", POINTER(c_int32)),
-        ("n_layers", c_int32),
-        ("seed", c_uint64),
-        ("lora_rank", c_int32),
-        ("lora_alpha", c_float),
-        ("lora_dropout", c_float),
-        ("use_rslora", c_int32),
-        ("target_modules", c_char_p),
-        ("feedforward_modules", c_char_p),
-        ("num_virtual_tokens", c_int32),
-        ("prefix_projection", c_int32),
-        ("projection_hidden", c_int32),
-        ("init_tokens", POINTER(c_int32)),
-        ("n_init_tokens", c_int32),
     ]
 
 
@@ -185,7 +143,6 @@ class TokenizerInfoStruct(Structure):
 #: C struct name -> its mirror. The layout test compiles the header and compares every entry.
 STRUCTS: dict[str, type] = {
     "peftkit_model_config": ModelConfigStruct,
-    "peftkit_adapter_config": AdapterConfigStruct,
     "peftkit_train_config": TrainConfigStruct,
     "peftkit_train_result": TrainResultStruct,
     "peftkit_generate_config": GenerateConfigStruct,
@@ -216,8 +173,7 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     "peftkit_model_load": (_status, [c_char_p, POINTER(c_void_p)]),
     "peftkit_model_free": (None, [_model]),
     "peftkit_model_get_config": (_status, [_model, POINTER(ModelConfigStruct)]),
-    "peftkit_adapter_config_init": (None, [POINTER(AdapterConfigStruct)]),
-    "peftkit_adapter_attach": (_status, [_model, c_char_p, POINTER(AdapterConfigStruct)]),
+    "peftkit_adapter_attach_json": (_status, [_model, c_char_p, c_char_p]),
     "peftkit_adapter_set_active": (_status, [_model, c_char_p]),
     "peftkit_adapter_remove": (_status, [_model, c_char_p]),
     "peftkit_adapter_count": (_status, [_model, POINTER(c_int32)]),
@@ -272,7 +228,6 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
 #: struct mirror -> the *_init function that fills it with the library's defaults.
 STRUCT_INITS: dict[type[Structure], str] = {
     ModelConfigStruct: "peftkit_model_config_init",
-    AdapterConfigStruct: "peftkit_adapter_config_init",
     TrainConfigStruct: "peftkit_train_config_init",
     GenerateConfigStruct: "peftkit_generate_config_init",
 }

@@ -1,11 +1,13 @@
 """Configuration dataclasses and enumerations, and their translation to the C structs.
 
 Enumerations are :class:`enum.IntEnum` s whose values are the header's constants. Wherever a config
-takes one, a case-insensitive name (``"llama"``, ``"swish"``, ``"cosine"``) is accepted too.
+takes one, a case-insensitive name (``"llama"``, ``"cosine"``) is accepted too.
 
-Adapter methods are registered in :data:`ADAPTER_METHODS` (method name -> config class). A method the
-header adds later gets a config class with ``method`` set and a ``_to_struct`` method, plus one line
-there.
+Adapter configs cross the C ABI as the JSON text of an ``adapter_config.json`` in the ecosystem's own
+schema (Hugging Face PEFT's for LoRA, IA3, prefix and prompt tuning; AdapterHub's for bottleneck
+adapters). The adapter dataclasses below take those schemas' field names and turn into such a dict
+with ``to_dict()``; a plain dict (``peft.LoraConfig(...).to_dict()``) works as well. Adapter methods are
+registered in :data:`ADAPTER_METHODS` (method name -> config class).
 """
 
 from __future__ import annotations
@@ -42,35 +44,6 @@ class Method(enum.IntEnum):
     IA3 = _capi.PEFTKIT_METHOD_IA3
     PREFIX = _capi.PEFTKIT_METHOD_PREFIX
     PROMPT = _capi.PEFTKIT_METHOD_PROMPT
-
-
-class Preset(enum.IntEnum):
-    """Where a bottleneck adapter sits (``PEFTKIT_PRESET_*``).
-
-    HOULSBY: after attention and after the feed-forward block (AdapterHub ``double_seq_bn``).
-    PFEIFFER: after the feed-forward block only (AdapterHub ``seq_bn``).
-    """
-
-    HOULSBY = _capi.PEFTKIT_PRESET_HOULSBY
-    PFEIFFER = _capi.PEFTKIT_PRESET_PFEIFFER
-
-
-class Activation(enum.IntEnum):
-    """Adapter non-linearity (``PEFTKIT_ACTIVATION_*``); GELU is the exact (erf) form."""
-
-    DEFAULT = _capi.PEFTKIT_ACTIVATION_DEFAULT
-    RELU = _capi.PEFTKIT_ACTIVATION_RELU
-    GELU = _capi.PEFTKIT_ACTIVATION_GELU
-    GELU_TANH = _capi.PEFTKIT_ACTIVATION_GELU_TANH
-    SWISH = _capi.PEFTKIT_ACTIVATION_SWISH
-
-
-class AdapterInit(enum.IntEnum):
-    """Adapter weight initialisation (``PEFTKIT_INIT_*``)."""
-
-    BERT = _capi.PEFTKIT_INIT_BERT
-    HOULSBY = _capi.PEFTKIT_INIT_HOULSBY
-    ZERO_UP = _capi.PEFTKIT_INIT_ZERO_UP
 
 
 class Schedule(enum.IntEnum):
@@ -260,247 +233,289 @@ class ModelConfig:
 
 
 # --------------------------------------------------------------------------------------------------
-# Adapter configs
+# Adapter configs (the ecosystem's adapter_config.json schema)
 # --------------------------------------------------------------------------------------------------
+
+
+def jsonable(value: Any, what: str = "config") -> Any:
+    """`value` as plain JSON data: PEFT's ``to_dict()`` holds sets (``target_modules``) and enums
+    (``peft_type``, ``task_type``), which become a sorted list and the enum's value."""
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value, what)
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if isinstance(k, enum.Enum):
+                k = k.value
+            if not isinstance(k, str):
+                raise InvalidArgumentError(f"{what} has a key that is not a string: {k!r}")
+            out[k] = jsonable(v, f"{what}[{k!r}]")
+        return out
+    if isinstance(value, (set, frozenset)):
+        items = [jsonable(v, what) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return sorted(items, key=repr)
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [jsonable(v, what) for v in value]
+    raise InvalidArgumentError(f"{what} holds a {type(value).__name__}, which JSON cannot carry: {value!r}")
+
+
+def _modules(value: str | Iterable[str] | None, what: str) -> str | tuple[str, ...] | None:
+    """PEFT's ``target_modules`` / ``feedforward_modules``: a list of module names, or one string (a
+    regular expression, or ``"all-linear"``). None = the method's default."""
+    if value is None or isinstance(value, str):
+        return value
+    out = []
+    for i, v in enumerate(sorted(value) if isinstance(value, (set, frozenset)) else value):
+        if not isinstance(v, str):
+            raise InvalidArgumentError(f"{what}[{i}] must be a string, got {v!r}")
+        out.append(v)
+    return tuple(out)
+
+
+def _layer_list(value: int | Iterable[int] | None, what: str) -> int | tuple[int, ...] | None:
+    if value is None or isinstance(value, (int, np.integer)):
+        return None if value is None else _int(value, what)
+    return tuple(_int(v, f"{what}[{i}]") for i, v in enumerate(value))
+
+
+def _put(d: dict[str, Any], key: str, value: Any) -> None:
+    if value is not None:
+        d[key] = jsonable(value, key)
+
+
+#: PEFT's default target modules per architecture, for configs that leave them None (PEFT's
+#: ``TRANSFORMERS_MODELS_TO_*_TARGET_MODULES_MAPPING`` for gpt2 and llama).
+_DEFAULT_TARGETS: dict[str, dict[Architecture, tuple[str, ...]]] = {
+    "lora": {Architecture.GPT2: ("c_attn",), Architecture.LLAMA: ("q_proj", "v_proj")},
+    "ia3": {Architecture.GPT2: ("c_attn", "mlp.c_proj"), Architecture.LLAMA: ("k_proj", "v_proj", "down_proj")},
+    "ia3_ff": {Architecture.GPT2: ("mlp.c_proj",), Architecture.LLAMA: ("down_proj",)},
+}
+
+
+def default_targets(config: dict[str, Any], architecture: Architecture) -> dict[str, Any]:
+    """Fills PEFT's default ``target_modules`` (and IA3's ``feedforward_modules``) for `architecture`
+    when a LoRA or IA3 dict leaves them out or None, as PEFT does when it wraps a model."""
+    kind = {"LORA": "lora", "IA3": "ia3"}.get(str(config.get("peft_type")))
+    if kind is None or config.get("target_modules") is not None:
+        return config
+    out = dict(config)
+    out["target_modules"] = list(_DEFAULT_TARGETS[kind][architecture])
+    if kind == "ia3" and out.get("feedforward_modules") is None:
+        out["feedforward_modules"] = list(_DEFAULT_TARGETS["ia3_ff"][architecture])
+    return out
 
 
 @dataclass(frozen=True)
 class BottleneckConfig:
-    """A bottleneck adapter, ``x + up(act(down(x))) * scaling``, saved in AdapterHub's format.
+    """A bottleneck adapter, ``x + up(act(down(x))) * scaling``, in AdapterHub's ``BnConfig`` terms
+    and saved in AdapterHub's format. The defaults are ``SeqBnConfig`` (Pfeiffer); see
+    :meth:`seq_bn` and :meth:`double_seq_bn` (Houlsby).
 
     Attributes:
-        preset: ``"pfeiffer"`` (after the feed-forward block; AdapterHub ``seq_bn``) or ``"houlsby"``
-            (after attention and after the feed-forward block; ``double_seq_bn``).
+        mh_adapter: an adapter after the attention block.
+        output_adapter: an adapter after the feed-forward block.
         reduction_factor: bottleneck width = hidden_size / reduction_factor (at least 1).
-        bottleneck_size: an explicit width instead; None uses ``reduction_factor``.
-        non_linearity: ``"relu"``, ``"gelu"`` (exact), ``"gelu_tanh"``, ``"swish"``, or None for the
-            preset's default (swish for houlsby, relu for pfeiffer).
-        init_weights: ``"bert"`` (N(0, 0.02)), ``"houlsby"`` (near-identity) or ``"zero_up"``
+        non_linearity: ``"relu"``, ``"gelu"`` (exact), ``"gelu_new"`` (tanh), ``"swish"``.
+        original_ln_before: the adapter reads the residual stream (``seq_bn``) rather than the
+            sub-layer output.
+        ln_before, ln_after: a trainable LayerNorm on the adapter input / output.
+        init_weights: ``"bert"`` (N(0, 0.02)), ``"houlsby"`` (near-identity) or ``"mam_adapter"``
             (exactly the identity at start).
         scaling: multiplies the up-projection output.
-        ln_before, ln_after: a trainable LayerNorm on the adapter input / output.
-        layers: indices of the layers that get the adapter; None means every layer.
-        seed: seed of the initial weights.
+        leave_out: indices of the layers that get no adapter.
+        seed: seed of the initial weights (PEFTKit's key); None = the library's default.
     """
 
     method: ClassVar[str] = "bottleneck"
 
-    preset: Preset = Preset.PFEIFFER
+    mh_adapter: bool = False
+    output_adapter: bool = True
     reduction_factor: float = 16.0
-    bottleneck_size: int | None = None
-    non_linearity: Activation | None = None
-    init_weights: AdapterInit = AdapterInit.BERT
-    scaling: float = 1.0
+    non_linearity: str = "relu"
+    original_ln_before: bool = True
     ln_before: bool = False
     ln_after: bool = False
-    layers: tuple[int, ...] | None = None
-    seed: int = 42
+    init_weights: str = "bert"
+    scaling: float = 1.0
+    leave_out: tuple[int, ...] = ()
+    seed: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "preset", _enum(Preset, self.preset, "preset"))
-        if self.non_linearity is not None:
-            act = _enum(Activation, self.non_linearity, "non_linearity")
-            object.__setattr__(self, "non_linearity", None if act == Activation.DEFAULT else act)
-        object.__setattr__(self, "init_weights", _enum(AdapterInit, self.init_weights, "init_weights"))
-        if self.layers is not None:
-            layers = int32_array(self.layers, "layers")
-            object.__setattr__(self, "layers", tuple(int(v) for v in layers))  # type: ignore[union-attr]
+        object.__setattr__(self, "leave_out", tuple(_layer_list(list(self.leave_out), "leave_out") or ()))
 
-    def _to_struct(self) -> tuple[_capi.AdapterConfigStruct, np.ndarray | None]:
-        """The C struct, and an object that must stay alive while the struct is in use."""
-        s = _capi.new_struct(_capi.AdapterConfigStruct)
-        s.method = int(Method.BOTTLENECK)
-        s.preset = int(self.preset)
-        s.reduction_factor = _float(self.reduction_factor, "reduction_factor")
-        s.bottleneck_size = 0 if self.bottleneck_size is None else _int(self.bottleneck_size, "bottleneck_size")
-        s.non_linearity = int(Activation.DEFAULT if self.non_linearity is None else self.non_linearity)
-        s.init_weights = int(self.init_weights)
-        s.scaling = _float(self.scaling, "scaling")
-        s.ln_before = _bool(self.ln_before, "ln_before")
-        s.ln_after = _bool(self.ln_after, "ln_after")
-        layers = int32_array(self.layers, "layers")
-        s.layers = _pointer(layers)
-        s.n_layers = 0 if layers is None else len(layers)
-        s.seed = _int(self.seed, "seed", 0, UINT64_MAX)
-        return s, layers
+    @classmethod
+    def seq_bn(cls, **fields_: Any) -> BottleneckConfig:
+        """AdapterHub's ``SeqBnConfig`` (Pfeiffer et al.): one adapter after the feed-forward block."""
+        return cls(**fields_)
 
+    @classmethod
+    def double_seq_bn(cls, **fields_: Any) -> BottleneckConfig:
+        """AdapterHub's ``DoubleSeqBnConfig`` (Houlsby et al.): adapters after attention and after the
+        feed-forward block, swish."""
+        values = {"mh_adapter": True, "output_adapter": True, "non_linearity": "swish", "original_ln_before": False}
+        return cls(**{**values, **fields_})
 
-def _names(value: str | Iterable[str] | None, what: str) -> tuple[str, ...] | None:
-    """Module names from a comma-separated string or an iterable of strings (None / empty = default)."""
-    if value is None:
-        return None
-    items = value.split(",") if isinstance(value, str) else list(value)
-    out = []
-    for i, v in enumerate(items):
-        if not isinstance(v, str):
-            raise InvalidArgumentError(f"{what}[{i}] must be a string, got {v!r}")
-        v = v.strip()
-        if not v or "," in v or "\0" in v:
-            raise InvalidArgumentError(f"{what}[{i}] = {v!r} is not a module name")
-        out.append(v)
-    return tuple(out) or None
+    pfeiffer = seq_bn
+    houlsby = double_seq_bn
 
-
-def _names_bytes(names: tuple[str, ...] | None) -> bytes | None:
-    return None if names is None else ",".join(names).encode()
-
-
-def _layers(cfg: Any) -> None:
-    if cfg.layers is not None:
-        layers = int32_array(cfg.layers, "layers")
-        object.__setattr__(cfg, "layers", tuple(int(v) for v in layers))  # type: ignore[union-attr]
-
-
-def _set_layers(s: _capi.AdapterConfigStruct, layers_field: tuple[int, ...] | None) -> np.ndarray | None:
-    layers = int32_array(layers_field, "layers")
-    s.layers = _pointer(layers)
-    s.n_layers = 0 if layers is None else len(layers)
-    return layers
+    def to_dict(self) -> dict[str, Any]:
+        """The ``BnConfig`` dict, as AdapterHub's ``to_dict()`` names its keys."""
+        d: dict[str, Any] = {"architecture": "bottleneck"}
+        for f in fields(self):
+            if f.name != "seed":
+                d[f.name] = jsonable(getattr(self, f.name), f.name)
+        _put(d, "seed", self.seed)
+        return d
 
 
 @dataclass(frozen=True)
 class LoRAConfig:
-    """LoRA, ``y = W x + (alpha / r) B A x`` on chosen frozen linears (rsLoRA: ``alpha / sqrt(r)``),
-    saved in Hugging Face PEFT's format.
+    """LoRA, ``y = W x + (lora_alpha / r) B A x`` on chosen frozen linears (rsLoRA: ``lora_alpha /
+    sqrt(r)``), with PEFT's ``LoraConfig`` field names; saved in Hugging Face PEFT's format.
 
     Attributes:
-        rank: r.
-        alpha: the scaling numerator.
-        dropout: dropout on the LoRA branch's input while training, in [0, 1).
-        use_rslora: scale by ``alpha / sqrt(r)``.
-        target_modules: module names as PEFT's ``target_modules`` (a list or a comma-separated
-            string): GPT-2 ``c_attn``, ``attn.c_proj``, ``c_fc``, ``mlp.c_proj`` (``c_proj`` = both);
-            Llama ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``, ``gate_proj``, ``up_proj``,
-            ``down_proj``. None = PEFT's default (GPT-2 ``c_attn``; Llama ``q_proj, v_proj``).
-        layers: indices of the adapted layers; None means every layer.
-        seed: seed of A's initialisation (B starts at zero).
+        r: the rank.
+        lora_alpha: the scaling numerator.
+        lora_dropout: dropout on the LoRA branch's input while training, in [0, 1).
+        target_modules: a list of module names (GPT-2 ``c_attn``, ``attn.c_proj``, ``c_fc``,
+            ``mlp.c_proj``; Llama ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``, ``gate_proj``,
+            ``up_proj``, ``down_proj``), a regular expression, or ``"all-linear"``. None = PEFT's
+            default (GPT-2 ``c_attn``; Llama ``q_proj, v_proj``).
+        layers_to_transform: a layer index or a list of them; None means every layer.
+        use_rslora: scale by ``lora_alpha / sqrt(r)``.
+        seed: seed of A's initialisation (B starts at zero); None = the library's default.
     """
 
     method: ClassVar[str] = "lora"
 
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
+    r: int = 8
+    lora_alpha: float = 8
+    lora_dropout: float = 0.0
+    target_modules: tuple[str, ...] | str | None = None
+    layers_to_transform: tuple[int, ...] | int | None = None
     use_rslora: bool = False
-    target_modules: tuple[str, ...] | None = None
-    layers: tuple[int, ...] | None = None
-    seed: int = 42
+    seed: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "target_modules", _names(self.target_modules, "target_modules"))
-        _layers(self)
+        object.__setattr__(self, "target_modules", _modules(self.target_modules, "target_modules"))
+        object.__setattr__(self, "layers_to_transform", _layer_list(self.layers_to_transform, "layers_to_transform"))
 
-    def _to_struct(self) -> tuple[_capi.AdapterConfigStruct, Any]:
-        s = _capi.new_struct(_capi.AdapterConfigStruct)
-        s.method = int(Method.LORA)
-        s.lora_rank = _int(self.rank, "rank")
-        s.lora_alpha = _float(self.alpha, "alpha")
-        s.lora_dropout = _float(self.dropout, "dropout")
-        s.use_rslora = _bool(self.use_rslora, "use_rslora")
-        targets = _names_bytes(self.target_modules)
-        s.target_modules = targets
-        layers = _set_layers(s, self.layers)
-        s.seed = _int(self.seed, "seed", 0, UINT64_MAX)
-        return s, (targets, layers)
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self.r, "lora_alpha": self.lora_alpha,
+                             "lora_dropout": self.lora_dropout, "use_rslora": self.use_rslora}
+        _put(d, "target_modules", self.target_modules)
+        _put(d, "layers_to_transform", self.layers_to_transform)
+        _put(d, "seed", self.seed)
+        return jsonable(d)
 
 
 @dataclass(frozen=True)
 class IA3Config:
     """IA3: learned vectors (starting at 1) that scale the outputs of chosen linears, or the inputs of
-    feed-forward ones; saved in Hugging Face PEFT's format.
+    feed-forward ones, with PEFT's ``IA3Config`` field names; saved in Hugging Face PEFT's format.
 
     Attributes:
         target_modules: as :class:`LoRAConfig`; None = PEFT's default (GPT-2 ``c_attn, mlp.c_proj``;
             Llama ``k_proj, v_proj, down_proj``).
-        feedforward_modules: the targets scaled on their input; None = PEFT's default (GPT-2
-            ``mlp.c_proj``; Llama ``down_proj``).
-        layers: indices of the adapted layers; None means every layer.
+        feedforward_modules: the targets scaled on their input; None with default targets = PEFT's
+            default (GPT-2 ``mlp.c_proj``; Llama ``down_proj``), None with explicit targets = none.
+        layers_to_transform: a layer index or a list of them; None means every layer.
     """
 
     method: ClassVar[str] = "ia3"
 
-    target_modules: tuple[str, ...] | None = None
-    feedforward_modules: tuple[str, ...] | None = None
-    layers: tuple[int, ...] | None = None
+    target_modules: tuple[str, ...] | str | None = None
+    feedforward_modules: tuple[str, ...] | str | None = None
+    layers_to_transform: tuple[int, ...] | int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "target_modules", _names(self.target_modules, "target_modules"))
-        object.__setattr__(self, "feedforward_modules", _names(self.feedforward_modules, "feedforward_modules"))
-        _layers(self)
+        object.__setattr__(self, "target_modules", _modules(self.target_modules, "target_modules"))
+        object.__setattr__(self, "feedforward_modules", _modules(self.feedforward_modules, "feedforward_modules"))
+        object.__setattr__(self, "layers_to_transform", _layer_list(self.layers_to_transform, "layers_to_transform"))
 
-    def _to_struct(self) -> tuple[_capi.AdapterConfigStruct, Any]:
-        s = _capi.new_struct(_capi.AdapterConfigStruct)
-        s.method = int(Method.IA3)
-        targets = _names_bytes(self.target_modules)
-        ff = _names_bytes(self.feedforward_modules)
-        s.target_modules = targets
-        s.feedforward_modules = ff
-        layers = _set_layers(s, self.layers)
-        return s, (targets, ff, layers)
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"peft_type": "IA3", "task_type": "CAUSAL_LM"}
+        _put(d, "target_modules", self.target_modules)
+        _put(d, "feedforward_modules", self.feedforward_modules)
+        _put(d, "layers_to_transform", self.layers_to_transform)
+        return d
 
 
 @dataclass(frozen=True)
 class PrefixConfig:
-    """Prefix tuning: trainable keys and values every attention layer sees before the sequence; saved
-    in Hugging Face PEFT's format.
+    """Prefix tuning: trainable keys and values every attention layer sees before the sequence, with
+    PEFT's ``PrefixTuningConfig`` field names; saved in Hugging Face PEFT's format.
 
     Attributes:
         num_virtual_tokens: prefix length.
-        prefix_projection: train the prefix through an MLP (embedding -> Linear -> tanh -> Linear), as
-            PEFT's ``prefix_projection``; the saved file holds the MLP's output rows, as PEFT's does.
-        projection_hidden: that MLP's width; None = the key/value width (PEFT's default).
-        seed: seed of the initial weights.
+        prefix_projection: train the prefix through an MLP (embedding -> Linear -> tanh -> Linear);
+            the saved file holds the MLP's output rows, as PEFT's does.
+        encoder_hidden_size: that MLP's width; None = the key/value width (PEFT's default).
+        seed: seed of the initial weights; None = the library's default.
     """
 
     method: ClassVar[str] = "prefix"
 
     num_virtual_tokens: int = 20
     prefix_projection: bool = False
-    projection_hidden: int | None = None
-    seed: int = 42
+    encoder_hidden_size: int | None = None
+    seed: int | None = None
 
-    def _to_struct(self) -> tuple[_capi.AdapterConfigStruct, Any]:
-        s = _capi.new_struct(_capi.AdapterConfigStruct)
-        s.method = int(Method.PREFIX)
-        s.num_virtual_tokens = _int(self.num_virtual_tokens, "num_virtual_tokens")
-        s.prefix_projection = _bool(self.prefix_projection, "prefix_projection")
-        s.projection_hidden = 0 if self.projection_hidden is None else _int(self.projection_hidden, "projection_hidden", 1)
-        s.seed = _int(self.seed, "seed", 0, UINT64_MAX)
-        return s, None
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"peft_type": "PREFIX_TUNING", "task_type": "CAUSAL_LM",
+                             "num_virtual_tokens": self.num_virtual_tokens, "prefix_projection": self.prefix_projection}
+        _put(d, "encoder_hidden_size", self.encoder_hidden_size)
+        _put(d, "seed", self.seed)
+        return jsonable(d)
 
 
 @dataclass(frozen=True)
 class PromptConfig:
-    """Prompt tuning: trainable virtual-token embeddings prepended to the input; saved in Hugging Face
-    PEFT's format.
+    """Prompt tuning: trainable virtual-token embeddings prepended to the input, with PEFT's
+    ``PromptTuningConfig`` field names; saved in Hugging Face PEFT's format.
 
     Attributes:
         num_virtual_tokens: number of virtual tokens.
-        init_tokens: start from these tokens' embeddings, cycled (PEFT's TEXT init with the ids of a
-            tokenized text); None = random N(0, 1) (PEFT's RANDOM init).
-        seed: seed of the random init.
+        prompt_tuning_init: ``"RANDOM"`` (N(0, 1)) or ``"TEXT"`` (the embeddings of
+            ``prompt_tuning_init_text``'s tokens, cycled; needs the model's tokenizer).
+        prompt_tuning_init_text: the text of a TEXT init.
+        init_token_ids: start from these tokens' embeddings, cycled (PEFTKit's key; a TEXT init with
+            the ids given directly).
+        seed: seed of the random init; None = the library's default.
     """
 
     method: ClassVar[str] = "prompt"
 
     num_virtual_tokens: int = 20
-    init_tokens: tuple[int, ...] | None = None
-    seed: int = 42
+    prompt_tuning_init: str = "RANDOM"
+    prompt_tuning_init_text: str | None = None
+    init_token_ids: tuple[int, ...] | None = None
+    seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.init_tokens is not None:
-            toks = int32_array(self.init_tokens, "init_tokens")
-            object.__setattr__(self, "init_tokens", tuple(int(v) for v in toks))  # type: ignore[union-attr]
+        if self.init_token_ids is not None:
+            toks = int32_array(self.init_token_ids, "init_token_ids")
+            object.__setattr__(self, "init_token_ids", tuple(int(v) for v in toks))  # type: ignore[union-attr]
 
-    def _to_struct(self) -> tuple[_capi.AdapterConfigStruct, Any]:
-        s = _capi.new_struct(_capi.AdapterConfigStruct)
-        s.method = int(Method.PROMPT)
-        s.num_virtual_tokens = _int(self.num_virtual_tokens, "num_virtual_tokens")
-        toks = int32_array(self.init_tokens, "init_tokens")
-        s.init_tokens = _pointer(toks)
-        s.n_init_tokens = 0 if toks is None else len(toks)
-        s.seed = _int(self.seed, "seed", 0, UINT64_MAX)
-        return s, toks
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"peft_type": "PROMPT_TUNING", "task_type": "CAUSAL_LM",
+                             "num_virtual_tokens": self.num_virtual_tokens,
+                             "prompt_tuning_init": jsonable(self.prompt_tuning_init)}
+        _put(d, "prompt_tuning_init_text", self.prompt_tuning_init_text)
+        _put(d, "init_token_ids", self.init_token_ids)
+        _put(d, "seed", self.seed)
+        return jsonable(d)
 
 
 #: Adapter method name -> config class; ``Model.attach_adapter(name, method=...)`` looks methods up here.
@@ -511,21 +526,26 @@ ADAPTER_METHODS: dict[str, type[Any]] = {
 AdapterConfig = Union[BottleneckConfig, LoRAConfig, IA3Config, PrefixConfig, PromptConfig]
 
 
-def adapter_config(config: Any, method: str | None, options: Mapping[str, Any]) -> Any:
-    """The adapter config for ``attach_adapter``: `config` (an instance of a registered class or a
-    mapping), or the class registered for `method` built from `options`."""
-    if config is not None and not isinstance(config, Mapping):
+def adapter_config_dict(config: Any, method: str | None, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``adapter_config.json`` dict ``attach_adapter`` sends: `config` as a dict in the ecosystem's
+    schema (`options` override its keys), an instance of a registered class (`options` override its
+    fields), or the class registered for `method` (default ``"bottleneck"``) built from `options`."""
+    if isinstance(config, Mapping):
+        if method is not None:
+            raise InvalidArgumentError("method= is for building a config from options; a dict names its own method")
+        return jsonable({**config, **options})
+    if config is not None:
         if type(config) not in ADAPTER_METHODS.values():
             raise TypeError(f"config must be one of {', '.join(c.__name__ for c in ADAPTER_METHODS.values())} "
-                            f"or a mapping, got {type(config).__name__}")
+                            f"or a dict in PEFT's / AdapterHub's adapter_config.json schema, got {type(config).__name__}")
         if method is not None and method != config.method:
             raise InvalidArgumentError(f"method {method!r} does not match a {type(config).__name__}")
-        return _make(type(config), config, options)
+        return _make(type(config), config, options).to_dict()
     name = "bottleneck" if method is None else str(method).lower()
     cls = ADAPTER_METHODS.get(name)
     if cls is None:
         raise InvalidArgumentError(f"unknown adapter method {method!r}; known: {', '.join(sorted(ADAPTER_METHODS))}")
-    return _make(cls, config, options)
+    return _make(cls, None, options).to_dict()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import threading
@@ -27,7 +28,9 @@ from .configs import (
     _float,
     _int,
     _make,
-    adapter_config,
+    Architecture,
+    adapter_config_dict,
+    default_targets,
     int32_array,
 )
 from .errors import InvalidArgumentError, StateError, check, error_for
@@ -235,24 +238,32 @@ class Model:
 
         Args:
             name: a non-empty name, unique within this model.
-            config: an adapter config (:class:`BottleneckConfig`, :class:`LoRAConfig`,
-                :class:`IA3Config`, :class:`PrefixConfig`, :class:`PromptConfig`) or a mapping of its
-                fields.
-            method: the adapter method, when `config` is not given: ``"bottleneck"`` (default),
-                ``"lora"``, ``"ia3"``, ``"prefix"`` or ``"prompt"``.
-            **options: fields of the method's config, overriding `config`, e.g.
-                ``preset="houlsby", reduction_factor=8``.
+            config: a dict in the ecosystem's ``adapter_config.json`` schema (Hugging Face PEFT's for
+                LoRA, IA3, prefix and prompt tuning, so ``peft.LoraConfig(...).to_dict()`` works
+                without PEFT installed; AdapterHub's for bottleneck adapters, e.g.
+                ``{"config": "seq_bn"}``), or an adapter config (:class:`BottleneckConfig`,
+                :class:`LoRAConfig`, :class:`IA3Config`, :class:`PrefixConfig`,
+                :class:`PromptConfig`). A LoRA or IA3 config without ``target_modules`` gets PEFT's
+                default for the model's architecture.
+            method: the adapter method, when `config` is not given: ``"bottleneck"`` (default,
+                AdapterHub's ``seq_bn``), ``"lora"``, ``"ia3"``, ``"prefix"`` or ``"prompt"``.
+            **options: fields of the method's config (or keys of the dict), overriding `config`, e.g.
+                ``method="lora", r=4, target_modules=["c_attn"]``.
 
         Raises:
-            StateError: the name is already used.
-            InvalidArgumentError: an option is out of range.
+            StateError: the name is already used (or a TEXT prompt init on a model without tokenizer).
+            UnsupportedError: a method or key PEFTKit does not implement; the message names the key.
+            FormatError: a key of the wrong type, or a value that cannot be right.
+            InvalidArgumentError: a value out of range, or targets that match nothing.
         """
-        cfg = adapter_config(config, method, options)
-        s, keep = cfg._to_struct()
+        d = default_targets(adapter_config_dict(config, method, options), Architecture(self._config.architecture))
+        try:
+            text = json.dumps(d, allow_nan=False).encode()
+        except ValueError as e:  # NaN or infinity: JSON has no spelling for them
+            raise InvalidArgumentError(f"adapter config: {e}") from None
         n = _c_string(name, "name")
         with self._call as h:
-            check(_lib.peftkit_adapter_attach(h, n, byref(s)))
-        del keep
+            check(_lib.peftkit_adapter_attach_json(h, n, text))
 
     def set_active_adapter(self, name: str | None) -> None:
         """Makes adapter `name` the one used by training, forward passes and generation; None makes
