@@ -5,6 +5,9 @@
 /// `layers_to_transform`); a string is a regular expression over the whole name, or "all-linear".
 func resolveModuleSpec(_ spec: ModuleSpec, layers: [Int]?, model config: ModelConfig, source: String) throws -> ([LinearSite], [Int]) {
     let arch = config.architecture
+    for l in layers ?? [] where l < 0 || l >= config.numLayers {
+        throw PEFTKitError.format("\(source): layers_to_transform has layer \(l), out of range 0..<\(config.numLayers)")
+    }
     let allowed = layers.map { Set($0) }
     var pairs = Set<Int>()  // layer * LinearSite.count + site
     switch spec {

@@ -104,7 +104,7 @@ public final class Model: @unchecked Sendable {
             guard let t = tok else {
                 throw PEFTKitError.state("this model has no tokenizer to encode the prompt init text with")
             }
-            return t.encode(s, addSpecial: false, parseSpecial: false)
+            return t.encode(s, addSpecial: true, parseSpecial: true)  // as PEFT calls tokenizer(text)
         }
         try exclusiveChangingAdapters { try engine.attachAdapter(name: name, json: Array(configJSON.utf8), tokenize: tokenize) }
     }

@@ -36,6 +36,8 @@ enum BottleneckSchema: AdapterConfigSchema {
         case .object(let inner)?: bn = inner
         case .string(let name)?:
             guard let preset = presets[name] else { throw PEFTKitError.unsupported("\(source): adapter config '\(name)' is not supported") }
+            // Next to a preset name only the file's own fields may stand.
+            try checkConfigKeys(o.filter { !["config", "seed"].contains($0.key) }, known: [], source: source)
             var c = BottleneckConfig(preset: preset)
             if let seed = try ConfigFields(object: o, source: source).int("seed") { c.seed = UInt64(truncatingIfNeeded: seed) }
             try c.validate(numLayers: model.numLayers, hidden: model.hiddenSize)
@@ -68,7 +70,8 @@ enum BottleneckSchema: AdapterConfigSchema {
         c.lnAfter = try f.bool("ln_after") ?? false
         if c.lnAfter, try f.bool("adapter_residual_before_ln") == true { throw f.refuse("adapter_residual_before_ln with ln_after") }
         guard bn["reduction_factor"] != nil else { throw f.bad("a bottleneck config needs 'reduction_factor'") }
-        guard let rf = try? f.double("reduction_factor"), rf.isFinite, rf > 0 else { throw f.refuse("a non-numeric reduction_factor") }
+        guard let rf = try? f.double("reduction_factor") else { throw f.refuse("a non-numeric reduction_factor") }
+        guard rf.isFinite, rf > 0 else { throw f.bad("reduction_factor must be positive and finite, got \(rf)") }
         let sc: Double
         do { sc = try f.double("scaling") ?? 1 } catch { throw f.refuse("a non-numeric scaling") }
         guard sc.isFinite else { throw f.refuse("a non-finite scaling") }
@@ -88,7 +91,9 @@ enum BottleneckSchema: AdapterConfigSchema {
         case "swish", "silu": c.nonLinearity = .swish
         default: throw f.refuse("non_linearity '\(name)'")
         }
-        c.initWeights = AdapterInit(rawValue: try f.string("init_weights") ?? "bert") ?? .bert
+        let initName = try f.string("init_weights") ?? "bert"
+        guard let initWeights = AdapterInit(rawValue: initName) else { throw f.refuse("init_weights '\(initName)'") }
+        c.initWeights = initWeights
         let leave = Set(try f.intList("leave_out") ?? [])
         for l in leave { try require(l >= 0, "\(source): negative layer in leave_out") }
         let layers = (0..<model.numLayers).filter { !leave.contains($0) }

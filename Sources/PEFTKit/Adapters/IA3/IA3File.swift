@@ -12,11 +12,14 @@ enum IA3Schema: AdapterConfigSchema {
         try checkPEFTCommon(f)
         if !(o["exclude_modules"]?.isNeutral ?? true) { throw f.refuse("exclude_modules") }
         try checkConfigKeys(o, known: known, source: source)
-        guard let targets = try f.moduleSpec("target_modules") else { throw f.bad("IA3 config has no 'target_modules'") }
-        let (sites, layers) = try resolveModuleSpec(targets, layers: try f.intList("layers_to_transform"), model: model, source: source)
-        let ff = try resolveFeedForward(try f.moduleSpec("feedforward_modules") ?? .names([]), among: sites, model: model, source: source)
-        var c = IA3Config()
+        // No target_modules / feedforward_modules: PEFT's defaults for the architecture.
+        let defaults = try IA3Adapter.resolve(IA3Config(), model)
         let arch = model.architecture
+        let targets = try f.moduleSpec("target_modules") ?? .names(defaults.sites.map { $0.shortName(arch) })
+        let (sites, layers) = try resolveModuleSpec(targets, layers: try f.intList("layers_to_transform"), model: model, source: source)
+        let ffSpec = try f.moduleSpec("feedforward_modules") ?? .names(defaults.feedforward.filter { sites.contains($0) }.map { $0.shortName(arch) })
+        let ff = try resolveFeedForward(ffSpec, among: sites, model: model, source: source)
+        var c = IA3Config()
         c.targets = sites.map { $0.shortName(arch) }
         c.feedforward = ff.map { $0.shortName(arch) }
         c.layers = layers.count == model.numLayers ? nil : layers

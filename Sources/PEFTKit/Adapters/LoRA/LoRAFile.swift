@@ -27,7 +27,8 @@ enum LoRASchema: AdapterConfigSchema {
             throw f.refuse("init_lora_weights '\(s)' (PEFTKit initialises LoRA as PEFT's default, true)")
         }
         guard let r = try f.int("r") else { throw f.bad("LoRA config has no 'r'") }
-        guard let targets = try f.moduleSpec("target_modules") else { throw f.bad("LoRA config has no 'target_modules'") }
+        // No target_modules: PEFT's default for the architecture.
+        let targets = try f.moduleSpec("target_modules") ?? .names(LoRAConfig.defaultTargets(model.architecture))
         try checkConfigKeys(o, known: known, source: source)
         let (sites, layers) = try resolveModuleSpec(targets, layers: try f.intList("layers_to_transform"), model: model, source: source)
         var c = LoRAConfig()
