@@ -44,7 +44,6 @@ struct AdapterOptions: ParsableArguments {
             guard let text = String(validating: bytes, as: UTF8.self) else { throw CLIError("--adapter-config \(path) is not UTF-8 text") }
             return text
         }
-        let arch = model.architecture
         let layerList = try layers.map { try parseLayers($0, numLayers: model.numLayers) }
         func names(_ s: String?) -> [String]? {
             let list = (s ?? "").split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
@@ -54,15 +53,13 @@ struct AdapterOptions: ParsableArguments {
         switch method ?? .lora {
         case .lora:
             o = [("peft_type", "LORA"), ("task_type", "CAUSAL_LM"), ("r", .int(rank)), ("lora_alpha", .number(Double(alpha))),
-                 ("lora_dropout", .number(Double(dropout))), ("use_rslora", .bool(rslora)),
-                 ("target_modules", .strings(names(targets) ?? peftDefaultTargets(.lora, arch)))]
+                 ("lora_dropout", .number(Double(dropout))), ("use_rslora", .bool(rslora))]
+            // Without --targets the library applies PEFT's default for the architecture.
+            if let t = names(targets) { o.append(("target_modules", .strings(t))) }
         case .ia3:
-            let t = names(targets)
-            o = [("peft_type", "IA3"), ("task_type", "CAUSAL_LM"), ("target_modules", .strings(t ?? peftDefaultTargets(.ia3, arch)))]
-            // PEFT's feed-forward default goes with its default targets; with explicit targets, none unless named.
-            if let ff = names(feedforward) ?? (t == nil ? peftDefaultTargets(.ia3FeedForward, arch) : nil) {
-                o.append(("feedforward_modules", .strings(ff)))
-            }
+            o = [("peft_type", "IA3"), ("task_type", "CAUSAL_LM")]
+            if let t = names(targets) { o.append(("target_modules", .strings(t))) }
+            if let ff = names(feedforward) { o.append(("feedforward_modules", .strings(ff))) }
         case .bottleneck:
             // AdapterHub's SeqBnConfig (pfeiffer) or DoubleSeqBnConfig (houlsby).
             let houlsby = preset == .houlsby
@@ -83,21 +80,6 @@ struct AdapterOptions: ParsableArguments {
         if let l = layerList, [.lora, .ia3].contains(method ?? .lora) { o.append(("layers_to_transform", .ints(l))) }
         if method != .ia3 { o.append(("seed", .int(Int(truncatingIfNeeded: seed)))) }
         return "{" + o.map { "\(JSONText.string($0.0).text): \($0.1.text)" }.joined(separator: ", ") + "}"
-    }
-}
-
-/// PEFT's default target modules for GPT-2 and Llama models (its TRANSFORMERS_MODELS_TO_*_TARGET_MODULES_MAPPING),
-/// for flags that leave --targets out.
-enum PEFTDefault { case lora, ia3, ia3FeedForward }
-
-func peftDefaultTargets(_ d: PEFTDefault, _ arch: Architecture) -> [String] {
-    switch (d, arch) {
-    case (.lora, .gpt2): return ["c_attn"]
-    case (.lora, .llama): return ["q_proj", "v_proj"]
-    case (.ia3, .gpt2): return ["c_attn", "mlp.c_proj"]
-    case (.ia3, .llama): return ["k_proj", "v_proj", "down_proj"]
-    case (.ia3FeedForward, .gpt2): return ["mlp.c_proj"]
-    case (.ia3FeedForward, .llama): return ["down_proj"]
     }
 }
 

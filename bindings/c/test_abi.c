@@ -305,7 +305,7 @@ static void test_attach(peftkit_model *m) {
         {"{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"nothing\"]}", PEFTKIT_ERR_UNSUPPORTED,
          "targets that match nothing"},
         {"{\"peft_type\": \"PREFIX_TUNING\", \"num_virtual_tokens\": 0}", PEFTKIT_ERR_FORMAT, "num_virtual_tokens 0"},
-        {"{\"config\": {\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": 0}}", PEFTKIT_ERR_UNSUPPORTED,
+        {"{\"config\": {\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": 0}}", PEFTKIT_ERR_FORMAT,
          "reduction_factor 0"},
         {"{\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": 16, \"non_linearity\": \"tanhshrink\"}",
          PEFTKIT_ERR_UNSUPPORTED, "non_linearity tanhshrink"},

@@ -469,7 +469,7 @@ static void adapter_configs(peftkit_model *m) {
     JSON_CASE(PEFTKIT_ERR_FORMAT, "{\"peft_type\": \"LORA\", \"r\": \"eight\", \"target_modules\": [\"c_attn\"]}", "r of wrong type");
     JSON_CASE(PEFTKIT_ERR_FORMAT, "{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"c_attn\"], \"use_rslora\": \"yes\"}",
               "use_rslora of wrong type");
-    JSON_CASE(PEFTKIT_ERR_FORMAT, "{\"peft_type\": \"LORA\", \"r\": 8}", "LoRA without target_modules");
+    JSON_CASE(PEFTKIT_ERR_FORMAT, "{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": 7}", "LoRA with target_modules not a list or pattern");
     JSON_CASE(BAD, "{\"peft_type\": \"LORA\", \"r\": 0, \"target_modules\": [\"c_attn\"]}", "rank 0");
     JSON_CASE(BAD, "{\"peft_type\": \"LORA\", \"r\": -4, \"target_modules\": [\"c_attn\"]}", "rank -4");
     JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"nothing_here\"]}",
@@ -482,8 +482,8 @@ static void adapter_configs(peftkit_model *m) {
     JSON_CASE(PEFTKIT_ERR_FORMAT, "{\"peft_type\": \"PROMPT_TUNING\", \"num_virtual_tokens\": 0}", "num_virtual_tokens 0");
     JSON_CASE(PEFTKIT_ERR_STATE, "{\"peft_type\": \"PROMPT_TUNING\", \"num_virtual_tokens\": 4, \"prompt_tuning_init\": \"TEXT\", "
               "\"prompt_tuning_init_text\": \"Classify:\"}", "TEXT init on a model without tokenizer");
-    JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": 0}", "reduction_factor 0");
-    JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": -4}", "reduction_factor -4");
+    JSON_CASE(PEFTKIT_ERR_FORMAT, "{\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": 0}", "reduction_factor 0");
+    JSON_CASE(PEFTKIT_ERR_FORMAT, "{\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": -4}", "reduction_factor -4");
     JSON_CASE(PEFTKIT_ERR_FORMAT, "{\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": 1e-300}",
               "reduction_factor 1e-300");
     JSON_CASE(PEFTKIT_ERR_FORMAT, "{\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": 16, \"leave_out\": [0, 1]}",

@@ -112,7 +112,7 @@ def test_duplicate_adapter(model, tmp_path):
 
 def test_bad_adapter_options(model):
     # Each failure has the library's one status and message, whatever path the config took.
-    _raises(peftkit.UnsupportedError, lambda: model.attach_adapter("a", reduction_factor=0))
+    _raises(peftkit.FormatError, lambda: model.attach_adapter("a", reduction_factor=0))
     _raises(peftkit.FormatError, lambda: model.attach_adapter("a", leave_out=[0, 1]))
     e = _raises(peftkit.UnsupportedError, lambda: model.attach_adapter("a", non_linearity="tanh"))
     assert "tanh" in e.message

@@ -294,28 +294,6 @@ def _put(d: dict[str, Any], key: str, value: Any) -> None:
         d[key] = jsonable(value, key)
 
 
-#: PEFT's default target modules per architecture, for configs that leave them None (PEFT's
-#: ``TRANSFORMERS_MODELS_TO_*_TARGET_MODULES_MAPPING`` for gpt2 and llama).
-_DEFAULT_TARGETS: dict[str, dict[Architecture, tuple[str, ...]]] = {
-    "lora": {Architecture.GPT2: ("c_attn",), Architecture.LLAMA: ("q_proj", "v_proj")},
-    "ia3": {Architecture.GPT2: ("c_attn", "mlp.c_proj"), Architecture.LLAMA: ("k_proj", "v_proj", "down_proj")},
-    "ia3_ff": {Architecture.GPT2: ("mlp.c_proj",), Architecture.LLAMA: ("down_proj",)},
-}
-
-
-def default_targets(config: dict[str, Any], architecture: Architecture) -> dict[str, Any]:
-    """Fills PEFT's default ``target_modules`` (and IA3's ``feedforward_modules``) for `architecture`
-    when a LoRA or IA3 dict leaves them out or None, as PEFT does when it wraps a model."""
-    kind = {"LORA": "lora", "IA3": "ia3"}.get(str(config.get("peft_type")))
-    if kind is None or config.get("target_modules") is not None:
-        return config
-    out = dict(config)
-    out["target_modules"] = list(_DEFAULT_TARGETS[kind][architecture])
-    if kind == "ia3" and out.get("feedforward_modules") is None:
-        out["feedforward_modules"] = list(_DEFAULT_TARGETS["ia3_ff"][architecture])
-    return out
-
-
 @dataclass(frozen=True)
 class BottleneckConfig:
     """A bottleneck adapter, ``x + up(act(down(x))) * scaling``, in AdapterHub's ``BnConfig`` terms

@@ -30,7 +30,6 @@ from .configs import (
     _make,
     Architecture,
     adapter_config_dict,
-    default_targets,
     int32_array,
 )
 from .errors import InvalidArgumentError, StateError, check, error_for
@@ -256,7 +255,7 @@ class Model:
             FormatError: a key of the wrong type, or a value that cannot be right.
             InvalidArgumentError: a value out of range, or targets that match nothing.
         """
-        d = default_targets(adapter_config_dict(config, method, options), Architecture(self._config.architecture))
+        d = adapter_config_dict(config, method, options)
         try:
             text = json.dumps(d, allow_nan=False).encode()
         except ValueError as e:  # NaN or infinity: JSON has no spelling for them
