@@ -499,6 +499,35 @@ peftkit_status peftkit_train_step(peftkit_model *model, const int32_t *input_ids
                                   peftkit_train_result *out);
 
 /*
+ * The train step in two halves, for hosts that combine gradients across processes (data parallelism with their
+ * own communicator: MPI, torch.distributed, ...). peftkit_train_step is exactly compute then apply.
+ *
+ * peftkit_train_compute_gradients: forward, loss and backward over the batch (arguments as peftkit_train_step),
+ * leaving in the flat gradient buffer (peftkit_train_gradients) the gradient of the summed loss divided by
+ * `loss_divisor`: 0 means this batch's counted tokens (the mean loss); data-parallel ranks pass the global count
+ * of counted tokens so that the sum of their buffers is the gradient of the global mean. *loss_out (nullable)
+ * gets this batch's summed loss divided by the same divisor, *tokens_out (nullable) the tokens it counted.
+ * Returns as peftkit_train_step; PEFTKIT_ERR_NUMERICAL leaves the buffer zeroed and nothing else changed.
+ *
+ * peftkit_train_apply_gradients: clipping, learning-rate schedule and AdamW on the buffer as it is now, with
+ * peftkit_train_step's refusal of non-finite values (PEFTKIT_ERR_NUMERICAL: no weight, moment or step changes).
+ * PEFTKIT_ERR_STATE when no compute call for the adapter being trained precedes it (or it was used already).
+ * out->loss is the compute call's loss, out->tokens its tokens.
+ *
+ * peftkit_train_gradients: *data = the flat fp32 gradient buffer of what peftkit_train_step trains (the active
+ * adapter's parameters, or every base weight under full fine-tuning), *count = its length in floats. The pointer
+ * stays valid until that adapter is removed, full fine-tuning is switched, or the model is freed. Read or write
+ * it between compute and apply, never while another call runs on the model.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL), PEFTKIT_ERR_STATE (nothing to train).
+ */
+peftkit_status peftkit_train_compute_gradients(peftkit_model *model, const int32_t *input_ids, const int32_t *labels,
+                                               int32_t batch, int32_t seq_len, const peftkit_train_config *config,
+                                               int64_t loss_divisor, float *loss_out, int64_t *tokens_out);
+peftkit_status peftkit_train_apply_gradients(peftkit_model *model, const peftkit_train_config *config,
+                                             peftkit_train_result *out);
+peftkit_status peftkit_train_gradients(peftkit_model *model, float **data, int64_t *count);
+
+/*
  * A forward pass with the active adapter (or the base model), without any update.
  *
  * input_ids        batch * seq_len token ids, row-major.

@@ -17,16 +17,65 @@ public func peftkit_train_step(_ model: OpaquePointer?, _ inputIDs: UnsafePointe
         let ids = UnsafeBufferPointer(start: inputIDs, count: n)
         let lb = labels.map { UnsafeBufferPointer(start: $0, count: n) }
         let r = try h.model.trainStep(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), config: tc)
-        if let out {
-            var o = peftkit_train_result()
-            o.struct_size = UInt32(MemoryLayout<peftkit_train_result>.size)
-            o.loss = r.loss
-            o.grad_norm = r.gradNorm
-            o.learning_rate = r.learningRate
-            o.step = Int64(r.step)
-            o.tokens = Int64(r.tokens)
-            out.pointee = o
+        if let out { store(r, into: out) }
+    }
+}
+
+private func store(_ r: TrainStepResult, into out: UnsafeMutablePointer<peftkit_train_result>) {
+    var o = peftkit_train_result()
+    o.struct_size = UInt32(MemoryLayout<peftkit_train_result>.size)
+    o.loss = r.loss
+    o.grad_norm = r.gradNorm
+    o.learning_rate = r.learningRate
+    o.step = Int64(r.step)
+    o.tokens = Int64(r.tokens)
+    out.pointee = o
+}
+
+@c @implementation
+public func peftkit_train_compute_gradients(_ model: OpaquePointer?, _ inputIDs: UnsafePointer<Int32>?,
+                                            _ labels: UnsafePointer<Int32>?, _ batch: Int32, _ seqLen: Int32,
+                                            _ config: UnsafePointer<peftkit_train_config>?, _ lossDivisor: Int64,
+                                            _ lossOut: UnsafeMutablePointer<Float>?,
+                                            _ tokensOut: UnsafeMutablePointer<Int64>?) -> peftkit_status {
+    entry("peftkit_train_compute_gradients") {
+        let h = try ModelHandle.from(model)
+        guard let inputIDs else { throw ShimError.invalid("input_ids is NULL") }
+        guard lossDivisor >= 0, lossDivisor <= Int64(Int32.max) * Int64(Int32.max) else {
+            throw ShimError.invalid("loss_divisor must be >= 0 (0 = this batch's tokens), got \(lossDivisor)")
         }
+        let n = tokenCount(batch: batch, seqLen: seqLen)
+        let tc = try trainConfig(from: config)
+        let ids = UnsafeBufferPointer(start: inputIDs, count: n)
+        let lb = labels.map { UnsafeBufferPointer(start: $0, count: n) }
+        let r = try h.model.computeGradients(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), config: tc,
+                                             lossDivisor: lossDivisor == 0 ? nil : Int(lossDivisor))
+        lossOut?.pointee = r.loss
+        tokensOut?.pointee = Int64(r.tokens)
+    }
+}
+
+@c @implementation
+public func peftkit_train_apply_gradients(_ model: OpaquePointer?, _ config: UnsafePointer<peftkit_train_config>?,
+                                          _ out: UnsafeMutablePointer<peftkit_train_result>?) -> peftkit_status {
+    entry("peftkit_train_apply_gradients") {
+        let h = try ModelHandle.from(model)
+        let tc = try trainConfig(from: config)
+        if out != nil { _ = try checkStructSize(out, "out") }
+        let r = try h.model.applyGradients(config: tc)
+        if let out { store(r, into: out) }
+    }
+}
+
+@c @implementation
+public func peftkit_train_gradients(_ model: OpaquePointer?, _ data: UnsafeMutablePointer<UnsafeMutablePointer<Float>?>?,
+                                    _ count: UnsafeMutablePointer<Int64>?) -> peftkit_status {
+    entry("peftkit_train_gradients") {
+        let h = try ModelHandle.from(model)
+        guard let data, let count else { throw ShimError.invalid("data and count must not be NULL") }
+        let g = try h.model.gradientBuffer()
+        data.pointee = g.baseAddress
+        count.pointee = Int64(g.count)
     }
 }
 

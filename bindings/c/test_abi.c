@@ -844,6 +844,91 @@ static void test_llama(void) {
     peftkit_model_free(m);
 }
 
+/* The train step in two halves: compute + apply equals train_step bit for bit; two half-batches whose gradient
+ * buffers are summed (the host's all-reduce) give the whole batch's step; misuse is refused. */
+static peftkit_model *split_model(uint64_t seed) {
+    peftkit_model_config mc;
+    peftkit_model_config_init(&mc);
+    peftkit_model *m = NULL;
+    if (peftkit_model_create(&mc, seed, &m) != PEFTKIT_OK) return NULL;
+    if (peftkit_adapter_attach_json(m, "l", "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8}") != PEFTKIT_OK ||
+        peftkit_adapter_set_active(m, "l") != PEFTKIT_OK) {
+        peftkit_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+static void test_split_step(uint64_t seed) {
+    printf("# train step in two halves\n");
+    peftkit_model *a = split_model(seed), *b = split_model(seed), *r0 = split_model(seed), *r1 = split_model(seed);
+    check(a && b && r0 && r1, "four models with a LoRA adapter");
+    if (!(a && b && r0 && r1)) goto done;
+    peftkit_train_config tc;
+    peftkit_train_config_init(&tc);
+    tc.learning_rate = 1e-2f;
+    int32_t ids[BATCH * SEQ];
+    fill_pattern(ids, BATCH, SEQ, 3);
+    peftkit_train_result ra, rb;
+    memset(&ra, 0, sizeof ra); ra.struct_size = sizeof ra;
+    memset(&rb, 0, sizeof rb); rb.struct_size = sizeof rb;
+    float loss = 0;
+    int64_t tokens = 0;
+    expect(peftkit_train_apply_gradients(b, &tc, &rb), PEFTKIT_ERR_STATE, "train_apply_gradients before any compute");
+    expect(peftkit_train_step(a, ids, NULL, BATCH, SEQ, &tc, &ra), PEFTKIT_OK, "train_step (reference)");
+    expect(peftkit_train_compute_gradients(b, ids, NULL, BATCH, SEQ, &tc, 0, &loss, &tokens), PEFTKIT_OK, "train_compute_gradients");
+    expect(peftkit_train_apply_gradients(b, &tc, &rb), PEFTKIT_OK, "train_apply_gradients");
+    expect(peftkit_train_apply_gradients(b, &tc, &rb), PEFTKIT_ERR_STATE, "train_apply_gradients twice");
+    check(ra.loss == rb.loss && ra.grad_norm == rb.grad_norm && ra.step == rb.step && ra.tokens == rb.tokens && loss == ra.loss &&
+              tokens == ra.tokens,
+          "compute + apply report what train_step reports");
+    float *ga = NULL, *gb = NULL;
+    int64_t na = 0, nb = 0;
+    expect(peftkit_train_gradients(a, &ga, &na), PEFTKIT_OK, "train_gradients");
+    expect(peftkit_train_gradients(b, &gb, &nb), PEFTKIT_OK, "train_gradients (split)");
+    int64_t params = 0;
+    peftkit_adapter_num_params(a, "l", &params);
+    check(ga && na == params && nb == na, "the gradient buffer holds one float per trainable parameter");
+    expect(peftkit_train_gradients(a, NULL, &na), PEFTKIT_ERR_INVALID_ARGUMENT, "train_gradients(data NULL)");
+    expect(peftkit_train_compute_gradients(b, ids, NULL, BATCH, SEQ, &tc, -1, NULL, NULL), PEFTKIT_ERR_INVALID_ARGUMENT,
+           "train_compute_gradients(loss_divisor -1)");
+
+    /* Two ranks with one row each and the global token count as divisor; the host sums the buffers. */
+    int64_t total = ra.tokens, t0 = 0, t1 = 0;
+    float l0 = 0, l1 = 0;
+    expect(peftkit_train_compute_gradients(r0, ids, NULL, 1, SEQ, &tc, total, &l0, &t0), PEFTKIT_OK, "rank 0 computes");
+    expect(peftkit_train_compute_gradients(r1, ids + SEQ, NULL, 1, SEQ, &tc, total, &l1, &t1), PEFTKIT_OK, "rank 1 computes");
+    check(t0 + t1 == total && fabsf(l0 + l1 - ra.loss) <= 1e-6f * fabsf(ra.loss), "the ranks' losses add up to the batch's");
+    float *g0 = NULL, *g1 = NULL;
+    int64_t n0 = 0, n1 = 0;
+    peftkit_train_gradients(r0, &g0, &n0);
+    peftkit_train_gradients(r1, &g1, &n1);
+    if (g0 && g1 && n0 == n1) {
+        for (int64_t i = 0; i < n0; i++) {
+            float s = g0[i] + g1[i];
+            g0[i] = s;
+            g1[i] = s;
+        }
+    }
+    peftkit_train_result q0, q1;
+    memset(&q0, 0, sizeof q0); q0.struct_size = sizeof q0;
+    memset(&q1, 0, sizeof q1); q1.struct_size = sizeof q1;
+    expect(peftkit_train_apply_gradients(r0, &tc, &q0), PEFTKIT_OK, "rank 0 applies");
+    expect(peftkit_train_apply_gradients(r1, &tc, &q1), PEFTKIT_OK, "rank 1 applies");
+    check(fabsf(q0.grad_norm - ra.grad_norm) <= 1e-5f * ra.grad_norm && q0.grad_norm == q1.grad_norm,
+          "summed gradients have the whole batch's norm, the same on both ranks");
+    float la = 0, l0b = 0, l1b = 0;
+    expect(peftkit_forward(a, ids, NULL, BATCH, SEQ, NULL, 0, &la, NULL), PEFTKIT_OK, "forward after the step");
+    expect(peftkit_forward(r0, ids, NULL, BATCH, SEQ, NULL, 0, &l0b, NULL), PEFTKIT_OK, "rank 0 forward");
+    expect(peftkit_forward(r1, ids, NULL, BATCH, SEQ, NULL, 0, &l1b, NULL), PEFTKIT_OK, "rank 1 forward");
+    check(l0b == l1b && fabsf(l0b - la) <= 1e-5f * fabsf(la), "both ranks equal each other and the one-process step");
+done:
+    peftkit_model_free(a);
+    peftkit_model_free(b);
+    peftkit_model_free(r0);
+    peftkit_model_free(r1);
+}
+
 /* Training checkpoints: save after 3 steps, resume in a fresh model, 3 more steps equal the uninterrupted run. */
 static void test_checkpoints(const char *scratch, uint64_t seed) {
     printf("# checkpoints\n");
@@ -1130,6 +1215,7 @@ int main(int argc, char **argv) {
         check(1, "model_free");
         test_threads(seed);
         test_llama();
+        test_split_step(seed);
         test_checkpoints(scratch, seed);
         test_tokenizer_tiny();
         test_tokenizer_smollm2();

@@ -256,6 +256,16 @@ public final class Model: @unchecked Sendable {
         }
     }
 
+    /// The flat fp32 gradient buffer that `withGradients` lends, for hosts that hold on to it (the C ABI). It stays
+    /// valid until the adapter being trained is removed, full fine-tuning is turned on or off, or the model is freed;
+    /// read or write it only between `computeGradients` and `applyGradients`, never during another call.
+    public func gradientBuffer() throws -> UnsafeMutableBufferPointer<Float> {
+        try exclusive {
+            let (_, opt) = try engine.trainable()
+            return UnsafeMutableBufferPointer(start: opt.grads.floats, count: opt.count)
+        }
+    }
+
     /// Calls `body` with the flat fp32 parameters that `trainStep` trains (read-only use: to check that data-parallel
     /// ranks agree, or to hash them).
     public func withTrainableParameters<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) throws -> R {

@@ -191,6 +191,12 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
         _status,
         [_model, _ids, _ids, c_int32, c_int32, POINTER(TrainConfigStruct), POINTER(TrainResultStruct)],
     ),
+    "peftkit_train_compute_gradients": (
+        _status,
+        [_model, _ids, _ids, c_int32, c_int32, POINTER(TrainConfigStruct), c_int64, POINTER(c_float), POINTER(c_int64)],
+    ),
+    "peftkit_train_apply_gradients": (_status, [_model, POINTER(TrainConfigStruct), POINTER(TrainResultStruct)]),
+    "peftkit_train_gradients": (_status, [_model, POINTER(POINTER(c_float)), POINTER(c_int64)]),
     "peftkit_forward": (
         _status,
         [_model, _ids, _ids, c_int32, c_int32, c_void_p, c_size_t, POINTER(c_float), POINTER(c_int64)],

@@ -479,6 +479,52 @@ class Model:
             self.last_train_result = result
         return result.loss
 
+    def compute_gradients(self, input_ids: TokenArray, labels: TokenArray | None = None,
+                          config: TrainConfig | Mapping[str, Any] | None = None, *, loss_divisor: int | None = None,
+                          **train_options: Any) -> tuple[float, int]:
+        """The first half of :meth:`train_step`, for data parallelism with the host's own communicator
+        (mpi4py, torch.distributed): forward, loss and backward, leaving the gradient of the summed loss
+        divided by `loss_divisor` (default: this batch's counted tokens) in :meth:`gradients`. Ranks pass the
+        global token count, sum the gradient buffers (all-reduce), then call :meth:`apply_gradients`.
+
+        Returns:
+            (this batch's summed loss / loss_divisor, tokens counted in this batch).
+        """
+        tc = _make(TrainConfig, config, train_options)
+        s = tc._to_struct()
+        ids, lab, b, t = batch_arrays(input_ids, labels)
+        loss = ctypes.c_float()
+        tokens = ctypes.c_int64()
+        if loss_divisor is not None and loss_divisor <= 0:
+            raise InvalidArgumentError(f"loss_divisor must be positive, got {loss_divisor}")
+        with self._call as h:
+            check(_lib.peftkit_train_compute_gradients(h, address(ids), None if lab is None else address(lab), b, t,
+                                                       byref(s), loss_divisor or 0, byref(loss), byref(tokens)))
+        return float(loss.value), int(tokens.value)
+
+    def apply_gradients(self, config: TrainConfig | Mapping[str, Any] | None = None,
+                        **train_options: Any) -> TrainResult:
+        """The second half of :meth:`train_step`: clipping, schedule and AdamW on :meth:`gradients` as
+        they are now (refusing non-finite values: nothing changes). Raises StateError without a
+        preceding :meth:`compute_gradients` for the adapter being trained."""
+        tc = _make(TrainConfig, config, train_options)
+        s = tc._to_struct()
+        r = _capi.TrainResultStruct()
+        r.struct_size = ctypes.sizeof(r)
+        with self._call as h:
+            check(_lib.peftkit_train_apply_gradients(h, byref(s), byref(r)))
+        return TrainResult(r.loss, r.grad_norm, r.learning_rate, r.step, r.tokens)
+
+    def gradients(self) -> np.ndarray:
+        """A float32 numpy view (no copy) of the flat gradient buffer of what :meth:`train_step` trains,
+        to read or change in place between :meth:`compute_gradients` and :meth:`apply_gradients`. Valid
+        until that adapter is removed, full fine-tuning is switched, or the model is closed."""
+        data = ctypes.POINTER(ctypes.c_float)()
+        count = ctypes.c_int64()
+        with self._call as h:
+            check(_lib.peftkit_train_gradients(h, byref(data), byref(count)))
+        return np.ctypeslib.as_array(data, shape=(int(count.value),))
+
     def forward(self, input_ids: TokenArray, *, out: np.ndarray | None = None,
                 adapters: Iterable[str | None] | None = None) -> np.ndarray:
         """The logits of a forward pass with the active adapter (or the base model); nothing changes.
