@@ -310,6 +310,17 @@ static void null_pointers(peftkit_model *m) {
     CASE(BAD, peftkit_adapter_load(m, NULL, NULL, buf, sizeof buf), "adapter_load(dir NULL)");
     CASE(BAD, peftkit_train_step(m, NULL, NULL, BATCH, SEQ, &tc, NULL), "train_step(input_ids NULL)");
     CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, SEQ, NULL, NULL), "train_step(config NULL)");
+    CASE(BAD, peftkit_train_compute_gradients(m, NULL, NULL, BATCH, SEQ, &tc, 0, NULL, NULL), "train_compute_gradients(input_ids NULL)");
+    CASE(BAD, peftkit_train_compute_gradients(m, ids, NULL, BATCH, SEQ, NULL, 0, NULL, NULL), "train_compute_gradients(config NULL)");
+    CASE(BAD, peftkit_train_compute_gradients(m, ids, NULL, BATCH, SEQ, &tc, -5, NULL, NULL), "train_compute_gradients(loss_divisor -5)");
+    CASE(BAD, peftkit_train_apply_gradients(m, NULL, NULL), "train_apply_gradients(config NULL)");
+    {
+        float *gp = NULL;
+        int64_t gn = 0;
+        CASE(BAD, peftkit_train_gradients(m, NULL, &gn), "train_gradients(data NULL)");
+        CASE(BAD, peftkit_train_gradients(m, &gp, NULL), "train_gradients(count NULL)");
+        CASE(BAD, peftkit_train_gradients(NULL, &gp, &gn), "train_gradients(model NULL)");
+    }
     CASE(BAD, peftkit_forward(m, NULL, NULL, BATCH, SEQ, NULL, 0, &loss, NULL), "forward(input_ids NULL)");
     CASE(BAD, peftkit_generate(m, NULL, 3, &gc, toks, 64, &n32, NULL, NULL), "generate(prompt NULL)");
     CASE(BAD, peftkit_generate(m, ids, 3, NULL, toks, 64, &n32, NULL, NULL), "generate(config NULL)");
@@ -345,6 +356,8 @@ static void null_pointers(peftkit_model *m) {
     CASE(BAD, peftkit_checkpoint_save(m, NULL, "/tmp/x"), "checkpoint_save(name NULL)");
     CASE(BAD, peftkit_checkpoint_load(m, NULL, buf, sizeof buf), "checkpoint_load(dir NULL)");
     CASE(BAD, peftkit_train_step(NULL, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(model NULL)");
+    CASE(BAD, peftkit_train_compute_gradients(NULL, ids, NULL, BATCH, SEQ, &tc, 0, NULL, NULL), "train_compute_gradients(model NULL)");
+    CASE(BAD, peftkit_train_apply_gradients(NULL, &tc, NULL), "train_apply_gradients(model NULL)");
     CASE(BAD, peftkit_model_set_full_finetuning(NULL, 1), "model_set_full_finetuning(model NULL)");
     CASE(BAD, peftkit_forward(NULL, ids, NULL, BATCH, SEQ, NULL, 0, NULL, NULL), "forward(model NULL)");
     CASE(BAD, peftkit_adapter_attach_json(NULL, "x", PFEIFFER), "adapter_attach_json(model NULL)");
@@ -374,6 +387,8 @@ static void sizes(peftkit_model *m) {
     CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, 0, &tc, &r), "train_step(seq_len 0)");
     CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, INT32_MIN, &tc, &r), "train_step(seq_len INT32_MIN)");
     CASE(BAD, peftkit_train_step(m, ids, NULL, 1, 1, &tc, &r), "train_step(seq_len 1: no label to predict)");
+    CASE(PEFTKIT_ERR_STATE, peftkit_train_apply_gradients(m, &tc, &r), "train_apply_gradients(no compute before it)");
+    CASE(BAD, peftkit_train_compute_gradients(m, ids, NULL, 0, SEQ, &tc, 0, NULL, NULL), "train_compute_gradients(batch 0)");
     r.struct_size = 3;
     CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, &r), "train_step(result struct_size 3)");
     tc.micro_batch_size = -1;
