@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""PEFTKit -> Hugging Face peft: adapters trained and saved by PEFTKit load in peft with PEFTKit's logits.
+"""PEFTKit -> Hugging Face peft and AdapterHub: adapters trained and saved by PEFTKit load there with PEFTKit's
+logits (bottleneck adapters through scripts/check_adapter_interop.py, the others through check_peft_interop.py).
 
 Developer tool, run by hand (CI has no torch). For each case it trains an adapter for a few steps with
 PEFTKit (through the Python package), saves it, records PEFTKit's logits and loss, then runs
@@ -35,6 +36,9 @@ CASES = {
         ("prefix", peftkit.PrefixConfig(num_virtual_tokens=4)),
         ("prefix-projection", peftkit.PrefixConfig(num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=8)),
         ("prompt", peftkit.PromptConfig(num_virtual_tokens=6)),
+        ("seq_bn", peftkit.BottleneckConfig.seq_bn(reduction_factor=4)),
+        ("double_seq_bn-ln-gelu", peftkit.BottleneckConfig.double_seq_bn(reduction_factor=8, ln_before=True, ln_after=True,
+                                                                         non_linearity="gelu")),
     ],
     "llama": [
         ("lora-qv", peftkit.LoRAConfig(r=4, lora_alpha=16)),
@@ -43,6 +47,8 @@ CASES = {
         ("prefix", peftkit.PrefixConfig(num_virtual_tokens=4)),
         ("prefix-projection", peftkit.PrefixConfig(num_virtual_tokens=3, prefix_projection=True)),
         ("prompt", peftkit.PromptConfig(num_virtual_tokens=6, init_token_ids=[5, 6, 7])),
+        ("seq_bn-leave-out", peftkit.BottleneckConfig.seq_bn(reduction_factor=4, leave_out=[0])),
+        ("double_seq_bn", peftkit.BottleneckConfig.double_seq_bn(reduction_factor=2)),
     ],
 }
 
@@ -88,7 +94,9 @@ def main():
                 loss = m.loss(ids, labels)
                 m.save_adapter("a", d / "adapter")
             write_safetensors(d / "peftkit.safetensors", {"logits": logits, "loss": np.array([loss], np.float32)})
-            cmd = [sys.executable, str(ROOT / "scripts" / "check_peft_interop.py"), "--model", str(FIX / arch / "model"),
+            hub = isinstance(cfg, peftkit.BottleneckConfig)
+            tool = "check_adapter_interop.py" if hub else "check_peft_interop.py"
+            cmd = [sys.executable, str(ROOT / "scripts" / tool), "--model", str(FIX / arch / "model"),
                    "--adapter", str(d / "adapter"), "--input", str(ref), "--expect", str(d / "peftkit.safetensors"),
                    "--atol", "1e-5", "--rtol", "1e-5"]
             if isinstance(cfg, (peftkit.LoRAConfig, peftkit.IA3Config)):
