@@ -178,9 +178,10 @@ void pk_quantize_act(const float *x, int64_t n, int8_t *xq, float *xd, int16_t *
         float id = d > 0 ? 1.0f / d : 0.0f;
         int s0 = 0, s1 = 0;
         for (int i = 0; i < 32; i++) {
-            float t = nearbyintf(v[i] * id);
-            t = t > 127.0f ? 127.0f : (t < -127.0f ? -127.0f : t);
-            q[i] = (int8_t)t;
+            // Round half away from zero (no libm call); |v·id| <= 127 up to one rounding, clamped anyway.
+            float t = v[i] * id;
+            int r = (int)(t + (t >= 0 ? 0.5f : -0.5f));
+            q[i] = (int8_t)(r > 127 ? 127 : (r < -127 ? -127 : r));
             if (i < 16) s0 += q[i]; else s1 += q[i];
         }
         xd[g] = d;

@@ -1,7 +1,8 @@
 // Included by kernels.c for the AVX2 (PK_SIMD_AVX2) and AVX-512 (PK_SIMD_AVX512) paths, after quant_body.h.
 // A group of 32 weights becomes 32 unsigned bytes u (for Q8_0: |w| with the activation's signs flipped where
 // w < 0), multiplied with the 32 int8 activations: AVX2 by vpmaddubsw + vpmaddwd (no saturation: |u| <= 128,
-// |x| <= 127, so a pair sums to at most 32512), AVX-512 by vpdpbusd on two groups per 512-bit register. Lane k of
+// |x| <= 127, so a pair sums to at most 32512), AVX-512 by vpdpbusd (256-bit for the 32-element formats, two
+// blocks per step into two accumulators; 512-bit for K-quants, two groups of a block per register). Lane k of
 // the int32 result holds elements 4k..4k+3, so lanes 0-3 and 4-7 are the two half-groups with their own scales
 // (Q6_K has a scale per 16). Not a header to include anywhere else.
 
@@ -92,10 +93,38 @@ PK_ALWAYS float PK_SFX(pk_row_dot_t)(const int type, const uint8_t *row, int64_t
     float sl[8], sh[8], cl[8], ch[8];
     float off = 0;
     __m256 acc = _mm256_setzero_ps();
+    if (per == 1) {
+        // Two blocks per step into two accumulators: the fmadd and offset chains are the latency bound.
+        __m256 acc_b = _mm256_setzero_ps();
+        float off_b = 0, sl2[1], sh2[1], cl2[1], ch2[1];
+        int64_t g = 0;
+        for (; g + 2 <= ng; g += 2) {
+            const uint8_t *pa = row + bb * g, *pb = pa + bb;
+            PK_SFX(pk_block_scales)(type, pa, sl, sh, cl, ch);
+            PK_SFX(pk_block_scales)(type, pb, sl2, sh2, cl2, ch2);
+            __m256i ua, xa, ub, xb;
+            PK_SFX(pk_group_v)(type, pa, 0, xq + 32 * g, &ua, &xa);
+            PK_SFX(pk_group_v)(type, pb, 0, xq + 32 * (g + 1), &ub, &xb);
+            const float da = xd[g], db = xd[g + 1];
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(PK_SFX(pk_dot32)(ua, xa)), PK_SFX(pk_scale8)(sl[0] * da, sh[0] * da), acc);
+            acc_b = _mm256_fmadd_ps(_mm256_cvtepi32_ps(PK_SFX(pk_dot32)(ub, xb)), PK_SFX(pk_scale8)(sl2[0] * db, sh2[0] * db), acc_b);
+            off += da * (cl[0] * (float)xs[2 * g] + ch[0] * (float)xs[2 * g + 1]);
+            off_b += db * (cl2[0] * (float)xs[2 * g + 2] + ch2[0] * (float)xs[2 * g + 3]);
+        }
+        if (g < ng) {
+            const uint8_t *p = row + bb * g;
+            PK_SFX(pk_block_scales)(type, p, sl, sh, cl, ch);
+            __m256i u, x;
+            PK_SFX(pk_group_v)(type, p, 0, xq + 32 * g, &u, &x);
+            const float dx = xd[g];
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(PK_SFX(pk_dot32)(u, x)), PK_SFX(pk_scale8)(sl[0] * dx, sh[0] * dx), acc);
+            off += dx * (cl[0] * (float)xs[2 * g] + ch[0] * (float)xs[2 * g + 1]);
+        }
+        return PK_SFX(pk_hsum256)(_mm256_add_ps(acc, acc_b)) + (off + off_b);
+    }
 #if defined(PK_SIMD_AVX512)
-    // Two groups per step: both groups of a pair lie in one K-quant block, or in consecutive 32-blocks.
+    // K-quants: two groups of one block per 512-bit step.
     __m512 acc2 = _mm512_setzero_ps();
-    float sl2[8], sh2[8], cl2[8], ch2[8];
     int64_t g = 0;
     if (per == 8) {
         for (; g < ng; g += 8) {
@@ -116,24 +145,6 @@ PK_ALWAYS float PK_SFX(pk_row_dot_t)(const int type, const uint8_t *row, int64_t
                 off += da * (cl[j] * (float)xs[2 * (g + j)] + ch[j] * (float)xs[2 * (g + j) + 1])
                      + db * (cl[j + 1] * (float)xs[2 * (g + j + 1)] + ch[j + 1] * (float)xs[2 * (g + j + 1) + 1]);
             }
-        }
-    } else {
-        for (; g + 2 <= ng; g += 2) {
-            const uint8_t *pa = row + bb * g, *pb = pa + bb;
-            PK_SFX(pk_block_scales)(type, pa, sl, sh, cl, ch);
-            PK_SFX(pk_block_scales)(type, pb, sl2, sh2, cl2, ch2);
-            __m256i ua, xa, ub, xb;
-            PK_SFX(pk_group_v)(type, pa, 0, xq + 32 * g, &ua, &xa);
-            PK_SFX(pk_group_v)(type, pb, 0, xq + 32 * (g + 1), &ub, &xb);
-            const __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(ua), ub, 1);
-            const __m512i x = _mm512_inserti64x4(_mm512_castsi256_si512(xa), xb, 1);
-            const __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, x);
-            const float da = xd[g], db = xd[g + 1];
-            const __m512 s = _mm512_insertf32x8(_mm512_castps256_ps512(PK_SFX(pk_scale8)(sl[0] * da, sh[0] * da)),
-                                                PK_SFX(pk_scale8)(sl2[0] * db, sh2[0] * db), 1);
-            acc2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s, acc2);
-            off += da * (cl[0] * (float)xs[2 * g] + ch[0] * (float)xs[2 * g + 1])
-                 + db * (cl2[0] * (float)xs[2 * g + 2] + ch2[0] * (float)xs[2 * g + 3]);
         }
     }
     for (; g < ng; g++) {  // an odd last 32-block
