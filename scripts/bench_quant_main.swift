@@ -70,7 +70,7 @@ for t in [GGMLType.q4_1, .q8_0, .q4_K] {
     }
 }
 
-print("\nmatmul N=1024: tile dequant + sgemm vs sgemm on the widened fp32 weight, GFLOP/s (best of 3)")
+print("\nmatmul N=1024: tile dequant + sgemm vs sgemm on the widened fp32 weight vs int8 GEMM, GFLOP/s (best of 3)")
 let N = 1024
 for t in [GGMLType.q4_1, .q8_0, .q4_K] {
     for (out, inF) in shapes where inF % t.blockSize == 0 {
@@ -83,6 +83,13 @@ for t in [GGMLType.q4_1, .q8_0, .q4_K] {
         for i in 0..<(N * inF) { x[i] = rng.normal() }
         m.dequantizeRows(0, out, into: w)
         let flop = 2.0 * Double(N) * Double(out) * Double(inF)
+        var budgets = ""
+        for budget in [1 << 20, 1 << 22, 1 << 23] {
+            QuantizedMatrix.panelBudgetBytes = budget
+            let tb = best(3) { m.matmul(out: y, ldo: out, inp: x, ldi: inF, rows: N, beta: 0) }
+            budgets += " \(budget >> 20) MiB/\(m.tileRows) rows \(f1(flop / tb / 1e9))"
+        }
+        QuantizedMatrix.panelBudgetBytes = 1 << 21
         let tq = best(3) { m.matmul(out: y, ldo: out, inp: x, ldi: inF, rows: N, beta: 0) }
         let tf = best(3) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(N), Int32(out), Int32(inF), 1, x, Int32(inF),
@@ -90,10 +97,12 @@ for t in [GGMLType.q4_1, .q8_0, .q4_K] {
         }
         let tg = best(3) { m.matmulInputGradient(dinp: x, lddi: inF, dout: y, lddo: out, rows: N, accumulate: false) }
         let tdq = best(3) { m.dequantizeRows(0, out, into: w) }
+        let ti = best(3) { m.matmulInt8(out: y, ldo: out, inp: x, ldi: inF, rows: N) }
         var line = "\(t)  \(out)x\(inF)  tile \(m.tileRows) rows: quant \(f1(flop / tq / 1e9)), "
         line += "fp32 sgemm \(f1(flop / tf / 1e9)) GFLOP/s; quant input grad \(f1(flop / tg / 1e9)); "
-        line += "full dequant \(f1(tdq * 1e3)) ms"
+        line += "int8 GEMM \(f1(flop / ti / 1e9)); full dequant \(f1(tdq * 1e3)) ms"
         print(line)
+        print("      other panel budgets:" + budgets)
         p.deallocate(); x.deallocate(); y.deallocate(); w.deallocate()
     }
 }

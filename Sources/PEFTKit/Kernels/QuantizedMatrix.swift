@@ -93,6 +93,38 @@ struct QuantizedMatrix: @unchecked Sendable {
         }
     }
 
+    /// out[rows, outFeatures] (ldo) = inp[rows, inFeatures] (ldi) · Wᵀ with 8-bit activations and integer dot
+    /// products, as `matvec` row by row (same error bound), with a tile of 16 weight rows kept hot in cache while
+    /// it meets every activation row. Block-quantized types only; the alternative to `matmul` measured in
+    /// scripts/bench_quant.sh.
+    func matmulInt8(out: UnsafeMutablePointer<Float>, ldo: Int, inp: UnsafePointer<Float>, ldi: Int, rows: Int,
+                    isa: QuantISA = .active) {
+        guard rows > 0 else { return }
+        guard type.isBlockQuantized else {
+            matmul(out: out, ldo: ldo, inp: inp, ldi: ldi, rows: rows, beta: 0, isa: isa)
+            return
+        }
+        let n = inFeatures, groups = n / 32
+        let xqAll = UnsafeMutablePointer<Int8>.allocate(capacity: rows * n)
+        let xdAll = UnsafeMutablePointer<Float>.allocate(capacity: rows * groups)
+        let xsAll = UnsafeMutablePointer<Int16>.allocate(capacity: rows * 2 * groups)
+        defer { xqAll.deallocate(); xdAll.deallocate(); xsAll.deallocate() }
+        nonisolated(unsafe) let (xq, xd, xs, x, y) = (xqAll, xdAll, xsAll, inp, out)
+        parallelFor(rows, grain: 16) { a, b in
+            for r in a..<b { pk_quantize_act(x + r * ldi, Int64(n), xq + r * n, xd + r * groups, xs + r * 2 * groups) }
+        }
+        let (t, w, rb, tile) = (Int32(type.rawValue), data, rowBytes, 16)
+        parallelFor((outFeatures + tile - 1) / tile) { ta, tb in
+            for ti in ta..<tb {
+                let r0 = ti * tile, r1 = min(outFeatures, r0 + tile)
+                for r in 0..<rows {
+                    pk_matvec_rows(isa.rawValue, t, w, rb, Int64(r0), Int64(r1), Int64(n), xq + r * n, xd + r * groups,
+                                   xs + r * 2 * groups, y + r * ldo)
+                }
+            }
+        }
+    }
+
     /// A bound on |matvec(x) − W·x| (W the dequantised weight, exact arithmetic), element `o`: quantizing a group
     /// g of x to 8 bits moves each element by at most d_g/2 (d_g = max_g|x|/127, round to nearest), and the
     /// integer dot products are exact, so the error is at most Σ_g (d_g/2)·Σ_{i∈g}|w_oi|, plus fp32 rounding of the
@@ -114,9 +146,12 @@ struct QuantizedMatrix: @unchecked Sendable {
 
     // MARK: prefill / training
 
-    /// Output rows per fp32 panel: a panel of about 2 MiB (fits L2/L3 next to the activations), 16 to 256 rows.
+    /// fp32 panel size the tiles aim at (scripts/bench_quant.sh compares budgets; internal for that).
+    nonisolated(unsafe) static var panelBudgetBytes = 1 << 21
+
+    /// Output rows per fp32 panel: about `panelBudgetBytes` (fits L2 next to the activations), 16 to 256 rows.
     var tileRows: Int {
-        let t = (1 << 21) / (4 * inFeatures)
+        let t = QuantizedMatrix.panelBudgetBytes / (4 * inFeatures)
         return min(outFeatures, max(16, min(256, t / 16 * 16)))
     }
 
