@@ -24,6 +24,17 @@ private func readFileBytes(_ path: String) -> [UInt8]? {
     return out
 }
 
+private func quantListDirectory(_ path: String) -> [String] {
+    guard let d = opendir(path) else { return [] }
+    defer { closedir(d) }
+    var names: [String] = []
+    while let e = readdir(d) {
+        let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+        if !name.hasPrefix(".") { names.append(name) }
+    }
+    return names.sorted()
+}
+
 private struct QuantFixture {
     let type: GGMLType
     let rows: Int
@@ -266,6 +277,31 @@ private func thrownError(_ f: () throws -> Void) -> PEFTKitError? {
                 #expect((0..<3).allSatisfy { y.p[$0].isNaN }, "\(isa)")
             }
         }
+    }
+
+    /// Replays fuzz/corpus/quant_blocks with the fuzz target's input layout (type, rows, blocks, seed, data).
+    @Test func fuzzCorpusReplaysWithoutTrapping() {
+        let types: [GGMLType] = [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K, .f16, .bf16, .f32, .q2_K, .iq4_NL]
+        let corpus = TS.fixtures.replacing("/Tests/Fixtures", with: "/fuzz/corpus/quant_blocks")
+        var valid = 0
+        for entry in quantListDirectory(corpus) {
+            guard let input = readFileBytes(corpus + "/" + entry), input.count >= 4 else { continue }
+            let type = types[Int(input[0]) % types.count]
+            let out = Int(input[1] % 8) + 1
+            let inF = (Int(input[2] % 4) + 1) * type.blockSize * (type.blockSize == 1 ? 32 : 1)
+            let data = Array(input[4...])
+            data.withUnsafeBytes { raw in
+                guard let base = raw.baseAddress, let m = try? QuantizedMatrix(type: type, outFeatures: out,
+                    inFeatures: inF, data: base, byteCount: raw.count) else { return }
+                valid += 1
+                let w = FBuf(out * inF), x = FBuf(inF, value: 0.5), y = FBuf(out)
+                for isa in QuantISA.available {
+                    m.dequantizeRows(0, out, into: w.p, isa: isa)
+                    m.matvec(out: y.p, inp: x.p, isa: isa)
+                }
+            }
+        }
+        #expect(valid >= 11, "expected the valid seeds of fuzz/corpus/quant_blocks")
     }
 
     @Test func hostileShapesAndByteCountsThrowClearErrors() {
