@@ -84,12 +84,12 @@ for t in [GGMLType.q4_1, .q8_0, .q4_K] {
         m.dequantizeRows(0, out, into: w)
         let flop = 2.0 * Double(N) * Double(out) * Double(inF)
         var budgets = ""
-        for budget in [1 << 20, 1 << 22, 1 << 23] {
+        for budget in [1 << 20, 1 << 21, 1 << 22] {
             QuantizedMatrix.panelBudgetBytes = budget
             let tb = best(3) { m.matmul(out: y, ldo: out, inp: x, ldi: inF, rows: N, beta: 0) }
             budgets += " \(budget >> 20) MiB/\(m.tileRows) rows \(f1(flop / tb / 1e9))"
         }
-        QuantizedMatrix.panelBudgetBytes = 1 << 21
+        QuantizedMatrix.panelBudgetBytes = 1 << 23
         let tq = best(3) { m.matmul(out: y, ldo: out, inp: x, ldi: inF, rows: N, beta: 0) }
         let tf = best(3) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(N), Int32(out), Int32(inF), 1, x, Int32(inF),

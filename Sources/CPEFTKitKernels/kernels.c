@@ -116,7 +116,7 @@ static inline void pk_k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t 
 static int pk_isa_cached = -1;
 
 int pk_isa_detect(void) {
-    int isa = pk_isa_cached;
+    int isa = __atomic_load_n(&pk_isa_cached, __ATOMIC_RELAXED);
     if (isa >= 0) return isa;
     isa = PK_ISA_SCALAR;
 #if PK_X86
@@ -129,7 +129,7 @@ int pk_isa_detect(void) {
             isa = PK_ISA_AVX512;
     }
 #endif
-    pk_isa_cached = isa;  // idempotent: a racing thread stores the same value
+    __atomic_store_n(&pk_isa_cached, isa, __ATOMIC_RELAXED);  // a racing thread stores the same value
     return isa;
 }
 

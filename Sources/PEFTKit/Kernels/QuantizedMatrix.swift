@@ -146,10 +146,12 @@ struct QuantizedMatrix: @unchecked Sendable {
 
     // MARK: prefill / training
 
-    /// fp32 panel size the tiles aim at (scripts/bench_quant.sh compares budgets; internal for that).
-    nonisolated(unsafe) static var panelBudgetBytes = 1 << 21
+    /// fp32 panel size the tiles aim at (internal so scripts/bench_quant.sh can compare budgets). At N = 1024,
+    /// 2048x5632 weights, 1 MiB (32 rows) ran at 13 GFLOP/s, 2 MiB (80 rows) 17, 4 MiB (176 rows) 18, 8 MiB (256
+    /// rows) 19-21, plain sgemm on the widened weight 20-26: sgemm wants a wide panel more than a cached one.
+    nonisolated(unsafe) static var panelBudgetBytes = 1 << 23
 
-    /// Output rows per fp32 panel: about `panelBudgetBytes` (fits L2 next to the activations), 16 to 256 rows.
+    /// Output rows per fp32 panel: about `panelBudgetBytes`, 16 to 256 rows.
     var tileRows: Int {
         let t = QuantizedMatrix.panelBudgetBytes / (4 * inFeatures)
         return min(outFeatures, max(16, min(256, t / 16 * 16)))
