@@ -24,9 +24,15 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
         .systemLibrary(name: "CPEFTKit"),
+        // Quantized-weight kernels in C: per-function target attributes (AVX2, AVX-512) with run-time dispatch,
+        // which Swift cannot express. No unsafe flags, no -march: it builds for any x86-64 (and elsewhere, scalar).
+        .target(
+            name: "CPEFTKitKernels",
+            exclude: ["quant_body.h", "quant_simd.h"]
+        ),
         .target(
             name: "PEFTKit",
-            dependencies: ["COpenBLAS"]
+            dependencies: ["COpenBLAS", "CPEFTKitKernels"]
         ),
         .target(
             name: "PEFTKitC",

@@ -28,11 +28,26 @@ for f in $(pkg-config --cflags openblas 2>/dev/null); do BLAS+=(-Xcc "$f"); done
 BLAS_LIBS=($(pkg-config --libs openblas 2>/dev/null || echo -lopenblas))
 mapfile -t sources < <(find Sources/PEFTKit -name '*.swift' | sort)
 
+# The C kernels (CPEFTKitKernels), instrumented the same way, and a module map so Swift can import them.
+KDIR="$OUT/CPEFTKitKernels"
+KOBJ="$KDIR/kernels.o"
+mkdir -p "$KDIR"
+printf 'module CPEFTKitKernels {\n    header "%s"\n    export *\n}\n' \
+    "$PWD/Sources/CPEFTKitKernels/include/peftkit_kernels.h" > "$KDIR/module.modulemap.new"
+cmp -s "$KDIR/module.modulemap.new" "$KDIR/module.modulemap" || mv "$KDIR/module.modulemap.new" "$KDIR/module.modulemap"
+rm -f "$KDIR/module.modulemap.new"
+if [ ! -f "$KOBJ" ] || [ -n "$(find Sources/CPEFTKitKernels -newer "$KOBJ" | head -1)" ]; then
+    echo "fuzz: compiling CPEFTKitKernels (instrumented)"
+    clang -fsanitize=fuzzer-no-link,address -O1 -g -I Sources/CPEFTKitKernels/include \
+        -c Sources/CPEFTKitKernels/kernels.c -o "$KOBJ"
+fi
+KERNELS=(-I "$KDIR")
+
 # The library, rebuilt only when a source is newer than it.
 lib="$OUT/libPEFTKit.a"
-if [ ! -f "$lib" ] || [ -n "$(find Sources/PEFTKit -name '*.swift' -newer "$lib" | head -1)" ]; then
+if [ ! -f "$lib" ] || [ "$KOBJ" -nt "$lib" ] || [ -n "$(find Sources/PEFTKit -name '*.swift' -newer "$lib" | head -1)" ]; then
     echo "fuzz: compiling PEFTKit (${#sources[@]} files, instrumented)"
-    swiftc "${SAN[@]}" "${BLAS[@]}" -parse-as-library -wmo -enable-testing -module-name PEFTKit \
+    swiftc "${SAN[@]}" "${BLAS[@]}" "${KERNELS[@]}" -parse-as-library -wmo -enable-testing -module-name PEFTKit \
         -emit-module -emit-module-path "$OUT/PEFTKit.swiftmodule" -emit-library -static -o "$lib" "${sources[@]}"
 fi
 
@@ -40,9 +55,9 @@ for t in "${targets[@]}"; do
     src="fuzz/targets/$t.swift"
     [ -f "$src" ] || { echo "fuzz: no target $src" >&2; exit 1; }
     exe="$OUT/fuzz-$t"
-    if [ ! -f "$exe" ] || [ "$src" -nt "$exe" ] || [ "$lib" -nt "$exe" ] || [ fuzz/support/Harness.swift -nt "$exe" ]; then
+    if [ ! -f "$exe" ] || [ "$src" -nt "$exe" ] || [ "$lib" -nt "$exe" ] || [ "$KOBJ" -nt "$exe" ] || [ fuzz/support/Harness.swift -nt "$exe" ]; then
         echo "fuzz: building $t"
-        swiftc "${SAN[@]}" "${BLAS[@]}" -parse-as-library -I "$OUT" "$src" fuzz/support/*.swift "$lib" \
+        swiftc "${SAN[@]}" "${BLAS[@]}" "${KERNELS[@]}" -parse-as-library -I "$OUT" "$src" fuzz/support/*.swift "$lib" "$KOBJ" \
             "${BLAS_LIBS[@]}" -o "$exe" 2> >(grep -v "Cannot export local symbol" >&2)
     fi
     if [ $seeds -eq 1 ]; then

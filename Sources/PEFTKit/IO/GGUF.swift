@@ -238,9 +238,9 @@ public enum GGUFValue: Sendable, Equatable {
 
 // MARK: tensor types
 
-/// The ggml element types a GGUF tensor can have. PEFTKit reads F32, F16, BF16, Q8_0, Q4_0 and Q4_1;
-/// the others are known only by their block layout, so their files open and validate, and reading such a
-/// tensor throws `unsupported`.
+/// The ggml element types a GGUF tensor can have. PEFTKit reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+/// Q4_K, Q5_K and Q6_K (Kernels/QuantBlocks.swift); the others are known only by their block layout, so their
+/// files open and validate, and reading such a tensor throws `unsupported`.
 public enum GGMLType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     case f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q5_0 = 6, q5_1 = 7, q8_0 = 8, q8_1 = 9
     case q2_K = 10, q3_K = 11, q4_K = 12, q5_K = 13, q6_K = 14, q8_K = 15
@@ -335,7 +335,7 @@ public enum GGMLType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     /// Whether `GGUFFile.tensor(_:)` can turn this type into fp32.
     public var isReadable: Bool {
         switch self {
-        case .f32, .f16, .bf16, .q8_0, .q4_0, .q4_1: return true
+        case .f32, .f16, .bf16, .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K: return true
         default: return false
         }
     }
@@ -640,59 +640,15 @@ public struct GGUFFile: Sendable {
 // MARK: decoding
 
 /// Converts `n` elements of `type` at `src` to fp32 at `dst`. `n` is a multiple of the block size and
-/// `type.isReadable`. Quantised blocks (all little-endian, scales fp16):
-/// Q8_0 = d, 32 × int8 q: x = q·d.
-/// Q4_0 = d, 16 bytes: byte j holds element j (low nibble) and j + 16 (high nibble); x = (q − 8)·d.
-/// Q4_1 = d, m, 16 bytes as Q4_0; x = q·d + m.
+/// `type.isReadable`. The block formats and their dequantisation live in Kernels/QuantBlocks.swift
+/// (bit-identical to gguf-py's `gguf.quants.dequantize`).
 func ggmlDecodeRow(_ type: GGMLType, _ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, _ n: Int) {
-    @inline(__always) func half(_ offset: Int) -> Float {
-        floatFromHalfBits(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
-    }
-    switch type {
-    case .f32:
-        for i in 0..<n {
-            dst[i] = Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
-        }
-    case .f16:
-        for i in 0..<n { dst[i] = half(2 * i) }
-    case .bf16:
-        for i in 0..<n {
-            dst[i] = floatFromBFloat16Bits(UInt16(littleEndian: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
-        }
-    case .q8_0:
-        for b in 0..<(n / 32) {
-            let o = 34 * b
-            let d = half(o)
-            let q = (src + o + 2).assumingMemoryBound(to: Int8.self)
-            let out = dst + 32 * b
-            for j in 0..<32 { out[j] = Float(q[j]) * d }
-        }
-    case .q4_0:
-        for b in 0..<(n / 32) {
-            let o = 18 * b
-            let d = half(o)
-            let q = (src + o + 2).assumingMemoryBound(to: UInt8.self)
-            let out = dst + 32 * b
-            for j in 0..<16 {
-                out[j] = Float(Int32(q[j] & 0x0f) - 8) * d
-                out[j + 16] = Float(Int32(q[j] >> 4) - 8) * d
-            }
-        }
-    case .q4_1:
-        for b in 0..<(n / 32) {
-            let o = 20 * b
-            let d = half(o), m = half(o + 2)
-            let q = (src + o + 4).assumingMemoryBound(to: UInt8.self)
-            let out = dst + 32 * b
-            for j in 0..<16 {
-                out[j] = Float(q[j] & 0x0f) * d + m
-                out[j + 16] = Float(q[j] >> 4) * d + m
-            }
-        }
-    default:
+    guard type.hasQuantKernels else {
         // Unreachable: callers check `isReadable`. Leave zeros rather than trap.
         dst.update(repeating: 0, count: n)
+        return
     }
+    quantDequantizeRows(type, src, rowBytes: n / type.blockSize * type.blockBytes, rows: 1, n: n, dst, ldd: n)
 }
 
 // MARK: reading primitives

@@ -1,0 +1,209 @@
+// Dispatch and shared helpers of the quantized-weight kernels. The per-format code lives in two bodies that
+// are compiled once per instruction-set path (scalar, AVX2+FMA, AVX-512) by including them under a
+// `#pragma clang attribute` target: quant_body.h (dequantisation, block scales, scalar dot products) and
+// quant_simd.h (the vector dot products). No -march flag: every path is built on every x86-64 machine and
+// chosen at run time with __builtin_cpu_supports.
+//
+// Block formats (little-endian, `half` = IEEE binary16 scale; a "group" is 32 consecutive elements):
+//   Q8_0  34 B / 32:  half d, int8 q[32]                      x = q·d
+//   Q4_0  18 B / 32:  half d, u8 qs[16]                       x = (q − 8)·d      q_j = qs[j] & 15, q_{j+16} = qs[j] >> 4
+//   Q4_1  20 B / 32:  half d, half m, u8 qs[16]               x = q·d + m
+//   Q5_0  22 B / 32:  half d, u32 qh, u8 qs[16]               x = (q − 16)·d     q_j |= bit j of qh << 4
+//   Q5_1  24 B / 32:  half d, half m, u32 qh, u8 qs[16]       x = q·d + m
+//   Q4_K 144 B / 256: half d, half dmin, u8 scales[12], u8 qs[128]; 8 groups, 6-bit scale s_j and min m_j packed
+//                     in `scales`; group j reads the low (j even) or high (j odd) nibbles of qs[32·(j/2) ...+32]:
+//                     x = (d·s_j)·q − (dmin·m_j)
+//   Q5_K 176 B / 256: as Q4_K plus u8 qh[32] before qs: element l of group j gets bit j of qh[l] as bit 4
+//   Q6_K 210 B / 256: u8 ql[128], u8 qh[64], int8 scales[16], half d; two halves of 128, each 4 groups k of
+//                     32: low 4 bits from ql[64h + 32(k&1) + l] (low nibble for k < 2, high for k >= 2),
+//                     high 2 bits from qh[32h + l] >> 2k; x = (d·scales[e/16])·(q − 32)
+// The product order written here is the one of ggml and of gguf-py's numpy code; with contraction off
+// (below) every path dequantises bit-identically to `gguf.quants.dequantize`.
+#pragma clang fp contract(off)
+
+#include "peftkit_kernels.h"
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define PK_X86 1
+#include <immintrin.h>
+#else
+#define PK_X86 0
+#endif
+
+enum {
+    T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q5_1 = 7, T_Q8_0 = 8,
+    T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14, T_BF16 = 30
+};
+
+int pk_type_supported(int type) {
+    switch (type) {
+    case T_F32: case T_F16: case T_BF16: case T_Q4_0: case T_Q4_1: case T_Q5_0: case T_Q5_1: case T_Q8_0:
+    case T_Q4_K: case T_Q5_K: case T_Q6_K:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static inline uint16_t pk_rd16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static inline uint32_t pk_rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+
+/// IEEE binary16 bits to float, exactly (subnormals normalised, NaN payload kept).
+static inline float pk_half_bits(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
+    if (e == 0x1f) bits = sign | 0x7f800000u | (m << 13);
+    else if (e != 0) bits = sign | ((e + 112) << 23) | (m << 13);
+    else if (m == 0) bits = sign;
+    else {
+        uint32_t ex = 113;
+        while (!(m & 0x400)) { m <<= 1; ex--; }
+        bits = sign | (ex << 23) | ((m & 0x3ff) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/// The 6-bit scale and min of group j (0..7) of a Q4_K/Q5_K block, from its 12 packed bytes.
+static inline void pk_k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+// ---- per-path bodies ------------------------------------------------------------------------------------
+
+#define PK_SFX(name) name##_scalar
+#define PK_HALF(p) pk_half_bits(pk_rd16(p))
+#include "quant_body.h"
+#undef PK_SFX
+#undef PK_HALF
+
+#if PK_X86
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#define PK_SFX(name) name##_avx2
+#define PK_HALF(p) _cvtsh_ss(pk_rd16(p))
+#define PK_SIMD_AVX2 1
+#include "quant_body.h"
+#include "quant_simd.h"
+#undef PK_SIMD_AVX2
+#undef PK_SFX
+#undef PK_HALF
+#pragma clang attribute pop
+
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"))), apply_to = function)
+#define PK_SFX(name) name##_avx512
+#define PK_HALF(p) _cvtsh_ss(pk_rd16(p))
+#define PK_SIMD_AVX512 1
+#include "quant_body.h"
+#include "quant_simd.h"
+#undef PK_SIMD_AVX512
+#undef PK_SFX
+#undef PK_HALF
+#pragma clang attribute pop
+#endif
+
+// ---- dispatch -------------------------------------------------------------------------------------------
+
+static int pk_isa_cached = -1;
+
+int pk_isa_detect(void) {
+    int isa = __atomic_load_n(&pk_isa_cached, __ATOMIC_RELAXED);
+    if (isa >= 0) return isa;
+    isa = PK_ISA_SCALAR;
+#if PK_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+        isa = PK_ISA_AVX2;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+            && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
+            && __builtin_cpu_supports("avx512vnni"))
+            isa = PK_ISA_AVX512;
+    }
+#endif
+    __atomic_store_n(&pk_isa_cached, isa, __ATOMIC_RELAXED);  // a racing thread stores the same value
+    return isa;
+}
+
+/// A requested path the CPU cannot run falls back to the best one it can.
+static inline int pk_isa_clamp(int isa) {
+    int best = pk_isa_detect();
+    return isa > best || isa < 0 ? best : isa;
+}
+
+void pk_dequantize_rows(int isa, int type, const void *src, size_t row_bytes, int64_t nrows, int64_t n,
+                        float *dst, int64_t ldd) {
+    const uint8_t *s = (const uint8_t *)src;
+    switch (pk_isa_clamp(isa)) {
+#if PK_X86
+    case PK_ISA_AVX512:
+        for (int64_t r = 0; r < nrows; r++) pk_deq_row_avx512(type, s + r * row_bytes, n, dst + r * ldd);
+        return;
+    case PK_ISA_AVX2:
+        for (int64_t r = 0; r < nrows; r++) pk_deq_row_avx2(type, s + r * row_bytes, n, dst + r * ldd);
+        return;
+#endif
+    default:
+        for (int64_t r = 0; r < nrows; r++) pk_deq_row_scalar(type, s + r * row_bytes, n, dst + r * ldd);
+        return;
+    }
+}
+
+void pk_quantize_act(const float *x, int64_t n, int8_t *xq, float *xd, int16_t *xs) {
+    for (int64_t g = 0; g < n / 32; g++) {
+        const float *v = x + 32 * g;
+        float amax = 0;
+        int finite = 1;
+        for (int i = 0; i < 32; i++) {
+            float a = fabsf(v[i]);
+            if (!(a <= FLT_MAX)) finite = 0;
+            else if (a > amax) amax = a;
+        }
+        int8_t *q = xq + 32 * g;
+        if (!finite) {
+            xd[g] = NAN;
+            memset(q, 0, 32);
+            xs[2 * g] = xs[2 * g + 1] = 0;
+            continue;
+        }
+        float d = amax / 127.0f;
+        float id = d > 0 ? 1.0f / d : 0.0f;
+        int s0 = 0, s1 = 0;
+        for (int i = 0; i < 32; i++) {
+            // Round half away from zero (no libm call); |v·id| <= 127 up to one rounding, clamped anyway.
+            float t = v[i] * id;
+            int r = (int)(t + (t >= 0 ? 0.5f : -0.5f));
+            q[i] = (int8_t)(r > 127 ? 127 : (r < -127 ? -127 : r));
+            if (i < 16) s0 += q[i]; else s1 += q[i];
+        }
+        xd[g] = d;
+        xs[2 * g] = (int16_t)s0;
+        xs[2 * g + 1] = (int16_t)s1;
+    }
+}
+
+void pk_matvec_rows(int isa, int type, const void *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t n,
+                    const int8_t *xq, const float *xd, const int16_t *xs, float *y) {
+    const uint8_t *base = (const uint8_t *)w;
+    switch (pk_isa_clamp(isa)) {
+#if PK_X86
+    case PK_ISA_AVX512:
+        for (int64_t r = r0; r < r1; r++) y[r] = pk_row_dot_avx512(type, base + r * row_bytes, n, xq, xd, xs);
+        return;
+    case PK_ISA_AVX2:
+        for (int64_t r = r0; r < r1; r++) y[r] = pk_row_dot_avx2(type, base + r * row_bytes, n, xq, xd, xs);
+        return;
+#endif
+    default:
+        for (int64_t r = r0; r < r1; r++) y[r] = pk_row_dot_ref_scalar(type, base + r * row_bytes, n, xq, xd, xs);
+        return;
+    }
+}

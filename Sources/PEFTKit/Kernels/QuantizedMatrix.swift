@@ -1,0 +1,219 @@
+import COpenBLAS
+import CPEFTKitKernels
+
+/// A frozen weight W [out, in] kept in its GGUF blocks: row o (one output feature) is `rowBytes` bytes at
+/// `data + o·rowBytes`, as GGUF stores a tensor with ne = [in, out]. The products follow the layout of a
+/// linear layer, y = x·Wᵀ, and never widen the whole matrix to fp32:
+///
+/// - `matvec` (decode, one token): the activation is quantized to 8 bits per group of 32 (scale max|x|/127,
+///   as llama.cpp's Q8 activations) and each row is an integer dot product (AVX-512 VNNI, AVX2 or scalar).
+/// - `matmul` / `matmulInputGradient` (prefill, training): a tile of rows is dequantised into an fp32 panel and
+///   multiplied with `cblas_sgemm`; the result equals the fp32 product with the dequantised weight up to the
+///   summation order.
+///
+/// The matrix does not own `data` (typically a GGUF mapping): the owner keeps it alive.
+struct QuantizedMatrix: @unchecked Sendable {
+    let type: GGMLType
+    let outFeatures: Int
+    let inFeatures: Int
+    let data: UnsafeRawPointer
+    /// Bytes of one row: inFeatures / type.blockSize · type.blockBytes.
+    let rowBytes: Int
+
+    /// Checks that `byteCount` bytes at `data` hold exactly `outFeatures` rows of `inFeatures` elements of `type`.
+    /// - Throws: `format` when in-features is not a whole number of blocks or the byte count does not match,
+    ///   `unsupported` for a type without kernels, `invalidArgument` for a non-positive or oversized shape.
+    init(type: GGMLType, outFeatures: Int, inFeatures: Int, data: UnsafeRawPointer, byteCount: Int,
+         name: String = "weight") throws {
+        guard type.hasQuantKernels else {
+            throw PEFTKitError.unsupported("\(name): type \(type) has no quantized-matrix kernels "
+                + "(supported: \(GGMLType.quantKernelNames))")
+        }
+        guard outFeatures > 0, inFeatures > 0, outFeatures <= Int(Int32.max), inFeatures <= Int(Int32.max) else {
+            throw PEFTKitError.invalidArgument("\(name): shape [\(outFeatures), \(inFeatures)] is empty or too large")
+        }
+        guard inFeatures % type.blockSize == 0 else {
+            throw PEFTKitError.format("\(name): \(inFeatures) in-features is not a whole number of \(type) blocks "
+                + "(\(type.blockSize) elements each)")
+        }
+        let rb = inFeatures / type.blockSize * type.blockBytes
+        let (total, overflow) = rb.multipliedReportingOverflow(by: outFeatures)
+        guard !overflow, total == byteCount else {
+            throw PEFTKitError.format("\(name): \(byteCount) bytes do not hold \(outFeatures) rows of \(inFeatures) "
+                + "\(type) elements (\(overflow ? "more than Int.max" : String(total)) bytes expected)")
+        }
+        self.type = type
+        self.outFeatures = outFeatures
+        self.inFeatures = inFeatures
+        self.data = data
+        self.rowBytes = rb
+    }
+
+    /// Rows r0 ..< r0 + count as fp32 into `into` [count, inFeatures] (bit-identical to gguf-py).
+    func dequantizeRows(_ r0: Int, _ count: Int, into: UnsafeMutablePointer<Float>) {
+        dequantizeRows(r0, count, into: into, isa: .active)
+    }
+
+    func dequantizeRows(_ r0: Int, _ count: Int, into: UnsafeMutablePointer<Float>, isa: QuantISA) {
+        guard count > 0 else { return }
+        let (n, rb, t, base) = (inFeatures, rowBytes, type, data + r0 * rowBytes)
+        nonisolated(unsafe) let dst = into
+        parallelFor(count, grain: max(1, (1 << 15) / n)) { a, b in
+            quantDequantizeRows(t, base + a * rb, rowBytes: rb, rows: b - a, n: n, dst + a * n, ldd: n, isa: isa)
+        }
+    }
+
+    // MARK: decode
+
+    /// out[outFeatures] = W · inp[inFeatures]. Block-quantized types quantize `inp` to 8 bits per group of 32
+    /// first (see `matvecErrorBound`); F32/F16/BF16 weights are widened and use an fp32 dot product.
+    func matvec(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>) {
+        matvec(out: out, inp: inp, isa: .active)
+    }
+
+    func matvec(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, isa: QuantISA) {
+        guard type.isBlockQuantized else {
+            matmul(out: out, ldo: outFeatures, inp: inp, ldi: inFeatures, rows: 1, beta: 0, isa: isa)
+            return
+        }
+        let n = inFeatures, groups = n / 32
+        // Activation workspace: n int8 + n/32 scales + n/16 half-group sums (about 1.2 bytes per element).
+        withUnsafeTemporaryAllocation(byteCount: n + 4 * groups + 4 * groups, alignment: 64) { raw in
+            let base = raw.baseAddress!
+            nonisolated(unsafe) let xq = base.bindMemory(to: Int8.self, capacity: n)
+            nonisolated(unsafe) let xd = (base + n).bindMemory(to: Float.self, capacity: groups)
+            nonisolated(unsafe) let xs = (base + n + 4 * groups).bindMemory(to: Int16.self, capacity: 2 * groups)
+            pk_quantize_act(inp, Int64(n), xq, xd, xs)
+            nonisolated(unsafe) let y = out
+            let (t, w, rb) = (Int32(type.rawValue), data, rowBytes)
+            // About 64 KiB of weight per chunk keeps the dispatch overhead small for small matrices.
+            parallelFor(outFeatures, grain: max(1, (1 << 16) / rb)) { a, b in
+                pk_matvec_rows(isa.rawValue, t, w, rb, Int64(a), Int64(b), Int64(n), xq, xd, xs, y)
+            }
+        }
+    }
+
+    /// out[rows, outFeatures] (ldo) = inp[rows, inFeatures] (ldi) · Wᵀ with 8-bit activations and integer dot
+    /// products, as `matvec` row by row (same error bound), with a tile of 16 weight rows kept hot in cache while
+    /// it meets every activation row. Block-quantized types only; the alternative to `matmul` measured in
+    /// scripts/bench_quant.sh.
+    func matmulInt8(out: UnsafeMutablePointer<Float>, ldo: Int, inp: UnsafePointer<Float>, ldi: Int, rows: Int,
+                    isa: QuantISA = .active) {
+        guard rows > 0 else { return }
+        guard type.isBlockQuantized else {
+            matmul(out: out, ldo: ldo, inp: inp, ldi: ldi, rows: rows, beta: 0, isa: isa)
+            return
+        }
+        let n = inFeatures, groups = n / 32
+        let xqAll = UnsafeMutablePointer<Int8>.allocate(capacity: rows * n)
+        let xdAll = UnsafeMutablePointer<Float>.allocate(capacity: rows * groups)
+        let xsAll = UnsafeMutablePointer<Int16>.allocate(capacity: rows * 2 * groups)
+        defer { xqAll.deallocate(); xdAll.deallocate(); xsAll.deallocate() }
+        nonisolated(unsafe) let (xq, xd, xs, x, y) = (xqAll, xdAll, xsAll, inp, out)
+        parallelFor(rows, grain: 16) { a, b in
+            for r in a..<b { pk_quantize_act(x + r * ldi, Int64(n), xq + r * n, xd + r * groups, xs + r * 2 * groups) }
+        }
+        let (t, w, rb, tile) = (Int32(type.rawValue), data, rowBytes, 16)
+        parallelFor((outFeatures + tile - 1) / tile) { ta, tb in
+            for ti in ta..<tb {
+                let r0 = ti * tile, r1 = min(outFeatures, r0 + tile)
+                for r in 0..<rows {
+                    pk_matvec_rows(isa.rawValue, t, w, rb, Int64(r0), Int64(r1), Int64(n), xq + r * n, xd + r * groups,
+                                   xs + r * 2 * groups, y + r * ldo)
+                }
+            }
+        }
+    }
+
+    /// A bound on |matvec(x) − W·x| (W the dequantised weight, exact arithmetic), element `o`: quantizing a group
+    /// g of x to 8 bits moves each element by at most d_g/2 (d_g = max_g|x|/127, round to nearest), and the
+    /// integer dot products are exact, so the error is at most Σ_g (d_g/2)·Σ_{i∈g}|w_oi|, plus fp32 rounding of the
+    /// scale products and the float accumulation, bounded here by 1e-5·Σ_i |w_oi|·(|x_i| + d_g/2).
+    /// (Relative to Σ|w||x| this is at most 1/254 + 1e-5 when every group's max|x| is in the group's sum.)
+    static func matvecErrorBound(weightRow w: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int) -> Double {
+        var bound = 0.0
+        for g in 0..<(n / 32) {
+            var amax: Float = 0
+            for i in 32 * g..<32 * g + 32 { amax = max(amax, abs(x[i])) }
+            let half = Double(amax) / 127 / 2
+            for i in 32 * g..<32 * g + 32 {
+                let aw = Double(abs(w[i]))
+                bound += half * aw + 1e-5 * aw * (Double(abs(x[i])) + half)
+            }
+        }
+        return bound
+    }
+
+    // MARK: prefill / training
+
+    /// fp32 panel size the tiles aim at (internal so scripts/bench_quant.sh can compare budgets). At N = 1024,
+    /// 2048x5632 weights, 1 MiB (32 rows) ran at 13 GFLOP/s, 2 MiB (80 rows) 17, 4 MiB (176 rows) 18, 8 MiB (256
+    /// rows) 19-21, plain sgemm on the widened weight 20-26: sgemm wants a wide panel more than a cached one.
+    nonisolated(unsafe) static var panelBudgetBytes = 1 << 23
+
+    /// Output rows per fp32 panel: about `panelBudgetBytes`, 16 to 256 rows.
+    var tileRows: Int {
+        let t = QuantizedMatrix.panelBudgetBytes / (4 * inFeatures)
+        return min(outFeatures, max(16, min(256, t / 16 * 16)))
+    }
+
+    /// out[rows, outFeatures] (leading dimension ldo) = inp[rows, inFeatures] (ldi) · Wᵀ + beta·out.
+    func matmul(out: UnsafeMutablePointer<Float>, ldo: Int, inp: UnsafePointer<Float>, ldi: Int, rows: Int,
+                beta: Float) {
+        matmul(out: out, ldo: ldo, inp: inp, ldi: ldi, rows: rows, beta: beta, isa: .active)
+    }
+
+    func matmul(out: UnsafeMutablePointer<Float>, ldo: Int, inp: UnsafePointer<Float>, ldi: Int, rows: Int,
+                beta: Float, isa: QuantISA) {
+        guard rows > 0 else { return }
+        let n = inFeatures
+        if type == .f32, Int(bitPattern: data) % MemoryLayout<Float>.alignment == 0 {
+            let w = data.assumingMemoryBound(to: Float.self)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outFeatures), Int32(n),
+                        1, inp, Int32(ldi), w, Int32(n), beta, out, Int32(ldo))
+            return
+        }
+        let tile = tileRows
+        let panel = UnsafeMutablePointer<Float>.allocate(capacity: tile * n)
+        defer { panel.deallocate() }
+        var r0 = 0
+        while r0 < outFeatures {
+            let t = min(tile, outFeatures - r0)
+            dequantizeRows(r0, t, into: panel, isa: isa)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(t), Int32(n),
+                        1, inp, Int32(ldi), panel, Int32(n), beta, out + r0, Int32(ldo))
+            r0 += t
+        }
+    }
+
+    /// dinp[rows, inFeatures] (lddi) (+)= dout[rows, outFeatures] (lddo) · W: the input gradient of y = x·Wᵀ.
+    /// With `accumulate` false, dinp is overwritten.
+    func matmulInputGradient(dinp: UnsafeMutablePointer<Float>, lddi: Int, dout: UnsafePointer<Float>, lddo: Int,
+                             rows: Int, accumulate: Bool) {
+        matmulInputGradient(dinp: dinp, lddi: lddi, dout: dout, lddo: lddo, rows: rows, accumulate: accumulate,
+                            isa: .active)
+    }
+
+    func matmulInputGradient(dinp: UnsafeMutablePointer<Float>, lddi: Int, dout: UnsafePointer<Float>, lddo: Int,
+                             rows: Int, accumulate: Bool, isa: QuantISA) {
+        guard rows > 0 else { return }
+        let n = inFeatures
+        if type == .f32, Int(bitPattern: data) % MemoryLayout<Float>.alignment == 0 {
+            let w = data.assumingMemoryBound(to: Float.self)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(n), Int32(outFeatures),
+                        1, dout, Int32(lddo), w, Int32(n), accumulate ? 1 : 0, dinp, Int32(lddi))
+            return
+        }
+        let tile = tileRows
+        let panel = UnsafeMutablePointer<Float>.allocate(capacity: tile * n)
+        defer { panel.deallocate() }
+        var r0 = 0
+        while r0 < outFeatures {
+            let t = min(tile, outFeatures - r0)
+            dequantizeRows(r0, t, into: panel, isa: isa)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(n), Int32(t),
+                        1, dout + r0, Int32(lddo), panel, Int32(n), (r0 > 0 || accumulate) ? 1 : 0, dinp, Int32(lddi))
+            r0 += t
+        }
+    }
+}
