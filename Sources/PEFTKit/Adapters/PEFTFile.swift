@@ -276,7 +276,7 @@ extension Engine {
             } else {
                 var pc = PromptConfig()
                 pc.virtualTokens = nv
-                adapter = try PromptAdapter(config: pc, model: config, embeddings: weights.wte)
+                adapter = try PromptAdapter(config: pc, model: config, embeddings: weights.tokenEmbedding)
             }
         default:
             throw refuse("PEFT method '\(c.peft_type)' (PEFTKit reads LORA, IA3, PREFIX_TUNING and PROMPT_TUNING)")

@@ -25,7 +25,7 @@ extension Engine {
         case .lora(let l): return try LoRAAdapter(config: l, model: config)
         case .ia3(let i): return try IA3Adapter(config: i, model: config)
         case .prefix(let p): return try PrefixAdapter(config: p, model: config)
-        case .prompt(let p): return try PromptAdapter(config: p, model: config, embeddings: weights.wte)
+        case .prompt(let p): return try PromptAdapter(config: p, model: config, embeddings: weights.tokenEmbedding)
         }
     }
 }
