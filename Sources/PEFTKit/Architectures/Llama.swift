@@ -60,6 +60,14 @@ struct LlamaWeights: ModelWeights {
         return m
     }
 
+    /// The number of heads whose rows GGUF stores in its interleaved RoPE order in tensor `name` (the query
+    /// and key projections, weight and bias), nil for every other tensor. See `unpermuteRoPERows`.
+    static func ggufRoPEHeads(_ name: String, _ c: ModelConfig) -> Int? {
+        if name.contains(".self_attn.q_proj.") { return c.numHeads }
+        if name.contains(".self_attn.k_proj.") { return c.numKVHeads }
+        return nil
+    }
+
     static func randomInit(_ name: String, shape: [Int]) -> RandomInit {
         if name.hasSuffix(".bias") { return .zeros }
         if shape.count == 1 { return .ones }

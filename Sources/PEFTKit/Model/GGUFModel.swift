@@ -117,7 +117,7 @@ func huggingFaceName(ofGGUFTensor name: String) -> String? {
     }
     if parts.count == 4, parts[0] == "blk", let layer = Int(parts[1]), layer >= 0, String(layer) == parts[1],
        let p = ggufLayerNames[parts[2]] {
-        return "model.layers.\(layer).\(p).\(last)"
+        return "\(LlamaWeights.layerPrefix(layer))\(p).\(last)"
     }
     return nil
 }
@@ -195,15 +195,7 @@ extension Engine {
                     + "expected shape \(shape) for '\(name)'")
             }
             used.insert(g)
-            let heads: Int?
-            if name.contains(".self_attn.q_proj.") {
-                heads = cfg.numHeads
-            } else if name.contains(".self_attn.k_proj.") {
-                heads = cfg.numKVHeads
-            } else {
-                heads = nil
-            }
-            guard let heads else { return try file.tensor(g) }
+            guard let heads = LlamaWeights.ggufRoPEHeads(name, cfg) else { return try file.tensor(g) }
             let t = try file.tensor(g, copy: true)
             try unpermuteRoPERows(t, heads: heads, headDim: cfg.headDim)
             return t
