@@ -54,7 +54,7 @@ private func fd(_ x: UnsafeMutablePointer<Float>, _ i: Int, eps: Float, _ f: () 
         let dw = try Tensor(zeros: w.shape), db = try Tensor(zeros: [O]), dx = try Tensor(zeros: [N, I])
         var rng = Rng(seed: 3)
         for t in [w, b, x, r] { fillNormal(t.data, t.count, std: 1, rng: &rng) }
-        let lin = Linear(weight: w.data, bias: b.data, inFeatures: I, outFeatures: O, transposed: transposed)
+        let lin = FrozenLinear(weight: w.data, bias: b.data, inFeatures: I, outFeatures: O, transposed: transposed)
         func loss() -> Double {
             lin.forward(out: y.data, inp: x.data, rows: N)
             return (0..<y.count).reduce(0.0) { $0 + Double(y.data[$1]) * Double(r.data[$1]) }

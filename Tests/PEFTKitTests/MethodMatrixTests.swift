@@ -166,7 +166,7 @@ private func perturb(_ slot: AdapterSlot, seed: UInt64) {
         perturb(try model.engine.adapter(named: "a"), seed: 2)
         let ids = TS.ids(2 * 6, vocab: cfg.vocabSize, seed: 8)
         let base = try model.forward(inputIDs: ids, batch: 2, seqLen: 6).logits
-        let baseW = model.engine.weights.layers.map { l in LinearSite.allCases.compactMap { $0.linear(l)?.weight } }
+        let baseW = (0..<model.engine.config.numLayers).map { l in LinearSite.allCases.compactMap { model.engine.weights.linear(l, $0)?.weight } }
         try model.setActiveAdapter("a")
         let unmerged = try model.forward(inputIDs: ids, batch: 2, seqLen: 6).logits
         try model.mergeAdapter(name: "a")
@@ -181,7 +181,7 @@ private func perturb(_ slot: AdapterSlot, seed: UInt64) {
         #expect(TS.maxAbsDiff(unmerged, base) > 1e-3)
         try model.unmergeAdapter(name: "a")
         #expect(try model.forward(inputIDs: ids, batch: 2, seqLen: 6).logits == base)
-        let w2 = model.engine.weights.layers.map { l in LinearSite.allCases.compactMap { $0.linear(l)?.weight } }
+        let w2 = (0..<model.engine.config.numLayers).map { l in LinearSite.allCases.compactMap { model.engine.weights.linear(l, $0)?.weight } }
         #expect(baseW == w2)
         for (n, t) in model.engine.weights.named {
             _ = n

@@ -12,7 +12,7 @@ enum Target {
         let cfg = ModelConfig(architecture: .gpt2, vocabSize: 8, hiddenSize: 4, numLayers: 1, numHeads: 1, maxPositions: 4)
         dir = Fuzz.tempDir()
         try writeFileAtomically(path: dir + "/config.json", bytes: try configJSON(for: cfg))
-        let tensors = BaseWeights.manifest(cfg)
+        let tensors = cfg.architecture.weights.tensors(cfg)
         let half = tensors.count / 2
         var map: [String: JSONValue] = [:]
         for (i, part) in [tensors[..<half], tensors[half...]].enumerated() {

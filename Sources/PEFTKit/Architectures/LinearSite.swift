@@ -13,53 +13,19 @@ enum LinearSite: Int, CaseIterable {
 
     static let count = 10
 
-    /// The module path of this site inside layer `l`, as transformers names it.
+    /// The module path of this site inside layer `l`, as transformers names it (the architecture's table).
     func module(_ arch: Architecture, layer l: Int) -> String {
-        switch arch {
-        case .gpt2:
-            let p = "transformer.h.\(l)."
-            switch self {
-            case .qkv: return p + "attn.c_attn"
-            case .o: return p + "attn.c_proj"
-            case .fc: return p + "mlp.c_fc"
-            case .proj: return p + "mlp.c_proj"
-            default: return p + "?"
-            }
-        case .llama:
-            let p = "model.layers.\(l)."
-            switch self {
-            case .q: return p + "self_attn.q_proj"
-            case .k: return p + "self_attn.k_proj"
-            case .v: return p + "self_attn.v_proj"
-            case .o: return p + "self_attn.o_proj"
-            case .gate: return p + "mlp.gate_proj"
-            case .up: return p + "mlp.up_proj"
-            case .down: return p + "mlp.down_proj"
-            default: return p + "?"
-            }
-        }
+        arch.weights.module(self, layer: l) ?? arch.weights.layerPrefix(l) + "?"
     }
 
     /// The short name users give in target lists (`c_attn`, `attn.c_proj`, `q_proj`, ...).
     func shortName(_ arch: Architecture) -> String {
-        switch (arch, self) {
-        case (.gpt2, .qkv): return "c_attn"
-        case (.gpt2, .o): return "attn.c_proj"
-        case (.gpt2, .fc): return "c_fc"
-        case (.gpt2, .proj): return "mlp.c_proj"
-        case (.llama, .q): return "q_proj"
-        case (.llama, .k): return "k_proj"
-        case (.llama, .v): return "v_proj"
-        case (.llama, .o): return "o_proj"
-        case (.llama, .gate): return "gate_proj"
-        case (.llama, .up): return "up_proj"
-        case (.llama, .down): return "down_proj"
-        default: return "?"
-        }
+        arch.weights.shortName(self) ?? "?"
     }
 
+    /// The sites of one layer of `arch`, in forward order.
     static func sites(_ arch: Architecture) -> [LinearSite] {
-        arch == .gpt2 ? [.qkv, .o, .fc, .proj] : [.q, .k, .v, .o, .gate, .up, .down]
+        arch.weights.sites
     }
 
     /// (in, out) features of the linear at this site in a model of shape `m`.

@@ -27,35 +27,18 @@ extension Engine {
             }
             cache.length = P
         }
-        let V = config.vocabSize, C = config.hiddenSize
+        let V = config.vocabSize
         let Tp = Vt + prompt.count
-        // Buffers sized for the prompt; decode steps reuse them with tq = 1. Making them re-sizes the adapter's
-        // inference state, so the engine's cached forward buffers (sized for another shape) must go too.
-        inferBuffers = nil
-        let buf = try InferBuffers(engine: self, batch: 1, tq: Tp, tk: total, adapter: adapter, cached: true)
+        // Buffers sized for the prompt; decode steps reuse them with tq = 1.
+        let buf = try buffers.generation(engine: self, tq: Tp, tk: total, adapter: adapter)
         let logits = try Storage.allocate(floats: V)
         var sampler = Sampler(config: g, vocab: V)
         var out: [Int32] = []
         out.reserveCapacity(maxNew)
 
         func step(_ ids: UnsafePointer<Int32>, _ T: Int, first: Bool) {
-            let past = cache.length
-            let rows = first ? T + Vt : T
-            if first {
-                embedSequence(buf.streams[0], ids: ids, batch: 1, seqLen: T, pastLen: past, adapter: adapter)
-            } else {
-                embed(buf.streams[0], ids: ids, rows: T, seqLen: T, pastLen: past)
-            }
-            var cur = 0
-            let pass = PassInfo(rows: rows, slot: 0, training: false)
-            for l in 0..<config.numLayers {
-                forwardLayer(l, x: buf.streams[cur], out: buf.streams[1 - cur], a: &buf.acts, batch: 1, seqLen: rows,
-                             pastLen: past, cache: cache, adapter: adapter, pass: pass)
-                cur = 1 - cur
-            }
-            cache.length += rows
-            let last = buf.streams[cur] + (rows - 1) * C
-            finalNorm(out: buf.lnf, mean: buf.lnfMean, rstd: buf.lnfRstd, inp: last, rows: 1)
+            runStack(ids: ids, batch: 1, seqLen: T, virtual: first, adapter: adapter, buffers: .infer(buf), cache: cache,
+                     lastRowOnly: true)
             weights.lmHead.forward(out: logits.floats, inp: buf.lnf, rows: 1)
         }
 

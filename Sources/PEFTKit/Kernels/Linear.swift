@@ -1,14 +1,41 @@
 import COpenBLAS
 
-/// A dense layer `y = x·Wᵀ + b` whose weight is stored either as `nn.Linear` ([out, in]) or as GPT-2's
-/// `Conv1D` ([in, out]). Both layouts are used in place through the BLAS transpose flags: no copies.
-struct Linear {
-    var weight: UnsafeMutablePointer<Float>
+/// Where a frozen linear's weight lives and in which number format. Today every weight is fp32, either
+/// memory-mapped from the model file or owned (a copy made for a merge or for full fine-tuning). F16/BF16
+/// tensors and GGUF quantized blocks become further cases: each brings its own widening before the GEMM, and
+/// every caller of `FrozenLinear` stays as it is.
+enum WeightStorage {
+    /// fp32, in the layout given by `FrozenLinear.transposed`.
+    case f32(UnsafeMutablePointer<Float>)
+}
+
+/// A dense layer `y = x·Wᵀ + b` of the base model whose weight is stored either as `nn.Linear` ([out, in]) or
+/// as GPT-2's `Conv1D` ([in, out]). Both layouts are used in place through the BLAS transpose flags: no copies.
+/// Frozen under adapter training (`backwardInput` only: the dX half of the backward); full fine-tuning also
+/// calls `backwardWeights` (dW) with a gradient view of the same layout.
+struct FrozenLinear {
+    var storage: WeightStorage
     var bias: UnsafeMutablePointer<Float>?
     let inFeatures: Int
     let outFeatures: Int
     /// True when the weight is stored [in, out] (HF `Conv1D`), false for [out, in] (`nn.Linear`).
     let transposed: Bool
+
+    init(weight: UnsafeMutablePointer<Float>, bias: UnsafeMutablePointer<Float>?, inFeatures: Int, outFeatures: Int,
+         transposed: Bool) {
+        storage = .f32(weight)
+        self.bias = bias
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        self.transposed = transposed
+    }
+
+    /// The fp32 weight (what merging copies and edits, and what a gradient view points at). Setting it
+    /// makes the storage fp32.
+    var weight: UnsafeMutablePointer<Float> {
+        get { switch storage { case .f32(let w): return w } }
+        set { storage = .f32(newValue) }
+    }
 
     /// out[N, outF] = inp[N, inF] · W (+ b). `ldi`/`ldo` are row strides (default: packed).
     func forward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, rows n: Int, ldi: Int? = nil, ldo: Int? = nil) {
@@ -29,6 +56,7 @@ struct Linear {
     /// out = beta·out + inp·W (no bias).
     func linearForwardGEMM(out: UnsafeMutablePointer<Float>, ldo: Int, inp: UnsafePointer<Float>, ldi: Int, rows n: Int, beta: Float) {
         guard n > 0 else { return }
+        let weight = self.weight  // the one storage today; a widened tile per format comes here
         if n == 1 {
             // One row (decode): a matrix-vector product. OpenBLAS 0.3.21's sgemm packs the whole weight even
             // for M = 1, reading it twice; sgemv streams it once, split over its threads.
@@ -56,6 +84,7 @@ struct Linear {
         guard n > 0 else { return }
         let lddi = lddi ?? inFeatures, lddo = lddo ?? outFeatures
         let beta: Float = accumulate ? 1 : 0
+        let weight = self.weight  // the one storage today; a widened tile per format comes here
         if transposed {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(inFeatures), Int32(outFeatures),
                         1, dout, Int32(lddo), weight, Int32(outFeatures), beta, dinp, Int32(lddi))

@@ -15,115 +15,38 @@ final class AdapterSlot {
     var parameterCount: Int { adapter.parameterCount }
 }
 
-/// Buffers for one (batch, seqLen, adapter) training shape. `seqLen` counts virtual tokens; keys per row are
-/// `prefix + seqLen`.
-final class TrainBuffers {
-    let batch: Int, seqLen: Int, prefix: Int, lowest: Int
-    let adapterID: ObjectIdentifier?
-    let pool = BufferPool()
-    /// streams[i] is the input of layer lowest + i; the last is the final stream.
-    var streams: [UnsafeMutablePointer<Float>] = []
-    var low: [UnsafeMutablePointer<Float>] = []
-    var lowActs: LayerActs
-    var acts: [LayerActs] = []
-    var lnf, lnfMean, lnfRstd, dlnf: UnsafeMutablePointer<Float>
-    var logits: UnsafeMutablePointer<Float>
-    var targets: UnsafeMutablePointer<Int32>
-    private let targetStorage: Storage
-    var scratch: BackwardScratch
-    /// Rows per LM-head chunk in evaluation and generation (logits buffer: headChunk × vocab floats).
-    static let headChunk = 128
-    /// Rows per LM-head chunk in training. OpenBLAS re-packs the whole [vocab, C] head weight for every
-    /// chunk; 512 rows pay that four times less often than 128, for 3× more logits memory (GPT-2: 100 MB).
-    static let trainHeadChunk = 512
-
-    /// `adapter` nil = full fine-tuning (every layer trained, no hooks).
-    init(engine e: Engine, batch: Int, seqLen: Int, adapter: Adapter?) throws {
-        let c = e.config
-        self.batch = batch; self.seqLen = seqLen
-        prefix = adapter?.prefixLength ?? 0
-        lowest = max(0, adapter?.lowestLayer ?? 0)
-        adapterID = adapter.map { ObjectIdentifier($0) }
-        let N = batch * seqLen, C = c.hiddenSize, tk = prefix + seqLen
-        for _ in lowest...c.numLayers { streams.append(try pool.take(N * C)) }
-        if lowest > 0 {
-            low = [try pool.take(N * C), try pool.take(N * C)]
-        }
-        lowActs = try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix)
-        let sharedH1 = try pool.take(N * C), sharedH2 = try pool.take(N * C)
-        for l in lowest..<c.numLayers {
-            acts.append(try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix,
-                                      sharedH1: adapter?.hasUnit(l, .attention) == true ? nil : sharedH1,
-                                      sharedH2: adapter?.hasUnit(l, .output) == true ? nil : sharedH2))
-        }
-        lnf = try pool.take(N * C); lnfMean = try pool.take(N); lnfRstd = try pool.take(N); dlnf = try pool.take(N * C)
-        logits = try pool.take(min(N, TrainBuffers.trainHeadChunk) * c.vocabSize)
-        targetStorage = try Storage.allocate(bytes: N * 4)
-        targets = targetStorage.base.assumingMemoryBound(to: Int32.self)
-        scratch = try BackwardScratch(pool: pool, config: c, rows: N, batch: batch, seqLen: seqLen, keys: tk)
-        try adapter?.prepare(rows: N, batch: batch, seqLen: seqLen, slots: c.numLayers, training: true)
-    }
-}
-
-/// Buffers for inference at a given (rows, tq, tk) capacity.
-final class InferBuffers {
-    let batch: Int, tq: Int, tk: Int
-    let pool = BufferPool()
-    var streams: [UnsafeMutablePointer<Float>]
-    var acts: LayerActs
-    var lnf, lnfMean, lnfRstd: UnsafeMutablePointer<Float>
-    var logits: UnsafeMutablePointer<Float>
-    var targets: UnsafeMutablePointer<Int32>
-    private let targetStorage: Storage
-    let adapterID: ObjectIdentifier?
-
-    init(engine e: Engine, batch: Int, tq: Int, tk: Int, adapter: Adapter?, cached: Bool) throws {
-        let c = e.config
-        self.batch = batch; self.tq = tq; self.tk = tk
-        adapterID = adapter.map { ObjectIdentifier($0) }
-        let N = batch * tq, C = c.hiddenSize
-        streams = [try pool.take(N * C), try pool.take(N * C)]
-        acts = try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: tq, tk: tk,
-                             prefix: cached ? 0 : (adapter?.prefixLength ?? 0))
-        lnf = try pool.take(N * C); lnfMean = try pool.take(N); lnfRstd = try pool.take(N)
-        logits = try pool.take(min(N, TrainBuffers.headChunk) * c.vocabSize)
-        targetStorage = try Storage.allocate(bytes: N * 4)
-        targets = targetStorage.base.assumingMemoryBound(to: Int32.self)
-        try adapter?.prepare(rows: N, batch: batch, seqLen: tq, slots: 1, training: false)
-    }
-}
-
 /// Internal owner of weights, adapters and buffers. `Model` is its public face.
 final class Engine {
     let config: ModelConfig
-    var weights: BaseWeights
-    let rope: RopeTable?
+    /// The base weights, of the architecture's own type (see `Architectures/ArchitectureRegistry.swift`).
+    var weights: any ModelWeights
     var adapters: [AdapterSlot] = []
     var activeName: String? = nil
-    var trainBuffers: TrainBuffers?
+    /// Activation and workspace buffers kept between calls; `buffers.invalidate()` drops them.
+    let buffers = BufferCache()
     /// Adapters merged into the base weights, oldest first.
     var merges: [MergeRecord] = []
-    var inferBuffers: InferBuffers?
     /// Set while every base weight is trained (`enableFullFineTuning`).
     var full: FullTuning?
     /// Gradients of a split train step waiting for `applyGradients`.
     var pending: PendingGradients?
 
-    init(config: ModelConfig, weights: BaseWeights) throws {
+    init(config: ModelConfig, weights: any ModelWeights) throws {
         self.config = config
         self.weights = weights
-        rope = config.architecture == .llama
-            ? try RopeTable(theta: config.ropeTheta, headDim: config.headDim, maxPositions: config.maxPositions) : nil
     }
+
+    /// The rotary table of architectures with rotary positions.
+    var rope: RopeTable? { weights.rope }
 
     convenience init(randomConfig: ModelConfig, seed: UInt64, initStd: Float = 0.02) throws {
         try randomConfig.validate()
-        try self.init(config: randomConfig, weights: try BaseWeights.random(config: randomConfig, seed: seed, std: initStd))
+        try self.init(config: randomConfig, weights: try randomWeights(config: randomConfig, seed: seed, std: initStd))
     }
 
     convenience init(loadingFolder path: String) throws {
         let (cfg, set) = try loadHFFolder(path: path)
-        let w = try BaseWeights(config: cfg) { name, shape in
+        let w = try loadWeights(config: cfg) { name, shape in
             let t = try set.tensor(name)
             guard t.shape == shape else {
                 throw PEFTKitError.format("tensor '\(name)' in '\(path)' has shape \(t.shape), expected \(shape)")
@@ -167,8 +90,7 @@ final class Engine {
         guard !s.merged else { throw PEFTKitError.state("adapter '\(name)' is merged: unmerge it before removing it") }
         adapters.removeAll { $0 === s }
         if activeName == name { activeName = nil }
-        trainBuffers = nil
-        inferBuffers = nil
+        buffers.invalidate()
     }
 
     func setActive(_ name: String?) throws {
@@ -231,73 +153,22 @@ final class Engine {
         return count
     }
 
-    // MARK: forward
-
-    func embed(_ out: UnsafeMutablePointer<Float>, ids: UnsafePointer<Int32>, rows N: Int, seqLen T: Int, pastLen: Int) {
-        embeddingForward(out, ids, weights.wte, weights.wpe, N, T, config.hiddenSize, pastLen)
-    }
-
-    /// Embeds `B` rows of `T` ids behind `V` virtual tokens of `adapter` (prompt tuning): row b of the output
-    /// holds [prompt; embed(ids)] at positions pastLen..<pastLen+V+T, [B·(V+T), C].
-    func embedSequence(_ out: UnsafeMutablePointer<Float>, ids: UnsafePointer<Int32>, batch B: Int, seqLen T: Int,
-                       pastLen: Int, adapter: Adapter?) {
-        let V = adapter?.virtualTokens ?? 0
-        guard V > 0, let ad = adapter else {
-            embed(out, ids: ids, rows: B * T, seqLen: T, pastLen: pastLen)
-            return
-        }
-        let C = config.hiddenSize, Tp = V + T
-        let prompt = ad.promptEmbeddings()
-        for b in 0..<B {
-            let row = out + b * Tp * C
-            row.update(from: prompt, count: V * C)
-            if let wpe = weights.wpe {
-                for t in 0..<V { addInPlace(row + t * C, wpe + (pastLen + t) * C, C) }
-            }
-            embed(row + V * C, ids: ids + b * T, rows: T, seqLen: T, pastLen: pastLen + V)
-        }
-    }
-
-    func finalNorm(out: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
-                   inp: UnsafeMutablePointer<Float>, rows N: Int) {
-        let C = config.hiddenSize
-        if config.architecture == .gpt2 {
-            layerNormForward(out, mean, rstd, inp, weights.normFW, weights.normFB!, N, C, config.normEps)
-        } else {
-            rmsNormForward(out, rstd, inp, weights.normFW, N, C, config.normEps)
-        }
-    }
+    // MARK: evaluation
 
     func evaluate(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>?, batch B: Int, seqLen T: Int,
                   logits: UnsafeMutableBufferPointer<Float>?) throws -> EvalResult {
         let adapter = active?.adapter
         let Vt = adapter?.virtualTokens ?? 0, P = adapter?.prefixLength ?? 0
-        try checkShape(batch: B, seqLen: T, extra: Vt + P)
+        try validateBatch(inputIDs: inputIDs, labels: labels, batch: B, seqLen: T, adapter: adapter)
         let N = B * T, V = config.vocabSize, C = config.hiddenSize
-        try checkTokens(inputIDs, count: N, what: "input_ids")
-        if let labels { try checkLabels(labels, count: N) }
         if let logits {
             try require(logits.count >= N * V, "logits buffer holds \(logits.count) floats, needs \(N * V)")
         }
         adapter?.beginPass(training: false)
-        let Tp = T + Vt, Np = B * Tp
-        let buf: InferBuffers
-        if let b = inferBuffers, b.batch == B, b.tq == Tp, b.tk == Tp + P, b.adapterID == adapter.map({ ObjectIdentifier($0) }) {
-            buf = b
-        } else {
-            inferBuffers = nil
-            buf = try InferBuffers(engine: self, batch: B, tq: Tp, tk: Tp + P, adapter: adapter, cached: false)
-            inferBuffers = buf
-        }
-        embedSequence(buf.streams[0], ids: inputIDs.baseAddress!, batch: B, seqLen: T, pastLen: P, adapter: adapter)
-        var cur = 0
-        let pass = PassInfo(rows: Np, slot: 0, training: false)
-        for l in 0..<config.numLayers {
-            forwardLayer(l, x: buf.streams[cur], out: buf.streams[1 - cur], a: &buf.acts, batch: B, seqLen: Tp, pastLen: P,
-                         cache: nil, adapter: adapter, pass: pass)
-            cur = 1 - cur
-        }
-        finalNorm(out: buf.lnf, mean: buf.lnfMean, rstd: buf.lnfRstd, inp: buf.streams[cur], rows: Np)
+        let Tp = T + Vt
+        let buf = try buffers.inference(engine: self, batch: B, tq: Tp, tk: Tp + P, adapter: adapter)
+        guard let ids = inputIDs.baseAddress else { throw PEFTKitError.invalidArgument("input_ids is empty") }
+        runStack(ids: ids, batch: B, seqLen: T, virtual: true, adapter: adapter, buffers: .infer(buf))
         let lab = labels ?? inputIDs
         let count = fillTargets(buf.targets, labels: lab, rowStart: 0, rows: B, seqLen: T, virtual: Vt)
         var lossSum = 0.0

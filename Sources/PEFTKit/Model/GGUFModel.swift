@@ -1,5 +1,6 @@
 // Llama-architecture models stored as GGUF: the model configuration from the file's metadata, GGUF
-// tensor names mapped to the Hugging Face names `BaseWeights` uses, and the Q/K row order restored.
+// tensor names mapped to the Hugging Face names the weights use (`LlamaWeights`' one table), and the Q/K row
+// order restored.
 //
 // GGUF files converted from Hugging Face checkpoints store the rows of each attention head's query and
 // key projections interleaved (pair members adjacent: rows 2j and 2j+1 of a head hold HF rows j and
@@ -101,13 +102,10 @@ public func modelConfig(fromGGUF file: GGUFFile) throws -> ModelConfig {
     return config
 }
 
-/// GGUF llama tensor names (without `.weight` / `.bias`) and their Hugging Face `LlamaForCausalLM` names.
-private let ggufGlobalNames = ["token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"]
-private let ggufLayerNames = [
-    "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
-    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
-]
+/// GGUF llama tensor names (without `.weight` / `.bias`) and their Hugging Face `LlamaForCausalLM` names, from
+/// the architecture's table.
+private let ggufGlobalNames = Dictionary(uniqueKeysWithValues: LlamaWeights.globalNames.map { ($0.gguf, $0.hf) })
+private let ggufLayerNames = Dictionary(uniqueKeysWithValues: LlamaWeights.layerNames.map { ($0.gguf, $0.hf) })
 
 /// The Hugging Face name of a GGUF llama tensor (`blk.3.attn_q.weight` → `model.layers.3.self_attn.q_proj.weight`),
 /// or nil for names PEFTKit does not know.
@@ -119,7 +117,7 @@ func huggingFaceName(ofGGUFTensor name: String) -> String? {
     }
     if parts.count == 4, parts[0] == "blk", let layer = Int(parts[1]), layer >= 0, String(layer) == parts[1],
        let p = ggufLayerNames[parts[2]] {
-        return "model.layers.\(layer).\(p).\(last)"
+        return "\(LlamaWeights.layerPrefix(layer))\(p).\(last)"
     }
     return nil
 }
@@ -187,7 +185,7 @@ extension Engine {
             ggufNames[hf] = t.name
         }
         var used = Set<String>()
-        let weights = try BaseWeights(config: cfg) { name, shape in
+        let weights = try loadWeights(config: cfg) { name, shape in
             guard let g = ggufNames[name], let info = file.info(g) else {
                 throw PEFTKitError.format("\(source) has no tensor '\(ggufName(ofHuggingFaceTensor: name) ?? name)' "
                     + "(Hugging Face '\(name)'), which the model needs")
@@ -197,15 +195,7 @@ extension Engine {
                     + "expected shape \(shape) for '\(name)'")
             }
             used.insert(g)
-            let heads: Int?
-            if name.contains(".self_attn.q_proj.") {
-                heads = cfg.numHeads
-            } else if name.contains(".self_attn.k_proj.") {
-                heads = cfg.numKVHeads
-            } else {
-                heads = nil
-            }
-            guard let heads else { return try file.tensor(g) }
+            guard let heads = LlamaWeights.ggufRoPEHeads(name, cfg) else { return try file.tensor(g) }
             let t = try file.tensor(g, copy: true)
             try unpermuteRoPERows(t, heads: heads, headDim: cfg.headDim)
             return t

@@ -21,7 +21,7 @@ extension Engine {
         let edits = mergeable.mergeEdits()
         var rec = MergeRecord(name: name)
         for e in edits {
-            guard var lin = e.site.linear(weights.layers[e.layer]) else { continue }
+            guard var lin = weights.linear(e.layer, e.site) else { continue }
             let wn = lin.inFeatures * lin.outFeatures
             let ws = try Storage.allocate(floats: wn)
             ws.floats.update(from: lin.weight, count: wn)
@@ -40,8 +40,7 @@ extension Engine {
         }
         merges.append(rec)
         slot.merged = true
-        trainBuffers = nil
-        inferBuffers = nil
+        buffers.invalidate()
     }
 
     /// Restores the weights replaced by the latest merge, which must be `name`'s.
@@ -52,30 +51,18 @@ extension Engine {
             throw PEFTKitError.state("adapter '\(last.name)' was merged after '\(name)': unmerge it first")
         }
         for r in last.replaced.reversed() {
-            guard var lin = r.site.linear(weights.layers[r.layer]) else { continue }
+            guard var lin = weights.linear(r.layer, r.site) else { continue }
             lin.weight = r.weight
             lin.bias = r.bias
             setLinear(r.layer, r.site, lin)
         }
         merges.removeLast()
         slot.merged = false
-        trainBuffers = nil
-        inferBuffers = nil
+        buffers.invalidate()
     }
 
-    func setLinear(_ l: Int, _ site: LinearSite, _ lin: Linear) {
-        switch site {
-        case .qkv: weights.layers[l].qkv = lin
-        case .q: weights.layers[l].q = lin
-        case .k: weights.layers[l].k = lin
-        case .v: weights.layers[l].v = lin
-        case .o: weights.layers[l].o = lin
-        case .fc: weights.layers[l].fc = lin
-        case .proj: weights.layers[l].proj = lin
-        case .gate: weights.layers[l].gate = lin
-        case .up: weights.layers[l].up = lin
-        case .down: weights.layers[l].down = lin
-        }
+    func setLinear(_ l: Int, _ site: LinearSite, _ lin: FrozenLinear) {
+        weights.setLinear(l, site, lin)
     }
 
     /// Forward pass where row b uses adapter `adapters[b]` (nil = base model): rows are grouped by adapter and

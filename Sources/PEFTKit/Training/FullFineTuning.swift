@@ -2,8 +2,8 @@
 // baseline adapter methods are measured against, and what pre-training a small model needs.
 //
 // Layout (llm.c style): the base weights are copied into one owned block, in the order of
-// `BaseWeights.manifest`; gradients and both AdamW moments are blocks of the same size and layout, so the
-// optimiser is one flat loop and `gradWeights` (a `BaseWeights` whose pointers lie in the gradient block) gives
+// the architecture's tensor table (`ModelWeights.tensors`); gradients and both AdamW moments are blocks of the same size and layout, so the
+// optimiser is one flat loop and `gradWeights` (weights of the same architecture whose pointers lie in the gradient block) gives
 // each backward kernel the gradient of exactly the tensor it reads. A memory-mapped base is copied, never
 // written: the file stays untouched.
 
@@ -14,15 +14,15 @@ final class FullTuning {
     /// Its gradients, moments and step count.
     let opt: OptimizerState
     /// Views of the gradient block with the layout of the engine's weights (tied LM head = the embedding's gradient).
-    let gradWeights: BaseWeights
+    let gradWeights: any ModelWeights
 
     /// Copies `weights` into an owned block and returns the new weights (pointing into it) with the state.
-    static func make(config c: ModelConfig, weights: BaseWeights) throws -> (FullTuning, BaseWeights) {
+    static func make(config c: ModelConfig, weights: any ModelWeights) throws -> (FullTuning, any ModelWeights) {
         var offsets: [String: Int] = [:]
         var total = 0
-        for (name, shape) in BaseWeights.manifest(c) {
-            offsets[name] = total
-            let n = shape.reduce(1, *)
+        for spec in c.architecture.weights.tensors(c) {
+            offsets[spec.name] = total
+            let n = spec.shape.reduce(1, *)
             total += (n + 15) / 16 * 16  // every tensor starts 64-byte aligned
         }
         let params = try Storage.allocate(floats: total)
@@ -30,7 +30,7 @@ final class FullTuning {
         let grads = opt.grads
         var source: [String: Tensor] = [:]
         for (name, t) in weights.named { source[name] = t }
-        let owned = try BaseWeights(config: c) { name, shape in
+        let owned = try loadWeights(config: c) { name, shape in
             guard let src = source[name], let off = offsets[name] else {
                 throw PEFTKitError.state("base tensor '\(name)' is missing")
             }
@@ -38,19 +38,20 @@ final class FullTuning {
             t.data.update(from: src.data, count: t.count)
             return t
         }
-        let gw = try BaseWeights(config: c) { name, shape in
-            Tensor(shape: shape, data: grads.floats + offsets[name]!, storage: grads)
+        let gw = try loadWeights(config: c) { name, shape in
+            guard let off = offsets[name] else { throw PEFTKitError.state("base tensor '\(name)' is missing") }
+            return Tensor(shape: shape, data: grads.floats + off, storage: grads)
         }
         return (FullTuning(params: params, opt: opt, gradWeights: gw), owned)
     }
 
-    private init(params: Storage, opt: OptimizerState, gradWeights: BaseWeights) {
+    private init(params: Storage, opt: OptimizerState, gradWeights: any ModelWeights) {
         self.params = params; self.opt = opt; self.gradWeights = gradWeights
     }
 
     /// Trainable parameters (the padding between tensors is not counted).
     static func parameterCount(_ c: ModelConfig) -> Int {
-        BaseWeights.manifest(c).reduce(0) { $0 + $1.shape.reduce(1, *) }
+        c.architecture.weights.tensors(c).reduce(0) { $0 + $1.shape.reduce(1, *) }
     }
 }
 
@@ -63,13 +64,12 @@ extension Engine {
         let (ft, owned) = try FullTuning.make(config: config, weights: weights)
         weights = owned
         full = ft
-        trainBuffers = nil
-        inferBuffers = nil
+        buffers.invalidate()
     }
 
     func disableFullFineTuning() {
         full = nil
-        trainBuffers = nil
+        buffers.invalidate()
     }
 }
 

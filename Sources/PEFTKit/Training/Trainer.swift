@@ -131,39 +131,16 @@ extension Engine {
     /// Forward and backward of rows [rowStart, rowStart + rows); returns the summed loss of those rows.
     /// Adapter gradients accumulate into `grads`; with `fullGrads` (full fine-tuning, no adapter) every base
     /// weight's gradient accumulates into its view there.
-    func forwardBackward(adapter: Adapter?, grads: UnsafeMutablePointer<Float>, fullGrads: BaseWeights?, ids: UnsafePointer<Int32>,
-                         labels: UnsafeBufferPointer<Int32>, rowStart: Int, rows B: Int, seqLen T: Int,
-                         gradScale: Float) throws -> Double {
-        let c = config
+    func forwardBackward(adapter: Adapter?, grads: UnsafeMutablePointer<Float>, fullGrads: (any ModelWeights)?,
+                         ids: UnsafePointer<Int32>, labels: UnsafeBufferPointer<Int32>, rowStart: Int, rows B: Int,
+                         seqLen T: Int, gradScale: Float) throws -> Double {
+        let c = config, w = weights
         let Vt = adapter?.virtualTokens ?? 0, P = adapter?.prefixLength ?? 0
         let Tp = T + Vt
         let N = B * Tp, C = c.hiddenSize, V = c.vocabSize, L = c.numLayers
-        let buf: TrainBuffers
-        if let b = trainBuffers, b.batch == B, b.seqLen == Tp, b.adapterID == adapter.map({ ObjectIdentifier($0) }) {
-            buf = b
-        } else {
-            trainBuffers = nil
-            inferBuffers = nil
-            buf = try TrainBuffers(engine: self, batch: B, seqLen: Tp, adapter: adapter)
-            trainBuffers = buf
-        }
+        let buf = try buffers.training(engine: self, batch: B, seqLen: Tp, adapter: adapter)
         let lo = buf.lowest
-        // Layers below the lowest adapted one: forward only, shared scratch.
-        let first = lo == 0 ? buf.streams[0] : buf.low[0]
-        embedSequence(first, ids: ids, batch: B, seqLen: T, pastLen: P, adapter: adapter)
-        var cur = first
-        for l in 0..<lo {
-            let out = l == lo - 1 ? buf.streams[0] : (cur == buf.low[0] ? buf.low[1] : buf.low[0])
-            forwardLayer(l, x: cur, out: out, a: &buf.lowActs, batch: B, seqLen: Tp, pastLen: P, cache: nil, adapter: adapter,
-                         pass: PassInfo(rows: N, slot: l, training: false))
-            cur = out
-        }
-        for l in lo..<L {
-            forwardLayer(l, x: buf.streams[l - lo], out: buf.streams[l - lo + 1], a: &buf.acts[l - lo], batch: B, seqLen: Tp,
-                         pastLen: P, cache: nil, adapter: adapter, pass: PassInfo(rows: N, slot: l, training: true))
-        }
-        let top = buf.streams[L - lo]
-        finalNorm(out: buf.lnf, mean: buf.lnfMean, rstd: buf.lnfRstd, inp: top, rows: N)
+        let top = runStack(ids: ids, batch: B, seqLen: T, virtual: true, adapter: adapter, buffers: .train(buf))
         _ = fillTargets(buf.targets, labels: labels, rowStart: rowStart, rows: B, seqLen: T, virtual: Vt)
 
         // LM head + loss in row chunks; the logits' gradient goes straight into dlnf.
@@ -171,31 +148,29 @@ extension Engine {
         var r0 = 0
         while r0 < N {
             let rows = min(TrainBuffers.trainHeadChunk, N - r0)
-            weights.lmHead.forward(out: buf.logits, inp: buf.lnf + r0 * C, rows: rows)
+            w.lmHead.forward(out: buf.logits, inp: buf.lnf + r0 * C, rows: rows)
             let (s, _) = crossEntropyForwardBackward(logits: buf.logits, losses: nil, targets: buf.targets + r0, N: rows, V: V,
                                                      gradScale: gradScale, computeGrad: true)
             lossSum += s
-            weights.lmHead.backwardInput(dinp: buf.dlnf + r0 * C, dout: buf.logits, rows: rows, accumulate: false)
-            fullGrads?.lmHead.backwardWeights(dweight: fullGrads!.lmHead.weight, dbias: nil, dout: buf.logits,
-                                              inp: buf.lnf + r0 * C, rows: rows)
+            w.lmHead.backwardInput(dinp: buf.dlnf + r0 * C, dout: buf.logits, rows: rows, accumulate: false)
+            if let head = fullGrads?.lmHead {
+                head.backwardWeights(dweight: head.weight, dbias: nil, dout: buf.logits, inp: buf.lnf + r0 * C, rows: rows)
+            }
             r0 += rows
         }
         // Final norm backward (frozen: input gradient only).
         let d = buf.scratch.d
         d.update(repeating: 0, count: N * C)
-        if c.architecture == .gpt2 {
-            layerNormBackward(d, fullGrads?.normFW, fullGrads?.normFB, buf.dlnf, top, weights.normFW, buf.lnfMean, buf.lnfRstd, N, C)
-        } else {
-            rmsNormBackward(d, fullGrads?.normFW, buf.dlnf, top, weights.normFW, buf.lnfRstd, N, C)
-        }
+        w.finalNormBackward(dinp: d, grads: fullGrads, dout: buf.dlnf, inp: top, mean: buf.lnfMean, rstd: buf.lnfRstd, rows: N)
         // Down to the lowest adapted layer, and no further.
         for l in stride(from: L - 1, through: lo, by: -1) {
-            backwardLayer(l, x: buf.streams[l - lo], a: buf.acts[l - lo], s: buf.scratch, batch: B, seqLen: Tp, pastLen: P,
-                          adapter: adapter, grads: grads, fullGrads: fullGrads, pass: PassInfo(rows: N, slot: l, training: true))
+            let ctx = LayerContext(config: c, adapter: adapter, grads: grads, pass: PassInfo(rows: N, slot: l, training: true),
+                                   batch: B, seqLen: Tp, pastLen: P, cache: nil)
+            w.backwardLayer(l, ctx, x: buf.streams[l - lo], a: buf.acts[l - lo], s: buf.scratch, grads: fullGrads)
         }
         if let gw = fullGrads {
             // d now holds dL/d(embeddings).
-            embeddingBackward(gw.wte, gw.wpe, d, ids, N, T, C, 0)
+            w.embedBackward(into: gw, d, ids: ids, rows: N, seqLen: T)
         }
         if Vt > 0, let adapter {
             // d now holds dL/d(embeddings): the virtual tokens' rows are the prompt's gradient.

@@ -160,11 +160,11 @@ final class BottleneckAdapter: Adapter {
         }
     }
 
-    func down(_ u: BottleneckUnitLayout, _ base: UnsafeMutablePointer<Float>) -> Linear {
-        Linear(weight: base + u.downW, bias: base + u.downB, inFeatures: hidden, outFeatures: bottleneck, transposed: false)
+    func down(_ u: BottleneckUnitLayout, _ base: UnsafeMutablePointer<Float>) -> FrozenLinear {
+        FrozenLinear(weight: base + u.downW, bias: base + u.downB, inFeatures: hidden, outFeatures: bottleneck, transposed: false)
     }
-    func up(_ u: BottleneckUnitLayout, _ base: UnsafeMutablePointer<Float>) -> Linear {
-        Linear(weight: base + u.upW, bias: base + u.upB, inFeatures: bottleneck, outFeatures: hidden, transposed: false)
+    func up(_ u: BottleneckUnitLayout, _ base: UnsafeMutablePointer<Float>) -> FrozenLinear {
+        FrozenLinear(weight: base + u.upW, bias: base + u.upB, inFeatures: bottleneck, outFeatures: hidden, transposed: false)
     }
 
     /// out = x + h + A(z), z = (Pfeiffer) x + h or (Houlsby) h. `out` may alias neither x nor h.

@@ -1,3 +1,8 @@
+// What every decoder layer shares, whatever its architecture: the activation and scratch buffers, the KV
+// cache, and `LayerContext`, which runs a frozen linear with the active adapter's hooks around it, self-attention
+// over [prefix; sequence] or the cache, and the residual adds (or the bottleneck units that replace them).
+// An architecture's layer (`GPT2.swift`, `Llama.swift`) composes these with its norms, projections and MLP.
+
 /// A set of buffers allocated together and freed together (one per batch shape).
 final class BufferPool {
     private(set) var storages: [Storage] = []
@@ -22,7 +27,8 @@ struct LayerActs {
     var x1: UnsafeMutablePointer<Float>
     var ln2, ln2Mean, ln2Rstd: UnsafeMutablePointer<Float>
     var fcPre: UnsafeMutablePointer<Float>
-    var fcUp: UnsafeMutablePointer<Float>?
+    /// The up projection's output in a gated MLP (one float otherwise).
+    var fcUp: UnsafeMutablePointer<Float>
     var act: UnsafeMutablePointer<Float>
     var h2: UnsafeMutablePointer<Float>
     /// Keys/values of [prefix; sequence] per batch row ([B, tk, KVH·D]) when a prefix is attended to
@@ -45,7 +51,7 @@ struct LayerActs {
         x1 = try pool.take(n * C)
         ln2 = try pool.take(n * C); ln2Mean = try pool.take(n); ln2Rstd = try pool.take(n)
         fcPre = try pool.take(n * I)
-        fcUp = c.architecture == .llama ? try pool.take(n * I) : nil
+        fcUp = try pool.take(c.architecture.weights.gatedMLP ? n * I : 1)
         act = try pool.take(n * I)
         h2 = try sharedH2 ?? pool.take(n * C)
         if prefix > 0 {
@@ -71,7 +77,7 @@ struct BackwardScratch {
         d = try pool.take(n * C); dh = try pool.take(n * C); dln = try pool.take(n * C)
         dz = try pool.take(n * C); scratchC = try pool.take(n * C)
         dact = try pool.take(n * I); dfcPre = try pool.take(n * I)
-        dfcUp = try pool.take(c.architecture == .llama ? n * I : 1)
+        dfcUp = try pool.take(c.architecture.weights.gatedMLP ? n * I : 1)
         dattn = try pool.take(n * hd); dqkv = try pool.take(n * c.qkvWidth)
         dprobs = try pool.take(batch * c.numHeads * t * tk)
         dtmp = try pool.take(n * max(c.qkvWidth, c.intermediateSize, c.hiddenSize))
@@ -108,11 +114,28 @@ final class KVCache {
     }
 }
 
-extension Engine {
+/// What a layer's forward or backward needs besides its weights: the shape of the pass, the active adapter's
+/// hooks (and its gradient block when training), and the KV cache when decoding.
+struct LayerContext {
+    let config: ModelConfig
+    let adapter: Adapter?
+    /// The adapter's gradient block (backward only).
+    let grads: UnsafeMutablePointer<Float>?
+    let pass: PassInfo
+    let batch: Int
+    /// Query positions per row (virtual tokens included).
+    let seqLen: Int
+    /// Positions before the queries: a prefix adapter's length, or the cache length when decoding.
+    let pastLen: Int
+    let cache: KVCache?
+
+    /// Rows of the pass (batch × seqLen).
+    var rows: Int { batch * seqLen }
+
     /// Runs the frozen linear at `site` with the active adapter's hooks around it.
     @inline(__always)
-    func linear(_ l: Int, _ site: LinearSite, _ lin: Linear, out: UnsafeMutablePointer<Float>, inp: UnsafeMutablePointer<Float>,
-                rows n: Int, ldo: Int? = nil, adapter: Adapter?, pass: PassInfo) {
+    func linear(_ l: Int, _ site: LinearSite, _ lin: FrozenLinear, out: UnsafeMutablePointer<Float>,
+                inp: UnsafeMutablePointer<Float>, rows n: Int, ldo: Int? = nil) {
         let ldo = ldo ?? lin.outFeatures
         guard let ad = adapter, ad.hooks(l, site) else {
             lin.forward(out: out, inp: inp, rows: n, ldo: ldo)
@@ -127,9 +150,9 @@ extension Engine {
     /// weight gradient; under full fine-tuning `wgrad` holds the views its weight and bias gradients
     /// accumulate into.
     @inline(__always)
-    func linearBack(_ l: Int, _ site: LinearSite, _ lin: Linear, dinp: UnsafeMutablePointer<Float>, dout: UnsafeMutablePointer<Float>,
-                    inp: UnsafeMutablePointer<Float>, rows n: Int, accumulate: Bool, lddo: Int? = nil, adapter: Adapter?,
-                    grads: UnsafeMutablePointer<Float>?, wgrad: Linear? = nil, pass: PassInfo) {
+    func linearBack(_ l: Int, _ site: LinearSite, _ lin: FrozenLinear, dinp: UnsafeMutablePointer<Float>,
+                    dout: UnsafeMutablePointer<Float>, inp: UnsafeMutablePointer<Float>, rows n: Int, accumulate: Bool,
+                    lddo: Int? = nil, wgrad: FrozenLinear? = nil) {
         let lddo = lddo ?? lin.outFeatures
         guard let ad = adapter, let g = grads, ad.hooks(l, site) else {
             lin.backwardInput(dinp: dinp, dout: dout, rows: n, accumulate: accumulate, lddo: lddo)
@@ -145,29 +168,14 @@ extension Engine {
         ad.linearInputBackward(l, site, dinp: dinp, lddi: lin.inFeatures, inp: inp, ldi: lin.inFeatures, grads: g, pass)
     }
 
-    /// Forward of layer `l`: reads stream `x` [B·T, C], writes stream `out`. Queries sit at positions
-    /// pastLen..<pastLen+T. With a cache, keys and values are appended at `pastLen` and attention runs over the
-    /// cache; without one, a prefix adapter's keys/values (if any) precede the sequence's own.
-    func forwardLayer(_ l: Int, x: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>, a: inout LayerActs,
-                      batch B: Int, seqLen T: Int, pastLen: Int, cache: KVCache?, adapter: Adapter?, pass: PassInfo) {
-        let c = config, w = weights.layers[l]
-        let N = B * T, C = c.hiddenSize, I = c.intermediateSize
+    /// Self-attention of layer `l` from the projected rows `a.qkv` ([N, q|k|v], positions already encoded) into
+    /// `a.attn`. Queries sit at positions pastLen..<pastLen+T. With a cache, keys and values are appended at
+    /// `pastLen` and attention runs over the cache; without one, a prefix adapter's keys/values (if any)
+    /// precede the sequence's own.
+    func selfAttention(_ l: Int, _ a: inout LayerActs) {
+        let c = config, B = batch, T = seqLen
         let H = c.numHeads, KVH = c.numKVHeads, D = c.headDim
         let hd = H * D, kvd = KVH * D, ld = c.qkvWidth
-        let eps = c.normEps
-        let gpt2 = c.architecture == .gpt2
-
-        if gpt2 {
-            layerNormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.norm1W, w.norm1B!, N, C, eps)
-            linear(l, .qkv, w.qkv!, out: a.qkv, inp: a.ln1, rows: N, adapter: adapter, pass: pass)
-        } else {
-            rmsNormForward(a.ln1, a.ln1Rstd, x, w.norm1W, N, C, eps)
-            linear(l, .q, w.q!, out: a.qkv, inp: a.ln1, rows: N, ldo: ld, adapter: adapter, pass: pass)
-            linear(l, .k, w.k!, out: a.qkv + hd, inp: a.ln1, rows: N, ldo: ld, adapter: adapter, pass: pass)
-            linear(l, .v, w.v!, out: a.qkv + hd + kvd, inp: a.ln1, rows: N, ldo: ld, adapter: adapter, pass: pass)
-            ropeForward(a.qkv, rope!, rows: N, seqLen: T, posOffset: pastLen, numHeads: H, headDim: D, rowStride: ld)
-            ropeForward(a.qkv + hd, rope!, rows: N, seqLen: T, posOffset: pastLen, numHeads: KVH, headDim: D, rowStride: ld)
-        }
         let q = StridedRows(ptr: a.qkv, ld: ld, batchStride: T * ld)
         var k = StridedRows(ptr: a.qkv + hd, ld: ld, batchStride: T * ld)
         var v = StridedRows(ptr: a.qkv + hd + kvd, ld: ld, batchStride: T * ld)
@@ -202,84 +210,15 @@ extension Engine {
         }
         let shape = AttentionShape(batch: B, tq: T, tk: tk, pastLen: tk - T, heads: H, kvHeads: KVH, headDim: D)
         attentionForward(out: StridedRows(ptr: a.attn, ld: hd, batchStride: T * hd), probs: a.probs, q: q, k: k, v: v, shape)
-        linear(l, .o, w.o, out: a.h1, inp: a.attn, rows: N, adapter: adapter, pass: pass)
-        if let ad = adapter, ad.hasUnit(l, .attention) {
-            ad.unitForward(l, .attention, out: a.x1, x: x, h: a.h1, pass)
-        } else {
-            add(a.x1, x, a.h1, N * C)
-        }
-        if gpt2 {
-            layerNormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.x1, w.norm2W, w.norm2B!, N, C, eps)
-            linear(l, .fc, w.fc!, out: a.fcPre, inp: a.ln2, rows: N, adapter: adapter, pass: pass)
-            activationForward(.geluTanh, a.act, a.fcPre, N * I)
-            linear(l, .proj, w.proj!, out: a.h2, inp: a.act, rows: N, adapter: adapter, pass: pass)
-        } else {
-            rmsNormForward(a.ln2, a.ln2Rstd, a.x1, w.norm2W, N, C, eps)
-            linear(l, .gate, w.gate!, out: a.fcPre, inp: a.ln2, rows: N, adapter: adapter, pass: pass)
-            linear(l, .up, w.up!, out: a.fcUp!, inp: a.ln2, rows: N, adapter: adapter, pass: pass)
-            swigluForward(a.act, a.fcPre, a.fcUp!, N * I)
-            linear(l, .down, w.down!, out: a.h2, inp: a.act, rows: N, adapter: adapter, pass: pass)
-        }
-        if let ad = adapter, ad.hasUnit(l, .output) {
-            ad.unitForward(l, .output, out: out, x: a.x1, h: a.h2, pass)
-        } else {
-            add(out, a.x1, a.h2, N * C)
-        }
     }
 
-    /// Backward of layer `l` (no cache; `pastLen` = prefix length). On entry `s.d` holds dL/d(out); on exit
-    /// dL/dx. Adapter parameter gradients accumulate into `grads`. Frozen weights get no gradient: only dX is
-    /// computed through them. Under full fine-tuning `fullGrads` is given and every weight of the layer
-    /// accumulates its gradient into its view there.
-    func backwardLayer(_ l: Int, x: UnsafeMutablePointer<Float>, a: LayerActs, s: BackwardScratch, batch B: Int, seqLen T: Int,
-                       pastLen: Int, adapter: Adapter?, grads: UnsafeMutablePointer<Float>?, fullGrads: BaseWeights? = nil,
-                       pass: PassInfo) {
-        let c = config, w = weights.layers[l]
-        let gw = fullGrads?.layers[l]
-        let N = B * T, C = c.hiddenSize, I = c.intermediateSize
+    /// Backward of `selfAttention` (no cache): from dL/d(attn) in `s.dattn` to dL/d(q|k|v) in `s.dqkv`
+    /// (positions still encoded); a trained prefix's key/value gradients accumulate into the adapter's block.
+    func selfAttentionBackward(_ l: Int, _ a: LayerActs, _ s: BackwardScratch) {
+        let c = config, B = batch, T = seqLen
         let H = c.numHeads, KVH = c.numKVHeads, D = c.headDim
         let hd = H * D, kvd = KVH * D, ld = c.qkvWidth
-        let gpt2 = c.architecture == .gpt2
-        let d = s.d
-
-        // Feed-forward block: out = x1 + h2 (+ A(z))
-        s.dh.update(from: d, count: N * C)
-        if let ad = adapter, let g = grads, ad.hasUnit(l, .output) {
-            let toX = ad.unitBackward(l, .output, dz: s.dz, dout: d, grads: g, scratchC: s.scratchC, pass)
-            addInPlace(s.dh, s.dz, N * C)
-            if toX { addInPlace(d, s.dz, N * C) }
-        }
-        if gpt2 {
-            linearBack(l, .proj, w.proj!, dinp: s.dact, dout: s.dh, inp: a.act, rows: N, accumulate: false, adapter: adapter,
-                       grads: grads, wgrad: gw?.proj, pass: pass)
-            s.dfcPre.update(repeating: 0, count: N * I)
-            activationBackward(.geluTanh, s.dfcPre, a.fcPre, s.dact, N * I)
-            linearBack(l, .fc, w.fc!, dinp: s.dln, dout: s.dfcPre, inp: a.ln2, rows: N, accumulate: false, adapter: adapter,
-                       grads: grads, wgrad: gw?.fc, pass: pass)
-            layerNormBackward(d, gw?.norm2W, gw?.norm2B, s.dln, a.x1, w.norm2W, a.ln2Mean, a.ln2Rstd, N, C)
-        } else {
-            linearBack(l, .down, w.down!, dinp: s.dact, dout: s.dh, inp: a.act, rows: N, accumulate: false, adapter: adapter,
-                       grads: grads, wgrad: gw?.down, pass: pass)
-            s.dfcPre.update(repeating: 0, count: N * I)
-            s.dfcUp.update(repeating: 0, count: N * I)
-            swigluBackward(s.dfcPre, s.dfcUp, s.dact, a.fcPre, a.fcUp!, N * I)
-            linearBack(l, .gate, w.gate!, dinp: s.dln, dout: s.dfcPre, inp: a.ln2, rows: N, accumulate: false, adapter: adapter,
-                       grads: grads, wgrad: gw?.gate, pass: pass)
-            linearBack(l, .up, w.up!, dinp: s.dln, dout: s.dfcUp, inp: a.ln2, rows: N, accumulate: true, adapter: adapter,
-                       grads: grads, wgrad: gw?.up, pass: pass)
-            rmsNormBackward(d, gw?.norm2W, s.dln, a.x1, w.norm2W, a.ln2Rstd, N, C)
-        }
-
-        // Attention block: x1 = x + h1 (+ A(z))
-        s.dh.update(from: d, count: N * C)
-        if let ad = adapter, let g = grads, ad.hasUnit(l, .attention) {
-            let toX = ad.unitBackward(l, .attention, dz: s.dz, dout: d, grads: g, scratchC: s.scratchC, pass)
-            addInPlace(s.dh, s.dz, N * C)
-            if toX { addInPlace(d, s.dz, N * C) }
-        }
-        linearBack(l, .o, w.o, dinp: s.dattn, dout: s.dh, inp: a.attn, rows: N, accumulate: false, adapter: adapter,
-                   grads: grads, wgrad: gw?.o, pass: pass)
-        s.dqkv.update(repeating: 0, count: N * ld)
+        s.dqkv.update(repeating: 0, count: B * T * ld)
         func rows(_ p: UnsafeMutablePointer<Float>) -> StridedRows { StridedRows(ptr: p, ld: ld, batchStride: T * ld) }
         let dout = StridedRows(ptr: s.dattn, ld: hd, batchStride: T * hd)
         if pastLen > 0, let kvk = a.kvk, let kvv = a.kvv, let dk = s.dkv, let ad = adapter, let g = grads {
@@ -306,20 +245,29 @@ extension Engine {
             attentionBackward(dq: rows(s.dqkv), dk: rows(s.dqkv + hd), dv: rows(s.dqkv + hd + kvd), dprobs: s.dprobs,
                               dout: dout, probs: a.probs, q: rows(a.qkv), k: rows(a.qkv + hd), v: rows(a.qkv + hd + kvd), shape)
         }
-        if gpt2 {
-            linearBack(l, .qkv, w.qkv!, dinp: s.dln, dout: s.dqkv, inp: a.ln1, rows: N, accumulate: false, adapter: adapter,
-                       grads: grads, wgrad: gw?.qkv, pass: pass)
-            layerNormBackward(d, gw?.norm1W, gw?.norm1B, s.dln, x, w.norm1W, a.ln1Mean, a.ln1Rstd, N, C)
+    }
+
+    /// out = x + h, or the adapter's bottleneck unit at (l, unit) when it has one.
+    @inline(__always)
+    func residualForward(_ l: Int, _ unit: BottleneckSite, out: UnsafeMutablePointer<Float>, x: UnsafeMutablePointer<Float>,
+                         h: UnsafeMutablePointer<Float>) {
+        if let ad = adapter, ad.hasUnit(l, unit) {
+            ad.unitForward(l, unit, out: out, x: x, h: h, pass)
         } else {
-            ropeBackward(s.dqkv, rope!, rows: N, seqLen: T, posOffset: pastLen, numHeads: H, headDim: D, rowStride: ld)
-            ropeBackward(s.dqkv + hd, rope!, rows: N, seqLen: T, posOffset: pastLen, numHeads: KVH, headDim: D, rowStride: ld)
-            linearBack(l, .q, w.q!, dinp: s.dln, dout: s.dqkv, inp: a.ln1, rows: N, accumulate: false, lddo: ld,
-                       adapter: adapter, grads: grads, wgrad: gw?.q, pass: pass)
-            linearBack(l, .k, w.k!, dinp: s.dln, dout: s.dqkv + hd, inp: a.ln1, rows: N, accumulate: true, lddo: ld,
-                       adapter: adapter, grads: grads, wgrad: gw?.k, pass: pass)
-            linearBack(l, .v, w.v!, dinp: s.dln, dout: s.dqkv + hd + kvd, inp: a.ln1, rows: N, accumulate: true, lddo: ld,
-                       adapter: adapter, grads: grads, wgrad: gw?.v, pass: pass)
-            rmsNormBackward(d, gw?.norm1W, s.dln, x, w.norm1W, a.ln1Rstd, N, C)
+            add(out, x, h, rows * config.hiddenSize)
+        }
+    }
+
+    /// Backward of `residualForward`: `s.d` holds dL/d(out); on return `s.dh` holds dL/dh and `s.d` dL/dx so far
+    /// (the block's branch adds to it later).
+    @inline(__always)
+    func residualBackward(_ l: Int, _ unit: BottleneckSite, _ s: BackwardScratch) {
+        let n = rows * config.hiddenSize
+        s.dh.update(from: s.d, count: n)
+        if let ad = adapter, let g = grads, ad.hasUnit(l, unit) {
+            let toX = ad.unitBackward(l, unit, dz: s.dz, dout: s.d, grads: g, scratchC: s.scratchC, pass)
+            addInPlace(s.dh, s.dz, n)
+            if toX { addInPlace(s.d, s.dz, n) }
         }
     }
 }

@@ -1,0 +1,122 @@
+/// The engine's activation and workspace buffers, kept between calls of the same shape and adapter. This object
+/// owns them and the one way to drop them: whatever changes what they were sized or prepared for (an adapter
+/// removed, weights merged or unmerged, full fine-tuning switched) calls `invalidate()`. Lookups are keyed by
+/// shape and adapter identity, so a call with another shape or adapter makes new buffers by itself.
+final class BufferCache {
+    private var train: TrainBuffers?
+    private var infer: InferBuffers?
+
+    /// Drops every cached buffer; the next call allocates afresh.
+    func invalidate() {
+        train = nil
+        infer = nil
+    }
+
+    /// Training buffers for `batch` rows of `seqLen` positions (virtual tokens included) with `adapter` (nil =
+    /// full fine-tuning). New ones re-size the adapter's state, so the inference buffers go too.
+    func training(engine: Engine, batch: Int, seqLen: Int, adapter: Adapter?) throws -> TrainBuffers {
+        if let b = train, b.batch == batch, b.seqLen == seqLen, b.adapterID == adapter.map({ ObjectIdentifier($0) }) {
+            return b
+        }
+        invalidate()
+        let b = try TrainBuffers(engine: engine, batch: batch, seqLen: seqLen, adapter: adapter)
+        train = b
+        return b
+    }
+
+    /// Inference buffers for `batch` rows of `tq` queries over `tk` keys (no KV cache).
+    func inference(engine: Engine, batch: Int, tq: Int, tk: Int, adapter: Adapter?) throws -> InferBuffers {
+        if let b = infer, b.batch == batch, b.tq == tq, b.tk == tk, b.adapterID == adapter.map({ ObjectIdentifier($0) }) {
+            return b
+        }
+        infer = nil
+        let b = try InferBuffers(engine: engine, batch: batch, tq: tq, tk: tk, adapter: adapter, cached: false)
+        infer = b
+        return b
+    }
+
+    /// Buffers for one generation (prefill capacity `tq`, cache capacity `tk`), not kept. Making them re-sizes
+    /// the adapter's inference state, so the cached inference buffers (sized for another shape) go.
+    func generation(engine: Engine, tq: Int, tk: Int, adapter: Adapter?) throws -> InferBuffers {
+        infer = nil
+        return try InferBuffers(engine: engine, batch: 1, tq: tq, tk: tk, adapter: adapter, cached: true)
+    }
+}
+
+/// Buffers for one (batch, seqLen, adapter) training shape. `seqLen` counts virtual tokens; keys per row are
+/// `prefix + seqLen`.
+final class TrainBuffers {
+    let batch: Int, seqLen: Int, prefix: Int, lowest: Int
+    let adapterID: ObjectIdentifier?
+    let pool = BufferPool()
+    /// streams[i] is the input of layer lowest + i; the last is the final stream.
+    var streams: [UnsafeMutablePointer<Float>] = []
+    var low: [UnsafeMutablePointer<Float>] = []
+    var lowActs: LayerActs
+    var acts: [LayerActs] = []
+    var lnf, lnfMean, lnfRstd, dlnf: UnsafeMutablePointer<Float>
+    var logits: UnsafeMutablePointer<Float>
+    var targets: UnsafeMutablePointer<Int32>
+    private let targetStorage: Storage
+    var scratch: BackwardScratch
+    /// Rows per LM-head chunk in evaluation and generation (logits buffer: headChunk × vocab floats).
+    static let headChunk = 128
+    /// Rows per LM-head chunk in training. OpenBLAS re-packs the whole [vocab, C] head weight for every
+    /// chunk; 512 rows pay that four times less often than 128, for 3× more logits memory (GPT-2: 100 MB).
+    static let trainHeadChunk = 512
+
+    /// `adapter` nil = full fine-tuning (every layer trained, no hooks).
+    init(engine e: Engine, batch: Int, seqLen: Int, adapter: Adapter?) throws {
+        let c = e.config
+        self.batch = batch; self.seqLen = seqLen
+        prefix = adapter?.prefixLength ?? 0
+        lowest = max(0, adapter?.lowestLayer ?? 0)
+        adapterID = adapter.map { ObjectIdentifier($0) }
+        let N = batch * seqLen, C = c.hiddenSize, tk = prefix + seqLen
+        for _ in lowest...c.numLayers { streams.append(try pool.take(N * C)) }
+        if lowest > 0 {
+            low = [try pool.take(N * C), try pool.take(N * C)]
+        }
+        lowActs = try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix)
+        let sharedH1 = try pool.take(N * C), sharedH2 = try pool.take(N * C)
+        for l in lowest..<c.numLayers {
+            acts.append(try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix,
+                                      sharedH1: adapter?.hasUnit(l, .attention) == true ? nil : sharedH1,
+                                      sharedH2: adapter?.hasUnit(l, .output) == true ? nil : sharedH2))
+        }
+        lnf = try pool.take(N * C); lnfMean = try pool.take(N); lnfRstd = try pool.take(N); dlnf = try pool.take(N * C)
+        logits = try pool.take(min(N, TrainBuffers.trainHeadChunk) * c.vocabSize)
+        targetStorage = try Storage.allocate(bytes: N * 4)
+        targets = targetStorage.base.assumingMemoryBound(to: Int32.self)
+        scratch = try BackwardScratch(pool: pool, config: c, rows: N, batch: batch, seqLen: seqLen, keys: tk)
+        try adapter?.prepare(rows: N, batch: batch, seqLen: seqLen, slots: c.numLayers, training: true)
+    }
+}
+
+/// Buffers for inference at a given (rows, tq, tk) capacity.
+final class InferBuffers {
+    let batch: Int, tq: Int, tk: Int
+    let pool = BufferPool()
+    var streams: [UnsafeMutablePointer<Float>]
+    var acts: LayerActs
+    var lnf, lnfMean, lnfRstd: UnsafeMutablePointer<Float>
+    var logits: UnsafeMutablePointer<Float>
+    var targets: UnsafeMutablePointer<Int32>
+    private let targetStorage: Storage
+    let adapterID: ObjectIdentifier?
+
+    init(engine e: Engine, batch: Int, tq: Int, tk: Int, adapter: Adapter?, cached: Bool) throws {
+        let c = e.config
+        self.batch = batch; self.tq = tq; self.tk = tk
+        adapterID = adapter.map { ObjectIdentifier($0) }
+        let N = batch * tq, C = c.hiddenSize
+        streams = [try pool.take(N * C), try pool.take(N * C)]
+        acts = try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: tq, tk: tk,
+                             prefix: cached ? 0 : (adapter?.prefixLength ?? 0))
+        lnf = try pool.take(N * C); lnfMean = try pool.take(N); lnfRstd = try pool.take(N)
+        logits = try pool.take(min(N, TrainBuffers.headChunk) * c.vocabSize)
+        targetStorage = try Storage.allocate(bytes: N * 4)
+        targets = targetStorage.base.assumingMemoryBound(to: Int32.self)
+        try adapter?.prepare(rows: N, batch: batch, seqLen: tq, slots: 1, training: false)
+    }
+}

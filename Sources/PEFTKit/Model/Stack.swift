@@ -1,0 +1,98 @@
+// The one forward over the stack of layers: embed (+ prompt tuning's virtual tokens, + a prefix's positions)
+// → every layer → final norm. Evaluation, training and cached decoding all run through `runStack`; each caller
+// keeps its own LM head (chunked differently for loss, for gradients and for one decode row).
+
+/// The buffers a stack pass runs in, which also says what the pass keeps.
+enum StackBuffers {
+    /// Inference: two streams ping-pong and one activation set serves every layer.
+    case infer(InferBuffers)
+    /// Training: every layer from the lowest adapted one up keeps its input stream and activations for the
+    /// backward pass; the layers below run as inference does.
+    case train(TrainBuffers)
+}
+
+extension Engine {
+    /// Runs `batch` rows of `seqLen` ids through the model into the buffers' `lnf` (final norm output).
+    ///
+    /// With `virtual`, each row is preceded by the adapter's virtual tokens (prompt tuning). Queries sit after
+    /// `pastLen` positions: the cache's length when decoding (the cache then grows by the rows run), otherwise
+    /// the prefix adapter's length. With `lastRowOnly` (decoding, batch 1) only the last row is normed.
+    /// Returns the top stream (the final norm's input), which the backward pass of training reads.
+    @discardableResult
+    func runStack(ids: UnsafePointer<Int32>, batch B: Int, seqLen T: Int, virtual: Bool, adapter: Adapter?,
+                  buffers: StackBuffers, cache: KVCache? = nil, lastRowOnly: Bool = false) -> UnsafeMutablePointer<Float> {
+        let w = weights, c = config, L = c.numLayers, C = c.hiddenSize
+        let pastLen = cache?.length ?? (adapter?.prefixLength ?? 0)
+        let Tp = virtual ? T + (adapter?.virtualTokens ?? 0) : T
+        let N = B * Tp
+        func context(_ slot: Int, training: Bool) -> LayerContext {
+            LayerContext(config: c, adapter: adapter, grads: nil, pass: PassInfo(rows: N, slot: slot, training: training),
+                         batch: B, seqLen: Tp, pastLen: pastLen, cache: cache)
+        }
+        let top: UnsafeMutablePointer<Float>
+        switch buffers {
+        case .infer(let b):
+            embedSequence(b.streams[0], ids: ids, batch: B, seqLen: T, pastLen: pastLen, adapter: virtual ? adapter : nil)
+            let ctx = context(0, training: false)
+            var cur = 0
+            for l in 0..<L {
+                w.forwardLayer(l, ctx, x: b.streams[cur], out: b.streams[1 - cur], a: &b.acts)
+                cur = 1 - cur
+            }
+            cache?.length += Tp
+            top = b.streams[cur]
+            if lastRowOnly {
+                w.finalNorm(out: b.lnf, mean: b.lnfMean, rstd: b.lnfRstd, inp: top + (N - 1) * C, rows: 1)
+            } else {
+                w.finalNorm(out: b.lnf, mean: b.lnfMean, rstd: b.lnfRstd, inp: top, rows: N)
+            }
+        case .train(let b):
+            let lo = b.lowest
+            // Layers below the lowest adapted one: forward only, shared scratch.
+            let first = lo == 0 ? b.streams[0] : b.low[0]
+            embedSequence(first, ids: ids, batch: B, seqLen: T, pastLen: pastLen, adapter: virtual ? adapter : nil)
+            var cur = first
+            for l in 0..<lo {
+                let out = l == lo - 1 ? b.streams[0] : (cur == b.low[0] ? b.low[1] : b.low[0])
+                w.forwardLayer(l, context(l, training: false), x: cur, out: out, a: &b.lowActs)
+                cur = out
+            }
+            for l in lo..<L {
+                w.forwardLayer(l, context(l, training: true), x: b.streams[l - lo], out: b.streams[l - lo + 1],
+                               a: &b.acts[l - lo])
+            }
+            top = b.streams[L - lo]
+            w.finalNorm(out: b.lnf, mean: b.lnfMean, rstd: b.lnfRstd, inp: top, rows: N)
+        }
+        return top
+    }
+
+    /// Embeds `B` rows of `T` ids behind the `V` virtual tokens of `adapter` (prompt tuning; none when nil or
+    /// without them): row b of the output holds [prompt; embed(ids)] at positions pastLen..<pastLen+V+T,
+    /// [B·(V+T), C].
+    func embedSequence(_ out: UnsafeMutablePointer<Float>, ids: UnsafePointer<Int32>, batch B: Int, seqLen T: Int,
+                       pastLen: Int, adapter: Adapter?) {
+        let V = adapter?.virtualTokens ?? 0
+        guard V > 0, let ad = adapter else {
+            weights.embed(out, ids: ids, rows: B * T, seqLen: T, pastLen: pastLen)
+            return
+        }
+        let C = config.hiddenSize, Tp = V + T
+        let prompt = ad.promptEmbeddings()
+        for b in 0..<B {
+            let row = out + b * Tp * C
+            row.update(from: prompt, count: V * C)
+            weights.addPositions(row, first: pastLen, count: V)
+            weights.embed(row + V * C, ids: ids + b * T, rows: T, seqLen: T, pastLen: pastLen + V)
+        }
+    }
+
+    /// The one check of a batch before any pass: shape (with the adapter's virtual and prefix positions), ids,
+    /// labels. Each failure has one message.
+    func validateBatch(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>?, batch B: Int,
+                       seqLen T: Int, adapter: Adapter?) throws {
+        try checkShape(batch: B, seqLen: T, extra: (adapter?.virtualTokens ?? 0) + (adapter?.prefixLength ?? 0))
+        try checkTokens(inputIDs, count: B * T, what: "input_ids")
+        if let labels { try checkLabels(labels, count: B * T) }
+    }
+}
