@@ -1,16 +1,7 @@
-/// What the engine tells an adapter about the current pass.
-struct PassInfo {
-    /// Rows of the batch (batch × sequence).
-    var rows: Int
-    /// Activation slot: the layer index when training (each layer keeps its own), 0 for inference.
-    var slot: Int
-    var training: Bool
-}
-
 /// Base of every adapter method. The engine calls the hooks at fixed points of each layer; a method
 /// overrides the ones it needs. All trainable parameters live in one flat block (`params`), so gradients and
 /// AdamW moments share its layout and "trainable = this block" holds by construction.
-class Adapter {
+class Adapter: LayerHooks {
     let model: ModelConfig
     /// The configuration the adapter was made from.
     let adapterConfig: AdapterConfig
@@ -71,15 +62,15 @@ class Adapter {
     /// Key/value positions that precede every sequence (prefix tuning).
     var prefixLength: Int { 0 }
     /// Layer `l`'s prefix keys and values, [prefixLength, KVH·D] each (valid after `beginPass`).
-    func prefixKV(_ l: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) { fatalError("no prefix") }
+    func prefixKV(_ l: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>)? { nil }
     /// Where layer `l`'s prefix key/value gradients accumulate (flushed to `grads` by `endBackward`).
-    func prefixKVGrad(_ l: Int, grads: UnsafeMutablePointer<Float>) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
-        fatalError("no prefix")
+    func prefixKVGrad(_ l: Int, grads: UnsafeMutablePointer<Float>) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>)? {
+        nil
     }
     /// Virtual-token embeddings, [virtualTokens, C].
-    func promptEmbeddings() -> UnsafeMutablePointer<Float> { fatalError("no prompt") }
+    func promptEmbeddings() -> UnsafeMutablePointer<Float>? { nil }
     /// Accumulates the gradient of the virtual-token embeddings, [virtualTokens, C].
-    func promptGrad(grads: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<Float> { fatalError("no prompt") }
+    func promptGrad(grads: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<Float>? { nil }
 
     /// Called once before a forward pass (e.g. to compute a reparameterised prefix).
     func beginPass(training: Bool) {}

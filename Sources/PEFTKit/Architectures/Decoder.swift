@@ -118,7 +118,7 @@ final class KVCache {
 /// hooks (and its gradient block when training), and the KV cache when decoding.
 struct LayerContext {
     let config: ModelConfig
-    let adapter: Adapter?
+    let adapter: (any LayerHooks)?
     /// The adapter's gradient block (backward only).
     let grads: UnsafeMutablePointer<Float>?
     let pass: PassInfo
@@ -191,11 +191,10 @@ struct LayerContext {
             }
             k = kc; v = vc
             tk = pastLen + T
-        } else if pastLen > 0, let ad = adapter, let kvk = a.kvk, let kvv = a.kvv {
+        } else if pastLen > 0, let kvk = a.kvk, let kvv = a.kvv, let (pk, pv) = adapter?.prefixKV(l) {
             // [prefix; sequence] keys and values for every row.
             let P = pastLen
             tk = P + T
-            let (pk, pv) = ad.prefixKV(l)
             for b in 0..<B {
                 (kvk + b * tk * kvd).update(from: pk, count: P * kvd)
                 (kvv + b * tk * kvd).update(from: pv, count: P * kvd)
@@ -221,7 +220,7 @@ struct LayerContext {
         s.dqkv.update(repeating: 0, count: B * T * ld)
         func rows(_ p: UnsafeMutablePointer<Float>) -> StridedRows { StridedRows(ptr: p, ld: ld, batchStride: T * ld) }
         let dout = StridedRows(ptr: s.dattn, ld: hd, batchStride: T * hd)
-        if pastLen > 0, let kvk = a.kvk, let kvv = a.kvv, let dk = s.dkv, let ad = adapter, let g = grads {
+        if pastLen > 0, let kvk = a.kvk, let kvv = a.kvv, let dk = s.dkv, let g = grads, let (gk, gv) = adapter?.prefixKVGrad(l, grads: g) {
             let P = pastLen, tk = P + T
             let dkk = dk, dvv = dk + B * tk * kvd
             dkk.update(repeating: 0, count: 2 * B * tk * kvd)
@@ -230,7 +229,6 @@ struct LayerContext {
                               dv: StridedRows(ptr: dvv, ld: kvd, batchStride: tk * kvd), dprobs: s.dprobs, dout: dout,
                               probs: a.probs, q: rows(a.qkv), k: StridedRows(ptr: kvk, ld: kvd, batchStride: tk * kvd),
                               v: StridedRows(ptr: kvv, ld: kvd, batchStride: tk * kvd), shape)
-            let (gk, gv) = ad.prefixKVGrad(l, grads: g)
             for b in 0..<B {
                 addInPlace(gk, dkk + b * tk * kvd, P * kvd)
                 addInPlace(gv, dvv + b * tk * kvd, P * kvd)
@@ -249,7 +247,7 @@ struct LayerContext {
 
     /// out = x + h, or the adapter's bottleneck unit at (l, unit) when it has one.
     @inline(__always)
-    func residualForward(_ l: Int, _ unit: BottleneckSite, out: UnsafeMutablePointer<Float>, x: UnsafeMutablePointer<Float>,
+    func residualForward(_ l: Int, _ unit: ResidualSite, out: UnsafeMutablePointer<Float>, x: UnsafeMutablePointer<Float>,
                          h: UnsafeMutablePointer<Float>) {
         if let ad = adapter, ad.hasUnit(l, unit) {
             ad.unitForward(l, unit, out: out, x: x, h: h, pass)
@@ -261,7 +259,7 @@ struct LayerContext {
     /// Backward of `residualForward`: `s.d` holds dL/d(out); on return `s.dh` holds dL/dh and `s.d` dL/dx so far
     /// (the block's branch adds to it later).
     @inline(__always)
-    func residualBackward(_ l: Int, _ unit: BottleneckSite, _ s: BackwardScratch) {
+    func residualBackward(_ l: Int, _ unit: ResidualSite, _ s: BackwardScratch) {
         let n = rows * config.hiddenSize
         s.dh.update(from: s.d, count: n)
         if let ad = adapter, let g = grads, ad.hasUnit(l, unit) {

@@ -21,7 +21,7 @@ extension Engine {
         if P > 0, let ad = adapter {
             // The prefix occupies the first P cache positions of every layer.
             for l in 0..<config.numLayers {
-                let (pk, pv) = ad.prefixKV(l)
+                guard let (pk, pv) = ad.prefixKV(l) else { continue }
                 cache.kRows(l).ptr.update(from: pk, count: P * cache.width)
                 cache.vRows(l).ptr.update(from: pv, count: P * cache.width)
             }

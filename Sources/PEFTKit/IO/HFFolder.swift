@@ -116,15 +116,3 @@ func joinPath(_ folder: String, _ name: String) -> String {
 
 /// Largest `config.json` accepted, in bytes.
 let maxConfigBytes = 16 << 20
-
-/// Reads a Hugging Face model folder: `config.json` (see `modelConfig(fromJSON:source:)`) and its weights
-/// (see `WeightSet`). Errors name the file that caused them.
-public func loadHFFolder(path: String) throws -> (ModelConfig, WeightSet) {
-    let configPath = joinPath(path, "config.json")
-    guard pathKind(configPath) == .file else {
-        throw PEFTKitError.io("model folder '\(path)' has no config.json")
-    }
-    let config = try modelConfig(fromJSON: readWholeFile(path: configPath, maxBytes: maxConfigBytes),
-                                 source: "'\(configPath)'")
-    return (config, try WeightSet(folder: path))
-}

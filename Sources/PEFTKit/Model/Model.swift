@@ -1,13 +1,5 @@
 import Synchronization
 
-/// Result of an evaluation forward pass.
-public struct EvalResult: Sendable, Equatable {
-    /// Mean cross-entropy over counted tokens (0 when no token counted).
-    public var loss: Float
-    /// Number of (shifted) label positions that counted, i.e. not `-100`.
-    public var tokens: Int
-}
-
 /// A decoder-only transformer with frozen base weights and any number of named adapters, one active.
 ///
 /// ```swift

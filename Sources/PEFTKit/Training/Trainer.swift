@@ -1,14 +1,3 @@
-/// Gradients computed by the first half of a train step and not yet applied.
-struct PendingGradients {
-    let opt: OptimizerState
-    /// The step count they were computed at: another update in between makes them stale.
-    let step: Int
-    let loss: Float
-    let tokens: Int
-    /// The training random state before the forward pass, restored if the update is refused.
-    let randomState: (TrainingRandomState, Rng)?
-}
-
 extension Engine {
     /// One optimiser step of the active adapter, or of every base weight under full fine-tuning; see
     /// `Model.trainStep`. Exactly `computeGradients` followed by `applyGradients`.
@@ -172,9 +161,8 @@ extension Engine {
             // d now holds dL/d(embeddings).
             w.embedBackward(into: gw, d, ids: ids, rows: N, seqLen: T)
         }
-        if Vt > 0, let adapter {
+        if Vt > 0, let g = adapter?.promptGrad(grads: grads) {
             // d now holds dL/d(embeddings): the virtual tokens' rows are the prompt's gradient.
-            let g = adapter.promptGrad(grads: grads)
             for b in 0..<B { addInPlace(g, d + b * Tp * C, Vt * C) }
         }
         return lossSum

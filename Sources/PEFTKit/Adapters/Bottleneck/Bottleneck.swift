@@ -1,10 +1,5 @@
-/// Where a bottleneck unit sits in a layer.
-enum BottleneckSite: Int, CaseIterable {
-    /// After the attention sub-layer (AdapterHub `attention_adapters`, config key `mh_adapter`).
-    case attention = 0
-    /// After the feed-forward sub-layer (AdapterHub `output_adapters`, config key `output_adapter`).
-    case output = 1
-}
+/// Where a bottleneck unit sits: the residual after a sub-layer.
+typealias BottleneckSite = ResidualSite
 
 /// Offsets (in floats) of one unit's parameters inside the adapter's flat parameter block.
 struct BottleneckUnitLayout {

@@ -101,11 +101,11 @@ final class PrefixAdapter: Adapter {
         if training { dkv.floats.update(repeating: 0, count: P * width) }
     }
 
-    override func prefixKV(_ l: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+    override func prefixKV(_ l: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>)? {
         (kv.floats + (2 * l) * P * kvd, kv.floats + (2 * l + 1) * P * kvd)
     }
 
-    override func prefixKVGrad(_ l: Int, grads: UnsafeMutablePointer<Float>) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+    override func prefixKVGrad(_ l: Int, grads: UnsafeMutablePointer<Float>) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>)? {
         (dkv.floats + (2 * l) * P * kvd, dkv.floats + (2 * l + 1) * P * kvd)
     }
 

@@ -33,6 +33,6 @@ final class PromptAdapter: Adapter {
 
     override var lowestLayer: Int { -1 }
     override var virtualTokens: Int { config.virtualTokens }
-    override func promptEmbeddings() -> UnsafeMutablePointer<Float> { params.floats }
-    override func promptGrad(grads: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<Float> { grads }
+    override func promptEmbeddings() -> UnsafeMutablePointer<Float>? { params.floats }
+    override func promptGrad(grads: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<Float>? { grads }
 }

@@ -283,3 +283,15 @@ private struct LlamaJSON: Encodable {
         case attentionBias = "attention_bias", mlpBias = "mlp_bias", torchDtype = "torch_dtype"
     }
 }
+
+/// Reads a Hugging Face model folder: `config.json` (see `modelConfig(fromJSON:source:)`) and its weights
+/// (see `WeightSet`). Errors name the file that caused them.
+public func loadHFFolder(path: String) throws -> (ModelConfig, WeightSet) {
+    let configPath = joinPath(path, "config.json")
+    guard pathKind(configPath) == .file else {
+        throw PEFTKitError.io("model folder '\(path)' has no config.json")
+    }
+    let config = try modelConfig(fromJSON: readWholeFile(path: configPath, maxBytes: maxConfigBytes),
+                                 source: "'\(configPath)'")
+    return (config, try WeightSet(folder: path))
+}

@@ -2,6 +2,14 @@
 // → every layer → final norm. Evaluation, training and cached decoding all run through `runStack`; each caller
 // keeps its own LM head (chunked differently for loss, for gradients and for one decode row).
 
+/// Result of an evaluation forward pass.
+public struct EvalResult: Sendable, Equatable {
+    /// Mean cross-entropy over counted tokens (0 when no token counted).
+    public var loss: Float
+    /// Number of (shifted) label positions that counted, i.e. not `-100`.
+    public var tokens: Int
+}
+
 /// The buffers a stack pass runs in, which also says what the pass keeps.
 enum StackBuffers {
     /// Inference: two streams ping-pong and one activation set serves every layer.
@@ -73,12 +81,11 @@ extension Engine {
     func embedSequence(_ out: UnsafeMutablePointer<Float>, ids: UnsafePointer<Int32>, batch B: Int, seqLen T: Int,
                        pastLen: Int, adapter: Adapter?) {
         let V = adapter?.virtualTokens ?? 0
-        guard V > 0, let ad = adapter else {
+        guard V > 0, let prompt = adapter?.promptEmbeddings() else {
             weights.embed(out, ids: ids, rows: B * T, seqLen: T, pastLen: pastLen)
             return
         }
         let C = config.hiddenSize, Tp = V + T
-        let prompt = ad.promptEmbeddings()
         for b in 0..<B {
             let row = out + b * Tp * C
             row.update(from: prompt, count: V * C)

@@ -4,7 +4,7 @@
 extension Engine {
     /// What adapters may read of the base model: token embeddings (prompt tuning's token init).
     func adapterContext(tokenize: ((String) throws -> [Int32])? = nil) -> AdapterContext {
-        let wte = weights.wte, C = config.hiddenSize
+        let wte = weights.tokenEmbedding, C = config.hiddenSize
         return AdapterContext(embeddingRow: { id, out in out.update(from: wte + Int(id) * C, count: C) }, tokenize: tokenize)
     }
 
