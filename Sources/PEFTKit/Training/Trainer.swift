@@ -36,10 +36,7 @@ extension Engine {
         let (slot, opt) = try trainable()
         let ad = slot?.adapter
         let Vt = ad?.virtualTokens ?? 0
-        try checkShape(batch: B, seqLen: T, extra: Vt + (ad?.prefixLength ?? 0))
-        let N = B * T
-        try checkTokens(inputIDs, count: N, what: "input_ids")
-        if let labels { try checkLabels(labels, count: N) }
+        try validateBatch(inputIDs: inputIDs, labels: labels, batch: B, seqLen: T, adapter: ad)
         let lab = labels ?? inputIDs
         let mb = tc.microBatchSize == 0 ? B : min(tc.microBatchSize, B)
         try require(B % mb == 0, "batch \(B) is not a multiple of the micro-batch size \(mb)")
