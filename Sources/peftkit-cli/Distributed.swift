@@ -23,9 +23,12 @@ struct CheckpointOptions: ParsableArguments {
     var checkpointEvery = 0
     @Option(help: "Resume from this checkpoint folder: same data, seed, --batch and --steps continue where it stopped, under any number of processes.")
     var resume: String?
+    @Option(help: "Stop after this step as if interrupted (the schedule still spans --steps); with --checkpoint-dir, a checkpoint of that step is written. For time-sliced jobs.")
+    var stopAfter: Int?
 
     func validate() throws {
         guard checkpointEvery >= 0 else { throw ValidationError("--checkpoint-every must not be negative") }
+        if let s = stopAfter, s <= 0 { throw ValidationError("--stop-after must be positive") }
     }
 
     /// Attaches adapter `name`: from the checkpoint when resuming (the name must match), else fresh from `configJSON`.
@@ -284,14 +287,16 @@ func fnv1a64(_ bytes: UnsafeRawBufferPointer, _ h0: UInt64 = 0xcbf2_9ce4_8422_23
 
 func fnv1a64(_ s: String) -> UInt64 { var s = s; return s.withUTF8 { fnv1a64(UnsafeRawBufferPointer($0)) } }
 
-/// A cheap identity of a file or a folder of files: size and FNV-1a of the first and last 4 MiB of each regular
-/// file (sorted by name; the whole file when `whole`). Model files of many GB are identified without reading them.
+/// A cheap identity of a file or a model folder: size and FNV-1a of the first and last 4 MiB of each file (the
+/// whole file when `whole`); in a folder, the files a model is read from (.safetensors, .gguf, .json, .txt,
+/// .model), sorted by name. Model files of many GB are identified without reading them.
 func fileFingerprint(_ path: String, whole: Bool = false) -> UInt64 {
     var paths: [String] = []
     if isDirectory(path), let d = opendir(path) {
         while let e = readdir(d) {
             let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." && isFile(path + "/" + name) { paths.append(path + "/" + name) }
+            let model = [".safetensors", ".gguf", ".json", ".txt", ".model"].contains { name.hasSuffix($0) }
+            if model && isFile(path + "/" + name) { paths.append(path + "/" + name) }
         }
         closedir(d)
         paths.sort()
@@ -396,11 +401,13 @@ func trainDataParallel(_ lm: LoadedModel, examples: [DatasetExample], run p: Dat
 
     var order = try BatchOrder(count: examples.count, batch: B, seed: p.seed)
     for _ in 0..<start { _ = order.nextBatch() }
-    var progress = ProgressLine(total: p.steps - start)
+    var progress = ProgressLine(total: min(p.steps, p.checkpoints.stopAfter ?? p.steps) - start)
     var run = TrainRun()
     let clock = ContinuousClock()
     let firstCounted = p.method == .prompt ? 0 : 1   // with virtual tokens the last one predicts the first real token
-    for s in (start + 1)...p.steps {
+    let last = min(p.steps, p.checkpoints.stopAfter ?? p.steps)
+    guard last > start else { throw AgreedError(message: "--stop-after \(last) is not after the checkpoint's step \(start)") }
+    for s in (start + 1)...last {
         let t0 = clock.now
         let b = try TokenBatch(order.nextBatch().map { examples[$0] }, seqLen: T, padID: pad)
         // Every rank holds the global batch, so the global count of counted tokens needs no collective.
@@ -426,15 +433,15 @@ func trainDataParallel(_ lm: LoadedModel, examples: [DatasetExample], run p: Dat
         if dist.isRoot {
             progress.update(step: s - start, loss: loss, tokens: B * T)
             if let dir = p.checkpoints.checkpointDir,
-               (p.checkpoints.checkpointEvery > 0 && s % p.checkpoints.checkpointEvery == 0) || s == p.steps {
+               (p.checkpoints.checkpointEvery > 0 && s % p.checkpoints.checkpointEvery == 0) || s == last {
                 try m.saveCheckpoint(name: p.name, to: dir)
             }
         }
         if getenv("PEFTKIT_PRINT_LOSSES") != nil, dist.isRoot { writeStderr("loss step \(s) \(loss.bitPattern) \(loss)\n") }
     }
     run.seconds = progress.elapsed
-    let first = run.losses.first ?? 0, last = run.losses.last ?? 0
-    print("trained \(p.steps - start) steps in \(fmt(run.seconds, 1)) s (\(fmt(Double(run.tokens) / max(run.seconds, 1e-9), 0)) tok/s): loss \(fmt(Double(first), 3)) -> \(fmt(Double(last), 3))")
+    let firstLoss = run.losses.first ?? 0, lastLoss = run.losses.last ?? 0
+    print("trained \(run.losses.count) steps in \(fmt(run.seconds, 1)) s (\(fmt(Double(run.tokens) / max(run.seconds, 1e-9), 0)) tok/s): loss \(fmt(Double(firstLoss), 3)) -> \(fmt(Double(lastLoss), 3))")
     if N > 1 {
         let P = try m.withGradients { $0.count }
         print("gradient exchange (\(dist.useAllreduce ? "MPI_Allreduce" : "fixed-order Alltoall + Allgather"), \(byteString(4 * P)) per step): "
