@@ -86,6 +86,12 @@ for n in 2 3; do
 done
 losses "$tmp/one.log" > "$tmp/one.losses"
 echo -n "np 2 against 1 process, "; same_losses "$tmp/np2.losses" "$tmp/one.losses"
+# eval: batches dealt to the ranks, sums added in rank order: the same loss and token count as one process.
+"$cli" eval --model "$tmp" --adapter "$tmp/one" --data "$tmp/d.jsonl" --batch 3 --threads 1 > "$tmp/e1.log" 2>&1
+"${mpirun[@]}" -np 2 "$cli" eval --model "$tmp" --adapter "$tmp/one" --data "$tmp/d.jsonl" --batch 3 --threads 1 > "$tmp/e2.log" 2>&1 \
+    || { cat "$tmp/e2.log"; exit 1; }
+diff <(grep perplexity "$tmp/e1.log") <(grep perplexity "$tmp/e2.log")
+echo "eval under 2 ranks: $(grep perplexity "$tmp/e2.log" | tr '\n' ';')"
 
 echo "--- 2. checkpoint under 2 ranks, resume under 1; and the other way"
 "${mpirun[@]}" -np 2 "$cli" "${train[@]}" --out "$tmp/a" --checkpoint-dir "$tmp/ck2" --stop-after 3 > "$tmp/a.log" 2>&1 || { cat "$tmp/a.log"; exit 1; }
@@ -123,7 +129,7 @@ kill_rank() {
     local mp=$!
     for _ in $(seq 1 300); do grep -q '^loss step 20 ' "$log" && break; sleep 0.1; done
     local victim=""
-    for p in $(pgrep -P $mp); do
+    for p in $(awk -v pp=$mp '$4 == pp {print $1}' /proc/[0-9]*/stat 2>/dev/null); do
         if tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1'; then victim=$p; fi
     done
     test -n "$victim" || { echo "rank 1 not found"; kill $mp; exit 1; }

@@ -72,6 +72,7 @@ final class Distributed: @unchecked Sendable {
     private var scratch: [Float] = []
     private var received: [Float] = []
     private(set) var exchangeSeconds = 0.0
+    private(set) var waitSeconds = 0.0
     private(set) var exchanges = 0
 
     private init(launch: MPILaunch, mpi: MPILibrary?) {
@@ -113,6 +114,8 @@ final class Distributed: @unchecked Sendable {
         } catch let e as AgreedError {
             Watchdog.shared.arm(nil)
             mpi.finalize()
+            // Every rank knows; rank 0 says it once.
+            if rank != 0 { throw ExitCode(1) }
             throw CLIError(e.message)
         } catch {
             writeStderr("peftkit rank \(rank) of \(size): error: \(error)\n  stopping every rank (MPI_Abort)\n")
@@ -182,7 +185,11 @@ final class Distributed: @unchecked Sendable {
     /// of the summed chunks. It moves the same 2(N−1)/N of the buffer per rank as a ring all-reduce.
     func sumGradients(_ g: UnsafeMutableBufferPointer<Float>) throws {
         guard size > 1 else { return }
-        let clock = ContinuousClock(), t0 = clock.now
+        // Time the wait for the slowest rank (a barrier) apart from the exchange itself.
+        let clock = ContinuousClock(), w0 = clock.now
+        try collective("MPI_Barrier before the gradient exchange") { try $0.barrier() }
+        let t0 = clock.now
+        waitSeconds += (t0 - w0).seconds
         defer { exchangeSeconds += (clock.now - t0).seconds; exchanges += 1 }
         if useAllreduce {
             try collective("MPI_Allreduce of the gradients") { try $0.allreduceSum(UnsafeMutableRawPointer(g.baseAddress!), count: g.count, type: $0.float) }
@@ -445,7 +452,8 @@ func trainDataParallel(_ lm: LoadedModel, examples: [DatasetExample], run p: Dat
     if N > 1 {
         let P = try m.withGradients { $0.count }
         print("gradient exchange (\(dist.useAllreduce ? "MPI_Allreduce" : "fixed-order Alltoall + Allgather"), \(byteString(4 * P)) per step): "
-              + "\(fmt(dist.exchangeSeconds / Double(max(dist.exchanges, 1)) * 1000, 2)) ms/step")
+              + "\(fmt(dist.exchangeSeconds / Double(max(dist.exchanges, 1)) * 1000, 2)) ms/step, after waiting "
+              + "\(fmt(dist.waitSeconds / Double(max(dist.exchanges, 1)) * 1000, 2)) ms/step for the slowest rank")
         // Every rank's weights must be bit-identical: compare their hashes.
         let h = try m.withTrainableParameters { fnv1a64(UnsafeRawBufferPointer($0)) }
         writeStderr("peftkit rank \(dist.rank): trainable weights fnv1a64 \(hex(h))\n")
