@@ -428,10 +428,16 @@ func trainDataParallel(_ lm: LoadedModel, examples: [DatasetExample], run p: Dat
                 try m.computeGradients(inputIDs: i, labels: l, batch: rows, seqLen: T, config: local, lossDivisor: globalTokens)
             }
         }
-        var loss = part.loss
+        var loss = part.loss, counted = part.tokens
         if N > 1 {
             try m.withGradients { try dist.sumGradients($0) }
-            loss = Float(try dist.allgather([Double(part.loss)], "MPI_Allgather of the losses").reduce(0, +))
+            let parts = try dist.allgather([Double(part.loss), Double(part.tokens)], "MPI_Allgather of the losses")
+            loss = 0; counted = 0
+            for r in 0..<N { loss += Float(parts[2 * r]); counted += Int(parts[2 * r + 1]) }
+        }
+        // The divisor must be the tokens the core counted, or the gradient is not the global mean's.
+        guard counted == globalTokens else {
+            throw AgreedError(message: "step \(s): the ranks counted \(counted) tokens, the CLI \(globalTokens); nothing was applied")
         }
         _ = try m.applyGradients(config: tc)
         dist.noteStep(seconds: (clock.now - t0).seconds)
