@@ -21,13 +21,18 @@ struct Eval: ParsableCommand {
     }
 
     func run() throws {
-        let lm = try LoadedModel.load(modelOptions)
+        let dist = try Distributed.start()
+        try dist.run { try run(dist) }
+    }
+
+    private func run(_ dist: Distributed) throws {
+        let lm = try LoadedModel.load(dist.modelOptions(modelOptions))
         let names = try lm.loadAdapters(adapter)
         let examples = try loadExamples(data, lm.encoder)
         print("\(examples.count) records of \(data)")
         for which in [nil] + names.map({ Optional($0) }) {
             try lm.model.setActiveAdapter(which)
-            let (loss, tokens) = try evaluateLoss(lm, examples: examples, batch: batch, seqLen: seqLen)
+            let (loss, tokens) = try evaluateLossDataParallel(lm, examples: examples, batch: batch, seqLen: seqLen, dist: dist)
             print("\(which ?? "base model"): loss \(fmt(loss, 4)), perplexity \(fmt(exp(loss), 3)) over \(tokens) tokens")
         }
     }

@@ -13,6 +13,11 @@ struct Train: ParsableCommand {
             {"messages": [{"role": ..., "content": ...}, ...]} or {"text": ...}. Chat records go through the \
             model's chat template and only assistant tokens count towards the loss; text records count every \
             token. Rows are cut or padded to --seq-len (or the longest record, if shorter).
+
+            Data-parallel: `mpirun -np N peftkit-cli train ...` splits each global batch of --batch rows over N \
+            processes and gives the same adapter as one process (docs/DISTRIBUTED.md). libmpi (Open MPI) is opened \
+            only when mpirun starts several processes; without MPI installed, train runs as one process as usual, \
+            and a several-process launch stops with a message saying libmpi could not be opened.
             """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -31,6 +36,7 @@ struct Train: ParsableCommand {
     @Option(help: "Clip the gradient norm to this (0 = off).") var clip: Float = 1
     @Option(help: "Rows per micro-batch for gradient accumulation (0 = whole batch).") var microBatch = 0
     @Option(help: "Seed for data order and adapter initialisation.") var seed: UInt64 = 0
+    @OptionGroup var checkpoints: CheckpointOptions
 
     func validate() throws {
         guard batch > 0 else { throw ValidationError("--batch must be positive") }
@@ -40,20 +46,29 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        let lm = try LoadedModel.load(modelOptions)
+        let dist = try Distributed.start()
+        try dist.run { try run(dist) }
+    }
+
+    private func run(_ dist: Distributed) throws {
+        let lm = try LoadedModel.load(dist.modelOptions(modelOptions))
         let m = lm.model
         print("model \(lm.path): \(m.config.architecture), \(countString(m.config.parameterCount)) parameters, loaded in \(fmt(lm.loadSeconds, 1)) s")
         let examples = try loadExamples(data, lm.encoder)
         let n = steps ?? BatchOrder.steps(count: examples.count, batch: batch, epochs: epochs)
         guard n > 0 else { throw CLIError("--steps/--epochs give no steps") }
-        try m.attachAdapter(name: name, configJSON: try adapter.configJSON(model: m.config, seed: seed))
+        let configJSON = try adapter.configJSON(model: m.config, seed: seed)
+        try checkpoints.attachOrResume(m, name: name, configJSON: configJSON)
         try m.setActiveAdapter(name)
         let method = try m.adapterMethod(name: name)
         print("adapter '\(name)' (\(method.rawValue)): \(countString(try m.adapterParameterCount(name: name))) trainable parameters")
         var tc = TrainConfig()
         tc.learningRate = lr; tc.schedule = schedule; tc.warmupSteps = warmup; tc.totalSteps = n
         tc.weightDecay = weightDecay; tc.maxGradNorm = clip; tc.microBatchSize = microBatch
-        let run = try trainAdapter(lm, examples: examples, steps: n, batch: batch, seqLen: seqLen, config: tc, seed: seed)
+        let run = try trainDataParallel(lm, examples: examples, run: DataParallelRun(
+            steps: n, batch: batch, seqLen: seqLen, config: tc, seed: seed, name: name, checkpoints: checkpoints,
+            modelPath: lm.path, dataPath: data, adapterConfigJSON: configJSON, method: method), dist: dist)
+        guard dist.isRoot else { return }
         try m.saveAdapter(name: name, to: out)
         let plot = out + "/loss.svg"
         try writeFileAtomically(path: plot, bytes: Array(lossPlotSVG(run.losses, title: "\(method.rawValue) on \(adapterNameHint(data)): loss per step").utf8))
