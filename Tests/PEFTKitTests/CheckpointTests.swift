@@ -187,6 +187,10 @@ private func bits(_ a: [Float]) -> [UInt32] { a.map(\.bitPattern) }
             ("bad name", manifestWith { $0.name = "../x" }, { if case .format = $0 { true } else { false } }),
             ("negative step", manifestWith { $0.step = -1 }, { if case .format = $0 { true } else { false } }),
             ("newer version", manifestWith { $0.version = 3 }, { if case .unsupported = $0 { true } else { false } }),
+            ("version 1 manifest", { d in
+                let v1 = #"{"format": "peftkit-checkpoint", "version": 1, "name": "a", "method": "lora", "lora": {}}"#
+                try writeFileAtomically(path: d + "/checkpoint.json", bytes: Array(v1.utf8))
+            }, { if case .unsupported = $0 { true } else { false } }),
         ]
         for (label, edit, expected) in cases {
             let d = try variant(edit)

@@ -191,14 +191,17 @@ extension Engine {
             throw PEFTKitError.io("'\(directory)' is not a checkpoint folder: it has no \(Engine.checkpointManifestFile)")
         }
         let source = "'\(manifestPath)'"
-        let m = try CheckpointManifest.decode(try readWholeFile(path: manifestPath, maxBytes: Engine.maxCheckpointManifestBytes),
-                                              source: source)
-        guard m.format == CheckpointManifest.formatName else {
-            throw PEFTKitError.format("\(source): format is '\(m.format)', expected '\(CheckpointManifest.formatName)'")
+        let bytes = try readWholeFile(path: manifestPath, maxBytes: Engine.maxCheckpointManifestBytes)
+        // Format and version first: another version's manifest has other fields.
+        struct Header: Decodable { var format: String; var version: Int }
+        let h = try decodeJSON(Header.self, from: bytes, source: source)
+        guard h.format == CheckpointManifest.formatName else {
+            throw PEFTKitError.format("\(source): format is '\(h.format)', expected '\(CheckpointManifest.formatName)'")
         }
-        guard m.version == CheckpointManifest.currentVersion else {
-            throw PEFTKitError.unsupported("\(source): checkpoint version \(m.version); this PEFTKit reads version \(CheckpointManifest.currentVersion)")
+        guard h.version == CheckpointManifest.currentVersion else {
+            throw PEFTKitError.unsupported("\(source): checkpoint version \(h.version); this PEFTKit reads version \(CheckpointManifest.currentVersion)")
         }
+        let m = try CheckpointManifest.decode(bytes, source: source)
         // Compare with this model's config as it reads back from JSON, so float fields compare exactly.
         var mine = m
         mine.model = config
