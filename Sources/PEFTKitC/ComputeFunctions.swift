@@ -10,15 +10,21 @@ public func peftkit_train_step(_ model: OpaquePointer?, _ inputIDs: UnsafePointe
                                _ out: UnsafeMutablePointer<peftkit_train_result>?) -> peftkit_status {
     entry("peftkit_train_step") {
         let h = try ModelHandle.from(model)
-        guard let inputIDs else { throw ShimError.invalid("input_ids is NULL") }
-        let n = tokenCount(batch: batch, seqLen: seqLen)
-        let tc = try trainConfig(from: config)
+        let (ids, lb, tc) = try readTrainArgs(inputIDs, labels, batch, seqLen, config)
         if out != nil { _ = try checkStructSize(out, "out") }
-        let ids = UnsafeBufferPointer(start: inputIDs, count: n)
-        let lb = labels.map { UnsafeBufferPointer(start: $0, count: n) }
         let r = try h.model.trainStep(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), config: tc)
         if let out { store(r, into: out) }
     }
+}
+
+/// The token arrays (input ids, optional labels) and the train config of a training call.
+private func readTrainArgs(_ inputIDs: UnsafePointer<Int32>?, _ labels: UnsafePointer<Int32>?, _ batch: Int32, _ seqLen: Int32,
+                           _ config: UnsafePointer<peftkit_train_config>?)
+    throws -> (UnsafeBufferPointer<Int32>, UnsafeBufferPointer<Int32>?, TrainConfig) {
+    guard let inputIDs else { throw ShimError.invalid("input_ids is NULL") }
+    let n = tokenCount(batch: batch, seqLen: seqLen)
+    let tc = try trainConfig(from: config)
+    return (UnsafeBufferPointer(start: inputIDs, count: n), labels.map { UnsafeBufferPointer(start: $0, count: n) }, tc)
 }
 
 private func store(_ r: TrainStepResult, into out: UnsafeMutablePointer<peftkit_train_result>) {
@@ -40,14 +46,10 @@ public func peftkit_train_compute_gradients(_ model: OpaquePointer?, _ inputIDs:
                                             _ tokensOut: UnsafeMutablePointer<Int64>?) -> peftkit_status {
     entry("peftkit_train_compute_gradients") {
         let h = try ModelHandle.from(model)
-        guard let inputIDs else { throw ShimError.invalid("input_ids is NULL") }
+        let (ids, lb, tc) = try readTrainArgs(inputIDs, labels, batch, seqLen, config)
         guard lossDivisor >= 0, lossDivisor <= Int64(Int32.max) * Int64(Int32.max) else {
             throw ShimError.invalid("loss_divisor must be >= 0 (0 = this batch's tokens), got \(lossDivisor)")
         }
-        let n = tokenCount(batch: batch, seqLen: seqLen)
-        let tc = try trainConfig(from: config)
-        let ids = UnsafeBufferPointer(start: inputIDs, count: n)
-        let lb = labels.map { UnsafeBufferPointer(start: $0, count: n) }
         let r = try h.model.computeGradients(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), config: tc,
                                              lossDivisor: lossDivisor == 0 ? nil : Int(lossDivisor))
         lossOut?.pointee = r.loss
