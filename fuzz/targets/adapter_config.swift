@@ -14,12 +14,12 @@ enum Target {
         try engine.attachAdapter(name: "a", config: .bottleneck(BottleneckConfig(preset: .pfeiffer, reductionFactor: 4)))
         dir = Fuzz.tempDir()
         try engine.saveAdapter(name: "a", directory: dir)
-        validConfig = try Fuzz.read(dir + "/" + Engine.adapterConfigFile)
+        validConfig = try Fuzz.read(dir + "/" + AdapterFileFormat.configFile)
         try engine.removeAdapter(name: "a")
     }
 
     static func run(_ input: [UInt8]) {
-        Fuzz.write(dir + "/" + Engine.adapterConfigFile, input)
+        Fuzz.write(dir + "/" + AdapterFileFormat.configFile, input)
         if let name = try? engine.loadAdapter(directory: dir, name: nil) {
             try? engine.removeAdapter(name: name)
         }

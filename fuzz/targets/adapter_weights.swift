@@ -15,12 +15,12 @@ enum Target {
         try engine.attachAdapter(name: "a", config: .bottleneck(BottleneckConfig(preset: .pfeiffer, reductionFactor: 4)))
         dir = Fuzz.tempDir()
         try engine.saveAdapter(name: "a", directory: dir)
-        validWeights = try Fuzz.read(dir + "/" + Engine.adapterWeightsFile)
+        validWeights = try Fuzz.read(dir + "/" + AdapterFileFormat.adapterHub.weightsFile)
         try engine.removeAdapter(name: "a")
     }
 
     static func run(_ input: [UInt8]) {
-        Fuzz.write(dir + "/" + Engine.adapterWeightsFile, input)
+        Fuzz.write(dir + "/" + AdapterFileFormat.adapterHub.weightsFile, input)
         if let name = try? engine.loadAdapter(directory: dir, name: nil) {
             try? engine.removeAdapter(name: name)
         }

@@ -41,17 +41,26 @@ enum Target {
         var m = try CheckpointManifest.decode(validManifest, source: "seed")
         func with(_ f: (inout CheckpointManifest) -> Void) throws -> [UInt8] { var c = m; f(&c); return try c.encoded() }
         let valid = validManifest
-        m.lora?.rank = 2
+        // Edits of the stored adapter_config.json object.
+        func config(_ key: String, _ value: JSONValue) throws -> [UInt8] {
+            try with { c in
+                guard case .object(var o) = c.config else { return }
+                o[key] = value
+                c.config = .object(o)
+            }
+        }
+        m.step = 2
         return [
             "valid-lora": valid,
             "other-method": try with { $0.method = "bottleneck" },
-            "bad-rank": try with { $0.lora?.rank = 1 << 40 },
+            "bad-rank": try config("r", .int(1 << 40)),
             "huge-step": try with { $0.step = Int.max },
             "state-escapes": try with { $0.state.file = "../../" + stateName },
             "wrong-hash": try with { $0.state.fnv1a64 = "0000000000000000" },
             "negative-bytes": try with { $0.state.bytes = -1 },
-            "layers-out-of-range": try with { $0.lora?.layers = [0, 99] },
-            "targets-unknown": try with { $0.lora?.targets = ["c_attn"] },
+            "layers-out-of-range": try config("layers_to_transform", .array([.int(0), .int(99)])),
+            "targets-unknown": try config("target_modules", .array([.string("c_attn")])),
+            "unsupported-key": try config("use_dora", .bool(true)),
             "model-changed": try with { $0.model.numLayers = 1024 },
             "not-json": Array("{".utf8),
         ]
