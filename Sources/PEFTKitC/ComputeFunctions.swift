@@ -13,15 +13,15 @@ public func peftkit_train_step(_ model: OpaquePointer?, _ inputIDs: UnsafePointe
         guard let inputIDs else { throw ShimError.invalid("input_ids is NULL") }
         let n = tokenCount(batch: batch, seqLen: seqLen)
         let tc = try trainConfig(from: config)
-        if out != nil { _ = try checkStructSize(out, "out") }
+        let outSize = try outputStructSize(out, "out")
         let ids = UnsafeBufferPointer(start: inputIDs, count: n)
         let lb = labels.map { UnsafeBufferPointer(start: $0, count: n) }
         let r = try h.model.trainStep(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), config: tc)
-        if let out { store(r, into: out) }
+        if let out, let outSize { store(r, into: out, size: outSize) }
     }
 }
 
-private func store(_ r: TrainStepResult, into out: UnsafeMutablePointer<peftkit_train_result>) {
+private func store(_ r: TrainStepResult, into out: UnsafeMutablePointer<peftkit_train_result>, size: Int) {
     var o = peftkit_train_result()
     o.struct_size = UInt32(MemoryLayout<peftkit_train_result>.size)
     o.loss = r.loss
@@ -29,7 +29,7 @@ private func store(_ r: TrainStepResult, into out: UnsafeMutablePointer<peftkit_
     o.learning_rate = r.learningRate
     o.step = Int64(r.step)
     o.tokens = Int64(r.tokens)
-    out.pointee = o
+    writeStruct(o, to: out, size: size)
 }
 
 @c @implementation
@@ -61,9 +61,9 @@ public func peftkit_train_apply_gradients(_ model: OpaquePointer?, _ config: Uns
     entry("peftkit_train_apply_gradients") {
         let h = try ModelHandle.from(model)
         let tc = try trainConfig(from: config)
-        if out != nil { _ = try checkStructSize(out, "out") }
+        let outSize = try outputStructSize(out, "out")
         let r = try h.model.applyGradients(config: tc)
-        if let out { store(r, into: out) }
+        if let out, let outSize { store(r, into: out, size: outSize) }
     }
 }
 

@@ -86,10 +86,17 @@ static void test_library(void) {
     expect(peftkit_set_num_threads(0), PEFTKIT_OK, "peftkit_set_num_threads(0) (default)");
     expect(peftkit_set_num_threads(2), PEFTKIT_OK, "peftkit_set_num_threads(2)");
 
-    peftkit_model_config_init(NULL);
-    peftkit_train_config_init(NULL);
-    peftkit_generate_config_init(NULL);
-    check(1, "*_config_init(NULL) are no-ops");
+    expect(peftkit_model_config_init_sized(NULL, sizeof(peftkit_model_config)), PEFTKIT_ERR_INVALID_ARGUMENT,
+           "model_config_init_sized(NULL)");
+    expect(peftkit_train_config_init_sized(NULL, sizeof(peftkit_train_config)), PEFTKIT_ERR_INVALID_ARGUMENT,
+           "train_config_init_sized(NULL)");
+    expect(peftkit_generate_config_init_sized(NULL, sizeof(peftkit_generate_config)), PEFTKIT_ERR_INVALID_ARGUMENT,
+           "generate_config_init_sized(NULL)");
+    check(peftkit_version_number() == PEFTKIT_VERSION_NUMBER, "peftkit_version_number() == PEFTKIT_VERSION_NUMBER");
+    check(strcmp(peftkit_status_string(PEFTKIT_ERR_BUSY), "model in use by another call") == 0 &&
+              strcmp(peftkit_status_string(PEFTKIT_OK), "ok") == 0 &&
+              strcmp(peftkit_status_string(-12345), "unknown status") == 0,
+          "peftkit_status_string: known codes and an unknown one");
     peftkit_model_free(NULL);
     check(1, "peftkit_model_free(NULL) is a no-op");
 
@@ -138,8 +145,10 @@ static void test_create_misuse(void) {
     mc.struct_size = 0;
     expect(peftkit_model_create(&mc, 1, &m), PEFTKIT_ERR_INVALID_ARGUMENT, "model_create(struct_size 0)");
     check(strstr(peftkit_last_error(), "struct_size") != NULL, "last error names struct_size");
-    mc.struct_size = sizeof mc + 4;
-    expect(peftkit_model_create(&mc, 1, &m), PEFTKIT_ERR_INVALID_ARGUMENT, "model_create(struct_size too large)");
+    mc.struct_size = 70000;
+    expect(peftkit_model_create(&mc, 1, &m), PEFTKIT_ERR_INVALID_ARGUMENT, "model_create(struct_size 70000)");
+    mc.struct_size = 6;
+    expect(peftkit_model_create(&mc, 1, &m), PEFTKIT_ERR_INVALID_ARGUMENT, "model_create(struct_size 6: inside a field)");
 
     /* A failed call on another thread leaves this thread's message alone, and vice versa. */
     char before[512];
@@ -617,7 +626,7 @@ static void test_generate(peftkit_model *m) {
     s.listing = 12345;
     s.stop_after = 1;
     expect(peftkit_generate(m, prompt, 3, &gc, out, 64, &n, on_token, &s), PEFTKIT_OK, "generate, callback calls back into the model");
-    expect(s.reentrant, PEFTKIT_ERR_STATE, "a call overlapping generate on the same model");
+    expect(s.reentrant, PEFTKIT_ERR_BUSY, "a call overlapping generate on the same model");
     expect(s.listing, PEFTKIT_OK, "adapter_count while the model generates (a read of the adapter list)");
 
     gc.max_new_tokens = 0;

@@ -76,7 +76,7 @@ def _c_path(path: PathLike, what: str = "path") -> bytes:
 class _Handle:
     """A model's native handle, and the guard of every library call on it: `with handle as h:`
     serialises calls from different Python threads (a second thread waits instead of getting
-    PEFTKIT_ERR_STATE), refuses calls once the model is closed, and counts calls in progress so that
+    PEFTKIT_ERR_BUSY), refuses calls once the model is closed, and counts calls in progress so that
     `close()` never frees a model in use. It holds no reference to its Model, so a Model that is no
     longer referenced is freed at once, without waiting for the cycle collector."""
 
