@@ -437,10 +437,30 @@ peftkit_status peftkit_adapter_unmerge(peftkit_model *model, const char *name);
  */
 peftkit_status peftkit_adapter_save(peftkit_model *model, const char *name, const char *dir);
 
+/* Adapter file formats (peftkit_adapter_save_as). */
+/* The method's ecosystem format, a folder: what peftkit_adapter_save writes. */
+#define PEFTKIT_ADAPTER_FORMAT_NATIVE 0
+/* llama.cpp's GGUF LoRA adapter, one file: what `llama-cli -m base.gguf --lora adapter.gguf` (and Ollama, LM
+ * Studio) load. LoRA adapters of Llama models only. Tensors `<base GGUF tensor>.lora_a` (ne [in, r]) and
+ * `.lora_b` (ne [r, out], query/key rows in GGUF's RoPE order, as llama.cpp's converter writes them), metadata
+ * general.type "adapter", adapter.type "lora", adapter.lora.alpha (rsLoRA written as the equivalent alpha * sqrt(r)). */
+#define PEFTKIT_ADAPTER_FORMAT_GGUF 1
+
+/*
+ * Writes adapter `name` in `format` to `path`: PEFTKIT_ADAPTER_FORMAT_NATIVE as peftkit_adapter_save (path is
+ * the folder); PEFTKIT_ADAPTER_FORMAT_GGUF as one file at path, replaced atomically. peftkit_adapter_load reads
+ * both back.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL, empty path, unknown format), PEFTKIT_ERR_NOT_FOUND,
+ * PEFTKIT_ERR_UNSUPPORTED (GGUF: not a LoRA adapter, not a Llama model, lora_alpha 0), PEFTKIT_ERR_IO,
+ * PEFTKIT_ERR_BUSY.
+ */
+peftkit_status peftkit_adapter_save_as(peftkit_model *model, const char *name, const char *path, int32_t format);
+
 /*
  * Reads an adapter folder written by peftkit_adapter_save, by AdapterHub (bottleneck adapters) or by
  * Hugging Face PEFT (LoRA, rsLoRA, IA3, prefix and prompt tuning of a causal LM; told apart by
- * adapter_model.safetensors) and attaches it. It is not made active. PEFT options PEFTKit does not
+ * adapter_model.safetensors), or a llama.cpp GGUF LoRA adapter when `dir` is a file whose name ends in
+ * ".gguf" (stored name "default"; alpha absent or 0 means scale 1, as in llama.cpp), and attaches it. It is not made active. PEFT options PEFTKit does not
  * implement (DoRA, bias training, modules_to_save, rank_pattern, ...) give PEFTKIT_ERR_UNSUPPORTED.
  *
  * dir       folder path, UTF-8.

@@ -60,6 +60,9 @@ PEFTKIT_SCHEDULE_CONSTANT = 0
 PEFTKIT_SCHEDULE_LINEAR = 1
 PEFTKIT_SCHEDULE_COSINE = 2
 
+PEFTKIT_ADAPTER_FORMAT_NATIVE = 0
+PEFTKIT_ADAPTER_FORMAT_GGUF = 1
+
 PEFTKIT_IGNORE_INDEX = -100
 
 # --------------------------------------------------------------------------------------------------
@@ -187,6 +190,7 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     "peftkit_adapter_merge": (_status, [_model, c_char_p]),
     "peftkit_adapter_unmerge": (_status, [_model, c_char_p]),
     "peftkit_adapter_save": (_status, [_model, c_char_p, c_char_p]),
+    "peftkit_adapter_save_as": (_status, [_model, c_char_p, c_char_p, c_int32]),
     "peftkit_adapter_load": (_status, [_model, c_char_p, c_char_p, _buf, c_size_t]),
     "peftkit_model_set_full_finetuning": (_status, [_model, c_int32]),
     "peftkit_train_config_init_sized": (_status, [POINTER(TrainConfigStruct), c_size_t]),
