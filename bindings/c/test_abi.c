@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 static int n_passed = 0;
 static int n_failed = 0;
@@ -850,6 +851,30 @@ static void test_llama(void) {
     fill_pattern(ids, BATCH, SEQ, 0);
     expect(peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, &r), PEFTKIT_OK, "train_step on llama");
     check(isfinite(r.loss), "llama loss finite");
+
+    /* LoRA in llama.cpp's GGUF adapter format: saved, loaded back under another name, same logits. */
+    expect(peftkit_adapter_attach_json(m, "l", "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, "
+                                               "\"target_modules\": [\"q_proj\", \"k_proj\", \"down_proj\"]}"),
+           PEFTKIT_OK, "adapter_attach_json(LoRA) on llama");
+    expect(peftkit_adapter_set_active(m, "l"), PEFTKIT_OK, "adapter_set_active(LoRA)");
+    for (int i = 0; i < 3; i++) peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, &r);
+    static float want[BATCH * SEQ * VOCAB], got[BATCH * SEQ * VOCAB];
+    expect(peftkit_forward(m, ids, NULL, BATCH, SEQ, want, BATCH * SEQ * VOCAB, NULL, NULL), PEFTKIT_OK, "forward(LoRA)");
+    char gguf[] = "/tmp/peftkit-test-abi-XXXXXX";
+    int fd = mkstemp(gguf);
+    if (fd >= 0) close(fd);
+    expect(peftkit_adapter_save_as(m, "l", gguf, PEFTKIT_ADAPTER_FORMAT_GGUF), PEFTKIT_OK, "adapter_save_as(GGUF)");
+    expect(peftkit_adapter_load(m, gguf, "l2", NULL, 0), PEFTKIT_ERR_IO, "adapter_load(GGUF file without .gguf: a folder path)");
+    char named[64];
+    snprintf(named, sizeof named, "%s.gguf", gguf);
+    expect(rename(gguf, named) == 0 ? PEFTKIT_OK : PEFTKIT_ERR_IO, PEFTKIT_OK, "rename to .gguf");
+    expect(peftkit_adapter_load(m, named, "l2", NULL, 0), PEFTKIT_OK, "adapter_load(.gguf)");
+    expect(peftkit_adapter_set_active(m, "l2"), PEFTKIT_OK, "adapter_set_active(LoRA from GGUF)");
+    expect(peftkit_forward(m, ids, NULL, BATCH, SEQ, got, BATCH * SEQ * VOCAB, NULL, NULL), PEFTKIT_OK, "forward(LoRA from GGUF)");
+    float maxdiff = 0;
+    for (int i = 0; i < BATCH * SEQ * VOCAB; i++) maxdiff = fmaxf(maxdiff, fabsf(want[i] - got[i]));
+    check(maxdiff < 1e-5f, "LoRA from GGUF gives the saved adapter's logits");
+    unlink(named);
     peftkit_model_free(m);
 }
 

@@ -308,6 +308,12 @@ static void null_pointers(peftkit_model *m) {
     CASE(BAD, peftkit_adapter_remove(m, NULL), "adapter_remove(name NULL)");
     CASE(BAD, peftkit_adapter_save(m, "a", NULL), "adapter_save(dir NULL)");
     CASE(BAD, peftkit_adapter_save(m, NULL, "/tmp/x"), "adapter_save(name NULL)");
+    CASE(BAD, peftkit_adapter_save_as(NULL, "a", "/tmp/x.gguf", PEFTKIT_ADAPTER_FORMAT_GGUF), "adapter_save_as(model NULL)");
+    CASE(BAD, peftkit_adapter_save_as(m, NULL, "/tmp/x.gguf", PEFTKIT_ADAPTER_FORMAT_GGUF), "adapter_save_as(name NULL)");
+    CASE(BAD, peftkit_adapter_save_as(m, "a", NULL, PEFTKIT_ADAPTER_FORMAT_GGUF), "adapter_save_as(path NULL)");
+    CASE(BAD, peftkit_adapter_save_as(m, "a", "", PEFTKIT_ADAPTER_FORMAT_GGUF), "adapter_save_as(path \"\")");
+    CASE(BAD, peftkit_adapter_save_as(m, "a", "/tmp/x.gguf", 2), "adapter_save_as(format 2)");
+    CASE(BAD, peftkit_adapter_save_as(m, "a", "/tmp/x.gguf", -1), "adapter_save_as(format -1)");
     CASE(BAD, peftkit_adapter_load(m, NULL, NULL, buf, sizeof buf), "adapter_load(dir NULL)");
     CASE(BAD, peftkit_train_step(m, NULL, NULL, BATCH, SEQ, &tc, NULL), "train_step(input_ids NULL)");
     CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, SEQ, NULL, NULL), "train_step(config NULL)");
@@ -672,6 +678,8 @@ static void names(peftkit_model *m, const char *adapter_dir, const char *checkpo
     CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_adapter_remove(m, "nope"), "adapter_remove(unknown)");
     CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_adapter_num_params(m, "nope", &n64), "adapter_num_params(unknown)");
     CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_adapter_save(m, "nope", "/tmp/peftkit-misuse-never"), "adapter_save(unknown)");
+    CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_adapter_save_as(m, "nope", "/tmp/peftkit-misuse-never.gguf", PEFTKIT_ADAPTER_FORMAT_GGUF),
+         "adapter_save_as(unknown, GGUF)");
     CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_checkpoint_save(m, "nope", "/tmp/peftkit-misuse-never"), "checkpoint_save(unknown)");
     CASE(PEFTKIT_ERR_STATE, peftkit_adapter_attach_json(m, "a", PFEIFFER), "adapter_attach_json(duplicate name)");
     CASE(PEFTKIT_ERR_STATE, peftkit_adapter_load(m, adapter_dir, "a", buf, sizeof buf), "adapter_load(as a name already attached)");
@@ -778,6 +786,8 @@ static void files(peftkit_model *m, const char *scratch, const char *adapter_dir
 
     CASE(PEFTKIT_ERR_IO, peftkit_adapter_save(m, "a", "/proc/peftkit-misuse/x"), "adapter_save(folder cannot be created)");
     CASE(PEFTKIT_ERR_IO, peftkit_adapter_save(m, "a", p), "adapter_save(folder path is a file)");
+    CASE(PEFTKIT_ERR_UNSUPPORTED, peftkit_adapter_save_as(m, "a", "/tmp/peftkit-misuse-never.gguf", PEFTKIT_ADAPTER_FORMAT_GGUF),
+         "adapter_save_as(GGUF: not a LoRA adapter of a Llama model)");
     CASE(PEFTKIT_ERR_IO, peftkit_checkpoint_save(m, "a", p), "checkpoint_save(folder path is a file)");
 
     CASE(PEFTKIT_ERR_IO, peftkit_checkpoint_load(m, "/nonexistent/peftkit", buf, sizeof buf), "checkpoint_load(missing folder)");

@@ -28,7 +28,7 @@ extension Engine {
             guard let lora = ad as? LoRAAdapter else {
                 throw PEFTKitError.unsupported("only LoRA adapters have a GGUF format ('\(name)' is \(ad.method.rawValue))")
             }
-            let bytes = try lora.ggufFile(ggufName: ggufName(ofHuggingFaceTensor:)).bytes()
+            let bytes = try lora.ggufFile(baseTensorName: ggufName(ofHuggingFaceTensor:)).bytes()
             try writeFileAtomically(path: directory, bytes: bytes)
         }
     }
@@ -37,7 +37,7 @@ extension Engine {
     func loadAdapter(directory: String, name: String?) throws -> String {
         let (ad, nameInFile): (Adapter, String)
         if directory.hasSuffix(".gguf"), pathKind(directory) == .file {
-            ad = try LoRAAdapter.fromGGUF(try GGUFFile(path: directory), model: config, ggufName: ggufName(ofHuggingFaceTensor:))
+            ad = try LoRAAdapter.fromGGUF(try GGUFFile(path: directory), model: config, baseTensorName: ggufName(ofHuggingFaceTensor:))
             nameInFile = "default"
         } else {
             (ad, nameInFile) = try readAdapterFolder(directory, model: config, context: adapterContext())

@@ -33,9 +33,9 @@ extension LoRAAdapter {
         }
     }
 
-    /// The adapter as a llama.cpp GGUF LoRA file. `ggufName` maps a Hugging Face tensor name of the base model to
+    /// The adapter as a llama.cpp GGUF LoRA file. `baseTensorName` maps a Hugging Face tensor name of the base model to
     /// its GGUF name (the engine's table).
-    func ggufFile(ggufName: (String) -> String?) throws -> GGUFWriter {
+    func ggufFile(baseTensorName: (String) -> String?) throws -> GGUFWriter {
         let m = model, c = config, r = c.rank
         guard m.architecture == .llama else {
             throw PEFTKitError.unsupported("GGUF LoRA adapters are written for Llama models only (this is \(m.architecture))")
@@ -51,7 +51,7 @@ extension LoRAAdapter {
         let p = params.floats
         for u in units {
             let hf = u.site.module(m.architecture, layer: u.layer) + ".weight"
-            guard let base = ggufName(hf) else { throw PEFTKitError.unsupported("tensor '\(hf)' has no GGUF name") }
+            guard let base = baseTensorName(hf) else { throw PEFTKitError.unsupported("tensor '\(hf)' has no GGUF name") }
             let a = Array(UnsafeBufferPointer(start: p + u.a, count: r * u.inF))
             var b = Array(UnsafeBufferPointer(start: p + u.b, count: u.outF * r))
             if let heads = LoRAAdapter.ropeHeads(u.site, m) {
@@ -65,7 +65,7 @@ extension LoRAAdapter {
 
     /// Reads a llama.cpp GGUF LoRA adapter for a model of shape `m`: the adapted sites and layers from the tensor
     /// names, r from their shapes, alpha from `adapter.lora.alpha` (absent or 0: scale 1, as llama.cpp).
-    static func fromGGUF(_ file: GGUFFile, model m: ModelConfig, ggufName: (String) -> String?) throws -> LoRAAdapter {
+    static func fromGGUF(_ file: GGUFFile, model m: ModelConfig, baseTensorName: (String) -> String?) throws -> LoRAAdapter {
         let src = "GGUF adapter '\(file.path)'"
         guard m.architecture == .llama else {
             throw PEFTKitError.unsupported("GGUF LoRA adapters are read for Llama models only (this is \(m.architecture))")
@@ -80,7 +80,7 @@ extension LoRAAdapter {
         var sitesByBase: [String: (layer: Int, site: LinearSite)] = [:]
         for l in 0..<m.numLayers {
             for s in LinearSite.sites(.llama) {
-                if let g = ggufName(s.module(.llama, layer: l) + ".weight") { sitesByBase[g] = (l, s) }
+                if let g = baseTensorName(s.module(.llama, layer: l) + ".weight") { sitesByBase[g] = (l, s) }
             }
         }
         var found: [String: (layer: Int, site: LinearSite)] = [:]
@@ -117,7 +117,7 @@ extension LoRAAdapter {
         let adapter = try LoRAAdapter(config: c, model: m)
         let p = adapter.params.floats
         for u in adapter.units {
-            guard let base = ggufName(u.site.module(.llama, layer: u.layer) + ".weight"),
+            guard let base = baseTensorName(u.site.module(.llama, layer: u.layer) + ".weight"),
                   let ia = file.info(base + ".lora_a"), let ib = file.info(base + ".lora_b") else {
                 throw PEFTKitError.format("\(src) lacks the A or B tensor of layer \(u.layer) \(u.site.shortName(.llama))")
             }
