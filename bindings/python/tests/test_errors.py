@@ -236,3 +236,13 @@ def test_status_strings_and_version_number():
     assert _capi.lib.peftkit_status_string(-12345) == b"unknown status"
     major, minor, patch = (int(x) for x in peftkit.__version__.split("."))
     assert _capi.lib.peftkit_version_number() == major * 10000 + minor * 100 + patch
+
+
+def test_an_older_library_is_refused_at_import(monkeypatch):
+    class Old:
+        @staticmethod
+        def peftkit_version_number():
+            return 100  # 0.1.0
+    with pytest.raises(_capi.LibraryLoadError, match="older than this peftkit package"):
+        _capi._check_version(Old(), "/x/libpeftkit.so")
+    _capi._check_version(_capi.lib, _capi.library_path)  # the loaded one passes

@@ -306,6 +306,20 @@ def _bind(lib: ctypes.CDLL, path: str) -> None:
         fn.argtypes = argtypes
 
 
+def _check_version(lib: ctypes.CDLL, path: str) -> None:
+    """The library must be at least as new as this package (MAJOR.MINOR): the package may call what its version
+    added. A newer library is fine: its ABI only adds, and struct sizes are the caller's (see _check_layouts)."""
+    from ._version import __version__
+
+    major, minor, _ = (int(x) for x in __version__.split("."))
+    got = lib.peftkit_version_number()
+    if got // 100 < major * 100 + minor:
+        raise LibraryLoadError(
+            f"{path} is libpeftkit {got // 10000}.{got // 100 % 100}.{got % 100}, older than this peftkit package "
+            f"({__version__}): rebuild it, or point {LIBRARY_ENV} at a newer libpeftkit.so"
+        )
+
+
 def _check_layouts(lib: ctypes.CDLL, path: str) -> dict[type[Structure], bytes]:
     """Runs each *_init_sized function with this package's struct size and returns the default bytes of each
     struct. The caller's size is the authority (peftkit.h, "Structs and versions"): a library older or newer than
@@ -343,6 +357,7 @@ def load_library() -> tuple[ctypes.CDLL, str, dict[type[Structure], bytes]]:
                 break
             continue
         _bind(lib, path)
+        _check_version(lib, path)
         defaults = _check_layouts(lib, path)
         return lib, getattr(lib, "_name", path), defaults
     raise LibraryLoadError(
