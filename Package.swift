@@ -39,10 +39,12 @@ let package = Package(
             dependencies: ["PEFTKit", "CPEFTKit"],
             exclude: ["exports.map"],
             linkerSettings: [
-                // Export only peftkit_*, link the Swift runtime statically, and refuse undefined symbols so
-                // the .so is self-contained (FoundationEssentials' static helpers are named explicitly).
+                // Export only peftkit_* (symbol version PEFTKIT_1), name the ABI generation in the SONAME, link
+                // the Swift runtime statically, and refuse undefined symbols so the .so is self-contained
+                // (FoundationEssentials' static helpers are named explicitly).
                 .unsafeFlags([
                     "-Xlinker", "--version-script=\(packageRoot)/Sources/PEFTKitC/exports.map",
+                    "-Xlinker", "-soname=libpeftkit.so.1",
                     "-static-stdlib",
                     "-Xlinker", "-z", "-Xlinker", "defs",
                     "-l_FoundationCollections", "-l_FoundationCShims",

@@ -15,11 +15,26 @@
  * and no output parameter documented as "set on success" has been written, unless the function says
  * otherwise.
  *
- * Config structs. Each config struct starts with `uint32_t struct_size`. Fill a struct with its
- * `*_init` function (which sets struct_size and every default), then change the fields you need. Every
- * function that reads or writes such a struct checks struct_size first and returns
- * PEFTKIT_ERR_INVALID_ARGUMENT if it does not name a layout this library knows. New fields are only ever
- * appended; a later library keeps accepting the sizes published before it.
+ * Structs and versions. Each struct starts with `uint32_t struct_size`, the size of the struct as the
+ * caller was compiled: that size is the authority, in both directions.
+ * - Input structs (the *_config ones): fill one with its *_init macro, which passes sizeof your struct to
+ *   the *_init_sized function (it writes the defaults into exactly that many bytes and sets struct_size),
+ *   then change the fields you need. The library reads only the bytes struct_size covers; a field your
+ *   header did not have yet takes its default.
+ * - Output structs (peftkit_train_result, peftkit_tokenizer_info, peftkit_model_config when read back):
+ *   set struct_size = sizeof the struct. The library writes only the bytes struct_size covers and leaves
+ *   struct_size itself as you set it.
+ * - A struct_size smaller than this header's struct must be the size the struct had in an earlier
+ *   version (the end of one of its fields after struct_size); anything else is PEFTKIT_ERR_INVALID_ARGUMENT, as are 0 and
+ *   sizes above 65536.
+ * - A struct_size larger than the library knows (a program compiled against a newer header, running with
+ *   an older library) is accepted when every byte the library does not know is zero: a field added later
+ *   means "behave as before" at 0, and the *_init functions of an older library write 0 there. A non-zero
+ *   unknown byte in an input struct is PEFTKIT_ERR_UNSUPPORTED (the caller asked for something this
+ *   library does not implement); an output struct's unknown bytes are set to 0.
+ * - Fields are only ever appended, and no struct has padding: every struct's size is the end of its last
+ *   field (test_abi.c checks it), so appending a field always changes the size. A field whose alignment
+ *   would leave a gap is preceded by an explicit `reserved` field that must be 0.
  *
  * Booleans are int32_t fields holding 0 or 1. Some fields also accept -1, meaning "the default for the
  * chosen architecture / preset"; those fields say so. Any other value is PEFTKIT_ERR_INVALID_ARGUMENT.
@@ -46,7 +61,7 @@
  *
  * - Distinct models may be used from different threads at the same time.
  * - Calls on one model must not overlap. A call that starts while another call on the same model is
- *   still running fails with PEFTKIT_ERR_STATE and leaves the model untouched; it never corrupts it.
+ *   still running fails with PEFTKIT_ERR_BUSY and leaves the model untouched; it never corrupts it.
  *   This includes calls made from inside a peftkit_token_callback on the model that is generating.
  *   The exceptions may overlap anything but peftkit_model_free: the tokenizer functions (see
  *   Tokenization; peftkit_tokenizer_load replaces the tokenizer for calls that start after it) and the
@@ -58,8 +73,19 @@
  *   never returned by peftkit_model_create / peftkit_model_load, fails with PEFTKIT_ERR_INVALID_ARGUMENT,
  *   and freeing it again is a no-op. This is best effort, not a licence: once a new model happens to reuse
  *   the address, a stale pointer names that new model.
+ * - A call that finds its model in use by another call fails with PEFTKIT_ERR_BUSY (retry later);
+ *   PEFTKIT_ERR_STATE is kept for requests the model's state does not allow (a logic error).
  * - peftkit_last_error() is per thread.
- * - peftkit_set_num_threads() affects the whole process and may be called at any time.
+ * - peftkit_set_num_threads() affects the whole process: see its comment for when it may be called.
+ *
+ * ---------------------------------------------------------------------------------------------------
+ * LINKING
+ * ---------------------------------------------------------------------------------------------------
+ *
+ * libpeftkit.so has the SONAME libpeftkit.so.1 (the ABI generation: it changes only if an exported
+ * function or struct layout ever changes incompatibly) and installs as libpeftkit.so.MAJOR.MINOR.PATCH
+ * with the links libpeftkit.so.1 and libpeftkit.so. Every exported symbol starts with peftkit_ and carries
+ * the symbol version PEFTKIT_1; nothing else is exported.
  */
 
 #ifndef PEFTKIT_H
@@ -77,10 +103,10 @@ extern "C" {
  * =================================================================================================== */
 
 #define PEFTKIT_VERSION_MAJOR 0
-#define PEFTKIT_VERSION_MINOR 1
+#define PEFTKIT_VERSION_MINOR 2
 #define PEFTKIT_VERSION_PATCH 0
 /* The version as a string, "MAJOR.MINOR.PATCH". */
-#define PEFTKIT_VERSION_STRING "0.1.0"
+#define PEFTKIT_VERSION_STRING "0.2.0"
 /* The version as one comparable number: MAJOR * 10000 + MINOR * 100 + PATCH. */
 #define PEFTKIT_VERSION_NUMBER (PEFTKIT_VERSION_MAJOR * 10000 + PEFTKIT_VERSION_MINOR * 100 + PEFTKIT_VERSION_PATCH)
 
@@ -89,6 +115,12 @@ extern "C" {
  * PEFTKIT_VERSION_STRING to detect a header/library mismatch. The string is static: never free it.
  */
 const char *peftkit_version(void);
+
+/*
+ * The version of the library actually loaded as one number, MAJOR * 10000 + MINOR * 100 + PATCH: compare
+ * it with PEFTKIT_VERSION_NUMBER (a library at least as new as the header: >=).
+ */
+int32_t peftkit_version_number(void);
 
 /* ===================================================================================================
  * Status codes
@@ -115,7 +147,7 @@ typedef int32_t peftkit_status;
 /* The computation produced NaN or infinity; the adapter weights were not updated. */
 #define PEFTKIT_ERR_NUMERICAL (-6)
 /* The call is not allowed in the model's current state: training with no active adapter, attaching a
- * name that already exists, or a call overlapping another call on the same model. */
+ * name that already exists. (A call overlapping another call on the same model is PEFTKIT_ERR_BUSY.) */
 #define PEFTKIT_ERR_STATE (-7)
 /* Memory could not be allocated, or a requested size overflows. */
 #define PEFTKIT_ERR_OUT_OF_MEMORY (-8)
@@ -124,6 +156,16 @@ typedef int32_t peftkit_status;
 #define PEFTKIT_ERR_BUFFER_TOO_SMALL (-9)
 /* An unexpected failure inside the library (a bug). The model is unchanged if the call modifies one. */
 #define PEFTKIT_ERR_INTERNAL (-10)
+/* The model is in use by another call that is still running (calls on one model must not overlap).
+ * Nothing was changed; the same call may succeed once the other one has returned. */
+#define PEFTKIT_ERR_BUSY (-11)
+
+/*
+ * A short English description of a status code ("invalid argument", "model in use by another call", ...),
+ * or "unknown status" for a value this library does not define. Never NULL; the string is static: never
+ * free it. peftkit_last_error() says more about the last failure.
+ */
+const char *peftkit_status_string(peftkit_status status);
 
 /*
  * The message of the last failing call made on this thread, as NUL-terminated UTF-8. Never NULL: it is
@@ -141,6 +183,13 @@ const char *peftkit_last_error(void);
  * Sets the number of threads used for matrix multiplications (OpenBLAS) and PEFTKit's own parallel
  * loops, for the whole process. n <= 0 restores the default: the number of online cores. Values above
  * 1024 are clamped to 1024. Always returns PEFTKIT_OK.
+ *
+ * When it takes effect: PEFTKit's own loops read the count each time one starts, so a running call
+ * switches at its next loop. OpenBLAS is told at once through openblas_set_num_threads, which resizes its
+ * process-wide thread pool without a lock: while any matrix multiplication runs in the process (a
+ * PEFTKit call on any model, or another OpenBLAS user such as numpy linked to the same OpenBLAS) that is a
+ * data race inside OpenBLAS. Call it before starting work, or between calls, from one thread; it never
+ * waits for running calls.
  */
 peftkit_status peftkit_set_num_threads(int32_t n);
 
@@ -218,8 +267,14 @@ typedef struct peftkit_model_config {
     int32_t mlp_bias;            /* 0/1, -1 = architecture default (GPT-2 1, Llama 0); default -1 */
 } peftkit_model_config;
 
-/* Fills *config with the defaults above, including struct_size. NULL is ignored. */
-void peftkit_model_config_init(peftkit_model_config *config);
+/*
+ * Writes the defaults above into the first `size` bytes of *config and sets struct_size = size (see
+ * "Structs and versions"; bytes beyond this library's struct are set to 0). Use the macro
+ * peftkit_model_config_init(config), which passes sizeof *config.
+ * Returns PEFTKIT_OK or PEFTKIT_ERR_INVALID_ARGUMENT (config NULL, size not a size of the struct).
+ */
+peftkit_status peftkit_model_config_init_sized(peftkit_model_config *config, size_t size);
+#define peftkit_model_config_init(config) peftkit_model_config_init_sized((config), sizeof *(config))
 
 /*
  * Creates a model with random weights (GPT-2-style init: N(0, 0.02), residual projections scaled by
@@ -382,10 +437,30 @@ peftkit_status peftkit_adapter_unmerge(peftkit_model *model, const char *name);
  */
 peftkit_status peftkit_adapter_save(peftkit_model *model, const char *name, const char *dir);
 
+/* Adapter file formats (peftkit_adapter_save_as). */
+/* The method's ecosystem format, a folder: what peftkit_adapter_save writes. */
+#define PEFTKIT_ADAPTER_FORMAT_NATIVE 0
+/* llama.cpp's GGUF LoRA adapter, one file: what `llama-cli -m base.gguf --lora adapter.gguf` (and Ollama, LM
+ * Studio) load. LoRA adapters of Llama models only. Tensors `<base GGUF tensor>.lora_a` (ne [in, r]) and
+ * `.lora_b` (ne [r, out], query/key rows in GGUF's RoPE order, as llama.cpp's converter writes them), metadata
+ * general.type "adapter", adapter.type "lora", adapter.lora.alpha (rsLoRA written as the equivalent alpha * sqrt(r)). */
+#define PEFTKIT_ADAPTER_FORMAT_GGUF 1
+
+/*
+ * Writes adapter `name` in `format` to `path`: PEFTKIT_ADAPTER_FORMAT_NATIVE as peftkit_adapter_save (path is
+ * the folder); PEFTKIT_ADAPTER_FORMAT_GGUF as one file at path, replaced atomically. peftkit_adapter_load reads
+ * both back.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL, empty path, unknown format), PEFTKIT_ERR_NOT_FOUND,
+ * PEFTKIT_ERR_UNSUPPORTED (GGUF: not a LoRA adapter, not a Llama model, lora_alpha 0), PEFTKIT_ERR_IO,
+ * PEFTKIT_ERR_BUSY.
+ */
+peftkit_status peftkit_adapter_save_as(peftkit_model *model, const char *name, const char *path, int32_t format);
+
 /*
  * Reads an adapter folder written by peftkit_adapter_save, by AdapterHub (bottleneck adapters) or by
  * Hugging Face PEFT (LoRA, rsLoRA, IA3, prefix and prompt tuning of a causal LM; told apart by
- * adapter_model.safetensors) and attaches it. It is not made active. PEFT options PEFTKit does not
+ * adapter_model.safetensors), or a llama.cpp GGUF LoRA adapter when `dir` is a file whose name ends in
+ * ".gguf" (stored name "default"; alpha absent or 0 means scale 1, as in llama.cpp), and attaches it. It is not made active. PEFT options PEFTKit does not
  * implement (DoRA, bias training, modules_to_save, rank_pattern, ...) give PEFTKIT_ERR_UNSUPPORTED.
  *
  * dir       folder path, UTF-8.
@@ -453,8 +528,14 @@ typedef struct peftkit_train_config {
                                  gradient is the full batch's either way; only memory use changes. */
 } peftkit_train_config;
 
-/* Fills *config with the defaults above, including struct_size. NULL is ignored. */
-void peftkit_train_config_init(peftkit_train_config *config);
+/*
+ * Writes the defaults above into the first `size` bytes of *config and sets struct_size = size (see
+ * "Structs and versions"; bytes beyond this library's struct are set to 0). Use the macro
+ * peftkit_train_config_init(config), which passes sizeof *config.
+ * Returns PEFTKIT_OK or PEFTKIT_ERR_INVALID_ARGUMENT (config NULL, size not a size of the struct).
+ */
+peftkit_status peftkit_train_config_init_sized(peftkit_train_config *config, size_t size);
+#define peftkit_train_config_init(config) peftkit_train_config_init_sized((config), sizeof *(config))
 
 /*
  * What one optimiser step did. This struct is written by the library; before the call set
@@ -579,14 +660,20 @@ typedef struct peftkit_generate_config {
                                      when n_stop_tokens is 0 */
 } peftkit_generate_config;
 
-/* Fills *config with the defaults above, including struct_size. NULL is ignored. */
-void peftkit_generate_config_init(peftkit_generate_config *config);
+/*
+ * Writes the defaults above into the first `size` bytes of *config and sets struct_size = size (see
+ * "Structs and versions"; bytes beyond this library's struct are set to 0). Use the macro
+ * peftkit_generate_config_init(config), which passes sizeof *config.
+ * Returns PEFTKIT_OK or PEFTKIT_ERR_INVALID_ARGUMENT (config NULL, size not a size of the struct).
+ */
+peftkit_status peftkit_generate_config_init_sized(peftkit_generate_config *config, size_t size);
+#define peftkit_generate_config_init(config) peftkit_generate_config_init_sized((config), sizeof *(config))
 
 /*
  * Called once per generated token, on the thread that called peftkit_generate, before generation
  * continues. Return 0 to continue, non-zero to stop (the token just passed is kept in the output).
  * `user` is the pointer given to peftkit_generate. The callback must not call PEFTKit functions on the
- * model that is generating (they fail with PEFTKIT_ERR_STATE), except the tokenizer reads listed under
+ * model that is generating (they fail with PEFTKIT_ERR_BUSY), except the tokenizer reads listed under
  * Tokenization (peftkit_detokenize...); other models are fine.
  */
 typedef int32_t (*peftkit_token_callback)(int32_t token, void *user);
@@ -702,7 +789,7 @@ peftkit_status peftkit_tokenizer_issue(const peftkit_model *model, char *buf, si
  *         model folder as peftkit_model_load reads. Not kept.
  * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_IO, PEFTKIT_ERR_NOT_FOUND (no tokenizer
  * there), PEFTKIT_ERR_FORMAT (malformed, or token ids beyond the model's vocab_size),
- * PEFTKIT_ERR_UNSUPPORTED (a tokenizer type the library does not implement), PEFTKIT_ERR_STATE (another
+ * PEFTKIT_ERR_UNSUPPORTED (a tokenizer type the library does not implement), PEFTKIT_ERR_BUSY (another
  * call on the model is running). On failure the model keeps its previous tokenizer.
  */
 peftkit_status peftkit_tokenizer_load(peftkit_model *model, const char *path);

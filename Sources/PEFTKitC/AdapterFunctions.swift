@@ -93,6 +93,24 @@ public func peftkit_adapter_save(_ model: OpaquePointer?, _ name: UnsafePointer<
 }
 
 @c @implementation
+public func peftkit_adapter_save_as(_ model: OpaquePointer?, _ name: UnsafePointer<CChar>?,
+                                    _ path: UnsafePointer<CChar>?, _ format: Int32) -> peftkit_status {
+    entry("peftkit_adapter_save_as") {
+        let h = try ModelHandle.from(model)
+        let n = try readName(name)
+        let p = try readString(path, "path")
+        guard !p.isEmpty else { throw ShimError.invalid("path is empty") }
+        let f: AdapterFormat
+        switch format {
+        case PEFTKIT_ADAPTER_FORMAT_NATIVE: f = .native
+        case PEFTKIT_ADAPTER_FORMAT_GGUF: f = .gguf
+        default: throw ShimError.invalid("format \(format) is not a PEFTKIT_ADAPTER_FORMAT_* value")
+        }
+        try h.model.saveAdapter(name: n, to: p, format: f)
+    }
+}
+
+@c @implementation
 public func peftkit_adapter_load(_ model: OpaquePointer?, _ dir: UnsafePointer<CChar>?, _ name: UnsafePointer<CChar>?,
                                  _ nameOut: UnsafeMutablePointer<CChar>?, _ nameCap: Int) -> peftkit_status {
     entry("peftkit_adapter_load") {

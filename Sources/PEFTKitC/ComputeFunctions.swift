@@ -11,9 +11,9 @@ public func peftkit_train_step(_ model: OpaquePointer?, _ inputIDs: UnsafePointe
     entry("peftkit_train_step") {
         let h = try ModelHandle.from(model)
         let (ids, lb, tc) = try readTrainArgs(inputIDs, labels, batch, seqLen, config)
-        if out != nil { _ = try checkStructSize(out, "out") }
+        let outSize = try outputStructSize(out, "out")
         let r = try h.model.trainStep(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), config: tc)
-        if let out { store(r, into: out) }
+        if let out, let outSize { store(r, into: out, size: outSize) }
     }
 }
 
@@ -27,7 +27,7 @@ private func readTrainArgs(_ inputIDs: UnsafePointer<Int32>?, _ labels: UnsafePo
     return (UnsafeBufferPointer(start: inputIDs, count: n), labels.map { UnsafeBufferPointer(start: $0, count: n) }, tc)
 }
 
-private func store(_ r: TrainStepResult, into out: UnsafeMutablePointer<peftkit_train_result>) {
+private func store(_ r: TrainStepResult, into out: UnsafeMutablePointer<peftkit_train_result>, size: Int) {
     var o = peftkit_train_result()
     o.struct_size = UInt32(MemoryLayout<peftkit_train_result>.size)
     o.loss = r.loss
@@ -35,7 +35,7 @@ private func store(_ r: TrainStepResult, into out: UnsafeMutablePointer<peftkit_
     o.learning_rate = r.learningRate
     o.step = Int64(r.step)
     o.tokens = Int64(r.tokens)
-    out.pointee = o
+    writeStruct(o, to: out, size: size)
 }
 
 @c @implementation
@@ -63,9 +63,9 @@ public func peftkit_train_apply_gradients(_ model: OpaquePointer?, _ config: Uns
     entry("peftkit_train_apply_gradients") {
         let h = try ModelHandle.from(model)
         let tc = try trainConfig(from: config)
-        if out != nil { _ = try checkStructSize(out, "out") }
+        let outSize = try outputStructSize(out, "out")
         let r = try h.model.applyGradients(config: tc)
-        if let out { store(r, into: out) }
+        if let out, let outSize { store(r, into: out, size: outSize) }
     }
 }
 

@@ -17,8 +17,12 @@ private let defaultLayers: Int32 = 2
 private let defaultHeads: Int32 = 4
 
 @c @implementation
-public func peftkit_model_config_init(_ config: UnsafeMutablePointer<peftkit_model_config>?) {
-    guard let config else { return }
+public func peftkit_model_config_init_sized(_ config: UnsafeMutablePointer<peftkit_model_config>?, _ size: Int) -> peftkit_status {
+    entry("peftkit_model_config_init_sized") { try initStruct(config, size: size, defaults: defaultModelConfig()) }
+}
+
+/// The defaults of peftkit_model_config_init (documented in peftkit.h), struct_size = this library's size.
+func defaultModelConfig() -> peftkit_model_config {
     // The optional Swift initialiser arguments left at their defaults, read back from a Swift config.
     let swift = ModelConfig(architecture: .gpt2, vocabSize: Int(defaultVocab), hiddenSize: Int(defaultHidden),
                             numLayers: Int(defaultLayers), numHeads: Int(defaultHeads))
@@ -39,7 +43,7 @@ public func peftkit_model_config_init(_ config: UnsafeMutablePointer<peftkit_mod
     c.qkv_bias = -1
     c.output_bias = -1
     c.mlp_bias = -1
-    config.pointee = c
+    return c
 }
 
 func architecture(from v: Int32) throws -> Architecture {
@@ -60,7 +64,7 @@ func archCode(_ a: Architecture) -> Int32 {
 /// Reads a C model config into a Swift one (not yet validated: Model.create validates). 0 in a derived field
 /// means "derived" (nil); any other value goes to the core as it is.
 func modelConfig(from p: UnsafePointer<peftkit_model_config>?) throws -> ModelConfig {
-    let c = try checkStructSize(p, "config").pointee
+    let c = try readStruct(p, "config", defaults: defaultModelConfig())
     let arch = try architecture(from: c.architecture)
     func derived(_ v: Int32) -> Int? { v == 0 ? nil : Int(v) }
     return ModelConfig(
@@ -81,8 +85,8 @@ func modelConfig(from p: UnsafePointer<peftkit_model_config>?) throws -> ModelCo
         mlpBias: try readTriState(c.mlp_bias, "mlp_bias"))
 }
 
-/// Writes a Swift model config with concrete values into a C struct whose struct_size was checked.
-func store(_ s: ModelConfig, into out: UnsafeMutablePointer<peftkit_model_config>) {
+/// Writes a Swift model config with concrete values into a C struct of `size` bytes (from outputStructSize).
+func store(_ s: ModelConfig, into out: UnsafeMutablePointer<peftkit_model_config>, size: Int) {
     var c = peftkit_model_config()
     c.struct_size = UInt32(MemoryLayout<peftkit_model_config>.size)
     c.architecture = archCode(s.architecture)
@@ -100,7 +104,7 @@ func store(_ s: ModelConfig, into out: UnsafeMutablePointer<peftkit_model_config
     c.qkv_bias = s.qkvBias ? 1 : 0
     c.output_bias = s.outputBias ? 1 : 0
     c.mlp_bias = s.mlpBias ? 1 : 0
-    out.pointee = c
+    writeStruct(c, to: out, size: size)
 }
 
 // MARK: - Adapter method
@@ -118,8 +122,12 @@ func methodCode(_ m: AdapterMethod) -> Int32 {
 // MARK: - Train config
 
 @c @implementation
-public func peftkit_train_config_init(_ config: UnsafeMutablePointer<peftkit_train_config>?) {
-    guard let config else { return }
+public func peftkit_train_config_init_sized(_ config: UnsafeMutablePointer<peftkit_train_config>?, _ size: Int) -> peftkit_status {
+    entry("peftkit_train_config_init_sized") { try initStruct(config, size: size, defaults: defaultTrainConfig()) }
+}
+
+/// The defaults of peftkit_train_config_init (documented in peftkit.h), struct_size = this library's size.
+func defaultTrainConfig() -> peftkit_train_config {
     let swift = TrainConfig()
     var c = peftkit_train_config()
     c.struct_size = UInt32(MemoryLayout<peftkit_train_config>.size)
@@ -133,7 +141,7 @@ public func peftkit_train_config_init(_ config: UnsafeMutablePointer<peftkit_tra
     c.total_steps = Int32(bounded: swift.totalSteps)
     c.max_grad_norm = swift.maxGradNorm
     c.micro_batch_size = Int32(bounded: swift.microBatchSize)
-    config.pointee = c
+    return c
 }
 
 func scheduleCode(_ s: LRSchedule) -> Int32 {
@@ -146,7 +154,7 @@ func scheduleCode(_ s: LRSchedule) -> Int32 {
 
 /// Reads a C train config (the core validates it in trainStep).
 func trainConfig(from p: UnsafePointer<peftkit_train_config>?) throws -> TrainConfig {
-    let c = try checkStructSize(p, "config").pointee
+    let c = try readStruct(p, "config", defaults: defaultTrainConfig())
     var t = TrainConfig()
     t.learningRate = c.learning_rate
     t.beta1 = c.beta1
@@ -169,8 +177,12 @@ func trainConfig(from p: UnsafePointer<peftkit_train_config>?) throws -> TrainCo
 // MARK: - Generate config
 
 @c @implementation
-public func peftkit_generate_config_init(_ config: UnsafeMutablePointer<peftkit_generate_config>?) {
-    guard let config else { return }
+public func peftkit_generate_config_init_sized(_ config: UnsafeMutablePointer<peftkit_generate_config>?, _ size: Int) -> peftkit_status {
+    entry("peftkit_generate_config_init_sized") { try initStruct(config, size: size, defaults: defaultGenerateConfig()) }
+}
+
+/// The defaults of peftkit_generate_config_init (documented in peftkit.h), struct_size = this library's size.
+func defaultGenerateConfig() -> peftkit_generate_config {
     let swift = GenerateConfig()
     var c = peftkit_generate_config()
     c.struct_size = UInt32(MemoryLayout<peftkit_generate_config>.size)
@@ -181,12 +193,12 @@ public func peftkit_generate_config_init(_ config: UnsafeMutablePointer<peftkit_
     c.n_stop_tokens = 0
     c.seed = swift.seed
     c.stop_tokens = nil
-    config.pointee = c
+    return c
 }
 
 /// Reads a C generate config (the core validates it, stop tokens included, in generate).
 func generateConfig(from p: UnsafePointer<peftkit_generate_config>?) throws -> GenerateConfig {
-    let c = try checkStructSize(p, "config").pointee
+    let c = try readStruct(p, "config", defaults: defaultGenerateConfig())
     var g = GenerateConfig()
     g.maxNewTokens = Int(c.max_new_tokens)
     g.temperature = c.temperature

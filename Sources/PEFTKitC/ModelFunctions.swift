@@ -39,8 +39,9 @@ public func peftkit_model_get_config(_ model: OpaquePointer?,
                                      _ out: UnsafeMutablePointer<peftkit_model_config>?) -> peftkit_status {
     entry("peftkit_model_get_config") {
         let h = try ModelHandle.from(model)
-        let o = try checkStructSize(out, "out")
-        store(h.model.config, into: o)
+        guard let out else { throw ShimError.invalid("out is NULL") }
+        let size = try callerStructSize(UnsafeRawPointer(out), peftkit_model_config.self, "out")
+        store(h.model.config, into: out, size: size)
     }
 }
 

@@ -33,8 +33,13 @@ struct ShimError: Error {
     }
 }
 
+/// The error Model throws when a call finds the model in use (Model.exclusive). The core has no case of its own
+/// for it, so the shim recognises it by value (PEFTKitError is Equatable; the text is the core's, unchanged).
+private let modelInUse = PEFTKitError.state("the model is in use by another call (calls on one model must not overlap)")
+
 /// The stable status code of each `PEFTKitError` case.
 func statusCode(of error: PEFTKitError) -> peftkit_status {
+    if error == modelInUse { return PEFTKIT_ERR_BUSY }
     switch error {
     case .invalidArgument: return PEFTKIT_ERR_INVALID_ARGUMENT
     case .io: return PEFTKIT_ERR_IO
@@ -195,21 +200,157 @@ func readName(_ p: UnsafePointer<CChar>?, _ what: String = "name") throws -> Str
     return s
 }
 
-/// Checks the `struct_size` at the start of a config struct before anything else of it is read.
-func checkStructSize<T>(_ p: UnsafePointer<T>?, _ what: String) throws -> UnsafePointer<T> {
-    guard let p else { throw ShimError.invalid("\(what) is NULL") }
-    let size = UnsafeRawPointer(p).load(as: UInt32.self)
-    guard Int(size) == MemoryLayout<T>.size else {
-        throw ShimError.invalid("\(what)->struct_size is \(size), expected \(MemoryLayout<T>.size) "
-                                + "(initialise the struct with its *_init function)")
-    }
-    return p
+// MARK: - Versioned structs
+//
+// The caller's struct_size is the authority (peftkit.h, "Config structs"): a struct compiled from an older header
+// is a prefix of this library's layout, ending at a field boundary; the library reads that prefix and takes the
+// defaults for the rest, and writes outputs only up to it. A larger struct from a newer header is accepted when
+// the bytes this library does not know are all zero (its newer fields at "behave as before"), refused with
+// PEFTKIT_ERR_UNSUPPORTED otherwise.
+
+/// A struct of peftkit.h that starts with `uint32_t struct_size`.
+protocol VersionedStruct {
+    /// The C name, for messages.
+    static var cName: String { get }
+    /// The offset of every field after struct_size, in order: the sizes an older header's struct can have.
+    static var fieldOffsets: [Int] { get }
 }
 
-func checkStructSize<T>(_ p: UnsafeMutablePointer<T>?, _ what: String) throws -> UnsafeMutablePointer<T> {
+/// Sizes above this are not a struct (a garbage struct_size), whatever the header version.
+let maxStructSize = 65536
+
+extension VersionedStruct {
+    /// The sizes this library accepts below its own: the end of every field after struct_size (the end of a field
+    /// is where the next one starts: fields are only ever appended, and no struct has padding).
+    static var prefixSizes: [Int] { Array(fieldOffsets.dropFirst(2)) + [MemoryLayout<Self>.size] }
+}
+
+/// The struct_size the caller wrote at `raw`, checked against the layouts above (not the tail: see readStruct).
+func callerStructSize<T: VersionedStruct>(_ raw: UnsafeRawPointer, _ type: T.Type, _ what: String) throws -> Int {
+    let size = Int(raw.load(as: UInt32.self))
+    try checkStructSize(size, T.self, what)
+    return size
+}
+
+func checkStructSize<T: VersionedStruct>(_ size: Int, _ type: T.Type, _ what: String) throws {
+    let own = MemoryLayout<T>.size
+    if size >= own {
+        guard size <= maxStructSize else {
+            throw ShimError.invalid("\(what)->struct_size is \(size): no \(T.cName) is that large (initialise the "
+                                    + "struct with its *_init function, or set sizeof(\(T.cName)))")
+        }
+        return
+    }
+    guard T.prefixSizes.contains(size) else {
+        throw ShimError.invalid("\(what)->struct_size is \(size), not the size of any version of \(T.cName) "
+                                + "(this library's is \(own); initialise the struct with its *_init function, or set sizeof(\(T.cName)))")
+    }
+}
+
+/// The value an input struct describes: the caller's bytes up to its struct_size over `defaults`. A larger struct
+/// from a newer header must have a zero tail.
+func readStruct<T: VersionedStruct>(_ p: UnsafePointer<T>?, _ what: String, defaults: T) throws -> T {
     guard let p else { throw ShimError.invalid("\(what) is NULL") }
-    _ = try checkStructSize(UnsafePointer(p), what)
-    return p
+    let raw = UnsafeRawPointer(p)
+    let size = try callerStructSize(raw, T.self, what)
+    let own = MemoryLayout<T>.size
+    if size > own {
+        let tail = UnsafeRawBufferPointer(start: raw + own, count: size - own)
+        if let i = tail.firstIndex(where: { $0 != 0 }) {
+            throw ShimError(code: PEFTKIT_ERR_UNSUPPORTED,
+                            message: "\(what) is a \(size)-byte \(T.cName) from a newer header, and its byte \(own + i) "
+                                + "(a field this library, which knows \(own) bytes, does not implement) is not zero")
+        }
+    }
+    var value = defaults
+    withUnsafeMutableBytes(of: &value) { dst in
+        dst.copyMemory(from: UnsafeRawBufferPointer(start: raw, count: min(size, own)))
+    }
+    return value
+}
+
+/// Checks an output struct's struct_size before the call does its work; returns the size to write (nil: no struct).
+func outputStructSize<T: VersionedStruct>(_ p: UnsafeMutablePointer<T>?, _ what: String) throws -> Int? {
+    guard let p else { return nil }
+    return try callerStructSize(UnsafeRawPointer(p), T.self, what)
+}
+
+/// Writes `value` into a caller's struct of `size` bytes (from outputStructSize): the fields its size covers,
+/// struct_size left as the caller set it, and zeros in the tail of a newer header's larger struct.
+func writeStruct<T: VersionedStruct>(_ value: T, to p: UnsafeMutablePointer<T>, size: Int) {
+    let own = MemoryLayout<T>.size
+    let header = MemoryLayout<UInt32>.size
+    let raw = UnsafeMutableRawPointer(p)
+    let n = min(size, own)
+    if n > header {
+        withUnsafeBytes(of: value) { src in
+            UnsafeMutableRawBufferPointer(start: raw + header, count: n - header)
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: src[header..<n]))
+        }
+    }
+    if size > own { (raw + own).initializeMemory(as: UInt8.self, repeating: 0, count: size - own) }
+}
+
+/// The body of a `*_init(config, size)` function: the defaults for the fields `size` covers, zeros beyond this
+/// library's layout, struct_size = size.
+func initStruct<T: VersionedStruct>(_ p: UnsafeMutablePointer<T>?, size: Int, defaults: T) throws {
+    guard let p else { throw ShimError.invalid("config is NULL") }
+    try checkStructSize(size, T.self, "config")
+    let raw = UnsafeMutableRawPointer(p)
+    var value = defaults
+    withUnsafeMutableBytes(of: &value) { $0.storeBytes(of: UInt32(size), as: UInt32.self) }
+    let own = MemoryLayout<T>.size
+    withUnsafeBytes(of: value) { src in
+        UnsafeMutableRawBufferPointer(start: raw, count: min(size, own))
+            .copyMemory(from: UnsafeRawBufferPointer(rebasing: src[0..<min(size, own)]))
+    }
+    if size > own { (raw + own).initializeMemory(as: UInt8.self, repeating: 0, count: size - own) }
+}
+
+/// Field offsets of a C struct, from its key paths (clang's layout, so they cannot drift from the header).
+func offsets<T>(_ paths: [PartialKeyPath<T>]) -> [Int] {
+    paths.compactMap { MemoryLayout<T>.offset(of: $0) }
+}
+
+extension peftkit_model_config: VersionedStruct {
+    static var cName: String { "peftkit_model_config" }
+    static var fieldOffsets: [Int] {
+        offsets([\Self.struct_size, \Self.architecture, \Self.vocab_size, \Self.hidden_size, \Self.num_layers,
+                 \Self.num_heads, \Self.num_kv_heads, \Self.head_dim, \Self.intermediate_size, \Self.max_positions,
+                 \Self.norm_eps, \Self.rope_theta, \Self.tie_word_embeddings, \Self.qkv_bias, \Self.output_bias,
+                 \Self.mlp_bias])
+    }
+}
+
+extension peftkit_train_config: VersionedStruct {
+    static var cName: String { "peftkit_train_config" }
+    static var fieldOffsets: [Int] {
+        offsets([\Self.struct_size, \Self.learning_rate, \Self.beta1, \Self.beta2, \Self.eps, \Self.weight_decay,
+                 \Self.schedule, \Self.warmup_steps, \Self.total_steps, \Self.max_grad_norm, \Self.micro_batch_size])
+    }
+}
+
+extension peftkit_train_result: VersionedStruct {
+    static var cName: String { "peftkit_train_result" }
+    static var fieldOffsets: [Int] {
+        offsets([\Self.struct_size, \Self.loss, \Self.grad_norm, \Self.learning_rate, \Self.step, \Self.tokens])
+    }
+}
+
+extension peftkit_generate_config: VersionedStruct {
+    static var cName: String { "peftkit_generate_config" }
+    static var fieldOffsets: [Int] {
+        offsets([\Self.struct_size, \Self.max_new_tokens, \Self.temperature, \Self.top_k, \Self.top_p,
+                 \Self.n_stop_tokens, \Self.seed, \Self.stop_tokens])
+    }
+}
+
+extension peftkit_tokenizer_info: VersionedStruct {
+    static var cName: String { "peftkit_tokenizer_info" }
+    static var fieldOffsets: [Int] {
+        offsets([\Self.struct_size, \Self.has_tokenizer, \Self.has_chat_template, \Self.vocab_size, \Self.bos_id,
+                 \Self.eos_id, \Self.eot_id, \Self.adds_bos])
+    }
 }
 
 /// A 0/1 flag.

@@ -46,7 +46,8 @@ public func peftkit_tokenizer_get_info(_ model: OpaquePointer?,
                                        _ out: UnsafeMutablePointer<peftkit_tokenizer_info>?) -> peftkit_status {
     entry("peftkit_tokenizer_get_info") {
         let h = try ModelHandle.from(model)
-        let o = try checkStructSize(out, "out")
+        guard let out else { throw ShimError.invalid("out is NULL") }
+        let size = try callerStructSize(UnsafeRawPointer(out), peftkit_tokenizer_info.self, "out")
         var info = peftkit_tokenizer_info()
         info.struct_size = UInt32(MemoryLayout<peftkit_tokenizer_info>.size)
         let tok = h.model.tokenizer
@@ -57,7 +58,7 @@ public func peftkit_tokenizer_get_info(_ model: OpaquePointer?,
         info.eos_id = tok?.eosID ?? -1
         info.eot_id = h.model.endOfTurnID ?? -1
         info.adds_bos = (tok?.addsBOS ?? false) ? 1 : 0
-        o.pointee = info
+        writeStruct(info, to: out, size: size)
     }
 }
 

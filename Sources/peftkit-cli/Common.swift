@@ -75,7 +75,7 @@ struct LoadedModel {
     func loadAdapters(_ dirs: [String]) throws -> [String] {
         var names: [String] = []
         for d in dirs {
-            let base = adapterNameHint(d)
+            let base = adapterName(forPath: d)
             var name = base
             var k = 2
             while model.adapterNames.contains(name) { name = "\(base)-\(k)"; k += 1 }
@@ -89,6 +89,15 @@ struct LoadedModel {
 func adapterNameHint(_ dir: String) -> String {
     let parts = dir.split(separator: "/").filter { !$0.isEmpty && $0 != "." }
     return parts.last.map(String.init) ?? "adapter"
+}
+
+/// The name an adapter loaded from `path` gets: its folder or file name without ".gguf", with characters adapter
+/// names do not allow (anything but ASCII letters, digits, '_' and '-') replaced by '-'.
+func adapterName(forPath path: String) -> String {
+    var last = adapterNameHint(path)
+    if last.hasSuffix(".gguf") { last.removeLast(5) }
+    let cleaned = String(last.map { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") ? $0 : "-" })
+    return cleaned.isEmpty ? "adapter" : cleaned
 }
 
 extension String {

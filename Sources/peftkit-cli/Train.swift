@@ -25,6 +25,8 @@ struct Train: ParsableCommand {
     @Option(help: "Training data (JSONL).") var data: String
     @Option(help: "Where to save the adapter (created if missing).") var out: String
     @Option(help: "Adapter name.") var name = "default"
+    @Option(help: "Also write the adapter as <out>/adapter.gguf in llama.cpp's format (gguf: LoRA on Llama models); native writes the folder only.")
+    var format: AdapterFormat = .native
     @Option(help: "Optimiser steps (overrides --epochs).") var steps: Int?
     @Option(help: "Passes over the data when --steps is not given.") var epochs = 1
     @Option(help: "Rows per step.") var batch = 4
@@ -70,6 +72,10 @@ struct Train: ParsableCommand {
             modelPath: lm.path, dataPath: data, adapterConfigJSON: configJSON, method: method), dist: dist)
         guard dist.isRoot else { return }
         try m.saveAdapter(name: name, to: out)
+        if format == .gguf {
+            try m.saveAdapter(name: name, to: out + "/adapter.gguf", format: .gguf)
+            print("saved \(out)/adapter.gguf: llama-cli -m <base>.gguf --lora \(out)/adapter.gguf")
+        }
         let plot = out + "/loss.svg"
         try writeFileAtomically(path: plot, bytes: Array(lossPlotSVG(run.losses, title: "\(method.rawValue) on \(adapterNameHint(data)): loss per step").utf8))
         print("saved \(out) (\(byteString(diskBytes(out)))), loss plot \(plot)")
@@ -148,3 +154,5 @@ func evaluateLoss(_ lm: LoadedModel, examples: [DatasetExample], batch: Int, seq
 }
 
 extension LRSchedule: ExpressibleByArgument {}
+
+extension AdapterFormat: ExpressibleByArgument {}

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 static int n_passed = 0;
 static int n_failed = 0;
@@ -86,10 +87,17 @@ static void test_library(void) {
     expect(peftkit_set_num_threads(0), PEFTKIT_OK, "peftkit_set_num_threads(0) (default)");
     expect(peftkit_set_num_threads(2), PEFTKIT_OK, "peftkit_set_num_threads(2)");
 
-    peftkit_model_config_init(NULL);
-    peftkit_train_config_init(NULL);
-    peftkit_generate_config_init(NULL);
-    check(1, "*_config_init(NULL) are no-ops");
+    expect(peftkit_model_config_init_sized(NULL, sizeof(peftkit_model_config)), PEFTKIT_ERR_INVALID_ARGUMENT,
+           "model_config_init_sized(NULL)");
+    expect(peftkit_train_config_init_sized(NULL, sizeof(peftkit_train_config)), PEFTKIT_ERR_INVALID_ARGUMENT,
+           "train_config_init_sized(NULL)");
+    expect(peftkit_generate_config_init_sized(NULL, sizeof(peftkit_generate_config)), PEFTKIT_ERR_INVALID_ARGUMENT,
+           "generate_config_init_sized(NULL)");
+    check(peftkit_version_number() == PEFTKIT_VERSION_NUMBER, "peftkit_version_number() == PEFTKIT_VERSION_NUMBER");
+    check(strcmp(peftkit_status_string(PEFTKIT_ERR_BUSY), "model in use by another call") == 0 &&
+              strcmp(peftkit_status_string(PEFTKIT_OK), "ok") == 0 &&
+              strcmp(peftkit_status_string(-12345), "unknown status") == 0,
+          "peftkit_status_string: known codes and an unknown one");
     peftkit_model_free(NULL);
     check(1, "peftkit_model_free(NULL) is a no-op");
 
@@ -138,8 +146,10 @@ static void test_create_misuse(void) {
     mc.struct_size = 0;
     expect(peftkit_model_create(&mc, 1, &m), PEFTKIT_ERR_INVALID_ARGUMENT, "model_create(struct_size 0)");
     check(strstr(peftkit_last_error(), "struct_size") != NULL, "last error names struct_size");
-    mc.struct_size = sizeof mc + 4;
-    expect(peftkit_model_create(&mc, 1, &m), PEFTKIT_ERR_INVALID_ARGUMENT, "model_create(struct_size too large)");
+    mc.struct_size = 70000;
+    expect(peftkit_model_create(&mc, 1, &m), PEFTKIT_ERR_INVALID_ARGUMENT, "model_create(struct_size 70000)");
+    mc.struct_size = 6;
+    expect(peftkit_model_create(&mc, 1, &m), PEFTKIT_ERR_INVALID_ARGUMENT, "model_create(struct_size 6: inside a field)");
 
     /* A failed call on another thread leaves this thread's message alone, and vice versa. */
     char before[512];
@@ -617,7 +627,7 @@ static void test_generate(peftkit_model *m) {
     s.listing = 12345;
     s.stop_after = 1;
     expect(peftkit_generate(m, prompt, 3, &gc, out, 64, &n, on_token, &s), PEFTKIT_OK, "generate, callback calls back into the model");
-    expect(s.reentrant, PEFTKIT_ERR_STATE, "a call overlapping generate on the same model");
+    expect(s.reentrant, PEFTKIT_ERR_BUSY, "a call overlapping generate on the same model");
     expect(s.listing, PEFTKIT_OK, "adapter_count while the model generates (a read of the adapter list)");
 
     gc.max_new_tokens = 0;
@@ -841,6 +851,30 @@ static void test_llama(void) {
     fill_pattern(ids, BATCH, SEQ, 0);
     expect(peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, &r), PEFTKIT_OK, "train_step on llama");
     check(isfinite(r.loss), "llama loss finite");
+
+    /* LoRA in llama.cpp's GGUF adapter format: saved, loaded back under another name, same logits. */
+    expect(peftkit_adapter_attach_json(m, "l", "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, "
+                                               "\"target_modules\": [\"q_proj\", \"k_proj\", \"down_proj\"]}"),
+           PEFTKIT_OK, "adapter_attach_json(LoRA) on llama");
+    expect(peftkit_adapter_set_active(m, "l"), PEFTKIT_OK, "adapter_set_active(LoRA)");
+    for (int i = 0; i < 3; i++) peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, &r);
+    static float want[BATCH * SEQ * VOCAB], got[BATCH * SEQ * VOCAB];
+    expect(peftkit_forward(m, ids, NULL, BATCH, SEQ, want, BATCH * SEQ * VOCAB, NULL, NULL), PEFTKIT_OK, "forward(LoRA)");
+    char gguf[] = "/tmp/peftkit-test-abi-XXXXXX";
+    int fd = mkstemp(gguf);
+    if (fd >= 0) close(fd);
+    expect(peftkit_adapter_save_as(m, "l", gguf, PEFTKIT_ADAPTER_FORMAT_GGUF), PEFTKIT_OK, "adapter_save_as(GGUF)");
+    expect(peftkit_adapter_load(m, gguf, "l2", NULL, 0), PEFTKIT_ERR_IO, "adapter_load(GGUF file without .gguf: a folder path)");
+    char named[64];
+    snprintf(named, sizeof named, "%s.gguf", gguf);
+    expect(rename(gguf, named) == 0 ? PEFTKIT_OK : PEFTKIT_ERR_IO, PEFTKIT_OK, "rename to .gguf");
+    expect(peftkit_adapter_load(m, named, "l2", NULL, 0), PEFTKIT_OK, "adapter_load(.gguf)");
+    expect(peftkit_adapter_set_active(m, "l2"), PEFTKIT_OK, "adapter_set_active(LoRA from GGUF)");
+    expect(peftkit_forward(m, ids, NULL, BATCH, SEQ, got, BATCH * SEQ * VOCAB, NULL, NULL), PEFTKIT_OK, "forward(LoRA from GGUF)");
+    float maxdiff = 0;
+    for (int i = 0; i < BATCH * SEQ * VOCAB; i++) maxdiff = fmaxf(maxdiff, fabsf(want[i] - got[i]));
+    check(maxdiff < 1e-5f, "LoRA from GGUF gives the saved adapter's logits");
+    unlink(named);
     peftkit_model_free(m);
 }
 

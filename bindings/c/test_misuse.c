@@ -41,6 +41,7 @@ static const char *status_name(peftkit_status s) {
     case PEFTKIT_ERR_OUT_OF_MEMORY: return "OUT_OF_MEMORY";
     case PEFTKIT_ERR_BUFFER_TOO_SMALL: return "BUFFER_TOO_SMALL";
     case PEFTKIT_ERR_INTERNAL: return "INTERNAL";
+    case PEFTKIT_ERR_BUSY: return "BUSY";
     default: return "UNKNOWN";
     }
 }
@@ -307,6 +308,12 @@ static void null_pointers(peftkit_model *m) {
     CASE(BAD, peftkit_adapter_remove(m, NULL), "adapter_remove(name NULL)");
     CASE(BAD, peftkit_adapter_save(m, "a", NULL), "adapter_save(dir NULL)");
     CASE(BAD, peftkit_adapter_save(m, NULL, "/tmp/x"), "adapter_save(name NULL)");
+    CASE(BAD, peftkit_adapter_save_as(NULL, "a", "/tmp/x.gguf", PEFTKIT_ADAPTER_FORMAT_GGUF), "adapter_save_as(model NULL)");
+    CASE(BAD, peftkit_adapter_save_as(m, NULL, "/tmp/x.gguf", PEFTKIT_ADAPTER_FORMAT_GGUF), "adapter_save_as(name NULL)");
+    CASE(BAD, peftkit_adapter_save_as(m, "a", NULL, PEFTKIT_ADAPTER_FORMAT_GGUF), "adapter_save_as(path NULL)");
+    CASE(BAD, peftkit_adapter_save_as(m, "a", "", PEFTKIT_ADAPTER_FORMAT_GGUF), "adapter_save_as(path \"\")");
+    CASE(BAD, peftkit_adapter_save_as(m, "a", "/tmp/x.gguf", 2), "adapter_save_as(format 2)");
+    CASE(BAD, peftkit_adapter_save_as(m, "a", "/tmp/x.gguf", -1), "adapter_save_as(format -1)");
     CASE(BAD, peftkit_adapter_load(m, NULL, NULL, buf, sizeof buf), "adapter_load(dir NULL)");
     CASE(BAD, peftkit_train_step(m, NULL, NULL, BATCH, SEQ, &tc, NULL), "train_step(input_ids NULL)");
     CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, SEQ, NULL, NULL), "train_step(config NULL)");
@@ -364,9 +371,6 @@ static void null_pointers(peftkit_model *m) {
     CASE(BAD, peftkit_checkpoint_load(NULL, "/tmp", NULL, 0), "checkpoint_load(model NULL)");
     peftkit_model_free(NULL);
     record_void("model_free(NULL)");
-    peftkit_model_config_init(NULL);
-    peftkit_train_config_init(NULL);
-    record_void("*_config_init(NULL)");
 }
 
 static void sizes(peftkit_model *m) {
@@ -391,6 +395,30 @@ static void sizes(peftkit_model *m) {
     CASE(BAD, peftkit_train_compute_gradients(m, ids, NULL, 0, SEQ, &tc, 0, NULL, NULL), "train_compute_gradients(batch 0)");
     r.struct_size = 3;
     CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, &r), "train_step(result struct_size 3)");
+    r.struct_size = sizeof r;
+
+    /* Struct versions: the caller's struct_size is the authority (peftkit.h, "Structs and versions"). */
+    {
+        struct { peftkit_train_config c; uint32_t newer[2]; } big;
+        peftkit_model_config mc2;
+        peftkit_generate_config gc2;
+        CASE(BAD, peftkit_model_config_init_sized(NULL, sizeof mc2), "model_config_init_sized(config NULL)");
+        CASE(BAD, peftkit_model_config_init_sized(&mc2, 0), "model_config_init_sized(size 0)");
+        CASE(BAD, peftkit_model_config_init_sized(&mc2, 4), "model_config_init_sized(size 4: struct_size alone)");
+        CASE(BAD, peftkit_model_config_init_sized(&mc2, 10), "model_config_init_sized(size 10: inside a field)");
+        CASE(BAD, peftkit_model_config_init_sized(&mc2, 1u << 20), "model_config_init_sized(size 1 MiB)");
+        CASE(PEFTKIT_OK, peftkit_model_config_init_sized(&mc2, 8), "model_config_init_sized(size 8: the first field only)");
+        CASE(BAD, peftkit_train_config_init_sized(NULL, sizeof tc), "train_config_init_sized(config NULL)");
+        CASE(BAD, peftkit_train_config_init_sized(&tc, 7), "train_config_init_sized(size 7)");
+        CASE(PEFTKIT_OK, peftkit_train_config_init_sized(&big.c, sizeof big), "train_config_init_sized(a newer header's larger struct)");
+        CASE(PEFTKIT_OK, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &big.c, NULL), "train_step(newer config, unknown tail zero)");
+        big.newer[1] = 1;
+        CASE(PEFTKIT_ERR_UNSUPPORTED, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &big.c, NULL),
+             "train_step(newer config, unknown tail not zero)");
+        CASE(BAD, peftkit_generate_config_init_sized(NULL, sizeof gc2), "generate_config_init_sized(config NULL)");
+        CASE(BAD, peftkit_generate_config_init_sized(&gc2, sizeof gc2 - 1), "generate_config_init_sized(sizeof - 1)");
+        tc = train_config();
+    }
     tc.micro_batch_size = -1;
     CASE(BAD, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(micro_batch_size -1)");
     tc.micro_batch_size = 3;
@@ -455,7 +483,7 @@ static void sizes(peftkit_model *m) {
     MODEL_CASE(intermediate_size, -1)
     MODEL_CASE(max_positions, 0)
     MODEL_CASE(max_positions, INT32_MAX)
-    MODEL_CASE(struct_size, 12)
+    MODEL_CASE(struct_size, 13)
     MODEL_CASE(architecture, 7)
     MODEL_CASE(tie_word_embeddings, 2)
     MODEL_CASE(qkv_bias, 5)
@@ -650,6 +678,8 @@ static void names(peftkit_model *m, const char *adapter_dir, const char *checkpo
     CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_adapter_remove(m, "nope"), "adapter_remove(unknown)");
     CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_adapter_num_params(m, "nope", &n64), "adapter_num_params(unknown)");
     CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_adapter_save(m, "nope", "/tmp/peftkit-misuse-never"), "adapter_save(unknown)");
+    CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_adapter_save_as(m, "nope", "/tmp/peftkit-misuse-never.gguf", PEFTKIT_ADAPTER_FORMAT_GGUF),
+         "adapter_save_as(unknown, GGUF)");
     CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_checkpoint_save(m, "nope", "/tmp/peftkit-misuse-never"), "checkpoint_save(unknown)");
     CASE(PEFTKIT_ERR_STATE, peftkit_adapter_attach_json(m, "a", PFEIFFER), "adapter_attach_json(duplicate name)");
     CASE(PEFTKIT_ERR_STATE, peftkit_adapter_load(m, adapter_dir, "a", buf, sizeof buf), "adapter_load(as a name already attached)");
@@ -702,7 +732,7 @@ static void states(void) {
     reenter_model = m;
     reenter_status = 12345;
     CASE(PEFTKIT_OK, peftkit_generate(m, ids, 3, &gc, toks, 8, &n32, reenter_cb, NULL), "generate(callback re-entering the model)");
-    record("a call on the generating model from its token callback", PEFTKIT_ERR_STATE, reenter_status);
+    record("a call on the generating model from its token callback", PEFTKIT_ERR_BUSY, reenter_status);
     record("adapter_count from the token callback (a read of the adapter list)", PEFTKIT_OK, reenter_read_status);
     peftkit_model_free(m);
 }
@@ -756,6 +786,8 @@ static void files(peftkit_model *m, const char *scratch, const char *adapter_dir
 
     CASE(PEFTKIT_ERR_IO, peftkit_adapter_save(m, "a", "/proc/peftkit-misuse/x"), "adapter_save(folder cannot be created)");
     CASE(PEFTKIT_ERR_IO, peftkit_adapter_save(m, "a", p), "adapter_save(folder path is a file)");
+    CASE(PEFTKIT_ERR_UNSUPPORTED, peftkit_adapter_save_as(m, "a", "/tmp/peftkit-misuse-never.gguf", PEFTKIT_ADAPTER_FORMAT_GGUF),
+         "adapter_save_as(GGUF: not a LoRA adapter of a Llama model)");
     CASE(PEFTKIT_ERR_IO, peftkit_checkpoint_save(m, "a", p), "checkpoint_save(folder path is a file)");
 
     CASE(PEFTKIT_ERR_IO, peftkit_checkpoint_load(m, "/nonexistent/peftkit", buf, sizeof buf), "checkpoint_load(missing folder)");
@@ -994,7 +1026,7 @@ static void *hammer_train(void *arg) {
     for (int i = 0; i < h->calls; i++) {
         peftkit_status s = peftkit_train_step(h->model, ids, NULL, BATCH, SEQ, &tc, NULL);
         if (s == PEFTKIT_OK) h->ok++;
-        else if (s == PEFTKIT_ERR_STATE) h->busy++;
+        else if (s == PEFTKIT_ERR_BUSY) h->busy++;
         else {
             h->other++;
             h->other_status = s;
@@ -1025,7 +1057,7 @@ static void *hammer_mixed(void *arg) {
         default: s = peftkit_adapter_set_active(h->model, "h"); break;
         }
         if (s == PEFTKIT_OK) h->ok++;
-        else if (s == PEFTKIT_ERR_STATE) h->busy++;
+        else if (s == PEFTKIT_ERR_BUSY) h->busy++;
         else {
             h->other++;
             h->other_status = s;

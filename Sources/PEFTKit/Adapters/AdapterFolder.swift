@@ -1,6 +1,15 @@
 // Adapter folders, whatever the method: the config object and tensors come from the method (Method.swift);
 // this file writes them together and reads them back, checking everything before anything is attached.
 
+/// The file format an adapter is saved in.
+public enum AdapterFormat: String, Sendable, CaseIterable {
+    /// The method's ecosystem format, a folder: Hugging Face PEFT's (LoRA, IA3, prefix, prompt) or AdapterHub's
+    /// (bottleneck).
+    case native
+    /// llama.cpp's GGUF LoRA adapter, one file (LoRA on Llama models): what `llama-cli --lora` loads.
+    case gguf
+}
+
 /// Copies tensor `key` of `st` (any float dtype, widened) into `out`, after checking its shape.
 func copyFileTensor(_ st: SafeTensorsFile, key: String, shape: [Int], into out: UnsafeMutablePointer<Float>, path: String) throws {
     guard let info = st.info(key) else { throw PEFTKitError.format("'\(path)' lacks tensor '\(key)'") }

@@ -19,12 +19,29 @@ extension Engine {
         adapters.append(try AdapterSlot(name: name, adapter: try AdapterRegistry.make(config, model: self.config, context: context)))
     }
 
-    func saveAdapter(name: String, directory: String) throws {
-        try saveAdapterFolder(try adapter(named: name).adapter, name: name, directory: directory)
+    func saveAdapter(name: String, directory: String, format: AdapterFormat = .native) throws {
+        let ad = try adapter(named: name).adapter
+        switch format {
+        case .native:
+            try saveAdapterFolder(ad, name: name, directory: directory)
+        case .gguf:
+            guard let lora = ad as? LoRAAdapter else {
+                throw PEFTKitError.unsupported("only LoRA adapters have a GGUF format ('\(name)' is \(ad.method.rawValue))")
+            }
+            let bytes = try lora.ggufFile(baseTensorName: ggufName(ofHuggingFaceTensor:)).bytes()
+            try writeFileAtomically(path: directory, bytes: bytes)
+        }
     }
 
+    /// Reads an adapter folder, or a llama.cpp GGUF LoRA adapter when `directory` is a file ending in ".gguf".
     func loadAdapter(directory: String, name: String?) throws -> String {
-        let (ad, nameInFile) = try readAdapterFolder(directory, model: config, context: adapterContext())
+        let (ad, nameInFile): (Adapter, String)
+        if directory.hasSuffix(".gguf"), pathKind(directory) == .file {
+            ad = try LoRAAdapter.fromGGUF(try GGUFFile(path: directory), model: config, baseTensorName: ggufName(ofHuggingFaceTensor:))
+            nameInFile = "default"
+        } else {
+            (ad, nameInFile) = try readAdapterFolder(directory, model: config, context: adapterContext())
+        }
         let newName = name ?? nameInFile
         try Engine.validateName(newName)
         guard !adapters.contains(where: { $0.name == newName }) else {

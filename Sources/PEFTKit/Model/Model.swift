@@ -140,6 +140,12 @@ public final class Model: @unchecked Sendable {
         try exclusive { try engine.saveAdapter(name: name, directory: directory) }
     }
 
+    /// Writes adapter `name` in `format`: `.native` as `saveAdapter(name:to:)`; `.gguf` as one llama.cpp GGUF LoRA
+    /// file at `path` (LoRA on Llama models), which `llama-cli --lora` and `loadAdapter(from:)` read.
+    public func saveAdapter(name: String, to path: String, format: AdapterFormat) throws {
+        try exclusive { try engine.saveAdapter(name: name, directory: path, format: format) }
+    }
+
     /// Reads an adapter folder (AdapterHub or HF PEFT format, told apart by its files) and attaches it under
     /// `name` (default: the name in the file, or "default"). Returns the name used. Not made active.
     @discardableResult

@@ -188,10 +188,10 @@ def test_python_defaults_equal_the_library_defaults():
 
 
 def test_library_rejects_a_wrong_struct_size():
-    """Sanity check of the convention the layout test protects: a struct_size the library does not
-    know is refused, not misread."""
+    """Sanity check of the convention the layout test protects: a struct_size that is no version of the
+    struct (here: inside a field) is refused, not misread."""
     s = peftkit.TrainConfig()._to_struct()
-    s.struct_size += 4
+    s.struct_size = 6
     with peftkit.Model.create() as m:
         m.attach_adapter("a")
         m.set_active_adapter("a")
@@ -199,3 +199,24 @@ def test_library_rejects_a_wrong_struct_size():
         status = _capi.lib.peftkit_train_step(m._handle, ids.ctypes.data, None, 1, 4, ctypes.byref(s), None)
         assert status == _capi.PEFTKIT_ERR_INVALID_ARGUMENT
         assert "struct_size" in _capi.last_error()
+
+
+def test_an_older_mirror_is_read_with_defaults_for_the_rest():
+    """The caller's size is the authority: a mirror without its last field (an older package) works, and the
+    library writes nothing past it."""
+    fields = _capi.TrainResultStruct._fields_[:-1]
+    Older = type("OlderTrainResult", (ctypes.Structure,), {"_fields_": fields})
+    buf = (ctypes.c_char * (ctypes.sizeof(Older) + 16))()
+    ctypes.memset(buf, 0x5A, len(buf))
+    r = Older.from_buffer(buf)
+    r.struct_size = ctypes.sizeof(Older)
+    with peftkit.Model.create() as m:
+        m.attach_adapter("a")
+        m.set_active_adapter("a")
+        ids = np.arange(8, dtype=np.int32)
+        tc = peftkit.TrainConfig()._to_struct()
+        status = _capi.lib.peftkit_train_step(m._handle, ids.ctypes.data, None, 1, 8, ctypes.byref(tc),
+                                              ctypes.cast(buf, ctypes.POINTER(_capi.TrainResultStruct)))
+        assert status == _capi.PEFTKIT_OK, _capi.last_error()
+    assert r.step == 1 and r.loss > 0
+    assert buf.raw[ctypes.sizeof(Older):] == b"\x5a" * 16

@@ -24,6 +24,7 @@ def test_one_class_per_status_code_with_builtin_bases():
         _capi.PEFTKIT_ERR_OUT_OF_MEMORY: (peftkit.OutOfMemoryError, MemoryError),
         _capi.PEFTKIT_ERR_BUFFER_TOO_SMALL: (peftkit.BufferTooSmallError, peftkit.PeftKitError),
         _capi.PEFTKIT_ERR_INTERNAL: (peftkit.InternalError, peftkit.PeftKitError),
+        _capi.PEFTKIT_ERR_BUSY: (peftkit.BusyError, peftkit.StateError),
     }
     assert set(ERROR_CLASSES) == set(expected)
     for status, (cls, base) in expected.items():
@@ -228,3 +229,20 @@ def test_error_message_is_per_thread_and_current(model):
     assert "second" in seen[0]
     e = _raises(peftkit.NotFoundError, lambda: model.set_active_adapter("third"))
     assert "third" in e.message and "second" not in e.message
+
+
+def test_status_strings_and_version_number():
+    assert _capi.lib.peftkit_status_string(_capi.PEFTKIT_ERR_BUSY) == b"model in use by another call"
+    assert _capi.lib.peftkit_status_string(-12345) == b"unknown status"
+    major, minor, patch = (int(x) for x in peftkit.__version__.split("."))
+    assert _capi.lib.peftkit_version_number() == major * 10000 + minor * 100 + patch
+
+
+def test_an_older_library_is_refused_at_import(monkeypatch):
+    class Old:
+        @staticmethod
+        def peftkit_version_number():
+            return 100  # 0.1.0
+    with pytest.raises(_capi.LibraryLoadError, match="older than this peftkit package"):
+        _capi._check_version(Old(), "/x/libpeftkit.so")
+    _capi._check_version(_capi.lib, _capi.library_path)  # the loaded one passes

@@ -106,7 +106,7 @@ def test_calling_the_model_from_its_own_callback(trained_model):
     def cb(token):
         m.forward([1, 2])  # not allowed while this model generates
 
-    with pytest.raises(peftkit.StateError, match="in use"):
+    with pytest.raises(peftkit.BusyError, match="in use"):
         m.generate([1, 2, 3], max_new_tokens=5, callback=cb)
 
     def closing(token):

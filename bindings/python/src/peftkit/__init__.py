@@ -47,6 +47,7 @@ from .errors import (
     PeftKitError,
     PeftKitIOError,
     StateError,
+    BusyError,
     UnsupportedError,
 )
 from .model import Model, TokenCallback, set_num_threads
@@ -88,6 +89,7 @@ __all__ = [
     "PromptConfig",
     "Schedule",
     "StateError",
+    "BusyError",
     "TokenCallback",
     "TrainConfig",
     "TrainResult",

@@ -45,6 +45,7 @@ PEFTKIT_ERR_STATE = -7
 PEFTKIT_ERR_OUT_OF_MEMORY = -8
 PEFTKIT_ERR_BUFFER_TOO_SMALL = -9
 PEFTKIT_ERR_INTERNAL = -10
+PEFTKIT_ERR_BUSY = -11
 
 PEFTKIT_ARCH_GPT2 = 0
 PEFTKIT_ARCH_LLAMA = 1
@@ -58,6 +59,9 @@ PEFTKIT_METHOD_PROMPT = 4
 PEFTKIT_SCHEDULE_CONSTANT = 0
 PEFTKIT_SCHEDULE_LINEAR = 1
 PEFTKIT_SCHEDULE_COSINE = 2
+
+PEFTKIT_ADAPTER_FORMAT_NATIVE = 0
+PEFTKIT_ADAPTER_FORMAT_GGUF = 1
 
 PEFTKIT_IGNORE_INDEX = -100
 
@@ -166,9 +170,11 @@ _buf = POINTER(c_char)
 #: name -> (restype, argtypes). One line per function of the header, in header order.
 PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     "peftkit_version": (c_char_p, []),
+    "peftkit_version_number": (c_int32, []),
+    "peftkit_status_string": (c_char_p, [_status]),
     "peftkit_last_error": (c_char_p, []),
     "peftkit_set_num_threads": (_status, [c_int32]),
-    "peftkit_model_config_init": (None, [POINTER(ModelConfigStruct)]),
+    "peftkit_model_config_init_sized": (_status, [POINTER(ModelConfigStruct), c_size_t]),
     "peftkit_model_create": (_status, [POINTER(ModelConfigStruct), c_uint64, POINTER(c_void_p)]),
     "peftkit_model_load": (_status, [c_char_p, POINTER(c_void_p)]),
     "peftkit_model_free": (None, [_model]),
@@ -184,9 +190,10 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     "peftkit_adapter_merge": (_status, [_model, c_char_p]),
     "peftkit_adapter_unmerge": (_status, [_model, c_char_p]),
     "peftkit_adapter_save": (_status, [_model, c_char_p, c_char_p]),
+    "peftkit_adapter_save_as": (_status, [_model, c_char_p, c_char_p, c_int32]),
     "peftkit_adapter_load": (_status, [_model, c_char_p, c_char_p, _buf, c_size_t]),
     "peftkit_model_set_full_finetuning": (_status, [_model, c_int32]),
-    "peftkit_train_config_init": (None, [POINTER(TrainConfigStruct)]),
+    "peftkit_train_config_init_sized": (_status, [POINTER(TrainConfigStruct), c_size_t]),
     "peftkit_train_step": (
         _status,
         [_model, _ids, _ids, c_int32, c_int32, POINTER(TrainConfigStruct), POINTER(TrainResultStruct)],
@@ -206,7 +213,7 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
         [_model, _ids, _ids, POINTER(c_char_p), c_int32, c_int32, c_void_p, c_size_t, POINTER(c_float),
          POINTER(c_int64)],
     ),
-    "peftkit_generate_config_init": (None, [POINTER(GenerateConfigStruct)]),
+    "peftkit_generate_config_init_sized": (_status, [POINTER(GenerateConfigStruct), c_size_t]),
     "peftkit_generate": (
         _status,
         [_model, _ids, c_int32, POINTER(GenerateConfigStruct), _ids, c_int32, POINTER(c_int32),
@@ -231,11 +238,11 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     ),
 }
 
-#: struct mirror -> the *_init function that fills it with the library's defaults.
+#: struct mirror -> the *_init_sized function that fills it with the library's defaults.
 STRUCT_INITS: dict[type[Structure], str] = {
-    ModelConfigStruct: "peftkit_model_config_init",
-    TrainConfigStruct: "peftkit_train_config_init",
-    GenerateConfigStruct: "peftkit_generate_config_init",
+    ModelConfigStruct: "peftkit_model_config_init_sized",
+    TrainConfigStruct: "peftkit_train_config_init_sized",
+    GenerateConfigStruct: "peftkit_generate_config_init_sized",
 }
 
 # --------------------------------------------------------------------------------------------------
@@ -299,21 +306,36 @@ def _bind(lib: ctypes.CDLL, path: str) -> None:
         fn.argtypes = argtypes
 
 
+def _check_version(lib: ctypes.CDLL, path: str) -> None:
+    """The library must be at least as new as this package (MAJOR.MINOR): the package may call what its version
+    added. A newer library is fine: its ABI only adds, and struct sizes are the caller's (see _check_layouts)."""
+    from ._version import __version__
+
+    major, minor, _ = (int(x) for x in __version__.split("."))
+    got = lib.peftkit_version_number()
+    if got // 100 < major * 100 + minor:
+        raise LibraryLoadError(
+            f"{path} is libpeftkit {got // 10000}.{got // 100 % 100}.{got % 100}, older than this peftkit package "
+            f"({__version__}): rebuild it, or point {LIBRARY_ENV} at a newer libpeftkit.so"
+        )
+
+
 def _check_layouts(lib: ctypes.CDLL, path: str) -> dict[type[Structure], bytes]:
-    """Runs each *_init function into a generously sized buffer, checks that the library's struct_size
-    equals the mirror's size, and returns the default bytes of each struct."""
+    """Runs each *_init_sized function with this package's struct size and returns the default bytes of each
+    struct. The caller's size is the authority (peftkit.h, "Structs and versions"): a library older or newer than
+    this package fills exactly the mirror's bytes, defaulting what it does not know; it refuses a size that is no
+    version of its struct."""
     defaults: dict[type[Structure], bytes] = {}
     for cls, init_name in STRUCT_INITS.items():
         size = ctypes.sizeof(cls)
-        raw = (c_char * (size + 1024))()  # room for a library whose struct grew
-        getattr(lib, init_name)(ctypes.cast(raw, POINTER(cls)))
-        got = cls.from_buffer(raw).struct_size
-        if got != size:
+        raw = (c_char * size)()
+        status = getattr(lib, init_name)(ctypes.cast(raw, POINTER(cls)), size)
+        if status != PEFTKIT_OK:
             raise LibraryLoadError(
-                f"{path}: {init_name} reports a {got}-byte struct, this peftkit package was written for "
-                f"{size} bytes: the library and the package are from different versions"
+                f"{path}: {init_name} refuses the {size}-byte struct of this peftkit package "
+                f"({lib.peftkit_last_error().decode('utf-8', 'replace')})"
             )
-        defaults[cls] = raw.raw[:size]
+        defaults[cls] = raw.raw
     return defaults
 
 
@@ -335,6 +357,7 @@ def load_library() -> tuple[ctypes.CDLL, str, dict[type[Structure], bytes]]:
                 break
             continue
         _bind(lib, path)
+        _check_version(lib, path)
         defaults = _check_layouts(lib, path)
         return lib, getattr(lib, "_name", path), defaults
     raise LibraryLoadError(

@@ -1,3 +1,3 @@
 """The package version: equal to the C header's PEFTKIT_VERSION_STRING (a test checks both)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

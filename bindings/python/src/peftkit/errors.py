@@ -73,6 +73,14 @@ class StateError(PeftKitError, RuntimeError):
     status = _capi.PEFTKIT_ERR_STATE
 
 
+class BusyError(StateError):
+    """The model is in use by another call that is still running (from another thread, or from inside its own
+    generation callback): nothing was changed, the call may succeed later. A :class:`StateError`, so code that
+    caught the state error this used to be keeps working."""
+
+    status = _capi.PEFTKIT_ERR_BUSY
+
+
 class OutOfMemoryError(PeftKitError, MemoryError):
     """Memory could not be allocated, or a requested size overflows."""
 
@@ -105,6 +113,7 @@ ERROR_CLASSES: dict[int, type[PeftKitError]] = {
         OutOfMemoryError,
         BufferTooSmallError,
         InternalError,
+        BusyError,
     )
 }
 

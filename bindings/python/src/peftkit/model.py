@@ -76,7 +76,7 @@ def _c_path(path: PathLike, what: str = "path") -> bytes:
 class _Handle:
     """A model's native handle, and the guard of every library call on it: `with handle as h:`
     serialises calls from different Python threads (a second thread waits instead of getting
-    PEFTKIT_ERR_STATE), refuses calls once the model is closed, and counts calls in progress so that
+    PEFTKIT_ERR_BUSY), refuses calls once the model is closed, and counts calls in progress so that
     `close()` never frees a model in use. It holds no reference to its Model, so a Model that is no
     longer referenced is freed at once, without waiting for the cycle collector."""
 
@@ -330,24 +330,34 @@ class Model:
             check(_lib.peftkit_adapter_num_params(h, n, byref(out)))
         return out.value
 
-    def save_adapter(self, name: str, path: PathLike) -> None:
-        """Writes adapter `name` into folder `path` (created if missing), each file replaced atomically:
-        bottleneck adapters as AdapterHub does (``adapter_config.json`` + ``adapter.safetensors``),
+    def save_adapter(self, name: str, path: PathLike, format: str = "native") -> None:
+        """Writes adapter `name` to `path`.
+
+        ``format="native"`` (the default): into folder `path` (created if missing), each file replaced
+        atomically: bottleneck adapters as AdapterHub does (``adapter_config.json`` + ``adapter.safetensors``),
         LoRA, IA3, prefix and prompt adapters as Hugging Face PEFT does (``adapter_config.json`` +
         ``adapter_model.safetensors``; ``peft.PeftModel.from_pretrained`` loads them).
 
+        ``format="gguf"``: one file in llama.cpp's GGUF LoRA adapter format (LoRA on Llama models), which
+        ``llama-cli -m base.gguf --lora x.gguf`` and :meth:`load_adapter` read.
+
         Raises:
             NotFoundError: no adapter has that name.
-            PeftKitIOError: the folder cannot be written.
+            UnsupportedError: ``"gguf"`` for an adapter other than LoRA on a Llama model.
+            InvalidArgumentError: an unknown format.
+            PeftKitIOError: the folder or file cannot be written.
         """
+        formats = {"native": _capi.PEFTKIT_ADAPTER_FORMAT_NATIVE, "gguf": _capi.PEFTKIT_ADAPTER_FORMAT_GGUF}
+        if format not in formats:
+            raise InvalidArgumentError(f"format must be one of {sorted(formats)}, got {format!r}")
         n = _c_string(name, "name")
         p = _c_path(path)
         with self._call as h:
-            check(_lib.peftkit_adapter_save(h, n, p))
+            check(_lib.peftkit_adapter_save_as(h, n, p, formats[format]))
 
     def load_adapter(self, path: PathLike, name: str | None = None) -> str:
         """Reads an adapter folder (written by :meth:`save_adapter`, by AdapterHub or by Hugging Face
-        PEFT) and attaches it, not active. Returns the name it was attached under: `name`, or the name
+        PEFT), or a llama.cpp GGUF LoRA adapter (a file ending in ``.gguf``), and attaches it, not active. Returns the name it was attached under: `name`, or the name
         stored in the folder (AdapterHub), or ``"default"`` (PEFT).
 
         Raises:
