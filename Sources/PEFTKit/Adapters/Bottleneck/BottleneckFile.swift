@@ -117,6 +117,7 @@ extension BottleneckAdapter {
         switch arch {
         case .gpt2: return "transformer.h.\(l)."
         case .llama: return "model.layers.\(l)."
+        case .bert: return "bert.encoder.layer.\(l)."
         }
     }
 
