@@ -336,3 +336,39 @@ private func miniLMPath() -> String? {
         print("MiniLM normalised embeddings: max |diff| = \(TS.maxAbsDiff(e, want))")
     }
 }
+
+extension BERTTests {
+    /// BertForSequenceClassification + PEFT LoRA (task SEQ_CLS, classifier in modules_to_save): logits, loss and
+    /// the gradients of one training step, for the LoRA weights and the classifier.
+    @Test func sequenceClassificationGradients() throws {
+        let r = try Parity.ref("bert/a/reference.safetensors")
+        let b = try BERTTests.batch(r)
+        let m = try BERTTests.model("a")
+        try m.attachAdapter(name: "default", configJSON: #"{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["query", "value"]}"#)
+        try m.setActiveAdapter("default")
+        let slot = try m.engine.adapter(named: "default")
+        try BERTTests.set(slot, r, prefix: "lora_init.", name: "default") { $0 }
+        let head = try SequenceClassifier(classes: 3, features: m.config.hiddenSize, seed: 1)
+        let w = try r.f("classifier.weight"), bias = try r.f("classifier.bias")
+        head.params.update(from: w, count: w.count)
+        (head.params + w.count).update(from: bias, count: bias.count)
+        let labels = try r.i("cls_labels")
+        let (loss, logits) = try b.ids.withUnsafeBufferPointer { ids in
+            try b.types.withUnsafeBufferPointer { types in
+                try b.mask.withUnsafeBufferPointer { mask in
+                    try labels.withUnsafeBufferPointer { lab in
+                        try m.engine.classifierGradients(head, inputIDs: ids, typeIDs: types, mask: mask, labels: lab,
+                                                         batch: b.B, seqLen: b.T)
+                    }
+                }
+            }
+        }
+        #expect(Parity.close("bert/a classifier logits", logits, try r.f("cls_logits"), rel: 1e-5))
+        #expect(Parity.close("bert/a classifier loss", [loss], try r.f("cls_loss"), rel: 1e-5))
+        try BERTTests.grads(slot, r, prefix: "cls_grad.", name: "default", rename: { $0 }, what: "bert/a SEQ_CLS LoRA")
+        let gw = Array(UnsafeBufferPointer(start: head.opt.grads.floats, count: w.count))
+        let gb = Array(UnsafeBufferPointer(start: head.opt.grads.floats + w.count, count: bias.count))
+        #expect(Parity.close("bert/a grad classifier.weight", gw, try r.f("cls_grad.classifier.weight"), rel: 1e-5))
+        #expect(Parity.close("bert/a grad classifier.bias", gb, try r.f("cls_grad.classifier.bias"), rel: 1e-5))
+    }
+}

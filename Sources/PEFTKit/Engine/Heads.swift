@@ -107,3 +107,72 @@ struct ClassifierHead {
         return Float(loss) * scale
     }
 }
+
+/// A sequence-classification head: BERT's pooler (frozen, from the base weights) and a trainable linear
+/// classifier, as `BertForSequenceClassification` (dropout off); over mean pooling when the model has no pooler.
+/// Its parameters have their own optimiser state next to the adapter's.
+final class SequenceClassifier {
+    let head: ClassifierHead
+    let opt: OptimizerState
+    private let storage: Storage
+
+    init(classes: Int, features: Int, seed: UInt64) throws {
+        head = ClassifierHead(classes: classes, features: features)
+        storage = try Storage.allocate(floats: head.parameterCount)
+        var rng = Rng(seed: seed)
+        // transformers' init of a classifier: N(0, 0.02) weight, zero bias.
+        fillNormal(storage.floats, classes * features, std: 0.02, rng: &rng)
+        (storage.floats + classes * features).update(repeating: 0, count: classes)
+        opt = try OptimizerState(params: storage.floats, count: head.parameterCount)
+    }
+
+    var params: UnsafeMutablePointer<Float> { storage.floats }
+}
+
+extension Engine {
+    /// The pooled features of the classifier: the pooler's output, or the mean over the mask without a pooler.
+    func classifierFeatures(_ out: UnsafeMutablePointer<Float>, hidden h: UnsafePointer<Float>, mask: UnsafePointer<Int32>?,
+                            batch B: Int, seqLen T: Int) {
+        let C = config.hiddenSize
+        if let pooler = (weights as? BERTWeights)?.pooler {
+            poolerForward(out, h, pooler: pooler, B, T, C)
+        } else {
+            meanPoolForward(out, h, mask: mask, B, T, C)
+        }
+    }
+
+    /// Forward and backward of the classifier's cross-entropy over `labels` ([B], -100 = ignored): the
+    /// active adapter's gradients (zeroed first) and the head's (zeroed first) are left in their blocks.
+    /// Returns the mean loss and the logits [B, K].
+    func classifierGradients(_ head: SequenceClassifier, inputIDs: UnsafeBufferPointer<Int32>,
+                             typeIDs: UnsafeBufferPointer<Int32>?, mask: UnsafeBufferPointer<Int32>?,
+                             labels: UnsafeBufferPointer<Int32>, batch B: Int, seqLen T: Int) throws -> (loss: Float, logits: [Float]) {
+        let (slot, opt) = try trainable()
+        try validateEncoderBatch(inputIDs: inputIDs, typeIDs: typeIDs, mask: mask, batch: B, seqLen: T, adapter: slot?.adapter)
+        let K = head.head.classes, C = config.hiddenSize
+        try require(labels.count >= B, "labels has \(labels.count) entries, expected \(B)")
+        for b in 0..<B where labels[b] != -100 && (labels[b] < 0 || Int(labels[b]) >= K) {
+            throw PEFTKitError.invalidArgument("labels[\(b)] = \(labels[b]) must be -100 or inside 0..<\(K)")
+        }
+        let inputs = EncoderInputs(typeIDs: typeIDs?.baseAddress, mask: mask?.baseAddress)
+        opt.grads.floats.update(repeating: 0, count: opt.count)
+        head.opt.grads.floats.update(repeating: 0, count: head.opt.count)
+        let f = try encoderForwardForTraining(inputIDs: inputIDs.baseAddress!, inputs: inputs, batch: B, seqLen: T)
+        let work = try Storage.allocate(floats: 3 * B * C + B * K + B * T * C)
+        let pooled = work.floats, dpooled = pooled + B * C, scratch = dpooled + B * C, logits = scratch + B * C
+        let dh = logits + B * K
+        classifierFeatures(pooled, hidden: f.hidden, mask: inputs.mask, batch: B, seqLen: T)
+        head.head.forward(logits, pooled, params: head.params, B)
+        let out = Array(UnsafeBufferPointer(start: logits, count: B * K))
+        let loss = head.head.lossBackward(logits, labels: labels.baseAddress!, x: pooled, params: head.params,
+                                          grads: head.opt.grads.floats, dx: dpooled, B)
+        dh.update(repeating: 0, count: B * T * C)
+        if let pooler = (weights as? BERTWeights)?.pooler {
+            poolerBackward(dh, dpooled, out: pooled, pooler: pooler, scratch: scratch, B, T, C)
+        } else {
+            meanPoolBackward(dh, dpooled, mask: inputs.mask, B, T, C)
+        }
+        encoderBackward(dHidden: dh, inputs: inputs, buffers: f.buffers, slot: f.slot, batch: B, seqLen: T)
+        return (loss, out)
+    }
+}
