@@ -372,3 +372,32 @@ extension BERTTests {
         #expect(Parity.close("bert/a grad classifier.bias", gb, try r.f("cls_grad.classifier.bias"), rel: 1e-5))
     }
 }
+
+extension BERTTests {
+    /// A Houlsby adapter and the classifier learn a token-presence task through the public API; the base
+    /// weights stay as loaded.
+    @Test func classifierTrainsWithAdapter() throws {
+        let m = try BERTTests.model("b")
+        let baseBefore = m.engine.weights.named.map { Array(UnsafeBufferPointer(start: $0.tensor.data, count: $0.tensor.count)) }
+        try m.attachAdapter(name: "bn", config: .bottleneck(BottleneckConfig(preset: .houlsby, reductionFactor: 4)))
+        try m.setActiveAdapter("bn")
+        #expect(throws: PEFTKitError.self) { try m.classify(inputIDs: [1, 2], batch: 1, seqLen: 2).count }
+        try m.attachClassifier(classes: 2, seed: 3)
+        let B = 4, T = 5
+        let ids: [Int32] = [5, 9, 9, 0, 0, 9, 9, 9, 9, 0, 5, 9, 9, 9, 9, 9, 9, 0, 0, 0]
+        let mask: [Int32] = ids.map { $0 == 0 ? 0 : 1 }
+        let labels: [Int32] = [1, 0, 1, 0]  // does the text contain token 5?
+        var tc = TrainConfig(); tc.learningRate = 1e-2; tc.weightDecay = 0
+        var losses: [Float] = []
+        for _ in 0..<30 {
+            losses.append(try m.classifierTrainStep(inputIDs: ids, attentionMask: mask, labels: labels, batch: B, seqLen: T,
+                                                    config: tc).loss)
+        }
+        print("classifier losses: \(losses.first!) -> \(losses.last!)")
+        #expect(losses.last! < 0.5 * losses.first!)
+        let logits = try m.classify(inputIDs: ids, attentionMask: mask, batch: B, seqLen: T)
+        for b in 0..<B { #expect((logits[2 * b + 1] > logits[2 * b]) == (labels[b] == 1)) }
+        let baseAfter = m.engine.weights.named.map { Array(UnsafeBufferPointer(start: $0.tensor.data, count: $0.tensor.count)) }
+        #expect(baseAfter == baseBefore)
+    }
+}

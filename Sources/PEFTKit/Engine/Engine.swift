@@ -28,6 +28,8 @@ final class Engine {
     var merges: [MergeRecord] = []
     /// Set while every base weight is trained (`enableFullFineTuning`).
     var full: FullTuning?
+    /// The sequence-classification head trained with the active adapter (encoders).
+    var classifier: SequenceClassifier?
     /// Gradients of a split train step waiting for `applyGradients`.
     var pending: PendingGradients?
 

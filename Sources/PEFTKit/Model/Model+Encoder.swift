@@ -77,3 +77,56 @@ func withOptionalBuffer<R>(_ a: [Int32]?, _ body: (UnsafeBufferPointer<Int32>?) 
     guard let a else { return try body(nil) }
     return try a.withUnsafeBufferPointer { try body($0) }
 }
+
+extension Model {
+    /// Attaches a sequence-classification head of `classes` outputs to an encoder (BERT): the model's pooler
+    /// (frozen) then a linear classifier (N(0, 0.02) weight, zero bias), as `BertForSequenceClassification`;
+    /// over mean pooling when the model has no pooler. It trains with the active adapter in
+    /// `classifierTrainStep` (replacing any head attached before).
+    ///
+    /// ```swift
+    /// try model.attachClassifier(classes: 3)
+    /// let r = try model.classifierTrainStep(inputIDs: ids, attentionMask: mask, labels: [2, 0], batch: 2, seqLen: 16,
+    ///                                       config: TrainConfig())
+    /// ```
+    public func attachClassifier(classes: Int, seed: UInt64 = 0) throws {
+        try exclusive {
+            try require(config.encoder != nil, "a classifier head needs an encoder (BERT) model")
+            try require(classes > 0 && classes <= 1 << 16, "classes must be in 1...65536, got \(classes)")
+            engine.classifier = try SequenceClassifier(classes: classes, features: config.hiddenSize, seed: seed)
+        }
+    }
+
+    /// The classifier head's logits `[batch, classes]` with the active adapter.
+    public func classify(inputIDs: [Int32], attentionMask: [Int32]? = nil, tokenTypeIDs: [Int32]? = nil, batch: Int,
+                         seqLen: Int) throws -> [Float] {
+        guard let head = engine.classifier else { throw PEFTKitError.state("no classifier head: call attachClassifier first") }
+        return try withHiddenStates(inputIDs: inputIDs, attentionMask: attentionMask, tokenTypeIDs: tokenTypeIDs, batch: batch,
+                                    seqLen: seqLen) { h, inputs in
+            let C = config.hiddenSize, K = head.head.classes
+            let pooled = try Storage.allocate(floats: batch * C)
+            engine.classifierFeatures(pooled.floats, hidden: h, mask: inputs.mask, batch: batch, seqLen: seqLen)
+            var out = [Float](repeating: 0, count: batch * K)
+            out.withUnsafeMutableBufferPointer { head.head.forward($0.baseAddress!, pooled.floats, params: head.params, batch) }
+            return out
+        }
+    }
+
+    /// One training step of the active adapter and the classifier head on `labels` ([batch], -100 = ignored):
+    /// mean cross-entropy, one gradient clip over both, AdamW on both.
+    public func classifierTrainStep(inputIDs: [Int32], attentionMask: [Int32]? = nil, tokenTypeIDs: [Int32]? = nil,
+                                    labels: [Int32], batch: Int, seqLen: Int, config tc: TrainConfig) throws -> TrainStepResult {
+        try exclusive {
+            try inputIDs.withUnsafeBufferPointer { ids in
+                try withOptionalBuffer(tokenTypeIDs) { types in
+                    try withOptionalBuffer(attentionMask) { mask in
+                        try labels.withUnsafeBufferPointer { lab in
+                            try engine.classifierTrainStep(inputIDs: ids, typeIDs: types, mask: mask, labels: lab, batch: batch,
+                                                           seqLen: seqLen, config: tc)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
