@@ -24,10 +24,11 @@ import Glibc
 
     static func model(_ shape: String) throws -> Model { try Model.load(path: TS.fixtures + "/bert/\(shape)/model") }
 
-    /// AdapterHub's parameter name for BertModel of PEFTKit's saved bottleneck name.
+    /// AdapterHub's parameter name in a BertModel of PEFTKit's saved bottleneck name (which has the `bert.` of
+    /// AdapterHub's head models).
     static func adapterHubName(_ n: String) -> String {
-        n.replacing("bert.encoder.", with: "encoder.").replacing(".attention_adapters.", with: ".attention.output.")
-            .replacing(".output_adapters.", with: ".output.")
+        #expect(n.hasPrefix("bert.encoder.layer.") && n.contains(".output.adapters."), "\(n)")
+        return String(n.dropFirst("bert.".count))
     }
 
     static func set(_ slot: AdapterSlot, _ r: Parity.Ref, prefix: String, name: String, rename: (String) -> String) throws {
