@@ -202,6 +202,9 @@ peftkit_status peftkit_set_num_threads(int32_t n);
 #define PEFTKIT_ARCH_GPT2 0
 /* Llama: RMSNorm, RoPE, SwiGLU MLP, grouped-query attention. */
 #define PEFTKIT_ARCH_LLAMA 1
+/* BERT encoder: post-LayerNorm, learned positions, token types, GELU (erf), bidirectional attention, pooler.
+   Token types and padding masks are not yet taken by the C functions (types 0, no padding). */
+#define PEFTKIT_ARCH_BERT 2
 
 /* Adapter methods (peftkit_adapter_method). Later versions add more methods. */
 /* Bottleneck adapter (Houlsby et al. 2019): x + up(act(down(x))) * scaling, AdapterHub-compatible. */

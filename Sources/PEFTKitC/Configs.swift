@@ -50,6 +50,7 @@ func architecture(from v: Int32) throws -> Architecture {
     switch v {
     case PEFTKIT_ARCH_GPT2: return .gpt2
     case PEFTKIT_ARCH_LLAMA: return .llama
+    case PEFTKIT_ARCH_BERT: return .bert
     default: throw ShimError.invalid("architecture \(v) is not a PEFTKIT_ARCH_* value")
     }
 }
@@ -58,6 +59,7 @@ func archCode(_ a: Architecture) -> Int32 {
     switch a {
     case .gpt2: return PEFTKIT_ARCH_GPT2
     case .llama: return PEFTKIT_ARCH_LLAMA
+    case .bert: return PEFTKIT_ARCH_BERT
     }
 }
 

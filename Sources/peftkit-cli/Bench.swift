@@ -127,7 +127,7 @@ struct FlopCount {
     static func matmulPerLayer(_ c: ModelConfig) -> Int {
         let C = c.hiddenSize, I = c.intermediateSize
         switch c.architecture {
-        case .gpt2: return C * 3 * C + C * C + 2 * C * I
+        case .gpt2, .bert: return C * 3 * C + C * C + 2 * C * I
         case .llama:
             let q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim
             return C * q + 2 * C * kv + q * C + 3 * C * I

@@ -190,7 +190,8 @@ let adapterCases: [AdapterCase] = [
             let model = try Model.create(config: cfg, seed: 3)
             let ids = TS.ids(10, vocab: cfg.vocabSize, seed: 9)
             let base = try model.forward(inputIDs: ids, batch: 1, seqLen: 10).logits
-            for preset in BottleneckConfig.Preset.allCases {
+            // Encoders take only the Houlsby placement (Pfeiffer's is refused there).
+            for preset in BottleneckConfig.Preset.allCases where arch != .bert || preset == .houlsby {
                 try model.attachAdapter(name: "z\(preset)", config: BottleneckConfig(preset: preset, initWeights: .zeroUp))
                 try model.setActiveAdapter("z\(preset)")
                 let out = try model.forward(inputIDs: ids, batch: 1, seqLen: 10).logits

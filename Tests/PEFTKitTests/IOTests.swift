@@ -590,7 +590,7 @@ private func edited(_ json: String, _ key: String, _ value: String?) -> String {
 }
 
 @Test func hfConfigRejectsUnknownAndMalformed() throws {
-    expectError("unsupported", ["'bert'"]) { _ = try config(edited(gpt2JSON, "model_type", "\"bert\"")) }
+    expectError("unsupported", ["'t5'"]) { _ = try config(edited(gpt2JSON, "model_type", "\"t5\"")) }
     expectError("format", ["model_type"]) { _ = try config(edited(gpt2JSON, "model_type", nil)) }
     expectError("format", ["config.json", "invalid JSON"]) { _ = try config("{\"model_type\": ") }
     expectError("format", ["config.json"]) { _ = try config("[]") }

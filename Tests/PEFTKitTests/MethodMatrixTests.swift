@@ -137,6 +137,8 @@ private func perturb(_ slot: AdapterSlot, seed: UInt64) {
 
     @Test(arguments: methodCases)
     func cachedGreedyDecodeEqualsFullRecompute(_ mc: MethodCase) throws {
+        // Decoding is a decoder's: an encoder's positions all see each other, so a cache cannot replay them.
+        guard mc.arch != .bert else { return }
         let cfg = TS.tinyConfig(mc.arch)
         let model = try Model.create(config: cfg, seed: 21, initStd: 0.2)
         try model.attachAdapter(name: "a", config: mc.config(mc.arch))

@@ -9,6 +9,9 @@ enum TS {
         case .llama:
             return ModelConfig(architecture: .llama, vocabSize: 37, hiddenSize: 16, numLayers: 2, numHeads: 4, numKVHeads: 2,
                                intermediateSize: 24, maxPositions: 32, ropeTheta: 10000, tieWordEmbeddings: false)
+        case .bert:
+            return ModelConfig(architecture: .bert, vocabSize: 37, hiddenSize: 16, numLayers: 2, numHeads: 4,
+                               intermediateSize: 24, maxPositions: 32, encoder: EncoderSettings(typeVocabSize: 2, pooler: true))
         }
     }
 

@@ -5,6 +5,7 @@ extension Architecture {
         switch self {
         case .gpt2: return GPT2Weights.self
         case .llama: return LlamaWeights.self
+        case .bert: return BERTWeights.self
         }
     }
 }

@@ -128,6 +128,11 @@ struct LayerContext {
     /// Positions before the queries: a prefix adapter's length, or the cache length when decoding.
     let pastLen: Int
     let cache: KVCache?
+    /// Padding mask of an encoder pass ([batch, seqLen], 0 = padding key); nil = every key counts.
+    var keyMask: UnsafePointer<Int32>? = nil
+
+    /// Whether queries see only earlier keys (decoders) or every key (encoders).
+    var causal: Bool { !config.architecture.weights.bidirectional }
 
     /// Rows of the pass (batch × seqLen).
     var rows: Int { batch * seqLen }
@@ -207,7 +212,8 @@ struct LayerContext {
             k = StridedRows(ptr: kvk, ld: kvd, batchStride: tk * kvd)
             v = StridedRows(ptr: kvv, ld: kvd, batchStride: tk * kvd)
         }
-        let shape = AttentionShape(batch: B, tq: T, tk: tk, pastLen: tk - T, heads: H, kvHeads: KVH, headDim: D)
+        let shape = AttentionShape(batch: B, tq: T, tk: tk, pastLen: tk - T, heads: H, kvHeads: KVH, headDim: D,
+                                   causal: causal, keyMask: keyMask)
         attentionForward(out: StridedRows(ptr: a.attn, ld: hd, batchStride: T * hd), probs: a.probs, q: q, k: k, v: v, shape)
     }
 
@@ -224,7 +230,8 @@ struct LayerContext {
             let P = pastLen, tk = P + T
             let dkk = dk, dvv = dk + B * tk * kvd
             dkk.update(repeating: 0, count: 2 * B * tk * kvd)
-            let shape = AttentionShape(batch: B, tq: T, tk: tk, pastLen: P, heads: H, kvHeads: KVH, headDim: D)
+            let shape = AttentionShape(batch: B, tq: T, tk: tk, pastLen: P, heads: H, kvHeads: KVH, headDim: D,
+                                       causal: causal, keyMask: keyMask)
             attentionBackward(dq: rows(s.dqkv), dk: StridedRows(ptr: dkk, ld: kvd, batchStride: tk * kvd),
                               dv: StridedRows(ptr: dvv, ld: kvd, batchStride: tk * kvd), dprobs: s.dprobs, dout: dout,
                               probs: a.probs, q: rows(a.qkv), k: StridedRows(ptr: kvk, ld: kvd, batchStride: tk * kvd),
@@ -239,7 +246,8 @@ struct LayerContext {
                 }
             }
         } else {
-            let shape = AttentionShape(batch: B, tq: T, tk: T, pastLen: 0, heads: H, kvHeads: KVH, headDim: D)
+            let shape = AttentionShape(batch: B, tq: T, tk: T, pastLen: 0, heads: H, kvHeads: KVH, headDim: D,
+                                       causal: causal, keyMask: keyMask)
             attentionBackward(dq: rows(s.dqkv), dk: rows(s.dqkv + hd), dv: rows(s.dqkv + hd + kvd), dprobs: s.dprobs,
                               dout: dout, probs: a.probs, q: rows(a.qkv), k: rows(a.qkv + hd), v: rows(a.qkv + hd + kvd), shape)
         }

@@ -1,9 +1,25 @@
-/// Decoder architectures PEFTKit runs.
+/// Architectures PEFTKit runs: decoders (GPT-2, Llama) and the BERT encoder.
 public enum Architecture: String, Sendable, Codable, CaseIterable {
     /// GPT-2 family: LayerNorm with bias, learned positions, GELU (tanh), fused qkv (`Conv1D`), tied head.
     case gpt2
     /// Llama family: RMSNorm, RoPE, SwiGLU MLP, grouped-query attention; also Qwen2/Mistral-style layouts.
     case llama
+    /// BERT encoder: post-LayerNorm, learned absolute positions, token-type embeddings, GELU (erf),
+    /// bidirectional attention with a padding mask, optional pooler (dense + tanh on [CLS]).
+    case bert
+}
+
+/// What only an encoder (BERT) has. Absent (nil) for decoders, so configs written before it still read.
+public struct EncoderSettings: Sendable, Equatable, Codable {
+    /// Rows of the token-type embedding (`type_vocab_size`, 2 for BERT).
+    public var typeVocabSize: Int
+    /// Whether the model has the pooler (`pooler.dense`, tanh over the [CLS] row).
+    public var pooler: Bool
+
+    public init(typeVocabSize: Int = 2, pooler: Bool = true) {
+        self.typeVocabSize = typeVocabSize
+        self.pooler = pooler
+    }
 }
 
 /// The shape and hyper-parameters of a decoder. Field names follow Hugging Face `config.json` meanings.
@@ -33,11 +49,13 @@ public struct ModelConfig: Sendable, Equatable, Codable {
     public var outputBias: Bool
     /// Bias on MLP projections (Llama `mlp_bias`).
     public var mlpBias: Bool
+    /// Encoder-only settings (BERT); nil for decoders.
+    public var encoder: EncoderSettings?
 
     public init(architecture: Architecture, vocabSize: Int, hiddenSize: Int, numLayers: Int, numHeads: Int,
                 numKVHeads: Int? = nil, headDim: Int? = nil, intermediateSize: Int? = nil, maxPositions: Int = 1024,
                 normEps: Float? = nil, ropeTheta: Float = 10000, tieWordEmbeddings: Bool = true,
-                qkvBias: Bool? = nil, outputBias: Bool? = nil, mlpBias: Bool? = nil) {
+                qkvBias: Bool? = nil, outputBias: Bool? = nil, mlpBias: Bool? = nil, encoder: EncoderSettings? = nil) {
         self.architecture = architecture
         self.vocabSize = vocabSize
         self.hiddenSize = hiddenSize
@@ -45,15 +63,16 @@ public struct ModelConfig: Sendable, Equatable, Codable {
         self.numHeads = numHeads
         self.numKVHeads = numKVHeads ?? numHeads
         self.headDim = headDim ?? (numHeads > 0 ? hiddenSize / numHeads : 0)
-        let gpt2 = architecture == .gpt2
+        let gpt2 = architecture == .gpt2, bert = architecture == .bert
         self.intermediateSize = intermediateSize ?? (gpt2 ? 4 * hiddenSize : 4 * hiddenSize)
         self.maxPositions = maxPositions
-        self.normEps = normEps ?? (gpt2 ? 1e-5 : 1e-6)
+        self.normEps = normEps ?? (gpt2 ? 1e-5 : bert ? 1e-12 : 1e-6)
         self.ropeTheta = ropeTheta
-        self.tieWordEmbeddings = gpt2 ? true : tieWordEmbeddings
-        self.qkvBias = qkvBias ?? gpt2
-        self.outputBias = outputBias ?? gpt2
-        self.mlpBias = mlpBias ?? gpt2
+        self.tieWordEmbeddings = gpt2 || bert ? true : tieWordEmbeddings
+        self.qkvBias = bert ? true : qkvBias ?? gpt2
+        self.outputBias = bert ? true : outputBias ?? gpt2
+        self.mlpBias = bert ? true : mlpBias ?? gpt2
+        self.encoder = bert ? (encoder ?? EncoderSettings()) : nil
     }
 
     /// GPT-2 124M shape (vocab 50257, 12 layers, d=768, 12 heads, 1024 positions).
@@ -80,6 +99,11 @@ public struct ModelConfig: Sendable, Equatable, Codable {
         case .llama:
             try require(ropeTheta.isFinite && ropeTheta > 0, "rope_theta must be positive, got \(ropeTheta)")
             try require(headDim % 2 == 0, "RoPE needs an even head_dim, got \(headDim)")
+        case .bert:
+            try require(numKVHeads == numHeads, "BERT has no grouped-query attention (kv heads must equal heads)")
+            try require(headDim * numHeads == hiddenSize, "BERT needs hidden_size = heads × head_dim")
+            let types = encoder?.typeVocabSize ?? 0
+            try require(types > 0 && types <= 1 << 16, "type_vocab_size must be in 1...65536, got \(types)")
         }
     }
 
@@ -97,6 +121,11 @@ public struct ModelConfig: Sendable, Equatable, Codable {
             if outputBias { perLayer += c }
             if mlpBias { perLayer += 2 * i + c }
             return vocabSize * c + numLayers * perLayer + c + (tieWordEmbeddings ? 0 : vocabSize * c)
+        case .bert:
+            let perLayer = 4 * (c * c + c) + 2 * c + (c * i + i) + (i * c + c) + 2 * c
+            let types = encoder?.typeVocabSize ?? 0
+            return (vocabSize + maxPositions + types) * c + 2 * c + numLayers * perLayer
+                + ((encoder?.pooler ?? false) ? c * c + c : 0)
         }
     }
 }

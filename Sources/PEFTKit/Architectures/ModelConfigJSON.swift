@@ -38,6 +38,11 @@ private struct HFConfigFields: Decodable {
     var hiddenAct: String?
     var slidingWindow: Int?
     var useSlidingWindow: Bool?
+    // BERT
+    var typeVocabSize: Int?
+    var layerNormEps: Double?
+    var positionEmbeddingType: String?
+    var isDecoder: Bool?
 
     enum CodingKeys: String, CodingKey {
         case modelType = "model_type"
@@ -51,6 +56,8 @@ private struct HFConfigFields: Decodable {
         case ropeTheta = "rope_theta", ropeScaling = "rope_scaling", ropeParameters = "rope_parameters"
         case maxPositionEmbeddings = "max_position_embeddings", attentionBias = "attention_bias", mlpBias = "mlp_bias"
         case hiddenAct = "hidden_act", slidingWindow = "sliding_window", useSlidingWindow = "use_sliding_window"
+        case typeVocabSize = "type_vocab_size", layerNormEps = "layer_norm_eps"
+        case positionEmbeddingType = "position_embedding_type", isDecoder = "is_decoder"
     }
 }
 
@@ -81,7 +88,7 @@ private func positive(_ value: Int?, _ key: String, _ source: String, default fa
 
 /// Builds a `ModelConfig` from the bytes of a Hugging Face `config.json` and validates it.
 ///
-/// Supports `model_type` `gpt2` and the Llama family (`llama`, `mistral`, `qwen2`). Malformed JSON or
+/// Supports `model_type` `gpt2`, the Llama family (`llama`, `mistral`, `qwen2`) and `bert`. Malformed JSON or
 /// out-of-range values throw `format`; settings PEFTKit does not implement throw `unsupported`.
 /// `source` names the file in messages.
 ///
@@ -97,8 +104,10 @@ public func modelConfig(fromJSON bytes: [UInt8], source: String = "config.json")
         config = try gpt2Config(f, source)
     case "llama", "mistral", "qwen2":
         config = try llamaFamilyConfig(f, modelType, source)
+    case "bert":
+        config = try bertConfig(f, source)
     default:
-        throw PEFTKitError.unsupported("\(source): model_type '\(modelType)' is not supported (supported: gpt2, llama, mistral, qwen2)")
+        throw PEFTKitError.unsupported("\(source): model_type '\(modelType)' is not supported (supported: gpt2, llama, mistral, qwen2, bert)")
     }
     do {
         try config.validate()
@@ -185,6 +194,36 @@ private func llamaFamilyConfig(_ f: HFConfigFields, _ modelType: String, _ sourc
         mlpBias: modelType == "llama" && (f.mlpBias ?? false))
 }
 
+/// BERT (`BertModel`, `BertForSequenceClassification`, ...): absolute positions and exact GELU only. Whether the
+/// pooler is present is decided by the weights (`Engine(loadingFolder:)`), not by `config.json`.
+private func bertConfig(_ f: HFConfigFields, _ source: String) throws -> ModelConfig {
+    let activation = f.hiddenAct ?? "gelu"
+    guard activation == "gelu" else {
+        throw PEFTKitError.unsupported("\(source): BERT hidden_act '\(activation)' is not supported (use gelu)")
+    }
+    if let p = f.positionEmbeddingType, p != "absolute" {
+        throw PEFTKitError.unsupported("\(source): position_embedding_type '\(p)' is not supported (use absolute)")
+    }
+    guard !(f.isDecoder ?? false) else {
+        throw PEFTKitError.unsupported("\(source): BERT as a decoder (is_decoder = true) is not supported")
+    }
+    let hidden = try positive(f.hiddenSize, "hidden_size", source)
+    let heads = try positive(f.numAttentionHeads, "num_attention_heads", source)
+    return ModelConfig(
+        architecture: .bert,
+        vocabSize: try positive(f.vocabSize, "vocab_size", source),
+        hiddenSize: hidden,
+        numLayers: try positive(f.numHiddenLayers, "num_hidden_layers", source),
+        numHeads: heads,
+        numKVHeads: heads,
+        headDim: hidden / heads,
+        intermediateSize: try positive(f.intermediateSize, "intermediate_size", source, default: 4 * hidden),
+        maxPositions: try positive(f.maxPositionEmbeddings, "max_position_embeddings", source, default: 512),
+        normEps: Float(f.layerNormEps ?? 1e-12),
+        encoder: EncoderSettings(typeVocabSize: try positive(f.typeVocabSize, "type_vocab_size", source, default: 2),
+                                 pooler: true))
+}
+
 /// A `config.json` that transformers loads as the same model: `GPT2LMHeadModel` for GPT-2,
 /// `LlamaForCausalLM` for the Llama family, or `Qwen2ForCausalLM` when only q, k, v carry a bias.
 /// Throws `unsupported` for bias combinations no transformers class has, and `invalidArgument` for a
@@ -211,6 +250,8 @@ public func configJSON(for config: ModelConfig) throws -> [UInt8] {
                 + "\(config.outputBias), MLP bias \(config.mlpBias)")
         }
         data = try encoder.encode(json)
+    case .bert:
+        data = try encoder.encode(BertJSON(config))
     }
     return Array(data) + [0x0a]
 }
@@ -281,6 +322,32 @@ private struct LlamaJSON: Encodable {
         case maxPositionEmbeddings = "max_position_embeddings", rmsNormEps = "rms_norm_eps", ropeTheta = "rope_theta"
         case ropeParameters = "rope_parameters", tieWordEmbeddings = "tie_word_embeddings"
         case attentionBias = "attention_bias", mlpBias = "mlp_bias", torchDtype = "torch_dtype"
+    }
+}
+
+private struct BertJSON: Encodable {
+    let architectures = ["BertModel"]
+    let modelType = "bert"
+    let hiddenAct = "gelu"
+    let positionEmbeddingType = "absolute"
+    let vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int, numAttentionHeads: Int
+    let maxPositionEmbeddings: Int, typeVocabSize: Int
+    let layerNormEps: Double
+    let torchDtype = "float32"
+
+    init(_ c: ModelConfig) {
+        vocabSize = c.vocabSize; hiddenSize = c.hiddenSize; intermediateSize = c.intermediateSize
+        numHiddenLayers = c.numLayers; numAttentionHeads = c.numHeads; maxPositionEmbeddings = c.maxPositions
+        typeVocabSize = c.encoder?.typeVocabSize ?? 2
+        layerNormEps = decimal(c.normEps)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case architectures, modelType = "model_type", hiddenAct = "hidden_act"
+        case positionEmbeddingType = "position_embedding_type", vocabSize = "vocab_size", hiddenSize = "hidden_size"
+        case intermediateSize = "intermediate_size", numHiddenLayers = "num_hidden_layers"
+        case numAttentionHeads = "num_attention_heads", maxPositionEmbeddings = "max_position_embeddings"
+        case typeVocabSize = "type_vocab_size", layerNormEps = "layer_norm_eps", torchDtype = "torch_dtype"
     }
 }
 

@@ -42,6 +42,8 @@ protocol ModelWeights {
     static func shortName(_ site: LinearSite) -> String?
     /// True when the MLP has a gate and an up projection (two intermediate activations per row).
     static var gatedMLP: Bool { get }
+    /// True for encoders: every query attends to every (unpadded) key.
+    static var bidirectional: Bool { get }
 
     /// Builds the weights from `tensors` (every name of `tensors(config)` is present with its shape).
     init(config: ModelConfig, tensors: [String: Tensor]) throws
@@ -66,6 +68,9 @@ protocol ModelWeights {
 
     /// out[N, C] = embeddings of `ids` (N = rows, rows of `seqLen`) at positions pastLen..<pastLen+seqLen.
     func embed(_ out: UnsafeMutablePointer<Float>, ids: UnsafePointer<Int32>, rows: Int, seqLen: Int, pastLen: Int)
+    /// `embed` with token types ([N], nil = all type 0) for architectures that have them; others ignore them.
+    func embed(_ out: UnsafeMutablePointer<Float>, ids: UnsafePointer<Int32>, typeIDs: UnsafePointer<Int32>?, rows: Int,
+               seqLen: Int, pastLen: Int)
     /// Adds the position embedding of positions first..<first+count to `count` rows of `x` (virtual tokens);
     /// nothing for architectures whose positions live in attention.
     func addPositions(_ x: UnsafeMutablePointer<Float>, first: Int, count: Int)
@@ -88,6 +93,11 @@ protocol ModelWeights {
 }
 
 extension ModelWeights {
+    static var bidirectional: Bool { false }
+    func embed(_ out: UnsafeMutablePointer<Float>, ids: UnsafePointer<Int32>, typeIDs: UnsafePointer<Int32>?, rows: Int,
+               seqLen: Int, pastLen: Int) {
+        embed(out, ids: ids, rows: rows, seqLen: seqLen, pastLen: pastLen)
+    }
     var rope: RopeTable? { nil }
     func addPositions(_ x: UnsafeMutablePointer<Float>, first: Int, count: Int) {}
 }

@@ -28,6 +28,8 @@ final class Engine {
     var merges: [MergeRecord] = []
     /// Set while every base weight is trained (`enableFullFineTuning`).
     var full: FullTuning?
+    /// The sequence-classification head trained with the active adapter (encoders).
+    var classifier: SequenceClassifier?
     /// Gradients of a split train step waiting for `applyGradients`.
     var pending: PendingGradients?
 
@@ -45,9 +47,14 @@ final class Engine {
     }
 
     convenience init(loadingFolder path: String) throws {
-        let (cfg, set) = try loadHFFolder(path: path)
+        var (cfg, set) = try loadHFFolder(path: path)
+        // BERT checkpoints of a task model (`BertForSequenceClassification`, ...) name the encoder `bert.`; the
+        // pooler is optional (absent from `add_pooling_layer=False` and token-classification checkpoints).
+        let prefix = cfg.architecture == .bert && !set.has("embeddings.word_embeddings.weight")
+            && set.has("bert.embeddings.word_embeddings.weight") ? "bert." : ""
+        if cfg.architecture == .bert { cfg.encoder?.pooler = set.has(prefix + "pooler.dense.weight") }
         let w = try loadWeights(config: cfg) { name, shape in
-            let t = try set.tensor(name)
+            let t = try set.tensor(prefix + name)
             guard t.shape == shape else {
                 throw PEFTKitError.format("tensor '\(name)' in '\(path)' has shape \(t.shape), expected \(shape)")
             }

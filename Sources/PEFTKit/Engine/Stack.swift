@@ -26,21 +26,24 @@ extension Engine {
     /// `pastLen` positions: the cache's length when decoding (the cache then grows by the rows run), otherwise
     /// the prefix adapter's length. With `lastRowOnly` (decoding, batch 1) only the last row is normed.
     /// Returns the top stream (the final norm's input), which the backward pass of training reads.
+    /// Encoders take token types (`typeIDs`, [B·T], nil = type 0) and a padding mask (`keyMask`, [B·T], 0 = padding).
     @discardableResult
     func runStack(ids: UnsafePointer<Int32>, batch B: Int, seqLen T: Int, virtual: Bool, adapter: Adapter?,
-                  buffers: StackBuffers, cache: KVCache? = nil, lastRowOnly: Bool = false) -> UnsafeMutablePointer<Float> {
+                  buffers: StackBuffers, cache: KVCache? = nil, lastRowOnly: Bool = false,
+                  typeIDs: UnsafePointer<Int32>? = nil, keyMask: UnsafePointer<Int32>? = nil) -> UnsafeMutablePointer<Float> {
         let w = weights, c = config, L = c.numLayers, C = c.hiddenSize
         let pastLen = cache?.length ?? (adapter?.prefixLength ?? 0)
         let Tp = virtual ? T + (adapter?.virtualTokens ?? 0) : T
         let N = B * Tp
         func context(_ slot: Int, training: Bool) -> LayerContext {
             LayerContext(config: c, adapter: adapter, grads: nil, pass: PassInfo(rows: N, slot: slot, training: training),
-                         batch: B, seqLen: Tp, pastLen: pastLen, cache: cache)
+                         batch: B, seqLen: Tp, pastLen: pastLen, cache: cache, keyMask: keyMask)
         }
         let top: UnsafeMutablePointer<Float>
         switch buffers {
         case .infer(let b):
-            embedSequence(b.streams[0], ids: ids, batch: B, seqLen: T, pastLen: pastLen, adapter: virtual ? adapter : nil)
+            embedSequence(b.streams[0], ids: ids, batch: B, seqLen: T, pastLen: pastLen, adapter: virtual ? adapter : nil,
+                          typeIDs: typeIDs)
             let ctx = context(0, training: false)
             var cur = 0
             for l in 0..<L {
@@ -58,7 +61,8 @@ extension Engine {
             let lo = b.lowest
             // Layers below the lowest adapted one: forward only, shared scratch.
             let first = lo == 0 ? b.streams[0] : b.low[0]
-            embedSequence(first, ids: ids, batch: B, seqLen: T, pastLen: pastLen, adapter: virtual ? adapter : nil)
+            embedSequence(first, ids: ids, batch: B, seqLen: T, pastLen: pastLen, adapter: virtual ? adapter : nil,
+                          typeIDs: typeIDs)
             var cur = first
             for l in 0..<lo {
                 let out = l == lo - 1 ? b.streams[0] : (cur == b.low[0] ? b.low[1] : b.low[0])
@@ -79,10 +83,10 @@ extension Engine {
     /// without them): row b of the output holds [prompt; embed(ids)] at positions pastLen..<pastLen+V+T,
     /// [B·(V+T), C].
     func embedSequence(_ out: UnsafeMutablePointer<Float>, ids: UnsafePointer<Int32>, batch B: Int, seqLen T: Int,
-                       pastLen: Int, adapter: Adapter?) {
+                       pastLen: Int, adapter: Adapter?, typeIDs: UnsafePointer<Int32>? = nil) {
         let V = adapter?.virtualTokens ?? 0
         guard V > 0, let prompt = adapter?.promptEmbeddings() else {
-            weights.embed(out, ids: ids, rows: B * T, seqLen: T, pastLen: pastLen)
+            weights.embed(out, ids: ids, typeIDs: typeIDs, rows: B * T, seqLen: T, pastLen: pastLen)
             return
         }
         let C = config.hiddenSize, Tp = V + T
@@ -90,7 +94,8 @@ extension Engine {
             let row = out + b * Tp * C
             row.update(from: prompt, count: V * C)
             weights.addPositions(row, first: pastLen, count: V)
-            weights.embed(row + V * C, ids: ids + b * T, rows: T, seqLen: T, pastLen: pastLen + V)
+            weights.embed(row + V * C, ids: ids + b * T, typeIDs: typeIDs.map { $0 + b * T }, rows: T, seqLen: T,
+                          pastLen: pastLen + V)
         }
     }
 

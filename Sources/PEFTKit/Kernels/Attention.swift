@@ -11,8 +11,9 @@ struct StridedRows {
     var batchStride: Int
 }
 
-/// Sizes of one causal attention call. Query i of a sequence sits at absolute position `pastLen + i` and
-/// sees keys 0...pastLen+i. `tk` is the number of keys present (pastLen + tq for a causal call).
+/// Sizes of one attention call. Causal: query i of a sequence sits at absolute position `pastLen + i` and
+/// sees keys 0...pastLen+i; `tk` is the number of keys present (pastLen + tq for a causal call).
+/// Bidirectional (`causal` false, encoders): every query sees every key, except keys a padding mask removes.
 struct AttentionShape {
     var batch: Int
     var tq: Int
@@ -21,7 +22,15 @@ struct AttentionShape {
     var heads: Int
     var kvHeads: Int
     var headDim: Int
+    var causal = true
+    /// Padding mask over the last `tq` keys of each sequence ([batch, tq], 0 = padding, not attended); the
+    /// `tk - tq` keys before them (a prefix) are always attended. nil = no padding.
+    var keyMask: UnsafePointer<Int32>? = nil
     var scale: Float { 1 / Float(headDim).squareRoot() }
+
+    /// Keys query `i` may see (a prefix of the row; the padding mask then removes some of them).
+    @inline(__always)
+    func visible(_ i: Int) -> Int { causal ? min(tk, pastLen + i + 1) : tk }
 }
 
 /// Causal multi-head attention with grouped-query heads: out = softmax(q·kᵀ/√D + mask)·v per head.
@@ -33,14 +42,14 @@ struct AttentionShape {
 /// heads cost one after the other. Every output element is computed as in a sequential run.
 func attentionForward(out: StridedRows, probs: UnsafeMutablePointer<Float>, q: StridedRows, k: StridedRows, v: StridedRows,
                       _ s: AttentionShape) {
-    if s.tq == 1 {
+    if s.tq == 1 && s.causal && s.keyMask == nil {
         attentionForwardOneQuery(out: out, probs: probs, q: q, k: k, v: v, s)
         return
     }
     let group = s.heads / s.kvHeads
     let D = s.headDim, tq = s.tq, tk = s.tk, H = s.heads
     let alpha = s.scale
-    let past = s.pastLen
+    let mask = s.keyMask, maskOffset = tk - tq
     withSingleThreadedBLAS {
         parallelFor(s.batch * H) { st, en in
             for bh in st..<en {
@@ -51,8 +60,14 @@ func attentionForward(out: StridedRows, probs: UnsafeMutablePointer<Float>, q: S
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tq), Int32(tk), Int32(D),
                             alpha, qp, Int32(q.ld), kp, Int32(k.ld), 0, pp, Int32(tk))
                 for i in 0..<tq {
-                    let valid = min(tk, past + i + 1)
+                    let valid = s.visible(i)
                     let row = pp + i * tk
+                    if let mask {
+                        // Padding keys score -inf: their probability is exactly 0 (as transformers' additive
+                        // float-min mask gives once exponentiated).
+                        let m = mask + b * tq
+                        for j in maskOffset..<valid where m[j - maskOffset] == 0 { row[j] = -Float.infinity }
+                    }
                     var mx = -Float.infinity
                     for j in 0..<valid { mx = max(mx, row[j]) }
                     softmaxRow(row, valid: valid, width: tk, max: mx)
@@ -122,7 +137,7 @@ func attentionForwardOneQuery(out: StridedRows, probs: UnsafeMutablePointer<Floa
     }
 }
 
-/// Backward of `attentionForward` for a self-contained causal call (pastLen 0, tk == tq).
+/// Backward of `attentionForward` (no cache). Padding keys have probability 0, so their score gradients are 0.
 /// Accumulates into dq, dk, dv. `dprobs` is scratch of the size of `probs`.
 /// Parallel over (sequence, key/value head): the heads sharing a key/value head accumulate into the same dk
 /// and dv, so they run in one task, in head order, as a sequential run does.
@@ -131,7 +146,6 @@ func attentionBackward(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs
                        _ s: AttentionShape) {
     let group = s.heads / s.kvHeads
     let D = s.headDim, tq = s.tq, tk = s.tk, H = s.heads, KVH = s.kvHeads
-    let past = s.pastLen
     let scale = s.scale
     withSingleThreadedBLAS {
         parallelFor(s.batch * KVH) { st, en in
@@ -150,7 +164,7 @@ func attentionBackward(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs
                                 1, dop, Int32(dout.ld), vp, Int32(v.ld), 0, dsp, Int32(tk))
                     // dS = P ⊙ (dP − Σ_j P·dP) · scale
                     for i in 0..<tq {
-                        let valid = min(tk, past + i + 1)
+                        let valid = s.visible(i)
                         let p = pp + i * tk
                         let dp = dsp + i * tk
                         var dot: Float = 0

@@ -48,6 +48,12 @@ final class BottleneckAdapter: Adapter {
 
     init(config: BottleneckConfig, model: ModelConfig) throws {
         try config.validate(numLayers: model.numLayers, hidden: model.hiddenSize)
+        // In a post-LayerNorm encoder AdapterHub feeds such a unit LN(x + h) through the layer's own norm and
+        // normalises twice; PEFTKit's unit sees x + h. Refused rather than computed differently.
+        if model.architecture.weights.bidirectional && config.originalLnBefore {
+            throw PEFTKitError.unsupported("bottleneck adapters with original_ln_before (Pfeiffer, seq_bn) are not supported "
+                + "on \(model.architecture) yet; use the Houlsby placement (double_seq_bn, original_ln_before false)")
+        }
         self.config = config
         let C = model.hiddenSize
         hidden = C

@@ -117,6 +117,7 @@ extension BottleneckAdapter {
         switch arch {
         case .gpt2: return "transformer.h.\(l)."
         case .llama: return "model.layers.\(l)."
+        case .bert: return "bert.encoder.layer.\(l)."
         }
     }
 
@@ -125,7 +126,10 @@ extension BottleneckAdapter {
         var out: [(String, [Int], Int)] = []
         let C = hidden, r = bottleneck
         for u in units {
-            let site = u.site == .attention ? "attention_adapters" : "output_adapters"
+            // BERT's units live in the modules they follow (`attention.output`, `output`), as AdapterHub's
+            // BertSelfOutput / BertOutput mixins hold them; decoders use the hooked layer's own dicts.
+            let site = arch == .bert ? (u.site == .attention ? "attention.output" : "output")
+                : (u.site == .attention ? "attention_adapters" : "output_adapters")
             let p = BottleneckAdapter.layerPrefix(arch, u.layer) + "\(site).adapters.\(adapterName)."
             // With ln_before the adapter_down Sequential is [LayerNorm, Linear, act].
             let lin = u.lnBeforeW >= 0 ? "adapter_down.1" : "adapter_down.0"

@@ -57,10 +57,16 @@ final class IA3Adapter: Adapter {
 
     /// The target sites and, among them, the feed-forward ones (scaled on the input).
     static func resolve(_ config: IA3Config, _ m: ModelConfig) throws -> (sites: [LinearSite], feedforward: [LinearSite]) {
-        let gpt2 = m.architecture == .gpt2
-        let names = config.targets.isEmpty ? (gpt2 ? ["c_attn", "mlp.c_proj"] : ["k_proj", "v_proj", "down_proj"]) : config.targets
+        // PEFT's defaults per model type.
+        let (defaultTargets, defaultFF): ([String], [String])
+        switch m.architecture {
+        case .gpt2: (defaultTargets, defaultFF) = (["c_attn", "mlp.c_proj"], ["mlp.c_proj"])
+        case .llama: (defaultTargets, defaultFF) = (["k_proj", "v_proj", "down_proj"], ["down_proj"])
+        case .bert: (defaultTargets, defaultFF) = (["key", "value", "output.dense"], ["output.dense"])
+        }
+        let names = config.targets.isEmpty ? defaultTargets : config.targets
         let sites = try resolveTargets(names, arch: m.architecture, what: "IA3")
-        let ffNames = config.feedforward ?? (gpt2 ? ["mlp.c_proj"] : ["down_proj"])
+        let ffNames = config.feedforward ?? defaultFF
         let ff = ffNames.isEmpty ? [] : try resolveTargets(ffNames, arch: m.architecture, what: "IA3 feed-forward")
         if config.feedforward != nil {
             for s in ff { try require(sites.contains(s), "IA3 feed-forward module '\(s.shortName(m.architecture))' is not a target") }

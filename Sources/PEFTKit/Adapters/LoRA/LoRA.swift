@@ -20,7 +20,13 @@ public struct LoRAConfig: Sendable, Equatable {
     public init() {}
 
     /// PEFT's default targets for an architecture.
-    static func defaultTargets(_ arch: Architecture) -> [String] { arch == .gpt2 ? ["c_attn"] : ["q_proj", "v_proj"] }
+    static func defaultTargets(_ arch: Architecture) -> [String] {
+        switch arch {
+        case .gpt2: return ["c_attn"]
+        case .llama: return ["q_proj", "v_proj"]
+        case .bert: return ["query", "value"]  // PEFT's default for bert
+        }
+    }
 
     public var scaling: Float { useRSLoRA ? alpha / Float(rank).squareRoot() : alpha / Float(rank) }
 
