@@ -49,7 +49,7 @@ enum BenchShape: String, CaseIterable, ExpressibleByArgument {
 /// The adapter configurations compared with HF PEFT / AdapterHub (each uses that library's defaults), and
 /// full fine-tuning (every base weight, the baseline adapters are measured against).
 enum BenchMethod: String, CaseIterable, ExpressibleByArgument {
-    case full, houlsby, pfeiffer, lora, ia3, prefix, prompt
+    case full, houlsby, pfeiffer, lora, dora, ia3, prefix, prompt
 
     /// nil for full fine-tuning.
     func adapterConfig(_ arch: Architecture) -> AdapterConfig? {
@@ -61,6 +61,12 @@ enum BenchMethod: String, CaseIterable, ExpressibleByArgument {
             var c = LoRAConfig()
             c.rank = 8
             c.targets = loraTargets(arch)
+            return .lora(c)
+        case .dora:
+            var c = LoRAConfig()
+            c.rank = 8
+            c.targets = loraTargets(arch)
+            c.useDoRA = true
             return .lora(c)
         case .ia3: return .ia3(IA3Config())
         case .prefix:
@@ -95,6 +101,7 @@ enum BenchMethod: String, CaseIterable, ExpressibleByArgument {
         case .houlsby: return "bottleneck double_seq_bn (Houlsby), reduction 16, swish"
         case .pfeiffer: return "bottleneck seq_bn (Pfeiffer), reduction 16, relu"
         case .lora: return "LoRA r=8 alpha=16 on \(loraTargets(arch).joined(separator: ","))"
+        case .dora: return "DoRA r=8 alpha=16 on \(loraTargets(arch).joined(separator: ","))"
         case .ia3: return arch == .gpt2 ? "IA3 on c_attn, mlp.c_proj" : "IA3 on k_proj, v_proj, down_proj"
         case .prefix: return "prefix tuning, 20 virtual tokens, no projection"
         case .prompt: return "prompt tuning, 20 virtual tokens"

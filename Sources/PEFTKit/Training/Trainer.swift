@@ -89,7 +89,7 @@ extension Engine {
     /// rewound to before `computeGradients`.
     func applyGradients(config tc: TrainConfig) throws -> TrainStepResult {
         try tc.validate()
-        let (_, opt) = try trainable()
+        let (tslot, opt) = try trainable()
         guard let p = pending, p.opt === opt, p.step == opt.step else {
             throw PEFTKitError.state("no gradients to apply: call computeGradients for the adapter being trained first")
         }
@@ -108,7 +108,8 @@ extension Engine {
         }
         let lr = tc.learningRate(atStep: opt.step)
         guard opt.update(lr: decimalDouble(lr), beta1: decimalDouble(tc.beta1), beta2: decimalDouble(tc.beta2),
-                         eps: decimalDouble(tc.eps), weightDecay: decimalDouble(tc.weightDecay)) else {
+                         eps: decimalDouble(tc.eps), weightDecay: decimalDouble(tc.weightDecay),
+                         groups: tslot?.adapter.learningRateGroups(loraPlusRatio: decimalDouble(tc.loraPlusRatio))) else {
             grads.update(repeating: 0, count: P)
             throw PEFTKitError.numerical("the update would make a weight non-finite (learning rate \(lr)); the step was skipped and no weight changed")
         }
