@@ -28,6 +28,11 @@ public struct TrainConfig: Sendable, Equatable {
     /// DoRA's magnitudes, as PEFT groups 1-D parameters with B) train at `loraPlusRatio ×` the learning rate.
     /// 0 = the adapter's own `loraplus_lr_ratio` if its config has one, else off (1). Ignored by other methods.
     public var loraPlusRatio: Float = 0
+    /// Gradient checkpointing: the forward keeps only each layer's input (and the adapter's own small
+    /// activations); the backward recomputes each layer's activations just before its backward. Same gradients,
+    /// bit for bit (the same kernels run on the same inputs, dropout masks redrawn from the same generator
+    /// state); less memory, one more forward per step.
+    public var gradientCheckpointing: Bool = false
 
     public init() {}
 
