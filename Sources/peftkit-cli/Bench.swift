@@ -307,6 +307,7 @@ struct Bench: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Run each configuration in a fresh process (per-configuration peak RSS).")
     var isolate = true
     @Flag(help: "Print the report as JSON on stdout.") var json = false
+    @Flag(help: "Train with gradient checkpointing (recompute each layer in the backward).") var gradCheckpoint = false
     @Option(help: .hidden) var only: String?
 
     func validate() throws {
@@ -437,7 +438,9 @@ struct Bench: ParsableCommand {
         var ms: [Double] = [], losses: [Float] = []
         for s in 0..<(w + n) {
             let t0 = clock.now
-            let r = try m.trainStep(inputIDs: ids, batch: batch, seqLen: seq, config: TrainConfig())
+            var tc = TrainConfig()
+            tc.gradientCheckpointing = gradCheckpoint
+            let r = try m.trainStep(inputIDs: ids, batch: batch, seqLen: seq, config: tc)
             let dt = (clock.now - t0).seconds * 1000
             losses.append(r.loss)
             if s >= w { ms.append(dt) }
@@ -554,6 +557,7 @@ struct Bench: ParsableCommand {
                     "--new-tokens", "\(newTokens)", "--gen-runs", "\(genRuns)", "--threads", "\(threads)",
                     breakdown ? "--breakdown" : "--no-breakdown"]
         if let m = model { args += ["--model", m] }
+        if gradCheckpoint { args.append("--grad-checkpoint") }
         let (status, out) = try spawnCapturing(executable: selfExecutable(), arguments: args)
         guard status == 0 else {
             let why = status > 128 ? "child process killed by signal \(status - 128)" : "child process exited with status \(status)"
