@@ -17,6 +17,8 @@ struct AdapterOptions: ParsableArguments {
     @Option(help: "LoRA alpha (scale = alpha / rank).") var alpha: Float = 16
     @Option(help: "LoRA dropout.") var dropout: Float = 0
     @Flag(help: "rsLoRA: scale by alpha / sqrt(rank).") var rslora = false
+    @Flag(help: "DoRA: LoRA with a learned magnitude per output row (PEFT's use_dora).") var dora = false
+    @Option(help: "LoRA+: train B at this multiple of the learning rate (saved as loraplus_lr_ratio).") var loraplusRatio: Float?
     @Option(help: "Comma-separated module names (LoRA, IA3), e.g. q_proj,v_proj or c_attn. Default: the method's PEFT default.")
     var targets: String?
     @Option(help: "IA3: comma-separated targets scaled on their input (feed-forward). Default: PEFT's (mlp.c_proj / down_proj).")
@@ -53,7 +55,8 @@ struct AdapterOptions: ParsableArguments {
         switch method ?? .lora {
         case .lora:
             o = [("peft_type", "LORA"), ("task_type", "CAUSAL_LM"), ("r", .int(rank)), ("lora_alpha", .number(Double(alpha))),
-                 ("lora_dropout", .number(Double(dropout))), ("use_rslora", .bool(rslora))]
+                 ("lora_dropout", .number(Double(dropout))), ("use_rslora", .bool(rslora)), ("use_dora", .bool(dora))]
+            if let r = loraplusRatio { o.append(("loraplus_lr_ratio", .number(Double(r)))) }
             // Without --targets the library applies PEFT's default for the architecture.
             if let t = names(targets) { o.append(("target_modules", .strings(t))) }
         case .ia3:

@@ -49,7 +49,7 @@ enum BenchShape: String, CaseIterable, ExpressibleByArgument {
 /// The adapter configurations compared with HF PEFT / AdapterHub (each uses that library's defaults), and
 /// full fine-tuning (every base weight, the baseline adapters are measured against).
 enum BenchMethod: String, CaseIterable, ExpressibleByArgument {
-    case full, houlsby, pfeiffer, lora, ia3, prefix, prompt
+    case full, houlsby, pfeiffer, lora, dora, ia3, prefix, prompt
 
     /// nil for full fine-tuning.
     func adapterConfig(_ arch: Architecture) -> AdapterConfig? {
@@ -61,6 +61,12 @@ enum BenchMethod: String, CaseIterable, ExpressibleByArgument {
             var c = LoRAConfig()
             c.rank = 8
             c.targets = loraTargets(arch)
+            return .lora(c)
+        case .dora:
+            var c = LoRAConfig()
+            c.rank = 8
+            c.targets = loraTargets(arch)
+            c.useDoRA = true
             return .lora(c)
         case .ia3: return .ia3(IA3Config())
         case .prefix:
@@ -95,6 +101,7 @@ enum BenchMethod: String, CaseIterable, ExpressibleByArgument {
         case .houlsby: return "bottleneck double_seq_bn (Houlsby), reduction 16, swish"
         case .pfeiffer: return "bottleneck seq_bn (Pfeiffer), reduction 16, relu"
         case .lora: return "LoRA r=8 alpha=16 on \(loraTargets(arch).joined(separator: ","))"
+        case .dora: return "DoRA r=8 alpha=16 on \(loraTargets(arch).joined(separator: ","))"
         case .ia3: return arch == .gpt2 ? "IA3 on c_attn, mlp.c_proj" : "IA3 on k_proj, v_proj, down_proj"
         case .prefix: return "prefix tuning, 20 virtual tokens, no projection"
         case .prompt: return "prompt tuning, 20 virtual tokens"
@@ -300,6 +307,7 @@ struct Bench: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Run each configuration in a fresh process (per-configuration peak RSS).")
     var isolate = true
     @Flag(help: "Print the report as JSON on stdout.") var json = false
+    @Flag(help: "Train with gradient checkpointing (recompute each layer in the backward).") var gradCheckpoint = false
     @Option(help: .hidden) var only: String?
 
     func validate() throws {
@@ -430,7 +438,9 @@ struct Bench: ParsableCommand {
         var ms: [Double] = [], losses: [Float] = []
         for s in 0..<(w + n) {
             let t0 = clock.now
-            let r = try m.trainStep(inputIDs: ids, batch: batch, seqLen: seq, config: TrainConfig())
+            var tc = TrainConfig()
+            tc.gradientCheckpointing = gradCheckpoint
+            let r = try m.trainStep(inputIDs: ids, batch: batch, seqLen: seq, config: tc)
             let dt = (clock.now - t0).seconds * 1000
             losses.append(r.loss)
             if s >= w { ms.append(dt) }
@@ -547,6 +557,7 @@ struct Bench: ParsableCommand {
                     "--new-tokens", "\(newTokens)", "--gen-runs", "\(genRuns)", "--threads", "\(threads)",
                     breakdown ? "--breakdown" : "--no-breakdown"]
         if let m = model { args += ["--model", m] }
+        if gradCheckpoint { args.append("--grad-checkpoint") }
         let (status, out) = try spawnCapturing(executable: selfExecutable(), arguments: args)
         guard status == 0 else {
             let why = status > 128 ? "child process killed by signal \(status - 128)" : "child process exited with status \(status)"

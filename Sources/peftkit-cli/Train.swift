@@ -37,6 +37,8 @@ struct Train: ParsableCommand {
     @Option(help: "AdamW weight decay.") var weightDecay: Float = 0
     @Option(help: "Clip the gradient norm to this (0 = off).") var clip: Float = 1
     @Option(help: "Rows per micro-batch for gradient accumulation (0 = whole batch).") var microBatch = 0
+    @Flag(help: "Gradient checkpointing: keep only each layer's input, recompute the layer in the backward (less memory).")
+    var gradCheckpoint = false
     @Option(help: "Seed for data order and adapter initialisation.") var seed: UInt64 = 0
     @OptionGroup var checkpoints: CheckpointOptions
 
@@ -67,6 +69,7 @@ struct Train: ParsableCommand {
         var tc = TrainConfig()
         tc.learningRate = lr; tc.schedule = schedule; tc.warmupSteps = warmup; tc.totalSteps = n
         tc.weightDecay = weightDecay; tc.maxGradNorm = clip; tc.microBatchSize = microBatch
+        tc.gradientCheckpointing = gradCheckpoint
         let run = try trainDataParallel(lm, examples: examples, run: DataParallelRun(
             steps: n, batch: batch, seqLen: seqLen, config: tc, seed: seed, name: name, checkpoints: checkpoints,
             modelPath: lm.path, dataPath: data, adapterConfigJSON: configJSON, method: method), dist: dist)

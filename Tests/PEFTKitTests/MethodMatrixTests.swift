@@ -19,6 +19,9 @@ let methodCases: [MethodCase] = Architecture.allCases.flatMap { arch -> [MethodC
     MethodCase(arch: arch, label: "lora-all-rslora-layer1", config: lora { c, a in
         c.targets = LinearSite.sites(a).map { $0.shortName(a) }; c.useRSLoRA = true; c.layers = [1]
     }),
+    MethodCase(arch: arch, label: "lora-dora-all", config: lora { c, a in
+        c.targets = LinearSite.sites(a).map { $0.shortName(a) }; c.useDoRA = true
+    }),
     MethodCase(arch: arch, label: "ia3-default") { _ in .ia3(IA3Config()) },
     MethodCase(arch: arch, label: "prefix") { _ in var c = PrefixConfig(); c.virtualTokens = 3; return .prefix(c) },
     MethodCase(arch: arch, label: "prefix-projection") { _ in
@@ -62,6 +65,8 @@ private func perturb(_ slot: AdapterSlot, seed: UInt64) {
         labels[0] = -100; labels[8] = -100
         var tc = TrainConfig(); tc.learningRate = 0; tc.weightDecay = 0
         _ = try model.trainStep(inputIDs: ids, labels: labels, batch: B, seqLen: T, config: tc)
+        // DoRA's norm is detached (as in PEFT): its gradient is the loss's with the norms held at this pass's.
+        (slot.adapter as? LoRAAdapter)?.dora?.holdNorms = true
         let g = slot.opt.grads.floats, p = slot.adapter.params.floats
         func loss() throws -> Double { Double(try model.forward(inputIDs: ids, labels: labels, batch: B, seqLen: T).result.loss) }
         var rng = Rng(seed: 5)

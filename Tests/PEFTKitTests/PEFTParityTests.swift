@@ -5,7 +5,7 @@ import Testing
 /// from the fixtures scripts/make_peft_fixtures.py wrote (Tests/Fixtures/peft/README.md describes every
 /// key). PEFT's own adapter folders load here; PEFTKit's saves hold the same tensors under the same names.
 @Suite struct PEFTParity {
-    static let cases = ["gpt2", "llama"].flatMap { a in ["lora", "rslora", "ia3", "prefix", "prompt"].map { (a, $0) } }
+    static let cases = ["gpt2", "llama"].flatMap { a in ["lora", "rslora", "ia3", "prefix", "prompt", "dora"].map { (a, $0) } }
 
     static func dir(_ arch: String, _ kind: String) -> String { TS.fixtures + "/peft/\(arch)/\(kind)" }
 
@@ -13,6 +13,7 @@ import Testing
     static func paramName(_ key: String, kind: String) -> String {
         if key == peftEmbeddingsKey { return "prompt_encoder.default.embedding.weight" }
         if key.hasSuffix(".ia3_l") { return key + ".default" }
+        if key.hasSuffix(".lora_magnitude_vector") { return key + ".default.weight" }
         return key.replacing(".lora_A.", with: ".lora_A.default.").replacing(".lora_B.", with: ".lora_B.default.")
     }
 
@@ -75,7 +76,7 @@ import Testing
         let fl = try m2.forward(inputIDs: ids, labels: labels, batch: B, seqLen: T).result.loss
         #expect(Parity.close("\(arch)/\(kind) loss after 10 steps", [fl], try r.f("final_loss"), rel: 1e-5))
 
-        if kind == "lora" || kind == "ia3" {
+        if kind == "lora" || kind == "ia3" || kind == "dora" {
             try m.mergeAdapter(name: name)
             try m.setActiveAdapter(nil)
             let merged = try m.forward(inputIDs: ids, labels: labels, batch: B, seqLen: T).logits

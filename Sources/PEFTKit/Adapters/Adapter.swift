@@ -18,6 +18,10 @@ class Adapter: LayerHooks {
     /// Method name as used in files and the C ABI.
     var method: AdapterMethod { adapterConfig.method }
 
+    /// Parameter ranges with their own learning-rate factor (nil: one group). `loraPlusRatio` is the train
+    /// config's LoRA+ ratio (0 = not set there).
+    func learningRateGroups(loraPlusRatio: Double) -> [LearningRateGroup]? { nil }
+
     /// The lowest layer whose computation depends on a trainable parameter: the backward pass stops there.
     /// -1 means the embeddings (the backward pass runs through every layer).
     var lowestLayer: Int { 0 }

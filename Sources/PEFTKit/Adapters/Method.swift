@@ -98,10 +98,15 @@ struct AdapterContext {
     var embeddingRow: ((Int32, UnsafeMutablePointer<Float>) -> Void)?
     /// The model's tokenizer, for configs that name a text (PEFT's `prompt_tuning_init_text`).
     var tokenize: ((String) throws -> [Int32])?
+    /// The base model's frozen linear at (layer, site), as the model holds it unmerged (DoRA's norms,
+    /// PiSSA/OLoRA's decompositions). Adapters read it and never write it.
+    var frozenLinear: ((Int, LinearSite) -> FrozenLinear?)?
 
-    init(embeddingRow: ((Int32, UnsafeMutablePointer<Float>) -> Void)? = nil, tokenize: ((String) throws -> [Int32])? = nil) {
+    init(embeddingRow: ((Int32, UnsafeMutablePointer<Float>) -> Void)? = nil, tokenize: ((String) throws -> [Int32])? = nil,
+         frozenLinear: ((Int, LinearSite) -> FrozenLinear?)? = nil) {
         self.embeddingRow = embeddingRow
         self.tokenize = tokenize
+        self.frozenLinear = frozenLinear
     }
 }
 

@@ -50,7 +50,7 @@ enum AdapterRegistry {
     static func make(_ config: AdapterConfig, model: ModelConfig, context: AdapterContext) throws -> Adapter {
         switch config {
         case .bottleneck(let c): return try BottleneckAdapter(config: c, model: model)
-        case .lora(let c): return try LoRAAdapter(config: c, model: model)
+        case .lora(let c): return try LoRAAdapter(config: c, model: model, context: context)
         case .ia3(let c): return try IA3Adapter(config: c, model: model)
         case .prefix(let c): return try PrefixAdapter(config: c, model: model)
         case .prompt(let c): return try PromptAdapter(config: c, model: model, context: context)

@@ -5,7 +5,20 @@ extension Engine {
     /// What adapters may read of the base model: token embeddings (prompt tuning's token init).
     func adapterContext(tokenize: ((String) throws -> [Int32])? = nil) -> AdapterContext {
         let wte = weights.tokenEmbedding, C = config.hiddenSize
-        return AdapterContext(embeddingRow: { id, out in out.update(from: wte + Int(id) * C, count: C) }, tokenize: tokenize)
+        // The linears as they are before any merge: a merge replaces them with copies and records the originals.
+        var originals: [Int: FrozenLinear] = [:]
+        for rec in merges {
+            for r in rec.replaced where originals[r.layer * LinearSite.count + r.site.rawValue] == nil {
+                if var lin = weights.linear(r.layer, r.site) {
+                    lin.weight = r.weight
+                    lin.bias = r.bias
+                    originals[r.layer * LinearSite.count + r.site.rawValue] = lin
+                }
+            }
+        }
+        let w = weights
+        return AdapterContext(embeddingRow: { id, out in out.update(from: wte + Int(id) * C, count: C) }, tokenize: tokenize,
+                              frozenLinear: { l, s in originals[l * LinearSite.count + s.rawValue] ?? w.linear(l, s) })
     }
 
     /// Attaches an adapter from the JSON text of an `adapter_config.json` (see `AdapterConfig(json:model:)`).

@@ -14,12 +14,13 @@ final class BufferCache {
 
     /// Training buffers for `batch` rows of `seqLen` positions (virtual tokens included) with `adapter` (nil =
     /// full fine-tuning). New ones re-size the adapter's state, so the inference buffers go too.
-    func training(engine: Engine, batch: Int, seqLen: Int, adapter: Adapter?) throws -> TrainBuffers {
-        if let b = train, b.batch == batch, b.seqLen == seqLen, b.adapterID == adapter.map({ ObjectIdentifier($0) }) {
+    func training(engine: Engine, batch: Int, seqLen: Int, adapter: Adapter?, checkpointed: Bool = false) throws -> TrainBuffers {
+        if let b = train, b.batch == batch, b.seqLen == seqLen, b.adapterID == adapter.map({ ObjectIdentifier($0) }),
+           b.checkpointed == checkpointed {
             return b
         }
         invalidate()
-        let b = try TrainBuffers(engine: engine, batch: batch, seqLen: seqLen, adapter: adapter)
+        let b = try TrainBuffers(engine: engine, batch: batch, seqLen: seqLen, adapter: adapter, checkpointed: checkpointed)
         train = b
         return b
     }
@@ -53,7 +54,13 @@ final class TrainBuffers {
     var streams: [UnsafeMutablePointer<Float>] = []
     var low: [UnsafeMutablePointer<Float>] = []
     var lowActs: LayerActs
+    /// One set per trained layer, or one set shared by every layer under gradient checkpointing.
     var acts: [LayerActs] = []
+    /// Gradient checkpointing: each layer's activations are recomputed before its backward.
+    let checkpointed: Bool
+    /// Under checkpointing, the adapter's training random state before each trained layer's forward, so that
+    /// the recomputation draws the same dropout masks.
+    var rngBefore: [Rng?] = []
     var lnf, lnfMean, lnfRstd, dlnf: UnsafeMutablePointer<Float>
     var logits: UnsafeMutablePointer<Float>
     var targets: UnsafeMutablePointer<Int32>
@@ -66,8 +73,9 @@ final class TrainBuffers {
     static let trainHeadChunk = 512
 
     /// `adapter` nil = full fine-tuning (every layer trained, no hooks).
-    init(engine e: Engine, batch: Int, seqLen: Int, adapter: Adapter?) throws {
+    init(engine e: Engine, batch: Int, seqLen: Int, adapter: Adapter?, checkpointed: Bool = false) throws {
         let c = e.config
+        self.checkpointed = checkpointed
         self.batch = batch; self.seqLen = seqLen
         prefix = adapter?.prefixLength ?? 0
         lowest = max(0, adapter?.lowestLayer ?? 0)
@@ -79,10 +87,14 @@ final class TrainBuffers {
         }
         lowActs = try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix)
         let sharedH1 = try pool.take(N * C), sharedH2 = try pool.take(N * C)
-        for l in lowest..<c.numLayers {
+        for l in lowest..<c.numLayers where !checkpointed {
             acts.append(try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix,
                                       sharedH1: adapter?.hasUnit(l, .attention) == true ? nil : sharedH1,
                                       sharedH2: adapter?.hasUnit(l, .output) == true ? nil : sharedH2))
+        }
+        if checkpointed {
+            acts = [try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix)]
+            rngBefore = [Rng?](repeating: nil, count: c.numLayers - lowest)
         }
         lnf = try pool.take(N * C); lnfMean = try pool.take(N); lnfRstd = try pool.take(N); dlnf = try pool.take(N * C)
         logits = try pool.take(min(N, TrainBuffers.trainHeadChunk) * c.vocabSize)
@@ -91,6 +103,11 @@ final class TrainBuffers {
         scratch = try BackwardScratch(pool: pool, config: c, rows: N, batch: batch, seqLen: seqLen, keys: tk)
         try adapter?.prepare(rows: N, batch: batch, seqLen: seqLen, slots: c.numLayers, training: true)
     }
+}
+
+extension TrainBuffers {
+    /// The activation set of trained layer `l`.
+    @inline(__always) func actsIndex(_ l: Int) -> Int { checkpointed ? 0 : l - lowest }
 }
 
 /// Buffers for inference at a given (rows, tq, tk) capacity.

@@ -129,13 +129,31 @@ final class OptimizerState {
     }
 
     /// One AdamW update from `grads`, or false (and nothing changed) if it would make a value non-finite.
-    func update(lr: Double, beta1: Double, beta2: Double, eps: Double, weightDecay: Double) -> Bool {
-        let k = AdamWConstants(lr: lr, beta1: beta1, beta2: beta2, eps: eps, weightDecay: weightDecay, step: step + 1)
-        guard adamwUpdateStaysFinite(params, grads.floats, m.floats, v.floats, count, k) else { return false }
-        adamwUpdate(params, grads.floats, m.floats, v.floats, count, k)
+    /// `groups` gives parameter ranges their own learning rate, `lr · scale` (torch's parameter groups, e.g.
+    /// LoRA+'s B at `ratio · lr`); each group's scalars are computed from its own lr in Double as torch does.
+    /// Elements outside every group use `lr`. nil: one group.
+    func update(lr: Double, beta1: Double, beta2: Double, eps: Double, weightDecay: Double,
+                groups: [LearningRateGroup]? = nil) -> Bool {
+        let parts = groups ?? [LearningRateGroup(range: 0..<count, scale: 1)]
+        let ks = parts.map { AdamWConstants(lr: lr * $0.scale, beta1: beta1, beta2: beta2, eps: eps, weightDecay: weightDecay, step: step + 1) }
+        for (g, k) in zip(parts, ks) {
+            guard g.range.lowerBound >= 0, g.range.upperBound <= count else { return false }
+            let o = g.range.lowerBound
+            guard adamwUpdateStaysFinite(params + o, grads.floats + o, m.floats + o, v.floats + o, g.range.count, k) else { return false }
+        }
+        for (g, k) in zip(parts, ks) {
+            let o = g.range.lowerBound
+            adamwUpdate(params + o, grads.floats + o, m.floats + o, v.floats + o, g.range.count, k)
+        }
         step += 1
         return true
     }
+}
+
+/// A range of a parameter block trained at `scale` times the step's learning rate.
+struct LearningRateGroup: Equatable {
+    var range: Range<Int>
+    var scale: Double
 }
 
 /// Elements per block of `sumOfSquares`; fixed, so the blocking never depends on the thread count.

@@ -24,6 +24,15 @@ public struct TrainConfig: Sendable, Equatable {
     /// Gradient accumulation: rows per micro-batch (0 = the whole batch at once). The gradient equals the
     /// full batch's exactly; only activation memory shrinks.
     public var microBatchSize: Int = 0
+    /// LoRA+ (Hayou et al. 2024; PEFT's `create_loraplus_optimizer(loraplus_lr_ratio:)`): LoRA's B matrices (and
+    /// DoRA's magnitudes, as PEFT groups 1-D parameters with B) train at `loraPlusRatio ×` the learning rate.
+    /// 0 = the adapter's own `loraplus_lr_ratio` if its config has one, else off (1). Ignored by other methods.
+    public var loraPlusRatio: Float = 0
+    /// Gradient checkpointing: the forward keeps only each layer's input (and the adapter's own small
+    /// activations); the backward recomputes each layer's activations just before its backward. Same gradients,
+    /// bit for bit (the same kernels run on the same inputs, dropout masks redrawn from the same generator
+    /// state); less memory, one more forward per step.
+    public var gradientCheckpointing: Bool = false
 
     public init() {}
 
@@ -37,6 +46,7 @@ public struct TrainConfig: Sendable, Equatable {
         try require(totalSteps >= 0, "total steps must be >= 0, got \(totalSteps)")
         try require(maxGradNorm.isFinite && maxGradNorm >= 0, "max grad norm must be finite and >= 0, got \(maxGradNorm)")
         try require(microBatchSize >= 0, "micro-batch size must be >= 0, got \(microBatchSize)")
+        try require(loraPlusRatio.isFinite && loraPlusRatio >= 0, "LoRA+ ratio must be finite and >= 0, got \(loraPlusRatio)")
     }
 
     /// The learning rate at optimiser step `step` (0-based: the first update uses step 0), as

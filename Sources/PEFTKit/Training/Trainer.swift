@@ -65,7 +65,7 @@ extension Engine {
         while r < B {
             lossSum += try forwardBackward(adapter: ad, grads: grads, fullGrads: slot == nil ? full!.gradWeights : nil,
                                            ids: inputIDs.baseAddress! + r * T, labels: lab, rowStart: r, rows: mb,
-                                           seqLen: T, gradScale: 1 / Float(divisor))
+                                           seqLen: T, gradScale: 1 / Float(divisor), checkpointed: tc.gradientCheckpointing)
             r += mb
         }
         ad?.endBackward(grads: grads)
@@ -86,7 +86,7 @@ extension Engine {
     /// rewound to before `computeGradients`.
     func applyGradients(config tc: TrainConfig) throws -> TrainStepResult {
         try tc.validate()
-        let (_, opt) = try trainable()
+        let (tslot, opt) = try trainable()
         guard let p = pending, p.opt === opt, p.step == opt.step else {
             throw PEFTKitError.state("no gradients to apply: call computeGradients for the adapter being trained first")
         }
@@ -105,7 +105,8 @@ extension Engine {
         }
         let lr = tc.learningRate(atStep: opt.step)
         guard opt.update(lr: decimalDouble(lr), beta1: decimalDouble(tc.beta1), beta2: decimalDouble(tc.beta2),
-                         eps: decimalDouble(tc.eps), weightDecay: decimalDouble(tc.weightDecay)) else {
+                         eps: decimalDouble(tc.eps), weightDecay: decimalDouble(tc.weightDecay),
+                         groups: tslot?.adapter.learningRateGroups(loraPlusRatio: decimalDouble(tc.loraPlusRatio))) else {
             grads.update(repeating: 0, count: P)
             throw PEFTKitError.numerical("the update would make a weight non-finite (learning rate \(lr)); the step was skipped and no weight changed")
         }
@@ -119,12 +120,12 @@ extension Engine {
     /// weight's gradient accumulates into its view there.
     func forwardBackward(adapter: Adapter?, grads: UnsafeMutablePointer<Float>, fullGrads: (any ModelWeights)?,
                          ids: UnsafePointer<Int32>, labels: UnsafeBufferPointer<Int32>, rowStart: Int, rows B: Int,
-                         seqLen T: Int, gradScale: Float) throws -> Double {
+                         seqLen T: Int, gradScale: Float, checkpointed: Bool = false) throws -> Double {
         let c = config, w = weights
         let Vt = adapter?.virtualTokens ?? 0, P = adapter?.prefixLength ?? 0
         let Tp = T + Vt
         let N = B * Tp, C = c.hiddenSize, V = c.vocabSize, L = c.numLayers
-        let buf = try buffers.training(engine: self, batch: B, seqLen: Tp, adapter: adapter)
+        let buf = try buffers.training(engine: self, batch: B, seqLen: Tp, adapter: adapter, checkpointed: checkpointed)
         let lo = buf.lowest
         let top = runStack(ids: ids, batch: B, seqLen: T, virtual: true, adapter: adapter, buffers: .train(buf))
         _ = fillTargets(buf.targets, labels: labels, rowStart: rowStart, rows: B, seqLen: T, virtual: Vt)
@@ -149,11 +150,21 @@ extension Engine {
         d.update(repeating: 0, count: N * C)
         w.finalNormBackward(dinp: d, grads: fullGrads, dout: buf.dlnf, inp: top, mean: buf.lnfMean, rstd: buf.lnfRstd, rows: N)
         // Down to the lowest adapted layer, and no further.
+        let random = adapter as? TrainingRandomState
+        let rngAfter = random?.trainingRng
         for l in stride(from: L - 1, through: lo, by: -1) {
+            if buf.checkpointed {
+                // Recompute the layer's activations from its kept input (its output lands where it was).
+                if let r = random, let s = buf.rngBefore[l - lo] { r.trainingRng = s }
+                let fctx = LayerContext(config: c, adapter: adapter, grads: nil, pass: PassInfo(rows: N, slot: l, training: true),
+                                        batch: B, seqLen: Tp, pastLen: P, cache: nil)
+                w.forwardLayer(l, fctx, x: buf.streams[l - lo], out: buf.streams[l - lo + 1], a: &buf.acts[0])
+            }
             let ctx = LayerContext(config: c, adapter: adapter, grads: grads, pass: PassInfo(rows: N, slot: l, training: true),
                                    batch: B, seqLen: Tp, pastLen: P, cache: nil)
-            w.backwardLayer(l, ctx, x: buf.streams[l - lo], a: buf.acts[l - lo], s: buf.scratch, grads: fullGrads)
+            w.backwardLayer(l, ctx, x: buf.streams[l - lo], a: buf.acts[buf.actsIndex(l)], s: buf.scratch, grads: fullGrads)
         }
+        if buf.checkpointed, let r = random, let s = rngAfter { r.trainingRng = s }
         if let gw = fullGrads {
             // d now holds dL/d(embeddings).
             w.embedBackward(into: gw, d, ids: ids, rows: N, seqLen: T)

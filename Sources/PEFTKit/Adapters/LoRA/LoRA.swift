@@ -9,6 +9,13 @@ public struct LoRAConfig: Sendable, Equatable {
     public var dropout: Float = 0
     /// Scale by alpha/√r instead of alpha/r.
     public var useRSLoRA: Bool = false
+    /// DoRA (PEFT's `use_dora`): a learned magnitude per output row times the row-normalised W + s·B·A
+    /// (see DoRA.swift). Needs the base weights, so the adapter is made on a model.
+    public var useDoRA: Bool = false
+    /// LoRA+: B (and DoRA's magnitude) at this multiple of the learning rate, when `TrainConfig.loraPlusRatio`
+    /// is 0. PEFTKit's own key `loraplus_lr_ratio` in adapter_config.json (PEFT passes it to an optimizer
+    /// helper instead). nil = off.
+    public var loraPlusRatio: Float? = nil
     /// Module names to adapt (GPT-2: `c_attn`, `attn.c_proj`, `c_fc`, `mlp.c_proj`; Llama: `q_proj`, `k_proj`,
     /// `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`; `c_proj` means both GPT-2 projections).
     /// Empty means PEFT's default for the architecture (GPT-2 `c_attn`; Llama `q_proj`, `v_proj`).
@@ -35,6 +42,10 @@ public struct LoRAConfig: Sendable, Equatable {
         try require(alpha.isFinite, "LoRA alpha must be finite, got \(alpha)")
         try require(dropout.isFinite && dropout >= 0 && dropout < 1, "LoRA dropout must be in [0, 1), got \(dropout)")
         try validateLayers(layers, numLayers: m.numLayers)
+        if let r = loraPlusRatio { try require(r.isFinite && r > 0, "loraplus_lr_ratio must be positive, got \(r)") }
+        if useDoRA && dropout > 0 {
+            throw PEFTKitError.unsupported("DoRA with lora_dropout > 0 is not supported (PEFT then recomputes the base output on the dropped input)")
+        }
     }
 }
 
@@ -68,6 +79,8 @@ final class LoRAAdapter: Adapter {
         let site: LinearSite
         let inF: Int, outF: Int
         let a: Int, b: Int  // offsets of A [r, in] and B [out, r]
+        /// Offset of DoRA's magnitude [out] (-1 without DoRA); the unit's index.
+        let m: Int, id: Int
     }
     let config: LoRAConfig
     let sites: [LinearSite]
@@ -85,8 +98,10 @@ final class LoRAAdapter: Adapter {
     private var prepared: [Bool: (Int, Int)] = [:]
     /// Internal (not private): checkpoints save and restore it (`TrainingRandomState`).
     var dropRng: Rng
+    /// DoRA's norms and saved outputs (nil for plain LoRA).
+    private(set) var dora: DoRAState?
 
-    init(config: LoRAConfig, model m: ModelConfig) throws {
+    init(config: LoRAConfig, model m: ModelConfig, context: AdapterContext = AdapterContext()) throws {
         try config.validate(m)
         self.config = config
         let names = config.targets.isEmpty ? LoRAConfig.defaultTargets(m.architecture) : config.targets
@@ -100,8 +115,9 @@ final class LoRAAdapter: Adapter {
             for s in sites {
                 let (i, o) = LoRAAdapter.dims(s, m)
                 index[l * LinearSite.count + s.rawValue] = units.count
-                units.append(Unit(layer: l, site: s, inF: i, outF: o, a: off, b: off + r * i))
-                off += r * i + o * r
+                units.append(Unit(layer: l, site: s, inF: i, outF: o, a: off, b: off + r * i,
+                                  m: config.useDoRA ? off + r * i + o * r : -1, id: units.count))
+                off += r * i + o * r + (config.useDoRA ? o : 0)
             }
         }
         self.units = units
@@ -115,11 +131,28 @@ final class LoRAAdapter: Adapter {
             let bound = 1 / Float(u.inF).squareRoot()
             fillUniform(params.floats + u.a, r * u.inF, low: -bound, high: bound, rng: &rng)
         }
+        if config.useDoRA {
+            let d = try DoRAState(units: units, rank: r, context: context)
+            for u in units { d.initialMagnitude(u, into: params.floats + u.m) }
+            dora = d
+        }
     }
 
     static func dims(_ s: LinearSite, _ m: ModelConfig) -> (Int, Int) { s.shape(m) }
 
     override var lowestLayer: Int { units.map { $0.layer }.min() ?? 0 }
+
+    /// LoRA+: each unit's A at lr, its B and magnitude at ratio·lr (PEFT's groupA / groupB; every B and
+    /// magnitude decays, as PEFT's `decay_parameters` holds them).
+    override func learningRateGroups(loraPlusRatio: Double) -> [LearningRateGroup]? {
+        let ratio = loraPlusRatio > 0 ? loraPlusRatio : config.loraPlusRatio.map { decimalDouble($0) } ?? 1
+        guard ratio != 1 else { return nil }
+        let r = config.rank
+        return units.flatMap { u in
+            [LearningRateGroup(range: u.a..<u.b, scale: 1),
+             LearningRateGroup(range: u.b..<(u.b + u.outF * r + (u.m >= 0 ? u.outF : 0)), scale: ratio)]
+        }
+    }
 
     @inline(__always) func unit(_ l: Int, _ s: LinearSite) -> Unit? {
         let i = index[l * LinearSite.count + s.rawValue]
@@ -152,6 +185,11 @@ final class LoRAAdapter: Adapter {
         }
         pools[training] = pool
         prepared[training] = (n, slots)
+        try dora?.prepare(self, rows: n, slots: slots, training: training)
+    }
+
+    override func beginPass(training: Bool) {
+        if let d = dora { d.holdNorms ? d.refreshScales(self) : d.refresh(self) }
     }
 
     private func t(_ p: PassInfo, _ s: LinearSite) -> UnsafeMutablePointer<Float> { acts[p.training]![p.training ? p.slot : 0][s.rawValue]! }
@@ -171,6 +209,10 @@ final class LoRAAdapter: Adapter {
         let tt = t(p, site)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(r), Int32(u.inF), 1, x, Int32(ldx), A,
                     Int32(u.inF), 0, tt, Int32(r))
+        if let d = dora {
+            d.forward(self, u, out: out, ldo: ldo, t: tt, p)
+            return
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(u.outF), Int32(r), scale, tt, Int32(r), B,
                     Int32(r), 1, out, Int32(ldo))
     }
@@ -180,6 +222,12 @@ final class LoRAAdapter: Adapter {
                                        grads: UnsafeMutablePointer<Float>, _ p: PassInfo) -> UnsafeMutablePointer<Float> {
         guard let u = unit(l, site), let g = gbuf else { return dout }
         let r = config.rank, n = p.rows, B = params.floats + u.b
+        // DoRA: the magnitude's gradient, and dy·m/n as the gradient of both branches.
+        var dout = dout, lddo = lddo
+        if let d = dora {
+            dout = d.backward(u, dout: dout, lddo: lddo, grads: grads, p)
+            lddo = u.outF
+        }
         let tt = t(p, site)
         var x = inp, ldx = ldi
         if config.dropout > 0, let ms = drop[true]![p.slot][site.rawValue], let w = work {

@@ -9,6 +9,8 @@ enum LoRASchema: AdapterConfigSchema {
         "layer_replication", "target_parameters", "trainable_token_indices",
         // Inert unless their switch is on: Megatron's module path, QA-LoRA's group size (use_qalora).
         "megatron_core", "qalora_group_size",
+        // PEFTKit's own: LoRA+'s ratio (PEFT takes it as an argument of create_loraplus_optimizer).
+        "loraplus_lr_ratio",
     ]
 
     static func claims(_ o: [String: JSONValue]) -> Bool { o["peft_type"] == .string("LORA") }
@@ -16,7 +18,6 @@ enum LoRASchema: AdapterConfigSchema {
     static func parse(_ o: [String: JSONValue], model: ModelConfig, context: AdapterContext, source: String) throws -> AdapterConfig {
         let f = ConfigFields(object: o, source: source)
         try checkPEFTCommon(f)
-        if try f.bool("use_dora") == true { throw f.refuse("DoRA (use_dora)") }
         if try f.bool("lora_bias") == true { throw f.refuse("lora_bias") }
         if let b = try f.string("bias"), b != "none" { throw f.refuse("bias '\(b)'") }
         for key in ["rank_pattern", "alpha_pattern", "layer_replication", "target_parameters", "exclude_modules"]
@@ -36,6 +37,8 @@ enum LoRASchema: AdapterConfigSchema {
         c.alpha = Float(try f.double("lora_alpha") ?? 8)
         c.dropout = Float(try f.double("lora_dropout") ?? 0)
         c.useRSLoRA = try f.bool("use_rslora") ?? false
+        c.useDoRA = try f.bool("use_dora") ?? false
+        c.loraPlusRatio = try f.double("loraplus_lr_ratio").map { Float($0) }
         c.targets = sites.map { $0.shortName(model.architecture) }
         c.layers = layers.count == model.numLayers ? nil : layers
         if let seed = try f.int("seed") { c.seed = UInt64(truncatingIfNeeded: seed) }
@@ -47,7 +50,10 @@ enum LoRASchema: AdapterConfigSchema {
         let names = c.targets.isEmpty ? LoRAConfig.defaultTargets(model.architecture) : c.targets
         let sites = try resolveTargets(names, arch: model.architecture, what: "LoRA")
         let layers = c.layers?.count ?? model.numLayers
-        return sites.reduce(0) { n, s in let (i, o) = s.shape(model); return n + layers * c.rank * (i + o) }
+        return sites.reduce(0) { n, s in
+            let (i, o) = s.shape(model)
+            return n + layers * (c.rank * (i + o) + (c.useDoRA ? o : 0))
+        }
     }
 }
 
@@ -63,9 +69,10 @@ extension LoRAAdapter: SavableAdapter, MergeableAdapter {
             "target_modules": .array(sites.map { .string($0.shortName(arch)) }),
             "layers_to_transform": peftLayerList(units.map { $0.layer }, model), "layers_pattern": .null,
             "fan_in_fan_out": .bool(arch == .gpt2), "bias": .string("none"), "init_lora_weights": .bool(true),
-            "use_dora": .bool(false), "lora_bias": .bool(false), "rank_pattern": .object([:]),
+            "use_dora": .bool(c.useDoRA), "lora_bias": .bool(false), "rank_pattern": .object([:]),
             "alpha_pattern": .object([:]), "exclude_modules": .null, "layer_replication": .null,
         ]) { $1 }
+        if let r = c.loraPlusRatio { o["loraplus_lr_ratio"] = pythonNumber(r) }
         return o
     }
 
@@ -73,20 +80,28 @@ extension LoRAAdapter: SavableAdapter, MergeableAdapter {
         let r = config.rank
         return units.flatMap { u in
             let key = peftModuleKey(u.layer, u.site, model)
-            return [FileTensorSlot(name: key + ".lora_A.weight", shape: [r, u.inF], offset: u.a),
-                    FileTensorSlot(name: key + ".lora_B.weight", shape: [u.outF, r], offset: u.b)]
+            var s = [FileTensorSlot(name: key + ".lora_A.weight", shape: [r, u.inF], offset: u.a),
+                     FileTensorSlot(name: key + ".lora_B.weight", shape: [u.outF, r], offset: u.b)]
+            // PEFT saves DoRA's magnitude without the ".weight" of its parameter name.
+            if u.m >= 0 { s.append(FileTensorSlot(name: key + ".lora_magnitude_vector", shape: [u.outF], offset: u.m)) }
+            return s
         }
     }
 
     /// Keys of another adapter that PEFT writes into the same file (`….lora_A.<name>.weight`).
     func isForeignFileTensor(_ key: String) -> Bool {
         let parts = key.split(separator: ".")
+        if parts.count >= 2 && parts[parts.count - 2] == "lora_magnitude_vector" { return true }
         return parts.count >= 3 && ["lora_A", "lora_B"].contains(parts[parts.count - 3]) && parts.last == "weight"
     }
 
     func mergeEdits() -> [MergeEdit] {
         units.map { u in
-            MergeEdit(layer: u.layer, site: u.site) { w, _, transposed, _, _ in self.delta(u, transposed: transposed, into: w, sign: 1) }
+            MergeEdit(layer: u.layer, site: u.site) { w, _, transposed, _, _ in
+                self.delta(u, transposed: transposed, into: w, sign: 1)
+                // DoRA: each output row rescaled to its magnitude (the bias is not scaled, as in PEFT).
+                if let d = self.dora { d.rescaleMerged(u, m: self.params.floats + u.m, weight: w, transposed: transposed) }
+            }
         }
     }
 }

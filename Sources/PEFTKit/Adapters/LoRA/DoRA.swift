@@ -1,0 +1,201 @@
+import COpenBLAS
+
+// DoRA (Liu et al. 2024), PEFT's `use_dora: true`: a LoRA variant, not a method of its own, because PEFT keeps it
+// one (the same `adapter_config.json` with `peft_type` "LORA", the same lora_A/lora_B tensors plus one
+// `….lora_magnitude_vector` [out] per module) and every LoRA option (targets, layers, rsLoRA, merge) applies.
+//
+// Per hooked linear, with W [out, in] the frozen weight, b its bias, s the LoRA scaling and m [out] the learned
+// magnitude (PEFT's `DoraLinearLayer`):
+//
+//     n_j = ‖W_j + s·(B·A)_j‖₂          the norm of output row j, *detached* (no gradient flows through it)
+//     y   = b + (m/n) ⊙ (x·Wᵀ + s·(x·Aᵀ)·Bᵀ)
+//
+// so the backward is LoRA's with the output gradient scaled by m/n per column, plus
+//     dm_j = Σ_rows dy_j · (x·Wᵀ + s·x·Aᵀ·Bᵀ)_j / n_j.
+//
+// The norms never materialise W + s·B·A: with G = A·Wᵀ [r, out] (the frozen linear's own product, so any weight
+// storage works) and K = A·Aᵀ [r, r], n_j² = ‖W_j‖² + 2s·Σ_k B_jk G_kj + s²·B_j K B_jᵀ, where ‖W_j‖² is computed
+// once. That costs one r-row pass through each adapted linear per forward pass (`beginPass`).
+
+/// What DoRA adds to a LoRA adapter: the frozen linears it reads, the norms of the current pass, and the
+/// pre-scale outputs the backward needs.
+final class DoRAState {
+    /// The frozen linear of each unit (the original weights: merges of other adapters made later do not show).
+    let frozen: [FrozenLinear]
+    /// ‖W_j‖² per unit, at `rowOffset[u]`.
+    let weightNorm2: [Double]
+    let rowOffset: [Int]
+    /// m/n and 1/n of the current pass, at `rowOffset[u]`.
+    let scaleCol: Storage, invNorm: Storage
+    /// Scratch of the norm computation: G [r, maxOut], K [r, r], H [maxOut, r].
+    let g: Storage, k: Storage, h: Storage
+    /// Per slot and site: x·Wᵀ + s·x·Aᵀ·Bᵀ [N, out] (training only); dy ⊙ m/n [N, max out].
+    var pre: [[UnsafeMutablePointer<Float>?]] = []
+    var dscaled: UnsafeMutablePointer<Float>?
+    private var pool: BufferPool?
+    /// Keeps the norms of the last pass (tests: a finite-difference check of the detached-norm gradient).
+    var holdNorms = false
+    private var prepared: (Int, Int)?
+
+    init(units: [LoRAAdapter.Unit], rank r: Int, context: AdapterContext) throws {
+        guard let get = context.frozenLinear else {
+            throw PEFTKitError.state("DoRA needs the base model's weights: attach it to a model")
+        }
+        var frozen: [FrozenLinear] = [], off: [Int] = [], total = 0, maxOut = 0
+        for u in units {
+            guard let f = get(u.layer, u.site), f.inFeatures == u.inF, f.outFeatures == u.outF else {
+                throw PEFTKitError.state("DoRA: the base model has no linear \(u.site) in layer \(u.layer)")
+            }
+            frozen.append(f)
+            off.append(total)
+            total += u.outF
+            maxOut = max(maxOut, u.outF)
+        }
+        var wn2 = [Double](repeating: 0, count: total)
+        for (i, f) in frozen.enumerated() {
+            let w = f.weight, O = f.outFeatures, I = f.inFeatures
+            wn2.withUnsafeMutableBufferPointer { dst in
+                let d = dst.baseAddress! + off[i]
+                if f.transposed {
+                    for row in 0..<I { let wr = w + row * O; for j in 0..<O { d[j] += Double(wr[j]) * Double(wr[j]) } }
+                } else {
+                    for j in 0..<O {
+                        let wr = w + j * I
+                        var acc = 0.0
+                        for c in 0..<I { acc += Double(wr[c]) * Double(wr[c]) }
+                        d[j] = acc
+                    }
+                }
+            }
+        }
+        self.frozen = frozen
+        weightNorm2 = wn2
+        rowOffset = off
+        scaleCol = try Storage.allocate(floats: max(total, 1))
+        invNorm = try Storage.allocate(floats: max(total, 1))
+        g = try Storage.allocate(floats: r * maxOut)
+        k = try Storage.allocate(floats: r * r)
+        h = try Storage.allocate(floats: maxOut * r)
+    }
+
+    /// PEFT's initial magnitude: the row norms of W (B is zero at init).
+    func initialMagnitude(_ u: LoRAAdapter.Unit, into m: UnsafeMutablePointer<Float>) {
+        for j in 0..<u.outF { m[j] = Float(weightNorm2[rowOffset[u.id] + j].squareRoot()) }
+    }
+
+    func prepare(_ lora: LoRAAdapter, rows n: Int, slots: Int, training: Bool) throws {
+        if let p = prepared, p == (n, training ? slots : 0) { return }
+        let pool = BufferPool()
+        var pre: [[UnsafeMutablePointer<Float>?]] = []
+        var maxOut = 0
+        for slot in 0..<(training ? slots : 0) {
+            var row: [UnsafeMutablePointer<Float>?] = []
+            for s in LinearSite.allCases {
+                if let u = lora.unit(slot, s) {
+                    row.append(try pool.take(n * u.outF))
+                    maxOut = max(maxOut, u.outF)
+                } else {
+                    row.append(nil)
+                }
+            }
+            pre.append(row)
+        }
+        self.pre = pre
+        dscaled = training && maxOut > 0 ? try pool.take(n * maxOut) : nil
+        self.pool = pool
+        prepared = (n, training ? slots : 0)
+    }
+
+    /// Computes m/n and 1/n of every unit from the current parameters.
+    func refresh(_ lora: LoRAAdapter) {
+        let r = lora.config.rank, s = lora.scale, p = lora.params.floats
+        let G = g.floats, K = k.floats, H = h.floats
+        for u in lora.units {
+            let f = frozen[u.id], O = u.outF, A = p + u.a, B = p + u.b, m = p + u.m
+            f.linearForwardGEMM(out: G, ldo: O, inp: A, ldi: u.inF, rows: r, beta: 0)  // G = A·Wᵀ [r, O]
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(r), Int32(r), Int32(u.inF), 1, A, Int32(u.inF), A,
+                        Int32(u.inF), 0, K, Int32(r))
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(O), Int32(r), Int32(r), 1, B, Int32(r), K, Int32(r),
+                        0, H, Int32(r))
+            let off = rowOffset[u.id], sc = scaleCol.floats + off, inv = invNorm.floats + off
+            let s2 = Double(s) * Double(s)
+            for j in 0..<O {
+                var d = weightNorm2[off + j]
+                for q in 0..<r {
+                    let bjq = Double(B[j * r + q])
+                    d += bjq * (2 * Double(s) * Double(G[q * O + j]) + s2 * Double(H[j * r + q]))
+                }
+                let nrm = Float(max(d, 0).squareRoot())
+                sc[j] = m[j] / nrm
+                inv[j] = 1 / nrm
+            }
+        }
+    }
+
+    /// m/n from the current magnitudes and the held norms (`holdNorms`).
+    func refreshScales(_ lora: LoRAAdapter) {
+        for u in lora.units {
+            let off = rowOffset[u.id], m = lora.params.floats + u.m
+            for j in 0..<u.outF { scaleCol.floats[off + j] = m[j] * invNorm.floats[off + j] }
+        }
+    }
+
+    /// After the frozen linear wrote `out` = x·Wᵀ + b and LoRA computed t = x·Aᵀ: out = b + (m/n)·(x·Wᵀ + s·t·Bᵀ).
+    func forward(_ lora: LoRAAdapter, _ u: LoRAAdapter.Unit, out: UnsafeMutablePointer<Float>, ldo: Int,
+                 t: UnsafeMutablePointer<Float>, _ p: PassInfo) {
+        let n = p.rows, O = u.outF, r = lora.config.rank, B = lora.params.floats + u.b
+        let bias = frozen[u.id].bias, sc = scaleCol.floats + rowOffset[u.id]
+        let keep = p.training ? pre[p.slot][u.site.rawValue] : nil
+        let y = keep ?? out, ldy = keep == nil ? ldo : O
+        for i in 0..<n {
+            let o = out + i * ldo, yi = y + i * ldy
+            if let b = bias { for j in 0..<O { yi[j] = o[j] - b[j] } } else if keep != nil { yi.update(from: o, count: O) }
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(O), Int32(r), lora.scale, t, Int32(r), B,
+                    Int32(r), 1, y, Int32(ldy))
+        for i in 0..<n {
+            let o = out + i * ldo, yi = y + i * ldy
+            if let b = bias { for j in 0..<O { o[j] = b[j] + sc[j] * yi[j] } } else { for j in 0..<O { o[j] = sc[j] * yi[j] } }
+        }
+    }
+
+    /// dm += Σ dy ⊙ pre / n; returns dy ⊙ m/n ([N, out], packed), the output gradient of both the frozen linear
+    /// and the LoRA branch.
+    func backward(_ u: LoRAAdapter.Unit, dout: UnsafeMutablePointer<Float>, lddo: Int, grads: UnsafeMutablePointer<Float>,
+                  _ p: PassInfo) -> UnsafeMutablePointer<Float> {
+        let n = p.rows, O = u.outF, off = rowOffset[u.id]
+        let sc = scaleCol.floats + off, inv = invNorm.floats + off, dm = grads + u.m
+        guard let y = pre[p.slot][u.site.rawValue], let ds = dscaled else { return dout }
+        parallelFor(O, grain: 64) { j0, j1 in
+            for j in j0..<j1 {
+                var acc: Float = 0
+                for i in 0..<n { acc += dout[i * lddo + j] * y[i * O + j] }
+                dm[j] += acc * inv[j]
+            }
+        }
+        for i in 0..<n {
+            let d = dout + i * lddo, o = ds + i * O
+            for j in 0..<O { o[j] = d[j] * sc[j] }
+        }
+        return ds
+    }
+
+    /// The merged weight row by row: W_j ← (m_j / ‖W_j + ΔW_j‖)·(W_j + ΔW_j), after ΔW was added.
+    func rescaleMerged(_ u: LoRAAdapter.Unit, m: UnsafePointer<Float>, weight w: UnsafeMutablePointer<Float>, transposed: Bool) {
+        let O = u.outF, I = u.inF
+        if transposed {
+            var n2 = [Double](repeating: 0, count: O)
+            for row in 0..<I { let wr = w + row * O; for j in 0..<O { n2[j] += Double(wr[j]) * Double(wr[j]) } }
+            let f = (0..<O).map { m[$0] / Float(n2[$0].squareRoot()) }
+            for row in 0..<I { let wr = w + row * O; for j in 0..<O { wr[j] *= f[j] } }
+        } else {
+            for j in 0..<O {
+                let wr = w + j * I
+                var acc = 0.0
+                for c in 0..<I { acc += Double(wr[c]) * Double(wr[c]) }
+                let f = m[j] / Float(acc.squareRoot())
+                for c in 0..<I { wr[c] *= f }
+            }
+        }
+    }
+}
