@@ -111,15 +111,8 @@ func store(_ s: ModelConfig, into out: UnsafeMutablePointer<peftkit_model_config
 
 // MARK: - Adapter method
 
-func methodCode(_ m: AdapterMethod) -> Int32 {
-    switch m {
-    case .bottleneck: return PEFTKIT_METHOD_BOTTLENECK
-    case .lora: return PEFTKIT_METHOD_LORA
-    case .ia3: return PEFTKIT_METHOD_IA3
-    case .prefix: return PEFTKIT_METHOD_PREFIX
-    case .prompt: return PEFTKIT_METHOD_PROMPT
-    }
-}
+/// The header's PEFTKIT_METHOD_* value (the core owns the numbers; test_abi checks they equal the header's).
+func methodCode(_ m: AdapterMethod) -> Int32 { m.abiCode }
 
 // MARK: - Train config
 

@@ -31,6 +31,14 @@ int main(void) {
     peftkit_model *m = NULL;
     check(peftkit_model_create(&mc, 3, &m) == PEFTKIT_OK, "model_create");
     if (!m) return 1;
+    {
+        /* The core numbers methods itself: every number must equal the header's. */
+        int32_t method = -1;
+        check(peftkit_adapter_attach_json(m, "bn", "{\"config\": \"seq_bn\"}") == PEFTKIT_OK &&
+                  peftkit_adapter_method(m, "bn", &method) == PEFTKIT_OK && method == PEFTKIT_METHOD_BOTTLENECK &&
+                  peftkit_adapter_remove(m, "bn") == PEFTKIT_OK,
+              "adapter_method(bottleneck) is PEFTKIT_METHOD_BOTTLENECK");
+    }
     const char *names[] = {"lora", "ia3", "prefix", "prompt"};
     int methods[] = {PEFTKIT_METHOD_LORA, PEFTKIT_METHOD_IA3, PEFTKIT_METHOD_PREFIX, PEFTKIT_METHOD_PROMPT};
     peftkit_train_config tc; peftkit_train_config_init(&tc);

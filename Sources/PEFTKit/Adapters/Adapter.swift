@@ -91,4 +91,15 @@ public enum AdapterMethod: String, Sendable, CaseIterable {
     case ia3
     case prefix
     case prompt
+
+    /// The method's number in the C ABI (`PEFTKIT_METHOD_*` in peftkit.h): only ever added, never renumbered.
+    public var abiCode: Int32 {
+        switch self {
+        case .bottleneck: return 0
+        case .lora: return 1
+        case .ia3: return 2
+        case .prefix: return 3
+        case .prompt: return 4
+        }
+    }
 }
