@@ -4,8 +4,8 @@
 extension Engine {
     /// What adapters may read of the base model: token embeddings (prompt tuning's token init).
     func adapterContext(tokenize: ((String) throws -> [Int32])? = nil) -> AdapterContext {
-        let wte = weights.tokenEmbedding, C = config.hiddenSize
-        return AdapterContext(embeddingRow: { id, out in out.update(from: wte + Int(id) * C, count: C) }, tokenize: tokenize)
+        let w = weights
+        return AdapterContext(embeddingRow: { id, out in w.embeddingRow(Int(id), into: out) }, tokenize: tokenize)
     }
 
     /// Attaches an adapter from the JSON text of an `adapter_config.json` (see `AdapterConfig(json:model:)`).

@@ -44,10 +44,20 @@ public final class Model: @unchecked Sendable {
     /// The model's tokenizer and chat template are loaded too when the files carry them (see `tokenizer`
     /// and `chatTemplate`); a tokenizer or template PEFTKit cannot read leaves them nil, with the reason in
     /// `tokenizerIssue`, and never fails the load.
-    public static func load(path: String) throws -> Model {
+    ///
+    /// A GGUF file's linear weights and token embedding stay in their blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+    /// Q4_K, Q5_K, Q6_K, F16, BF16; memory-mapped) unless `widen` is true: adapters train and generate over
+    /// them, but merging an adapter and full fine-tuning need `widen: true` (fp32 copies, about 4 bytes per
+    /// parameter). `widen` does nothing for Hugging Face folders (always fp32).
+    ///
+    /// ```swift
+    /// let model = try Model.load(path: "SmolLM2-135M-Instruct.Q4_1.gguf")              // QLoRA-style base
+    /// let wide = try Model.load(path: "SmolLM2-135M-Instruct.Q4_1.gguf", widen: true)  // fp32, mergeable
+    /// ```
+    public static func load(path: String, widen: Bool = false) throws -> Model {
         if path.hasSuffix(".gguf") && pathKind(path) != .directory {
             let file = try GGUFFile(path: path)
-            let engine = try Engine(ggufFile: file)
+            let engine = try Engine(ggufFile: file, widen: widen)
             return Model(engine: engine, text: TextSupport(gguf: file, vocabSize: engine.config.vocabSize))
         }
         let engine = try Engine(loadingFolder: path)
