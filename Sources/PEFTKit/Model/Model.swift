@@ -64,6 +64,29 @@ public final class Model: @unchecked Sendable {
         return Model(engine: engine, text: TextSupport(folder: path, vocabSize: engine.config.vocabSize))
     }
 
+    /// One base tensor as held in memory: its Hugging Face name, number format (`F32`, or the GGUF block type
+    /// it is kept in: `Q4_1`, `Q8_0`, `F16`, ...), shape and the bytes it occupies in that format.
+    public struct BaseTensor: Sendable {
+        public let name: String
+        public let format: String
+        public let shape: [Int]
+        public let bytes: Int
+        /// Bytes the tensor would take widened to fp32.
+        public var widenedBytes: Int { 4 * shape.reduce(1, *) }
+    }
+
+    /// Every base tensor with its storage format and size (the tied head is the embedding, listed once).
+    public var baseTensors: [BaseTensor] {
+        (try? exclusive {
+            let w = engine.weights
+            var out = w.named.map { BaseTensor(name: $0.name, format: "F32", shape: $0.tensor.shape, bytes: 4 * $0.tensor.count) }
+            out += w.quantized.map { BaseTensor(name: $0.name, format: $0.matrix.type.description,
+                                                shape: [$0.matrix.outFeatures, $0.matrix.inFeatures], bytes: $0.matrix.byteCount) }
+            let order = Dictionary(uniqueKeysWithValues: config.architecture.weights.tensors(config).enumerated().map { ($1.name, $0) })
+            return out.sorted { (order[$0.name] ?? 0) < (order[$1.name] ?? 0) }
+        }) ?? []
+    }
+
     func exclusive<R>(_ body: () throws -> R) throws -> R {
         let ok = busy.withLock { b -> Bool in
             if b { return false }
