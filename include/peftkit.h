@@ -304,6 +304,21 @@ peftkit_status peftkit_model_create(const peftkit_model_config *config, uint64_t
  */
 peftkit_status peftkit_model_load(const char *path, peftkit_model **out);
 
+/* Flags of peftkit_model_load_with. */
+/* Widen every GGUF weight to fp32 on load (about 4 bytes per parameter). Without it, GGUF linear weights
+ * and the token embedding stay in their blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, F16, BF16),
+ * memory-mapped: adapters train and generate over them, but peftkit_adapter_merge and full fine-tuning
+ * fail with PEFTKIT_ERR_UNSUPPORTED. No effect on Hugging Face folders (always fp32). */
+#define PEFTKIT_LOAD_WIDEN 1
+
+/*
+ * As peftkit_model_load, with flags (0 or PEFTKIT_LOAD_WIDEN). peftkit_model_load(path, out) equals
+ * peftkit_model_load_with(path, 0, out): GGUF weights stay in their blocks.
+ *
+ * Returns what peftkit_model_load returns; PEFTKIT_ERR_INVALID_ARGUMENT for an unknown flag bit.
+ */
+peftkit_status peftkit_model_load_with(const char *path, uint32_t flags, peftkit_model **out);
+
 /*
  * Frees a model and all its adapters. NULL is a no-op. The handle is invalid afterwards. Must not
  * overlap another call on the same model.

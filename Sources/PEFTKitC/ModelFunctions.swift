@@ -29,6 +29,20 @@ public func peftkit_model_load(_ path: UnsafePointer<CChar>?,
 }
 
 @c @implementation
+public func peftkit_model_load_with(_ path: UnsafePointer<CChar>?, _ flags: UInt32,
+                                    _ out: UnsafeMutablePointer<OpaquePointer?>?) -> peftkit_status {
+    out?.pointee = nil
+    return entry("peftkit_model_load_with") {
+        guard let out else { throw ShimError.invalid("out is NULL") }
+        guard flags & ~UInt32(PEFTKIT_LOAD_WIDEN) == 0 else { throw ShimError.invalid("unknown load flags \(flags)") }
+        let p = try readString(path, "path")
+        guard !p.isEmpty else { throw ShimError.invalid("path is empty") }
+        let model = try Model.load(path: p, widen: flags & UInt32(PEFTKIT_LOAD_WIDEN) != 0)
+        out.pointee = ModelHandle(model).opaque
+    }
+}
+
+@c @implementation
 public func peftkit_model_free(_ model: OpaquePointer?) {
     guard let model else { return }
     _ = ModelHandle.release(model)  // an unknown or already freed pointer is ignored

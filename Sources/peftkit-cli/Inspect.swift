@@ -9,6 +9,8 @@ struct Inspect: ParsableCommand {
 
     @Argument(help: "Model or adapter path. Default: the SmolLM2 model.") var path: String?
     @Option(help: "Threads (0 = all cores).") var threads = 0
+    @Flag(help: "Widen GGUF weights to fp32 on load, as --widen does for the other commands.") var widen = false
+    @Flag(help: "List every base tensor with its format and resident size.") var tensors = false
 
     func run() throws {
         let p = try path ?? defaultModelPath()
@@ -21,7 +23,7 @@ struct Inspect: ParsableCommand {
 
     func inspectModel(_ p: String) throws {
         setNumThreads(threads)
-        let m = try Model.load(path: p)
+        let m = try Model.load(path: p, widen: widen)
         let c = m.config
         let tok = m.tokenizer
         let template = m.chatTemplate
@@ -43,6 +45,21 @@ struct Inspect: ParsableCommand {
             print("tokenizer      no" + (m.tokenizerIssue.map { " (\($0))" } ?? ""))
         }
         print("chat template  \(template == nil ? "no" : "yes")")
+        let base = m.baseTensors
+        let resident = base.reduce(0) { $0 + $1.bytes }, widened = base.reduce(0) { $0 + $1.widenedBytes }
+        var byFormat: [String: (count: Int, bytes: Int)] = [:]
+        for t in base { byFormat[t.format, default: (0, 0)].count += 1; byFormat[t.format, default: (0, 0)].bytes += t.bytes }
+        let formats = byFormat.sorted { $0.value.bytes > $1.value.bytes }
+            .map { "\($0.key) \($0.value.count) (\(byteString($0.value.bytes)))" }.joined(separator: ", ")
+        print("weights        \(formats)")
+        print("resident       \(byteString(resident)) as loaded\(widen ? " (widened)" : ""); \(byteString(widened)) widened to fp32 "
+              + "(\(widened > 0 ? String(Double(Int(1000 * Double(resident) / Double(widened))) / 10) : "-")%)")
+        if tensors {
+            for t in base {
+                let shape = t.shape.map(String.init).joined(separator: "x")
+                print("  \(t.name.padded(52)) \(t.format.padded(5)) \(shape.padded(10)) \(byteString(t.bytes))")
+            }
+        }
     }
 
     func inspectAdapter(_ p: String) throws {

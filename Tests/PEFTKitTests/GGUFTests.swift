@@ -867,7 +867,7 @@ private func smolLM2Path() -> String? {
 
         let clock = ContinuousClock()
         let t0 = clock.now
-        let model = try Model.load(path: path)
+        let model = try Model.load(path: path, widen: true)  // compares fp32 tensors with the dequantised reference
         let loadTime = clock.now - t0
         print("SmolLM2 GGUF: loaded \(path) in \(loadTime)")
         let c = model.config

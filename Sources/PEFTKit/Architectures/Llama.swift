@@ -15,7 +15,13 @@ struct LlamaLayer {
 
 struct LlamaWeights: ModelWeights {
     let config: ModelConfig
+    /// fp32 token embedding; unused (a placeholder) when the table is kept in blocks (`embedQuantized`).
     var embedTokens: UnsafeMutablePointer<Float>
+    /// The token embedding kept in GGUF blocks [V, C]: rows are dequantised as they are read, and the tied
+    /// LM head is a quantized product over the same table.
+    var embedQuantized: QuantizedMatrix?
+    /// Every matrix kept in blocks, by Hugging Face name.
+    var quantizedNamed: [(name: String, matrix: QuantizedMatrix)] = []
     var layers: [LlamaLayer]
     var norm: UnsafeMutablePointer<Float>
     var lmHead: FrozenLinear
@@ -101,15 +107,24 @@ struct LlamaWeights: ModelWeights {
     // MARK: weights
 
     init(config c: ModelConfig, tensors t: [String: Tensor]) throws {
+        try self.init(config: c, tensors: t, quantized: [:])
+    }
+
+    init(config c: ModelConfig, tensors t: [String: Tensor], quantized qt: [String: QuantizedMatrix]) throws {
         config = c
         let C = c.hiddenSize, I = c.intermediateSize
         let q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim
+        let workspace = try QuantWorkspace(for: Array(qt.values))
+        quantizedNamed = qt.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         func p(_ n: String) throws -> UnsafeMutablePointer<Float> { try tensorData(t, n) }
+        func linear(_ name: String, bias: UnsafeMutablePointer<Float>?, _ i: Int, _ o: Int) throws -> FrozenLinear {
+            if let m = qt[name] { return FrozenLinear(quantized: m, bias: bias, workspace: workspace) }
+            return FrozenLinear(weight: try p(name), bias: bias, inFeatures: i, outFeatures: o, transposed: false)
+        }
         layers = try (0..<c.numLayers).map { l in
             let pre = "model.layers.\(l)."
             func lin(_ n: String, _ i: Int, _ o: Int) throws -> FrozenLinear {
-                FrozenLinear(weight: try p(pre + n + ".weight"), bias: t[pre + n + ".bias"]?.data, inFeatures: i,
-                             outFeatures: o, transposed: false)
+                try linear(pre + n + ".weight", bias: t[pre + n + ".bias"]?.data, i, o)
             }
             return LlamaLayer(inputNorm: try p(pre + "input_layernorm.weight"),
                               q: try lin("self_attn.q_proj", C, q), k: try lin("self_attn.k_proj", C, kv),
@@ -118,14 +133,24 @@ struct LlamaWeights: ModelWeights {
                               gate: try lin("mlp.gate_proj", C, I), up: try lin("mlp.up_proj", C, I),
                               down: try lin("mlp.down_proj", I, C))
         }
-        embedTokens = try p("model.embed_tokens.weight")
+        let embedName = "model.embed_tokens.weight"
+        embedQuantized = qt[embedName]
+        embedTokens = embedQuantized == nil ? try p(embedName) : workspace.panel
         norm = try p("model.norm.weight")
-        let head = c.tieWordEmbeddings ? embedTokens : try p("lm_head.weight")
-        lmHead = FrozenLinear(weight: head, bias: nil, inFeatures: C, outFeatures: c.vocabSize, transposed: false)
+        lmHead = try linear(c.tieWordEmbeddings ? embedName : "lm_head.weight", bias: nil, C, c.vocabSize)
         rotary = try RopeTable(theta: c.ropeTheta, headDim: c.headDim, maxPositions: c.maxPositions)
     }
 
-    var tokenEmbedding: UnsafeMutablePointer<Float> { embedTokens }
+    var tokenEmbedding: UnsafeMutablePointer<Float> {
+        guard embedQuantized == nil else { preconditionFailure("the fp32 view of a quantized embedding was asked for") }
+        return embedTokens
+    }
+    var quantized: [(name: String, matrix: QuantizedMatrix)] { quantizedNamed }
+
+    func embeddingRow(_ id: Int, into out: UnsafeMutablePointer<Float>) {
+        let C = config.hiddenSize
+        if let q = embedQuantized { q.dequantizeRows(id, 1, into: out) } else { out.update(from: embedTokens + id * C, count: C) }
+    }
     var rope: RopeTable? { rotary }
 
     func linear(_ l: Int, _ site: LinearSite) -> FrozenLinear? {
@@ -158,7 +183,19 @@ struct LlamaWeights: ModelWeights {
     // MARK: forward and backward
 
     func embed(_ out: UnsafeMutablePointer<Float>, ids: UnsafePointer<Int32>, rows N: Int, seqLen T: Int, pastLen: Int) {
-        embeddingForward(out, ids, embedTokens, nil, N, T, config.hiddenSize, pastLen)
+        guard let q = embedQuantized else {
+            embeddingForward(out, ids, embedTokens, nil, N, T, config.hiddenSize, pastLen)
+            return
+        }
+        // Rows read from the table in its blocks (ids were checked against the vocabulary by the stack).
+        let C = config.hiddenSize
+        nonisolated(unsafe) let (o, id) = (out, ids)
+        parallelFor(N, grain: 16) { a, b in
+            for r in a..<b {
+                quantDequantizeRows(q.type, q.data + Int(id[r]) * q.rowBytes, rowBytes: q.rowBytes, rows: 1, n: C,
+                                    o + r * C, ldd: C)
+            }
+        }
     }
 
     func embedBackward(into grads: any ModelWeights, _ d: UnsafePointer<Float>, ids: UnsafePointer<Int32>, rows N: Int,

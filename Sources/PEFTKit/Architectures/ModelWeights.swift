@@ -47,14 +47,22 @@ protocol ModelWeights {
 
     /// Builds the weights from `tensors` (every name of `tensors(config)` is present with its shape).
     init(config: ModelConfig, tensors: [String: Tensor]) throws
+    /// As `init(config:tensors:)`, with some matrices (linear weights, the token embedding) kept in GGUF blocks:
+    /// every name of `tensors(config)` is in exactly one of the two. The default refuses any quantized matrix.
+    init(config: ModelConfig, tensors: [String: Tensor], quantized: [String: QuantizedMatrix]) throws
 
     // MARK: the weights
 
     var config: ModelConfig { get }
     /// Every tensor by its Hugging Face name (keeps the storage alive; used by tests and inspection).
     var named: [(name: String, tensor: Tensor)] { get set }
-    /// The token embedding matrix [vocab, C].
+    /// The token embedding matrix [vocab, C] in fp32 (not for a table kept in blocks: read rows through
+    /// `embeddingRow`).
     var tokenEmbedding: UnsafeMutablePointer<Float> { get }
+    /// Row `id` of the token embedding as fp32 into `out` [C] (dequantised when the table is kept in blocks).
+    func embeddingRow(_ id: Int, into out: UnsafeMutablePointer<Float>)
+    /// The matrices kept in GGUF blocks, by Hugging Face name (empty when every weight is fp32).
+    var quantized: [(name: String, matrix: QuantizedMatrix)] { get }
     var lmHead: FrozenLinear { get }
     /// The rotary table, for architectures with rotary positions.
     var rope: RopeTable? { get }
@@ -100,15 +108,37 @@ extension ModelWeights {
     }
     var rope: RopeTable? { nil }
     func addPositions(_ x: UnsafeMutablePointer<Float>, first: Int, count: Int) {}
+    var quantized: [(name: String, matrix: QuantizedMatrix)] { [] }
+
+    func embeddingRow(_ id: Int, into out: UnsafeMutablePointer<Float>) {
+        let C = config.hiddenSize
+        out.update(from: tokenEmbedding + id * C, count: C)
+    }
+
+    init(config: ModelConfig, tensors: [String: Tensor], quantized: [String: QuantizedMatrix]) throws {
+        if let name = quantized.keys.sorted().first {
+            throw PEFTKitError.unsupported("\(config.architecture) weights cannot keep '\(name)' in quantized blocks: "
+                + "load the model widened to fp32")
+        }
+        try self.init(config: config, tensors: tensors)
+    }
 }
 
 /// The weights `config` needs, from tensors given by `lookup(name, shape)`, which must return a tensor of
-/// exactly that shape or throw.
-func loadWeights(config c: ModelConfig, lookup: (String, [Int]) throws -> Tensor) throws -> any ModelWeights {
+/// exactly that shape or throw. Names in `quantized` (matrices kept in GGUF blocks, already checked against
+/// their shapes) are not looked up.
+func loadWeights(config c: ModelConfig, quantized: [String: QuantizedMatrix] = [:],
+                 lookup: (String, [Int]) throws -> Tensor) throws -> any ModelWeights {
     let W = c.architecture.weights
     var named: [(name: String, tensor: Tensor)] = []
     var byName: [String: Tensor] = [:]
     for spec in W.tensors(c) {
+        if let q = quantized[spec.name] {
+            guard [q.outFeatures, q.inFeatures] == spec.shape else {
+                throw PEFTKitError.format("tensor '\(spec.name)' has shape \([q.outFeatures, q.inFeatures]), expected \(spec.shape)")
+            }
+            continue
+        }
         let t = try lookup(spec.name, spec.shape)
         guard t.shape == spec.shape else {
             throw PEFTKitError.format("tensor '\(spec.name)' has shape \(t.shape), expected \(spec.shape)")
@@ -116,7 +146,8 @@ func loadWeights(config c: ModelConfig, lookup: (String, [Int]) throws -> Tensor
         named.append((spec.name, t))
         byName[spec.name] = t
     }
-    var w = try W.init(config: c, tensors: byName)
+    var w = quantized.isEmpty ? try W.init(config: c, tensors: byName)
+                              : try W.init(config: c, tensors: byName, quantized: quantized)
     w.named = named
     return w
 }

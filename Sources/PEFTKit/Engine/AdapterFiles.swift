@@ -4,7 +4,6 @@
 extension Engine {
     /// What adapters may read of the base model: token embeddings (prompt tuning's token init).
     func adapterContext(tokenize: ((String) throws -> [Int32])? = nil) -> AdapterContext {
-        let wte = weights.tokenEmbedding, C = config.hiddenSize
         // The linears as they are before any merge: a merge replaces them with copies and records the originals.
         var originals: [Int: FrozenLinear] = [:]
         for rec in merges {
@@ -17,7 +16,7 @@ extension Engine {
             }
         }
         let w = weights
-        return AdapterContext(embeddingRow: { id, out in out.update(from: wte + Int(id) * C, count: C) }, tokenize: tokenize,
+        return AdapterContext(embeddingRow: { id, out in w.embeddingRow(Int(id), into: out) }, tokenize: tokenize,
                               frozenLinear: { l, s in originals[l * LinearSite.count + s.rawValue] ?? w.linear(l, s) })
     }
 

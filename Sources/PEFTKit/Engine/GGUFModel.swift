@@ -163,16 +163,47 @@ func unpermuteRoPERows(_ t: Tensor, heads: Int, headDim: Int) throws {
     }
 }
 
+/// The weight `info` kept in its GGUF blocks as a [out, in] matrix, or nil when it stays fp32: F32 tensors
+/// (used in place), 1-D tensors (norms, biases) and types without quantized kernels (widened on load).
+/// Query/key rows (`ropeHeads` heads) are put back in Hugging Face order in an owned copy of the blocks (a row
+/// is whole blocks, so the copy is as small as the file's tensor).
+func quantizedMatrix(_ file: GGUFFile, _ info: GGUFTensorInfo, ropeHeads: Int?, headDim: Int) throws -> QuantizedMatrix? {
+    guard info.type != .f32, info.type.hasQuantKernels, info.dimensions.count == 2 else { return nil }
+    let (inF, outF) = (info.dimensions[0], info.dimensions[1])
+    let name = "GGUF file '\(file.path)': tensor '\(info.name)'"
+    let src = UnsafeRawPointer(file.storage.base) + file.dataOffset + info.offset
+    var m = try QuantizedMatrix(type: info.type, outFeatures: outF, inFeatures: inF, data: src,
+                                byteCount: info.byteCount, name: name, owner: file.storage)
+    guard let heads = ropeHeads else { return m }
+    guard headDim % 2 == 0, heads > 0, outF == heads * headDim else {
+        throw PEFTKitError.format("\(name): cannot restore the RoPE row order of \(outF) rows with \(heads) heads of \(headDim)")
+    }
+    let copy = try Storage.allocate(floats: (info.byteCount + 3) / 4)
+    let rb = m.rowBytes, half = headDim / 2
+    for h in 0..<heads {
+        for j in 0..<half {
+            for s in 0..<2 {
+                let dst = h * headDim + s * half + j, from = h * headDim + 2 * j + s
+                (copy.base + dst * rb).copyMemory(from: src + from * rb, byteCount: rb)
+            }
+        }
+    }
+    m = try QuantizedMatrix(type: info.type, outFeatures: outF, inFeatures: inF, data: UnsafeRawPointer(copy.base),
+                            byteCount: info.byteCount, name: name, owner: copy)
+    return m
+}
+
 extension Engine {
     /// Loads a GGUF model of architecture `llama`: configuration from the metadata (see
-    /// `modelConfig(fromGGUF:)`), weights dequantised to fp32, query/key rows put back in Hugging Face
-    /// order. Every tensor in the file must be one the model uses.
-    convenience init(loadingGGUF path: String) throws {
-        try self.init(ggufFile: try GGUFFile(path: path))
+    /// `modelConfig(fromGGUF:)`), query/key rows put back in Hugging Face order. Linear weights and the token
+    /// embedding stay in their GGUF blocks (memory-mapped; Q8_0 … Q6_K, F16, BF16) unless `widen` asks for
+    /// fp32 copies; norms and biases are fp32. Every tensor in the file must be one the model uses.
+    convenience init(loadingGGUF path: String, widen: Bool = false) throws {
+        try self.init(ggufFile: try GGUFFile(path: path), widen: widen)
     }
 
-    /// As `init(loadingGGUF:)`, from a file already opened.
-    convenience init(ggufFile file: GGUFFile) throws {
+    /// As `init(loadingGGUF:widen:)`, from a file already opened.
+    convenience init(ggufFile file: GGUFFile, widen: Bool = false) throws {
         let path = file.path
         let cfg = try modelConfig(fromGGUF: file)
         let source = "GGUF file '\(path)'"
@@ -185,7 +216,7 @@ extension Engine {
             ggufNames[hf] = t.name
         }
         var used = Set<String>()
-        let weights = try loadWeights(config: cfg) { name, shape in
+        func info(_ name: String, _ shape: [Int]) throws -> GGUFTensorInfo {
             guard let g = ggufNames[name], let info = file.info(g) else {
                 throw PEFTKitError.format("\(source) has no tensor '\(ggufName(ofHuggingFaceTensor: name) ?? name)' "
                     + "(Hugging Face '\(name)'), which the model needs")
@@ -195,6 +226,18 @@ extension Engine {
                     + "expected shape \(shape) for '\(name)'")
             }
             used.insert(g)
+            return info
+        }
+        var quantized: [String: QuantizedMatrix] = [:]
+        if !widen {
+            for spec in cfg.architecture.weights.tensors(cfg) where spec.shape.count == 2 {
+                let i = try info(spec.name, spec.shape)
+                let heads = LlamaWeights.ggufRoPEHeads(spec.name, cfg)
+                if let m = try quantizedMatrix(file, i, ropeHeads: heads, headDim: cfg.headDim) { quantized[spec.name] = m }
+            }
+        }
+        let weights = try loadWeights(config: cfg, quantized: quantized) { name, shape in
+            let g = try info(name, shape).name
             guard let heads = LlamaWeights.ggufRoPEHeads(name, cfg) else { return try file.tensor(g) }
             let t = try file.tensor(g, copy: true)
             try unpermuteRoPERows(t, heads: heads, headDim: cfg.headDim)

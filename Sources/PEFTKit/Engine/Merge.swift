@@ -19,6 +19,12 @@ extension Engine {
             throw PEFTKitError.unsupported("\(slot.adapter.method.rawValue) adapters cannot be merged (only LoRA and IA3)")
         }
         let edits = mergeable.mergeEdits()
+        for e in edits {
+            if let q = weights.linear(e.layer, e.site)?.quantized {
+                throw PEFTKitError.unsupported("cannot merge adapter '\(name)' into layer \(e.layer) \(e.site): the base "
+                    + "weight is kept in \(q.type) blocks. \(widenAdvice)")
+            }
+        }
         var rec = MergeRecord(name: name)
         for e in edits {
             guard var lin = weights.linear(e.layer, e.site) else { continue }
@@ -63,5 +69,18 @@ extension Engine {
 
     func setLinear(_ l: Int, _ site: LinearSite, _ lin: FrozenLinear) {
         weights.setLinear(l, site, lin)
+    }
+}
+
+/// What to do when an operation needs fp32 base weights.
+let widenAdvice = "Load the model widened to fp32 (Swift `Model.load(path:widen: true)`, C `peftkit_model_load_ex` "
+    + "with `widen = 1`, Python `Model.load(path, widen=True)`, CLI `--widen`)"
+
+/// Throws `unsupported` when some base weight of `weights` is kept in quantized blocks: `what` (full
+/// fine-tuning, a merge) needs fp32 weights.
+func requireWidened(_ weights: any ModelWeights, for what: String) throws {
+    if let (name, m) = weights.quantized.first {
+        throw PEFTKitError.unsupported("\(what) needs fp32 base weights, but '\(name)' (and \(weights.quantized.count - 1) "
+            + "more) is kept in \(m.type) blocks. \(widenAdvice)")
     }
 }

@@ -19,6 +19,7 @@ final class FullTuning {
 
     /// Copies `weights` into an owned block and returns the new weights (pointing into it) with the state.
     static func make(config c: ModelConfig, weights: any ModelWeights) throws -> (FullTuning, any ModelWeights) {
+        try requireWidened(weights, for: "full fine-tuning")
         var offsets: [String: Int] = [:]
         var total = 0
         for spec in c.architecture.weights.tensors(c) {

@@ -1,12 +1,34 @@
 import COpenBLAS
 
-/// Where a frozen linear's weight lives and in which number format. Today every weight is fp32, either
-/// memory-mapped from the model file or owned (a copy made for a merge or for full fine-tuning). F16/BF16
-/// tensors and GGUF quantized blocks become further cases: each brings its own widening before the GEMM, and
-/// every caller of `FrozenLinear` stays as it is.
+/// Where a frozen linear's weight lives and in which number format: fp32 (memory-mapped from the model file,
+/// or owned: a copy made for a merge or for full fine-tuning), or GGUF blocks (Q8_0 … Q6_K, and F16/BF16
+/// through the same type) that are widened a tile at a time inside the products. Every caller of
+/// `FrozenLinear` stays as it is whatever the case.
 enum WeightStorage {
     /// fp32, in the layout given by `FrozenLinear.transposed`.
     case f32(UnsafeMutablePointer<Float>)
+    /// GGUF blocks, [out, in] (never transposed). Frozen for good: no weight gradient, no merge.
+    case quantized(QuantizedMatrix, QuantWorkspace)
+}
+
+/// The fp32 scratch the quantized products widen their tiles into, shared by every quantized linear of one
+/// model and allocated once when the model is loaded (no allocation inside a step). One model runs one call
+/// at a time (its lock), so one workspace per model is enough.
+final class QuantWorkspace: @unchecked Sendable {
+    let storage: Storage
+    /// Floats for the widened panel (`QuantizedMatrix.panelFloats`), then `outFeatures` floats for a
+    /// matrix-vector result that is added to what the output already holds.
+    let panelFloats: Int
+
+    /// Room for the products of every matrix in `matrices`.
+    init(for matrices: [QuantizedMatrix]) throws {
+        panelFloats = matrices.map(\.panelFloats).max() ?? 0
+        let extra = matrices.map(\.outFeatures).max() ?? 0
+        storage = try Storage.allocate(floats: max(1, panelFloats + extra))
+    }
+
+    var panel: UnsafeMutablePointer<Float> { storage.floats }
+    var vector: UnsafeMutablePointer<Float> { storage.floats + panelFloats }
 }
 
 /// A dense layer `y = x·Wᵀ + b` of the base model whose weight is stored either as `nn.Linear` ([out, in]) or
@@ -30,11 +52,66 @@ struct FrozenLinear {
         self.transposed = transposed
     }
 
+    /// A linear over a weight kept in GGUF blocks ([out, in]); `workspace` must have room for `weight`'s panel.
+    init(quantized weight: QuantizedMatrix, bias: UnsafeMutablePointer<Float>?, workspace: QuantWorkspace) {
+        storage = .quantized(weight, workspace)
+        self.bias = bias
+        inFeatures = weight.inFeatures
+        outFeatures = weight.outFeatures
+        transposed = false
+    }
+
+    /// The quantized weight, nil for fp32 storage.
+    var quantized: QuantizedMatrix? {
+        if case .quantized(let q, _) = storage { return q }
+        return nil
+    }
+
+    /// The fp32 weight, nil when the weight is kept in blocks.
+    var f32Weight: UnsafeMutablePointer<Float>? {
+        if case .f32(let w) = storage { return w }
+        return nil
+    }
+
     /// The fp32 weight (what merging copies and edits, and what a gradient view points at). Setting it
-    /// makes the storage fp32.
+    /// makes the storage fp32. Only for fp32 storage: merging and full fine-tuning refuse quantized weights
+    /// before they get here (`Engine.requireWidened`).
     var weight: UnsafeMutablePointer<Float> {
-        get { switch storage { case .f32(let w): return w } }
+        get {
+            guard let w = f32Weight else { preconditionFailure("the fp32 view of a quantized weight was asked for") }
+            return w
+        }
         set { storage = .f32(newValue) }
+    }
+
+    /// ‖W_j‖² for every output feature j, in Double, whatever the storage (quantized rows are widened one at a time).
+    func outputSquaredNorms() -> [Double] {
+        let O = outFeatures, I = inFeatures
+        var out = [Double](repeating: 0, count: O)
+        switch storage {
+        case .f32(let w):
+            if transposed {
+                for row in 0..<I { let wr = w + row * O; for j in 0..<O { out[j] += Double(wr[j]) * Double(wr[j]) } }
+            } else {
+                for j in 0..<O {
+                    let wr = w + j * I
+                    var acc = 0.0
+                    for c in 0..<I { acc += Double(wr[c]) * Double(wr[c]) }
+                    out[j] = acc
+                }
+            }
+        case .quantized(let q, _):
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: I) { row in
+                guard let r = row.baseAddress else { return }
+                for j in 0..<O {
+                    q.dequantizeRows(j, 1, into: r)
+                    var acc = 0.0
+                    for c in 0..<I { acc += Double(r[c]) * Double(r[c]) }
+                    out[j] = acc
+                }
+            }
+        }
+        return out
     }
 
     /// out[N, outF] = inp[N, inF] · W (+ b). `ldi`/`ldo` are row strides (default: packed).
@@ -56,7 +133,24 @@ struct FrozenLinear {
     /// out = beta·out + inp·W (no bias).
     func linearForwardGEMM(out: UnsafeMutablePointer<Float>, ldo: Int, inp: UnsafePointer<Float>, ldi: Int, rows n: Int, beta: Float) {
         guard n > 0 else { return }
-        let weight = self.weight  // the one storage today; a widened tile per format comes here
+        let weight: UnsafeMutablePointer<Float>
+        switch storage {
+        case .f32(let w): weight = w
+        case .quantized(let q, let ws):
+            if n == 1, q.type.isBlockQuantized {
+                // Decode: 8-bit activations and integer dot products (error bound: QuantizedMatrix.matvecErrorBound).
+                if beta == 0 {
+                    q.matvec(out: out, inp: inp, isa: .active)
+                } else {
+                    let y = ws.vector
+                    q.matvec(out: y, inp: inp, isa: .active)
+                    for o in 0..<outFeatures { out[o] = beta * out[o] + y[o] }
+                }
+            } else {
+                q.matmul(out: out, ldo: ldo, inp: inp, ldi: ldi, rows: n, beta: beta, isa: .active, panel: ws.panel)
+            }
+            return
+        }
         if n == 1 {
             // One row (decode): a matrix-vector product. OpenBLAS 0.3.21's sgemm packs the whole weight even
             // for M = 1, reading it twice; sgemv streams it once, split over its threads.
@@ -84,7 +178,14 @@ struct FrozenLinear {
         guard n > 0 else { return }
         let lddi = lddi ?? inFeatures, lddo = lddo ?? outFeatures
         let beta: Float = accumulate ? 1 : 0
-        let weight = self.weight  // the one storage today; a widened tile per format comes here
+        let weight: UnsafeMutablePointer<Float>
+        switch storage {
+        case .f32(let w): weight = w
+        case .quantized(let q, let ws):
+            q.matmulInputGradient(dinp: dinp, lddi: lddi, dout: dout, lddo: lddo, rows: n, accumulate: accumulate,
+                                  isa: .active, panel: ws.panel)
+            return
+        }
         if transposed {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(inFeatures), Int32(outFeatures),
                         1, dout, Int32(lddo), weight, Int32(outFeatures), beta, dinp, Int32(lddi))
@@ -94,7 +195,8 @@ struct FrozenLinear {
         }
     }
 
-    /// dW += doutᵀ·inp (in the weight's own layout), dB += column sums of dout.
+    /// dW += doutᵀ·inp (in the weight's own layout), dB += column sums of dout. fp32 storage only (full
+    /// fine-tuning widens first; see `Engine.requireWidened`).
     func backwardWeights(dweight: UnsafeMutablePointer<Float>, dbias: UnsafeMutablePointer<Float>?,
                          dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, rows n: Int,
                          ldi: Int? = nil, lddo: Int? = nil) {

@@ -11,7 +11,8 @@ import CPEFTKitKernels
 ///   multiplied with `cblas_sgemm`; the result equals the fp32 product with the dequantised weight up to the
 ///   summation order.
 ///
-/// The matrix does not own `data` (typically a GGUF mapping): the owner keeps it alive.
+/// The matrix does not own `data` (typically a GGUF mapping): `owner` (the mapping's or a copy's `Storage`)
+/// keeps it alive as long as the matrix.
 struct QuantizedMatrix: @unchecked Sendable {
     let type: GGMLType
     let outFeatures: Int
@@ -19,12 +20,17 @@ struct QuantizedMatrix: @unchecked Sendable {
     let data: UnsafeRawPointer
     /// Bytes of one row: inFeatures / type.blockSize · type.blockBytes.
     let rowBytes: Int
+    /// What keeps `data` alive (nil when the caller does).
+    var owner: AnyObject?
+
+    /// Bytes of the whole matrix: what stays resident.
+    var byteCount: Int { rowBytes * outFeatures }
 
     /// Checks that `byteCount` bytes at `data` hold exactly `outFeatures` rows of `inFeatures` elements of `type`.
     /// - Throws: `format` when in-features is not a whole number of blocks or the byte count does not match,
     ///   `unsupported` for a type without kernels, `invalidArgument` for a non-positive or oversized shape.
     init(type: GGMLType, outFeatures: Int, inFeatures: Int, data: UnsafeRawPointer, byteCount: Int,
-         name: String = "weight") throws {
+         name: String = "weight", owner: AnyObject? = nil) throws {
         guard type.hasQuantKernels else {
             throw PEFTKitError.unsupported("\(name): type \(type) has no quantized-matrix kernels "
                 + "(supported: \(GGMLType.quantKernelNames))")
@@ -47,7 +53,12 @@ struct QuantizedMatrix: @unchecked Sendable {
         self.inFeatures = inFeatures
         self.data = data
         self.rowBytes = rb
+        self.owner = owner
     }
+
+    /// Floats of the fp32 panel `matmul` and `matmulInputGradient` widen tiles into (see `tileRows`); a caller
+    /// that passes a `panel` of this size makes the products allocation-free.
+    var panelFloats: Int { tileRows * inFeatures }
 
     /// Rows r0 ..< r0 + count as fp32 into `into` [count, inFeatures] (bit-identical to gguf-py).
     func dequantizeRows(_ r0: Int, _ count: Int, into: UnsafeMutablePointer<Float>) {
@@ -71,9 +82,10 @@ struct QuantizedMatrix: @unchecked Sendable {
         matvec(out: out, inp: inp, isa: .active)
     }
 
-    func matvec(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, isa: QuantISA) {
+    func matvec(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, isa: QuantISA,
+                panel: UnsafeMutablePointer<Float>? = nil) {
         guard type.isBlockQuantized else {
-            matmul(out: out, ldo: outFeatures, inp: inp, ldi: inFeatures, rows: 1, beta: 0, isa: isa)
+            matmul(out: out, ldo: outFeatures, inp: inp, ldi: inFeatures, rows: 1, beta: 0, isa: isa, panel: panel)
             return
         }
         let n = inFeatures, groups = n / 32
@@ -164,7 +176,7 @@ struct QuantizedMatrix: @unchecked Sendable {
     }
 
     func matmul(out: UnsafeMutablePointer<Float>, ldo: Int, inp: UnsafePointer<Float>, ldi: Int, rows: Int,
-                beta: Float, isa: QuantISA) {
+                beta: Float, isa: QuantISA, panel workspace: UnsafeMutablePointer<Float>? = nil) {
         guard rows > 0 else { return }
         let n = inFeatures
         if type == .f32, Int(bitPattern: data) % MemoryLayout<Float>.alignment == 0 {
@@ -174,8 +186,8 @@ struct QuantizedMatrix: @unchecked Sendable {
             return
         }
         let tile = tileRows
-        let panel = UnsafeMutablePointer<Float>.allocate(capacity: tile * n)
-        defer { panel.deallocate() }
+        let panel = workspace ?? UnsafeMutablePointer<Float>.allocate(capacity: tile * n)
+        defer { if workspace == nil { panel.deallocate() } }
         var r0 = 0
         while r0 < outFeatures {
             let t = min(tile, outFeatures - r0)
@@ -195,7 +207,7 @@ struct QuantizedMatrix: @unchecked Sendable {
     }
 
     func matmulInputGradient(dinp: UnsafeMutablePointer<Float>, lddi: Int, dout: UnsafePointer<Float>, lddo: Int,
-                             rows: Int, accumulate: Bool, isa: QuantISA) {
+                             rows: Int, accumulate: Bool, isa: QuantISA, panel workspace: UnsafeMutablePointer<Float>? = nil) {
         guard rows > 0 else { return }
         let n = inFeatures
         if type == .f32, Int(bitPattern: data) % MemoryLayout<Float>.alignment == 0 {
@@ -205,8 +217,8 @@ struct QuantizedMatrix: @unchecked Sendable {
             return
         }
         let tile = tileRows
-        let panel = UnsafeMutablePointer<Float>.allocate(capacity: tile * n)
-        defer { panel.deallocate() }
+        let panel = workspace ?? UnsafeMutablePointer<Float>.allocate(capacity: tile * n)
+        defer { if workspace == nil { panel.deallocate() } }
         var r0 = 0
         while r0 < outFeatures {
             let t = min(tile, outFeatures - r0)

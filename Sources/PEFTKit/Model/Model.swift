@@ -44,14 +44,47 @@ public final class Model: @unchecked Sendable {
     /// The model's tokenizer and chat template are loaded too when the files carry them (see `tokenizer`
     /// and `chatTemplate`); a tokenizer or template PEFTKit cannot read leaves them nil, with the reason in
     /// `tokenizerIssue`, and never fails the load.
-    public static func load(path: String) throws -> Model {
+    ///
+    /// A GGUF file's linear weights and token embedding stay in their blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+    /// Q4_K, Q5_K, Q6_K, F16, BF16; memory-mapped) unless `widen` is true: adapters train and generate over
+    /// them, but merging an adapter and full fine-tuning need `widen: true` (fp32 copies, about 4 bytes per
+    /// parameter). `widen` does nothing for Hugging Face folders (always fp32).
+    ///
+    /// ```swift
+    /// let model = try Model.load(path: "SmolLM2-135M-Instruct.Q4_1.gguf")              // QLoRA-style base
+    /// let wide = try Model.load(path: "SmolLM2-135M-Instruct.Q4_1.gguf", widen: true)  // fp32, mergeable
+    /// ```
+    public static func load(path: String, widen: Bool = false) throws -> Model {
         if path.hasSuffix(".gguf") && pathKind(path) != .directory {
             let file = try GGUFFile(path: path)
-            let engine = try Engine(ggufFile: file)
+            let engine = try Engine(ggufFile: file, widen: widen)
             return Model(engine: engine, text: TextSupport(gguf: file, vocabSize: engine.config.vocabSize))
         }
         let engine = try Engine(loadingFolder: path)
         return Model(engine: engine, text: TextSupport(folder: path, vocabSize: engine.config.vocabSize))
+    }
+
+    /// One base tensor as held in memory: its Hugging Face name, number format (`F32`, or the GGUF block type
+    /// it is kept in: `Q4_1`, `Q8_0`, `F16`, ...), shape and the bytes it occupies in that format.
+    public struct BaseTensor: Sendable {
+        public let name: String
+        public let format: String
+        public let shape: [Int]
+        public let bytes: Int
+        /// Bytes the tensor would take widened to fp32.
+        public var widenedBytes: Int { 4 * shape.reduce(1, *) }
+    }
+
+    /// Every base tensor with its storage format and size (the tied head is the embedding, listed once).
+    public var baseTensors: [BaseTensor] {
+        (try? exclusive {
+            let w = engine.weights
+            var out = w.named.map { BaseTensor(name: $0.name, format: "F32", shape: $0.tensor.shape, bytes: 4 * $0.tensor.count) }
+            out += w.quantized.map { BaseTensor(name: $0.name, format: $0.matrix.type.description,
+                                                shape: [$0.matrix.outFeatures, $0.matrix.inFeatures], bytes: $0.matrix.byteCount) }
+            let order = Dictionary(uniqueKeysWithValues: config.architecture.weights.tensors(config).enumerated().map { ($1.name, $0) })
+            return out.sorted { (order[$0.name] ?? 0) < (order[$1.name] ?? 0) }
+        }) ?? []
     }
 
     func exclusive<R>(_ body: () throws -> R) throws -> R {

@@ -53,20 +53,7 @@ final class DoRAState {
         }
         var wn2 = [Double](repeating: 0, count: total)
         for (i, f) in frozen.enumerated() {
-            let w = f.weight, O = f.outFeatures, I = f.inFeatures
-            wn2.withUnsafeMutableBufferPointer { dst in
-                let d = dst.baseAddress! + off[i]
-                if f.transposed {
-                    for row in 0..<I { let wr = w + row * O; for j in 0..<O { d[j] += Double(wr[j]) * Double(wr[j]) } }
-                } else {
-                    for j in 0..<O {
-                        let wr = w + j * I
-                        var acc = 0.0
-                        for c in 0..<I { acc += Double(wr[c]) * Double(wr[c]) }
-                        d[j] = acc
-                    }
-                }
-            }
+            for (j, n2) in f.outputSquaredNorms().enumerated() { wn2[off[i] + j] = n2 }
         }
         self.frozen = frozen
         weightNorm2 = wn2

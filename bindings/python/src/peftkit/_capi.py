@@ -66,6 +66,8 @@ PEFTKIT_ADAPTER_FORMAT_GGUF = 1
 
 PEFTKIT_IGNORE_INDEX = -100
 
+PEFTKIT_LOAD_WIDEN = 1
+
 # --------------------------------------------------------------------------------------------------
 # Struct mirrors (field order and types exactly as in the header)
 # --------------------------------------------------------------------------------------------------
@@ -178,6 +180,7 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     "peftkit_model_config_init_sized": (_status, [POINTER(ModelConfigStruct), c_size_t]),
     "peftkit_model_create": (_status, [POINTER(ModelConfigStruct), c_uint64, POINTER(c_void_p)]),
     "peftkit_model_load": (_status, [c_char_p, POINTER(c_void_p)]),
+    "peftkit_model_load_with": (_status, [c_char_p, c_uint32, POINTER(c_void_p)]),
     "peftkit_model_free": (None, [_model]),
     "peftkit_model_get_config": (_status, [_model, POINTER(ModelConfigStruct)]),
     "peftkit_adapter_attach_json": (_status, [_model, c_char_p, c_char_p]),

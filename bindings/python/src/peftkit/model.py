@@ -163,10 +163,12 @@ class Model:
         return cls._adopt(out.value)
 
     @classmethod
-    def load(cls, path: PathLike) -> Model:
+    def load(cls, path: PathLike, widen: bool = False) -> Model:
         """Loads a Hugging Face model folder: ``config.json`` plus ``model.safetensors`` (or a sharded
-        index), or a ``.gguf`` file (Llama architecture). F32, F16 and BF16 weights are read (and GGUF
-        quantized types, dequantized). The tokenizer and chat template come along when the files carry
+        index), or a ``.gguf`` file (Llama architecture). F32, F16 and BF16 weights are read. A GGUF file's
+        linear weights and token embedding stay in their quantized blocks (memory-mapped) unless `widen`
+        is true: adapters train and generate over them, but :meth:`merge_adapter` and full fine-tuning
+        need ``widen=True`` (fp32 copies). The tokenizer and chat template come along when the files carry
         them (see :meth:`tokenize`, :meth:`apply_chat_template`).
 
         Raises:
@@ -175,7 +177,7 @@ class Model:
             UnsupportedError: an architecture or weight type this build does not run.
         """
         out = c_void_p()
-        check(_lib.peftkit_model_load(_c_path(path), byref(out)))
+        check(_lib.peftkit_model_load_with(_c_path(path), _capi.PEFTKIT_LOAD_WIDEN if widen else 0, byref(out)))
         return cls._adopt(out.value)
 
     def close(self) -> None:
