@@ -503,8 +503,8 @@ static void adapter_configs(peftkit_model *m) {
     JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"peft_type\": \"VERA\", \"r\": 8}", "unknown peft_type VERA");
     JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"r\": 8, \"lora_alpha\": 16}", "no peft_type, not a bottleneck config");
     JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"config\": \"lora\"}", "unknown AdapterHub preset");
-    JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"c_attn\"], \"use_dora\": true}",
-              "unsupported key use_dora true");
+    JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"c_attn\"], \"use_qalora\": true}",
+              "unsupported key use_qalora true");
     JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"c_attn\"], \"loftq_config\": {\"bits\": 4}}",
               "unknown key loftq_config");
     JSON_CASE(PEFTKIT_ERR_UNSUPPORTED, "{\"mh_adapter\": false, \"output_adapter\": true, \"reduction_factor\": 16, \"is_parallel\": true}",

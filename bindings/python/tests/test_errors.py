@@ -50,15 +50,18 @@ def _raises(cls, fn, match=None):
 
 def test_load_bad_paths(tmp_path):
     e = _raises(peftkit.PeftKitIOError, lambda: peftkit.Model.load(tmp_path / "missing"))
-    assert e.message.startswith("peftkit_model_load:") and "missing" in e.message
+    assert e.message.startswith("peftkit_model_load") and "missing" in e.message
     assert isinstance(e, OSError)
     _raises(peftkit.PeftKitIOError, lambda: peftkit.Model.load(FIXTURES / "gpt2" / "seq_bn" / "adapter"))
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text("not json")
     _raises(peftkit.FormatError, lambda: peftkit.Model.load(tmp_path / "bad"))
+    (tmp_path / "t5").mkdir()
+    (tmp_path / "t5" / "config.json").write_text(json.dumps({"model_type": "t5", "vocab_size": 10}))
+    _raises(peftkit.UnsupportedError, lambda: peftkit.Model.load(tmp_path / "t5"))
     (tmp_path / "bert").mkdir()
     (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": 10}))
-    _raises(peftkit.UnsupportedError, lambda: peftkit.Model.load(tmp_path / "bert"))
+    _raises(peftkit.FormatError, lambda: peftkit.Model.load(tmp_path / "bert"))  # no hidden_size
     _raises(peftkit.InvalidArgumentError, lambda: peftkit.Model.load(""))
     _raises(peftkit.InvalidArgumentError, lambda: peftkit.Model.load("a\0b"))
     with pytest.raises(TypeError):
@@ -79,7 +82,7 @@ def test_load_adapter_errors(model, tmp_path):
 def test_create_rejects_bad_configs():
     _raises(peftkit.InvalidArgumentError, lambda: peftkit.Model.create(vocab_size=0))
     _raises(peftkit.InvalidArgumentError, lambda: peftkit.Model.create(num_heads=3))  # 64 % 3 != 0
-    _raises(peftkit.InvalidArgumentError, lambda: peftkit.Model.create(architecture="bert"))
+    _raises(peftkit.InvalidArgumentError, lambda: peftkit.Model.create(architecture="t5"))
     # Values that do not fit the C field are refused, never truncated.
     _raises(peftkit.InvalidArgumentError, lambda: peftkit.Model.create(vocab_size=2**32 + 256))
     _raises(peftkit.InvalidArgumentError, lambda: peftkit.Model.create(vocab_size=256.0))

@@ -151,7 +151,7 @@ def test_a_saved_adapter_config_reattaches_as_an_equal_adapter(config, tmp_path)
 
 
 @pytest.mark.parametrize("key, value, named", [
-    ("use_dora", True, "use_dora"),
+    ("use_qalora", True, "use_qalora"),
     ("rank_pattern", {"c_attn": 2}, "rank_pattern"),
     ("loftq_config", {"loftq_bits": 4}, "loftq_config"),
     ("some_future_option", 3, "some_future_option"),
@@ -216,11 +216,11 @@ def test_saved_folders_are_peft_files(arch, kind, tmp_path):
 def test_peft_options_peftkit_lacks_are_refused(tmp_path):
     src = PEFT / "gpt2" / "lora" / "adapter"
     cfg = json.loads((src / "adapter_config.json").read_text())
-    cfg["use_dora"] = True
+    cfg["use_qalora"] = True
     (tmp_path / "adapter_config.json").write_text(json.dumps(cfg))
     (tmp_path / "adapter_model.safetensors").write_bytes((src / "adapter_model.safetensors").read_bytes())
     with peftkit.Model.load(FIXTURES / "gpt2" / "model") as m:
-        with pytest.raises(peftkit.UnsupportedError, match="DoRA"):
+        with pytest.raises(peftkit.UnsupportedError, match="use_qalora"):
             m.load_adapter(tmp_path)
         assert m.adapters == []
 

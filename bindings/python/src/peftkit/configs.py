@@ -34,6 +34,7 @@ class Architecture(enum.IntEnum):
 
     GPT2 = _capi.PEFTKIT_ARCH_GPT2
     LLAMA = _capi.PEFTKIT_ARCH_LLAMA
+    BERT = _capi.PEFTKIT_ARCH_BERT
 
 
 class Method(enum.IntEnum):
