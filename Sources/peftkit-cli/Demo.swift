@@ -32,11 +32,18 @@ struct Demo: ParsableCommand {
         }
     }
 
+    @Flag(help: "Keep a GGUF model's weights in their quantized blocks (the demo widens them to fp32 by default: faster training).")
+    var keepQuantized = false
+
     func run() throws {
         let clock = ContinuousClock()
         let t0 = clock.now
         let dir = try data ?? findDemoData()
-        let lm = try LoadedModel.load(modelOptions)
+        // Training over weights kept in quantized blocks runs at about half the fp32 speed today (BENCHMARKS.md):
+        // the demo widens them unless asked to keep them.
+        var options = modelOptions
+        options.widen = modelOptions.widen || !keepQuantized
+        let lm = try LoadedModel.load(options)
         let m = lm.model
         guard lm.chatTemplate != nil else { throw CLIError("the demo needs a chat model; '\(lm.path)' has no chat template") }
         let trainRecords = try JSONLDataset.read(path: dir + "/train.jsonl")
