@@ -37,10 +37,7 @@ extension Engine {
         case .native:
             try saveAdapterFolder(ad, name: name, directory: directory)
         case .gguf:
-            guard let lora = ad as? LoRAAdapter else {
-                throw PEFTKitError.unsupported("only LoRA adapters have a GGUF format ('\(name)' is \(ad.method.rawValue))")
-            }
-            let bytes = try lora.ggufFile(baseTensorName: ggufName(ofHuggingFaceTensor:)).bytes()
+            let bytes = try ggufAdapterBytes(ad, name: name, baseTensorName: ggufName(ofHuggingFaceTensor:))
             try writeFileAtomically(path: directory, bytes: bytes)
         }
     }
@@ -49,7 +46,7 @@ extension Engine {
     func loadAdapter(directory: String, name: String?) throws -> String {
         let (ad, nameInFile): (Adapter, String)
         if directory.hasSuffix(".gguf"), pathKind(directory) == .file {
-            ad = try LoRAAdapter.fromGGUF(try GGUFFile(path: directory), model: config, baseTensorName: ggufName(ofHuggingFaceTensor:))
+            ad = try readGGUFAdapter(try GGUFFile(path: directory), model: config, baseTensorName: ggufName(ofHuggingFaceTensor:))
             nameInFile = "default"
         } else {
             (ad, nameInFile) = try readAdapterFolder(directory, model: config, context: adapterContext())

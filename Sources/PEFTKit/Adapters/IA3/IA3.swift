@@ -39,7 +39,7 @@ final class IA3Adapter: Adapter {
         var off = 0
         for l in (config.layers ?? Array(0..<m.numLayers)).sorted() {
             for s in sites {
-                let (i, o) = LoRAAdapter.dims(s, m)
+                let (i, o) = s.shape(m)
                 let onInput = ff.contains(s)
                 let w = onInput ? i : o
                 index[l * LinearSite.count + s.rawValue] = units.count
@@ -90,7 +90,7 @@ final class IA3Adapter: Adapter {
             for s in LinearSite.allCases {
                 let u = training ? unit(slot, s) : units.first { $0.site == s }
                 row.append(try u.map { try pool.take(n * $0.width) })
-                if u != nil { maxW = max(maxW, LoRAAdapter.dims(s, model).1) }
+                if u != nil { maxW = max(maxW, s.shape(model).outFeatures) }
             }
             sv.append(row)
         }

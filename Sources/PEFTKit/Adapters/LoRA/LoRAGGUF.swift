@@ -140,3 +140,16 @@ extension LoRAAdapter {
         return adapter
     }
 }
+
+/// The bytes of `adapter` as a llama.cpp GGUF adapter file (only LoRA has that format).
+func ggufAdapterBytes(_ adapter: Adapter, name: String, baseTensorName: (String) -> String?) throws -> [UInt8] {
+    guard let lora = adapter as? LoRAAdapter else {
+        throw PEFTKitError.unsupported("only LoRA adapters have a GGUF format ('\(name)' is \(adapter.method.rawValue))")
+    }
+    return try lora.ggufFile(baseTensorName: baseTensorName).bytes()
+}
+
+/// The adapter a llama.cpp GGUF adapter file holds.
+func readGGUFAdapter(_ file: GGUFFile, model: ModelConfig, baseTensorName: (String) -> String?) throws -> Adapter {
+    try LoRAAdapter.fromGGUF(file, model: model, baseTensorName: baseTensorName)
+}
