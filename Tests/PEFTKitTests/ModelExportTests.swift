@@ -146,6 +146,22 @@ private func fullTune(_ m: Model) throws {
         #expect(qb.data[1] == lin.bias![half])
     }
 
+    /// BERT (a `BertForSequenceClassification` checkpoint, `bert.` prefix) saves as `BertModel` (no prefix, pooler kept)
+    /// with identical hidden states and pooled output.
+    @Test func bertHuggingFaceRoundTrip() throws {
+        let m = try Model.load(path: TS.fixtures + "/bert/a/model")
+        let ids = TS.ids(2 * 6, vocab: m.config.vocabSize, seed: 12)
+        let want = try m.hiddenStates(inputIDs: ids, batch: 2, seqLen: 6)
+        let dir = TS.tempDir()
+        defer { removeTree(dir) }
+        try m.saveModel(to: dir + "/bert", format: .huggingFace)
+        let saved = try SafeTensorsFile(path: dir + "/bert/model.safetensors")
+        #expect(saved.has("embeddings.word_embeddings.weight") && saved.has("pooler.dense.weight"))
+        let back = try Model.load(path: dir + "/bert")
+        #expect(back.config == m.config)
+        #expect(try back.hiddenStates(inputIDs: ids, batch: 2, seqLen: 6) == want)
+    }
+
     /// A GGUF base kept in blocks is widened while it is written: both formats read back as the widened model.
     @Test(arguments: ["tiny_q4_0.gguf", "tiny_q8_0.gguf"])
     func quantizedBaseIsWidenedWhileWriting(_ file: String) throws {
