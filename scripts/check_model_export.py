@@ -42,7 +42,7 @@ def compare(label: str, folder: str, ours: np.ndarray, ids: np.ndarray) -> float
     theirs = transformers_logits(folder, ids)
     rel = float(np.abs(theirs - ours).max() / np.abs(ours).max())
     files = sorted(os.listdir(folder))
-    print(f"{label}: transformers vs PEFTKit logits {ids.shape}: max |diff| {np.abs(theirs - ours).max():.3e}, "
+    print(f"{label}: transformers vs PEFTKit logits on ids {ids.shape}: max |diff| {np.abs(theirs - ours).max():.3e}, "
           f"relative {rel:.3e} -> {'OK' if rel <= 1e-5 else 'FAIL'}   files {files}")
     return rel
 
