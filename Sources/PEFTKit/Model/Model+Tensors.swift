@@ -81,7 +81,9 @@ extension Model {
         guard let savable = ad as? SavableAdapter else {
             throw PEFTKitError.unsupported("\(ad.method.rawValue) adapters have no file format, hence no named tensors")
         }
-        return (savable, savable.fileTensors(name: name))
+        var tensors = savable.fileTensors(name: name)
+        if savable.fileFormat == .peft { tensors.sort { $0.name < $1.name } }  // the order the saved file has
+        return (savable, tensors)
     }
 
     private func fileTensor(adapter: String, tensor: String) throws -> (adapter: SavableAdapter, tensor: SavedTensor) {

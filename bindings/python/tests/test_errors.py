@@ -177,19 +177,16 @@ def test_bad_train_config(trained_model):
         _raises(peftkit.InvalidArgumentError, lambda bad=bad: m.train_step(IDS, **bad))
     with pytest.raises(TypeError):
         m.train_step(IDS, lr=1e-3)
-    assert m.last_train_result is None
 
 
 def test_numerical_error(trained_model):
     m = trained_model
     ids = IDS
-    m.train_step(ids)
-    assert m.last_train_result.step == 1
+    assert m.train_step(ids).step == 1
     # Finite loss, but the update would blow up the weights: the step is refused and nothing changes.
     e = _raises(peftkit.NumericalError, lambda: m.train_step(ids, learning_rate=3e38, weight_decay=0.0))
     assert isinstance(e, ArithmeticError) and "non-finite" in e.message
-    m.train_step(ids)
-    assert m.last_train_result.step == 2
+    assert m.train_step(ids).step == 2
 
 
 def test_forward_buffer_too_small(model):
