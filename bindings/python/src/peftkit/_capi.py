@@ -169,11 +169,11 @@ class ForwardOptionsStruct(Structure):
     _fields_ = [
         ("struct_size", c_uint32),
         ("logits_mode", c_int32),
-        ("logits", c_void_p),
+        ("logits", POINTER(c_float)),
         ("logits_capacity", c_size_t),
-        ("token_logprobs", c_void_p),
-        ("row_losses", c_void_p),
-        ("row_tokens", c_void_p),
+        ("token_logprobs", POINTER(c_float)),
+        ("row_losses", POINTER(c_float)),
+        ("row_tokens", POINTER(c_int64)),
     ]
 
 

@@ -770,11 +770,12 @@ class Model:
         rt = np.zeros(b, dtype=np.int64)
         o = _capi.new_struct(_capi.ForwardOptionsStruct)
         o.logits_mode = _LOGITS_MODES[logits]
-        o.logits = None if lg is None else address(lg)
+        f32, i64 = ctypes.POINTER(c_float), ctypes.POINTER(c_int64)
+        o.logits = None if lg is None else lg.ctypes.data_as(f32)
         o.logits_capacity = 0 if lg is None else lg.size
-        o.token_logprobs = None if lp is None else address(lp)
-        o.row_losses = address(rl)
-        o.row_tokens = address(rt)
+        o.token_logprobs = None if lp is None else lp.ctypes.data_as(f32)
+        o.row_losses = rl.ctypes.data_as(f32)
+        o.row_tokens = rt.ctypes.data_as(i64)
         loss, tokens = c_float(), c_int64()
         with self._call as h:
             check(_lib.peftkit_forward_ex(h, address(ids), None if lab is None else address(lab), b, t, byref(o),
