@@ -35,6 +35,8 @@ static const char *status_name(peftkit_status s) {
     case PEFTKIT_ERR_OUT_OF_MEMORY: return "OUT_OF_MEMORY";
     case PEFTKIT_ERR_BUFFER_TOO_SMALL: return "BUFFER_TOO_SMALL";
     case PEFTKIT_ERR_INTERNAL: return "INTERNAL";
+    case PEFTKIT_ERR_BUSY: return "BUSY";
+    case PEFTKIT_ERR_CANCELLED: return "CANCELLED";
     default: return "UNKNOWN";
     }
 }

@@ -153,7 +153,7 @@ def test_close_waits_for_a_running_call(big):
     m.attach_adapter("a")
     m.set_active_adapter("a")
     done = []
-    t = threading.Thread(target=lambda: done.append(m.train_step(ids)))
+    t = threading.Thread(target=lambda: done.append(m.train_step(ids).loss))
     t.start()
     while not m._call.calls:  # wait until the step is inside the library
         time.sleep(0.001)

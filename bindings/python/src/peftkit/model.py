@@ -650,7 +650,8 @@ class Model:
         :class:`BusyError`)."""
         p = None if callback is None else _Progress(callback)
         with self._call as h:
-            check(_lib.peftkit_model_set_progress_callback(h, None if p is None else p.c_callback, None))
+            cb = _capi.PROGRESS_CALLBACK() if p is None else p.c_callback  # PROGRESS_CALLBACK(): NULL
+            check(_lib.peftkit_model_set_progress_callback(h, cb, None))
             self._progress = p  # keeps the C callback alive while the library holds it
 
     def compute_gradients(self, input_ids: TokenArray, labels: TokenArray | None = None,
