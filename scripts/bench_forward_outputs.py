@@ -24,7 +24,8 @@ with peftkit.Model.load(path) as m:
     ids = np.random.default_rng(0).integers(0, m.config.vocab_size, (1, seq)).astype(np.int32)
     cases = {
         'forward(ids)                       all logits': lambda: m.forward(ids),
-        'forward(ids, logits="last")        last only ': lambda: m.forward(ids, logits="last"),
+        'forward(ids, logits="last", return_loss=False)': lambda: m.forward(ids, logits="last", return_loss=False),
+        'forward(ids, logits="last") (with loss)     ': lambda: m.forward(ids, logits="last"),
         'forward(ids, logits="none", return_logprobs=True)': lambda: m.forward(ids, logits="none", return_logprobs=True),
     }
     times = {k: [] for k in cases}

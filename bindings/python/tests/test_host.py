@@ -98,6 +98,9 @@ def test_forward_outputs_against_log_softmax_of_the_full_logits(lora_model):
     assert abs(float((r.row_losses * r.row_tokens).sum() / r.tokens) - ev.loss) < 1e-5
     assert r.logits.shape == (2, 256)
     np.testing.assert_allclose(r.logits, full[:, -1], rtol=0, atol=1e-6)
+    fast = m.forward(IDS, logits="last", return_loss=False)
+    assert fast.loss is None and fast.row_losses is None and fast.tokens == 14
+    np.testing.assert_allclose(fast.logits, full[:, -1], rtol=0, atol=1e-6)
     none = m.forward(IDS, logits="none")
     assert none.logits is None and none.token_logprobs is None and none.loss == pytest.approx(m.loss(IDS))
     with pytest.raises(peftkit.InvalidArgumentError):

@@ -617,17 +617,19 @@ class ForwardResult:
         token_logprobs: ``[batch, seq_len]`` float32 with ``return_logprobs=True`` (else None): at ``[b, t]`` the
             log-probability of ``labels[b, t]`` given the tokens before t (labels shifted as for the loss), 0 where
             the label does not count (-100, and t = 0 unless the adapter adds virtual tokens).
-        row_losses: ``[batch]`` float32 mean loss of each row (0 when none of its labels counts).
-        row_tokens: ``[batch]`` int64 counted labels of each row.
-        loss: mean loss over all counted labels (= row losses weighted by row tokens).
+        row_losses: ``[batch]`` float32 mean loss of each row (0 when none of its labels counts); None with
+            ``return_loss=False``.
+        row_tokens: ``[batch]`` int64 counted labels of each row; None with ``return_loss=False``.
+        loss: mean loss over all counted labels (= row losses weighted by row tokens); None with
+            ``return_loss=False``.
         tokens: counted labels.
     """
 
     logits: npt.NDArray[np.float32] | None
     token_logprobs: npt.NDArray[np.float32] | None
-    row_losses: npt.NDArray[np.float32]
-    row_tokens: npt.NDArray[np.int64]
-    loss: float
+    row_losses: npt.NDArray[np.float32] | None
+    row_tokens: npt.NDArray[np.int64] | None
+    loss: float | None
     tokens: int
 
 

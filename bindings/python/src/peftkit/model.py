@@ -702,7 +702,8 @@ class Model:
         return np.ctypeslib.as_array(data, shape=(int(count.value),))
 
     def forward(self, input_ids: TokenArray, labels: TokenArray | None = None, *, logits: str = "all",
-                return_logprobs: bool = False, out: npt.NDArray[np.float32] | None = None,
+                return_logprobs: bool = False, return_loss: bool = True,
+                out: npt.NDArray[np.float32] | None = None,
                 adapters: Iterable[str | None] | None = None) -> npt.NDArray[np.float32] | ForwardResult:
         """A forward pass with the active adapter (or the base model); nothing changes.
 
@@ -714,9 +715,12 @@ class Model:
         Args:
             input_ids: token ids, ``[batch, seq_len]`` or ``[seq_len]`` (batch 1).
             labels: same shape, or None for `input_ids`; -100 marks positions that do not count.
-            logits: ``"all"`` (every position), ``"last"`` (each row's last position, ``[batch, vocab]``; the LM
-                head runs on that position only when no loss output is needed), or ``"none"``.
+            logits: ``"all"`` (every position), ``"last"`` (each row's last position, ``[batch, vocab]``), or
+                ``"none"``.
             return_logprobs: also return ``token_logprobs`` ``[batch, seq_len]``.
+            return_loss: compute the loss outputs (``loss``, ``row_losses``, ``row_tokens``). With False (and no
+                `return_logprobs`) they are None and, for ``logits="last"``, the LM head runs on each row's last
+                position only: the cheap way to read next-token distributions of long rows.
             adapters: optional, one adapter name (or None = base model) per batch row: row b runs with
                 adapters[b], as it would alone (mixed-task batches; plain form only). The active adapter is
                 unchanged.
@@ -733,7 +737,7 @@ class Model:
         """
         if logits not in _LOGITS_MODES:
             raise InvalidArgumentError(f"logits must be one of {sorted(_LOGITS_MODES)}, got {logits!r}")
-        plain = labels is None and logits == "all" and not return_logprobs
+        plain = labels is None and logits == "all" and not return_logprobs and return_loss
         ids, lab, b, t = batch_arrays(input_ids, labels)
         v = self._config.vocab_size
         shape = {"all": (b, t, v), "last": (b, v), "none": None}[logits]
@@ -767,24 +771,25 @@ class Model:
         if adapters is not None:
             raise InvalidArgumentError("adapters= is only taken by the plain form forward(input_ids, adapters=...)")
         lp = np.zeros((b, t), dtype=np.float32) if return_logprobs else None
-        rl = np.zeros(b, dtype=np.float32)
-        rt = np.zeros(b, dtype=np.int64)
+        wants_loss = return_loss or return_logprobs
+        rl = np.zeros(b, dtype=np.float32) if wants_loss else None
+        rt = np.zeros(b, dtype=np.int64) if wants_loss else None
         o = _capi.new_struct(_capi.ForwardOptionsStruct)
         o.logits_mode = _LOGITS_MODES[logits]
         f32, i64 = ctypes.POINTER(c_float), ctypes.POINTER(c_int64)
         o.logits = None if lg is None else lg.ctypes.data_as(f32)
         o.logits_capacity = 0 if lg is None else lg.size
         o.token_logprobs = None if lp is None else lp.ctypes.data_as(f32)
-        o.row_losses = rl.ctypes.data_as(f32)
-        o.row_tokens = rt.ctypes.data_as(i64)
+        o.row_losses = None if rl is None else rl.ctypes.data_as(f32)
+        o.row_tokens = None if rt is None else rt.ctypes.data_as(i64)
         loss, tokens = c_float(), c_int64()
         with self._call as h:
             check(_lib.peftkit_forward_ex(h, address(ids), None if lab is None else address(lab), b, t, byref(o),
-                                          byref(loss), byref(tokens)))
+                                          byref(loss) if wants_loss else None, byref(tokens)))
         if lg is not None and out is not None and shape is not None and lg.shape != shape:
             lg = out.reshape(-1)[: int(np.prod(shape))].reshape(shape)
-        return ForwardResult(logits=lg, token_logprobs=lp, row_losses=rl, row_tokens=rt, loss=float(loss.value),
-                             tokens=int(tokens.value))
+        return ForwardResult(logits=lg, token_logprobs=lp, row_losses=rl, row_tokens=rt,
+                             loss=float(loss.value) if wants_loss else None, tokens=int(tokens.value))
 
     def evaluate(self, input_ids: TokenArray, labels: TokenArray | None = None) -> EvalResult:
         """The loss of a forward pass, without computing logits for the caller or changing anything.
