@@ -235,7 +235,8 @@ def test_merge_mixed_batches_and_checkpoints(tmp_path):
         base = m.forward(ids)
         mixed = m.forward(ids, adapters=["lora", None])
         assert_close("mixed row 0 = lora", mixed[0], r["logits"][0], 1e-5)
-        np.testing.assert_array_equal(mixed[1], base[1])
+        # Row 1 runs in a smaller product than in the whole batch: OpenBLAS may pick another kernel for it.
+        assert_close("mixed row 1 = base", mixed[1], base[1], 1e-6)
         with pytest.raises(peftkit.InvalidArgumentError):
             m.forward(ids, adapters=["lora"])
         with pytest.raises(peftkit.NotFoundError):
