@@ -529,3 +529,66 @@ extension BERTTests {
         #expect(r.loss.isFinite && r.step == 1)
     }
 }
+
+/// Heads saved and loaded with their adapter in PEFT's `modules_to_save` form.
+extension BERTTests {
+    /// PEFT's own save of BertForSequenceClassification + LoRA (SEQ_CLS): the adapter's tensors under
+    /// `base_model.model.bert.`, the classifier as `base_model.model.classifier.*`. Loaded, it gives
+    /// transformers' logits.
+    @Test func loadsPEFTSequenceClassificationFolder() throws {
+        let r = try Parity.ref("bert/a/reference.safetensors")
+        let b = try BERTTests.batch(r)
+        let m = try BERTTests.model("a")
+        let name = try m.loadAdapter(from: TS.fixtures + "/bert/a/peft_seqcls")
+        try m.setActiveAdapter(name)
+        #expect(try m.headInfo()?.kind == .classification && m.headInfo()?.outputs == 3)
+        let logits = try m.classify(inputIDs: b.ids, attentionMask: b.mask, tokenTypeIDs: b.types, batch: b.B, seqLen: b.T)
+        #expect(Parity.close("bert/a PEFT SEQ_CLS folder logits", logits, try r.f("cls_logits"), rel: 1e-5))
+    }
+
+    /// Save then load gives the same head outputs, for each kind; the folder holds PEFT's names and task type.
+    @Test(arguments: [HeadKind.classification, .regression, .tokens])
+    func headSaveLoadRoundTrip(_ kind: HeadKind) throws {
+        let m = try BERTTests.model("a")
+        try m.attachAdapter(name: "t", configJSON: #"{"peft_type": "LORA", "r": 2, "target_modules": ["query", "value"]}"#)
+        try m.setActiveAdapter("t")
+        try m.attachHead(kind, outputs: kind == .regression ? 1 : 3, seed: 2)
+        let ids: [Int32] = [2, 5, 7, 9, 0, 3, 4, 1, 0, 0], mask: [Int32] = [1, 1, 1, 1, 0, 1, 1, 1, 0, 0]
+        var tc = TrainConfig(); tc.learningRate = 1e-2
+        _ = try m.headTrainStep(inputIDs: ids, attentionMask: mask, labels: kind == .regression ? nil : (kind == .tokens ? [0, 1, 2, 1, -100, 2, 2, 0, -100, -100] : [1, 2]),
+                                targets: kind == .regression ? [0.5, -0.5] : nil, batch: 2, seqLen: 5, config: tc)
+        let before = try m.classify(inputIDs: ids, attentionMask: mask, batch: 2, seqLen: 5)
+        let dir = TS.tempDir()
+        try m.saveAdapter(name: "t", to: dir)
+        let cfg = try JSONValue.parseObject(try readWholeFile(path: dir + "/adapter_config.json", maxBytes: 1 << 20), source: "test")
+        #expect(cfg["task_type"] == .string(kind == .tokens ? "TOKEN_CLS" : "SEQ_CLS"))
+        #expect(cfg["modules_to_save"] == .array([.string("classifier")]))
+        let st = try SafeTensorsFile(path: dir + "/adapter_model.safetensors")
+        #expect(st.has("base_model.model.classifier.weight") && st.has("base_model.model.classifier.bias"))
+        #expect(st.names.filter { $0.contains("lora_") }.allSatisfy { $0.hasPrefix("base_model.model.bert.encoder.") })
+        let n = try m.loadAdapter(from: dir, name: "u")
+        try m.setActiveAdapter(n)
+        #expect(try m.headInfo()?.kind == kind)
+        let after = try m.classify(inputIDs: ids, attentionMask: mask, batch: 2, seqLen: 5)
+        #expect(after == before)
+    }
+
+    /// A head is never dropped silently: a bottleneck adapter with a head is not saved (no folder written), and
+    /// a decoder refuses PEFT's SEQ_CLS task type.
+    @Test func headSaveRefusals() throws {
+        let m = try BERTTests.model("b")
+        try m.attachAdapter(name: "bn", config: .bottleneck(BottleneckConfig(preset: .houlsby, reductionFactor: 4)))
+        try m.setActiveAdapter("bn")
+        try m.attachHead(.classification, outputs: 2)
+        let dir = TS.tempDir() + "/bn"
+        #expect(throws: PEFTKitError.self) { try m.saveAdapter(name: "bn", to: dir) }
+        #expect(pathKind(dir) == .missing)
+        let gpt2 = try Model.create(config: TS.tinyConfig(.gpt2), seed: 1)
+        #expect(throws: PEFTKitError.self) {
+            try gpt2.attachAdapter(name: "x", configJSON: #"{"peft_type": "LORA", "r": 2, "task_type": "SEQ_CLS"}"#)
+        }
+        #expect(throws: PEFTKitError.self) {
+            try m.attachAdapter(name: "x", configJSON: #"{"peft_type": "LORA", "r": 2, "target_modules": ["query"], "modules_to_save": ["pooler"]}"#)
+        }
+    }
+}

@@ -291,3 +291,73 @@ extension Engine {
         return (loss, out)
     }
 }
+
+// MARK: files
+
+/// PEFT's name of an encoder head model's classifier (`modules_to_save`), under `base_model.model.`.
+private let headModule = "classifier"
+
+extension Engine {
+    /// What a save of `slot` adds for its task head: PEFT's `modules_to_save` form, as
+    /// `BertForSequenceClassification` / `BertForTokenClassification` + PEFT write it: the classifier's
+    /// `base_model.model.classifier.weight` / `.bias`, the adapter's tensors under `base_model.model.bert.`, and
+    /// `task_type` SEQ_CLS (classification; regression with one output, which transformers reads as regression)
+    /// or TOKEN_CLS. nil without a head.
+    func headFileExtra(_ slot: AdapterSlot) throws
+        -> (tensors: [SavedTensor], config: [String: JSONValue], rename: (String) -> String)? {
+        guard let head = slot.head else { return nil }
+        guard let savable = slot.adapter as? SavableAdapter, savable.fileFormat == .peft else {
+            throw PEFTKitError.unsupported("adapter '\(slot.name)' has a task head, which is saved with PEFT adapters only "
+                + "(LoRA, IA3, prefix, prompt); AdapterHub's head files are not written yet")
+        }
+        if head.kind == .regression && head.outputs != 1 {
+            throw PEFTKitError.unsupported("a regression head of \(head.outputs) outputs cannot be saved in PEFT's form "
+                + "(transformers reads SEQ_CLS with more than one label as classification)")
+        }
+        let K = head.outputs, C = head.head.features
+        let prefix = "base_model.model.\(headModule)."
+        let tensors = [
+            SavedTensor(name: prefix + "weight", shape: [K, C], data: UnsafeBufferPointer(start: head.params, count: K * C)),
+            SavedTensor(name: prefix + "bias", shape: [K], data: UnsafeBufferPointer(start: head.params + K * C, count: K)),
+        ]
+        let config: [String: JSONValue] = [
+            "modules_to_save": .array([.string(headModule)]),
+            "task_type": .string(head.kind == .tokens ? "TOKEN_CLS" : "SEQ_CLS"),
+        ]
+        let rename: (String) -> String = { n in
+            n.hasPrefix("base_model.model.") ? encoderHeadModelPrefix + n.dropFirst("base_model.model.".count) : n
+        }
+        return (tensors, config, rename)
+    }
+
+    /// The task head a PEFT adapter folder saves with its adapter (`modules_to_save` with a classifier, as
+    /// `headFileExtra` writes or PEFT saves from a BERT head model), or nil. TOKEN_CLS gives a token head, SEQ_CLS
+    /// a classifier, or a regression head when it has one output (transformers' rule for `num_labels` 1).
+    func readHeadFile(_ directory: String) throws -> TaskHead? {
+        guard config.encoder != nil else { return nil }
+        let weightsPath = directory + "/" + AdapterFileFormat.peft.weightsFile
+        guard pathKind(weightsPath) == .file else { return nil }
+        let cfgPath = directory + "/" + AdapterFileFormat.configFile
+        let object = try JSONValue.parseObject(try readWholeFile(path: cfgPath, maxBytes: 1 << 20), source: "'\(cfgPath)'")
+        guard case .array(let saved)? = object["modules_to_save"], !saved.isEmpty else { return nil }
+        let st = try SafeTensorsFile(path: weightsPath)
+        guard let module = encoderHeadModules.sorted().first(where: { st.has("base_model.model.\($0).weight") }) else {
+            throw PEFTKitError.format("'\(cfgPath)' lists modules_to_save but '\(weightsPath)' holds no classifier weight")
+        }
+        let key = "base_model.model.\(module)."
+        guard let info = st.info(key + "weight"), info.shape.count == 2, info.shape[1] == config.hiddenSize,
+              info.shape[0] >= 1, info.shape[0] <= 1 << 16 else {
+            throw PEFTKitError.format("'\(weightsPath)': \(key)weight must be [labels, \(config.hiddenSize)]")
+        }
+        let K = info.shape[0]
+        let task: String? = if case .string(let t)? = object["task_type"] { t } else { nil }
+        let kind: HeadKind = task == "TOKEN_CLS" ? .tokens : (K == 1 ? .regression : .classification)
+        let head = try TaskHead(kind: kind, outputs: K, features: config.hiddenSize, seed: 0)
+        try copyFileTensor(st, key: key + "weight", shape: [K, config.hiddenSize], into: head.params, path: weightsPath)
+        try copyFileTensor(st, key: key + "bias", shape: [K], into: head.params + K * config.hiddenSize, path: weightsPath)
+        guard isAllFinite(head.params, head.parameterCount) else {
+            throw PEFTKitError.numerical("'\(weightsPath)' holds a non-finite classifier weight")
+        }
+        return head
+    }
+}

@@ -93,8 +93,9 @@ extension Model {
     /// ```
     public func attachHead(_ kind: HeadKind, outputs: Int, seed: UInt64 = 0) throws {
         try exclusive {
-            try require(config.encoder != nil && config.architecture.weights.bidirectional,
-                        "a task head needs an encoder (BERT) model")
+            guard config.encoder != nil, config.architecture.weights.bidirectional else {
+                throw PEFTKitError.unsupported("a task head needs an encoder (BERT) model, not \(config.architecture)")
+            }
             try require(outputs > 0 && outputs <= 1 << 16, "outputs must be in 1...65536, got \(outputs)")
             guard let slot = engine.active else {
                 throw PEFTKitError.state("no active adapter: a task head belongs to the active adapter")
