@@ -17,6 +17,8 @@ For two tiny random BERT shapes (Tests/Fixtures/bert/<shape>/):
                                A and B) under PEFT's saved names, its hidden states (lora_hidden) and gradients;
                                bn_init.* / bn_grad.*: an AdapterHub double_seq_bn (Houlsby, reduction factor 8,
                                random non-zero weights) under AdapterHub's parameter names, bn_hidden, gradients;
+                               ia3_init.* / ia3_hidden / ia3_grad.*: PEFT IA3 with its default bert targets
+                               (key, value, output.dense), vectors 1 + N(0, 0.3);
                                cls_* (shape a): BertForSequenceClassification logits for labels `cls_labels`,
                                its cross-entropy loss, and the gradients of that loss w.r.t. the LoRA weights and
                                the classifier (`classifier.weight`, `classifier.bias`);
@@ -62,6 +64,27 @@ def perturb(model, seed):
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
             else:
                 p.copy_(0.2 * torch.randn(p.shape, generator=g))
+
+
+def ia3(base, ids, mask, types, probe, ref):
+    """PEFT IA3 with its default targets for bert (key, value, output.dense; output.dense also feed-forward),
+    vectors 1 + N(0, 0.3): ia3_init.*, ia3_hidden, ia3_grad.* (of sum(hidden * probe))."""
+    from peft import IA3Config, get_peft_model
+    from peft.utils import get_peft_model_state_dict
+    pm = get_peft_model(copy.deepcopy(base), IA3Config())
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "ia3_" in n:
+                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
+    for k, v in get_peft_model_state_dict(pm).items():
+        ref["ia3_init." + k] = v.detach().clone().contiguous()
+    h = pm(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+    ref["ia3_hidden"] = h.detach().contiguous()
+    (h * probe).sum().backward()
+    grads = {n: p.grad for n, p in pm.named_parameters() if p.requires_grad}
+    for k, v in get_peft_model_state_dict(pm, state_dict=grads).items():
+        ref["ia3_grad." + k] = v.detach().clone().contiguous()
 
 
 def lora_from(ref, pm, prefix):
@@ -252,6 +275,7 @@ def main():
             ref["classifier.weight"] = full.classifier.weight.detach().clone().contiguous()
             ref["classifier.bias"] = full.classifier.bias.detach().clone().contiguous()
 
+        ia3(base, ids, mask, types, probe, ref)
         if s["cls"]:
             heads(full, cfg, ids, mask, types, ref, d)
 

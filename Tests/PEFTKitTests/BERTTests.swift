@@ -592,3 +592,29 @@ extension BERTTests {
         }
     }
 }
+
+extension BERTTests {
+    /// PEFT IA3 with its default bert targets (key, value, output.dense scaled on the output, output.dense's
+    /// input as feed-forward) and random non-zero vectors: hidden states and gradients.
+    @Test(arguments: shapes)
+    func ia3HiddenAndGradients(_ shape: String) throws {
+        let r = try Parity.ref("bert/\(shape)/reference.safetensors")
+        let b = try BERTTests.batch(r)
+        let m = try BERTTests.model(shape)
+        try m.attachAdapter(name: "default", configJSON: #"{"peft_type": "IA3"}"#)
+        try m.setActiveAdapter("default")
+        let slot = try m.engine.adapter(named: "default")
+        try BERTTests.set(slot, r, prefix: "ia3_init.", name: "default") { $0 }
+        let h = try m.hiddenStates(inputIDs: b.ids, attentionMask: b.mask, tokenTypeIDs: b.types, batch: b.B, seqLen: b.T)
+        #expect(Parity.close("bert/\(shape) IA3 hidden", h, try r.f("ia3_hidden"), rel: 1e-5))
+        let probe = try r.f("probe")
+        try b.ids.withUnsafeBufferPointer { ids in
+            try b.types.withUnsafeBufferPointer { types in
+                try b.mask.withUnsafeBufferPointer { mask in
+                    try m.engine.encoderGradients(inputIDs: ids, typeIDs: types, mask: mask, batch: b.B, seqLen: b.T, probe: probe)
+                }
+            }
+        }
+        try BERTTests.grads(slot, r, prefix: "ia3_grad.", name: "default", rename: { $0 }, what: "bert/\(shape) IA3")
+    }
+}

@@ -1258,7 +1258,7 @@ static void test_bert(void) {
     for (int i = 0; i < C; i++) mean_err = fmaxf(mean_err, fabsf(emb[i] - (padded[i] + padded[C + i] + padded[2 * C + i]) / 3));
     check(mean_err < 1e-5f, "embed without normalisation is the mean over the mask");
 
-    expect(peftkit_adapter_attach_json(m, "bn", "{\"config\": \"double_seq_bn\", \"reduction_factor\": 8}"), PEFTKIT_OK,
+    expect(peftkit_adapter_attach_json(m, "bn", "{\"config\": \"double_seq_bn\"}"), PEFTKIT_OK,
            "adapter_attach_json(houlsby on bert)");
     peftkit_adapter_set_active(m, "bn");
     expect(peftkit_head_attach(m, PEFTKIT_HEAD_CLASSIFICATION, 2, 3), PEFTKIT_OK, "head_attach(classification, 2)");

@@ -39,3 +39,67 @@ extension Engine {
         return TrainStepResult(loss: loss, gradNorm: norm, learningRate: lr, step: opt.step, tokens: counted)
     }
 }
+
+// MARK: labelled data
+
+/// One record of a labelled JSONL file: `{"text": ..., "label": ...}`, with `"text_pair"` for pairs; the label
+/// is a class name, a class index, or a number (regression).
+public struct LabelledRecord: Sendable, Equatable {
+    /// A label as written: a class name, a class index, or a value (regression).
+    public enum Label: Sendable, Equatable {
+        case name(String)
+        case index(Int)
+        case value(Double)
+    }
+    public var text: String
+    public var textPair: String?
+    /// nil when the record has none (texts to classify or embed).
+    public var label: Label?
+}
+
+/// Reading labelled JSONL files for task heads.
+public enum LabelledDataset {
+    /// Reads every record of a JSONL file (blank lines skipped); errors name the file and the 1-based line.
+    public static func read(path: String) throws -> [LabelledRecord] {
+        try parse(try readWholeFile(path: path, maxBytes: JSONLDataset.maxFileBytes), source: "'\(path)'")
+    }
+
+    /// Parses labelled JSONL bytes; `source` names them in errors.
+    public static func parse(_ bytes: [UInt8], source: String = "JSONL data") throws -> [LabelledRecord] {
+        var out: [LabelledRecord] = []
+        var line = 0, start = 0
+        while start <= bytes.count {
+            var end = start
+            while end < bytes.count && bytes[end] != 0x0A { end += 1 }
+            line += 1
+            var hi = end
+            if hi > start && bytes[hi - 1] == 0x0D { hi -= 1 }
+            let slice = Array(bytes[start..<hi])
+            if slice.contains(where: { $0 != 0x20 && $0 != 0x09 }) {
+                let at = "\(source) line \(line)"
+                let o = try JSONValue.parseObject(slice, source: at)
+                guard case .string(let text)? = o["text"] else { throw PEFTKitError.format("\(at): missing string \"text\"") }
+                var pair: String? = nil
+                switch o["text_pair"] {
+                case nil, .null?: break
+                case .string(let s)?: pair = s
+                default: throw PEFTKitError.format("\(at): \"text_pair\" must be a string")
+                }
+                let label: LabelledRecord.Label?
+                switch o["label"] {
+                case nil, .null?: label = nil
+                case .string(let s)?: label = .name(s)
+                case .int(let i)?: label = .index(i)
+                case .double(let d)? where d.isFinite: label = .value(d)
+                case .bool(let b)?: label = .index(b ? 1 : 0)
+                default: throw PEFTKitError.format("\(at): \"label\" must be a string, an integer or a finite number")
+                }
+                out.append(LabelledRecord(text: text, textPair: pair, label: label))
+            }
+            if end >= bytes.count { break }
+            start = end + 1
+        }
+        guard !out.isEmpty else { throw PEFTKitError.format("\(source) has no records") }
+        return out
+    }
+}
