@@ -27,6 +27,7 @@ struct BertDemo: ParsableCommand {
     @Option(help: "Rows per step.") var batch = 16
     @Option(help: "Peak learning rate (cosine schedule).") var lr: Float = 2e-3
     @Option(help: "Seed (data order, adapter and head initialisation).") var seed: UInt64 = 0
+    @Option(help: "Threads (0 = all cores).") var threads = 0
 
     func validate() throws {
         guard steps > 0, batch > 0 else { throw ValidationError("--steps and --batch must be positive") }
@@ -35,9 +36,7 @@ struct BertDemo: ParsableCommand {
     func run() throws {
         let clock = ContinuousClock(), t0 = clock.now
         let folder = try model ?? findMiniLM()
-        var options = ModelOptions()
-        options.model = folder
-        let em = try EncoderModel.load(options)
+        let em = try EncoderModel.load(path: folder, threads: threads)
         let m = em.model
         let dir = try data ?? findTopicData()
         let train = try LabelledDataset.read(path: dir + "/train.jsonl"), test = try LabelledDataset.read(path: dir + "/test.jsonl")

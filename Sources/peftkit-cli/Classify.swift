@@ -19,10 +19,14 @@ struct EncoderModel {
     let tokenizer: WordPieceTokenizer
 
     static func load(_ options: ModelOptions) throws -> EncoderModel {
-        setNumThreads(options.threads)
         guard let path = options.model else {
             throw CLIError("--model: an encoder (BERT) folder with tokenizer.json or vocab.txt, e.g. all-MiniLM-L6-v2")
         }
+        return try load(path: path, threads: options.threads)
+    }
+
+    static func load(path: String, threads: Int) throws -> EncoderModel {
+        setNumThreads(threads)
         let m = try Model.load(path: path)
         guard m.config.architecture == .bert else { throw CLIError("'\(path)' is \(m.config.architecture), not an encoder (BERT)") }
         let tok: WordPieceTokenizer
