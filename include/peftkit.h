@@ -479,7 +479,9 @@ peftkit_status peftkit_adapter_save_as(peftkit_model *model, const char *name, c
  * Hugging Face PEFT (LoRA, rsLoRA, IA3, prefix and prompt tuning of a causal LM; told apart by
  * adapter_model.safetensors), or a llama.cpp GGUF LoRA adapter when `dir` is a file whose name ends in
  * ".gguf" (stored name "default"; alpha absent or 0 means scale 1, as in llama.cpp), and attaches it. It is not made active. PEFT options PEFTKit does not
- * implement (DoRA, bias training, modules_to_save, rank_pattern, ...) give PEFTKIT_ERR_UNSUPPORTED.
+ * implement (DoRA, bias training, modules_to_save, rank_pattern, ...) give PEFTKIT_ERR_UNSUPPORTED; on an encoder
+ * (BERT), modules_to_save ["classifier"] with task_type SEQ_CLS / TOKEN_CLS is read: the adapter is attached with
+ * its task head (peftkit_head_attach).
  *
  * dir       folder path, UTF-8.
  * name      the name to attach it under; NULL = the name stored in the folder (AdapterHub), or
@@ -617,7 +619,8 @@ peftkit_status peftkit_train_step(peftkit_model *model, const int32_t *input_ids
  *
  * peftkit_train_gradients: *data = the flat fp32 gradient buffer of what peftkit_train_step trains (the active
  * adapter's parameters, or every base weight under full fine-tuning), *count = its length in floats. The pointer
- * stays valid until that adapter is removed, full fine-tuning is switched, or the model is freed. Read or write
+ * stays valid until that adapter is removed or given a task head (peftkit_head_attach), full fine-tuning is
+ * switched, or the model is freed. Read or write
  * it between compute and apply, never while another call runs on the model.
  * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL), PEFTKIT_ERR_STATE (nothing to train).
  */

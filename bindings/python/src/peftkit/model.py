@@ -530,7 +530,8 @@ class Model:
     def gradients(self) -> np.ndarray:
         """A float32 numpy view (no copy) of the flat gradient buffer of what :meth:`train_step` trains,
         to read or change in place between :meth:`compute_gradients` and :meth:`apply_gradients`. Valid
-        until that adapter is removed, full fine-tuning is switched, or the model is closed."""
+        until that adapter is removed or given a task head, full fine-tuning is switched, or the model is
+        closed."""
         data = ctypes.POINTER(ctypes.c_float)()
         count = ctypes.c_int64()
         with self._call as h:
