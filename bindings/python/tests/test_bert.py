@@ -88,10 +88,11 @@ def test_heads_shapes_training_and_refusals(bert, ref, kind, k):
     assert out.shape == ((b, t, k) if kind == "tokens" else (b, k)) and loss0 is not None and np.isfinite(loss0)
     with pytest.raises(peftkit.InvalidArgumentError):
         bert.head_train_step(ids, mask, types, **bad)
-    losses = [bert.head_train_step(ids, mask, types, **args, learning_rate=1e-2, weight_decay=0) for _ in range(20)]
+    results = [bert.head_train_step(ids, mask, types, **args, learning_rate=1e-2, weight_decay=0) for _ in range(20)]
+    losses = [r.loss for r in results]
     assert losses[0] == pytest.approx(loss0, rel=1e-5)
     assert losses[-1] < 0.6 * losses[0]
-    assert bert.last_train_result.step == 20
+    assert results[-1].step == 20
     _, loss1 = bert.head_forward(ids, mask, types, **args)
     assert loss1 < losses[0]
     np.testing.assert_array_equal(bert.classify(ids, mask, types), bert.head_forward(ids, mask, types)[0])

@@ -921,9 +921,10 @@ class Model:
     def head_train_step(self, input_ids: TokenArray, attention_mask: TokenArray | None = None,
                         token_type_ids: TokenArray | None = None, *, labels: TokenArray | None = None,
                         targets: Any = None, config: TrainConfig | Mapping[str, Any] | None = None,
-                        **train_options: Any) -> float:
+                        **train_options: Any) -> TrainResult:
         """One AdamW step of the active adapter and its head on `labels` or `targets` (as
-        :meth:`head_forward`); returns the loss before the update (details in :attr:`last_train_result`)."""
+        :meth:`head_forward`). Returns the :class:`TrainResult`: the loss before the update (``.loss``), the
+        gradient norm, learning rate, step, and in ``tokens`` the labels (or rows) that counted."""
         tc = _make(TrainConfig, config, train_options)
         s = tc._to_struct()
         ids, mask, types, b, t = self._encoder_arrays(input_ids, attention_mask, token_type_ids)
@@ -936,8 +937,8 @@ class Model:
                                                None if lab is None else address(lab),
                                                None if tg is None else address(tg), byref(s), byref(r)))
             result = TrainResult(r.loss, r.grad_norm, r.learning_rate, r.step, r.tokens)
-            self.last_train_result = result
-        return result.loss
+            self._last_train_result = result
+        return result
 
     def loss(self, input_ids: TokenArray, labels: TokenArray | None = None) -> float:
         """The mean cross-entropy loss of a forward pass (see :meth:`evaluate`)."""
