@@ -181,8 +181,8 @@ struct QuantizedMatrix: @unchecked Sendable {
         let n = inFeatures
         if type == .f32, Int(bitPattern: data) % MemoryLayout<Float>.alignment == 0 {
             let w = data.assumingMemoryBound(to: Float.self)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outFeatures), Int32(n),
-                        1, inp, Int32(ldi), w, Int32(n), beta, out, Int32(ldo))
+            sgemm(transA: false, transB: true, m: rows, n: outFeatures, k: n,
+                  alpha: 1, a: inp, lda: ldi, b: w, ldb: n, beta: beta, c: out, ldc: ldo)
             return
         }
         let tile = tileRows
@@ -192,8 +192,8 @@ struct QuantizedMatrix: @unchecked Sendable {
         while r0 < outFeatures {
             let t = min(tile, outFeatures - r0)
             dequantizeRows(r0, t, into: panel, isa: isa)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(t), Int32(n),
-                        1, inp, Int32(ldi), panel, Int32(n), beta, out + r0, Int32(ldo))
+            sgemm(transA: false, transB: true, m: rows, n: t, k: n,
+                  alpha: 1, a: inp, lda: ldi, b: panel, ldb: n, beta: beta, c: out + r0, ldc: ldo)
             r0 += t
         }
     }
@@ -212,8 +212,8 @@ struct QuantizedMatrix: @unchecked Sendable {
         let n = inFeatures
         if type == .f32, Int(bitPattern: data) % MemoryLayout<Float>.alignment == 0 {
             let w = data.assumingMemoryBound(to: Float.self)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(n), Int32(outFeatures),
-                        1, dout, Int32(lddo), w, Int32(n), accumulate ? 1 : 0, dinp, Int32(lddi))
+            sgemm(transA: false, transB: false, m: rows, n: n, k: outFeatures,
+                  alpha: 1, a: dout, lda: lddo, b: w, ldb: n, beta: accumulate ? 1 : 0, c: dinp, ldc: lddi)
             return
         }
         let tile = tileRows
@@ -223,8 +223,8 @@ struct QuantizedMatrix: @unchecked Sendable {
         while r0 < outFeatures {
             let t = min(tile, outFeatures - r0)
             dequantizeRows(r0, t, into: panel, isa: isa)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(n), Int32(t),
-                        1, dout + r0, Int32(lddo), panel, Int32(n), (r0 > 0 || accumulate) ? 1 : 0, dinp, Int32(lddi))
+            sgemm(transA: false, transB: false, m: rows, n: n, k: t,
+                  alpha: 1, a: dout + r0, lda: lddo, b: panel, ldb: n, beta: (r0 > 0 || accumulate) ? 1 : 0, c: dinp, ldc: lddi)
             r0 += t
         }
     }
