@@ -1,8 +1,10 @@
 import Testing
 @testable import PEFTKit
 
-/// `sgemm` splits a product across PEFTKit's pool; every element is still one dot product over the whole of k,
-/// so the split result must equal one unsplit call bit for bit, and both the naive triple loop to rounding.
+/// `sgemm` splits a product across PEFTKit's pool. Every element is still one dot product over the whole of k, but
+/// OpenBLAS picks its kernel by the size of the call (a small-matrix path for some transposes), so a split can
+/// move the last bit: the split equals one call to rounding, is the same on every run at one thread count, and
+/// both equal the naive triple loop to rounding.
 @Suite(.serialized) struct GEMMTests {
     struct Case: CustomStringConvertible {
         let m, n, k: Int
@@ -42,9 +44,10 @@ import Testing
     }
 
     @Test(arguments: cases)
-    func splitEqualsOneCallBitForBit(_ c: Case) {
+    func splitEqualsOneCall(_ c: Case) {
         let one = GEMMTests.run(c, threads: 1), split = GEMMTests.run(c, threads: 4)
-        #expect(one.map(\.bitPattern) == split.map(\.bitPattern))
+        #expect(GEMMTests.run(c, threads: 4).map(\.bitPattern) == split.map(\.bitPattern), "deterministic")
+        #expect(TS.maxAbsDiff(one, split) <= 1e-5, "split against one call")
         // And both are the product: the naive loop in Double.
         let (m, n, k) = (c.m, c.n, c.k)
         let (ac, bc) = (c.transA ? m : k, c.transB ? k : n)

@@ -6,8 +6,9 @@ import COpenBLAS
 /// PEFTKit's loops and the products: no OpenBLAS worker spins in `sched_yield` while a PEFTKit loop runs (three
 /// runnable threads on two cores), and no call ever changes the process-wide OpenBLAS thread count again.
 ///
-/// Every element of C is still one sgemm's dot product over the whole of k, so a split changes no result bit:
-/// `GEMMTests` checks that against one unsplit call for every transpose and beta.
+/// Every element of C is still one dot product over the whole of k; OpenBLAS picks its kernel by the size of each
+/// call, so a split may move the last bit against one call (`GEMMTests`), and the result is the same on every run
+/// with the same thread count.
 ///
 /// Row-major: C[m, n] = alpha · op(A)[m, k] · op(B)[k, n] + beta · C, op = transpose when `transA` / `transB`.
 func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
