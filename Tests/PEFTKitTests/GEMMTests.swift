@@ -1,4 +1,5 @@
 import Testing
+import Foundation
 @testable import PEFTKit
 
 /// `sgemm` splits a product across PEFTKit's pool. Every element is still one dot product over the whole of k, but
@@ -70,5 +71,43 @@ import Testing
             for j in n..<ldc { #expect(split[i * ldc + j] == c0[i * ldc + j]) }
         }
         #expect(worst < 1e-4, "max |error| \(worst)")
+    }
+}
+
+/// Two models trained at the same time on two host threads share PEFTKit's pool and give bit for bit what each
+/// gives alone: no call changes process-wide state (the OpenBLAS thread count) under the other.
+@Suite struct ConcurrentModelsTests {
+    static func train(_ seed: UInt64) throws -> [UInt32] {
+        let cfg = ModelConfig(architecture: .llama, vocabSize: 256, hiddenSize: 128, numLayers: 2, numHeads: 4,
+                              numKVHeads: 2, intermediateSize: 256, maxPositions: 64, ropeTheta: 10000,
+                              tieWordEmbeddings: false)
+        let m = try Model.create(config: cfg, seed: seed)
+        try m.attachAdapter(name: "a", config: LoRAConfig())
+        try m.setActiveAdapter("a")
+        let ids = TS.ids(4 * 64, vocab: 256, seed: seed)
+        var tc = TrainConfig(); tc.learningRate = 1e-2
+        for _ in 0..<3 { _ = try m.trainStep(inputIDs: ids, batch: 4, seqLen: 64, config: tc) }
+        return try m.withTrainableParameters { $0.map(\.bitPattern) }
+    }
+
+    @Test func twoModelsOnTwoThreadsEqualEachAlone() throws {
+        let alone = [try ConcurrentModelsTests.train(1), try ConcurrentModelsTests.train(2)]
+        nonisolated(unsafe) var together: [[UInt32]] = [[], []]
+        nonisolated(unsafe) var failures: [String] = []
+        let lock = NSLock()
+        let threads = (0..<2).map { i in
+            Thread {
+                do {
+                    let r = try ConcurrentModelsTests.train(UInt64(i + 1))
+                    lock.lock(); together[i] = r; lock.unlock()
+                } catch {
+                    lock.lock(); failures.append("\(error)"); lock.unlock()
+                }
+            }
+        }
+        for t in threads { t.start() }
+        while threads.contains(where: { !$0.isFinished }) { usleep(1000) }
+        #expect(failures.isEmpty, "\(failures)")
+        #expect(together[0] == alone[0] && together[1] == alone[1], "bit-identical to each model alone")
     }
 }
