@@ -159,6 +159,10 @@ typedef int32_t peftkit_status;
 /* The model is in use by another call that is still running (calls on one model must not overlap).
  * Nothing was changed; the same call may succeed once the other one has returned. */
 #define PEFTKIT_ERR_BUSY (-11)
+/* A progress callback returned 0 (see peftkit_progress_callback): the call stopped early and changed nothing
+ * (a load returns no model and keeps no memory; a train step leaves weights, optimiser state and step count as
+ * they were). */
+#define PEFTKIT_ERR_CANCELLED (-12)
 
 /*
  * A short English description of a status code ("invalid argument", "model in use by another call", ...),
@@ -205,7 +209,7 @@ peftkit_status peftkit_set_num_threads(int32_t n);
 /* Llama: RMSNorm, RoPE, SwiGLU MLP, grouped-query attention. */
 #define PEFTKIT_ARCH_LLAMA 1
 /* BERT encoder: post-LayerNorm, learned positions, token types, GELU (erf), bidirectional attention, pooler.
-   Token types and padding masks are not yet taken by the C functions (types 0, no padding). */
+   Token types and padding masks are taken by the encoder functions (peftkit_encoder_*, peftkit_head_*). */
 #define PEFTKIT_ARCH_BERT 2
 
 /* Adapter methods (peftkit_adapter_method). Later versions add more methods. */
@@ -322,6 +326,51 @@ peftkit_status peftkit_model_load(const char *path, peftkit_model **out);
 peftkit_status peftkit_model_load_with(const char *path, uint32_t flags, peftkit_model **out);
 
 /*
+ * Progress of a long call, called on the thread that made the call, between two pieces of work.
+ *
+ * done, total  work finished so far and all the work of the call, in the unit the calling function states
+ *              (0 <= done <= total, total >= 1; done grows by at least 1 from one call to the next and the
+ *              last call has done == total). done / total is the fraction finished.
+ * user         the pointer registered with the callback.
+ * Return non-zero to go on, 0 to cancel: the call then returns PEFTKIT_ERR_CANCELLED and changes nothing.
+ * (Note the sense: peftkit_token_callback returns non-zero to stop; a progress callback returns non-zero to
+ * continue, as llama.cpp's progress callbacks do.)
+ *
+ * Reentrancy: while the callback runs, its model is in use: any call on that model from inside the callback
+ * (other than the reads listed under THREAD SAFETY) fails with PEFTKIT_ERR_BUSY. Other models may be used.
+ * The callback must not unwind (longjmp, C++ exceptions) through the library.
+ */
+typedef int32_t (*peftkit_progress_callback)(int64_t done, int64_t total, void *user);
+
+/*
+ * Options of peftkit_model_load_ex. An input struct (see "Structs and versions"); defaults set by
+ * peftkit_load_config_init: flags 0, no callback.
+ */
+typedef struct peftkit_load_config {
+    uint32_t struct_size;                /* sizeof(peftkit_load_config); set by peftkit_load_config_init */
+    uint32_t flags;                      /* 0 or PEFTKIT_LOAD_WIDEN */
+    peftkit_progress_callback progress;  /* nullable; called with done/total in weight tensors read */
+    void *progress_user;                 /* passed to progress as is */
+} peftkit_load_config;
+
+/*
+ * Writes the defaults above into the first `size` bytes of *config and sets struct_size = size. Use the macro
+ * peftkit_load_config_init(config). Returns PEFTKIT_OK or PEFTKIT_ERR_INVALID_ARGUMENT.
+ */
+peftkit_status peftkit_load_config_init_sized(peftkit_load_config *config, size_t size);
+#define peftkit_load_config_init(config) peftkit_load_config_init_sized((config), sizeof *(config))
+
+/*
+ * As peftkit_model_load_with(path, config->flags, out), calling config->progress (when not NULL) after each
+ * weight tensor is read (done / total = tensors read / tensors of the model). A callback returning 0 cancels
+ * the load: PEFTKIT_ERR_CANCELLED, *out = NULL, and everything read so far is released.
+ *
+ * config  nullable (= the defaults); read only, not kept.
+ * Returns what peftkit_model_load_with returns, plus PEFTKIT_ERR_CANCELLED.
+ */
+peftkit_status peftkit_model_load_ex(const char *path, const peftkit_load_config *config, peftkit_model **out);
+
+/*
  * Frees a model and all its adapters. NULL is a no-op. The handle is invalid afterwards. Must not
  * overlap another call on the same model.
  */
@@ -431,6 +480,46 @@ peftkit_status peftkit_adapter_num_params(const peftkit_model *model, const char
 peftkit_status peftkit_adapter_method(peftkit_model *model, const char *name, int32_t *out);
 
 /*
+ * Tensor access: an adapter's weights under the names and shapes its saved file gives them (PEFT's
+ * "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" [r, in], AdapterHub's
+ * "transformer.h.0.output_adapters.NAME.adapter_down.0.weight", "prompt_embeddings", ...): what
+ * peftkit_adapter_save would write now, in the order it lists them, as fp32. Indices are stable while the
+ * adapter stays attached.
+ *
+ * peftkit_adapter_tensor_count: the number of tensors of adapter `adapter` into *out.
+ *
+ * peftkit_adapter_tensor_info: tensor `index` (0 .. count-1).
+ *   name_buf, name_cap, name_len  its name, written like peftkit_adapter_name (name_buf may be NULL only when
+ *                                 name_cap is 0: a size query; name_len nullable).
+ *   shape, shape_cap, ndim        its dimensions into shape[0 .. *ndim) (shape nullable when shape_cap is 0;
+ *                                 ndim required). At most 4 dimensions; a shape_cap below the tensor's ndim is
+ *                                 PEFTKIT_ERR_BUFFER_TOO_SMALL with *ndim set.
+ *   writable                      nullable; 1 when peftkit_adapter_tensor_write may change it, 0 when it is
+ *                                 derived (a prefix trained with prefix_projection saves its MLP's output).
+ *
+ * peftkit_adapter_tensor_read: copies tensor `tensor` into buf (count floats, at least its element count, else
+ *   PEFTKIT_ERR_BUFFER_TOO_SMALL and nothing written); *n_out (nullable) = its element count.
+ *
+ * peftkit_adapter_tensor_write: replaces tensor `tensor` with `count` floats from data (count must equal its
+ *   element count, row-major as its shape says). Every value must be finite (else PEFTKIT_ERR_INVALID_ARGUMENT
+ *   naming the first bad index, and nothing changes). Forward passes, generation and saves see the new values
+ *   at once; the adapter's AdamW moments and step count are kept. Not allowed while the adapter is merged
+ *   (PEFTKIT_ERR_STATE); a derived tensor is PEFTKIT_ERR_UNSUPPORTED.
+ *
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL, index out of range, count, non-finite data),
+ * PEFTKIT_ERR_NOT_FOUND (no such adapter or tensor), PEFTKIT_ERR_BUFFER_TOO_SMALL, PEFTKIT_ERR_STATE,
+ * PEFTKIT_ERR_UNSUPPORTED (the method has no file format; a derived tensor), PEFTKIT_ERR_BUSY.
+ */
+peftkit_status peftkit_adapter_tensor_count(peftkit_model *model, const char *adapter, int32_t *out);
+peftkit_status peftkit_adapter_tensor_info(peftkit_model *model, const char *adapter, int32_t index, char *name_buf,
+                                           size_t name_cap, size_t *name_len, int64_t *shape, int32_t shape_cap,
+                                           int32_t *ndim, int32_t *writable);
+peftkit_status peftkit_adapter_tensor_read(peftkit_model *model, const char *adapter, const char *tensor, float *buf,
+                                           size_t count, size_t *n_out);
+peftkit_status peftkit_adapter_tensor_write(peftkit_model *model, const char *adapter, const char *tensor,
+                                            const float *data, size_t count);
+
+/*
  * Folds LoRA or IA3 adapter `name` into the base weights. The tensors it touches are copied first (the
  * originals, possibly memory-mapped from the model file, are never written); afterwards the base model
  * computes what the adapter did, the adapter's own hooks are off and it cannot be trained until unmerged.
@@ -481,7 +570,9 @@ peftkit_status peftkit_adapter_save_as(peftkit_model *model, const char *name, c
  * Hugging Face PEFT (LoRA, rsLoRA, IA3, prefix and prompt tuning of a causal LM; told apart by
  * adapter_model.safetensors), or a llama.cpp GGUF LoRA adapter when `dir` is a file whose name ends in
  * ".gguf" (stored name "default"; alpha absent or 0 means scale 1, as in llama.cpp), and attaches it. It is not made active. PEFT options PEFTKit does not
- * implement (DoRA, bias training, modules_to_save, rank_pattern, ...) give PEFTKIT_ERR_UNSUPPORTED.
+ * implement (DoRA, bias training, modules_to_save, rank_pattern, ...) give PEFTKIT_ERR_UNSUPPORTED; on an encoder
+ * (BERT), modules_to_save ["classifier"] with task_type SEQ_CLS / TOKEN_CLS is read: the adapter is attached with
+ * its task head (peftkit_head_attach).
  *
  * dir       folder path, UTF-8.
  * name      the name to attach it under; NULL = the name stored in the folder (AdapterHub), or
@@ -619,7 +710,8 @@ peftkit_status peftkit_train_step(peftkit_model *model, const int32_t *input_ids
  *
  * peftkit_train_gradients: *data = the flat fp32 gradient buffer of what peftkit_train_step trains (the active
  * adapter's parameters, or every base weight under full fine-tuning), *count = its length in floats. The pointer
- * stays valid until that adapter is removed, full fine-tuning is switched, or the model is freed. Read or write
+ * stays valid until that adapter is removed or given a task head (peftkit_head_attach), full fine-tuning is
+ * switched, or the model is freed. Read or write
  * it between compute and apply, never while another call runs on the model.
  * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL), PEFTKIT_ERR_STATE (nothing to train).
  */
@@ -629,6 +721,18 @@ peftkit_status peftkit_train_compute_gradients(peftkit_model *model, const int32
 peftkit_status peftkit_train_apply_gradients(peftkit_model *model, const peftkit_train_config *config,
                                              peftkit_train_result *out);
 peftkit_status peftkit_train_gradients(peftkit_model *model, float **data, int64_t *count);
+
+/*
+ * Registers a progress callback for the model's training calls (peftkit_train_step and
+ * peftkit_train_compute_gradients), replacing any earlier one; cb NULL removes it. It is called on the calling
+ * thread after the forward pass of each micro-batch and after the backward pass through each layer (done /
+ * total in those units, over all micro-batches of the call). Returning 0 cancels the call:
+ * PEFTKIT_ERR_CANCELLED, with the adapter's weights, AdamW moments, step count and random state unchanged and the
+ * gradient buffer zeroed (a following peftkit_train_apply_gradients fails with PEFTKIT_ERR_STATE).
+ * Calls on the model from inside the callback fail with PEFTKIT_ERR_BUSY (see peftkit_progress_callback).
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_BUSY.
+ */
+peftkit_status peftkit_model_set_progress_callback(peftkit_model *model, peftkit_progress_callback cb, void *user);
 
 /*
  * A forward pass with the active adapter (or the base model), without any update.
@@ -660,6 +764,54 @@ peftkit_status peftkit_forward(peftkit_model *model, const int32_t *input_ids, c
 peftkit_status peftkit_forward_mixed(peftkit_model *model, const int32_t *input_ids, const int32_t *labels,
                                      const char *const *adapters, int32_t batch, int32_t seq_len, float *logits,
                                      size_t logits_capacity, float *loss_out, int64_t *tokens_out);
+
+/* Which logits peftkit_forward_ex writes (peftkit_forward_options.logits_mode). */
+/* Every position: batch * seq_len * vocab_size floats, [batch][seq_len][vocab_size]. */
+#define PEFTKIT_LOGITS_ALL 0
+/* The last position of each row only: batch * vocab_size floats, [batch][vocab_size]. */
+#define PEFTKIT_LOGITS_LAST 1
+/* None; `logits` must be NULL. */
+#define PEFTKIT_LOGITS_NONE 2
+
+/*
+ * Outputs of peftkit_forward_ex. An input struct (see "Structs and versions": the pointers are the caller's
+ * buffers, read during the call only); defaults set by peftkit_forward_options_init: ALL, every pointer NULL.
+ */
+typedef struct peftkit_forward_options {
+    uint32_t struct_size;    /* sizeof(peftkit_forward_options); set by peftkit_forward_options_init */
+    int32_t logits_mode;     /* PEFTKIT_LOGITS_* */
+    float *logits;           /* nullable; receives the logits logits_mode names */
+    size_t logits_capacity;  /* size of logits in floats; smaller than needed is PEFTKIT_ERR_BUFFER_TOO_SMALL */
+    float *token_logprobs;   /* nullable; batch * seq_len floats: [b][t] = log p(labels[b][t] | the tokens before
+                                t), the log-softmax of the logits at t - 1 at the label (labels shifted as for the
+                                loss); 0 where the label does not count (-100, and t = 0 unless the adapter adds
+                                virtual tokens, whose last one scores t = 0) */
+    float *row_losses;       /* nullable; batch floats: each row's mean cross-entropy (0 when none counted) */
+    int64_t *row_tokens;     /* nullable; batch entries: each row's counted label positions */
+} peftkit_forward_options;
+
+/*
+ * Writes the defaults above into the first `size` bytes of *options and sets struct_size = size. Use the macro
+ * peftkit_forward_options_init(options). Returns PEFTKIT_OK or PEFTKIT_ERR_INVALID_ARGUMENT.
+ */
+peftkit_status peftkit_forward_options_init_sized(peftkit_forward_options *options, size_t size);
+#define peftkit_forward_options_init(options) peftkit_forward_options_init_sized((options), sizeof *(options))
+
+/*
+ * peftkit_forward with more outputs, for hosts that score candidates: per-token log-probabilities of the labels,
+ * per-row losses, and the logits of every position, of the last one only, or none (a 2048-token row over a
+ * 49152-token vocabulary is 400 MB of logits; its last position 192 KB). The mean loss is the token-weighted mean
+ * of the row losses. With LAST or NONE and no loss output asked for (loss_out, token_logprobs, row_losses and
+ * row_tokens all NULL), the LM head runs on the last position of each row only.
+ *
+ * options  nullable (= peftkit_forward: ALL with no buffer, i.e. no logits); read only.
+ * loss_out, tokens_out  nullable, as for peftkit_forward.
+ * Returns as peftkit_forward (PEFTKIT_ERR_INVALID_ARGUMENT also for an unknown logits_mode, or logits given with
+ * NONE).
+ */
+peftkit_status peftkit_forward_ex(peftkit_model *model, const int32_t *input_ids, const int32_t *labels, int32_t batch,
+                                  int32_t seq_len, const peftkit_forward_options *options, float *loss_out,
+                                  int64_t *tokens_out);
 
 /* ===================================================================================================
  * Generation
@@ -739,6 +891,92 @@ peftkit_status peftkit_generate_mixed(peftkit_model *model, const int32_t *const
                                       const char *const *adapters, int32_t batch,
                                       const peftkit_generate_config *config, int32_t *out_tokens,
                                       size_t out_capacity, int32_t *n_out);
+/* ===================================================================================================
+ * Encoders (BERT): hidden states, sentence embeddings, task heads
+ *
+ * These take a model whose architecture is PEFTKIT_ARCH_BERT (PEFTKIT_ERR_UNSUPPORTED otherwise) and run it
+ * with the active adapter (or none). Besides input_ids (batch * seq_len ids, row-major) each takes:
+ *   token_type_ids  nullable; batch * seq_len segment ids, each in 0 ..< type_vocab_size (NULL = all 0).
+ *   attention_mask  nullable; batch * seq_len entries, each 0 or 1, at least one 1 per row (NULL = no
+ *                   padding). Positions with 0 are padding: no other position attends to them, so a row's
+ *                   real positions get the same result whatever the padding and its ids.
+ * All three are read during the call only. Bad values give PEFTKIT_ERR_INVALID_ARGUMENT naming the entry.
+ * =================================================================================================== */
+
+/*
+ * The last layer's hidden states, [batch][seq_len][hidden_size] floats into out (out_capacity floats; fewer
+ * than needed gives PEFTKIT_ERR_BUFFER_TOO_SMALL before anything runs).
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_BUFFER_TOO_SMALL, PEFTKIT_ERR_UNSUPPORTED
+ * (not an encoder, or an adapter with virtual tokens), PEFTKIT_ERR_OUT_OF_MEMORY, PEFTKIT_ERR_BUSY.
+ */
+peftkit_status peftkit_encoder_hidden_states(peftkit_model *model, const int32_t *input_ids,
+                                             const int32_t *token_type_ids, const int32_t *attention_mask,
+                                             int32_t batch, int32_t seq_len, float *out, size_t out_capacity);
+
+/*
+ * Sentence embeddings, [batch][hidden_size] floats: the mean of the hidden states over the unmasked
+ * positions, scaled to unit L2 norm when normalize is 1 (what sentence-transformers computes for
+ * all-MiniLM-L6-v2). normalize is 0 or 1. Other arguments and statuses as peftkit_encoder_hidden_states.
+ */
+peftkit_status peftkit_encoder_embed(peftkit_model *model, const int32_t *input_ids, const int32_t *token_type_ids,
+                                     const int32_t *attention_mask, int32_t batch, int32_t seq_len,
+                                     int32_t normalize, float *out, size_t out_capacity);
+
+/* Task heads (peftkit_head_attach). */
+/* Sequence classification: the pooler's output (mean pooling without a pooler), a linear layer, cross-entropy
+   on one label per row (transformers' BertForSequenceClassification). */
+#define PEFTKIT_HEAD_CLASSIFICATION 1
+/* Sequence regression: the same features and layer, mean squared error on `outputs` float targets per row. */
+#define PEFTKIT_HEAD_REGRESSION 2
+/* Token classification: each position's hidden state, a linear layer, cross-entropy on one label per
+   position (BertForTokenClassification). */
+#define PEFTKIT_HEAD_TOKENS 3
+
+/*
+ * Gives the active adapter a task head of `kind` (PEFTKIT_HEAD_*) with `outputs` outputs (classes, or values
+ * for regression; 1 ..= 65536), replacing any head it had. Weights N(0, 0.02) drawn from `seed`, bias 0. The
+ * head belongs to that adapter (PEFT's modules_to_save): it trains with it in one optimiser state (the pointer
+ * of peftkit_train_gradients changes: ask again) and is saved with it.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (kind, outputs), PEFTKIT_ERR_STATE (no active adapter),
+ * PEFTKIT_ERR_UNSUPPORTED (not an encoder), PEFTKIT_ERR_OUT_OF_MEMORY, PEFTKIT_ERR_BUSY.
+ */
+peftkit_status peftkit_head_attach(peftkit_model *model, int32_t kind, int32_t outputs, uint64_t seed);
+
+/*
+ * The active adapter's head: *kind = PEFTKIT_HEAD_* and *outputs its number of outputs, or both 0 when there
+ * is no active adapter or it has no head. kind and outputs must not be NULL.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_BUSY.
+ */
+peftkit_status peftkit_head_get(peftkit_model *model, int32_t *kind, int32_t *outputs);
+
+/*
+ * The active adapter's head outputs: [batch][outputs] floats (classification logits, regression values), or
+ * [batch][seq_len][outputs] (token logits), into out (nullable; out_capacity floats, fewer than needed gives
+ * PEFTKIT_ERR_BUFFER_TOO_SMALL). With labels or targets also the mean loss into *loss_out (nullable):
+ *   labels   nullable; classification: batch labels, tokens: batch * seq_len labels, each in 0 ..< outputs or
+ *            PEFTKIT_IGNORE_INDEX. NULL for regression.
+ *   targets  nullable; regression: batch * outputs finite floats. NULL for the other kinds.
+ * Nothing is trained. Returns as peftkit_encoder_hidden_states, plus PEFTKIT_ERR_STATE (no active adapter or
+ * no head).
+ */
+peftkit_status peftkit_head_forward(peftkit_model *model, const int32_t *input_ids, const int32_t *token_type_ids,
+                                    const int32_t *attention_mask, int32_t batch, int32_t seq_len,
+                                    const int32_t *labels, const float *targets, float *out, size_t out_capacity,
+                                    float *loss_out);
+
+/*
+ * One optimiser step of the active adapter and its head together on labels (classification, tokens) or
+ * targets (regression), as in peftkit_head_forward (exactly one of them given): mean cross-entropy or squared
+ * error, one gradient clip and one AdamW update over both. out (nullable, struct_size set by the caller)
+ * receives the loss, gradient norm, learning rate, step, and in `tokens` the labels (or rows) that counted.
+ * Returns as peftkit_head_forward, plus PEFTKIT_ERR_NUMERICAL (non-finite loss, gradient or update: nothing
+ * changed).
+ */
+peftkit_status peftkit_head_train_step(peftkit_model *model, const int32_t *input_ids, const int32_t *token_type_ids,
+                                       const int32_t *attention_mask, int32_t batch, int32_t seq_len,
+                                       const int32_t *labels, const float *targets,
+                                       const peftkit_train_config *config, peftkit_train_result *out);
+
 /* ===================================================================================================
  * Tokenization
  *
