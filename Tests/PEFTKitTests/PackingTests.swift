@@ -228,3 +228,54 @@ private func gradients(_ model: Model) throws -> [Float] {
         #expect(a.result.tokens == b.result.tokens)
     }
 }
+
+@Suite struct DatasetPacking {
+    private func example(_ n: Int, _ tag: Int32) -> DatasetExample {
+        let ids = (0..<n).map { tag * 100 + Int32($0) }
+        var labels = ids
+        labels[0] = -100
+        return DatasetExample(inputIDs: ids, labels: labels)
+    }
+
+    @Test func firstFitDecreasingKeepsEveryTokenOnce() throws {
+        let lens = [5, 9, 3, 12, 2, 7, 4, 4, 1, 15]
+        let examples = lens.enumerated().map { example($1, Int32($0)) }
+        let rows = try SequencePacking.pack(examples, seqLen: 12)
+        // Longest first (cut lengths; ties in input order) into the first row with room: 12 | 15 cut to 12 | 9+3 | 7+5 | 4+4+2+1.
+        #expect(rows.map { $0.inputIDs.count } == [12, 12, 12, 12, 11])
+        #expect(rows.map { $0.inputIDs[0] } == [300, 900, 100, 500, 600])
+        #expect(rows[2].segmentIDs == [Int32](repeating: 0, count: 9) + [1, 1, 1])
+        for r in rows {
+            #expect(r.inputIDs.count <= 12)
+            #expect(r.segmentIDs?.count == r.inputIDs.count)
+            #expect(r.labels.count == r.inputIDs.count)
+            // Segment ids are 0, 1, ... in row order, each record contiguous.
+            var expected: Int32 = 0
+            for t in 1..<r.inputIDs.count where r.segmentIDs![t] != r.segmentIDs![t - 1] {
+                expected += 1
+                #expect(r.segmentIDs![t] == expected)
+            }
+        }
+        // Every record's tokens appear exactly once (cut to 12), in order, with their labels.
+        let all = rows.flatMap(\.inputIDs)
+        let want = examples.flatMap { $0.inputIDs.prefix(12) }
+        #expect(all.sorted() == want.sorted())
+        #expect(rows.flatMap(\.labels).filter { $0 == -100 }.count == lens.count)
+        // Deterministic.
+        #expect(try SequencePacking.pack(examples, seqLen: 12) == rows)
+    }
+
+    @Test func batchOfPackedRowsCarriesSegments() throws {
+        let rows = try SequencePacking.pack([example(3, 1), example(4, 2), example(2, 3)], seqLen: 8)
+        #expect(rows.count == 2)
+        let b = try TokenBatch(rows, seqLen: 8, padID: 0)
+        // Row 0: records of 4 and 3 + one padding position (own segment); row 1: the record of 2 + 6 padding.
+        #expect(b.segmentIDs == [0, 0, 0, 0, 1, 1, 1, 2, 0, 0, 1, 1, 1, 1, 1, 1])
+        #expect(b.realTokens == 9)
+        // Labels after each record's first position count (3 + 2 in row 0, 1 in row 1); a record start never does.
+        #expect(b.trainedTokens == 3 + 2 + 1)
+        #expect(try TokenBatch([example(3, 1)], seqLen: 4, padID: 0).segmentIDs == nil)
+        #expect(throws: PEFTKitError.self) { try SequencePacking.pack(rows, seqLen: 8) }
+        #expect(throws: PEFTKitError.self) { try SequencePacking.pack([example(3, 1)], seqLen: 1) }
+    }
+}
