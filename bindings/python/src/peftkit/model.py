@@ -458,7 +458,8 @@ class Model:
     # ------------------------------------------------------------------------------------------------
 
     def train_step(self, input_ids: TokenArray, labels: TokenArray | None = None,
-                   config: TrainConfig | Mapping[str, Any] | None = None, **train_options: Any) -> float:
+                   config: TrainConfig | Mapping[str, Any] | None = None, *, segment_ids: TokenArray | None = None,
+                   **train_options: Any) -> float:
         """One AdamW step of the active adapter on a batch; the base weights never change, except under
         full fine-tuning (:meth:`set_full_fine_tuning`), which trains them.
 
@@ -467,6 +468,11 @@ class Model:
             labels: same shape; token ids or :data:`IGNORE_INDEX` (-100). None = `input_ids`. Position
                 t is scored against label t+1 (shifted inside, as in transformers).
             config: a :class:`TrainConfig` or a mapping of its fields; None = the defaults.
+            segment_ids: packed rows (several records per row), same shape as `input_ids`: a record starts
+                at position 0 and wherever the id differs from the previous position's. Each record attends
+                only to itself, its positions start at 0 and nothing is predicted across a boundary: the
+                step equals training on the records one by one. Not with prompt or prefix tuning
+                (UnsupportedError). None = one record per row.
             **train_options: :class:`TrainConfig` fields overriding `config`, e.g.
                 ``learning_rate=1e-2``.
 
@@ -482,22 +488,28 @@ class Model:
         tc = _make(TrainConfig, config, train_options)
         s = tc._to_struct()
         ids, lab, b, t = batch_arrays(input_ids, labels)
+        seg = _segments(ids, segment_ids)
         r = _capi.TrainResultStruct()
         r.struct_size = ctypes.sizeof(r)
         with self._call as h:
-            check(_lib.peftkit_train_step(h, address(ids), None if lab is None else address(lab),
-                                          b, t, byref(s), byref(r)))
+            if seg is None:
+                check(_lib.peftkit_train_step(h, address(ids), None if lab is None else address(lab),
+                                              b, t, byref(s), byref(r)))
+            else:
+                check(_lib.peftkit_train_step_packed(h, address(ids), None if lab is None else address(lab),
+                                                     address(seg), b, t, byref(s), byref(r)))
             result = TrainResult(r.loss, r.grad_norm, r.learning_rate, r.step, r.tokens)
             self.last_train_result = result
         return result.loss
 
     def compute_gradients(self, input_ids: TokenArray, labels: TokenArray | None = None,
                           config: TrainConfig | Mapping[str, Any] | None = None, *, loss_divisor: int | None = None,
-                          **train_options: Any) -> tuple[float, int]:
+                          segment_ids: TokenArray | None = None, **train_options: Any) -> tuple[float, int]:
         """The first half of :meth:`train_step`, for data parallelism with the host's own communicator
         (mpi4py, torch.distributed): forward, loss and backward, leaving the gradient of the summed loss
         divided by `loss_divisor` (default: this batch's counted tokens) in :meth:`gradients`. Ranks pass the
         global token count, sum the gradient buffers (all-reduce), then call :meth:`apply_gradients`.
+        `segment_ids`: packed rows, as in :meth:`train_step`.
 
         Returns:
             (this batch's summed loss / loss_divisor, tokens counted in this batch).
@@ -505,13 +517,19 @@ class Model:
         tc = _make(TrainConfig, config, train_options)
         s = tc._to_struct()
         ids, lab, b, t = batch_arrays(input_ids, labels)
+        seg = _segments(ids, segment_ids)
         loss = ctypes.c_float()
         tokens = ctypes.c_int64()
         if loss_divisor is not None and loss_divisor <= 0:
             raise InvalidArgumentError(f"loss_divisor must be positive, got {loss_divisor}")
         with self._call as h:
-            check(_lib.peftkit_train_compute_gradients(h, address(ids), None if lab is None else address(lab), b, t,
-                                                       byref(s), loss_divisor or 0, byref(loss), byref(tokens)))
+            if seg is None:
+                check(_lib.peftkit_train_compute_gradients(h, address(ids), None if lab is None else address(lab), b, t,
+                                                           byref(s), loss_divisor or 0, byref(loss), byref(tokens)))
+            else:
+                check(_lib.peftkit_train_compute_gradients_packed(
+                    h, address(ids), None if lab is None else address(lab), address(seg), b, t, byref(s),
+                    loss_divisor or 0, byref(loss), byref(tokens)))
         return float(loss.value), int(tokens.value)
 
     def apply_gradients(self, config: TrainConfig | Mapping[str, Any] | None = None,
@@ -538,7 +556,7 @@ class Model:
         return np.ctypeslib.as_array(data, shape=(int(count.value),))
 
     def forward(self, input_ids: TokenArray, *, out: np.ndarray | None = None,
-                adapters: Iterable[str | None] | None = None) -> np.ndarray:
+                adapters: Iterable[str | None] | None = None, segment_ids: TokenArray | None = None) -> np.ndarray:
         """The logits of a forward pass with the active adapter (or the base model); nothing changes.
 
         Args:
@@ -547,6 +565,8 @@ class Model:
                 adapters[b], as it would alone (mixed-task batches). The active adapter is unchanged.
             out: optional C-contiguous float32 array to write into (its first batch*seq_len*vocab
                 elements); saves an allocation per call.
+            segment_ids: packed rows, as in :meth:`train_step` (not with `adapters`): each record's logits
+                are those it gets alone.
 
         Returns:
             float32 array ``[batch, seq_len, vocab_size]``, also for 1-D input (batch 1); a view of `out`
@@ -558,6 +578,9 @@ class Model:
         """
         ids = int32_tokens(input_ids, "input_ids")
         b, t = batch_shape(ids, "input_ids")
+        seg = _segments(ids, segment_ids)
+        if seg is not None and adapters is not None:
+            raise InvalidArgumentError("segment_ids and adapters cannot be combined")
         v = self._config.vocab_size
         if out is None:
             logits = np.empty((b, t, v), dtype=np.float32)
@@ -574,6 +597,10 @@ class Model:
             with self._call as h:
                 check(_lib.peftkit_forward_mixed(h, address(ids), None, arr, b, t, address(logits), logits.size,
                                                  None, None))
+        elif seg is not None:
+            with self._call as h:
+                check(_lib.peftkit_forward_packed(h, address(ids), None, address(seg), b, t, address(logits),
+                                                  logits.size, None, None))
         else:
             with self._call as h:
                 check(_lib.peftkit_forward(h, address(ids), None, b, t, address(logits), logits.size,
@@ -582,21 +609,25 @@ class Model:
             return logits
         return out.reshape(-1)[: b * t * v].reshape(b, t, v)
 
-    def evaluate(self, input_ids: TokenArray, labels: TokenArray | None = None) -> EvalResult:
+    def evaluate(self, input_ids: TokenArray, labels: TokenArray | None = None, *,
+                 segment_ids: TokenArray | None = None) -> EvalResult:
         """The loss of a forward pass, without computing logits for the caller or changing anything.
 
         Args:
             input_ids: token ids, ``[batch, seq_len]`` or ``[seq_len]``.
             labels: same shape, or None for `input_ids`; -100 marks positions that do not count.
+            segment_ids: packed rows, as in :meth:`train_step`.
 
         Returns:
             :class:`EvalResult` with the mean loss and the number of counted positions.
         """
         ids, lab, b, t = batch_arrays(input_ids, labels)
+        seg = _segments(ids, segment_ids)
         loss, tokens = c_float(), c_int64()
         with self._call as h:
-            check(_lib.peftkit_forward(h, address(ids), None if lab is None else address(lab), b, t,
-                                       None, 0, byref(loss), byref(tokens)))
+            check(_lib.peftkit_forward_packed(h, address(ids), None if lab is None else address(lab),
+                                              None if seg is None else address(seg), b, t,
+                                              None, 0, byref(loss), byref(tokens)))
         return EvalResult(loss.value, tokens.value)
 
     def loss(self, input_ids: TokenArray, labels: TokenArray | None = None) -> float:
@@ -901,3 +932,17 @@ def set_num_threads(n: int) -> None:
     ``n <= 0`` restores the default, the number of online cores; values above 1024 are clamped."""
     v = _int(n, "n", -(2**63), 2**63 - 1)
     _lib.peftkit_set_num_threads(max(-1, min(v, 1024)))
+
+
+def _segments(ids: np.ndarray, segment_ids: TokenArray | None) -> np.ndarray | None:
+    """segment_ids as an int32 array of input_ids' shape, or None."""
+    if segment_ids is None:
+        return None
+    seg = np.ascontiguousarray(np.asarray(segment_ids))
+    if seg.dtype.kind not in "iu":
+        raise InvalidArgumentError(f"segment_ids must be integers, got {seg.dtype}")
+    if seg.size != ids.size:
+        raise InvalidArgumentError(f"segment_ids shape {seg.shape} does not match input_ids shape {ids.shape}")
+    if seg.size and (seg.min() < np.iinfo(np.int32).min or seg.max() > np.iinfo(np.int32).max):
+        raise InvalidArgumentError("segment_ids do not fit in int32")
+    return np.ascontiguousarray(seg.astype(np.int32, copy=False)).reshape(-1)
