@@ -144,6 +144,19 @@ private func gradients(_ model: Model) throws -> [Float] {
             }
         }
         #expect(relDiff(try gradients(model), gRef) <= 1e-5)
+
+        // So does gradient checkpointing (the recomputed layers see the same records).
+        tc.microBatchSize = 0
+        tc.gradientCheckpointing = true
+        _ = try p.ids.withUnsafeBufferPointer { ids in
+            try p.labels.withUnsafeBufferPointer { lb in
+                try p.segments.withUnsafeBufferPointer { sg in
+                    try model.computeGradients(inputIDs: ids, labels: lb, batch: B, seqLen: T, config: tc,
+                                               lossDivisor: tokens, segmentIDs: sg)
+                }
+            }
+        }
+        #expect(relDiff(try gradients(model), gRef) <= 1e-5)
     }
 
     /// Finite differences of the packed loss against the packed backward.
@@ -202,6 +215,18 @@ private func gradients(_ model: Model) throws -> [Float] {
             #expect(throws: PEFTKitError.self) {
                 try model.forward(inputIDs: p.ids, segmentIDs: p.segments, batch: 2, seqLen: T)
             }
+        }
+    }
+
+    @Test func encodersRefusePacking() throws {
+        let cfg = TS.tinyConfig(.bert)
+        let model = try Model.create(config: cfg, seed: 2, initStd: 0.1)
+        let ids = TS.ids(2 * 6, vocab: cfg.vocabSize, seed: 1)
+        do {
+            _ = try model.forward(inputIDs: ids, segmentIDs: [Int32](repeating: 0, count: 12), batch: 2, seqLen: 6)
+            Issue.record("an encoder accepted packed rows")
+        } catch let e as PEFTKitError {
+            guard case .unsupported = e else { Issue.record("\(e)"); return }
         }
     }
 
