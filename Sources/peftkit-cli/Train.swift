@@ -64,7 +64,8 @@ struct Train: ParsableCommand {
         var examples = try loadExamples(data, lm.encoder)
         if pack {
             let records = examples.count
-            examples = try SequencePacking.pack(examples, seqLen: effectiveSeqLen(examples, requested: min(seqLen, m.config.maxPositions)))
+            // Rows of --seq-len (not the longest record's length, which the unpacked rows use).
+            examples = try SequencePacking.pack(examples, seqLen: max(2, min(seqLen, m.config.maxPositions)))
             print("packed \(records) records into \(examples.count) rows")
         }
         let n = steps ?? BatchOrder.steps(count: examples.count, batch: batch, epochs: epochs)
