@@ -723,7 +723,8 @@ class Model:
     def forward(self, input_ids: TokenArray, labels: TokenArray | None = None, *, logits: str = "all",
                 return_logprobs: bool = False, return_loss: bool = True,
                 out: npt.NDArray[np.float32] | None = None,
-                adapters: Iterable[str | None] | None = None) -> npt.NDArray[np.float32] | ForwardResult:
+                adapters: Iterable[str | None] | None = None,
+                segment_ids: TokenArray | None = None) -> npt.NDArray[np.float32] | ForwardResult:
         """A forward pass with the active adapter (or the base model); nothing changes.
 
         Called as ``forward(input_ids)`` it returns the logits array. Given `labels`, ``logits="last"`` or
