@@ -207,7 +207,7 @@ func attentionForwardPacked(out: StridedRows, probs: UnsafeMutablePointer<Float>
     let group = s.heads / s.kvHeads
     let D = s.headDim, tq = s.tq, tk = s.tk, H = s.heads
     let alpha = s.scale
-    withSingleThreadedBLAS {
+    do {
         parallelFor(s.batch * H) { st, en in
             for bh in st..<en {
                 let b = bh / H, h = bh % H, kvh = h / group
@@ -241,7 +241,7 @@ func attentionBackwardPacked(dq: StridedRows, dk: StridedRows, dv: StridedRows, 
     let group = s.heads / s.kvHeads
     let D = s.headDim, tq = s.tq, tk = s.tk, H = s.heads, KVH = s.kvHeads
     let scale = s.scale
-    withSingleThreadedBLAS {
+    do {
         parallelFor(s.batch * KVH) { st, en in
             for bk in st..<en {
                 let b = bk / KVH, kvh = bk % KVH
