@@ -622,7 +622,9 @@ peftkit_status peftkit_checkpoint_load(peftkit_model *model, const char *dir, ch
 /*
  * Optimiser settings. Defaults set by peftkit_train_config_init equal the Swift API's TrainConfig()
  * (PyTorch AdamW): learning_rate 1e-3, beta1 0.9, beta2 0.999, eps 1e-8, weight_decay 0.01, CONSTANT
- * schedule, no warm-up, total_steps 0, no clipping, no micro-batching.
+ * schedule, no warm-up, total_steps 0, no clipping, no micro-batching, lora_plus_ratio 0, no gradient
+ * checkpointing. A struct_size that ends at micro_batch_size (the layout before lora_plus_ratio) stays
+ * accepted: the fields after it take their defaults.
  */
 typedef struct peftkit_train_config {
     uint32_t struct_size;     /* sizeof(peftkit_train_config); set by peftkit_train_config_init */
@@ -639,6 +641,12 @@ typedef struct peftkit_train_config {
                                  batch. batch B runs as K = ceil(B / micro_batch_size) near-equal parts,
                                  part k = rows [k*B/K, (k+1)*B/K). The gradient is the full batch's either
                                  way (up to float rounding); only memory use changes. */
+    float lora_plus_ratio;    /* LoRA+: LoRA's B matrices (and DoRA magnitudes) train at this times the
+                                 learning rate; 0 = the adapter's own "loraplus_lr_ratio", else off. Finite,
+                                 >= 0; ignored by other methods. (Since 0.2; default 0.) */
+    int32_t gradient_checkpointing; /* 1 = keep only each layer's input and recompute its activations in
+                                 the backward (same gradients, less memory, one more forward); 0 = off.
+                                 (Since 0.2; default 0.) */
 } peftkit_train_config;
 
 /*
@@ -747,6 +755,27 @@ peftkit_status peftkit_train_step(peftkit_model *model, const int32_t *input_ids
 peftkit_status peftkit_train_compute_gradients(peftkit_model *model, const int32_t *input_ids, const int32_t *labels,
                                                int32_t batch, int32_t seq_len, const peftkit_train_config *config,
                                                int64_t loss_divisor, float *loss_out, int64_t *tokens_out);
+
+/*
+ * Packed rows (several records per row): peftkit_train_step, peftkit_train_compute_gradients and
+ * peftkit_forward with segment ids. segment_ids (nullable = the plain call) holds batch * seq_len ids, row-major:
+ * a record starts at position 0 of a row and wherever the id differs from the previous position's (e.g.
+ * 0 0 0 1 1 2 2 2; padding after the last record can be a segment of its own). Each record attends only to
+ * itself, its positions start at 0 and no position predicts across a record boundary, so loss, gradients and
+ * logits equal those of the records run one by one. Read only, during the call.
+ * Returns as the plain calls, plus PEFTKIT_ERR_UNSUPPORTED with segment ids on an encoder (BERT) or with a
+ * prompt- or prefix-tuning adapter active (their virtual tokens belong to one sequence; nothing changes).
+ */
+peftkit_status peftkit_train_step_packed(peftkit_model *model, const int32_t *input_ids, const int32_t *labels,
+                                         const int32_t *segment_ids, int32_t batch, int32_t seq_len,
+                                         const peftkit_train_config *config, peftkit_train_result *out);
+peftkit_status peftkit_train_compute_gradients_packed(peftkit_model *model, const int32_t *input_ids,
+                                                      const int32_t *labels, const int32_t *segment_ids, int32_t batch,
+                                                      int32_t seq_len, const peftkit_train_config *config,
+                                                      int64_t loss_divisor, float *loss_out, int64_t *tokens_out);
+peftkit_status peftkit_forward_packed(peftkit_model *model, const int32_t *input_ids, const int32_t *labels,
+                                      const int32_t *segment_ids, int32_t batch, int32_t seq_len, float *logits,
+                                      size_t logits_capacity, float *loss_out, int64_t *tokens_out);
 peftkit_status peftkit_train_apply_gradients(peftkit_model *model, const peftkit_train_config *config,
                                              peftkit_train_result *out);
 peftkit_status peftkit_train_gradients(peftkit_model *model, float **data, int64_t *count);

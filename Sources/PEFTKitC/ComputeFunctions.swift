@@ -17,6 +17,69 @@ public func peftkit_train_step(_ model: OpaquePointer?, _ inputIDs: UnsafePointe
     }
 }
 
+@c @implementation
+public func peftkit_train_step_packed(_ model: OpaquePointer?, _ inputIDs: UnsafePointer<Int32>?,
+                                      _ labels: UnsafePointer<Int32>?, _ segmentIDs: UnsafePointer<Int32>?,
+                                      _ batch: Int32, _ seqLen: Int32, _ config: UnsafePointer<peftkit_train_config>?,
+                                      _ out: UnsafeMutablePointer<peftkit_train_result>?) -> peftkit_status {
+    entry("peftkit_train_step_packed") {
+        let h = try ModelHandle.from(model)
+        let (ids, lb, tc) = try readTrainArgs(inputIDs, labels, batch, seqLen, config)
+        let outSize = try outputStructSize(out, "out")
+        let r = try h.model.trainStep(inputIDs: ids, labels: lb, segmentIDs: segmentBuffer(segmentIDs, ids.count),
+                                      batch: Int(batch), seqLen: Int(seqLen), config: tc)
+        if let out, let outSize { store(r, into: out, size: outSize) }
+    }
+}
+
+@c @implementation
+public func peftkit_train_compute_gradients_packed(_ model: OpaquePointer?, _ inputIDs: UnsafePointer<Int32>?,
+                                                   _ labels: UnsafePointer<Int32>?, _ segmentIDs: UnsafePointer<Int32>?,
+                                                   _ batch: Int32, _ seqLen: Int32,
+                                                   _ config: UnsafePointer<peftkit_train_config>?, _ lossDivisor: Int64,
+                                                   _ lossOut: UnsafeMutablePointer<Float>?,
+                                                   _ tokensOut: UnsafeMutablePointer<Int64>?) -> peftkit_status {
+    entry("peftkit_train_compute_gradients_packed") {
+        let h = try ModelHandle.from(model)
+        let (ids, lb, tc) = try readTrainArgs(inputIDs, labels, batch, seqLen, config)
+        let r = try h.model.computeGradients(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), config: tc,
+                                             lossDivisor: try readLossDivisor(lossDivisor),
+                                             segmentIDs: segmentBuffer(segmentIDs, ids.count))
+        lossOut?.pointee = r.loss
+        tokensOut?.pointee = Int64(r.tokens)
+    }
+}
+
+@c @implementation
+public func peftkit_forward_packed(_ model: OpaquePointer?, _ inputIDs: UnsafePointer<Int32>?,
+                                   _ labels: UnsafePointer<Int32>?, _ segmentIDs: UnsafePointer<Int32>?,
+                                   _ batch: Int32, _ seqLen: Int32,
+                                   _ logits: UnsafeMutablePointer<Float>?, _ logitsCapacity: Int,
+                                   _ lossOut: UnsafeMutablePointer<Float>?,
+                                   _ tokensOut: UnsafeMutablePointer<Int64>?) -> peftkit_status {
+    entry("peftkit_forward_packed") {
+        let h = try ModelHandle.from(model)
+        let (ids, lb, logitsBuffer) = try readForwardArgs(h, inputIDs, labels, batch, seqLen, logits, logitsCapacity)
+        let r = try h.model.forward(inputIDs: ids, labels: lb, segmentIDs: segmentBuffer(segmentIDs, ids.count),
+                                    batch: Int(batch), seqLen: Int(seqLen), logits: logitsBuffer)
+        lossOut?.pointee = r.loss
+        tokensOut?.pointee = Int64(r.tokens)
+    }
+}
+
+/// The caller's segment ids as a buffer of the batch's size (nil = not packed); the core checks the shape first.
+private func segmentBuffer(_ p: UnsafePointer<Int32>?, _ n: Int) -> UnsafeBufferPointer<Int32>? {
+    p.map { UnsafeBufferPointer(start: $0, count: n) }
+}
+
+/// loss_divisor of the compute calls: 0 = this batch's tokens (nil).
+private func readLossDivisor(_ d: Int64) throws -> Int? {
+    guard d >= 0, d <= Int64(Int32.max) * Int64(Int32.max) else {
+        throw ShimError.invalid("loss_divisor must be >= 0 (0 = this batch's tokens), got \(d)")
+    }
+    return d == 0 ? nil : Int(d)
+}
+
 /// The token arrays (input ids, optional labels) and the train config of a training call.
 private func readTrainArgs(_ inputIDs: UnsafePointer<Int32>?, _ labels: UnsafePointer<Int32>?, _ batch: Int32, _ seqLen: Int32,
                            _ config: UnsafePointer<peftkit_train_config>?)
@@ -47,11 +110,8 @@ public func peftkit_train_compute_gradients(_ model: OpaquePointer?, _ inputIDs:
     entry("peftkit_train_compute_gradients") {
         let h = try ModelHandle.from(model)
         let (ids, lb, tc) = try readTrainArgs(inputIDs, labels, batch, seqLen, config)
-        guard lossDivisor >= 0, lossDivisor <= Int64(Int32.max) * Int64(Int32.max) else {
-            throw ShimError.invalid("loss_divisor must be >= 0 (0 = this batch's tokens), got \(lossDivisor)")
-        }
         let r = try h.model.computeGradients(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), config: tc,
-                                             lossDivisor: lossDivisor == 0 ? nil : Int(lossDivisor))
+                                             lossDivisor: try readLossDivisor(lossDivisor))
         lossOut?.pointee = r.loss
         tokensOut?.pointee = Int64(r.tokens)
     }

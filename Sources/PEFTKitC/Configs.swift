@@ -136,6 +136,8 @@ func defaultTrainConfig() -> peftkit_train_config {
     c.total_steps = Int32(bounded: swift.totalSteps)
     c.max_grad_norm = swift.maxGradNorm
     c.micro_batch_size = Int32(bounded: swift.microBatchSize)
+    c.lora_plus_ratio = swift.loraPlusRatio
+    c.gradient_checkpointing = swift.gradientCheckpointing ? 1 : 0
     return c
 }
 
@@ -166,6 +168,12 @@ func trainConfig(from p: UnsafePointer<peftkit_train_config>?) throws -> TrainCo
     t.totalSteps = Int(c.total_steps)
     t.maxGradNorm = c.max_grad_norm
     t.microBatchSize = Int(c.micro_batch_size)
+    t.loraPlusRatio = c.lora_plus_ratio
+    switch c.gradient_checkpointing {
+    case 0: t.gradientCheckpointing = false
+    case 1: t.gradientCheckpointing = true
+    default: throw ShimError.invalid("gradient_checkpointing must be 0 or 1, got \(c.gradient_checkpointing)")
+    }
     return t
 }
 

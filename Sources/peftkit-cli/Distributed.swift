@@ -413,13 +413,23 @@ func trainDataParallel(_ lm: LoadedModel, examples: [DatasetExample], run p: Dat
         let b = try TokenBatch(order.nextBatch().map { examples[$0] }, seqLen: T, padID: pad)
         // Every rank holds the global batch, so the global count of counted tokens needs no collective.
         var globalTokens = 0
-        for r in 0..<B { for t in firstCounted..<T where b.labels[r * T + t] != -100 { globalTokens += 1 } }
+        for r in 0..<B {
+            for t in firstCounted..<T where b.labels[r * T + t] != -100 {
+                // In a packed row nothing predicts a record's first token.
+                if let sg = b.segmentIDs, t > 0, sg[r * T + t] != sg[r * T + t - 1] { continue }
+                globalTokens += 1
+            }
+        }
         guard globalTokens > 0 else { throw AgreedError(message: "step \(s): no label of the batch counts towards the loss") }
         let ids = Array(b.inputIDs[(mine.lowerBound * T)..<(mine.upperBound * T)])
         let labels = Array(b.labels[(mine.lowerBound * T)..<(mine.upperBound * T)])
+        let segments = b.segmentIDs.map { Array($0[(mine.lowerBound * T)..<(mine.upperBound * T)]) }
         let part = try ids.withUnsafeBufferPointer { i in
             try labels.withUnsafeBufferPointer { l in
-                try m.computeGradients(inputIDs: i, labels: l, batch: rows, seqLen: T, config: local, lossDivisor: globalTokens)
+                try (segments ?? []).withUnsafeBufferPointer { sg in
+                    try m.computeGradients(inputIDs: i, labels: l, batch: rows, seqLen: T, config: local, lossDivisor: globalTokens,
+                                           segmentIDs: segments == nil ? nil : sg)
+                }
             }
         }
         var loss = part.loss, counted = part.tokens
@@ -437,6 +447,7 @@ func trainDataParallel(_ lm: LoadedModel, examples: [DatasetExample], run p: Dat
         dist.noteStep(seconds: (clock.now - t0).seconds)
         run.losses.append(loss)
         run.tokens += B * T
+        run.realTokens += b.realTokens
         if dist.isRoot {
             progress.update(step: s - start, loss: loss, tokens: B * T)
             if let dir = p.checkpoints.checkpointDir,
@@ -448,7 +459,8 @@ func trainDataParallel(_ lm: LoadedModel, examples: [DatasetExample], run p: Dat
     }
     run.seconds = progress.elapsed
     let firstLoss = run.losses.first ?? 0, lastLoss = run.losses.last ?? 0
-    print("trained \(run.losses.count) steps in \(fmt(run.seconds, 1)) s (\(fmt(Double(run.tokens) / max(run.seconds, 1e-9), 0)) tok/s): loss \(fmt(Double(firstLoss), 3)) -> \(fmt(Double(lastLoss), 3))")
+    print("trained \(run.losses.count) steps in \(fmt(run.seconds, 1)) s (\(fmt(Double(run.tokens) / max(run.seconds, 1e-9), 0)) tok/s, "
+          + "\(fmt(Double(run.realTokens) / max(run.seconds, 1e-9), 0)) real tok/s without padding): loss \(fmt(Double(firstLoss), 3)) -> \(fmt(Double(lastLoss), 3))")
     if N > 1 {
         let P = try m.withGradients { $0.count }
         print("gradient exchange (\(dist.useAllreduce ? "MPI_Allreduce" : "fixed-order Alltoall + Allgather"), \(byteString(4 * P)) per step): "

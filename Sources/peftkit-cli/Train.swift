@@ -12,7 +12,8 @@ struct Train: ParsableCommand {
             Each line of --data is one record: {"prompt": ..., "response": ...} (optionally "system"), \
             {"messages": [{"role": ..., "content": ...}, ...]} or {"text": ...}. Chat records go through the \
             model's chat template and only assistant tokens count towards the loss; text records count every \
-            token. Rows are cut or padded to --seq-len (or the longest record, if shorter).
+            token. Rows are cut or padded to --seq-len (or the longest record, if shorter). With --pack, several \
+            records share a row (epochs and --batch then count packed rows).
 
             Data-parallel: `mpirun -np N peftkit-cli train ...` splits each global batch of --batch rows over N \
             processes and gives the same adapter as one process (docs/DISTRIBUTED.md). libmpi (Open MPI) is opened \
@@ -42,6 +43,8 @@ struct Train: ParsableCommand {
     @Option(help: "Rows per micro-batch for gradient accumulation (0 = whole batch).") var microBatch = 0
     @Flag(help: "Gradient checkpointing: keep only each layer's input, recompute the layer in the backward (less memory).")
     var gradCheckpoint = false
+    @Flag(help: "Pack several records per row (first-fit decreasing, up to --seq-len tokens); each record attends only to itself and trains as if alone. Not with prompt or prefix tuning.")
+    var pack = false
     @Option(help: "Seed for data order and adapter initialisation.") var seed: UInt64 = 0
     @OptionGroup var checkpoints: CheckpointOptions
     @Option(help: "Train a task head with the adapter on an encoder (BERT): classify or regress, on {\"text\", \"text_pair\"?, \"label\"} JSONL; --seq-len caps the ids per row.")
@@ -64,7 +67,13 @@ struct Train: ParsableCommand {
         let lm = try LoadedModel.load(dist.modelOptions(modelOptions))
         let m = lm.model
         print("model \(lm.path): \(m.config.architecture), \(countString(m.config.parameterCount)) parameters, loaded in \(fmt(lm.loadSeconds, 1)) s")
-        let examples = try loadExamples(data, lm.encoder)
+        var examples = try loadExamples(data, lm.encoder)
+        if pack {
+            let records = examples.count
+            // Rows of --seq-len (not the longest record's length, which the unpacked rows use).
+            examples = try SequencePacking.pack(examples, seqLen: max(2, min(seqLen, m.config.maxPositions)))
+            print("packed \(records) records into \(examples.count) rows")
+        }
         let n = steps ?? BatchOrder.steps(count: examples.count, batch: batch, epochs: epochs)
         guard n > 0 else { throw CLIError("--steps/--epochs give no steps") }
         let configJSON = try adapter.configJSON(model: m.config, seed: seed)
@@ -126,6 +135,8 @@ struct TrainRun {
     var losses: [Float] = []
     var seconds: Double = 0
     var tokens = 0
+    /// Tokens of records (not padding) in the rows trained.
+    var realTokens = 0
 }
 
 /// Trains the active adapter for `steps` steps on batches drawn in a seeded order, with a progress line.

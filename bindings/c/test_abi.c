@@ -123,7 +123,8 @@ static void test_library(void) {
     check(tc.struct_size == sizeof tc, "train config struct_size == sizeof");
     check(tc.learning_rate == 1e-3f && tc.beta1 == 0.9f && tc.beta2 == 0.999f && tc.eps == 1e-8f &&
               tc.weight_decay == 0.01f && tc.schedule == PEFTKIT_SCHEDULE_CONSTANT && tc.warmup_steps == 0 &&
-              tc.total_steps == 0 && tc.max_grad_norm == 0.0f && tc.micro_batch_size == 0,
+              tc.total_steps == 0 && tc.max_grad_norm == 0.0f && tc.micro_batch_size == 0 &&
+              tc.lora_plus_ratio == 0.0f && tc.gradient_checkpointing == 0,
           "train config defaults equal TrainConfig()");
 
     peftkit_generate_config gc;
@@ -463,6 +464,63 @@ static void test_train(peftkit_model *m) {
     labels[4] = ids[4];
     expect(peftkit_train_step(m, ids, labels, BATCH, SEQ, &tc, &r), PEFTKIT_OK, "train_step(labels mostly -100)");
     check(r.tokens == 1, "only the one labelled position counts");
+}
+
+/* Packed rows through the C ABI: a row holding records of 5 and 11 tokens gives each record the logits
+   and loss it gets alone; training on packed rows and with checkpointing and LoRA+ runs. */
+static void test_packed(peftkit_model *m) {
+    printf("# packed rows\n");
+    enum { A = 5, R = SEQ - A };
+    int32_t ids[SEQ], seg[SEQ];
+    fill_pattern(ids, 1, SEQ, 7);
+    for (int t = 0; t < SEQ; t++) seg[t] = t < A ? 3 : 8;
+    float *packed = malloc((size_t)SEQ * VOCAB * sizeof(float));
+    float *alone = malloc((size_t)SEQ * VOCAB * sizeof(float));
+    if (!packed || !alone) {
+        check(0, "malloc");
+        free(packed);
+        free(alone);
+        return;
+    }
+    float loss = 0, la = 0, lb = 0;
+    int64_t tokens = 0, ta = 0, tb = 0;
+    expect(peftkit_forward_packed(m, ids, NULL, seg, 1, SEQ, packed, (size_t)SEQ * VOCAB, &loss, &tokens), PEFTKIT_OK,
+           "forward_packed");
+    expect(peftkit_forward(m, ids, NULL, 1, A, alone, (size_t)SEQ * VOCAB, &la, &ta), PEFTKIT_OK, "forward(first record)");
+    expect(peftkit_forward(m, ids + A, NULL, 1, R, alone + (size_t)A * VOCAB, (size_t)R * VOCAB, &lb, &tb), PEFTKIT_OK,
+           "forward(second record)");
+    float worst = 0, scale = 0;
+    for (size_t i = 0; i < (size_t)SEQ * VOCAB; i++) {
+        float d = fabsf(packed[i] - alone[i]);
+        if (d > worst) worst = d;
+        if (fabsf(alone[i]) > scale) scale = fabsf(alone[i]);
+    }
+    check(scale > 0 && worst <= 1e-5f * scale, "packed logits equal each record's alone (<= 1e-5 relative)");
+    check(tokens == ta + tb && tokens == SEQ - 2, "packed tokens: no prediction across the record boundary");
+    float want = (la * (float)ta + lb * (float)tb) / (float)(ta + tb);
+    check(fabsf(loss - want) <= 1e-5f * want, "packed loss = the records' mean loss");
+    expect(peftkit_forward_packed(m, ids, NULL, NULL, 1, SEQ, NULL, 0, &loss, &tokens), PEFTKIT_OK,
+           "forward_packed(segment_ids NULL)");
+    check(tokens == SEQ - 1, "segment_ids NULL: one record per row");
+
+    peftkit_train_config tc;
+    peftkit_train_config_init(&tc);
+    tc.gradient_checkpointing = 1;
+    tc.lora_plus_ratio = 8;
+    peftkit_train_result r;
+    memset(&r, 0, sizeof r);
+    r.struct_size = sizeof r;
+    expect(peftkit_train_step_packed(m, ids, NULL, seg, 1, SEQ, &tc, &r), PEFTKIT_OK,
+           "train_step_packed (gradient checkpointing, LoRA+ ratio 8)");
+    check(r.tokens == SEQ - 2 && r.loss > 0, "train_step_packed counts the tokens of both records");
+    float lossc = 0;
+    int64_t tokc = 0;
+    expect(peftkit_train_compute_gradients_packed(m, ids, NULL, seg, 1, SEQ, &tc, 0, &lossc, &tokc), PEFTKIT_OK,
+           "train_compute_gradients_packed");
+    check(tokc == SEQ - 2, "train_compute_gradients_packed tokens");
+    expect(peftkit_train_apply_gradients(m, &tc, &r), PEFTKIT_OK, "train_apply_gradients after the packed compute");
+    free(packed);
+    free(alone);
 }
 
 static void test_forward(peftkit_model *m) {
@@ -1553,6 +1611,7 @@ int main(int argc, char **argv) {
         test_attach(m);
         test_train(m);
         test_forward(m);
+        test_packed(m);
         test_generate(m);
         test_save_load(m, scratch, seed);
         test_remove(m);

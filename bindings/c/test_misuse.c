@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -632,6 +633,20 @@ static void hyper_parameters(peftkit_model *m) {
     TRAIN_CASE(max_grad_norm, -1.0f)
     TRAIN_CASE(max_grad_norm, inf)
     TRAIN_CASE(schedule, 7)
+    TRAIN_CASE(lora_plus_ratio, nan)
+    TRAIN_CASE(lora_plus_ratio, -1.0f)
+    TRAIN_CASE(lora_plus_ratio, inf)
+    TRAIN_CASE(gradient_checkpointing, 2)
+    TRAIN_CASE(gradient_checkpointing, -1)
+    tc = train_config();
+    tc.struct_size = (uint32_t)offsetof(peftkit_train_config, lora_plus_ratio);
+    tc.gradient_checkpointing = 7; /* past the caller's struct: not read */
+    CASE(PEFTKIT_OK, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL),
+         "train_step(config of the layout before lora_plus_ratio)");
+    tc = train_config();
+    tc.gradient_checkpointing = 1;
+    tc.lora_plus_ratio = 4;
+    CASE(PEFTKIT_OK, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(gradient_checkpointing 1, lora_plus_ratio 4)");
     tc = train_config();
     tc.learning_rate = 0;
     CASE(PEFTKIT_OK, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(learning_rate 0)");
@@ -735,6 +750,55 @@ static void states(void) {
     record("adapter_count from the token callback (a read of the adapter list)", PEFTKIT_OK, reenter_read_status);
     record("model_save on the generating model from its token callback", PEFTKIT_ERR_BUSY, reenter_save_status);
     check(access(REENTER_SAVE_PATH, F_OK) != 0, "[model state] a busy model_save wrote nothing");
+    peftkit_model_free(m);
+}
+
+/* Packed rows: the *_packed calls take the plain calls' arguments plus segment ids. */
+static void packing(void) {
+    group = "packed rows";
+    int32_t ids[BATCH * SEQ], seg[BATCH * SEQ];
+    fill(ids, BATCH * SEQ, 0);
+    for (int i = 0; i < BATCH * SEQ; i++) seg[i] = (i % SEQ) < SEQ / 2 ? 0 : 1;
+    float loss = 0, logits[8];
+    int64_t tokens = 0;
+    peftkit_train_config tc = train_config();
+    peftkit_train_result r = result();
+    peftkit_model *m = new_model_with_adapter(5, "a");
+    if (!m) return;
+    CASE(PEFTKIT_OK, peftkit_train_step_packed(m, ids, NULL, seg, BATCH, SEQ, &tc, &r), "train_step_packed(two records per row)");
+    CASE(PEFTKIT_OK, peftkit_train_step_packed(m, ids, NULL, NULL, BATCH, SEQ, &tc, &r), "train_step_packed(segment_ids NULL: the plain step)");
+    CASE(BAD, peftkit_train_step_packed(NULL, ids, NULL, seg, BATCH, SEQ, &tc, &r), "train_step_packed(model NULL)");
+    CASE(BAD, peftkit_train_step_packed(m, NULL, NULL, seg, BATCH, SEQ, &tc, &r), "train_step_packed(input_ids NULL)");
+    CASE(BAD, peftkit_train_step_packed(m, ids, NULL, seg, BATCH, SEQ, NULL, &r), "train_step_packed(config NULL)");
+    CASE(BAD, peftkit_train_step_packed(m, ids, NULL, seg, 0, SEQ, &tc, &r), "train_step_packed(batch 0)");
+    CASE(BAD, peftkit_train_step_packed(m, ids, NULL, seg, BATCH, -3, &tc, &r), "train_step_packed(seq_len -3)");
+    CASE(PEFTKIT_OK, peftkit_train_compute_gradients_packed(m, ids, NULL, seg, BATCH, SEQ, &tc, 0, &loss, &tokens),
+         "train_compute_gradients_packed(two records per row)");
+    CASE(BAD, peftkit_train_compute_gradients_packed(NULL, ids, NULL, seg, BATCH, SEQ, &tc, 0, NULL, NULL),
+         "train_compute_gradients_packed(model NULL)");
+    CASE(BAD, peftkit_train_compute_gradients_packed(m, NULL, NULL, seg, BATCH, SEQ, &tc, 0, NULL, NULL),
+         "train_compute_gradients_packed(input_ids NULL)");
+    CASE(BAD, peftkit_train_compute_gradients_packed(m, ids, NULL, seg, BATCH, SEQ, NULL, 0, NULL, NULL),
+         "train_compute_gradients_packed(config NULL)");
+    CASE(BAD, peftkit_train_compute_gradients_packed(m, ids, NULL, seg, BATCH, SEQ, &tc, -5, NULL, NULL),
+         "train_compute_gradients_packed(loss_divisor -5)");
+    CASE(PEFTKIT_OK, peftkit_train_apply_gradients(m, &tc, &r), "train_apply_gradients(after the packed compute)");
+    CASE(PEFTKIT_OK, peftkit_forward_packed(m, ids, NULL, seg, BATCH, SEQ, NULL, 0, &loss, &tokens), "forward_packed(two records per row)");
+    CASE(BAD, peftkit_forward_packed(NULL, ids, NULL, seg, BATCH, SEQ, NULL, 0, &loss, NULL), "forward_packed(model NULL)");
+    CASE(BAD, peftkit_forward_packed(m, NULL, NULL, seg, BATCH, SEQ, NULL, 0, &loss, NULL), "forward_packed(input_ids NULL)");
+    CASE(BAD, peftkit_forward_packed(m, ids, NULL, seg, 0, SEQ, NULL, 0, &loss, NULL), "forward_packed(batch 0)");
+    CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_forward_packed(m, ids, NULL, seg, BATCH, SEQ, logits, 8, &loss, NULL),
+         "forward_packed(logits_capacity 8 < batch*seq*vocab)");
+    /* Prompt and prefix tuning: their virtual positions belong to one sequence. */
+    peftkit_adapter_attach_json(m, "pfx", "{\"peft_type\": \"PREFIX_TUNING\", \"num_virtual_tokens\": 2}");
+    peftkit_adapter_set_active(m, "pfx");
+    CASE(PEFTKIT_ERR_UNSUPPORTED, peftkit_train_step_packed(m, ids, NULL, seg, BATCH, SEQ, &tc, &r), "train_step_packed(prefix tuning active)");
+    CASE(PEFTKIT_ERR_UNSUPPORTED, peftkit_forward_packed(m, ids, NULL, seg, BATCH, SEQ, NULL, 0, &loss, NULL),
+         "forward_packed(prefix tuning active)");
+    peftkit_adapter_attach_json(m, "pt", "{\"peft_type\": \"PROMPT_TUNING\", \"num_virtual_tokens\": 2}");
+    peftkit_adapter_set_active(m, "pt");
+    CASE(PEFTKIT_ERR_UNSUPPORTED, peftkit_train_compute_gradients_packed(m, ids, NULL, seg, BATCH, SEQ, &tc, 0, NULL, NULL),
+         "train_compute_gradients_packed(prompt tuning active)");
     peftkit_model_free(m);
 }
 
@@ -1638,6 +1702,7 @@ int main(int argc, char **argv) {
     hyper_parameters(m);
     names(m, adapter_dir, checkpoint_dir);
     states();
+    packing();
     files(m, scratch, adapter_dir, checkpoint_dir);
     model_save(m, scratch);
     freed();

@@ -81,7 +81,7 @@ int main(void) {
 #endif
 #ifdef PEFTKIT_TEST_NEWER
     NO_PADDING(peftkit_model_config, mlp_bias);
-    NO_PADDING(peftkit_train_config, micro_batch_size);
+    NO_PADDING(peftkit_train_config, gradient_checkpointing);
     NO_PADDING(peftkit_train_result, tokens);
     NO_PADDING(peftkit_generate_config, stop_tokens);
     NO_PADDING(peftkit_tokenizer_info, adds_bos);
@@ -89,7 +89,7 @@ int main(void) {
     NO_PADDING(peftkit_forward_options, row_tokens);
 #else
     NO_PADDING(peftkit_model_config, output_bias);
-    NO_PADDING(peftkit_train_config, max_grad_norm);
+    NO_PADDING(peftkit_train_config, lora_plus_ratio);
     NO_PADDING(peftkit_train_result, step);
     NO_PADDING(peftkit_generate_config, seed);
     NO_PADDING(peftkit_tokenizer_info, eot_id);
@@ -143,6 +143,16 @@ int main(void) {
     check(tr.s.struct_size == CALLER_SIZE(tr) && tr.s.step == 1 && tr.s.loss > 0.0f && tr.s.learning_rate > 0.0f,
           "train_result: fields the caller has");
     check(intact(tr.after, sizeof tr.after), "train_step wrote nothing past the caller's result");
+    {
+        /* The train config of the layout before lora_plus_ratio and gradient_checkpointing (ending at
+           micro_batch_size) stays accepted: the fields after it take their defaults. */
+        peftkit_train_config old;
+        peftkit_train_config_init(&old);
+        size_t old_size = offsetof(peftkit_train_config, micro_batch_size) + sizeof old.micro_batch_size;
+        check(peftkit_train_config_init_sized(&old, old_size) == PEFTKIT_OK && old.struct_size == old_size,
+              "train_config_init_sized: the pre-LoRA+ size");
+        check(peftkit_train_step(m, ids, NULL, 2, 8, &old, NULL) == PEFTKIT_OK, "train_step with the pre-LoRA+ train_config");
+    }
 
     /* Generate config. */
     WRAP(peftkit_generate_config) gc;

@@ -130,6 +130,11 @@ struct LayerContext {
     let cache: KVCache?
     /// Padding mask of an encoder pass ([batch, seqLen], 0 = padding key); nil = every key counts.
     var keyMask: UnsafePointer<Int32>? = nil
+    /// Packed rows: where each position's record starts in its row ([batch, seqLen]), nil = one record per row.
+    var segmentStarts: UnsafePointer<Int32>? = nil
+    /// Packed rows: each position's position within its record ([batch·seqLen]); rotary or learned positions
+    /// restart at every record. nil = positions pastLen..<pastLen+seqLen.
+    var positions: UnsafePointer<Int32>? = nil
 
     /// Whether queries see only earlier keys (decoders) or every key (encoders).
     var causal: Bool { !config.architecture.weights.bidirectional }
@@ -213,7 +218,7 @@ struct LayerContext {
             v = StridedRows(ptr: kvv, ld: kvd, batchStride: tk * kvd)
         }
         let shape = AttentionShape(batch: B, tq: T, tk: tk, pastLen: tk - T, heads: H, kvHeads: KVH, headDim: D,
-                                   causal: causal, keyMask: keyMask)
+                                   causal: causal, keyMask: keyMask, segmentStarts: segmentStarts)
         attentionForward(out: StridedRows(ptr: a.attn, ld: hd, batchStride: T * hd), probs: a.probs, q: q, k: k, v: v, shape)
     }
 
@@ -247,7 +252,7 @@ struct LayerContext {
             }
         } else {
             let shape = AttentionShape(batch: B, tq: T, tk: T, pastLen: 0, heads: H, kvHeads: KVH, headDim: D,
-                                       causal: causal, keyMask: keyMask)
+                                       causal: causal, keyMask: keyMask, segmentStarts: segmentStarts)
             attentionBackward(dq: rows(s.dqkv), dk: rows(s.dqkv + hd), dv: rows(s.dqkv + hd + kvd), dprobs: s.dprobs,
                               dout: dout, probs: a.probs, q: rows(a.qkv), k: rows(a.qkv + hd), v: rows(a.qkv + hd + kvd), shape)
         }

@@ -141,6 +141,16 @@ struct GPT2Weights: ModelWeights {
         embeddingForward(out, ids, wte, wpe, N, T, config.hiddenSize, pastLen)
     }
 
+    func embed(_ out: UnsafeMutablePointer<Float>, ids: UnsafePointer<Int32>, rows N: Int, positions: UnsafePointer<Int32>) {
+        embeddingForward(out, ids, wte, wpe, N, N, config.hiddenSize, 0, positions: positions)
+    }
+
+    func embedBackward(into grads: any ModelWeights, _ d: UnsafePointer<Float>, ids: UnsafePointer<Int32>, rows N: Int,
+                       positions: UnsafePointer<Int32>) {
+        guard let g = grads as? GPT2Weights else { return }
+        embeddingBackward(g.wte, g.wpe, d, ids, N, N, config.hiddenSize, 0, positions: positions)
+    }
+
     func addPositions(_ x: UnsafeMutablePointer<Float>, first: Int, count: Int) {
         let C = config.hiddenSize
         for t in 0..<count { addInPlace(x + t * C, wpe + (first + t) * C, C) }

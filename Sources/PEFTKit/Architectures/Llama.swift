@@ -225,9 +225,15 @@ struct LlamaWeights: ModelWeights {
         ctx.linear(l, .q, w.q, out: a.qkv, inp: a.ln1, rows: N, ldo: ld)
         ctx.linear(l, .k, w.k, out: a.qkv + hd, inp: a.ln1, rows: N, ldo: ld)
         ctx.linear(l, .v, w.v, out: a.qkv + hd + kvd, inp: a.ln1, rows: N, ldo: ld)
-        ropeForward(a.qkv, rotary, rows: N, seqLen: ctx.seqLen, posOffset: ctx.pastLen, numHeads: H, headDim: D, rowStride: ld)
-        ropeForward(a.qkv + hd, rotary, rows: N, seqLen: ctx.seqLen, posOffset: ctx.pastLen, numHeads: KVH, headDim: D,
-                    rowStride: ld)
+        if let pos = ctx.positions {
+            ropeForward(a.qkv, rotary, rows: N, positions: pos, numHeads: H, headDim: D, rowStride: ld)
+            ropeForward(a.qkv + hd, rotary, rows: N, positions: pos, numHeads: KVH, headDim: D, rowStride: ld)
+        } else {
+            ropeForward(a.qkv, rotary, rows: N, seqLen: ctx.seqLen, posOffset: ctx.pastLen, numHeads: H, headDim: D,
+                        rowStride: ld)
+            ropeForward(a.qkv + hd, rotary, rows: N, seqLen: ctx.seqLen, posOffset: ctx.pastLen, numHeads: KVH, headDim: D,
+                        rowStride: ld)
+        }
         ctx.selfAttention(l, &a)
         ctx.linear(l, .o, w.o, out: a.h1, inp: a.attn, rows: N)
         ctx.residualForward(l, .attention, out: a.x1, x: x, h: a.h1)
@@ -259,9 +265,15 @@ struct LlamaWeights: ModelWeights {
         ctx.residualBackward(l, .attention, s)
         ctx.linearBack(l, .o, w.o, dinp: s.dattn, dout: s.dh, inp: a.attn, rows: N, accumulate: false, wgrad: gw?.o)
         ctx.selfAttentionBackward(l, a, s)
-        ropeBackward(s.dqkv, rotary, rows: N, seqLen: ctx.seqLen, posOffset: ctx.pastLen, numHeads: H, headDim: D, rowStride: ld)
-        ropeBackward(s.dqkv + hd, rotary, rows: N, seqLen: ctx.seqLen, posOffset: ctx.pastLen, numHeads: KVH, headDim: D,
-                     rowStride: ld)
+        if let pos = ctx.positions {
+            ropeBackward(s.dqkv, rotary, rows: N, positions: pos, numHeads: H, headDim: D, rowStride: ld)
+            ropeBackward(s.dqkv + hd, rotary, rows: N, positions: pos, numHeads: KVH, headDim: D, rowStride: ld)
+        } else {
+            ropeBackward(s.dqkv, rotary, rows: N, seqLen: ctx.seqLen, posOffset: ctx.pastLen, numHeads: H, headDim: D,
+                         rowStride: ld)
+            ropeBackward(s.dqkv + hd, rotary, rows: N, seqLen: ctx.seqLen, posOffset: ctx.pastLen, numHeads: KVH, headDim: D,
+                         rowStride: ld)
+        }
         ctx.linearBack(l, .q, w.q, dinp: s.dln, dout: s.dqkv, inp: a.ln1, rows: N, accumulate: false, lddo: ld, wgrad: gw?.q)
         ctx.linearBack(l, .k, w.k, dinp: s.dln, dout: s.dqkv + hd, inp: a.ln1, rows: N, accumulate: true, lddo: ld,
                        wgrad: gw?.k)

@@ -79,6 +79,11 @@ protocol ModelWeights {
     /// `embed` with token types ([N], nil = all type 0) for architectures that have them; others ignore them.
     func embed(_ out: UnsafeMutablePointer<Float>, ids: UnsafePointer<Int32>, typeIDs: UnsafePointer<Int32>?, rows: Int,
                seqLen: Int, pastLen: Int)
+    /// `embed` of packed rows: row r at position `positions[r]` (positions restart at each record).
+    func embed(_ out: UnsafeMutablePointer<Float>, ids: UnsafePointer<Int32>, rows: Int, positions: UnsafePointer<Int32>)
+    /// `embedBackward` of packed rows (`positions` as in `embed(_:ids:rows:positions:)`).
+    func embedBackward(into grads: any ModelWeights, _ d: UnsafePointer<Float>, ids: UnsafePointer<Int32>, rows: Int,
+                       positions: UnsafePointer<Int32>)
     /// Adds the position embedding of positions first..<first+count to `count` rows of `x` (virtual tokens);
     /// nothing for architectures whose positions live in attention.
     func addPositions(_ x: UnsafeMutablePointer<Float>, first: Int, count: Int)
@@ -107,6 +112,14 @@ extension ModelWeights {
         embed(out, ids: ids, rows: rows, seqLen: seqLen, pastLen: pastLen)
     }
     var rope: RopeTable? { nil }
+    /// Architectures whose positions live in attention (rotary) embed tokens alone.
+    func embed(_ out: UnsafeMutablePointer<Float>, ids: UnsafePointer<Int32>, rows: Int, positions: UnsafePointer<Int32>) {
+        embed(out, ids: ids, rows: rows, seqLen: rows, pastLen: 0)
+    }
+    func embedBackward(into grads: any ModelWeights, _ d: UnsafePointer<Float>, ids: UnsafePointer<Int32>, rows: Int,
+                       positions: UnsafePointer<Int32>) {
+        embedBackward(into: grads, d, ids: ids, rows: rows, seqLen: rows)
+    }
     func addPositions(_ x: UnsafeMutablePointer<Float>, first: Int, count: Int) {}
     var quantized: [(name: String, matrix: QuantizedMatrix)] { [] }
 

@@ -64,6 +64,8 @@ final class TrainBuffers {
     var lnf, lnfMean, lnfRstd, dlnf: UnsafeMutablePointer<Float>
     var logits: UnsafeMutablePointer<Float>
     var targets: UnsafeMutablePointer<Int32>
+    /// Packed rows: each position's record start and position within its record ([N] each, `fillSegments`).
+    var segmentStarts, positions: UnsafeMutablePointer<Int32>
     private let targetStorage: Storage
     var scratch: BackwardScratch
     /// Rows per LM-head chunk in evaluation and generation (logits buffer: headChunk × vocab floats).
@@ -98,8 +100,10 @@ final class TrainBuffers {
         }
         lnf = try pool.take(N * C); lnfMean = try pool.take(N); lnfRstd = try pool.take(N); dlnf = try pool.take(N * C)
         logits = try pool.take(min(N, TrainBuffers.trainHeadChunk) * c.vocabSize)
-        targetStorage = try Storage.allocate(bytes: N * 4)
+        targetStorage = try Storage.allocate(bytes: 3 * N * 4)
         targets = targetStorage.base.assumingMemoryBound(to: Int32.self)
+        segmentStarts = targets + N
+        positions = targets + 2 * N
         scratch = try BackwardScratch(pool: pool, config: c, rows: N, batch: batch, seqLen: seqLen, keys: tk)
         try adapter?.prepare(rows: N, batch: batch, seqLen: seqLen, slots: c.numLayers, training: true)
     }
@@ -119,6 +123,8 @@ final class InferBuffers {
     var lnf, lnfMean, lnfRstd: UnsafeMutablePointer<Float>
     var logits: UnsafeMutablePointer<Float>
     var targets: UnsafeMutablePointer<Int32>
+    /// Packed rows: each position's record start and position within its record ([N] each, `fillSegments`).
+    var segmentStarts, positions: UnsafeMutablePointer<Int32>
     private let targetStorage: Storage
     let adapterID: ObjectIdentifier?
 
@@ -132,8 +138,10 @@ final class InferBuffers {
                              prefix: cached ? 0 : (adapter?.prefixLength ?? 0))
         lnf = try pool.take(N * C); lnfMean = try pool.take(N); lnfRstd = try pool.take(N)
         logits = try pool.take(min(N, TrainBuffers.headChunk) * c.vocabSize)
-        targetStorage = try Storage.allocate(bytes: N * 4)
+        targetStorage = try Storage.allocate(bytes: 3 * N * 4)
         targets = targetStorage.base.assumingMemoryBound(to: Int32.self)
+        segmentStarts = targets + N
+        positions = targets + 2 * N
         try adapter?.prepare(rows: N, batch: batch, seqLen: tq, slots: 1, training: false)
     }
 }

@@ -161,15 +161,17 @@ final class Engine {
     }
 
     /// Shifted targets over rows of `virtual + T` positions, labels padded with `virtual` leading -100s:
-    /// position t predicts label'[t+1]; the last position of each row predicts nothing.
+    /// position t predicts label'[t+1]; the last position of each row predicts nothing. In packed rows
+    /// (`segmentStarts`, [rows·T]) the last position of each record predicts nothing either.
     func fillTargets(_ out: UnsafeMutablePointer<Int32>, labels: UnsafeBufferPointer<Int32>, rowStart: Int, rows: Int,
-                     seqLen T: Int, virtual Vt: Int = 0) -> Int {
+                     seqLen T: Int, virtual Vt: Int = 0, segmentStarts: UnsafePointer<Int32>? = nil) -> Int {
         var count = 0
         let Tp = T + Vt
         for r in 0..<rows {
             for t in 0..<Tp {
                 let j = t + 1 - Vt  // index into the real labels
-                let v: Int32 = (t + 1 < Tp && j >= 0) ? labels[(rowStart + r) * T + j] : -100
+                var v: Int32 = (t + 1 < Tp && j >= 0) ? labels[(rowStart + r) * T + j] : -100
+                if let st = segmentStarts, t + 1 < Tp, Int(st[r * Tp + t + 1]) == t + 1 { v = -100 }
                 out[r * Tp + t] = v
                 if v != -100 { count += 1 }
             }
@@ -187,10 +189,12 @@ final class Engine {
     func evaluate(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>?, batch B: Int, seqLen T: Int,
                   logits: UnsafeMutableBufferPointer<Float>?, lastLogitsOnly: Bool = false, computeLoss: Bool = true,
                   tokenLogprobs: UnsafeMutableBufferPointer<Float>? = nil, rowLosses: UnsafeMutableBufferPointer<Float>? = nil,
-                  rowTokens: UnsafeMutableBufferPointer<Int>? = nil) throws -> EvalResult {
+                  rowTokens: UnsafeMutableBufferPointer<Int>? = nil,
+                  segmentIDs: UnsafeBufferPointer<Int32>? = nil) throws -> EvalResult {
         let adapter = active?.adapter
         let Vt = adapter?.virtualTokens ?? 0, P = adapter?.prefixLength ?? 0
         try validateBatch(inputIDs: inputIDs, labels: labels, batch: B, seqLen: T, adapter: adapter)
+        if let segmentIDs { try validatePacking(segmentIDs: segmentIDs, batch: B, seqLen: T, adapter: adapter) }
         let N = B * T, V = config.vocabSize, C = config.hiddenSize
         if let logits {
             let need = lastLogitsOnly ? B * V : N * V
@@ -204,9 +208,14 @@ final class Engine {
         let Tp = T + Vt
         let buf = try buffers.inference(engine: self, batch: B, tq: Tp, tk: Tp + P, adapter: adapter)
         guard let ids = inputIDs.baseAddress else { throw PEFTKitError.invalidArgument("input_ids is empty") }
-        runStack(ids: ids, batch: B, seqLen: T, virtual: true, adapter: adapter, buffers: .infer(buf))
+        let segments = segmentIDs.map {
+            PackedSegments.fill(segmentIDs: $0.baseAddress!, rows: B, seqLen: T, starts: buf.segmentStarts,
+                                positions: buf.positions)
+        }
+        runStack(ids: ids, batch: B, seqLen: T, virtual: true, adapter: adapter, buffers: .infer(buf), segments: segments)
         let lab = labels ?? inputIDs
-        let count = fillTargets(buf.targets, labels: lab, rowStart: 0, rows: B, seqLen: T, virtual: Vt)
+        let count = fillTargets(buf.targets, labels: lab, rowStart: 0, rows: B, seqLen: T, virtual: Vt,
+                                segmentStarts: segments?.starts)
         if let tokenLogprobs { tokenLogprobs.baseAddress!.update(repeating: 0, count: N) }
         var lossSum = 0.0
         try withUnsafeTemporaryAllocation(of: Float.self, capacity: TrainBuffers.headChunk) { scratch in

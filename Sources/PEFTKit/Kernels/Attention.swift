@@ -26,6 +26,10 @@ struct AttentionShape {
     /// Padding mask over the last `tq` keys of each sequence ([batch, tq], 0 = padding, not attended); the
     /// `tk - tq` keys before them (a prefix) are always attended. nil = no padding.
     var keyMask: UnsafePointer<Int32>? = nil
+    /// Packed rows ([batch, tq]): for each query, the position in its row where its record starts. Attention is
+    /// then block-diagonal and causal within each record (only with `causal`, no past keys and no padding mask:
+    /// tk == tq). nil = one record per row.
+    var segmentStarts: UnsafePointer<Int32>? = nil
     var scale: Float { 1 / Float(headDim).squareRoot() }
 
     /// Keys query `i` may see (a prefix of the row; the padding mask then removes some of them).
@@ -42,6 +46,10 @@ struct AttentionShape {
 /// heads cost one after the other. Every output element is computed as in a sequential run.
 func attentionForward(out: StridedRows, probs: UnsafeMutablePointer<Float>, q: StridedRows, k: StridedRows, v: StridedRows,
                       _ s: AttentionShape) {
+    if let starts = s.segmentStarts {
+        attentionForwardPacked(out: out, probs: probs, q: q, k: k, v: v, starts: starts, s)
+        return
+    }
     if s.tq == 1 && s.causal && s.keyMask == nil {
         attentionForwardOneQuery(out: out, probs: probs, q: q, k: k, v: v, s)
         return
@@ -128,6 +136,11 @@ func attentionForwardOneQuery(out: StridedRows, probs: UnsafeMutablePointer<Floa
 func attentionBackward(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs: UnsafeMutablePointer<Float>,
                        dout: StridedRows, probs: UnsafePointer<Float>, q: StridedRows, k: StridedRows, v: StridedRows,
                        _ s: AttentionShape) {
+    if let starts = s.segmentStarts {
+        attentionBackwardPacked(dq: dq, dk: dk, dv: dv, dprobs: dprobs, dout: dout, probs: probs, q: q, k: k, v: v,
+                                starts: starts, s)
+        return
+    }
     let group = s.heads / s.kvHeads
     let D = s.headDim, tq = s.tq, tk = s.tk, H = s.heads, KVH = s.kvHeads
     let scale = s.scale
@@ -164,6 +177,109 @@ func attentionBackward(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs
                 // dK += dSᵀ · Q
                 sgemm(transA: true, transB: false, m: tk, n: D, k: tq,
                       alpha: 1, a: dsp, lda: tk, b: q.ptr + b * q.batchStride + h * D, ldb: q.ld, beta: 1, c: dkp, ldc: dk.ld)
+            }
+        }
+    }
+}
+
+// MARK: packed rows
+
+/// Calls `body(start, length)` for each record of row `b` of a packed batch, in order. A record starts where
+/// `starts[t] == t`.
+@inline(__always)
+func forEachSegment(_ starts: UnsafePointer<Int32>, row b: Int, length T: Int, _ body: (Int, Int) -> Void) {
+    let st = starts + b * T
+    var s = 0
+    while s < T {
+        var e = s + 1
+        while e < T && Int(st[e]) != e { e += 1 }
+        body(s, e - s)
+        s = e
+    }
+}
+
+/// `attentionForward` over packed rows: each record attends only to itself (causally), so the scores, softmax and
+/// weighted sums run per record block on the diagonal; the work between records is skipped, not masked. Within
+/// a record of length n at offset s, query s+i sees keys s...s+i, exactly as the record alone at positions 0..<n.
+/// Only the diagonal blocks of `probs` are written (the backward reads only those).
+func attentionForwardPacked(out: StridedRows, probs: UnsafeMutablePointer<Float>, q: StridedRows, k: StridedRows,
+                            v: StridedRows, starts: UnsafePointer<Int32>, _ s: AttentionShape) {
+    let group = s.heads / s.kvHeads
+    let D = s.headDim, tq = s.tq, tk = s.tk, H = s.heads
+    let alpha = s.scale
+    do {
+        parallelFor(s.batch * H) { st, en in
+            for bh in st..<en {
+                let b = bh / H, h = bh % H, kvh = h / group
+                let qb = q.ptr + b * q.batchStride + h * D
+                let kb = k.ptr + b * k.batchStride + kvh * D
+                let vb = v.ptr + b * v.batchStride + kvh * D
+                let ob = out.ptr + b * out.batchStride + h * D
+                let pp = probs + bh * tq * tk
+                forEachSegment(starts, row: b, length: tq) { s0, n in
+                    let blk = pp + s0 * tk + s0
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(n), Int32(D),
+                                alpha, qb + s0 * q.ld, Int32(q.ld), kb + s0 * k.ld, Int32(k.ld), 0, blk, Int32(tk))
+                    for i in 0..<n {
+                        let row = blk + i * tk
+                        var mx = -Float.infinity
+                        for j in 0...i { mx = max(mx, row[j]) }
+                        softmaxRow(row, valid: i + 1, width: n, max: mx)
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(D), Int32(n),
+                                1, blk, Int32(tk), vb + s0 * v.ld, Int32(v.ld), 0, ob + s0 * out.ld, Int32(out.ld))
+                }
+            }
+        }
+    }
+}
+
+/// Backward of `attentionForwardPacked`: the products of `attentionBackward`, per record block.
+func attentionBackwardPacked(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs: UnsafeMutablePointer<Float>,
+                             dout: StridedRows, probs: UnsafePointer<Float>, q: StridedRows, k: StridedRows, v: StridedRows,
+                             starts: UnsafePointer<Int32>, _ s: AttentionShape) {
+    let group = s.heads / s.kvHeads
+    let D = s.headDim, tq = s.tq, tk = s.tk, H = s.heads, KVH = s.kvHeads
+    let scale = s.scale
+    do {
+        parallelFor(s.batch * KVH) { st, en in
+            for bk in st..<en {
+                let b = bk / KVH, kvh = bk % KVH
+                let vb = v.ptr + b * v.batchStride + kvh * D
+                let kb = k.ptr + b * k.batchStride + kvh * D
+                let dvb = dv.ptr + b * dv.batchStride + kvh * D
+                let dkb = dk.ptr + b * dk.batchStride + kvh * D
+                for h in (kvh * group)..<((kvh + 1) * group) {
+                    let pp = probs + ((b * H + h) * tq) * tk
+                    let dsp = dprobs + ((b * H + h) * tq) * tk
+                    let dob = dout.ptr + b * dout.batchStride + h * D
+                    let qb = q.ptr + b * q.batchStride + h * D
+                    let dqb = dq.ptr + b * dq.batchStride + h * D
+                    forEachSegment(starts, row: b, length: tq) { s0, n in
+                        let pb = pp + s0 * tk + s0, db = dsp + s0 * tk + s0
+                        let dop = dob + s0 * dout.ld
+                        // dP = dO · Vᵀ
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(n), Int32(D),
+                                    1, dop, Int32(dout.ld), vb + s0 * v.ld, Int32(v.ld), 0, db, Int32(tk))
+                        // dS = P ⊙ (dP − Σ_j P·dP) · scale, zero above the diagonal
+                        for i in 0..<n {
+                            let p = pb + i * tk, dp = db + i * tk
+                            var dot: Float = 0
+                            for j in 0...i { dot += p[j] * dp[j] }
+                            for j in 0...i { dp[j] = p[j] * (dp[j] - dot) * scale }
+                            if i + 1 < n { (dp + i + 1).update(repeating: 0, count: n - i - 1) }
+                        }
+                        // dV += Pᵀ · dO
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(n), Int32(D), Int32(n),
+                                    1, pb, Int32(tk), dop, Int32(dout.ld), 1, dvb + s0 * dv.ld, Int32(dv.ld))
+                        // dQ += dS · K
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(D), Int32(n),
+                                    1, db, Int32(tk), kb + s0 * k.ld, Int32(k.ld), 1, dqb + s0 * dq.ld, Int32(dq.ld))
+                        // dK += dSᵀ · Q
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(n), Int32(D), Int32(n),
+                                    1, db, Int32(tk), qb + s0 * q.ld, Int32(q.ld), 1, dkb + s0 * dk.ld, Int32(dk.ld))
+                    }
+                }
             }
         }
     }

@@ -85,16 +85,17 @@ func fill(_ dst: UnsafeMutablePointer<Float>, _ value: Float, _ n: Int) {
 
 /// out[r, :] = wte[ids[r], :] + wpe[posOffset + r % T, :] (the wpe term only when `wpe` is given; Llama has
 /// none). out: [N, C], wte: [vocab, C], wpe: [maxPos, C]. The caller has validated ids and positions.
+/// With `positions` ([N], packed rows) row r takes wpe[positions[r]] instead.
 func embeddingForward(_ out: UnsafeMutablePointer<Float>, _ ids: UnsafePointer<Int32>,
                       _ wte: UnsafePointer<Float>, _ wpe: UnsafePointer<Float>?,
-                      _ N: Int, _ T: Int, _ C: Int, _ posOffset: Int) {
+                      _ N: Int, _ T: Int, _ C: Int, _ posOffset: Int, positions: UnsafePointer<Int32>? = nil) {
     precondition(T > 0 && posOffset >= 0, "embeddingForward: bad T or posOffset")
     parallelFor(N, grain: rowGrain(C)) { r0, r1 in
         for r in r0..<r1 {
             let o = out + r * C
             let e = wte + Int(ids[r]) * C
             if let wpe {
-                let p = wpe + (posOffset + r % T) * C
+                let p = wpe + (positions.map { Int($0[r]) } ?? (posOffset + r % T)) * C
                 for i in 0..<C { o[i] = e[i] + p[i] }
             } else {
                 o.update(from: e, count: C)
@@ -107,7 +108,7 @@ func embeddingForward(_ out: UnsafeMutablePointer<Float>, _ ids: UnsafePointer<I
 /// Parallel over columns; each table entry receives its rows' contributions in row order (deterministic).
 func embeddingBackward(_ dwte: UnsafeMutablePointer<Float>?, _ dwpe: UnsafeMutablePointer<Float>?,
                        _ dout: UnsafePointer<Float>, _ ids: UnsafePointer<Int32>,
-                       _ N: Int, _ T: Int, _ C: Int, _ posOffset: Int) {
+                       _ N: Int, _ T: Int, _ C: Int, _ posOffset: Int, positions: UnsafePointer<Int32>? = nil) {
     if dwte == nil && dwpe == nil { return }
     precondition(T > 0 && posOffset >= 0, "embeddingBackward: bad T or posOffset")
     parallelFor(C, grain: max(16, kernelParallelGrain / max(N, 1))) { c0, c1 in
@@ -118,7 +119,7 @@ func embeddingBackward(_ dwte: UnsafeMutablePointer<Float>?, _ dwpe: UnsafeMutab
                 for c in c0..<c1 { g[c] += d[c] }
             }
             if let dwpe {
-                let g = dwpe + (posOffset + r % T) * C
+                let g = dwpe + (positions.map { Int($0[r]) } ?? (posOffset + r % T)) * C
                 for c in c0..<c1 { g[c] += d[c] }
             }
         }

@@ -237,20 +237,28 @@ public final class Model: @unchecked Sendable {
     /// One optimiser step of the active adapter on a batch of `batch` rows of `seqLen` token ids.
     /// `labels` default to `inputIDs`; `-100` marks positions that do not count. Labels are shifted inside
     /// (position t predicts label t+1), as transformers does.
+    ///
+    /// Packed rows: `segmentIDs` ([batch·seqLen]) mark the records a row holds (a record starts at position 0 and
+    /// wherever the id differs from the previous position's). Each record attends only to itself, its positions
+    /// start at 0, and no position predicts across a record boundary: the loss and gradients equal those of the
+    /// records run one by one. Not with prompt or prefix tuning, nor encoders.
     public func trainStep(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>? = nil,
+                          segmentIDs: UnsafeBufferPointer<Int32>? = nil,
                           batch: Int, seqLen: Int, config: TrainConfig) throws -> TrainStepResult {
-        try exclusive { try engine.trainStep(inputIDs: inputIDs, labels: labels, batch: batch, seqLen: seqLen, config: config) }
+        try exclusive {
+            try engine.trainStep(inputIDs: inputIDs, labels: labels, batch: batch, seqLen: seqLen, config: config,
+                                 segmentIDs: segmentIDs)
+        }
     }
 
-    public func trainStep(inputIDs: [Int32], labels: [Int32]? = nil, batch: Int, seqLen: Int,
+    public func trainStep(inputIDs: [Int32], labels: [Int32]? = nil, segmentIDs: [Int32]? = nil, batch: Int, seqLen: Int,
                           config: TrainConfig) throws -> TrainStepResult {
-        try inputIDs.withUnsafeBufferPointer { ids in
-            if let labels {
-                return try labels.withUnsafeBufferPointer { lb in
-                    try trainStep(inputIDs: ids, labels: lb, batch: batch, seqLen: seqLen, config: config)
+        try withOptionalBuffer(labels) { lb in
+            try withOptionalBuffer(segmentIDs) { sg in
+                try inputIDs.withUnsafeBufferPointer { ids in
+                    try trainStep(inputIDs: ids, labels: lb, segmentIDs: sg, batch: batch, seqLen: seqLen, config: config)
                 }
             }
-            return try trainStep(inputIDs: ids, labels: nil, batch: batch, seqLen: seqLen, config: config)
         }
     }
 
@@ -275,11 +283,12 @@ public final class Model: @unchecked Sendable {
     /// let r = try model.applyGradients(config: tc)
     /// ```
     public func computeGradients(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>? = nil, batch: Int,
-                                 seqLen: Int, config: TrainConfig, lossDivisor: Int? = nil) throws -> (loss: Float, tokens: Int) {
+                                 seqLen: Int, config: TrainConfig, lossDivisor: Int? = nil,
+                                 segmentIDs: UnsafeBufferPointer<Int32>? = nil) throws -> (loss: Float, tokens: Int) {
         try exclusive {
             try config.validate()
             return try engine.computeGradients(inputIDs: inputIDs, labels: labels, batch: batch, seqLen: seqLen, config: config,
-                                               lossDivisor: lossDivisor)
+                                               lossDivisor: lossDivisor, segmentIDs: segmentIDs)
         }
     }
 
@@ -320,25 +329,29 @@ public final class Model: @unchecked Sendable {
     }
 
     /// Forward pass without an update: writes logits `[batch, seqLen, vocab]` into `logits` when given and
-    /// returns the loss against `labels` (default: the inputs).
+    /// returns the loss against `labels` (default: the inputs). `segmentIDs`: packed rows, as in `trainStep`.
     public func forward(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>? = nil,
+                        segmentIDs: UnsafeBufferPointer<Int32>? = nil,
                         batch: Int, seqLen: Int, logits: UnsafeMutableBufferPointer<Float>? = nil) throws -> EvalResult {
-        try exclusive { try engine.evaluate(inputIDs: inputIDs, labels: labels, batch: batch, seqLen: seqLen, logits: logits) }
+        try exclusive {
+            try engine.evaluate(inputIDs: inputIDs, labels: labels, batch: batch, seqLen: seqLen, logits: logits,
+                                segmentIDs: segmentIDs)
+        }
     }
 
     /// Convenience: returns the logits as an array along with the loss.
-    public func forward(inputIDs: [Int32], labels: [Int32]? = nil, batch: Int, seqLen: Int) throws -> (logits: [Float], result: EvalResult) {
+    public func forward(inputIDs: [Int32], labels: [Int32]? = nil, segmentIDs: [Int32]? = nil, batch: Int,
+                        seqLen: Int) throws -> (logits: [Float], result: EvalResult) {
         let (n, o) = (batch * seqLen).multipliedReportingOverflow(by: config.vocabSize)
         guard !o, batch > 0, seqLen > 0 else { throw PEFTKitError.invalidArgument("bad batch/seqLen \(batch)x\(seqLen)") }
         var out = [Float](repeating: 0, count: n)
-        let r: EvalResult = try inputIDs.withUnsafeBufferPointer { ids in
-            try out.withUnsafeMutableBufferPointer { lg in
-                if let labels {
-                    return try labels.withUnsafeBufferPointer { lb in
-                        try forward(inputIDs: ids, labels: lb, batch: batch, seqLen: seqLen, logits: lg)
+        let r: EvalResult = try withOptionalBuffer(labels) { lb in
+            try withOptionalBuffer(segmentIDs) { sg in
+                try inputIDs.withUnsafeBufferPointer { ids in
+                    try out.withUnsafeMutableBufferPointer { lg in
+                        try forward(inputIDs: ids, labels: lb, segmentIDs: sg, batch: batch, seqLen: seqLen, logits: lg)
                     }
                 }
-                return try forward(inputIDs: ids, labels: nil, batch: batch, seqLen: seqLen, logits: lg)
             }
         }
         return (out, r)
@@ -351,3 +364,4 @@ public final class Model: @unchecked Sendable {
         try exclusive { try engine.generate(prompt: prompt, config: config, onToken: onToken) }
     }
 }
+

@@ -20,10 +20,14 @@ public enum DatasetRecord: Sendable, Equatable {
 public struct DatasetExample: Sendable, Equatable {
     public var inputIDs: [Int32]
     public var labels: [Int32]
+    /// A packed row (`SequencePacking.pack`): the record each position belongs to (0, 1, ... in row order).
+    /// nil = one record.
+    public var segmentIDs: [Int32]?
 
-    public init(inputIDs: [Int32], labels: [Int32]) {
+    public init(inputIDs: [Int32], labels: [Int32], segmentIDs: [Int32]? = nil) {
         self.inputIDs = inputIDs
         self.labels = labels
+        self.segmentIDs = segmentIDs
     }
 
     /// Positions whose token is trained.
@@ -213,11 +217,56 @@ public struct DatasetEncoder: Sendable {
     }
 }
 
+/// Several records per row ("packing"): rows of up to `seqLen` tokens filled with whole records, so that short
+/// records do not leave a row mostly padding. `Model.trainStep(segmentIDs:)` then keeps the records apart
+/// (attention within each record, positions from 0, no prediction across a boundary): a packed row trains
+/// exactly as its records one by one, in fewer, fuller rows.
+public enum SequencePacking {
+    /// Packs `examples` into rows of at most `seqLen` tokens, first-fit decreasing: records longest first (ties
+    /// in input order), each into the first row with room, else a new row; within a row, records keep the order
+    /// they were placed in. Records longer than `seqLen` are cut to `seqLen` (as `TokenBatch` cuts them) and fill
+    /// a row alone. Deterministic: the same examples give the same rows. Each row's `segmentIDs` number its
+    /// records 0, 1, ...; rows are not padded (`TokenBatch` pads them).
+    public static func pack(_ examples: [DatasetExample], seqLen: Int) throws -> [DatasetExample] {
+        try require(seqLen > 1, "sequence length must be at least 2, got \(seqLen)")
+        for e in examples {
+            try require(e.inputIDs.count == e.labels.count, "example has \(e.inputIDs.count) ids but \(e.labels.count) labels")
+            try require(e.segmentIDs == nil, "an example is already a packed row")
+        }
+        let order = examples.indices.filter { !examples[$0].inputIDs.isEmpty }.sorted {
+            let a = min(seqLen, examples[$0].inputIDs.count), b = min(seqLen, examples[$1].inputIDs.count)
+            return a != b ? a > b : $0 < $1
+        }
+        var rows: [DatasetExample] = []
+        var free: [Int] = []
+        for i in order {
+            let e = examples[i]
+            let n = min(seqLen, e.inputIDs.count)
+            // First row with room; rows are few compared with records (each holds at least one record).
+            var r = 0
+            while r < rows.count && free[r] < n { r += 1 }
+            if r == rows.count {
+                rows.append(DatasetExample(inputIDs: [], labels: [], segmentIDs: []))
+                free.append(seqLen)
+            }
+            let id = Int32(rows[r].segmentIDs!.last.map { $0 + 1 } ?? 0)
+            rows[r].inputIDs += e.inputIDs[..<n]
+            rows[r].labels += e.labels[..<n]
+            rows[r].segmentIDs! += [Int32](repeating: id, count: n)
+            free[r] -= n
+        }
+        return rows
+    }
+}
+
 /// A `[batch, seqLen]` block of token ids and labels: each example truncated on the right or padded with
-/// `padID` (padding labels are `-100`).
+/// `padID` (padding labels are `-100`). When an example is a packed row, `segmentIDs` holds every row's
+/// segment ids (padding forms a segment of its own) for `Model.trainStep(segmentIDs:)`.
 public struct TokenBatch: Sendable, Equatable {
     public var inputIDs: [Int32]
     public var labels: [Int32]
+    /// [batch·seqLen] when any example is a packed row, else nil.
+    public var segmentIDs: [Int32]?
     public let batch: Int
     public let seqLen: Int
 
@@ -230,6 +279,8 @@ public struct TokenBatch: Sendable, Equatable {
         labels = []
         inputIDs.reserveCapacity(batch * seqLen)
         labels.reserveCapacity(batch * seqLen)
+        let packed = examples.contains { $0.segmentIDs != nil }
+        var segments: [Int32] = []
         for e in examples {
             try require(e.inputIDs.count == e.labels.count, "example has \(e.inputIDs.count) ids but \(e.labels.count) labels")
             let n = min(seqLen, e.inputIDs.count)
@@ -237,18 +288,36 @@ public struct TokenBatch: Sendable, Equatable {
             labels += e.labels[..<n]
             inputIDs += [Int32](repeating: padID, count: seqLen - n)
             labels += [Int32](repeating: -100, count: seqLen - n)
+            paddingCount += seqLen - n
+            if packed {
+                let sg = e.segmentIDs ?? [Int32](repeating: 0, count: e.inputIDs.count)
+                try require(sg.count == e.inputIDs.count, "packed row has \(e.inputIDs.count) ids but \(sg.count) segment ids")
+                segments += sg[..<n]
+                let padSegment = (sg[..<n].max() ?? -1) + 1
+                segments += [Int32](repeating: padSegment, count: seqLen - n)
+            }
         }
+        segmentIDs = packed ? segments : nil
     }
 
-    /// Label positions that count towards the loss (the first position of a row never does: nothing
-    /// predicts it).
+    /// Label positions that count towards the loss (the first position of a row, and of each record of a
+    /// packed row, never does: nothing predicts it).
     public var trainedTokens: Int {
         var n = 0
         for b in 0..<batch {
-            for t in 1..<seqLen where labels[b * seqLen + t] != -100 { n += 1 }
+            for t in 1..<seqLen where labels[b * seqLen + t] != -100 {
+                if let sg = segmentIDs, sg[b * seqLen + t] != sg[b * seqLen + t - 1] { continue }
+                n += 1
+            }
         }
         return n
     }
+
+    /// Positions holding a token of an example (not padding).
+    public var realTokens: Int {
+        inputIDs.count - paddingCount
+    }
+    private var paddingCount = 0
 }
 
 /// Which examples make up each step: epochs over `count` examples in a seeded shuffled order (a new order

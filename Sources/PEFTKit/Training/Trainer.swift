@@ -2,9 +2,10 @@ extension Engine {
     /// One optimiser step of the active adapter, or of every base weight under full fine-tuning; see
     /// `Model.trainStep`. Exactly `computeGradients` followed by `applyGradients`.
     func trainStep(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>?, batch B: Int, seqLen T: Int,
-                   config tc: TrainConfig) throws -> TrainStepResult {
+                   config tc: TrainConfig, segmentIDs: UnsafeBufferPointer<Int32>? = nil) throws -> TrainStepResult {
         try tc.validate()
-        _ = try computeGradients(inputIDs: inputIDs, labels: labels, batch: B, seqLen: T, config: tc, lossDivisor: nil)
+        _ = try computeGradients(inputIDs: inputIDs, labels: labels, batch: B, seqLen: T, config: tc, lossDivisor: nil,
+                                 segmentIDs: segmentIDs)
         return try applyGradients(config: tc)
     }
 
@@ -31,12 +32,15 @@ extension Engine {
     /// this batch divided by the same divisor, and the tokens counted. Non-finite loss or gradient: throws,
     /// gradients zeroed, nothing else changed.
     func computeGradients(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>?, batch B: Int, seqLen T: Int,
-                          config tc: TrainConfig, lossDivisor: Int?) throws -> (loss: Float, tokens: Int) {
+                          config tc: TrainConfig, lossDivisor: Int?,
+                          segmentIDs: UnsafeBufferPointer<Int32>? = nil) throws -> (loss: Float, tokens: Int) {
         pending = nil
         let (slot, opt) = try trainable()
         let ad = slot?.adapter
         let Vt = ad?.virtualTokens ?? 0
         try validateBatch(inputIDs: inputIDs, labels: labels, batch: B, seqLen: T, adapter: ad)
+        if let segmentIDs { try validatePacking(segmentIDs: segmentIDs, batch: B, seqLen: T, adapter: ad) }
+        let seg = segmentIDs?.baseAddress
         let lab = labels ?? inputIDs
         // ceil(B / microBatchSize) near-equal parts, part k the rows [k·B/K, (k+1)·B/K) (smaller parts first):
         // the split MPI ranks use, so K parts in one process sum exactly as K ranks do.
@@ -47,7 +51,12 @@ extension Engine {
         // With virtual tokens the last one predicts the first real token, as in PEFT.
         var total = 0
         for b in 0..<B {
-            for t in (Vt > 0 ? 0 : 1)..<T where lab[b * T + t] != -100 { total += 1 }
+            // In packed rows a record's first token is predicted by no position (the previous record's last
+            // position predicts nothing).
+            for t in (Vt > 0 ? 0 : 1)..<T where lab[b * T + t] != -100 {
+                if let seg, t > 0, seg[b * T + t] != seg[b * T + t - 1] { continue }
+                total += 1
+            }
         }
         try require(total > 0 || lossDivisor != nil,
                     "no label counts towards the loss (all positions are -100 or sequences have length 1)")
@@ -74,7 +83,7 @@ extension Engine {
                 lossSum += try forwardBackward(adapter: ad, grads: grads, fullGrads: slot == nil ? full!.gradWeights : nil,
                                                ids: inputIDs.baseAddress! + r * T, labels: lab, rowStart: r, rows: rows,
                                                seqLen: T, gradScale: 1 / Float(divisor), checkpointed: tc.gradientCheckpointing,
-                                               progress: report)
+                                               progress: report, segmentIDs: seg.map { $0 + r * T })
             }
         } catch {
             grads.update(repeating: 0, count: P)
@@ -133,15 +142,22 @@ extension Engine {
     func forwardBackward(adapter: Adapter?, grads: UnsafeMutablePointer<Float>, fullGrads: (any ModelWeights)?,
                          ids: UnsafePointer<Int32>, labels: UnsafeBufferPointer<Int32>, rowStart: Int, rows B: Int,
                          seqLen T: Int, gradScale: Float, checkpointed: Bool = false,
-                         progress: ((_ done: Int, _ perMicroBatch: Int) throws -> Void)? = nil) throws -> Double {
+                         progress: ((_ done: Int, _ perMicroBatch: Int) throws -> Void)? = nil,
+                         segmentIDs: UnsafePointer<Int32>? = nil) throws -> Double {
         let c = config, w = weights
         let Vt = adapter?.virtualTokens ?? 0, P = adapter?.prefixLength ?? 0
         let Tp = T + Vt
         let N = B * Tp, C = c.hiddenSize, V = c.vocabSize, L = c.numLayers
         let buf = try buffers.training(engine: self, batch: B, seqLen: Tp, adapter: adapter, checkpointed: checkpointed)
         let lo = buf.lowest
-        let top = runStack(ids: ids, batch: B, seqLen: T, virtual: true, adapter: adapter, buffers: .train(buf))
-        _ = fillTargets(buf.targets, labels: labels, rowStart: rowStart, rows: B, seqLen: T, virtual: Vt)
+        // Packed rows (validated by the caller): record starts and positions for this micro-batch.
+        let segments = segmentIDs.map {
+            PackedSegments.fill(segmentIDs: $0, rows: B, seqLen: T, starts: buf.segmentStarts, positions: buf.positions)
+        }
+        let top = runStack(ids: ids, batch: B, seqLen: T, virtual: true, adapter: adapter, buffers: .train(buf),
+                           segments: segments)
+        _ = fillTargets(buf.targets, labels: labels, rowStart: rowStart, rows: B, seqLen: T, virtual: Vt,
+                        segmentStarts: segments?.starts)
 
         // LM head + loss in row chunks; the logits' gradient goes straight into dlnf.
         var lossSum = 0.0
@@ -172,18 +188,24 @@ extension Engine {
                 // Recompute the layer's activations from its kept input (its output lands where it was).
                 if let r = random, let s = buf.rngBefore[l - lo] { r.trainingRng = s }
                 let fctx = LayerContext(config: c, adapter: adapter, grads: nil, pass: PassInfo(rows: N, slot: l, training: true),
-                                        batch: B, seqLen: Tp, pastLen: P, cache: nil)
+                                        batch: B, seqLen: Tp, pastLen: P, cache: nil,
+                                        segmentStarts: segments?.starts, positions: segments?.positions)
                 w.forwardLayer(l, fctx, x: buf.streams[l - lo], out: buf.streams[l - lo + 1], a: &buf.acts[0])
             }
             let ctx = LayerContext(config: c, adapter: adapter, grads: grads, pass: PassInfo(rows: N, slot: l, training: true),
-                                   batch: B, seqLen: Tp, pastLen: P, cache: nil)
+                                   batch: B, seqLen: Tp, pastLen: P, cache: nil,
+                                   segmentStarts: segments?.starts, positions: segments?.positions)
             w.backwardLayer(l, ctx, x: buf.streams[l - lo], a: buf.acts[buf.actsIndex(l)], s: buf.scratch, grads: fullGrads)
             try progress?(1 + (L - l), units)
         }
         if buf.checkpointed, let r = random, let s = rngAfter { r.trainingRng = s }
         if let gw = fullGrads {
             // d now holds dL/d(embeddings).
-            w.embedBackward(into: gw, d, ids: ids, rows: N, seqLen: T)
+            if let segments {
+                w.embedBackward(into: gw, d, ids: ids, rows: N, positions: segments.positions)
+            } else {
+                w.embedBackward(into: gw, d, ids: ids, rows: N, seqLen: T)
+            }
         }
         if Vt > 0, let g = adapter?.promptGrad(grads: grads) {
             // d now holds dL/d(embeddings): the virtual tokens' rows are the prompt's gradient.

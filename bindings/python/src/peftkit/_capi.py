@@ -120,6 +120,8 @@ class TrainConfigStruct(Structure):
         ("total_steps", c_int32),
         ("max_grad_norm", c_float),
         ("micro_batch_size", c_int32),
+        ("lora_plus_ratio", c_float),
+        ("gradient_checkpointing", c_int32),
     ]
 
 
@@ -256,6 +258,19 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     "peftkit_train_compute_gradients": (
         _status,
         [_model, _ids, _ids, c_int32, c_int32, POINTER(TrainConfigStruct), c_int64, POINTER(c_float), POINTER(c_int64)],
+    ),
+    "peftkit_train_step_packed": (
+        _status,
+        [_model, _ids, _ids, _ids, c_int32, c_int32, POINTER(TrainConfigStruct), POINTER(TrainResultStruct)],
+    ),
+    "peftkit_train_compute_gradients_packed": (
+        _status,
+        [_model, _ids, _ids, _ids, c_int32, c_int32, POINTER(TrainConfigStruct), c_int64, POINTER(c_float),
+         POINTER(c_int64)],
+    ),
+    "peftkit_forward_packed": (
+        _status,
+        [_model, _ids, _ids, _ids, c_int32, c_int32, c_void_p, c_size_t, POINTER(c_float), POINTER(c_int64)],
     ),
     "peftkit_train_apply_gradients": (_status, [_model, POINTER(TrainConfigStruct), POINTER(TrainResultStruct)]),
     "peftkit_train_gradients": (_status, [_model, POINTER(POINTER(c_float)), POINTER(c_int64)]),

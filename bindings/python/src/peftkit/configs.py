@@ -557,6 +557,10 @@ class TrainConfig:
         max_grad_norm: clip the global gradient L2 norm to this; 0 = no clipping.
         micro_batch_size: at most this many rows per micro-batch (gradient accumulation, same gradient,
             less memory); batch B runs as ceil(B / micro_batch_size) near-equal parts. 0 = the whole batch.
+        lora_plus_ratio: LoRA+ (PEFT's ``loraplus_lr_ratio``): LoRA's B matrices train at this times the
+            learning rate; 0 = the adapter's own ratio if its config has one, else off.
+        gradient_checkpointing: recompute each layer's activations in the backward (same gradients, less
+            memory, one more forward per step).
     """
 
     learning_rate: float = 1e-3
@@ -569,6 +573,8 @@ class TrainConfig:
     total_steps: int = 0
     max_grad_norm: float = 0.0
     micro_batch_size: int = 0
+    lora_plus_ratio: float = 0.0
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "schedule", _enum(Schedule, self.schedule, "schedule"))
@@ -585,6 +591,10 @@ class TrainConfig:
         s.total_steps = _int(self.total_steps, "total_steps")
         s.max_grad_norm = _float(self.max_grad_norm, "max_grad_norm")
         s.micro_batch_size = _int(self.micro_batch_size, "micro_batch_size")
+        s.lora_plus_ratio = _float(self.lora_plus_ratio, "lora_plus_ratio")
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise TypeError(f"gradient_checkpointing must be a bool, got {type(self.gradient_checkpointing).__name__}")
+        s.gradient_checkpointing = 1 if self.gradient_checkpointing else 0
         return s
 
 

@@ -618,7 +618,8 @@ class Model:
     # ------------------------------------------------------------------------------------------------
 
     def train_step(self, input_ids: TokenArray, labels: TokenArray | None = None,
-                   config: TrainConfig | Mapping[str, Any] | None = None, **train_options: Any) -> TrainResult:
+                   config: TrainConfig | Mapping[str, Any] | None = None, *, segment_ids: TokenArray | None = None,
+                   **train_options: Any) -> TrainResult:
         """One AdamW step of the active adapter on a batch; the base weights never change, except under
         full fine-tuning (:meth:`set_full_fine_tuning`), which trains them.
 
@@ -627,6 +628,11 @@ class Model:
             labels: same shape; token ids or :data:`IGNORE_INDEX` (-100). None = `input_ids`. Position
                 t is scored against label t+1 (shifted inside, as in transformers).
             config: a :class:`TrainConfig` or a mapping of its fields; None = the defaults.
+            segment_ids: packed rows (several records per row), same shape as `input_ids`: a record starts
+                at position 0 and wherever the id differs from the previous position's. Each record attends
+                only to itself, its positions start at 0 and nothing is predicted across a boundary: the
+                step equals training on the records one by one. Not with prompt or prefix tuning
+                (UnsupportedError). None = one record per row.
             **train_options: :class:`TrainConfig` fields overriding `config`, e.g.
                 ``learning_rate=1e-2``.
 
@@ -643,11 +649,16 @@ class Model:
         tc = _make(TrainConfig, config, train_options)
         s = tc._to_struct()
         ids, lab, b, t = batch_arrays(input_ids, labels)
+        seg = _segments(ids, segment_ids)
         r = _capi.TrainResultStruct()
         r.struct_size = ctypes.sizeof(r)
         with self._call as h:
-            status = _lib.peftkit_train_step(h, address(ids), None if lab is None else address(lab),
-                                             b, t, byref(s), byref(r))
+            if seg is None:
+                status = _lib.peftkit_train_step(h, address(ids), None if lab is None else address(lab),
+                                                 b, t, byref(s), byref(r))
+            else:
+                status = _lib.peftkit_train_step_packed(h, address(ids), None if lab is None else address(lab),
+                                                        address(seg), b, t, byref(s), byref(r))
             self._check_progress(status)
             result = TrainResult(r.loss, r.grad_norm, r.learning_rate, r.step, r.tokens)
             self._last_train_result = result
@@ -683,11 +694,12 @@ class Model:
 
     def compute_gradients(self, input_ids: TokenArray, labels: TokenArray | None = None,
                           config: TrainConfig | Mapping[str, Any] | None = None, *, loss_divisor: int | None = None,
-                          **train_options: Any) -> tuple[float, int]:
+                          segment_ids: TokenArray | None = None, **train_options: Any) -> tuple[float, int]:
         """The first half of :meth:`train_step`, for data parallelism with the host's own communicator
         (mpi4py, torch.distributed): forward, loss and backward, leaving the gradient of the summed loss
         divided by `loss_divisor` (default: this batch's counted tokens) in :meth:`gradients`. Ranks pass the
         global token count, sum the gradient buffers (all-reduce), then call :meth:`apply_gradients`.
+        `segment_ids`: packed rows, as in :meth:`train_step`.
 
         Returns:
             (this batch's summed loss / loss_divisor, tokens counted in this batch).
@@ -695,14 +707,21 @@ class Model:
         tc = _make(TrainConfig, config, train_options)
         s = tc._to_struct()
         ids, lab, b, t = batch_arrays(input_ids, labels)
+        seg = _segments(ids, segment_ids)
         loss = ctypes.c_float()
         tokens = ctypes.c_int64()
         if loss_divisor is not None and loss_divisor <= 0:
             raise InvalidArgumentError(f"loss_divisor must be positive, got {loss_divisor}")
         with self._call as h:
-            self._check_progress(_lib.peftkit_train_compute_gradients(
-                h, address(ids), None if lab is None else address(lab), b, t, byref(s), loss_divisor or 0,
-                byref(loss), byref(tokens)))
+            if seg is None:
+                status = _lib.peftkit_train_compute_gradients(
+                    h, address(ids), None if lab is None else address(lab), b, t, byref(s), loss_divisor or 0,
+                    byref(loss), byref(tokens))
+            else:
+                status = _lib.peftkit_train_compute_gradients_packed(
+                    h, address(ids), None if lab is None else address(lab), address(seg), b, t, byref(s),
+                    loss_divisor or 0, byref(loss), byref(tokens))
+            self._check_progress(status)
         return float(loss.value), int(tokens.value)
 
     def apply_gradients(self, config: TrainConfig | Mapping[str, Any] | None = None,
@@ -732,7 +751,8 @@ class Model:
     def forward(self, input_ids: TokenArray, labels: TokenArray | None = None, *, logits: str = "all",
                 return_logprobs: bool = False, return_loss: bool = True,
                 out: npt.NDArray[np.float32] | None = None,
-                adapters: Iterable[str | None] | None = None) -> npt.NDArray[np.float32] | ForwardResult:
+                adapters: Iterable[str | None] | None = None,
+                segment_ids: TokenArray | None = None) -> npt.NDArray[np.float32] | ForwardResult:
         """A forward pass with the active adapter (or the base model); nothing changes.
 
         Called as ``forward(input_ids)`` it returns the logits array. Given `labels`, ``logits="last"`` or
@@ -754,6 +774,8 @@ class Model:
                 unchanged.
             out: optional C-contiguous float32 array to write the logits into (its first elements); saves an
                 allocation per call.
+            segment_ids: packed rows, as in :meth:`train_step` (plain form only, not with `adapters`): each
+                record's logits are those it gets alone.
 
         Returns:
             float32 array ``[batch, seq_len, vocab_size]`` (a view of `out` when given) in the plain form, else a
@@ -767,6 +789,9 @@ class Model:
             raise InvalidArgumentError(f"logits must be one of {sorted(_LOGITS_MODES)}, got {logits!r}")
         plain = labels is None and logits == "all" and not return_logprobs and return_loss
         ids, lab, b, t = batch_arrays(input_ids, labels)
+        seg = _segments(ids, segment_ids)
+        if seg is not None and (not plain or adapters is not None):
+            raise InvalidArgumentError("segment_ids is only taken by the plain form forward(input_ids, segment_ids=...)")
         v = self._config.vocab_size
         shape = {"all": (b, t, v), "last": (b, v), "none": None}[logits]
         if shape is None:
@@ -790,6 +815,10 @@ class Model:
                 with self._call as h:
                     check(_lib.peftkit_forward_mixed(h, address(ids), None, arr, b, t, address(lg), lg.size,
                                                      None, None))
+            elif seg is not None:
+                with self._call as h:
+                    check(_lib.peftkit_forward_packed(h, address(ids), None, address(seg), b, t, address(lg), lg.size,
+                                                      None, None))
             else:
                 with self._call as h:
                     check(_lib.peftkit_forward(h, address(ids), None, b, t, address(lg), lg.size, None, None))
@@ -819,21 +848,25 @@ class Model:
         return ForwardResult(logits=lg, token_logprobs=lp, row_losses=rl, row_tokens=rt,
                              loss=float(loss.value) if wants_loss else None, tokens=int(tokens.value))
 
-    def evaluate(self, input_ids: TokenArray, labels: TokenArray | None = None) -> EvalResult:
+    def evaluate(self, input_ids: TokenArray, labels: TokenArray | None = None, *,
+                 segment_ids: TokenArray | None = None) -> EvalResult:
         """The loss of a forward pass, without computing logits for the caller or changing anything.
 
         Args:
             input_ids: token ids, ``[batch, seq_len]`` or ``[seq_len]``.
             labels: same shape, or None for `input_ids`; -100 marks positions that do not count.
+            segment_ids: packed rows, as in :meth:`train_step`.
 
         Returns:
             :class:`EvalResult` with the mean loss and the number of counted positions.
         """
         ids, lab, b, t = batch_arrays(input_ids, labels)
+        seg = _segments(ids, segment_ids)
         loss, tokens = c_float(), c_int64()
         with self._call as h:
-            check(_lib.peftkit_forward(h, address(ids), None if lab is None else address(lab), b, t,
-                                       None, 0, byref(loss), byref(tokens)))
+            check(_lib.peftkit_forward_packed(h, address(ids), None if lab is None else address(lab),
+                                              None if seg is None else address(seg), b, t,
+                                              None, 0, byref(loss), byref(tokens)))
         return EvalResult(loss.value, tokens.value)
 
     # ------------------------------------------------------------------------------------------------
@@ -1269,3 +1302,17 @@ def set_num_threads(n: int) -> None:
     ``n <= 0`` restores the default, the number of online cores; values above 1024 are clamped."""
     v = _int(n, "n", -(2**63), 2**63 - 1)
     _lib.peftkit_set_num_threads(max(-1, min(v, 1024)))
+
+
+def _segments(ids: np.ndarray, segment_ids: TokenArray | None) -> np.ndarray | None:
+    """segment_ids as an int32 array of input_ids' shape, or None."""
+    if segment_ids is None:
+        return None
+    seg = np.ascontiguousarray(np.asarray(segment_ids))
+    if seg.dtype.kind not in "iu":
+        raise InvalidArgumentError(f"segment_ids must be integers, got {seg.dtype}")
+    if seg.size != ids.size:
+        raise InvalidArgumentError(f"segment_ids shape {seg.shape} does not match input_ids shape {ids.shape}")
+    if seg.size and (seg.min() < np.iinfo(np.int32).min or seg.max() > np.iinfo(np.int32).max):
+        raise InvalidArgumentError("segment_ids do not fit in int32")
+    return np.ascontiguousarray(seg.astype(np.int32, copy=False)).reshape(-1)
