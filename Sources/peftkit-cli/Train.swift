@@ -40,6 +40,9 @@ struct Train: ParsableCommand {
     @Flag(help: "Gradient checkpointing: keep only each layer's input, recompute the layer in the backward (less memory).")
     var gradCheckpoint = false
     @Option(help: "Seed for data order and adapter initialisation.") var seed: UInt64 = 0
+    @Option(help: "Objective: sft (language-model loss), dpo or orpo (--data holds {\"prompt\", \"chosen\", \"rejected\"} records).")
+    var objective: TrainObjective = .sft
+    @Option(help: "DPO's beta, or ORPO's lambda (TRL names both beta).") var beta: Float = 0.1
     @OptionGroup var checkpoints: CheckpointOptions
 
     func validate() throws {
@@ -58,6 +61,10 @@ struct Train: ParsableCommand {
         let lm = try LoadedModel.load(dist.modelOptions(modelOptions))
         let m = lm.model
         print("model \(lm.path): \(m.config.architecture), \(countString(m.config.parameterCount)) parameters, loaded in \(fmt(lm.loadSeconds, 1)) s")
+        if objective != .sft {
+            guard dist.size == 1 else { throw CLIError("--objective \(objective.rawValue) runs in one process (no mpirun)") }
+            return try trainPreference(lm)
+        }
         let examples = try loadExamples(data, lm.encoder)
         let n = steps ?? BatchOrder.steps(count: examples.count, batch: batch, epochs: epochs)
         guard n > 0 else { throw CLIError("--steps/--epochs give no steps") }
@@ -157,5 +164,9 @@ func evaluateLoss(_ lm: LoadedModel, examples: [DatasetExample], batch: Int, seq
 }
 
 extension LRSchedule: ExpressibleByArgument {}
+
+enum TrainObjective: String, ExpressibleByArgument, CaseIterable {
+    case sft, dpo, orpo
+}
 
 extension AdapterFormat: ExpressibleByArgument {}
