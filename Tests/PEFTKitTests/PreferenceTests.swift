@@ -122,7 +122,7 @@ import Glibc
         var tc = TrainConfig(); tc.learningRate = 2e-2; tc.schedule = .constant
         var margins: [Float] = []
         for _ in 0..<8 { margins.append(try m.preferenceStep(b, objective: .dpo(beta: 0.5), config: tc).stats.rewardMargin) }
-        #expect(margins.first! == 0, "LoRA starts at B = 0: policy = reference")
+        #expect(abs(margins.first!) < 1e-5, "LoRA starts at B = 0: policy = reference")
         #expect(margins.last! > margins.first! + 0.1, "\(margins)")
         #expect(m.engine.weights.named.map { $0.tensor.toArray() } == base)
         var losses: [Float] = []
@@ -152,7 +152,7 @@ import Glibc
         let (m, b) = try Preference.tinyModel()
         let slot = try m.engine.adapter(named: "a")
         let p0 = Array(UnsafeBufferPointer(start: slot.adapter.params.floats, count: slot.parameterCount))
-        func refused(_ batch: PreferenceBatch, _ obj: PreferenceObjective = .dpo(beta: 0.1), _ text: String) {
+        func refused(_ batch: PreferenceBatch, _ text: String, _ obj: PreferenceObjective = .dpo(beta: 0.1)) {
             do {
                 _ = try m.preferenceStep(batch, objective: obj, config: TrainConfig())
                 Issue.record("accepted: \(text)")
@@ -170,15 +170,14 @@ import Glibc
         refused(x, "outside the vocabulary")
         x = b; x.chosen[0] = -1
         refused(x, "outside the vocabulary")
-        refused(b, .dpo(beta: 0), "beta must be positive")
-        refused(b, .dpo(beta: .nan), "beta must be positive")
-        refused(b, .orpo(lambda: -1), "lambda must be non-negative")
+        refused(b, "beta must be positive", .dpo(beta: 0))
+        refused(b, "beta must be positive", .dpo(beta: .nan))
+        refused(b, "lambda must be non-negative", .orpo(lambda: -1))
         refused(PreferenceBatch(chosen: [], chosenMask: [], rejected: [], rejectedMask: [], pairs: 0, seqLen: 6), "at least one pair")
-        var tc = TrainConfig(); tc.microBatchSize = 3
-        #expect(throws: PEFTKitError.self) { try m.preferenceStep(b, objective: .dpo(beta: 0.1), config: tc) }
         try m.setActiveAdapter(nil)
         refused(b, "no active adapter")
-        #expect(p0 == Array(UnsafeBufferPointer(start: slot.adapter.params.floats, count: slot.parameterCount)))
+        let unchanged = p0 == Array(UnsafeBufferPointer(start: slot.adapter.params.floats, count: slot.parameterCount))
+        #expect(unchanged)
         #expect(slot.opt.step == 0)
     }
 
@@ -202,9 +201,9 @@ import Glibc
         #expect(e.chosen.inputIDs == sft.inputIDs)
         #expect(e.chosen.trainedTokens > 0 && e.chosen.trainedTokens < sft.trainedTokens)
         let trained = e.chosen.labels.filter { $0 != -100 }
-        #expect(tok.decode(trained).hasPrefix("good"))
-        let batch = try PreferenceBatch([try enc.encode(recs[0]), e], seqLen: 64, padID: 0)
-        #expect(batch.pairs == 2 && batch.chosen.count == 128 && batch.chosenMask.count == 128)
+        #expect(try tok.decode(trained).hasPrefix("good"))
+        let batch = try PreferenceBatch([try enc.encode(recs[0]), e], seqLen: 400, padID: 0)
+        #expect(batch.pairs == 2 && batch.chosen.count == 800 && batch.chosenMask.count == 800)
         #expect(throws: PEFTKitError.self) { try PreferenceBatch([e], seqLen: 3, padID: 0) }
         for bad in [#"{"prompt": "x", "chosen": "y"}"#, #"{"prompt": "x", "chosen": "", "rejected": "z"}"#,
                     #"{"prompt": "x", "chosen": {"role": "user", "content": "y"}, "rejected": "z"}"#, #"{"chosen": "y", "rejected": "z"}"#] {
@@ -234,10 +233,11 @@ import Glibc
         try writeFileAtomically(path: dir + "/prefs.jsonl", bytes: Array(lines.joined(separator: "\n").utf8))
         let out = try Preference.run(exe, ["train", "--model", dir + "/model", "--objective", "dpo", "--beta", "0.5",
                                            "--data", dir + "/prefs.jsonl", "--out", dir + "/out", "--steps", "6", "--batch", "4",
-                                           "--lr", "0.02", "--schedule", "constant", "--adapter", "lora", "--rank", "4"])
-        let margins = out.split(separator: "\n").compactMap { line -> Float? in
-            guard line.hasPrefix("step "), let r = line.range(of: "margin ") else { return nil }
-            return Float(line[r.upperBound...].prefix { $0 != " " && $0 != "," })
+                                           "--lr", "0.02", "--schedule", "constant", "--method", "lora", "--rank", "4"])
+        var margins: [Float] = []
+        for line in out.split(whereSeparator: { $0 == "\n" }).map({ String($0) }) where line.hasPrefix("step ") {
+            let words = line.split(separator: " ").map { String($0.filter { $0 != "," }) }
+            if let k = words.firstIndex(of: "margin"), k + 1 < words.count, let v = Float(words[k + 1]) { margins.append(v) }
         }
         print(out)
         #expect(margins.count == 6, "\(out)")
