@@ -9,7 +9,7 @@ import Glibc
 @Suite struct Preference {
     static func fixtureBatch(_ r: Parity.Ref) throws -> PreferenceBatch {
         let c = try r.i("chosen"), rj = try r.i("rejected")
-        let cm = try r.i("chosen_mask").map { UInt8($0) }, rm = try r.i("rejected_mask").map { UInt8($0) }
+        let cm = try r.i("chosen_mask"), rm = try r.i("rejected_mask")
         return PreferenceBatch(chosen: c, chosenMask: cm, rejected: rj, rejectedMask: rm, pairs: 2, seqLen: c.count / 2)
     }
 
@@ -75,7 +75,7 @@ import Glibc
         slot.adapter.parametersChanged()
         let T = 7
         let c = TS.ids(2 * T, vocab: cfg.vocabSize, seed: 1), rj = TS.ids(2 * T, vocab: cfg.vocabSize, seed: 2)
-        let cm: [UInt8] = [0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1], rm: [UInt8] = [0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0]
+        let cm: [Int32] = [0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1], rm: [Int32] = [0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0]
         let batch = PreferenceBatch(chosen: c, chosenMask: cm, rejected: rj, rejectedMask: rm, pairs: 2, seqLen: T)
         // A large beta makes the DPO loss depend strongly on the adapter.
         let obj: PreferenceObjective = objective == "dpo" ? .dpo(beta: 2) : .orpo(lambda: 1)
@@ -164,7 +164,7 @@ import Glibc
         refused(x, "masks hold 0 or 1")
         x = b; x.rejectedMask.removeLast()
         refused(x, "masks hold")
-        x = b; x.chosenMask = [UInt8](repeating: 0, count: 12); x.chosenMask[0] = 1
+        x = b; x.chosenMask = [Int32](repeating: 0, count: 12); x.chosenMask[0] = 1
         refused(x, "has no response token")
         x = b; x.rejected[4] = 37
         refused(x, "outside the vocabulary")

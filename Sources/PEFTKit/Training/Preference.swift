@@ -35,13 +35,13 @@ public enum PreferenceObjective: Sendable, Equatable {
 /// whose log-probability counts) and 0 elsewhere (prompt, padding). Position 0 never counts: nothing predicts it.
 public struct PreferenceBatch: Sendable, Equatable {
     public var chosen: [Int32]
-    public var chosenMask: [UInt8]
+    public var chosenMask: [Int32]
     public var rejected: [Int32]
-    public var rejectedMask: [UInt8]
+    public var rejectedMask: [Int32]
     public let pairs: Int
     public let seqLen: Int
 
-    public init(chosen: [Int32], chosenMask: [UInt8], rejected: [Int32], rejectedMask: [UInt8], pairs: Int, seqLen: Int) {
+    public init(chosen: [Int32], chosenMask: [Int32], rejected: [Int32], rejectedMask: [Int32], pairs: Int, seqLen: Int) {
         self.chosen = chosen
         self.chosenMask = chosenMask
         self.rejected = rejected
@@ -116,7 +116,7 @@ extension Engine {
                 let dst = (2 * i + k) * T
                 for t in 0..<T {
                     let m = mask[i * T + t]
-                    try require(m <= 1, "\(k == 0 ? "chosen" : "rejected") mask[\(i * T + t)] = \(m); masks hold 0 or 1")
+                    try require(m == 0 || m == 1, "\(k == 0 ? "chosen" : "rejected") mask[\(i * T + t)] = \(m); masks hold 0 or 1")
                     ids[dst + t] = rowIDs[i * T + t]
                     if m == 1 {
                         labels[dst + t] = rowIDs[i * T + t]

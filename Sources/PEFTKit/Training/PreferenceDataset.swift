@@ -136,13 +136,13 @@ extension PreferenceBatch {
     public init<C: Collection>(_ examples: C, seqLen: Int, padID: Int32) throws where C.Element == PreferenceExample {
         try require(!examples.isEmpty, "a batch needs at least one pair")
         try require(seqLen > 1, "sequence length must be at least 2, got \(seqLen)")
-        var ids: ([Int32], [Int32]) = ([], []), masks: ([UInt8], [UInt8]) = ([], [])
+        var ids: ([Int32], [Int32]) = ([], []), masks: ([Int32], [Int32]) = ([], [])
         for (i, e) in examples.enumerated() {
             for (k, x) in [e.chosen, e.rejected].enumerated() {
                 try require(x.inputIDs.count == x.labels.count, "example has \(x.inputIDs.count) ids but \(x.labels.count) labels")
                 let n = min(seqLen, x.inputIDs.count)
                 var row = Array(x.inputIDs[..<n]) + [Int32](repeating: padID, count: seqLen - n)
-                var mask = x.labels[..<n].map { $0 == ignoreIndex ? UInt8(0) : 1 } + [UInt8](repeating: 0, count: seqLen - n)
+                var mask = x.labels[..<n].map { $0 == ignoreIndex ? Int32(0) : 1 } + [Int32](repeating: 0, count: seqLen - n)
                 mask[0] = 0
                 try require(mask.contains(1), "pair \(i): the \(k == 0 ? "chosen" : "rejected") response starts after \(seqLen) tokens (raise the sequence length)")
                 if k == 0 { ids.0 += row; masks.0 += mask } else { ids.1 += row; masks.1 += mask }
