@@ -31,17 +31,22 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
-def peftkit(args, method, batch, seq, ckpt, steps):
-    cmd = [args.peftkit_bin, "bench", "--json", "--shapes", "smollm2", "--methods", method, "--batch", str(batch),
-           "--seq", str(seq), "--warmup", "1", "--steps", str(steps), "--no-inference", "--no-breakdown",
+def peftkit(args, method, batch, seq, ckpt, steps, warmup=1):
+    # An address-space cap (prlimit) makes a configuration that does not fit fail with PEFTKit's out-of-memory
+    # error instead of pushing a shared machine into the OOM killer.
+    cap = ["prlimit", f"--as={args.mem_cap_gib << 30}"] if args.mem_cap_gib else []
+    cmd = cap + [args.peftkit_bin, "bench", "--json", "--shapes", "smollm2", "--methods", method, "--batch", str(batch),
+           "--seq", str(seq), "--warmup", str(warmup), "--steps", str(steps), "--no-inference", "--no-breakdown",
            "--threads", str(args.threads)]
     if ckpt:
         cmd.append("--grad-checkpoint")
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     if p.returncode != 0:
-        return {"error": f"peftkit-cli status {p.returncode}"}
+        return {"error": f"peftkit-cli status {p.returncode}: {p.stderr.strip()[-300:]}"}
     t = json.loads(p.stdout)["shapes"][0]["train"][0]
+    if t.get("error"):
+        return {"error": t["error"]}
     return dict(tok_s=t["tokensPerSecond"], median_ms=t["medianMs"], step_ms=t["stepMs"], peak_rss_mib=t["peakRSSMiB"])
 
 
@@ -73,6 +78,8 @@ def main():
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--out", default="/tmp/peftkit-bench-dora-ckpt.jsonl")
+    ap.add_argument("--big-warmup", type=int, default=1, help="untimed steps before the one timed B=8 T=1024 step")
+    ap.add_argument("--mem-cap-gib", type=int, default=0, help="address-space cap per PEFTKit run (0 = none)")
     args = ap.parse_args()
 
     small = [
@@ -82,8 +89,8 @@ def main():
         ("B pytorch+peft lora B4 T256", lambda: torch_lora(args, 4, 256, args.steps)),
     ]
     big = [
-        ("C peftkit lora B8 T1024", lambda: peftkit(args, "lora", 8, 1024, False, 1)),
-        ("C peftkit lora ckpt B8 T1024", lambda: peftkit(args, "lora", 8, 1024, True, 1)),
+        ("C peftkit lora B8 T1024", lambda: peftkit(args, "lora", 8, 1024, False, 1, args.big_warmup)),
+        ("C peftkit lora ckpt B8 T1024", lambda: peftkit(args, "lora", 8, 1024, True, 1, args.big_warmup)),
     ]
     results = {}
     with open(args.out, "a") as f:

@@ -139,11 +139,13 @@ import Glibc
             for i in 0..<slot.parameterCount { slot.adapter.params.floats[i] += 0.2 * rng.normal() }
             let whole = try m.computePreferenceGradients(b, objective: obj, config: TrainConfig())
             let g1 = Array(UnsafeBufferPointer(start: slot.opt.grads.floats, count: slot.parameterCount))
-            var tc = TrainConfig(); tc.microBatchSize = 1
-            let split = try m.computePreferenceGradients(b, objective: obj, config: tc)
-            let g2 = Array(UnsafeBufferPointer(start: slot.opt.grads.floats, count: slot.parameterCount))
-            #expect(abs(whole.loss - split.loss) <= 1e-6 * abs(whole.loss))
-            #expect(TS.maxAbsDiff(g1, g2) <= 1e-5 * max(TS.maxAbs(g1), 1e-6))
+            for mb in [1, 3] {
+                var tc = TrainConfig(); tc.microBatchSize = mb
+                let split = try m.computePreferenceGradients(b, objective: obj, config: tc)
+                let g2 = Array(UnsafeBufferPointer(start: slot.opt.grads.floats, count: slot.parameterCount))
+                #expect(abs(whole.loss - split.loss) <= 1e-6 * abs(whole.loss))
+                #expect(TS.maxAbsDiff(g1, g2) <= 1e-5 * max(TS.maxAbs(g1), 1e-6))
+            }
         }
     }
 

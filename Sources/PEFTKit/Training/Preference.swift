@@ -83,7 +83,8 @@ public struct PreferenceStepResult: Sendable, Equatable {
 extension Engine {
     /// Forward, preference loss and backward over a batch of pairs, leaving the loss's gradient in the trainable
     /// block's gradient buffer for `applyGradients` (as `computeGradients` does). Chosen and rejected rows run
-    /// interleaved in one batch of 2·pairs rows; with a micro-batch size, micro-batches hold that many pairs.
+    /// interleaved in one batch of 2·pairs rows; with a micro-batch size m, the pairs run in ceil(pairs / m)
+    /// near-equal micro-batches.
     /// Non-finite loss or gradient: throws, gradients zeroed, nothing else changed.
     func computePreferenceGradients(_ pb: PreferenceBatch, objective: PreferenceObjective, config tc: TrainConfig) throws -> PreferenceStats {
         pending = nil
@@ -103,8 +104,9 @@ extension Engine {
                     "masks hold \(pb.chosenMask.count) and \(pb.rejectedMask.count) entries, expected \(B) × \(T) = \(n)")
         try pb.chosen.withUnsafeBufferPointer { try validateBatch(inputIDs: $0, labels: nil, batch: B, seqLen: T, adapter: ad) }
         try pb.rejected.withUnsafeBufferPointer { try checkTokens($0, count: n, what: "rejected") }
-        let mbPairs = tc.microBatchSize == 0 ? B : min(tc.microBatchSize, B)
-        try require(B % mbPairs == 0, "\(B) pairs is not a multiple of the micro-batch size \(mbPairs)")
+        // Micro-batches of pairs as the train step splits rows: ceil(B / m) near-equal parts.
+        let parts = tc.microBatchSize == 0 ? 1 : (B + min(tc.microBatchSize, B) - 1) / min(tc.microBatchSize, B)
+        let spans = (0..<parts).map { k in (2 * (k * B / parts), 2 * ((k + 1) * B / parts - k * B / parts)) }
 
         // Interleave: row 2i is pair i's chosen response, row 2i + 1 its rejected one. Labels are the ids where
         // the mask is 1, -100 elsewhere (shifted inside, as for every train step).
@@ -132,16 +134,13 @@ extension Engine {
         // The reference's log-probabilities: the same rows with the adapter turned off.
         var refLogP = [Double](repeating: 0, count: R)
         if case .dpo = objective {
-            var r = 0
-            while r < R {
-                let rows = min(2 * mbPairs, R - r)
+            for (r, rows) in spans {
                 let lp = try ids.withUnsafeBufferPointer { ip in
                     try labels.withUnsafeBufferPointer { lb in
                         try sequenceLogProbs(ids: ip.baseAddress! + r * T, labels: lb, rowStart: r, rows: rows, seqLen: T)
                     }
                 }
                 for j in 0..<rows { refLogP[r + j] = lp[j] }
-                r += rows
             }
         }
 
@@ -160,10 +159,7 @@ extension Engine {
         var pairLoss = [Double](repeating: 0, count: B), ratio = [Double](repeating: 0, count: B)
         var rewards = [(Double, Double)](repeating: (0, 0), count: B)
         ad?.beginPass(training: true)
-        var r = 0
-        while r < R {
-            let rows = min(2 * mbPairs, R - r)
-            let start = r
+        for (start, rows) in spans {
             let Tp = T + Vt
             _ = try ids.withUnsafeBufferPointer { ip in
                 try labels.withUnsafeBufferPointer { lb in
@@ -188,7 +184,6 @@ extension Engine {
                     }
                 }
             }
-            r += rows
         }
         ad?.endBackward(grads: grads)
 
