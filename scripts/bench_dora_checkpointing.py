@@ -79,6 +79,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--out", default="/tmp/peftkit-bench-dora-ckpt.jsonl")
     ap.add_argument("--big-warmup", type=int, default=1, help="untimed steps before the one timed B=8 T=1024 step")
+    ap.add_argument("--skip-torch", action="store_true", help="leave out the PyTorch + PEFT run")
     ap.add_argument("--mem-cap-gib", type=int, default=0, help="address-space cap per PEFTKit run (0 = none)")
     args = ap.parse_args()
 
@@ -88,6 +89,8 @@ def main():
         ("B peftkit lora ckpt B4 T256", lambda: peftkit(args, "lora", 4, 256, True, args.steps)),
         ("B pytorch+peft lora B4 T256", lambda: torch_lora(args, 4, 256, args.steps)),
     ]
+    if args.skip_torch:
+        small = small[:3]
     big = [
         ("C peftkit lora B8 T1024", lambda: peftkit(args, "lora", 8, 1024, False, 1, args.big_warmup)),
         ("C peftkit lora ckpt B8 T1024", lambda: peftkit(args, "lora", 8, 1024, True, 1, args.big_warmup)),
@@ -122,7 +125,8 @@ def main():
     for rnd in range(args.rounds):
         def get(n):
             return next((r for r in results.get(n, []) if r["round"] == rnd and "error" not in r), None)
-        lo, do, ck, pt = (get(n) for n, _ in small)
+        lo, do, ck, pt = (get(n) for n in ("A lora B4 T256", "A dora B4 T256", "B peftkit lora ckpt B4 T256",
+                                           "B pytorch+peft lora B4 T256"))
         if lo and do:
             print(f"round {rnd + 1}: DoRA/LoRA step time {do['median_ms'] / lo['median_ms']:.2f}x")
         if ck and lo:
