@@ -10,7 +10,7 @@ A thin, typed layer over the C interface of ``libpeftkit.so`` (``include/peftkit
         model.set_active_adapter("task")
         ids = [[1, 2, 3, 4, 1, 2, 3, 4]]
         for _ in range(10):
-            loss = model.train_step(ids, learning_rate=1e-2)
+            result = model.train_step(ids, learning_rate=1e-2)   # a TrainResult: .loss, .grad_norm, .step
         print(model.generate([1, 2, 3], max_new_tokens=5))
         model.save_adapter("task", "task-adapter")         # AdapterHub's format
 
@@ -26,6 +26,7 @@ from .configs import (
     Architecture,
     BottleneckConfig,
     EvalResult,
+    ForwardResult,
     IA3Config,
     LoRAConfig,
     Method,
@@ -36,8 +37,10 @@ from .configs import (
     TrainConfig,
     TrainResult,
 )
+from ._capi import LibraryLoadError, LibraryVersionWarning
 from .errors import (
     BufferTooSmallError,
+    CancelledError,
     FormatError,
     InternalError,
     InvalidArgumentError,
@@ -48,9 +51,10 @@ from .errors import (
     PeftKitIOError,
     StateError,
     BusyError,
+    UnknownStatusError,
     UnsupportedError,
 )
-from .model import Model, TokenCallback, set_num_threads
+from .model import Model, ProgressCallback, TokenCallback, set_num_threads
 
 #: Label value that does not count towards the loss.
 IGNORE_INDEX: int = _capi.PEFTKIT_IGNORE_INDEX
@@ -71,11 +75,15 @@ __all__ = [
     "Architecture",
     "BottleneckConfig",
     "BufferTooSmallError",
+    "CancelledError",
     "EvalResult",
+    "ForwardResult",
     "FormatError",
     "IA3Config",
     "InternalError",
     "InvalidArgumentError",
+    "LibraryLoadError",
+    "LibraryVersionWarning",
     "LoRAConfig",
     "Method",
     "Model",
@@ -86,6 +94,7 @@ __all__ = [
     "PeftKitError",
     "PeftKitIOError",
     "PrefixConfig",
+    "ProgressCallback",
     "PromptConfig",
     "Schedule",
     "StateError",
@@ -93,6 +102,7 @@ __all__ = [
     "TokenCallback",
     "TrainConfig",
     "TrainResult",
+    "UnknownStatusError",
     "UnsupportedError",
     "__version__",
     "library_path",
