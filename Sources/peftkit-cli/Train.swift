@@ -44,6 +44,8 @@ struct Train: ParsableCommand {
     var objective: TrainObjective = .sft
     @Option(help: "DPO's beta, or ORPO's lambda (TRL names both beta).") var beta: Float = 0.1
     @OptionGroup var checkpoints: CheckpointOptions
+    @Option(help: "Train a task head with the adapter on an encoder (BERT): classify or regress, on {\"text\", \"text_pair\"?, \"label\"} JSONL; --seq-len caps the ids per row.")
+    var task: TaskOption?
 
     func validate() throws {
         guard batch > 0 else { throw ValidationError("--batch must be positive") }
@@ -53,6 +55,7 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        if let task { return try trainEncoderHead(self, task) }
         let dist = try Distributed.start()
         try dist.run { try run(dist) }
     }
