@@ -1266,6 +1266,8 @@ static void test_preference(uint64_t seed) {
                                          PEFTKIT_PREFERENCE_STATS), PEFTKIT_OK, "train_preference_step(ORPO)");
     check(st[7] > 0 && st[0] > st[7], "ORPO: loss = NLL - lambda * log sigmoid(...) > NLL > 0");
     peftkit_model_free(m);
+}
+
 /* Encoders (BERT): padding changes nothing in the real positions, embeddings have unit norm, the head's
    outputs have the documented shape, and an adapter + classification head learn a separable task. */
 static void test_bert(void) {

@@ -35,15 +35,14 @@ def test_dpo_steps_raise_the_margin_and_report_consistent_stats():
     # LoRA's B starts at zero: the policy is the reference, so the loss is log 2 and the rewards 0.
     assert first["loss"] == pytest.approx(math.log(2), abs=1e-5)
     assert abs(first["reward_margin"]) < 1e-5
-    assert set(first) == set(peftkit.Model.PREFERENCE_STATS)
+    assert set(peftkit.Model.PREFERENCE_STATS) <= set(first)
     margins = [first["reward_margin"]]
     for _ in range(4):
         s = m.preference_step(c, cm, r, rm, objective="dpo", beta=0.5, learning_rate=2e-2, schedule="constant")
         assert s["reward_margin"] == pytest.approx(s["chosen_reward"] - s["rejected_reward"], abs=1e-6)
         margins.append(s["reward_margin"])
     assert margins[-1] > margins[0] + 0.05, margins
-    tr = m.last_train_result
-    assert tr.step == 5 and tr.tokens == P * 4 + P * 3 and tr.loss == pytest.approx(s["loss"])
+    assert s["step"] == 5 and s["tokens"] == P * 4 + P * 3 and s["grad_norm"] > 0
 
 
 def test_orpo_loss_is_nll_minus_lambda_log_sigmoid():
@@ -74,4 +73,4 @@ def test_bad_preference_input_is_refused_and_changes_nothing():
         m.preference_step(c, cm, r, rm)
     m.set_active_adapter("l")
     s = m.preference_step(c, cm, r, rm, learning_rate=0)
-    assert m.last_train_result.step == 1 and s["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert s["step"] == 1 and s["loss"] == pytest.approx(math.log(2), abs=1e-5)

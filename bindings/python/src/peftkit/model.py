@@ -675,7 +675,8 @@ class Model:
             The step's statistics (means over the pairs, before the update), keyed by :attr:`PREFERENCE_STATS`:
             loss, chosen/rejected reward (DPO: beta * (log p - log p_ref); ORPO: lambda * mean log p), reward
             margin, accuracy, the policy's summed log-probabilities, and ORPO's NLL and log sigmoid(log odds
-            ratio). :attr:`last_train_result` holds the step's :class:`TrainResult`.
+            ratio); plus the update's ``grad_norm``, ``learning_rate``, ``step`` and ``tokens`` (response tokens
+            counted), as in :class:`TrainResult`.
 
         Raises:
             InvalidArgumentError: shapes, ids, masks other than 0/1, a row without a response token, objective,
@@ -701,8 +702,11 @@ class Model:
             check(_lib.peftkit_train_preference_step(h, codes[objective], float(beta), address(c), address(cm),
                                                      address(r_), address(rm), p, t, byref(s), byref(res),
                                                      ctypes.addressof(stats), _capi.PEFTKIT_PREFERENCE_STATS))
-            self.last_train_result = TrainResult(res.loss, res.grad_norm, res.learning_rate, res.step, res.tokens)
-        return dict(zip(self.PREFERENCE_STATS, (float(v) for v in stats)))
+            self._last_train_result = TrainResult(res.loss, res.grad_norm, res.learning_rate, res.step, res.tokens)
+        out = dict(zip(self.PREFERENCE_STATS, (float(v) for v in stats)))
+        out.update(grad_norm=float(res.grad_norm), learning_rate=float(res.learning_rate), step=int(res.step),
+                   tokens=int(res.tokens))
+        return out
 
     def compute_gradients(self, input_ids: TokenArray, labels: TokenArray | None = None,
                           config: TrainConfig | Mapping[str, Any] | None = None, *, loss_divisor: int | None = None,
