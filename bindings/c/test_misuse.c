@@ -1363,6 +1363,8 @@ static void preference(peftkit_model *m) {
     r.struct_size = sizeof r;
     CASE(PEFTKIT_OK, peftkit_train_preference_step(m, O, 0.1f, ids, mask, ids, mask, BATCH, SEQ, &tc, &r, NULL, 0), "train_preference_step(ORPO, stats NULL)");
     CASE(PEFTKIT_OK, peftkit_train_preference_step(m, D, 0.1f, ids, mask, ids, mask, BATCH, SEQ, &tc, &r, st, 2), "train_preference_step(DPO, stats_capacity 2)");
+}
+
 /* Encoders (BERT): token types, padding masks, embeddings and task heads. */
 static peftkit_model *new_bert(uint64_t seed) {
     peftkit_model_config mc;
