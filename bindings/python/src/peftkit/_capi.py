@@ -72,6 +72,10 @@ PEFTKIT_OBJECTIVE_DPO = 1
 PEFTKIT_OBJECTIVE_ORPO = 2
 PEFTKIT_PREFERENCE_STATS = 9
 
+PEFTKIT_MODEL_FORMAT_HF = 0
+PEFTKIT_MODEL_FORMAT_GGUF_F32 = 1
+PEFTKIT_MODEL_FORMAT_GGUF_F16 = 2
+
 PEFTKIT_IGNORE_INDEX = -100
 
 PEFTKIT_LOAD_WIDEN = 1
@@ -246,6 +250,7 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     "peftkit_adapter_save_as": (_status, [_model, c_char_p, c_char_p, c_int32]),
     "peftkit_adapter_load": (_status, [_model, c_char_p, c_char_p, _buf, c_size_t]),
     "peftkit_model_set_full_finetuning": (_status, [_model, c_int32]),
+    "peftkit_model_save": (_status, [_model, c_char_p, c_int32]),
     "peftkit_train_config_init_sized": (_status, [POINTER(TrainConfigStruct), c_size_t]),
     "peftkit_train_step": (
         _status,
