@@ -781,6 +781,38 @@ peftkit_status peftkit_train_apply_gradients(peftkit_model *model, const peftkit
 peftkit_status peftkit_train_gradients(peftkit_model *model, float **data, int64_t *count);
 
 /*
+ * Preference tuning: one optimiser step of the active adapter on `pairs` preference pairs.
+ *
+ * objective        PEFTKIT_OBJECTIVE_DPO: loss = -log sigmoid(beta * ((log p(c) - log p_ref(c)) - (log p(r) -
+ *                  log p_ref(r)))), log p(y) summed over the response tokens, p_ref = the model with the adapter
+ *                  turned off (one more forward pass; needs an active adapter). beta > 0.
+ *                  PEFTKIT_OBJECTIVE_ORPO: loss = NLL(chosen) - beta * mean log sigmoid(log odds(c) - log odds(r)),
+ *                  odds = p / (1 - p) with p = exp(mean log-probability of the response tokens); beta is the paper's
+ *                  lambda (TRL's `beta`), >= 0. Both are means over the pairs.
+ * chosen_ids, rejected_ids      pairs * seq_len token ids each, row-major (prompt then response, right-padded).
+ * chosen_mask, rejected_mask    pairs * seq_len values, 1 on response tokens (their log-probability counts),
+ *                  0 on prompt and padding; position 0 of a row never counts. Every row needs a counted token.
+ * config           as for peftkit_train_step; micro_batch_size counts pairs.
+ * out              nullable; loss = the preference loss, tokens = response tokens counted (chosen + rejected).
+ * stats            nullable; receives min(stats_capacity, PEFTKIT_PREFERENCE_STATS) floats in this order (means
+ *                  over the pairs; later versions only append): loss, chosen reward, rejected reward, reward margin,
+ *                  accuracy (share of pairs with chosen reward > rejected), log p(chosen), log p(rejected), ORPO's
+ *                  NLL term (0 for DPO), ORPO's mean log sigmoid(log odds ratio) (0 for DPO). Rewards are
+ *                  beta * (log p - log p_ref) for DPO and beta * mean log-probability for ORPO (TRL's convention).
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL, sizes, ids, masks not 0/1, a row without a counted token,
+ * objective or beta, config), PEFTKIT_ERR_STATE (no active adapter for DPO), PEFTKIT_ERR_BUSY,
+ * PEFTKIT_ERR_NUMERICAL (NaN/Inf loss, gradient or update; nothing changed), PEFTKIT_ERR_OUT_OF_MEMORY.
+ */
+#define PEFTKIT_OBJECTIVE_DPO 1
+#define PEFTKIT_OBJECTIVE_ORPO 2
+#define PEFTKIT_PREFERENCE_STATS 9
+peftkit_status peftkit_train_preference_step(peftkit_model *model, int32_t objective, float beta,
+                                             const int32_t *chosen_ids, const int32_t *chosen_mask,
+                                             const int32_t *rejected_ids, const int32_t *rejected_mask,
+                                             int32_t pairs, int32_t seq_len, const peftkit_train_config *config,
+                                             peftkit_train_result *out, float *stats, int32_t stats_capacity);
+
+/*
  * Registers a progress callback for the model's training calls (peftkit_train_step and
  * peftkit_train_compute_gradients), replacing any earlier one; cb NULL removes it. It is called on the calling
  * thread after the forward pass of each micro-batch and after the backward pass through each layer (done /

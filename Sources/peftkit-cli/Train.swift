@@ -46,6 +46,9 @@ struct Train: ParsableCommand {
     @Flag(help: "Pack several records per row (first-fit decreasing, up to --seq-len tokens); each record attends only to itself and trains as if alone. Not with prompt or prefix tuning.")
     var pack = false
     @Option(help: "Seed for data order and adapter initialisation.") var seed: UInt64 = 0
+    @Option(help: "Objective: sft (language-model loss), dpo or orpo (--data holds {\"prompt\", \"chosen\", \"rejected\"} records).")
+    var objective: TrainObjective = .sft
+    @Option(help: "DPO's beta, or ORPO's lambda (TRL names both beta).") var beta: Float = 0.1
     @OptionGroup var checkpoints: CheckpointOptions
     @Option(help: "Train a task head with the adapter on an encoder (BERT): classify or regress, on {\"text\", \"text_pair\"?, \"label\"} JSONL; --seq-len caps the ids per row.")
     var task: TaskOption?
@@ -67,6 +70,11 @@ struct Train: ParsableCommand {
         let lm = try LoadedModel.load(dist.modelOptions(modelOptions))
         let m = lm.model
         print("model \(lm.path): \(m.config.architecture), \(countString(m.config.parameterCount)) parameters, loaded in \(fmt(lm.loadSeconds, 1)) s")
+        if objective != .sft {
+            guard dist.size == 1 else { throw CLIError("--objective \(objective.rawValue) runs in one process (no mpirun)") }
+            guard !pack else { throw CLIError("--pack trains the language-model objective only (not --objective \(objective.rawValue))") }
+            return try trainPreference(lm)
+        }
         var examples = try loadExamples(data, lm.encoder)
         if pack {
             let records = examples.count
@@ -187,5 +195,9 @@ func evaluateLoss(_ lm: LoadedModel, examples: [DatasetExample], batch: Int, seq
 }
 
 extension LRSchedule: ExpressibleByArgument {}
+
+enum TrainObjective: String, ExpressibleByArgument, CaseIterable {
+    case sft, dpo, orpo
+}
 
 extension AdapterFormat: ExpressibleByArgument {}

@@ -1390,6 +1390,49 @@ static void tokenizer(const char *scratch) {
     peftkit_model_free(bare);
 }
 
+/* peftkit_train_preference_step: every pointer, size, mask, objective and beta refused; then one DPO step. */
+static void preference(peftkit_model *m) {
+    group = "preference steps";
+    int32_t ids[BATCH * SEQ], mask[BATCH * SEQ], bad[BATCH * SEQ], none[BATCH * SEQ];
+    fill(ids, BATCH * SEQ, 0);
+    for (int i = 0; i < BATCH * SEQ; i++) {
+        mask[i] = (i % SEQ) >= SEQ / 2;
+        bad[i] = mask[i] ? 2 : 0;
+        none[i] = 0;
+    }
+    peftkit_train_config tc = train_config();
+    peftkit_train_result r = result();
+    float st[PEFTKIT_PREFERENCE_STATS];
+    const int32_t D = PEFTKIT_OBJECTIVE_DPO, O = PEFTKIT_OBJECTIVE_ORPO, K = PEFTKIT_PREFERENCE_STATS;
+    CASE(BAD, peftkit_train_preference_step(NULL, D, 0.1f, ids, mask, ids, mask, BATCH, SEQ, &tc, &r, st, K), "train_preference_step(model NULL)");
+    CASE(BAD, peftkit_train_preference_step(m, D, 0.1f, NULL, mask, ids, mask, BATCH, SEQ, &tc, &r, st, K), "train_preference_step(chosen_ids NULL)");
+    CASE(BAD, peftkit_train_preference_step(m, D, 0.1f, ids, NULL, ids, mask, BATCH, SEQ, &tc, &r, st, K), "train_preference_step(chosen_mask NULL)");
+    CASE(BAD, peftkit_train_preference_step(m, D, 0.1f, ids, mask, NULL, mask, BATCH, SEQ, &tc, &r, st, K), "train_preference_step(rejected_ids NULL)");
+    CASE(BAD, peftkit_train_preference_step(m, D, 0.1f, ids, mask, ids, NULL, BATCH, SEQ, &tc, &r, st, K), "train_preference_step(rejected_mask NULL)");
+    CASE(BAD, peftkit_train_preference_step(m, D, 0.1f, ids, mask, ids, mask, BATCH, SEQ, NULL, &r, st, K), "train_preference_step(config NULL)");
+    CASE(BAD, peftkit_train_preference_step(m, 0, 0.1f, ids, mask, ids, mask, BATCH, SEQ, &tc, &r, st, K), "train_preference_step(objective 0)");
+    CASE(BAD, peftkit_train_preference_step(m, 3, 0.1f, ids, mask, ids, mask, BATCH, SEQ, &tc, &r, st, K), "train_preference_step(objective 3)");
+    CASE(BAD, peftkit_train_preference_step(m, D, 0.0f, ids, mask, ids, mask, BATCH, SEQ, &tc, &r, st, K), "train_preference_step(DPO beta 0)");
+    CASE(BAD, peftkit_train_preference_step(m, D, NAN, ids, mask, ids, mask, BATCH, SEQ, &tc, &r, st, K), "train_preference_step(DPO beta NaN)");
+    CASE(BAD, peftkit_train_preference_step(m, O, -1.0f, ids, mask, ids, mask, BATCH, SEQ, &tc, &r, st, K), "train_preference_step(ORPO beta -1)");
+    CASE(BAD, peftkit_train_preference_step(m, D, 0.1f, ids, mask, ids, mask, 0, SEQ, &tc, &r, st, K), "train_preference_step(pairs 0)");
+    CASE(BAD, peftkit_train_preference_step(m, D, 0.1f, ids, mask, ids, mask, -1, SEQ, &tc, &r, st, K), "train_preference_step(pairs -1)");
+    CASE(BAD, peftkit_train_preference_step(m, D, 0.1f, ids, mask, ids, mask, BATCH, 0, &tc, &r, st, K), "train_preference_step(seq_len 0)");
+    CASE(BAD, peftkit_train_preference_step(m, D, 0.1f, ids, mask, ids, mask, BATCH, INT32_MAX, &tc, &r, st, K), "train_preference_step(seq_len INT32_MAX)");
+    CASE(BAD, peftkit_train_preference_step(m, D, 0.1f, ids, mask, ids, mask, BATCH, SEQ, &tc, &r, st, -1), "train_preference_step(stats_capacity -1)");
+    CASE(BAD, peftkit_train_preference_step(m, D, 0.1f, ids, bad, ids, mask, BATCH, SEQ, &tc, &r, st, K), "train_preference_step(mask value 2)");
+    CASE(BAD, peftkit_train_preference_step(m, D, 0.1f, ids, mask, ids, none, BATCH, SEQ, &tc, &r, st, K), "train_preference_step(rejected row without a response token)");
+    int32_t saved = ids[1];
+    ids[1] = -1;
+    CASE(BAD, peftkit_train_preference_step(m, D, 0.1f, ids, mask, ids, mask, BATCH, SEQ, &tc, &r, st, K), "train_preference_step(id -1)");
+    ids[1] = saved;
+    r.struct_size = 3;
+    CASE(BAD, peftkit_train_preference_step(m, D, 0.1f, ids, mask, ids, mask, BATCH, SEQ, &tc, &r, st, K), "train_preference_step(result struct_size 3)");
+    r.struct_size = sizeof r;
+    CASE(PEFTKIT_OK, peftkit_train_preference_step(m, O, 0.1f, ids, mask, ids, mask, BATCH, SEQ, &tc, &r, NULL, 0), "train_preference_step(ORPO, stats NULL)");
+    CASE(PEFTKIT_OK, peftkit_train_preference_step(m, D, 0.1f, ids, mask, ids, mask, BATCH, SEQ, &tc, &r, st, 2), "train_preference_step(DPO, stats_capacity 2)");
+}
+
 /* peftkit_model_save: every argument checked, refusals leave nothing behind. */
 static void model_save(peftkit_model *m, const char *scratch) {
     group = "model save";
@@ -1709,6 +1752,7 @@ int main(int argc, char **argv) {
     numerics(scratch);
     concurrency();
     tokenizer(scratch);
+    preference(m);
     encoders(m);
     host();
 

@@ -218,16 +218,16 @@ func attentionForwardPacked(out: StridedRows, probs: UnsafeMutablePointer<Float>
                 let pp = probs + bh * tq * tk
                 forEachSegment(starts, row: b, length: tq) { s0, n in
                     let blk = pp + s0 * tk + s0
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(n), Int32(D),
-                                alpha, qb + s0 * q.ld, Int32(q.ld), kb + s0 * k.ld, Int32(k.ld), 0, blk, Int32(tk))
+                    sgemm(transA: false, transB: true, m: n, n: n, k: D,
+                          alpha: alpha, a: qb + s0 * q.ld, lda: q.ld, b: kb + s0 * k.ld, ldb: k.ld, beta: 0, c: blk, ldc: tk)
                     for i in 0..<n {
                         let row = blk + i * tk
                         var mx = -Float.infinity
                         for j in 0...i { mx = max(mx, row[j]) }
                         softmaxRow(row, valid: i + 1, width: n, max: mx)
                     }
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(D), Int32(n),
-                                1, blk, Int32(tk), vb + s0 * v.ld, Int32(v.ld), 0, ob + s0 * out.ld, Int32(out.ld))
+                    sgemm(transA: false, transB: false, m: n, n: D, k: n,
+                          alpha: 1, a: blk, lda: tk, b: vb + s0 * v.ld, ldb: v.ld, beta: 0, c: ob + s0 * out.ld, ldc: out.ld)
                 }
             }
         }
@@ -259,8 +259,8 @@ func attentionBackwardPacked(dq: StridedRows, dk: StridedRows, dv: StridedRows, 
                         let pb = pp + s0 * tk + s0, db = dsp + s0 * tk + s0
                         let dop = dob + s0 * dout.ld
                         // dP = dO · Vᵀ
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(n), Int32(D),
-                                    1, dop, Int32(dout.ld), vb + s0 * v.ld, Int32(v.ld), 0, db, Int32(tk))
+                        sgemm(transA: false, transB: true, m: n, n: n, k: D,
+                              alpha: 1, a: dop, lda: dout.ld, b: vb + s0 * v.ld, ldb: v.ld, beta: 0, c: db, ldc: tk)
                         // dS = P ⊙ (dP − Σ_j P·dP) · scale, zero above the diagonal
                         for i in 0..<n {
                             let p = pb + i * tk, dp = db + i * tk
@@ -270,14 +270,14 @@ func attentionBackwardPacked(dq: StridedRows, dk: StridedRows, dv: StridedRows, 
                             if i + 1 < n { (dp + i + 1).update(repeating: 0, count: n - i - 1) }
                         }
                         // dV += Pᵀ · dO
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(n), Int32(D), Int32(n),
-                                    1, pb, Int32(tk), dop, Int32(dout.ld), 1, dvb + s0 * dv.ld, Int32(dv.ld))
+                        sgemm(transA: true, transB: false, m: n, n: D, k: n,
+                              alpha: 1, a: pb, lda: tk, b: dop, ldb: dout.ld, beta: 1, c: dvb + s0 * dv.ld, ldc: dv.ld)
                         // dQ += dS · K
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(D), Int32(n),
-                                    1, db, Int32(tk), kb + s0 * k.ld, Int32(k.ld), 1, dqb + s0 * dq.ld, Int32(dq.ld))
+                        sgemm(transA: false, transB: false, m: n, n: D, k: n,
+                              alpha: 1, a: db, lda: tk, b: kb + s0 * k.ld, ldb: k.ld, beta: 1, c: dqb + s0 * dq.ld, ldc: dq.ld)
                         // dK += dSᵀ · Q
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(n), Int32(D), Int32(n),
-                                    1, db, Int32(tk), qb + s0 * q.ld, Int32(q.ld), 1, dkb + s0 * dk.ld, Int32(dk.ld))
+                        sgemm(transA: true, transB: false, m: n, n: D, k: n,
+                              alpha: 1, a: db, lda: tk, b: qb + s0 * q.ld, ldb: q.ld, beta: 1, c: dkb + s0 * dk.ld, ldc: dk.ld)
                     }
                 }
             }

@@ -11,13 +11,14 @@ let ignoreIndex: Int32 = -100
 /// For each row r of `logits` [N, V] with targets[r] != -100: loss_r = logsumexp(row) − row[target]
 /// (max-subtracted; exp in Float by `vexp`, the sum of exponentials and the loss in Double).
 /// `losses` (optional, [N]) receives loss_r as Float, 0 for ignored rows.
-/// If `computeGrad`, each row is overwritten IN PLACE with (softmax(row) − onehot(target)) · gradScale, and
-/// ignored rows become zeros; otherwise the logits are left unchanged.
+/// If `computeGrad`, each row is overwritten IN PLACE with (softmax(row) − onehot(target)) · gradScale
+/// (· tokenScales[r] when given: a per-token loss weight), and ignored rows become zeros; otherwise the logits
+/// are left unchanged.
 /// Returns the sum of the row losses (added serially in row order: deterministic) and the number of rows
 /// that count. Targets are already shifted by the caller; anything other than -100 must be in 0..<V.
 func crossEntropyForwardBackward(logits: UnsafeMutablePointer<Float>, losses: UnsafeMutablePointer<Float>?,
                                  targets: UnsafePointer<Int32>, N: Int, V: Int, gradScale: Float,
-                                 computeGrad: Bool) -> (lossSum: Double, count: Int) {
+                                 computeGrad: Bool, tokenScales: UnsafePointer<Float>? = nil) -> (lossSum: Double, count: Int) {
     if N <= 0 { return (0, 0) }
     precondition(V > 0, "crossEntropy: empty vocabulary")
     return withUnsafeTemporaryAllocation(of: Double.self, capacity: N) { buf -> (lossSum: Double, count: Int) in
@@ -66,8 +67,9 @@ func crossEntropyForwardBackward(logits: UnsafeMutablePointer<Float>, losses: Un
                 if computeGrad {
                     let inv = Float(1 / sum)
                     let pt = row[target] * inv
-                    for j in 0..<V { row[j] = (row[j] * inv) * gradScale }
-                    row[target] = (pt - 1) * gradScale
+                    let scale = gradScale * (tokenScales?[r] ?? 1)
+                    for j in 0..<V { row[j] = (row[j] * inv) * scale }
+                    row[target] = (pt - 1) * scale
                 }
             }
         }

@@ -139,9 +139,13 @@ extension Engine {
     /// Forward and backward of rows [rowStart, rowStart + rows); returns the summed loss of those rows.
     /// Adapter gradients accumulate into `grads`; with `fullGrads` (full fine-tuning, no adapter) every base
     /// weight's gradient accumulates into its view there.
+    /// With `weighting` (preference objectives), the per-token cross-entropy of these rows (`[rows · T']`, T' =
+    /// T + virtual tokens, 0 where no label counts) is computed first and handed to it; it writes each token's
+    /// gradient weight (`[rows · T']`, multiplied into `gradScale`) before any gradient is formed.
     func forwardBackward(adapter: Adapter?, grads: UnsafeMutablePointer<Float>, fullGrads: (any ModelWeights)?,
                          ids: UnsafePointer<Int32>, labels: UnsafeBufferPointer<Int32>, rowStart: Int, rows B: Int,
                          seqLen T: Int, gradScale: Float, checkpointed: Bool = false,
+                         weighting: ((UnsafePointer<Float>, UnsafeMutablePointer<Float>) throws -> Void)? = nil,
                          progress: ((_ done: Int, _ perMicroBatch: Int) throws -> Void)? = nil,
                          segmentIDs: UnsafePointer<Int32>? = nil) throws -> Double {
         let c = config, w = weights
@@ -159,14 +163,34 @@ extension Engine {
         _ = fillTargets(buf.targets, labels: labels, rowStart: rowStart, rows: B, seqLen: T, virtual: Vt,
                         segmentStarts: segments?.starts)
 
+        // Per-token weights: a first pass over the LM head gives every token's loss.
+        var scales: [Float] = []
+        if let weighting {
+            var tokenLoss = [Float](repeating: 0, count: N)
+            scales = [Float](repeating: 0, count: N)
+            try tokenLoss.withUnsafeMutableBufferPointer { tl in
+                var r0 = 0
+                while r0 < N {
+                    let rows = min(TrainBuffers.trainHeadChunk, N - r0)
+                    w.lmHead.forward(out: buf.logits, inp: buf.lnf + r0 * C, rows: rows)
+                    _ = crossEntropyForwardBackward(logits: buf.logits, losses: tl.baseAddress! + r0, targets: buf.targets + r0,
+                                                    N: rows, V: V, gradScale: 0, computeGrad: false)
+                    r0 += rows
+                }
+                try scales.withUnsafeMutableBufferPointer { try weighting(UnsafePointer(tl.baseAddress!), $0.baseAddress!) }
+            }
+        }
         // LM head + loss in row chunks; the logits' gradient goes straight into dlnf.
         var lossSum = 0.0
         var r0 = 0
         while r0 < N {
             let rows = min(TrainBuffers.trainHeadChunk, N - r0)
             w.lmHead.forward(out: buf.logits, inp: buf.lnf + r0 * C, rows: rows)
-            let (s, _) = crossEntropyForwardBackward(logits: buf.logits, losses: nil, targets: buf.targets + r0, N: rows, V: V,
-                                                     gradScale: gradScale, computeGrad: true)
+            let (s, _) = scales.withUnsafeBufferPointer { sc in
+                crossEntropyForwardBackward(logits: buf.logits, losses: nil, targets: buf.targets + r0, N: rows, V: V,
+                                            gradScale: gradScale, computeGrad: true,
+                                            tokenScales: sc.isEmpty ? nil : sc.baseAddress! + r0)
+            }
             lossSum += s
             w.lmHead.backwardInput(dinp: buf.dlnf + r0 * C, dout: buf.logits, rows: rows, accumulate: false)
             if let head = fullGrads?.lmHead {

@@ -68,6 +68,9 @@ PEFTKIT_SCHEDULE_COSINE = 2
 
 PEFTKIT_ADAPTER_FORMAT_NATIVE = 0
 PEFTKIT_ADAPTER_FORMAT_GGUF = 1
+PEFTKIT_OBJECTIVE_DPO = 1
+PEFTKIT_OBJECTIVE_ORPO = 2
+PEFTKIT_PREFERENCE_STATS = 9
 
 PEFTKIT_MODEL_FORMAT_HF = 0
 PEFTKIT_MODEL_FORMAT_GGUF_F32 = 1
@@ -274,6 +277,11 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     ),
     "peftkit_train_apply_gradients": (_status, [_model, POINTER(TrainConfigStruct), POINTER(TrainResultStruct)]),
     "peftkit_train_gradients": (_status, [_model, POINTER(POINTER(c_float)), POINTER(c_int64)]),
+    "peftkit_train_preference_step": (
+        _status,
+        [_model, c_int32, c_float, _ids, _ids, _ids, _ids, c_int32, c_int32, POINTER(TrainConfigStruct),
+         POINTER(TrainResultStruct), c_void_p, c_int32],
+    ),
     "peftkit_model_set_progress_callback": (_status, [_model, PROGRESS_CALLBACK, c_void_p]),
     "peftkit_forward": (
         _status,

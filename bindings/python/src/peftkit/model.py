@@ -692,6 +692,60 @@ class Model:
             check(_lib.peftkit_model_set_progress_callback(h, cb, None))
             self._progress = p  # keeps the C callback alive while the library holds it
 
+    #: Names of :meth:`preference_step`'s statistics, in the order of ``peftkit_train_preference_step``'s `stats`.
+    PREFERENCE_STATS = ("loss", "chosen_reward", "rejected_reward", "reward_margin", "accuracy", "chosen_logp",
+                        "rejected_logp", "nll", "log_odds_ratio")
+
+    def preference_step(self, chosen: TokenArray, chosen_mask: TokenArray, rejected: TokenArray,
+                        rejected_mask: TokenArray, *, objective: str = "dpo", beta: float = 0.1,
+                        config: TrainConfig | Mapping[str, Any] | None = None, **train_options: Any) -> dict[str, float]:
+        """One AdamW step of the active adapter on preference pairs (DPO or ORPO).
+
+        Args:
+            chosen, rejected: token ids ``[pairs, seq_len]`` (prompt then response, padded on the right).
+            chosen_mask, rejected_mask: same shape, 1 on response tokens (their log-probability counts), 0 on
+                prompt and padding.
+            objective: ``"dpo"`` (reference = the model with the adapter turned off) or ``"orpo"``.
+            beta: DPO's beta, or ORPO's lambda (TRL calls both ``beta``).
+            config, **train_options: as for :meth:`train_step` (``micro_batch_size`` counts pairs).
+
+        Returns:
+            The step's statistics (means over the pairs, before the update), keyed by :attr:`PREFERENCE_STATS`:
+            loss, chosen/rejected reward (DPO: beta * (log p - log p_ref); ORPO: lambda * mean log p), reward
+            margin, accuracy, the policy's summed log-probabilities, and ORPO's NLL and log sigmoid(log odds
+            ratio); plus the update's ``grad_norm``, ``learning_rate``, ``step`` and ``tokens`` (response tokens
+            counted), as in :class:`TrainResult`.
+
+        Raises:
+            InvalidArgumentError: shapes, ids, masks other than 0/1, a row without a response token, objective,
+                beta or config out of range.
+            StateError: no active adapter.
+            NumericalError: NaN or infinity (nothing was updated).
+        """
+        codes = {"dpo": _capi.PEFTKIT_OBJECTIVE_DPO, "orpo": _capi.PEFTKIT_OBJECTIVE_ORPO}
+        if objective not in codes:
+            raise InvalidArgumentError(f"objective must be 'dpo' or 'orpo', got {objective!r}")
+        tc = _make(TrainConfig, config, train_options)
+        s = tc._to_struct()
+        chosen_mask, rejected_mask = (np.asarray(x, dtype=np.int32) if np.asarray(x).dtype == np.bool_ else x
+                                      for x in (chosen_mask, rejected_mask))
+        c, cm, p, t = batch_arrays(chosen, chosen_mask)
+        r_, rm, p2, t2 = batch_arrays(rejected, rejected_mask)
+        if cm is None or rm is None or (p2, t2) != (p, t):
+            raise InvalidArgumentError(f"rejected shape {r_.shape} does not match chosen shape {c.shape}")
+        res = _capi.TrainResultStruct()
+        res.struct_size = ctypes.sizeof(res)
+        stats = (c_float * _capi.PEFTKIT_PREFERENCE_STATS)()
+        with self._call as h:
+            check(_lib.peftkit_train_preference_step(h, codes[objective], float(beta), address(c), address(cm),
+                                                     address(r_), address(rm), p, t, byref(s), byref(res),
+                                                     ctypes.addressof(stats), _capi.PEFTKIT_PREFERENCE_STATS))
+            self._last_train_result = TrainResult(res.loss, res.grad_norm, res.learning_rate, res.step, res.tokens)
+        out = dict(zip(self.PREFERENCE_STATS, (float(v) for v in stats)))
+        out.update(grad_norm=float(res.grad_norm), learning_rate=float(res.learning_rate), step=int(res.step),
+                   tokens=int(res.tokens))
+        return out
+
     def compute_gradients(self, input_ids: TokenArray, labels: TokenArray | None = None,
                           config: TrainConfig | Mapping[str, Any] | None = None, *, loss_divisor: int | None = None,
                           segment_ids: TokenArray | None = None, **train_options: Any) -> tuple[float, int]:
