@@ -48,3 +48,31 @@ extension Engine {
         return EvalResult(loss: count > 0 ? Float(lossSum / Double(count)) : 0, tokens: count)
     }
 }
+
+extension Engine {
+    /// Generation for several prompts, prompt b with adapter `names[b]` (nil = base model); see
+    /// `Model.generateResults`. Every row is checked before any runs; rows then run one after another, each
+    /// with its adapter active, and the active adapter is restored afterwards.
+    func generateMixed(prompts: [[Int32]], adapters names: [String?], config g: GenerateConfig,
+                       tokenizer: Tokenizer?) throws -> [GenerateResult] {
+        try require(prompts.count == names.count, "\(names.count) adapter choices for \(prompts.count) prompts")
+        try require(!prompts.isEmpty, "no prompts to generate for")
+        for n in names { if let n { _ = try adapter(named: n) } }
+        let saved = activeName
+        defer { activeName = saved }
+        for (b, (p, n)) in zip(prompts, names).enumerated() {
+            activeName = n
+            do {
+                try checkGenerate(prompt: p, config: g, tokenizer: tokenizer)
+            } catch PEFTKitError.invalidArgument(let m) {
+                throw PEFTKitError.invalidArgument("prompt \(b): \(m)")
+            }
+        }
+        var out: [GenerateResult] = []
+        for (p, n) in zip(prompts, names) {
+            activeName = n
+            out.append(try generate(prompt: p, config: g, tokenizer: tokenizer, onToken: nil))
+        }
+        return out
+    }
+}
