@@ -26,6 +26,7 @@ from .configs import (
     Architecture,
     BottleneckConfig,
     EvalResult,
+    FinishReason,
     IA3Config,
     LoRAConfig,
     Method,
@@ -51,6 +52,7 @@ from .errors import (
     UnsupportedError,
 )
 from .model import Model, TokenCallback, set_num_threads
+from .streaming import GenerateResult, TextStream, Utf8StreamDecoder
 
 #: Label value that does not count towards the loss.
 IGNORE_INDEX: int = _capi.PEFTKIT_IGNORE_INDEX
@@ -72,6 +74,10 @@ __all__ = [
     "BottleneckConfig",
     "BufferTooSmallError",
     "EvalResult",
+    "FinishReason",
+    "GenerateResult",
+    "TextStream",
+    "Utf8StreamDecoder",
     "FormatError",
     "IA3Config",
     "InternalError",
