@@ -781,8 +781,10 @@ peftkit_status peftkit_generate_ex(peftkit_model *model, const int32_t *prompt, 
 /*
  * Generates for `batch` prompts, row b with adapter adapters[b] (NULL entry = the base model): one call
  * serves several tasks. Row b's tokens equal what peftkit_generate gives for prompts[b] alone with that
- * adapter active and the same config (rows run one after another; each starts from config->seed). The
- * active adapter is unchanged afterwards.
+ * adapter active and the same config (each row's sampler starts from config->seed). Rows with the same
+ * adapter and the same prompt length are decoded together, one forward pass per step for all of them
+ * (as peftkit_forward_mixed groups rows by adapter); other rows run alone. The active adapter is unchanged
+ * afterwards.
  *
  * prompts       batch pointers; prompts[b] holds n_prompts[b] >= 1 token ids. Read during the call only.
  * adapters      batch entries, each NULL or an attached adapter's name; read during the call only.

@@ -243,22 +243,33 @@ private func firstIndex(of needle: [UInt8], in hay: [UInt8]) -> Int? {
         try model.attachAdapter(name: "bn", config: BottleneckConfig(preset: .houlsby, reductionFactor: 4))
         try model.attachAdapter(name: "prefix", configJSON: #"{"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 3}"#)
         try model.setActiveAdapter("bn")
-        let prompts = [TS.ids(3, vocab: cfg.vocabSize, seed: 1), TS.ids(7, vocab: cfg.vocabSize, seed: 2),
-                       TS.ids(1, vocab: cfg.vocabSize, seed: 3), TS.ids(5, vocab: cfg.vocabSize, seed: 4),
-                       TS.ids(28, vocab: cfg.vocabSize, seed: 5)]
-        let names: [String?] = ["lora", nil, "prefix", "lora", "bn"]
-        var g = GenerateConfig(); g.maxNewTokens = 9; g.repetitionPenalty = 1.2
-        g.stopTokens = [5]
-        let mixed = try model.generateResults(prompts: prompts, adapters: names, config: g)
-        #expect(model.activeAdapter == "bn")
-        #expect(mixed.count == 5)
-        for (b, (p, n)) in zip(prompts, names).enumerated() {
-            try model.setActiveAdapter(n)
-            let one = try model.generateResult(prompt: p, config: g)
-            #expect(mixed[b] == one, "row \(b)")
+        try model.attachAdapter(name: "prompt", configJSON: #"{"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 2}"#)
+        // Rows with the same adapter and prompt length decode as one batch: (lora, 3) x3, (prefix, 4) x2,
+        // (nil, 7) x2, (bn, 26) x2 (they run out of positions), (prompt, 5) x2; (nil, 2) runs alone.
+        let spec: [(String?, Int)] = [("lora", 3), (nil, 7), ("prefix", 4), ("lora", 3), ("bn", 26), ("prefix", 4),
+                                      (nil, 2), ("lora", 3), ("bn", 26), (nil, 7), ("prompt", 5), ("prompt", 5)]
+        let prompts = spec.enumerated().map { TS.ids($0.element.1, vocab: cfg.vocabSize, seed: UInt64($0.offset + 1)) }
+        let names = spec.map(\.0)
+        for temperature: Float in [0, 0.9] {
+            var g = GenerateConfig(); g.maxNewTokens = 9; g.repetitionPenalty = 1.2; g.temperature = temperature
+            g.seed = 5; g.topK = 20
+            g.stopTokens = [5, 17]
+            let mixed = try model.generateResults(prompts: prompts, adapters: names, config: g)
+            #expect(model.activeAdapter == "bn")
+            #expect(mixed.count == spec.count)
+            var reasons = Set<String>()
+            for (b, (p, n)) in zip(prompts, names).enumerated() {
+                try model.setActiveAdapter(n)
+                let one = try model.generateResult(prompt: p, config: g)
+                #expect(mixed[b] == one, "row \(b) (\(n ?? "base"), \(p.count) tokens), temperature \(temperature)")
+                reasons.insert("\(one.finishReason)")
+            }
+            try model.setActiveAdapter("bn")
+            // The batches hold rows that finish for different reasons at different steps.
+            #expect(reasons.count >= 2, "\(reasons)")
+            #expect(mixed[4].finishReason != .length && mixed[8].finishReason != .length)
         }
-        // The row with the 28-token prompt runs out of positions (32) first.
-        #expect(mixed[4].finishReason == .contextFull || mixed[4].finishReason == .stopToken)
+        let g = GenerateConfig()
         #expect(throws: PEFTKitError.self) { try model.generateResults(prompts: prompts, adapters: ["nope"] + names.dropFirst(), config: g) }
         #expect(throws: PEFTKitError.self) { try model.generateResults(prompts: prompts, adapters: [nil], config: g) }
         #expect(throws: PEFTKitError.self) { try model.generateResults(prompts: [[1], []], adapters: [nil, nil], config: g) }
@@ -284,5 +295,32 @@ private func firstIndex(of needle: [UInt8], in hay: [UInt8]) -> Int? {
         joined += stream.finish()
         #expect(joined == text)
         #expect(bytes == Array(text.utf8), "token bytes concatenate to the text")
+
+        // GenerationTextStream: the same, also while holding back a possible stop string.
+        for stops in [[], ["\u{65E5}\u{672C}X"], ["\u{1F917}"]] {
+            var ts = GenerationTextStream(tokenizer: tok, stopStrings: stops)
+            var chunks = ids.map { ts.push($0) }
+            chunks.append(ts.finish())
+            #expect(chunks.allSatisfy { !$0.unicodeScalars.contains("\u{FFFD}") })
+            #expect(chunks.joined() == text, "stops \(stops)")
+        }
+    }
+
+    @Test func textStreamEndsBeforeTheStopString() throws {
+        let tok = try Tokenizer(tokenizerJSON: tinyTokenizerPath)
+        let model = try Model.create(config: ModelConfig(architecture: .gpt2, vocabSize: 97, hiddenSize: 16,
+                                                         numLayers: 2, numHeads: 2, maxPositions: 64), seed: 7, initStd: 0.6)
+        try model.setTokenizer(tok, chatTemplate: nil)
+        var g = GenerateConfig(); g.maxNewTokens = 30
+        let text = try tok.decode(try model.generate(prompt: tok.encode("Hi"), config: g))
+        let b = Array(text.utf8)
+        g.stopStrings = [String(decoding: b[9..<12], as: UTF8.self)]
+        var ts = GenerationTextStream(tokenizer: tok, stopStrings: g.stopStrings)
+        var chunks: [String] = []
+        let r = try model.generateResult(prompt: tok.encode("Hi"), config: g) { chunks.append(ts.push($0)); return true }
+        chunks.append(ts.finish(r))
+        #expect(r.finishReason == .stopString)
+        #expect(chunks.joined() == r.text)
+        #expect(!chunks.contains { $0.contains(g.stopStrings[0]) })
     }
 }

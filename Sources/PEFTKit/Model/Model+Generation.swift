@@ -19,10 +19,12 @@ extension Model {
         return try exclusive { try engine.generate(prompt: prompt, config: config, tokenizer: tok, onToken: onToken) }
     }
 
-    /// Generates for several prompts, prompt b with adapter `adapters[b]` (nil = base model), all rows decoded
-    /// together (one forward pass per step for every row still running). Row b's result equals
-    /// `generateResult` for that prompt alone with that adapter active and the same config (each row's sampler
-    /// starts from `config.seed`). The active adapter is unchanged afterwards.
+    /// Generates for several prompts, prompt b with adapter `adapters[b]` (nil = base model). Rows with the same
+    /// adapter and the same prompt length are decoded together: one prefill and then one forward pass per step
+    /// for the whole group over a batched KV cache (rows are grouped by adapter as `forward(...adapters:)`
+    /// does); a row that shares neither runs alone. Row b's result equals `generateResult` for that prompt
+    /// alone with that adapter active and the same config (each row's sampler starts from `config.seed`). The
+    /// active adapter is unchanged afterwards.
     public func generateResults(prompts: [[Int32]], adapters: [String?], config: GenerateConfig) throws -> [GenerateResult] {
         let tok = config.stopStrings.isEmpty ? nil : tokenizer
         return try exclusive { try engine.generateMixed(prompts: prompts, adapters: adapters, config: config, tokenizer: tok) }

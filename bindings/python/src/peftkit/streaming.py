@@ -39,16 +39,19 @@ class Utf8StreamDecoder:
 
     :meth:`push` returns only complete UTF-8 characters: a character whose bytes are spread over several
     tokens comes out once its last byte has arrived, never as U+FFFD. With `stop_strings`, text that is
-    (or may become) the start of a stop string is held back until it is clear it is not one.
-    :meth:`finish` returns the rest, up to `end` bytes of the whole stream when given (the stop string's
-    offset). Bytes that are not UTF-8 at all become U+FFFD, as in :meth:`peftkit.Model.detokenize`.
+    (or may become) the start of a stop string is held back until it is clear it is not one; stop strings
+    are matched on every token's bytes, as the library does, also those pushed with ``visible=False``
+    (special tokens left out of the text). :meth:`finish` returns the rest, up to byte `end` of the whole
+    stream when given (the stop string's offset). Bytes that are not UTF-8 at all become U+FFFD, as in
+    :meth:`peftkit.Model.detokenize`.
     """
 
     def __init__(self, stop_strings: Iterable[str] = ()) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._stops = [s.encode("utf-8") for s in stop_strings if s]
-        self._held = b""   # bytes not yet given to the UTF-8 decoder (a possible stop string)
-        self._passed = 0   # bytes given to the UTF-8 decoder so far
+        self._held = b""              # bytes not yet given to the UTF-8 decoder (a possible stop string)
+        self._shown = bytearray()     # per held byte: 1 if it is part of the text
+        self._passed = 0              # bytes of the stream before the held ones
 
     def _hold_from(self, buf: bytes) -> int:
         """The first position of `buf` where a stop string starts or may start; len(buf) if none."""
@@ -59,18 +62,23 @@ class Utf8StreamDecoder:
                     return p
         return len(buf)
 
-    def push(self, piece: bytes) -> str:
-        buf = self._held + piece
-        cut = self._hold_from(buf) if self._stops else len(buf)
-        self._held = buf[cut:]
-        self._passed += cut
-        return self._decoder.decode(buf[:cut], final=False)
+    def _release(self, n: int) -> str:
+        out = bytes(b for b, v in zip(self._held[:n], self._shown[:n]) if v)
+        self._held, self._shown = self._held[n:], self._shown[n:]
+        self._passed += n
+        return self._decoder.decode(out, final=False)
+
+    def push(self, piece: bytes, visible: bool = True) -> str:
+        self._held += piece
+        self._shown += bytes([1 if visible else 0]) * len(piece)
+        cut = self._hold_from(self._held) if self._stops else len(self._held)
+        return self._release(cut)
 
     def finish(self, end: int | None = None) -> str:
-        rest = self._held if end is None else self._held[: max(0, end - self._passed)]
-        self._held = b""
-        self._passed += len(rest)
-        return self._decoder.decode(rest, final=True)
+        n = len(self._held) if end is None else min(len(self._held), max(0, end - self._passed))
+        text = self._release(n)
+        self._held, self._shown = b"", bytearray()
+        return text + self._decoder.decode(b"", final=True)
 
 
 class TextStream:
@@ -79,8 +87,8 @@ class TextStream:
     :class:`GenerateResult`. Leaving the loop early (``break``) or :meth:`close` stops generation.
     """
 
-    def __init__(self, run: Callable[[Callable[[int], bool]], GenerateResult], piece: Callable[[int], bytes],
-                 stop_strings: Iterable[str]) -> None:
+    def __init__(self, run: Callable[[Callable[[int], bool]], GenerateResult],
+                 piece: Callable[[int], tuple[bytes, bool]], stop_strings: Iterable[str]) -> None:
         self._run = run
         self._piece = piece
         self._stops = list(stop_strings)
@@ -128,8 +136,8 @@ class TextStream:
             while True:
                 kind, value = events.get()
                 if kind == "piece":
-                    assert isinstance(value, bytes)
-                    text = decoder.push(value)
+                    piece, visible = value  # type: ignore[misc]
+                    text = decoder.push(piece, visible)
                     if text:
                         yield text
                 elif kind == "done":
