@@ -741,11 +741,16 @@ peftkit_status peftkit_generate(peftkit_model *model, const int32_t *prompt, int
                                 int32_t *n_out, peftkit_token_callback cb, void *user);
 
 /* Why generation stopped (peftkit_generate_result.finish_reason). */
-#define PEFTKIT_FINISH_STOP_TOKEN 1   /* the last token is one of stop_tokens (it is in the output) */
-#define PEFTKIT_FINISH_STOP_STRING 2  /* the text contained one of stop_strings (the output ends before it) */
-#define PEFTKIT_FINISH_LENGTH 3       /* max_new_tokens tokens were produced */
-#define PEFTKIT_FINISH_CONTEXT_FULL 4 /* the model's max_positions was reached before max_new_tokens */
-#define PEFTKIT_FINISH_CANCELLED 5    /* the token callback returned non-zero (that token is kept) */
+/* The last token is one of stop_tokens (it is in the output). */
+#define PEFTKIT_FINISH_STOP_TOKEN 1
+/* The text contained one of stop_strings (the output ends before it). */
+#define PEFTKIT_FINISH_STOP_STRING 2
+/* max_new_tokens tokens were produced. */
+#define PEFTKIT_FINISH_LENGTH 3
+/* The model's max_positions was reached before max_new_tokens. */
+#define PEFTKIT_FINISH_CONTEXT_FULL 4
+/* The token callback returned non-zero (that token is kept). */
+#define PEFTKIT_FINISH_CANCELLED 5
 
 /*
  * What peftkit_generate_ex reports besides the tokens (an output struct: set struct_size = sizeof before

@@ -4,8 +4,8 @@
     PEFTKIT_LIBRARY=$PWD/.build/release/libpeftkit.so python3 bindings/python/bench/generate_batch.py \
         [--gguf SmolLM2-135M-Instruct.Q4_1.gguf] [--widen] [--rows 4 8] [--new 64] [--repeat 3]
 
-For each row count B: B prompts of the same length (so they form one batch), each with its own adapter
-choice from a LoRA adapter and the base model alternating, greedy, `--new` new tokens and no stop token
+For each row count B: B prompts of the same length, each with its own adapter choice: a LoRA adapter and
+the base model alternating (two batches of B/2), or with --same-adapter all LoRA (one batch of B); greedy, `--new` new tokens and no stop token
 (every row runs to the end). "one row at a time" is `generate` per prompt with that adapter active (what
 `generate_mixed` did before batching); "batched" is one `generate_mixed` call. The tokens must be equal.
 Prints the best of `--repeat` runs of each, in tokens per second and the ratio.
@@ -38,6 +38,8 @@ def main():
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--prompt-len", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--same-adapter", action="store_true",
+                    help="every row with the LoRA adapter (one batch of B) instead of LoRA / base alternating")
     a = ap.parse_args()
     with peftkit.Model.load(a.gguf, widen=a.widen) as m:
         m.attach_adapter("lora", {"peft_type": "LORA", "r": 8, "target_modules": ["q_proj", "v_proj"]})
@@ -46,10 +48,11 @@ def main():
         m.set_active_adapter(None)
         rng = np.random.default_rng(0)
         print(f"# {os.path.basename(a.gguf)} ({'fp32' if a.widen else 'quantized'}), {a.new} new tokens, "
-              f"prompts of {a.prompt_len}, best of {a.repeat}")
+              f"prompts of {a.prompt_len}, {'all LoRA' if a.same_adapter else 'LoRA / base alternating'}, "
+              f"best of {a.repeat}")
         for b in a.rows:
             prompts = [rng.integers(100, 20000, a.prompt_len).astype(np.int32) for _ in range(b)]
-            names = ["lora" if i % 2 == 0 else None for i in range(b)]
+            names = ["lora" if a.same_adapter or i % 2 == 0 else None for i in range(b)]
             seq_t, bat_t = [], []
             for _ in range(a.repeat):
                 t0 = time.perf_counter()

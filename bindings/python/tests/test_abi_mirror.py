@@ -80,6 +80,8 @@ def test_struct_field_types_match():
             base = ctype.replace("const ", "")
             if base.replace(" ", "") == "char*":
                 assert mirror[f] is ctypes.c_char_p, f"{s}.{f}"
+            elif base.replace(" ", "") == "char**":  # an array of strings
+                assert mirror[f] == POINTER(ctypes.c_char_p), f"{s}.{f}"
             elif "*" in base:
                 assert mirror[f] == POINTER(SCALARS[base.replace("*", "").strip()]), f"{s}.{f}"
             else:
