@@ -542,8 +542,10 @@ typedef struct peftkit_train_config {
     int32_t warmup_steps;     /* >= 0 */
     int32_t total_steps;      /* length of LINEAR/COSINE schedules; >= 0 */
     float max_grad_norm;      /* clip the global gradient L2 norm to this; 0 = no clipping */
-    int32_t micro_batch_size; /* rows per micro-batch for gradient accumulation; 0 = whole batch. The
-                                 gradient is the full batch's either way; only memory use changes. */
+    int32_t micro_batch_size; /* at most this many rows per micro-batch for gradient accumulation; 0 = whole
+                                 batch. batch B runs as K = ceil(B / micro_batch_size) near-equal parts,
+                                 part k = rows [k*B/K, (k+1)*B/K). The gradient is the full batch's either
+                                 way (up to float rounding); only memory use changes. */
 } peftkit_train_config;
 
 /*

@@ -72,11 +72,16 @@ echo "--- 1. one process against 2 and 3 ranks"
 "$cli" "${train[@]}" --batch 4 --micro-batch 2 --out "$tmp/one-mb2" > "$tmp/one-mb2.log" 2>&1 || { cat "$tmp/one-mb2.log"; exit 1; }
 "${mpirun[@]}" -np 2 "$cli" "${train[@]}" --batch 4 --out "$tmp/np2-b4" > "$tmp/np2-b4.log" 2>&1 || { cat "$tmp/np2-b4.log"; exit 1; }
 echo -n "batch 4, np 2 against 1 process with --micro-batch 2: "; compare "$tmp/np2-b4" "$tmp/one-mb2" 0
-# Batch 5 (uneven: 2+3 and 1+2+2 rows) against one process on the whole batch: the sums are grouped
-# differently, so float rounding differs a little and AdamW carries it along the steps.
+# Batch 5 (uneven: 2+3 and 1+2+2 rows): one process with --micro-batch 3 (2 parts: 2+3 rows) or 2 (3 parts:
+# 1+2+2) splits the batch as 2 or 3 ranks do and adds the parts in the same order: bit for bit again.
+# Against one process on the whole batch the sums are grouped differently, so float rounding differs a
+# little and AdamW carries it along the steps.
 "$cli" "${train[@]}" --out "$tmp/one" > "$tmp/one.log" 2>&1 || { cat "$tmp/one.log"; exit 1; }
 for n in 2 3; do
     "${mpirun[@]}" -np $n "$cli" "${train[@]}" --out "$tmp/np$n" > "$tmp/np$n.log" 2>&1 || { cat "$tmp/np$n.log"; exit 1; }
+    mb=$(( (5 + n - 1) / n ))
+    "$cli" "${train[@]}" --micro-batch $mb --out "$tmp/one-mb$mb" > "$tmp/one-mb$mb.log" 2>&1 || { cat "$tmp/one-mb$mb.log"; exit 1; }
+    echo -n "batch 5, np $n against 1 process with --micro-batch $mb: "; compare "$tmp/np$n" "$tmp/one-mb$mb" 0
     grep -q "weights bit-identical on all $n ranks" "$tmp/np$n.log"
     test "$(grep -o 'trainable weights fnv1a64 [0-9a-f]*' "$tmp/np$n.log" | sort -u | wc -l)" -eq 1
     test "$(grep -c 'trainable weights fnv1a64' "$tmp/np$n.log")" -eq $n

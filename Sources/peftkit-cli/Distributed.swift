@@ -393,13 +393,7 @@ func trainDataParallel(_ lm: LoadedModel, examples: [DatasetExample], run p: Dat
 
     let mine = dist.rows(ofBatch: B)
     let rows = mine.count
-    var local = tc
-    if tc.microBatchSize > 0 {
-        // The largest micro-batch <= the requested one that divides this rank's rows.
-        var mb = min(tc.microBatchSize, rows)
-        while rows % mb != 0 { mb -= 1 }
-        local.microBatchSize = mb
-    }
+    let local = tc   // --micro-batch splits each rank's rows (into near-equal parts, as the ranks split the batch)
     let cut = examples.filter { $0.inputIDs.count > T }.count
     print("data: \(examples.count) records, \(p.steps) steps of \(B) × \(T) tokens"
           + (cut > 0 ? ", \(cut) records cut to \(T) tokens" : "")

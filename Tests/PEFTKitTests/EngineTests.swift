@@ -168,7 +168,7 @@ let adapterCases: [AdapterCase] = [
         var labels = ids
         for i in [1, 2, 9, 20] { labels[i] = -100 }
         var results: [(TrainStepResult, [Float])] = []
-        for mb in [0, 1, 2] {
+        for mb in [0, 1, 2, 3] {   // 3: parts of 2 + 2 rows (ceil(4 / 3) = 2 near-equal parts)
             let model = try Model.create(config: cfg, seed: 8)
             try model.attachAdapter(name: "a", config: BottleneckConfig(preset: .pfeiffer, reductionFactor: 4, layers: [1]))
             try model.setActiveAdapter("a")

@@ -58,6 +58,40 @@ import Testing
         #expect(maxDiff <= 1e-6 * maxRef, "max |diff| \(maxDiff) of max |w| \(maxRef)")
     }
 
+    /// A batch that the micro-batch size does not divide runs as near-equal parts, smaller first (5 rows, size 3:
+    /// 2 + 3), the split of MPI ranks: one process equals the "ranks" (each part's gradient of Σ loss / global
+    /// tokens, added in part order) bit for bit, and the whole batch at once to rounding.
+    @Test func unevenMicroBatchesAreTheRanksSplit() throws {
+        let cfg = AdapterConfig.lora(LoRAConfig())
+        let one = try SplitStepTests.model(.llama, cfg), whole = try SplitStepTests.model(.llama, cfg)
+        let ranks = [try SplitStepTests.model(.llama, cfg), try SplitStepTests.model(.llama, cfg)]
+        let T = 12, ids: [Int32] = (0..<(5 * 12)).map { Int32(($0 * 13 + 2) % 37) }
+        var tc = TrainConfig(); tc.learningRate = 1e-2; tc.maxGradNorm = 0.5
+        var mb = tc; mb.microBatchSize = 3
+        for _ in 0..<3 {
+            let r = try one.trainStep(inputIDs: ids, batch: 5, seqLen: T, config: mb)
+            _ = try whole.trainStep(inputIDs: ids, batch: 5, seqLen: T, config: tc)
+            var grads: [[Float]] = []
+            for (k, rows) in [0..<2, 2..<5].enumerated() {
+                let part = Array(ids[(rows.lowerBound * T)..<(rows.upperBound * T)])
+                _ = try part.withUnsafeBufferPointer {
+                    try ranks[k].computeGradients(inputIDs: $0, batch: rows.count, seqLen: T, config: tc, lossDivisor: r.tokens)
+                }
+                grads.append(try ranks[k].withGradients { Array($0) })
+            }
+            let sum = zip(grads[0], grads[1]).map { $0 + $1 }
+            for m in ranks {
+                try m.withGradients { g in for i in g.indices { g[i] = sum[i] } }
+                _ = try m.applyGradients(config: tc)
+            }
+            #expect(try SplitStepTests.params(one) == SplitStepTests.params(ranks[0]), "bit-identical to the ranks")
+            #expect(try SplitStepTests.params(ranks[1]) == SplitStepTests.params(ranks[0]))
+        }
+        let w = try whole.withTrainableParameters { Array($0) }, p = try one.withTrainableParameters { Array($0) }
+        let maxDiff = zip(w, p).map { abs($0 - $1) }.max() ?? 0, maxRef = w.map { abs($0) }.max() ?? 1
+        #expect(maxDiff <= 1e-5 * maxRef, "max |diff| \(maxDiff) of max |w| \(maxRef)")
+    }
+
     @Test func applyWithoutGradientsOrAfterAChangeIsRefused() throws {
         let m = try SplitStepTests.model(.gpt2, .lora(LoRAConfig()))
         let tc = TrainConfig()

@@ -21,8 +21,10 @@ public struct TrainConfig: Sendable, Equatable {
     public var totalSteps: Int = 0
     /// Clip the global gradient L2 norm to this value; 0 disables clipping.
     public var maxGradNorm: Float = 0
-    /// Gradient accumulation: rows per micro-batch (0 = the whole batch at once). The gradient equals the
-    /// full batch's exactly; only activation memory shrinks.
+    /// Gradient accumulation: at most this many rows per micro-batch (0 = the whole batch at once). A batch of B
+    /// rows runs as K = ceil(B / microBatchSize) near-equal parts, part k being rows [k·B/K, (k+1)·B/K) (the
+    /// smaller parts first: B 5, size 3 runs 2 + 3 rows), the split K MPI ranks use. The gradient is the full
+    /// batch's (up to float rounding of the grouped sums); only activation memory shrinks.
     public var microBatchSize: Int = 0
     /// LoRA+ (Hayou et al. 2024; PEFT's `create_loraplus_optimizer(loraplus_lr_ratio:)`): LoRA's B matrices (and
     /// DoRA's magnitudes, as PEFT groups 1-D parameters with B) train at `loraPlusRatio ×` the learning rate.

@@ -38,8 +38,9 @@ extension Engine {
         let Vt = ad?.virtualTokens ?? 0
         try validateBatch(inputIDs: inputIDs, labels: labels, batch: B, seqLen: T, adapter: ad)
         let lab = labels ?? inputIDs
-        let mb = tc.microBatchSize == 0 ? B : min(tc.microBatchSize, B)
-        try require(B % mb == 0, "batch \(B) is not a multiple of the micro-batch size \(mb)")
+        // ceil(B / microBatchSize) near-equal parts, part k the rows [k·B/K, (k+1)·B/K) (smaller parts first):
+        // the split MPI ranks use, so K parts in one process sum exactly as K ranks do.
+        let parts = tc.microBatchSize == 0 ? 1 : (B + min(tc.microBatchSize, B) - 1) / min(tc.microBatchSize, B)
         if let d = lossDivisor { try require(d > 0, "the loss divisor must be positive, got \(d)") }
 
         // Count the tokens of the whole batch first: the gradient is that of the mean over all of them.
@@ -61,12 +62,11 @@ extension Engine {
         defer { if !computed, let (r, rng) = randomState { r.trainingRng = rng } }
         ad?.beginPass(training: true)
         var lossSum = 0.0
-        var r = 0
-        while r < B {
+        for k in 0..<parts {
+            let r = k * B / parts, rows = (k + 1) * B / parts - r
             lossSum += try forwardBackward(adapter: ad, grads: grads, fullGrads: slot == nil ? full!.gradWeights : nil,
-                                           ids: inputIDs.baseAddress! + r * T, labels: lab, rowStart: r, rows: mb,
+                                           ids: inputIDs.baseAddress! + r * T, labels: lab, rowStart: r, rows: rows,
                                            seqLen: T, gradScale: 1 / Float(divisor), checkpointed: tc.gradientCheckpointing)
-            r += mb
         }
         ad?.endBackward(grads: grads)
         let loss = Float(lossSum / Double(divisor))

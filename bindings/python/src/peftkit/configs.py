@@ -558,8 +558,8 @@ class TrainConfig:
         warmup_steps: linear warm-up from 0 over this many steps.
         total_steps: length of the linear/cosine schedule.
         max_grad_norm: clip the global gradient L2 norm to this; 0 = no clipping.
-        micro_batch_size: rows per micro-batch (gradient accumulation, same gradient, less memory);
-            0 = the whole batch at once.
+        micro_batch_size: at most this many rows per micro-batch (gradient accumulation, same gradient,
+            less memory); batch B runs as ceil(B / micro_batch_size) near-equal parts. 0 = the whole batch.
     """
 
     learning_rate: float = 1e-3
