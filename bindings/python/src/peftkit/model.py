@@ -762,7 +762,7 @@ class Model:
         """Generates for several prompts, prompt i with adapter ``adapters[i]`` (None = the base model);
         each result equals :meth:`generate` for that prompt alone with that adapter active. Prompts with the
         same adapter and the same length are decoded together (one forward pass per step for the group),
-        which is several times faster than one prompt after another. Options as :meth:`generate`. Returns
+        faster than one prompt after another (``bench/generate_batch.py``). Options as :meth:`generate`. Returns
         one int32 array of new tokens per prompt (:meth:`generate_mixed_results` also gives each row's
         finish reason)."""
         return [r.tokens for r in self.generate_mixed_results(
