@@ -159,6 +159,10 @@ typedef int32_t peftkit_status;
 /* The model is in use by another call that is still running (calls on one model must not overlap).
  * Nothing was changed; the same call may succeed once the other one has returned. */
 #define PEFTKIT_ERR_BUSY (-11)
+/* A progress callback returned 0 (see peftkit_progress_callback): the call stopped early and changed nothing
+ * (a load returns no model and keeps no memory; a train step leaves weights, optimiser state and step count as
+ * they were). */
+#define PEFTKIT_ERR_CANCELLED (-12)
 
 /*
  * A short English description of a status code ("invalid argument", "model in use by another call", ...),
@@ -320,6 +324,51 @@ peftkit_status peftkit_model_load(const char *path, peftkit_model **out);
 peftkit_status peftkit_model_load_with(const char *path, uint32_t flags, peftkit_model **out);
 
 /*
+ * Progress of a long call, called on the thread that made the call, between two pieces of work.
+ *
+ * done, total  work finished so far and all the work of the call, in the unit the calling function states
+ *              (0 <= done <= total, total >= 1; done grows by at least 1 from one call to the next and the
+ *              last call has done == total). done / total is the fraction finished.
+ * user         the pointer registered with the callback.
+ * Return non-zero to go on, 0 to cancel: the call then returns PEFTKIT_ERR_CANCELLED and changes nothing.
+ * (Note the sense: peftkit_token_callback returns non-zero to stop; a progress callback returns non-zero to
+ * continue, as llama.cpp's progress callbacks do.)
+ *
+ * Reentrancy: while the callback runs, its model is in use: any call on that model from inside the callback
+ * (other than the reads listed under THREAD SAFETY) fails with PEFTKIT_ERR_BUSY. Other models may be used.
+ * The callback must not unwind (longjmp, C++ exceptions) through the library.
+ */
+typedef int32_t (*peftkit_progress_callback)(int64_t done, int64_t total, void *user);
+
+/*
+ * Options of peftkit_model_load_ex. An input struct (see "Structs and versions"); defaults set by
+ * peftkit_load_config_init: flags 0, no callback.
+ */
+typedef struct peftkit_load_config {
+    uint32_t struct_size;                /* sizeof(peftkit_load_config); set by peftkit_load_config_init */
+    uint32_t flags;                      /* 0 or PEFTKIT_LOAD_WIDEN */
+    peftkit_progress_callback progress;  /* nullable; called with done/total in weight tensors read */
+    void *progress_user;                 /* passed to progress as is */
+} peftkit_load_config;
+
+/*
+ * Writes the defaults above into the first `size` bytes of *config and sets struct_size = size. Use the macro
+ * peftkit_load_config_init(config). Returns PEFTKIT_OK or PEFTKIT_ERR_INVALID_ARGUMENT.
+ */
+peftkit_status peftkit_load_config_init_sized(peftkit_load_config *config, size_t size);
+#define peftkit_load_config_init(config) peftkit_load_config_init_sized((config), sizeof *(config))
+
+/*
+ * As peftkit_model_load_with(path, config->flags, out), calling config->progress (when not NULL) after each
+ * weight tensor is read (done / total = tensors read / tensors of the model). A callback returning 0 cancels
+ * the load: PEFTKIT_ERR_CANCELLED, *out = NULL, and everything read so far is released.
+ *
+ * config  nullable (= the defaults); read only, not kept.
+ * Returns what peftkit_model_load_with returns, plus PEFTKIT_ERR_CANCELLED.
+ */
+peftkit_status peftkit_model_load_ex(const char *path, const peftkit_load_config *config, peftkit_model **out);
+
+/*
  * Frees a model and all its adapters. NULL is a no-op. The handle is invalid afterwards. Must not
  * overlap another call on the same model.
  */
@@ -427,6 +476,46 @@ peftkit_status peftkit_adapter_num_params(const peftkit_model *model, const char
  * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_NOT_FOUND.
  */
 peftkit_status peftkit_adapter_method(peftkit_model *model, const char *name, int32_t *out);
+
+/*
+ * Tensor access: an adapter's weights under the names and shapes its saved file gives them (PEFT's
+ * "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" [r, in], AdapterHub's
+ * "transformer.h.0.output_adapters.NAME.adapter_down.0.weight", "prompt_embeddings", ...): what
+ * peftkit_adapter_save would write now, in the order it lists them, as fp32. Indices are stable while the
+ * adapter stays attached.
+ *
+ * peftkit_adapter_tensor_count: the number of tensors of adapter `adapter` into *out.
+ *
+ * peftkit_adapter_tensor_info: tensor `index` (0 .. count-1).
+ *   name_buf, name_cap, name_len  its name, written like peftkit_adapter_name (name_buf may be NULL only when
+ *                                 name_cap is 0: a size query; name_len nullable).
+ *   shape, shape_cap, ndim        its dimensions into shape[0 .. *ndim) (shape nullable when shape_cap is 0;
+ *                                 ndim required). At most 4 dimensions; a shape_cap below the tensor's ndim is
+ *                                 PEFTKIT_ERR_BUFFER_TOO_SMALL with *ndim set.
+ *   writable                      nullable; 1 when peftkit_adapter_tensor_write may change it, 0 when it is
+ *                                 derived (a prefix trained with prefix_projection saves its MLP's output).
+ *
+ * peftkit_adapter_tensor_read: copies tensor `tensor` into buf (count floats, at least its element count, else
+ *   PEFTKIT_ERR_BUFFER_TOO_SMALL and nothing written); *n_out (nullable) = its element count.
+ *
+ * peftkit_adapter_tensor_write: replaces tensor `tensor` with `count` floats from data (count must equal its
+ *   element count, row-major as its shape says). Every value must be finite (else PEFTKIT_ERR_INVALID_ARGUMENT
+ *   naming the first bad index, and nothing changes). Forward passes, generation and saves see the new values
+ *   at once; the adapter's AdamW moments and step count are kept. Not allowed while the adapter is merged
+ *   (PEFTKIT_ERR_STATE); a derived tensor is PEFTKIT_ERR_UNSUPPORTED.
+ *
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL, index out of range, count, non-finite data),
+ * PEFTKIT_ERR_NOT_FOUND (no such adapter or tensor), PEFTKIT_ERR_BUFFER_TOO_SMALL, PEFTKIT_ERR_STATE,
+ * PEFTKIT_ERR_UNSUPPORTED (the method has no file format; a derived tensor), PEFTKIT_ERR_BUSY.
+ */
+peftkit_status peftkit_adapter_tensor_count(peftkit_model *model, const char *adapter, int32_t *out);
+peftkit_status peftkit_adapter_tensor_info(peftkit_model *model, const char *adapter, int32_t index, char *name_buf,
+                                           size_t name_cap, size_t *name_len, int64_t *shape, int32_t shape_cap,
+                                           int32_t *ndim, int32_t *writable);
+peftkit_status peftkit_adapter_tensor_read(peftkit_model *model, const char *adapter, const char *tensor, float *buf,
+                                           size_t count, size_t *n_out);
+peftkit_status peftkit_adapter_tensor_write(peftkit_model *model, const char *adapter, const char *tensor,
+                                            const float *data, size_t count);
 
 /*
  * Folds LoRA or IA3 adapter `name` into the base weights. The tensors it touches are copied first (the
@@ -629,6 +718,18 @@ peftkit_status peftkit_train_apply_gradients(peftkit_model *model, const peftkit
 peftkit_status peftkit_train_gradients(peftkit_model *model, float **data, int64_t *count);
 
 /*
+ * Registers a progress callback for the model's training calls (peftkit_train_step and
+ * peftkit_train_compute_gradients), replacing any earlier one; cb NULL removes it. It is called on the calling
+ * thread after the forward pass of each micro-batch and after the backward pass through each layer (done /
+ * total in those units, over all micro-batches of the call). Returning 0 cancels the call:
+ * PEFTKIT_ERR_CANCELLED, with the adapter's weights, AdamW moments, step count and random state unchanged and the
+ * gradient buffer zeroed (a following peftkit_train_apply_gradients fails with PEFTKIT_ERR_STATE).
+ * Calls on the model from inside the callback fail with PEFTKIT_ERR_BUSY (see peftkit_progress_callback).
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_BUSY.
+ */
+peftkit_status peftkit_model_set_progress_callback(peftkit_model *model, peftkit_progress_callback cb, void *user);
+
+/*
  * A forward pass with the active adapter (or the base model), without any update.
  *
  * input_ids        batch * seq_len token ids, row-major.
@@ -658,6 +759,54 @@ peftkit_status peftkit_forward(peftkit_model *model, const int32_t *input_ids, c
 peftkit_status peftkit_forward_mixed(peftkit_model *model, const int32_t *input_ids, const int32_t *labels,
                                      const char *const *adapters, int32_t batch, int32_t seq_len, float *logits,
                                      size_t logits_capacity, float *loss_out, int64_t *tokens_out);
+
+/* Which logits peftkit_forward_ex writes (peftkit_forward_options.logits_mode). */
+/* Every position: batch * seq_len * vocab_size floats, [batch][seq_len][vocab_size]. */
+#define PEFTKIT_LOGITS_ALL 0
+/* The last position of each row only: batch * vocab_size floats, [batch][vocab_size]. */
+#define PEFTKIT_LOGITS_LAST 1
+/* None; `logits` must be NULL. */
+#define PEFTKIT_LOGITS_NONE 2
+
+/*
+ * Outputs of peftkit_forward_ex. An input struct (see "Structs and versions": the pointers are the caller's
+ * buffers, read during the call only); defaults set by peftkit_forward_options_init: ALL, every pointer NULL.
+ */
+typedef struct peftkit_forward_options {
+    uint32_t struct_size;    /* sizeof(peftkit_forward_options); set by peftkit_forward_options_init */
+    int32_t logits_mode;     /* PEFTKIT_LOGITS_* */
+    float *logits;           /* nullable; receives the logits logits_mode names */
+    size_t logits_capacity;  /* size of logits in floats; smaller than needed is PEFTKIT_ERR_BUFFER_TOO_SMALL */
+    float *token_logprobs;   /* nullable; batch * seq_len floats: [b][t] = log p(labels[b][t] | the tokens before
+                                t), the log-softmax of the logits at t - 1 at the label (labels shifted as for the
+                                loss); 0 where the label does not count (-100, and t = 0 unless the adapter adds
+                                virtual tokens, whose last one scores t = 0) */
+    float *row_losses;       /* nullable; batch floats: each row's mean cross-entropy (0 when none counted) */
+    int64_t *row_tokens;     /* nullable; batch entries: each row's counted label positions */
+} peftkit_forward_options;
+
+/*
+ * Writes the defaults above into the first `size` bytes of *options and sets struct_size = size. Use the macro
+ * peftkit_forward_options_init(options). Returns PEFTKIT_OK or PEFTKIT_ERR_INVALID_ARGUMENT.
+ */
+peftkit_status peftkit_forward_options_init_sized(peftkit_forward_options *options, size_t size);
+#define peftkit_forward_options_init(options) peftkit_forward_options_init_sized((options), sizeof *(options))
+
+/*
+ * peftkit_forward with more outputs, for hosts that score candidates: per-token log-probabilities of the labels,
+ * per-row losses, and the logits of every position, of the last one only, or none (a 2048-token row over a
+ * 49152-token vocabulary is 400 MB of logits; its last position 192 KB). The mean loss is the token-weighted mean
+ * of the row losses. With LAST or NONE and no loss output asked for (loss_out, token_logprobs, row_losses and
+ * row_tokens all NULL), the LM head runs on the last position of each row only.
+ *
+ * options  nullable (= peftkit_forward: ALL with no buffer, i.e. no logits); read only.
+ * loss_out, tokens_out  nullable, as for peftkit_forward.
+ * Returns as peftkit_forward (PEFTKIT_ERR_INVALID_ARGUMENT also for an unknown logits_mode, or logits given with
+ * NONE).
+ */
+peftkit_status peftkit_forward_ex(peftkit_model *model, const int32_t *input_ids, const int32_t *labels, int32_t batch,
+                                  int32_t seq_len, const peftkit_forward_options *options, float *loss_out,
+                                  int64_t *tokens_out);
 
 /* ===================================================================================================
  * Generation

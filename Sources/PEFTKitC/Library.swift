@@ -40,6 +40,7 @@ nonisolated(unsafe) private let statusStrings: [Int32: UnsafePointer<CChar>] = [
     PEFTKIT_ERR_BUFFER_TOO_SMALL: permanentCString("buffer too small"),
     PEFTKIT_ERR_INTERNAL: permanentCString("internal error"),
     PEFTKIT_ERR_BUSY: permanentCString("model in use by another call"),
+    PEFTKIT_ERR_CANCELLED: permanentCString("cancelled"),
 ]
 nonisolated(unsafe) private let unknownStatus = permanentCString("unknown status")
 

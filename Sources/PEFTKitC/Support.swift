@@ -33,13 +33,8 @@ struct ShimError: Error {
     }
 }
 
-/// The error Model throws when a call finds the model in use (Model.exclusive). The core has no case of its own
-/// for it, so the shim recognises it by value (PEFTKitError is Equatable; the text is the core's, unchanged).
-private let modelInUse = PEFTKitError.state("the model is in use by another call (calls on one model must not overlap)")
-
 /// The stable status code of each `PEFTKitError` case.
 func statusCode(of error: PEFTKitError) -> peftkit_status {
-    if error == modelInUse { return PEFTKIT_ERR_BUSY }
     switch error {
     case .invalidArgument: return PEFTKIT_ERR_INVALID_ARGUMENT
     case .io: return PEFTKIT_ERR_IO
@@ -49,6 +44,8 @@ func statusCode(of error: PEFTKitError) -> peftkit_status {
     case .numerical: return PEFTKIT_ERR_NUMERICAL
     case .state: return PEFTKIT_ERR_STATE
     case .outOfMemory: return PEFTKIT_ERR_OUT_OF_MEMORY
+    case .busy: return PEFTKIT_ERR_BUSY
+    case .cancelled: return PEFTKIT_ERR_CANCELLED
     }
 }
 
@@ -81,6 +78,8 @@ private func kindName(_ e: PEFTKitError) -> String {
     case .numerical: return "NaN or infinity in the computation"
     case .state: return "not allowed in the current state"
     case .outOfMemory: return "out of memory"
+    case .busy: return "model in use by another call"
+    case .cancelled: return "cancelled"
     }
 }
 

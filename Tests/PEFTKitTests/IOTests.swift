@@ -68,6 +68,8 @@ private func caseName(_ e: PEFTKitError) -> String {
     case .numerical: return "numerical"
     case .state: return "state"
     case .outOfMemory: return "outOfMemory"
+    case .busy: return "busy"
+    case .cancelled: return "cancelled"
     }
 }
 

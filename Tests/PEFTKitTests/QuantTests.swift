@@ -52,8 +52,9 @@ private func quantFixtures() -> [QuantFixture] {
         guard f.count == 4, let id = UInt32(f[1]), let type = GGMLType(rawValue: id), let rows = Int(f[2]),
               let cols = Int(f[3]), let blocks = readFileBytes("\(dir)/\(f[0]).blocks"),
               let ref = readFileBytes("\(dir)/\(f[0]).f32") else { continue }
-        let bits = (0..<(ref.count / 4)).map { i in
-            UInt32(ref[4 * i]) | UInt32(ref[4 * i + 1]) << 8 | UInt32(ref[4 * i + 2]) << 16 | UInt32(ref[4 * i + 3]) << 24
+        let bits = (0..<(ref.count / 4)).map { (i: Int) -> UInt32 in
+            let b0 = UInt32(ref[4 * i]), b1 = UInt32(ref[4 * i + 1]), b2 = UInt32(ref[4 * i + 2]), b3 = UInt32(ref[4 * i + 3])
+            return b0 | (b1 << 8) | (b2 << 16) | (b3 << 24)
         }
         out.append(QuantFixture(type: type, rows: rows, cols: cols, blocks: blocks, expected: bits))
     }

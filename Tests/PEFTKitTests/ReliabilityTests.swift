@@ -97,7 +97,7 @@ private let reliabilityMethods: [(String, AdapterConfig)] = {
         #expect(results.withLock { $0 } == seq)
     }
 
-    /// One model hammered from 4 threads: every call succeeds or throws `state`; the model ends where a
+    /// One model hammered from 4 threads: every call succeeds or throws `busy`; the model ends where a
     /// sequential run of the successful steps ends, and still works.
     @Test func oneModelFromFourThreadsNeverCorrupts() throws {
         let cfg = TS.tinyConfig(.gpt2)
@@ -115,7 +115,7 @@ private let reliabilityMethods: [(String, AdapterConfig)] = {
                 do {
                     _ = try model.trainStep(inputIDs: ids, batch: 2, seqLen: 6, config: tc)
                     ok.add(1, ordering: .relaxed)
-                } catch PEFTKitError.state {
+                } catch PEFTKitError.busy {
                     busy.add(1, ordering: .relaxed)
                 } catch {
                     other.add(1, ordering: .relaxed)

@@ -36,6 +36,8 @@ static const char *status_name(peftkit_status s) {
     case PEFTKIT_ERR_OUT_OF_MEMORY: return "OUT_OF_MEMORY";
     case PEFTKIT_ERR_BUFFER_TOO_SMALL: return "BUFFER_TOO_SMALL";
     case PEFTKIT_ERR_INTERNAL: return "INTERNAL";
+    case PEFTKIT_ERR_BUSY: return "BUSY";
+    case PEFTKIT_ERR_CANCELLED: return "CANCELLED";
     default: return "UNKNOWN";
     }
 }
@@ -95,6 +97,8 @@ static void test_library(void) {
     expect(peftkit_generate_config_init_sized(NULL, sizeof(peftkit_generate_config)), PEFTKIT_ERR_INVALID_ARGUMENT,
            "generate_config_init_sized(NULL)");
     check(peftkit_version_number() == PEFTKIT_VERSION_NUMBER, "peftkit_version_number() == PEFTKIT_VERSION_NUMBER");
+    check(strcmp(peftkit_status_string(PEFTKIT_ERR_CANCELLED), "cancelled") == 0 && PEFTKIT_ERR_CANCELLED == -12,
+          "peftkit_status_string(PEFTKIT_ERR_CANCELLED)");
     check(strcmp(peftkit_status_string(PEFTKIT_ERR_BUSY), "model in use by another call") == 0 &&
               strcmp(peftkit_status_string(PEFTKIT_OK), "ok") == 0 &&
               strcmp(peftkit_status_string(-12345), "unknown status") == 0,
@@ -1401,6 +1405,162 @@ static void test_tokenizer_smollm2(void) {
     peftkit_model_free(m);
 }
 
+
+/* Host capabilities: adapter tensors, forward outputs, progress and cancellation. */
+static int64_t progress_done[64];
+static int progress_n;
+static int32_t record_progress(int64_t done, int64_t total, void *user) {
+    int32_t stop_at = user ? *(int32_t *)user : 0;
+    if (progress_n < 64) progress_done[progress_n] = done;
+    progress_n++;
+    (void)total;
+    return stop_at == 0 || progress_n < stop_at;
+}
+
+static void test_host(const char *scratch) {
+    printf("# host capabilities\n");
+    peftkit_model_config mc;
+    peftkit_model_config_init(&mc);
+    peftkit_model *m = NULL, *m2 = NULL;
+    if (peftkit_model_create(&mc, 77, &m) != PEFTKIT_OK || peftkit_model_create(&mc, 78, &m2) != PEFTKIT_OK) {
+        check(0, "host: create models");
+        return;
+    }
+    const char *lora = "{\"peft_type\": \"LORA\", \"r\": 2, \"target_modules\": [\"c_attn\"]}";
+    expect(peftkit_adapter_attach_json(m, "t", lora), PEFTKIT_OK, "attach LoRA for tensor access");
+    peftkit_adapter_set_active(m, "t");
+    int32_t count = 0;
+    expect(peftkit_adapter_tensor_count(m, "t", &count), PEFTKIT_OK, "adapter_tensor_count");
+    check(count == 4, "LoRA on c_attn of 2 layers has 4 tensors");
+    char name[256];
+    size_t len = 0;
+    int64_t shape[4];
+    int32_t nd = 0, wr = 0;
+    expect(peftkit_adapter_tensor_info(m, "t", 1, NULL, 0, &len, NULL, 0, &nd, NULL), PEFTKIT_ERR_BUFFER_TOO_SMALL,
+           "adapter_tensor_info size query with shape_cap 0");
+    check(nd == 2, "the size query reports ndim");
+    expect(peftkit_adapter_tensor_info(m, "t", 1, name, sizeof name, &len, shape, 4, &nd, &wr), PEFTKIT_OK,
+           "adapter_tensor_info");
+    check(strcmp(name, "base_model.model.transformer.h.0.attn.c_attn.lora_B.weight") == 0 && len == strlen(name),
+          "tensor 1 is PEFT's name for layer 0's lora_B");
+    check(nd == 2 && shape[0] == 192 && shape[1] == 2 && wr == 1, "lora_B of c_attn is [192, 2], writable");
+    float v[192 * 2], back[192 * 2];
+    for (int i = 0; i < 384; i++) v[i] = 0.001f * (float)(i % 17) - 0.004f;
+    expect(peftkit_adapter_tensor_write(m, "t", name, v, 384), PEFTKIT_OK, "adapter_tensor_write");
+    size_t n = 0;
+    expect(peftkit_adapter_tensor_read(m, "t", name, back, 384, &n), PEFTKIT_OK, "adapter_tensor_read");
+    check(n == 384 && memcmp(v, back, sizeof v) == 0, "read returns what was written");
+    /* The saved file holds the written values: another model loads them. */
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/host-adapter", scratch);
+    expect(peftkit_adapter_save(m, "t", dir), PEFTKIT_OK, "adapter_save after a write");
+    expect(peftkit_adapter_load(m2, dir, "u", NULL, 0), PEFTKIT_OK, "adapter_load into another model");
+    memset(back, 0, sizeof back);
+    expect(peftkit_adapter_tensor_read(m2, "u", name, back, 384, &n), PEFTKIT_OK, "adapter_tensor_read of the loaded adapter");
+    check(memcmp(v, back, sizeof v) == 0, "the saved file holds the written tensor");
+
+    /* Forward outputs against the full logits. */
+    enum { B = 2, T = 6, V = 256 };
+    int32_t ids[B * T], labels[B * T];
+    for (int i = 0; i < B * T; i++) ids[i] = labels[i] = 'a' + (i * 5) % 23;
+    labels[3] = PEFTKIT_IGNORE_INDEX;
+    static float full[B * T * V];
+    float loss = 0, loss_ex = 0, lp[B * T], rl[B], last[B * V];
+    int64_t tokens = 0, tokens_ex = 0, rt[B];
+    expect(peftkit_forward(m, ids, labels, B, T, full, B * T * V, &loss, &tokens), PEFTKIT_OK, "forward (full logits)");
+    peftkit_forward_options fo;
+    peftkit_forward_options_init(&fo);
+    check(fo.struct_size == sizeof fo && fo.logits_mode == PEFTKIT_LOGITS_ALL && fo.logits == NULL && fo.row_tokens == NULL,
+          "forward options defaults");
+    fo.logits_mode = PEFTKIT_LOGITS_LAST;
+    fo.logits = last;
+    fo.logits_capacity = B * V;
+    fo.token_logprobs = lp;
+    fo.row_losses = rl;
+    fo.row_tokens = rt;
+    expect(peftkit_forward_ex(m, ids, labels, B, T, &fo, &loss_ex, &tokens_ex), PEFTKIT_OK, "forward_ex");
+    check(loss_ex == loss && tokens_ex == tokens, "forward_ex: the same loss and tokens as forward");
+    double worst = 0, weighted = 0;
+    for (int b = 0; b < B; b++) {
+        for (int t = 1; t < T; t++) {
+            if (labels[b * T + t] == PEFTKIT_IGNORE_INDEX) {
+                if (lp[b * T + t] != 0) worst = 1;
+                continue;
+            }
+            const float *row = full + (size_t)(b * T + t - 1) * V;
+            float mx = row[0];
+            for (int j = 1; j < V; j++) mx = row[j] > mx ? row[j] : mx;
+            double se = 0;
+            for (int j = 0; j < V; j++) se += exp((double)(row[j] - mx));
+            double want = (double)row[labels[b * T + t]] - mx - log(se);
+            double d = fabs(want - lp[b * T + t]);
+            worst = d > worst ? d : worst;
+        }
+        if (lp[b * T] != 0) worst = 1;
+        weighted += (double)rl[b] * (double)rt[b];
+        for (int j = 0; j < V; j++) {
+            double d = fabs((double)last[b * V + j] - full[(size_t)(b * T + T - 1) * V + j]);
+            worst = d > worst ? d : worst;
+        }
+    }
+    check(worst < 1e-5, "token log-probabilities = log_softmax of the full logits; last logits = the last rows");
+    check(rt[0] + rt[1] == tokens && rt[0] == T - 2 && fabs(weighted / (double)tokens - loss) < 1e-5,
+          "row losses weighted by row tokens give the batch loss");
+    fo.token_logprobs = NULL;
+    fo.row_losses = NULL;
+    fo.row_tokens = NULL;
+    float last2[B * V];
+    fo.logits = last2;
+    expect(peftkit_forward_ex(m, ids, NULL, B, T, &fo, NULL, &tokens_ex), PEFTKIT_OK, "forward_ex(LAST only, no loss)");
+    worst = 0;
+    for (int i = 0; i < B * V; i++) worst = fabs((double)last2[i] - last[i]) > worst ? fabs((double)last2[i] - last[i]) : worst;
+    check(worst < 1e-5 && tokens_ex == B * (T - 1), "last logits without loss equal those with it");
+
+    /* Progress: a train step reports and cancels without changing the adapter. */
+    peftkit_train_config tc;
+    peftkit_train_config_init(&tc);
+    tc.learning_rate = 1e-2f;
+    expect(peftkit_model_set_progress_callback(m, record_progress, NULL), PEFTKIT_OK, "model_set_progress_callback");
+    progress_n = 0;
+    expect(peftkit_train_step(m, ids, NULL, B, T, &tc, NULL), PEFTKIT_OK, "train_step with a progress callback");
+    int increasing = progress_n == 3;
+    for (int i = 1; i < progress_n && i < 64; i++) increasing &= progress_done[i] > progress_done[i - 1];
+    check(increasing, "train_step reported forward + 2 layers, increasing");
+    float before[384], after[384];
+    peftkit_adapter_tensor_read(m, "t", name, before, 384, NULL);
+    int32_t stop_at = 2;
+    peftkit_model_set_progress_callback(m, record_progress, &stop_at);
+    progress_n = 0;
+    expect(peftkit_train_step(m, ids, NULL, B, T, &tc, NULL), PEFTKIT_ERR_CANCELLED, "train_step cancelled by its callback");
+    peftkit_adapter_tensor_read(m, "t", name, after, 384, NULL);
+    check(memcmp(before, after, sizeof before) == 0, "a cancelled step leaves the adapter's weights unchanged");
+    peftkit_model_set_progress_callback(m, NULL, NULL);
+
+    /* Load with progress, then cancelled. */
+    char folder[1024];
+    const char *fixtures = getenv("PEFTKIT_FIXTURES");
+    snprintf(folder, sizeof folder, "%s/gpt2/model", fixtures && fixtures[0] ? fixtures : "../../Tests/Fixtures");
+    peftkit_load_config lc;
+    peftkit_load_config_init(&lc);
+    lc.progress = record_progress;
+    lc.progress_user = NULL;
+    progress_n = 0;
+    peftkit_model *loaded = NULL;
+    expect(peftkit_model_load_ex(folder, &lc, &loaded), PEFTKIT_OK, "model_load_ex with progress");
+    check(loaded != NULL && progress_n > 1, "the load reported per tensor");
+    peftkit_model_free(loaded);
+    stop_at = 3;
+    lc.progress_user = &stop_at;
+    progress_n = 0;
+    loaded = (peftkit_model *)(void *)&lc;
+    expect(peftkit_model_load_ex(folder, &lc, &loaded), PEFTKIT_ERR_CANCELLED, "model_load_ex cancelled");
+    check(loaded == NULL && progress_n == 3, "a cancelled load returns no model, at the third report");
+    expect(peftkit_model_load_ex(folder, NULL, &loaded), PEFTKIT_OK, "model_load_ex(config NULL)");
+    peftkit_model_free(loaded);
+    peftkit_model_free(m);
+    peftkit_model_free(m2);
+}
+
 int main(int argc, char **argv) {
     const char *scratch = argc > 1 ? argv[1] : ".";
     const uint64_t seed = 1234;
@@ -1432,6 +1592,7 @@ int main(int argc, char **argv) {
         test_tokenizer_tiny();
         test_generate_ex();
         test_tokenizer_smollm2();
+        test_host(scratch);
     } else {
         n_failed++;
         printf("FAIL every check that needs a model was skipped: %s\n", peftkit_last_error());

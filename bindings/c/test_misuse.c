@@ -42,6 +42,7 @@ static const char *status_name(peftkit_status s) {
     case PEFTKIT_ERR_BUFFER_TOO_SMALL: return "BUFFER_TOO_SMALL";
     case PEFTKIT_ERR_INTERNAL: return "INTERNAL";
     case PEFTKIT_ERR_BUSY: return "BUSY";
+    case PEFTKIT_ERR_CANCELLED: return "CANCELLED";
     default: return "UNKNOWN";
     }
 }
@@ -1411,6 +1412,134 @@ static void tokenizer(const char *scratch) {
     peftkit_model_free(bare);
 }
 
+
+/* ------------------------------------------------------------------------------------------------- */
+/* Host capabilities: tensor access, forward outputs, progress and cancellation                      */
+/* ------------------------------------------------------------------------------------------------- */
+
+static int32_t progress_calls, progress_reenter_status;
+static peftkit_model *progress_model;
+static int32_t stop_at_second(int64_t done, int64_t total, void *user) {
+    (void)done;
+    (void)total;
+    (void)user;
+    return ++progress_calls < 2;
+}
+static int32_t reenter_progress(int64_t done, int64_t total, void *user) {
+    (void)done;
+    (void)total;
+    (void)user;
+    int32_t n = 0;
+    progress_reenter_status = peftkit_adapter_tensor_count(progress_model, "h", &n);
+    return 1;
+}
+
+static void host(void) {
+    group = "host capabilities";
+    peftkit_model *m = new_model(21);
+    if (!m) return;
+    peftkit_adapter_attach_json(m, "h", "{\"peft_type\": \"LORA\", \"r\": 2, \"target_modules\": [\"c_attn\"]}");
+    peftkit_adapter_set_active(m, "h");
+    int32_t ids[BATCH * SEQ], n32 = 0, nd = 0, wr = 0;
+    fill(ids, BATCH * SEQ, 0);
+    int64_t shape[4];
+    char name[256];
+    size_t len = 0, n = 0;
+    float buf[64 * 64], loss = 0;
+    CASE(BAD, peftkit_adapter_tensor_count(NULL, "h", &n32), "adapter_tensor_count(model NULL)");
+    CASE(BAD, peftkit_adapter_tensor_count(m, NULL, &n32), "adapter_tensor_count(adapter NULL)");
+    CASE(BAD, peftkit_adapter_tensor_count(m, "h", NULL), "adapter_tensor_count(out NULL)");
+    CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_adapter_tensor_count(m, "nope", &n32), "adapter_tensor_count(unknown adapter)");
+    CASE(BAD, peftkit_adapter_tensor_info(m, "h", -1, name, sizeof name, &len, shape, 4, &nd, &wr), "adapter_tensor_info(index -1)");
+    CASE(BAD, peftkit_adapter_tensor_info(m, "h", 4, name, sizeof name, &len, shape, 4, &nd, &wr), "adapter_tensor_info(index = count)");
+    CASE(BAD, peftkit_adapter_tensor_info(m, "h", 0, name, sizeof name, &len, shape, 4, NULL, &wr), "adapter_tensor_info(ndim NULL)");
+    CASE(BAD, peftkit_adapter_tensor_info(m, "h", 0, NULL, 8, &len, shape, 4, &nd, &wr), "adapter_tensor_info(name_buf NULL, cap 8)");
+    CASE(BAD, peftkit_adapter_tensor_info(m, "h", 0, name, sizeof name, &len, NULL, 4, &nd, &wr), "adapter_tensor_info(shape NULL, cap 4)");
+    CASE(BAD, peftkit_adapter_tensor_info(m, "h", 0, name, sizeof name, &len, shape, -1, &nd, &wr), "adapter_tensor_info(shape_cap -1)");
+    CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_adapter_tensor_info(m, "h", 0, name, 4, &len, shape, 4, &nd, &wr), "adapter_tensor_info(name_cap 4)");
+    CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_adapter_tensor_info(m, "h", 0, name, sizeof name, &len, shape, 1, &nd, &wr), "adapter_tensor_info(shape_cap 1 for a 2-D tensor)");
+    peftkit_adapter_tensor_info(m, "h", 0, name, sizeof name, &len, shape, 4, &nd, &wr);
+    size_t count = (size_t)(shape[0] * shape[1]);
+    for (size_t i = 0; i < count; i++) buf[i] = 0.01f * (float)(i % 13);
+    CASE(BAD, peftkit_adapter_tensor_read(m, "h", NULL, buf, count, &n), "adapter_tensor_read(tensor NULL)");
+    CASE(BAD, peftkit_adapter_tensor_read(m, "h", name, NULL, count, &n), "adapter_tensor_read(buf NULL, count > 0)");
+    CASE(BAD, peftkit_adapter_tensor_read(m, "h", name, buf, (size_t)-1, &n), "adapter_tensor_read(count SIZE_MAX)");
+    CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_adapter_tensor_read(m, "h", name, buf, count - 1, &n), "adapter_tensor_read(count one short)");
+    CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_adapter_tensor_read(m, "h", "no.such.tensor", buf, count, &n), "adapter_tensor_read(unknown tensor)");
+    CASE(BAD, peftkit_adapter_tensor_write(m, "h", name, NULL, count), "adapter_tensor_write(data NULL, count > 0)");
+    CASE(BAD, peftkit_adapter_tensor_write(m, "h", name, buf, count - 1), "adapter_tensor_write(count one short)");
+    CASE(BAD, peftkit_adapter_tensor_write(m, "h", name, buf, (size_t)-1), "adapter_tensor_write(count SIZE_MAX)");
+    buf[3] = NAN;
+    CASE(BAD, peftkit_adapter_tensor_write(m, "h", name, buf, count), "adapter_tensor_write(a NaN value)");
+    buf[3] = INFINITY;
+    CASE(BAD, peftkit_adapter_tensor_write(m, "h", name, buf, count), "adapter_tensor_write(an infinite value)");
+    buf[3] = 0;
+    CASE(PEFTKIT_ERR_NOT_FOUND, peftkit_adapter_tensor_write(m, "h", "no.such.tensor", buf, count), "adapter_tensor_write(unknown tensor)");
+    peftkit_adapter_merge(m, "h");
+    CASE(PEFTKIT_ERR_STATE, peftkit_adapter_tensor_write(m, "h", name, buf, count), "adapter_tensor_write(merged adapter)");
+    peftkit_adapter_unmerge(m, "h");
+
+    peftkit_forward_options fo;
+    peftkit_forward_options_init(&fo);
+    CASE(BAD, peftkit_forward_options_init_sized(NULL, sizeof fo), "forward_options_init(NULL)");
+    CASE(BAD, peftkit_forward_options_init_sized(&fo, 6), "forward_options_init(size 6)");
+    peftkit_forward_options_init(&fo);
+    CASE(BAD, peftkit_forward_ex(NULL, ids, NULL, BATCH, SEQ, &fo, &loss, NULL), "forward_ex(model NULL)");
+    CASE(BAD, peftkit_forward_ex(m, NULL, NULL, BATCH, SEQ, &fo, &loss, NULL), "forward_ex(input_ids NULL)");
+    CASE(BAD, peftkit_forward_ex(m, ids, NULL, 0, SEQ, &fo, &loss, NULL), "forward_ex(batch 0)");
+    fo.logits_mode = 7;
+    CASE(BAD, peftkit_forward_ex(m, ids, NULL, BATCH, SEQ, &fo, &loss, NULL), "forward_ex(logits_mode 7)");
+    fo.logits_mode = PEFTKIT_LOGITS_NONE;
+    fo.logits = buf;
+    fo.logits_capacity = sizeof buf / sizeof buf[0];
+    CASE(BAD, peftkit_forward_ex(m, ids, NULL, BATCH, SEQ, &fo, &loss, NULL), "forward_ex(logits with mode NONE)");
+    fo.logits_mode = PEFTKIT_LOGITS_LAST;
+    fo.logits_capacity = BATCH * 256 - 1;
+    CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_forward_ex(m, ids, NULL, BATCH, SEQ, &fo, &loss, NULL), "forward_ex(LAST logits one float short)");
+    fo.logits_capacity = (size_t)-1;
+    CASE(BAD, peftkit_forward_ex(m, ids, NULL, BATCH, SEQ, &fo, &loss, NULL), "forward_ex(logits_capacity SIZE_MAX)");
+    fo.struct_size = 5;
+    CASE(BAD, peftkit_forward_ex(m, ids, NULL, BATCH, SEQ, &fo, &loss, NULL), "forward_ex(options struct_size 5)");
+    peftkit_forward_options_init(&fo);
+    ids[1] = 999;
+    CASE(BAD, peftkit_forward_ex(m, ids, NULL, BATCH, SEQ, &fo, &loss, NULL), "forward_ex(token id outside the vocabulary)");
+    fill(ids, BATCH * SEQ, 0);
+
+    peftkit_load_config lc;
+    peftkit_load_config_init(&lc);
+    peftkit_model *out = (peftkit_model *)(void *)&lc;
+    CASE(BAD, peftkit_load_config_init_sized(NULL, sizeof lc), "load_config_init(NULL)");
+    CASE(BAD, peftkit_load_config_init_sized(&lc, 12), "load_config_init(size 12)");
+    peftkit_load_config_init(&lc);
+    CASE(BAD, peftkit_model_load_ex(NULL, &lc, &out), "model_load_ex(path NULL)");
+    CASE(BAD, peftkit_model_load_ex("../../Tests/Fixtures/gpt2/model", &lc, NULL), "model_load_ex(out NULL)");
+    lc.flags = 6;
+    CASE(BAD, peftkit_model_load_ex("../../Tests/Fixtures/gpt2/model", &lc, &out), "model_load_ex(unknown flags)");
+    lc.flags = 0;
+    CASE(PEFTKIT_ERR_IO, peftkit_model_load_ex("/nonexistent/peftkit-model", &lc, &out), "model_load_ex(missing folder)");
+    lc.progress = stop_at_second;
+    progress_calls = 0;
+    CASE(PEFTKIT_ERR_CANCELLED, peftkit_model_load_ex("../../Tests/Fixtures/gpt2/model", &lc, &out), "model_load_ex(callback cancels)");
+    check(out == NULL, "[host capabilities] a cancelled load sets *out = NULL");
+
+    peftkit_train_config tc = train_config();
+    CASE(BAD, peftkit_model_set_progress_callback(NULL, stop_at_second, NULL), "model_set_progress_callback(model NULL)");
+    CASE(PEFTKIT_OK, peftkit_model_set_progress_callback(m, stop_at_second, NULL), "model_set_progress_callback(callback)");
+    progress_calls = 0;
+    CASE(PEFTKIT_ERR_CANCELLED, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(progress callback cancels)");
+    CASE(PEFTKIT_ERR_STATE, peftkit_train_apply_gradients(m, &tc, NULL), "train_apply_gradients(after a cancelled compute)");
+    progress_model = m;
+    progress_reenter_status = 12345;
+    peftkit_model_set_progress_callback(m, reenter_progress, NULL);
+    CASE(PEFTKIT_OK, peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL), "train_step(progress callback re-entering the model)");
+    record("a call on the training model from its progress callback", PEFTKIT_ERR_BUSY, progress_reenter_status);
+    CASE(PEFTKIT_OK, peftkit_model_set_progress_callback(m, NULL, NULL), "model_set_progress_callback(NULL: removed)");
+    peftkit_model_free(m);
+    CASE(BAD, peftkit_adapter_tensor_count(m, "h", &n32), "adapter_tensor_count(freed model)");
+    CASE(BAD, peftkit_forward_ex(m, ids, NULL, BATCH, SEQ, NULL, &loss, NULL), "forward_ex(freed model)");
+    CASE(BAD, peftkit_model_set_progress_callback(m, NULL, NULL), "model_set_progress_callback(freed model)");
+}
+
 int main(int argc, char **argv) {
     const char *scratch = ".";
     for (int i = 1; i < argc; i++) {
@@ -1447,6 +1576,7 @@ int main(int argc, char **argv) {
     numerics(scratch);
     concurrency();
     tokenizer(scratch);
+    host();
 
     /* After all of the above, the model still works. */
     group = "afterwards";

@@ -86,6 +86,8 @@ int main(void) {
     NO_PADDING(peftkit_generate_config, stop_strings);
     NO_PADDING(peftkit_generate_result, stop_byte_offset);
     NO_PADDING(peftkit_tokenizer_info, adds_bos);
+    NO_PADDING(peftkit_load_config, progress_user);
+    NO_PADDING(peftkit_forward_options, row_tokens);
 #else
     NO_PADDING(peftkit_model_config, output_bias);
     NO_PADDING(peftkit_train_config, max_grad_norm);
@@ -93,6 +95,8 @@ int main(void) {
     NO_PADDING(peftkit_generate_config, reserved0);
     NO_PADDING(peftkit_generate_result, stop_index);
     NO_PADDING(peftkit_tokenizer_info, eot_id);
+    NO_PADDING(peftkit_load_config, progress);
+    NO_PADDING(peftkit_forward_options, row_losses);
 #endif
 
     /* Model config: init fills only the caller's bytes; create reads them and defaults the rest. */
@@ -178,8 +182,37 @@ int main(void) {
           "tokenizer_get_info into the caller's struct");
     check(intact(ti.after, sizeof ti.after), "tokenizer_get_info wrote nothing past the caller's struct");
 
+    /* Forward options: init fills only the caller's bytes; forward_ex reads them. */
+    WRAP(peftkit_forward_options) fo;
+    PREPARE(fo);
+    check(peftkit_forward_options_init_sized(&fo.s, CALLER_SIZE(fo)) == PEFTKIT_OK && intact(fo.after, sizeof fo.after) &&
+              fo.s.logits_mode == PEFTKIT_LOGITS_ALL && fo.s.logits == NULL,
+          "forward_options_init_sized: defaults, nothing past the caller's struct");
+    float last[2 * 256], rows[2];
+    fo.s.logits_mode = PEFTKIT_LOGITS_LAST;
+    fo.s.logits = last;
+    fo.s.logits_capacity = 2 * 256;
+    fo.s.row_losses = rows;
+    float loss = -1;
+    check(peftkit_forward_ex(m, ids, NULL, 2, 8, &fo.s, &loss, NULL) == PEFTKIT_OK && loss > 0 && rows[0] > 0,
+          "forward_ex with the caller's options");
+
+    /* Load config. */
+    WRAP(peftkit_load_config) lc;
+    PREPARE(lc);
+    check(peftkit_load_config_init_sized(&lc.s, CALLER_SIZE(lc)) == PEFTKIT_OK && intact(lc.after, sizeof lc.after) &&
+              lc.s.flags == 0,
+          "load_config_init_sized: defaults, nothing past the caller's struct");
+
 #ifdef PEFTKIT_TEST_NEWER
     /* A newer field set to something this library does not know: refused, nothing done. */
+    fo.after[1] = 1;
+    check(peftkit_forward_ex(m, ids, NULL, 2, 8, &fo.s, &loss, NULL) == PEFTKIT_ERR_UNSUPPORTED,
+          "forward_ex: a non-zero newer forward_options field -> UNSUPPORTED");
+    lc.after[0] = 1;
+    peftkit_model *m3 = NULL;
+    check(peftkit_model_load_ex("/nonexistent", &lc.s, &m3) == PEFTKIT_ERR_UNSUPPORTED && m3 == NULL,
+          "model_load_ex: a non-zero newer load_config field -> UNSUPPORTED");
     mc.after[0] = 1;
     peftkit_model *m2 = NULL;
     check(peftkit_model_create(&mc.s, 7, &m2) == PEFTKIT_ERR_UNSUPPORTED && m2 == NULL,

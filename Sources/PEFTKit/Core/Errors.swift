@@ -18,11 +18,16 @@ public enum PEFTKitError: Error, CustomStringConvertible, Equatable {
     case state(String)
     /// An allocation could not be made or its size overflowed.
     case outOfMemory(String)
+    /// The model is in use by another call that is still running (calls on one model must not overlap); nothing
+    /// was changed and the same call may succeed once the other one has returned.
+    case busy(String)
+    /// A progress handler asked to stop; the call changed nothing.
+    case cancelled(String)
 
     public var message: String {
         switch self {
         case .invalidArgument(let m), .io(let m), .format(let m), .unsupported(let m),
-             .notFound(let m), .numerical(let m), .state(let m), .outOfMemory(let m):
+             .notFound(let m), .numerical(let m), .state(let m), .outOfMemory(let m), .busy(let m), .cancelled(let m):
             return m
         }
     }

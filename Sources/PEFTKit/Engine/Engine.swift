@@ -32,6 +32,8 @@ final class Engine {
     var classifier: SequenceClassifier?
     /// Gradients of a split train step waiting for `applyGradients`.
     var pending: PendingGradients?
+    /// Called during train steps (`computeGradients`); see `Model.setProgressHandler`.
+    var trainProgress: ProgressHandler?
 
     init(config: ModelConfig, weights: any ModelWeights) throws {
         self.config = config
@@ -46,18 +48,20 @@ final class Engine {
         try self.init(config: randomConfig, weights: try randomWeights(config: randomConfig, seed: seed, std: initStd))
     }
 
-    convenience init(loadingFolder path: String) throws {
+    convenience init(loadingFolder path: String, progress: ProgressHandler? = nil) throws {
         var (cfg, set) = try loadHFFolder(path: path)
         // BERT checkpoints of a task model (`BertForSequenceClassification`, ...) name the encoder `bert.`; the
         // pooler is optional (absent from `add_pooling_layer=False` and token-classification checkpoints).
         let prefix = cfg.architecture == .bert && !set.has("embeddings.word_embeddings.weight")
             && set.has("bert.embeddings.word_embeddings.weight") ? "bert." : ""
         if cfg.architecture == .bert { cfg.encoder?.pooler = set.has(prefix + "pooler.dense.weight") }
+        var counter = ProgressCounter(progress, total: cfg.architecture.weights.tensors(cfg).count, what: "loading '\(path)'")
         let w = try loadWeights(config: cfg) { name, shape in
             let t = try set.tensor(prefix + name)
             guard t.shape == shape else {
                 throw PEFTKitError.format("tensor '\(name)' in '\(path)' has shape \(t.shape), expected \(shape)")
             }
+            try counter.advance()
             return t
         }
         try self.init(config: cfg, weights: w)
@@ -162,15 +166,27 @@ final class Engine {
 
     // MARK: evaluation
 
+    /// A forward pass without an update. `logits` receives every position's logits ([B, T, V]), or with
+    /// `lastLogitsOnly` each row's last position's ([B, V]). `tokenLogprobs` ([B, T]) receives at [b, t] the
+    /// log-probability of labels[b, t] (0 where it does not count), `rowLosses` / `rowTokens` ([B]) each row's mean
+    /// loss and counted tokens. Without `computeLoss` and any of those, the LM head runs on the last rows only and
+    /// the returned loss is 0 (tokens still counted).
     func evaluate(inputIDs: UnsafeBufferPointer<Int32>, labels: UnsafeBufferPointer<Int32>?, batch B: Int, seqLen T: Int,
-                  logits: UnsafeMutableBufferPointer<Float>?) throws -> EvalResult {
+                  logits: UnsafeMutableBufferPointer<Float>?, lastLogitsOnly: Bool = false, computeLoss: Bool = true,
+                  tokenLogprobs: UnsafeMutableBufferPointer<Float>? = nil, rowLosses: UnsafeMutableBufferPointer<Float>? = nil,
+                  rowTokens: UnsafeMutableBufferPointer<Int>? = nil) throws -> EvalResult {
         let adapter = active?.adapter
         let Vt = adapter?.virtualTokens ?? 0, P = adapter?.prefixLength ?? 0
         try validateBatch(inputIDs: inputIDs, labels: labels, batch: B, seqLen: T, adapter: adapter)
         let N = B * T, V = config.vocabSize, C = config.hiddenSize
         if let logits {
-            try require(logits.count >= N * V, "logits buffer holds \(logits.count) floats, needs \(N * V)")
+            let need = lastLogitsOnly ? B * V : N * V
+            try require(logits.count >= need, "logits buffer holds \(logits.count) floats, needs \(need)")
         }
+        if let tokenLogprobs { try require(tokenLogprobs.count >= N, "token log-probability buffer holds \(tokenLogprobs.count) floats, needs \(N)") }
+        if let rowLosses { try require(rowLosses.count >= B, "row loss buffer holds \(rowLosses.count) floats, needs \(B)") }
+        if let rowTokens { try require(rowTokens.count >= B, "row token buffer holds \(rowTokens.count) entries, needs \(B)") }
+        let needLoss = computeLoss || tokenLogprobs != nil || rowLosses != nil || rowTokens != nil
         adapter?.beginPass(training: false)
         let Tp = T + Vt
         let buf = try buffers.inference(engine: self, batch: B, tq: Tp, tk: Tp + P, adapter: adapter)
@@ -178,28 +194,51 @@ final class Engine {
         runStack(ids: ids, batch: B, seqLen: T, virtual: true, adapter: adapter, buffers: .infer(buf))
         let lab = labels ?? inputIDs
         let count = fillTargets(buf.targets, labels: lab, rowStart: 0, rows: B, seqLen: T, virtual: Vt)
+        if let tokenLogprobs { tokenLogprobs.baseAddress!.update(repeating: 0, count: N) }
         var lossSum = 0.0
-        // LM head per batch row over the real positions (and the last virtual one, which predicts token 0).
-        for b in 0..<B {
-            let first = max(0, Vt - 1)
-            var r0 = first
-            while r0 < Tp {
-                let rows = min(TrainBuffers.headChunk, Tp - r0)
-                let src = buf.lnf + (b * Tp + r0) * C
-                weights.lmHead.forward(out: buf.logits, inp: src, rows: rows)
-                if count > 0 {
-                    let (s, _) = crossEntropyForwardBackward(logits: buf.logits, losses: nil, targets: buf.targets + b * Tp + r0,
-                                                             N: rows, V: V, gradScale: 0, computeGrad: false)
-                    lossSum += s
-                }
-                if let logits {
-                    for r in 0..<rows where r0 + r >= Vt {
-                        (logits.baseAddress! + (b * T + r0 + r - Vt) * V).update(from: buf.logits + r * V, count: V)
+        try withUnsafeTemporaryAllocation(of: Float.self, capacity: TrainBuffers.headChunk) { scratch in
+            let perPosition = tokenLogprobs != nil ? scratch.baseAddress : nil
+            // LM head per batch row over the real positions (and the last virtual one, which predicts token 0); only
+            // the last position when neither the loss nor every position's logits are wanted.
+            for b in 0..<B {
+                let targets = buf.targets + b * Tp
+                let first = needLoss || (logits != nil && !lastLogitsOnly) ? max(0, Vt - 1) : Tp - 1
+                var r0 = first
+                var rowSum = 0.0
+                while r0 < Tp {
+                    let rows = min(TrainBuffers.headChunk, Tp - r0)
+                    let src = buf.lnf + (b * Tp + r0) * C
+                    weights.lmHead.forward(out: buf.logits, inp: src, rows: rows)
+                    if needLoss && count > 0 {
+                        let (s, _) = crossEntropyForwardBackward(logits: buf.logits, losses: perPosition, targets: targets + r0,
+                                                                 N: rows, V: V, gradScale: 0, computeGrad: false)
+                        rowSum += s
+                        if let tokenLogprobs, let perPosition {
+                            for r in 0..<rows {
+                                let j = r0 + r + 1 - Vt  // the label position this row scores
+                                if j >= 0 && j < T && targets[r0 + r] != -100 { tokenLogprobs[b * T + j] = -perPosition[r] }
+                            }
+                        }
                     }
+                    if let logits {
+                        for r in 0..<rows where r0 + r >= Vt {
+                            if lastLogitsOnly {
+                                if r0 + r == Tp - 1 { (logits.baseAddress! + b * V).update(from: buf.logits + r * V, count: V) }
+                            } else {
+                                (logits.baseAddress! + (b * T + r0 + r - Vt) * V).update(from: buf.logits + r * V, count: V)
+                            }
+                        }
+                    }
+                    r0 += rows
                 }
-                r0 += rows
+                lossSum += rowSum
+                var rowCount = 0
+                for t in 0..<Tp where targets[t] != -100 { rowCount += 1 }
+                rowLosses?[b] = rowCount > 0 ? Float(rowSum / Double(rowCount)) : 0
+                rowTokens?[b] = rowCount
             }
         }
+        guard needLoss else { return EvalResult(loss: 0, tokens: count) }
         let loss = count > 0 ? Float(lossSum / Double(count)) : 0
         guard loss.isFinite else { throw PEFTKitError.numerical("the forward pass produced a non-finite loss") }
         return EvalResult(loss: loss, tokens: count)

@@ -203,7 +203,7 @@ extension Engine {
     }
 
     /// As `init(loadingGGUF:widen:)`, from a file already opened.
-    convenience init(ggufFile file: GGUFFile, widen: Bool = false) throws {
+    convenience init(ggufFile file: GGUFFile, widen: Bool = false, progress: ProgressHandler? = nil) throws {
         let path = file.path
         let cfg = try modelConfig(fromGGUF: file)
         let source = "GGUF file '\(path)'"
@@ -228,19 +228,28 @@ extension Engine {
             used.insert(g)
             return info
         }
+        var counter = ProgressCounter(progress, total: cfg.architecture.weights.tensors(cfg).count, what: "loading '\(path)'")
         var quantized: [String: QuantizedMatrix] = [:]
         if !widen {
             for spec in cfg.architecture.weights.tensors(cfg) where spec.shape.count == 2 {
                 let i = try info(spec.name, spec.shape)
                 let heads = LlamaWeights.ggufRoPEHeads(spec.name, cfg)
-                if let m = try quantizedMatrix(file, i, ropeHeads: heads, headDim: cfg.headDim) { quantized[spec.name] = m }
+                if let m = try quantizedMatrix(file, i, ropeHeads: heads, headDim: cfg.headDim) {
+                    quantized[spec.name] = m
+                    try counter.advance()
+                }
             }
         }
         let weights = try loadWeights(config: cfg, quantized: quantized) { name, shape in
             let g = try info(name, shape).name
-            guard let heads = LlamaWeights.ggufRoPEHeads(name, cfg) else { return try file.tensor(g) }
+            guard let heads = LlamaWeights.ggufRoPEHeads(name, cfg) else {
+                let t = try file.tensor(g)
+                try counter.advance()
+                return t
+            }
             let t = try file.tensor(g, copy: true)
             try unpermuteRoPERows(t, heads: heads, headDim: cfg.headDim)
+            try counter.advance()
             return t
         }
         if let extra = file.tensorInfos.first(where: { !used.contains($0.name) }) {

@@ -12,7 +12,7 @@ import Synchronization
 /// ```
 ///
 /// A `Model` is not meant to be used from several threads at once: a call made while another is running
-/// on the same model throws `PEFTKitError.state` instead of corrupting it. Different models are independent.
+/// on the same model throws `PEFTKitError.busy` instead of corrupting it. Different models are independent.
 public final class Model: @unchecked Sendable {
     public let config: ModelConfig
     let engine: Engine
@@ -54,13 +54,16 @@ public final class Model: @unchecked Sendable {
     /// let model = try Model.load(path: "SmolLM2-135M-Instruct.Q4_1.gguf")              // QLoRA-style base
     /// let wide = try Model.load(path: "SmolLM2-135M-Instruct.Q4_1.gguf", widen: true)  // fp32, mergeable
     /// ```
-    public static func load(path: String, widen: Bool = false) throws -> Model {
+    ///
+    /// `progress` (optional) is called on the calling thread after each weight tensor is read (`done` / `total` in
+    /// tensors); returning false cancels the load, which then throws `PEFTKitError.cancelled` and keeps nothing.
+    public static func load(path: String, widen: Bool = false, progress: ProgressHandler? = nil) throws -> Model {
         if path.hasSuffix(".gguf") && pathKind(path) != .directory {
             let file = try GGUFFile(path: path)
-            let engine = try Engine(ggufFile: file, widen: widen)
+            let engine = try Engine(ggufFile: file, widen: widen, progress: progress)
             return Model(engine: engine, text: TextSupport(gguf: file, vocabSize: engine.config.vocabSize))
         }
-        let engine = try Engine(loadingFolder: path)
+        let engine = try Engine(loadingFolder: path, progress: progress)
         return Model(engine: engine, text: TextSupport(folder: path, vocabSize: engine.config.vocabSize))
     }
 
@@ -93,7 +96,7 @@ public final class Model: @unchecked Sendable {
             b = true
             return true
         }
-        guard ok else { throw PEFTKitError.state("the model is in use by another call (calls on one model must not overlap)") }
+        guard ok else { throw PEFTKitError.busy("the model is in use by another call (calls on one model must not overlap)") }
         defer { busy.withLock { $0 = false } }
         return try body()
     }
@@ -238,6 +241,15 @@ public final class Model: @unchecked Sendable {
             }
             return try trainStep(inputIDs: ids, labels: nil, batch: batch, seqLen: seqLen, config: config)
         }
+    }
+
+    /// Sets (or, with nil, removes) the handler told the progress of `trainStep` and `computeGradients`: called on
+    /// the calling thread after each micro-batch's forward pass and after the backward pass through each layer
+    /// (`done` / `total` in those units over the whole call). Returning false cancels the call: it throws
+    /// `PEFTKitError.cancelled` with the weights, optimiser moments, step count and random state unchanged and the
+    /// gradient buffer zeroed. The model is in use while the handler runs: calling it from there throws `busy`.
+    public func setProgressHandler(_ handler: ProgressHandler?) throws {
+        try exclusive { engine.trainProgress = handler }
     }
 
     /// The first half of `trainStep`, for hosts that combine gradients across processes (data parallelism):

@@ -62,11 +62,23 @@ extension Engine {
         defer { if !computed, let (r, rng) = randomState { r.trainingRng = rng } }
         ad?.beginPass(training: true)
         var lossSum = 0.0
-        for k in 0..<parts {
-            let r = k * B / parts, rows = (k + 1) * B / parts - r
-            lossSum += try forwardBackward(adapter: ad, grads: grads, fullGrads: slot == nil ? full!.gradWeights : nil,
-                                           ids: inputIDs.baseAddress! + r * T, labels: lab, rowStart: r, rows: rows,
-                                           seqLen: T, gradScale: 1 / Float(divisor), checkpointed: tc.gradientCheckpointing)
+        // Progress: after each micro-batch's forward pass and after the backward pass through each layer. A
+        // cancelled step leaves what a refused one leaves: gradients zeroed, random state rewound, nothing pending.
+        var counter = ProgressCounter(trainProgress, total: 1, what: "the train step")
+        do {
+            for k in 0..<parts {
+                let r = k * B / parts, rows = (k + 1) * B / parts - r
+                let report: ((Int, Int) throws -> Void)? = trainProgress == nil ? nil : { done, per in
+                    try counter.reach(k * per + done, total: parts * per)
+                }
+                lossSum += try forwardBackward(adapter: ad, grads: grads, fullGrads: slot == nil ? full!.gradWeights : nil,
+                                               ids: inputIDs.baseAddress! + r * T, labels: lab, rowStart: r, rows: rows,
+                                               seqLen: T, gradScale: 1 / Float(divisor), checkpointed: tc.gradientCheckpointing,
+                                               progress: report)
+            }
+        } catch {
+            grads.update(repeating: 0, count: P)
+            throw error
         }
         ad?.endBackward(grads: grads)
         let loss = Float(lossSum / Double(divisor))
@@ -120,7 +132,8 @@ extension Engine {
     /// weight's gradient accumulates into its view there.
     func forwardBackward(adapter: Adapter?, grads: UnsafeMutablePointer<Float>, fullGrads: (any ModelWeights)?,
                          ids: UnsafePointer<Int32>, labels: UnsafeBufferPointer<Int32>, rowStart: Int, rows B: Int,
-                         seqLen T: Int, gradScale: Float, checkpointed: Bool = false) throws -> Double {
+                         seqLen T: Int, gradScale: Float, checkpointed: Bool = false,
+                         progress: ((_ done: Int, _ perMicroBatch: Int) throws -> Void)? = nil) throws -> Double {
         let c = config, w = weights
         let Vt = adapter?.virtualTokens ?? 0, P = adapter?.prefixLength ?? 0
         let Tp = T + Vt
@@ -145,6 +158,8 @@ extension Engine {
             }
             r0 += rows
         }
+        let units = 1 + (L - lo)  // this micro-batch's forward pass, then each layer's backward
+        try progress?(1, units)
         // Final norm backward (frozen: input gradient only).
         let d = buf.scratch.d
         d.update(repeating: 0, count: N * C)
@@ -163,6 +178,7 @@ extension Engine {
             let ctx = LayerContext(config: c, adapter: adapter, grads: grads, pass: PassInfo(rows: N, slot: l, training: true),
                                    batch: B, seqLen: Tp, pastLen: P, cache: nil)
             w.backwardLayer(l, ctx, x: buf.streams[l - lo], a: buf.acts[buf.actsIndex(l)], s: buf.scratch, grads: fullGrads)
+            try progress?(1 + (L - l), units)
         }
         if buf.checkpointed, let r = random, let s = rngAfter { r.trainingRng = s }
         if let gw = fullGrads {

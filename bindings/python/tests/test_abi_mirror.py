@@ -78,7 +78,11 @@ def test_struct_field_types_match():
         mirror = dict(_capi.STRUCTS[s]._fields_)
         for ctype, f in fields:
             base = ctype.replace("const ", "")
-            if base.replace(" ", "") == "char*":
+            if base == "peftkit_progress_callback":
+                assert mirror[f] is _capi.PROGRESS_CALLBACK, f"{s}.{f}"
+            elif base.replace(" ", "") == "void*":
+                assert mirror[f] is c_void_p, f"{s}.{f}"
+            elif base.replace(" ", "") == "char*":
                 assert mirror[f] is ctypes.c_char_p, f"{s}.{f}"
             elif base.replace(" ", "") == "char**":  # an array of strings
                 assert mirror[f] == POINTER(ctypes.c_char_p), f"{s}.{f}"
@@ -94,6 +98,8 @@ def _expected_ctypes(ctype: str):
         return {None}
     if ctype == "peftkit_token_callback":
         return {_capi.TOKEN_CALLBACK}
+    if ctype == "peftkit_progress_callback":
+        return {_capi.PROGRESS_CALLBACK}
     if ctype in SCALARS:
         return {SCALARS[ctype]}
     if ctype == "void *":
@@ -139,6 +145,13 @@ def test_token_callback_typedef():
     assert (ret, params) == ("int32_t", ["int32_t", "void *"])
     cb = _capi.TOKEN_CALLBACK
     assert cb._restype_ is c_int32 and cb._argtypes_ == (c_int32, c_void_p)
+
+
+def test_progress_callback_typedef():
+    ret, params = callback_typedef("peftkit_progress_callback")
+    assert (ret, params) == ("int32_t", ["int64_t", "int64_t", "void *"])
+    cb = _capi.PROGRESS_CALLBACK
+    assert cb._restype_ is c_int32 and cb._argtypes_ == (c_int64, c_int64, c_void_p)
 
 
 def test_constants_match_the_header():

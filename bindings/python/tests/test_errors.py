@@ -25,6 +25,7 @@ def test_one_class_per_status_code_with_builtin_bases():
         _capi.PEFTKIT_ERR_BUFFER_TOO_SMALL: (peftkit.BufferTooSmallError, peftkit.PeftKitError),
         _capi.PEFTKIT_ERR_INTERNAL: (peftkit.InternalError, peftkit.PeftKitError),
         _capi.PEFTKIT_ERR_BUSY: (peftkit.BusyError, peftkit.StateError),
+        _capi.PEFTKIT_ERR_CANCELLED: (peftkit.CancelledError, peftkit.PeftKitError),
     }
     assert set(ERROR_CLASSES) == set(expected)
     for status, (cls, base) in expected.items():
@@ -32,7 +33,7 @@ def test_one_class_per_status_code_with_builtin_bases():
         assert type(e) is cls and isinstance(e, base) and isinstance(e, peftkit.PeftKitError)
         assert e.status == status and e.message == str(e) == "peftkit_x: message"
     unknown = error_for(-99, "later code")
-    assert type(unknown) is peftkit.PeftKitError and unknown.status == -99 and "-99" in str(unknown)
+    assert type(unknown) is peftkit.UnknownStatusError and unknown.status == -99 and "-99" in str(unknown)
     assert "later code" in str(unknown)
 
 
@@ -177,19 +178,16 @@ def test_bad_train_config(trained_model):
         _raises(peftkit.InvalidArgumentError, lambda bad=bad: m.train_step(IDS, **bad))
     with pytest.raises(TypeError):
         m.train_step(IDS, lr=1e-3)
-    assert m.last_train_result is None
 
 
 def test_numerical_error(trained_model):
     m = trained_model
     ids = IDS
-    m.train_step(ids)
-    assert m.last_train_result.step == 1
+    assert m.train_step(ids).step == 1
     # Finite loss, but the update would blow up the weights: the step is refused and nothing changes.
     e = _raises(peftkit.NumericalError, lambda: m.train_step(ids, learning_rate=3e38, weight_decay=0.0))
     assert isinstance(e, ArithmeticError) and "non-finite" in e.message
-    m.train_step(ids)
-    assert m.last_train_result.step == 2
+    assert m.train_step(ids).step == 2
 
 
 def test_forward_buffer_too_small(model):
@@ -241,11 +239,18 @@ def test_status_strings_and_version_number():
     assert _capi.lib.peftkit_version_number() == major * 10000 + minor * 100 + patch
 
 
-def test_an_older_library_is_refused_at_import(monkeypatch):
+def test_an_older_library_warns_and_another_major_is_refused_at_import(monkeypatch):
     class Old:
         @staticmethod
         def peftkit_version_number():
             return 100  # 0.1.0
-    with pytest.raises(_capi.LibraryLoadError, match="older than this peftkit package"):
+    with pytest.warns(_capi.LibraryVersionWarning, match="older than this peftkit package"):
         _capi._check_version(Old(), "/x/libpeftkit.so")
+
+    class Next:
+        @staticmethod
+        def peftkit_version_number():
+            return 10200  # 1.2.0
+    with pytest.raises(_capi.LibraryLoadError, match="another major version"):
+        _capi._check_version(Next(), "/x/libpeftkit.so")
     _capi._check_version(_capi.lib, _capi.library_path)  # the loaded one passes

@@ -183,7 +183,7 @@ def test_peft_folders_load_with_peft_logits_and_train_like_peft(arch, kind):
         m.set_active_adapter("default")
         want = r["logits"][:, 5:] if kind == "prompt" else r["logits"]
         assert_close(f"{arch}/{kind} logits", m.forward(ids), want, 1e-5)
-        losses = [m.train_step(ids, labels, **ADAMW) for _ in range(10)]
+        losses = [m.train_step(ids, labels, **ADAMW).loss for _ in range(10)]
         assert_close(f"{arch}/{kind} AdamW losses", losses, r["adam_losses"], 1e-5)
 
 
@@ -235,7 +235,8 @@ def test_merge_mixed_batches_and_checkpoints(tmp_path):
         base = m.forward(ids)
         mixed = m.forward(ids, adapters=["lora", None])
         assert_close("mixed row 0 = lora", mixed[0], r["logits"][0], 1e-5)
-        np.testing.assert_array_equal(mixed[1], base[1])
+        # Row 1 runs in a smaller product than in the whole batch: OpenBLAS may pick another kernel for it.
+        assert_close("mixed row 1 = base", mixed[1], base[1], 1e-6)
         with pytest.raises(peftkit.InvalidArgumentError):
             m.forward(ids, adapters=["lora"])
         with pytest.raises(peftkit.NotFoundError):
@@ -250,11 +251,11 @@ def test_merge_mixed_batches_and_checkpoints(tmp_path):
         m.set_active_adapter("prompt")
         m.train_step(ids, learning_rate=1e-2)
         m.save_checkpoint("prompt", tmp_path / "ckpt")
-        losses = [m.train_step(ids, learning_rate=1e-2) for _ in range(3)]
+        losses = [m.train_step(ids, learning_rate=1e-2).loss for _ in range(3)]
     with peftkit.Model.load(FIXTURES / "llama" / "model") as m2:
         assert m2.load_checkpoint(tmp_path / "ckpt") == "prompt"
         m2.set_active_adapter("prompt")
-        assert [m2.train_step(ids, learning_rate=1e-2) for _ in range(3)] == losses
+        assert [m2.train_step(ids, learning_rate=1e-2).loss for _ in range(3)] == losses
 
 
 def test_generate_mixed_rows_equal_each_prompt_alone():

@@ -90,13 +90,15 @@ def test_adapter_identity_init_leaves_the_base_output(model):
 def test_training_lowers_the_loss_and_reports_each_step(trained_model):
     m = trained_model
     ids = np.array(BATCH, dtype=np.int32)
-    assert m.last_train_result is None
     before = m.loss(ids)
-    losses = [m.train_step(ids, learning_rate=1e-2) for _ in range(30)]
+    results = [m.train_step(ids, learning_rate=1e-2) for _ in range(30)]
+    losses = [r.loss for r in results]
     after = m.loss(ids)
     assert isinstance(losses[0], float)
     assert losses[-1] < losses[0] - 0.5 and after < before - 0.5, (before, losses, after)
-    r = m.last_train_result
+    r = results[-1]
+    with pytest.warns(DeprecationWarning):
+        assert m.last_train_result == r  # the deprecated alias
     assert isinstance(r, peftkit.TrainResult)
     assert r.step == 30 and r.tokens == 2 * 7 and r.loss == losses[-1] and r.grad_norm > 0
     assert r.learning_rate == pytest.approx(1e-2)
@@ -109,14 +111,12 @@ def test_train_config_schedule_labels_and_micro_batches(trained_model):
                               max_grad_norm=1.0, micro_batch_size=1)
     lrs = []
     for _ in range(4):
-        m.train_step(ids, config=cfg)
-        lrs.append(m.last_train_result.learning_rate)
+        lrs.append(m.train_step(ids, config=cfg).learning_rate)
     # Linear warm-up from 0 over 2 steps, then linear decay to 0 at step 10.
     assert lrs == pytest.approx([0.0, 5e-3, 1e-2, 1e-2 * 7 / 8]), lrs
     labels = ids.copy()
     labels[:, :5] = peftkit.IGNORE_INDEX
-    m.train_step(ids, labels, cfg)
-    assert m.last_train_result.tokens == 2 * 3
+    assert m.train_step(ids, labels, cfg).tokens == 2 * 3
     assert m.evaluate(ids, labels).tokens == 6
     assert m.evaluate(ids, np.full_like(ids, -100)) == peftkit.EvalResult(0.0, 0)
 
@@ -215,7 +215,7 @@ def test_full_fine_tuning_trains_the_base_and_refuses_an_active_adapter(model):
     ids = np.array(BATCH, dtype=np.int32)
     base = model.forward(ids)
     model.set_full_fine_tuning(True)
-    losses = [model.train_step(ids, learning_rate=1e-2) for _ in range(10)]
+    losses = [model.train_step(ids, learning_rate=1e-2).loss for _ in range(10)]
     assert losses[-1] < losses[0] - 0.5, losses
     assert not np.array_equal(model.forward(ids), base)
     model.attach_adapter("a")

@@ -64,8 +64,8 @@ def test_adapter_logits_loss_and_gradient_norm(arch, kind):
         assert_close(f"{arch}/{kind} loss", [m.loss(ids, labels)], r["loss"], 1e-5)
 
         # The C ABI exposes the global gradient norm of a step (lr 0, no decay: weights unchanged).
-        loss = m.train_step(ids, labels, learning_rate=0.0, weight_decay=0.0)
-        res = m.last_train_result
+        res = m.train_step(ids, labels, learning_rate=0.0, weight_decay=0.0)
+        loss = res.loss
         assert res.loss == loss and res.step == 1 and res.tokens == 17 and res.learning_rate == 0.0
         want_norm = np.sqrt(sum(float(np.sum(v.astype(np.float64) ** 2))
                                 for k, v in r.items() if k.startswith("grad.")))
@@ -82,8 +82,9 @@ def test_ten_adamw_steps(arch, kind, tmp_path):
         assert m.load_adapter(FIXTURES / arch / kind / "adapter", name="fixture") == "fixture"
         m.set_active_adapter("fixture")
         config = peftkit.TrainConfig(**ADAMW)
-        losses = [m.train_step(ids, labels, config) for _ in range(10)]
-        assert m.last_train_result.step == 10
+        results = [m.train_step(ids, labels, config) for _ in range(10)]
+        losses = [r.loss for r in results]
+        assert results[-1].step == 10
         assert_close(f"{arch}/{kind} 10 AdamW losses", losses, r["adam_losses"], 1e-5)
         assert_close(f"{arch}/{kind} loss after 10 steps", [m.loss(ids, labels)], r["final_loss"], 1e-5)
 

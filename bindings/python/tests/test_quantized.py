@@ -17,8 +17,8 @@ def test_quantized_and_widened_agree_and_merge_needs_widen():
         for m in (q, w):
             m.attach_adapter("a", {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]})
             m.set_active_adapter("a")
-            r1 = m.train_step(ids, learning_rate=1e-2)
-            r2 = m.train_step(ids, learning_rate=1e-2)
+            r1 = m.train_step(ids, learning_rate=1e-2).loss
+            r2 = m.train_step(ids, learning_rate=1e-2).loss
             assert np.isfinite(r1) and r2 < r1
         with pytest.raises(peftkit.UnsupportedError, match="widen"):
             q.merge_adapter("a")

@@ -20,11 +20,11 @@ def ids(batch=4, seq=12):
 def test_halves_equal_train_step():
     with lora_model() as a, lora_model() as b:
         for _ in range(3):
-            loss = a.train_step(ids(), learning_rate=1e-2, max_grad_norm=0.5)
+            ra = a.train_step(ids(), learning_rate=1e-2, max_grad_norm=0.5)
             l, tokens = b.compute_gradients(ids(), learning_rate=1e-2, max_grad_norm=0.5)
             r = b.apply_gradients(learning_rate=1e-2, max_grad_norm=0.5)
-            assert (l, tokens) == (loss, a.last_train_result.tokens)
-            assert r == a.last_train_result
+            assert (l, tokens) == (ra.loss, ra.tokens)
+            assert r == ra
         assert np.array_equal(a.forward(ids()), b.forward(ids()))
 
 
@@ -32,11 +32,11 @@ def test_two_ranks_summing_numpy_views_equal_the_whole_batch():
     x = ids()
     # No dropout: each rank would draw its own masks, unlike the one process over the whole batch.
     with lora_model(dropout=0) as whole, lora_model(dropout=0) as r0, lora_model(dropout=0) as r1:
-        whole.train_step(x, learning_rate=1e-2)
-        total = whole.last_train_result.tokens
+        rw = whole.train_step(x, learning_rate=1e-2)
+        total = rw.tokens
         l0, _ = r0.compute_gradients(x[:2], learning_rate=1e-2, loss_divisor=total)
         l1, _ = r1.compute_gradients(x[2:], learning_rate=1e-2, loss_divisor=total)
-        assert abs(l0 + l1 - whole.last_train_result.loss) <= 1e-6 * whole.last_train_result.loss
+        assert abs(l0 + l1 - rw.loss) <= 1e-6 * rw.loss
         g0, g1 = r0.gradients(), r1.gradients()
         assert g0.dtype == np.float32 and g0.shape == (r0.adapter_num_params("l"),)
         s = g0 + g1

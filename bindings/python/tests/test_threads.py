@@ -101,11 +101,12 @@ def test_calls_on_one_model_from_many_threads_are_serialised():
             x.attach_adapter("a")
             x.set_active_adapter("a")
         errors = []
+        steps = []
 
         def work():
             try:
                 for _ in range(10):
-                    m.train_step(ids, learning_rate=1e-3)
+                    steps.append(m.train_step(ids, learning_rate=1e-3).step)
                     m.forward(ids)
                     assert m.adapters == ["a"]
             except Exception as e:  # pragma: no cover - reported below
@@ -117,7 +118,7 @@ def test_calls_on_one_model_from_many_threads_are_serialised():
         for t in threads:
             t.join()
         assert errors == []
-        assert m.last_train_result.step == 40
+        assert sorted(steps) == list(range(1, 41))  # each thread gets its own step's result
         for _ in range(40):
             ref.train_step(ids, learning_rate=1e-3)
         # Same inputs, same step count: the serialised steps equal 40 sequential ones.
@@ -132,7 +133,7 @@ def test_distinct_models_in_parallel_threads():
         with peftkit.Model.create(seed=seed) as m:
             m.attach_adapter("a")
             m.set_active_adapter("a")
-            results[seed] = [m.train_step(ids, learning_rate=1e-2) for _ in range(20)]
+            results[seed] = [m.train_step(ids, learning_rate=1e-2).loss for _ in range(20)]
 
     threads = [threading.Thread(target=work, args=(s,)) for s in (1, 2, 3)]
     for t in threads:
@@ -143,7 +144,7 @@ def test_distinct_models_in_parallel_threads():
         with peftkit.Model.create(seed=s) as m:
             m.attach_adapter("a")
             m.set_active_adapter("a")
-            assert results[s] == [m.train_step(ids, learning_rate=1e-2) for _ in range(20)]
+            assert results[s] == [m.train_step(ids, learning_rate=1e-2).loss for _ in range(20)]
 
 
 def test_close_waits_for_a_running_call(big):
@@ -152,7 +153,7 @@ def test_close_waits_for_a_running_call(big):
     m.attach_adapter("a")
     m.set_active_adapter("a")
     done = []
-    t = threading.Thread(target=lambda: done.append(m.train_step(ids)))
+    t = threading.Thread(target=lambda: done.append(m.train_step(ids).loss))
     t.start()
     while not m._call.calls:  # wait until the step is inside the library
         time.sleep(0.001)

@@ -10,7 +10,7 @@ A thin, typed layer over the C interface of ``libpeftkit.so`` (``include/peftkit
         model.set_active_adapter("task")
         ids = [[1, 2, 3, 4, 1, 2, 3, 4]]
         for _ in range(10):
-            loss = model.train_step(ids, learning_rate=1e-2)
+            result = model.train_step(ids, learning_rate=1e-2)   # a TrainResult: .loss, .grad_norm, .step
         print(model.generate([1, 2, 3], max_new_tokens=5))
         model.save_adapter("task", "task-adapter")         # AdapterHub's format
 
@@ -27,6 +27,7 @@ from .configs import (
     BottleneckConfig,
     EvalResult,
     FinishReason,
+    ForwardResult,
     IA3Config,
     LoRAConfig,
     Method,
@@ -37,8 +38,10 @@ from .configs import (
     TrainConfig,
     TrainResult,
 )
+from ._capi import LibraryLoadError, LibraryVersionWarning
 from .errors import (
     BufferTooSmallError,
+    CancelledError,
     FormatError,
     InternalError,
     InvalidArgumentError,
@@ -49,9 +52,10 @@ from .errors import (
     PeftKitIOError,
     StateError,
     BusyError,
+    UnknownStatusError,
     UnsupportedError,
 )
-from .model import Model, TokenCallback, set_num_threads
+from .model import Model, ProgressCallback, TokenCallback, set_num_threads
 from .streaming import GenerateResult, TextStream, Utf8StreamDecoder
 
 #: Label value that does not count towards the loss.
@@ -73,15 +77,19 @@ __all__ = [
     "Architecture",
     "BottleneckConfig",
     "BufferTooSmallError",
+    "CancelledError",
     "EvalResult",
     "FinishReason",
     "GenerateResult",
     "TextStream",
     "Utf8StreamDecoder",
+    "ForwardResult",
     "FormatError",
     "IA3Config",
     "InternalError",
     "InvalidArgumentError",
+    "LibraryLoadError",
+    "LibraryVersionWarning",
     "LoRAConfig",
     "Method",
     "Model",
@@ -92,6 +100,7 @@ __all__ = [
     "PeftKitError",
     "PeftKitIOError",
     "PrefixConfig",
+    "ProgressCallback",
     "PromptConfig",
     "Schedule",
     "StateError",
@@ -99,6 +108,7 @@ __all__ = [
     "TokenCallback",
     "TrainConfig",
     "TrainResult",
+    "UnknownStatusError",
     "UnsupportedError",
     "__version__",
     "library_path",

@@ -4,6 +4,7 @@ when the caller's array already has that layout."""
 from __future__ import annotations
 
 import ctypes
+from typing import Union
 
 import numpy as np
 import numpy.typing as npt
@@ -11,9 +12,9 @@ import numpy.typing as npt
 from .configs import INT32_MAX, INT32_MIN
 from .errors import InvalidArgumentError
 
-#: Anything accepted where token ids are expected: a numpy integer array, or (nested) lists / tuples of
-#: ints.
-TokenArray = npt.ArrayLike
+#: Anything accepted where token ids are expected: a numpy int32 array (passed without a copy when C-contiguous),
+#: another integer array, or (nested) lists / tuples of ints.
+TokenArray = Union[npt.NDArray[np.int32], npt.ArrayLike]
 
 
 _addressof = ctypes.addressof

@@ -28,7 +28,7 @@ from ctypes import (
     c_void_p,
 )
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 # --------------------------------------------------------------------------------------------------
 # Constants (values fixed forever by the header)
@@ -46,10 +46,10 @@ PEFTKIT_ERR_OUT_OF_MEMORY = -8
 PEFTKIT_ERR_BUFFER_TOO_SMALL = -9
 PEFTKIT_ERR_INTERNAL = -10
 PEFTKIT_ERR_BUSY = -11
+PEFTKIT_ERR_CANCELLED = -12
 
 PEFTKIT_ARCH_GPT2 = 0
 PEFTKIT_ARCH_LLAMA = 1
-PEFTKIT_ARCH_BERT = 2
 PEFTKIT_ARCH_BERT = 2
 
 PEFTKIT_METHOD_BOTTLENECK = 0
@@ -74,6 +74,10 @@ PEFTKIT_FINISH_CANCELLED = 5
 PEFTKIT_IGNORE_INDEX = -100
 
 PEFTKIT_LOAD_WIDEN = 1
+
+PEFTKIT_LOGITS_ALL = 0
+PEFTKIT_LOGITS_LAST = 1
+PEFTKIT_LOGITS_NONE = 2
 
 # --------------------------------------------------------------------------------------------------
 # Struct mirrors (field order and types exactly as in the header)
@@ -170,6 +174,31 @@ class TokenizerInfoStruct(Structure):
     ]
 
 
+#: int32_t (*peftkit_progress_callback)(int64_t done, int64_t total, void *user)
+PROGRESS_CALLBACK = CFUNCTYPE(c_int32, c_int64, c_int64, c_void_p)
+
+
+class LoadConfigStruct(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("flags", c_uint32),
+        ("progress", PROGRESS_CALLBACK),
+        ("progress_user", c_void_p),
+    ]
+
+
+class ForwardOptionsStruct(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("logits_mode", c_int32),
+        ("logits", POINTER(c_float)),
+        ("logits_capacity", c_size_t),
+        ("token_logprobs", POINTER(c_float)),
+        ("row_losses", POINTER(c_float)),
+        ("row_tokens", POINTER(c_int64)),
+    ]
+
+
 #: C struct name -> its mirror. The layout test compiles the header and compares every entry.
 STRUCTS: dict[str, type] = {
     "peftkit_model_config": ModelConfigStruct,
@@ -178,6 +207,8 @@ STRUCTS: dict[str, type] = {
     "peftkit_generate_config": GenerateConfigStruct,
     "peftkit_generate_result": GenerateResultStruct,
     "peftkit_tokenizer_info": TokenizerInfoStruct,
+    "peftkit_load_config": LoadConfigStruct,
+    "peftkit_forward_options": ForwardOptionsStruct,
 }
 
 # --------------------------------------------------------------------------------------------------
@@ -205,6 +236,8 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     "peftkit_model_create": (_status, [POINTER(ModelConfigStruct), c_uint64, POINTER(c_void_p)]),
     "peftkit_model_load": (_status, [c_char_p, POINTER(c_void_p)]),
     "peftkit_model_load_with": (_status, [c_char_p, c_uint32, POINTER(c_void_p)]),
+    "peftkit_load_config_init_sized": (_status, [POINTER(LoadConfigStruct), c_size_t]),
+    "peftkit_model_load_ex": (_status, [c_char_p, POINTER(LoadConfigStruct), POINTER(c_void_p)]),
     "peftkit_model_free": (None, [_model]),
     "peftkit_model_get_config": (_status, [_model, POINTER(ModelConfigStruct)]),
     "peftkit_adapter_attach_json": (_status, [_model, c_char_p, c_char_p]),
@@ -215,6 +248,14 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     "peftkit_adapter_get_active": (_status, [_model, _buf, c_size_t, POINTER(c_size_t)]),
     "peftkit_adapter_num_params": (_status, [_model, c_char_p, POINTER(c_int64)]),
     "peftkit_adapter_method": (_status, [_model, c_char_p, POINTER(c_int32)]),
+    "peftkit_adapter_tensor_count": (_status, [_model, c_char_p, POINTER(c_int32)]),
+    "peftkit_adapter_tensor_info": (
+        _status,
+        [_model, c_char_p, c_int32, _buf, c_size_t, POINTER(c_size_t), POINTER(c_int64), c_int32, POINTER(c_int32),
+         POINTER(c_int32)],
+    ),
+    "peftkit_adapter_tensor_read": (_status, [_model, c_char_p, c_char_p, c_void_p, c_size_t, POINTER(c_size_t)]),
+    "peftkit_adapter_tensor_write": (_status, [_model, c_char_p, c_char_p, c_void_p, c_size_t]),
     "peftkit_adapter_merge": (_status, [_model, c_char_p]),
     "peftkit_adapter_unmerge": (_status, [_model, c_char_p]),
     "peftkit_adapter_save": (_status, [_model, c_char_p, c_char_p]),
@@ -232,6 +273,7 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     ),
     "peftkit_train_apply_gradients": (_status, [_model, POINTER(TrainConfigStruct), POINTER(TrainResultStruct)]),
     "peftkit_train_gradients": (_status, [_model, POINTER(POINTER(c_float)), POINTER(c_int64)]),
+    "peftkit_model_set_progress_callback": (_status, [_model, PROGRESS_CALLBACK, c_void_p]),
     "peftkit_forward": (
         _status,
         [_model, _ids, _ids, c_int32, c_int32, c_void_p, c_size_t, POINTER(c_float), POINTER(c_int64)],
@@ -240,6 +282,11 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
         _status,
         [_model, _ids, _ids, POINTER(c_char_p), c_int32, c_int32, c_void_p, c_size_t, POINTER(c_float),
          POINTER(c_int64)],
+    ),
+    "peftkit_forward_options_init_sized": (_status, [POINTER(ForwardOptionsStruct), c_size_t]),
+    "peftkit_forward_ex": (
+        _status,
+        [_model, _ids, _ids, c_int32, c_int32, POINTER(ForwardOptionsStruct), POINTER(c_float), POINTER(c_int64)],
     ),
     "peftkit_generate_config_init_sized": (_status, [POINTER(GenerateConfigStruct), c_size_t]),
     "peftkit_generate": (
@@ -282,6 +329,8 @@ STRUCT_INITS: dict[type[Structure], str] = {
     ModelConfigStruct: "peftkit_model_config_init_sized",
     TrainConfigStruct: "peftkit_train_config_init_sized",
     GenerateConfigStruct: "peftkit_generate_config_init_sized",
+    LoadConfigStruct: "peftkit_load_config_init_sized",
+    ForwardOptionsStruct: "peftkit_forward_options_init_sized",
 }
 
 # --------------------------------------------------------------------------------------------------
@@ -295,6 +344,11 @@ LIBRARY_FILE = "libpeftkit.so"
 
 class LibraryLoadError(ImportError):
     """libpeftkit.so could not be found or does not match this package."""
+
+
+class LibraryVersionWarning(UserWarning):
+    """The loaded libpeftkit.so is older than this package (same major version): functions the package added
+    since are checked at import; behaviour fixed since may differ."""
 
 
 def _repo_build_dir() -> Path | None:
@@ -345,17 +399,31 @@ def _bind(lib: ctypes.CDLL, path: str) -> None:
         fn.argtypes = argtypes
 
 
-def _check_version(lib: ctypes.CDLL, path: str) -> None:
-    """The library must be at least as new as this package (MAJOR.MINOR): the package may call what its version
-    added. A newer library is fine: its ABI only adds, and struct sizes are the caller's (see _check_layouts)."""
+def _check_version(lib: Any, path: str) -> None:
+    """Compares the library's version with this package's before anything else is bound. Another major version is
+    another ABI generation: refused with LibraryLoadError. An older library of the same major version gets a
+    LibraryVersionWarning (a function it lacks then fails the import in _bind, naming it). A newer one is fine: its
+    ABI only adds, and struct sizes are the caller's (see _check_layouts)."""
     from ._version import __version__
 
-    major, minor, _ = (int(x) for x in __version__.split("."))
-    got = lib.peftkit_version_number()
-    if got // 100 < major * 100 + minor:
+    major, minor, patch = (int(x) for x in __version__.split("."))
+    fn = lib.peftkit_version_number
+    fn.restype, fn.argtypes = c_int32, []
+    got = int(fn())
+    gmaj, gmin, gpat = got // 10000, got // 100 % 100, got % 100
+    if got < 0 or gmaj != major:
         raise LibraryLoadError(
-            f"{path} is libpeftkit {got // 10000}.{got // 100 % 100}.{got % 100}, older than this peftkit package "
-            f"({__version__}): rebuild it, or point {LIBRARY_ENV} at a newer libpeftkit.so"
+            f"{path} is libpeftkit {gmaj}.{gmin}.{gpat}, another major version than this peftkit package "
+            f"({__version__}): install the matching package, or point {LIBRARY_ENV} at a libpeftkit.so {major}.x"
+        )
+    if (gmin, gpat) < (minor, patch):
+        import warnings
+
+        warnings.warn(
+            f"{path} is libpeftkit {gmaj}.{gmin}.{gpat}, older than this peftkit package ({__version__}): "
+            f"rebuild it, or point {LIBRARY_ENV} at a newer libpeftkit.so",
+            LibraryVersionWarning,
+            stacklevel=3,
         )
 
 
@@ -395,8 +463,8 @@ def load_library() -> tuple[ctypes.CDLL, str, dict[type[Structure], bytes]]:
             if what == f"${LIBRARY_ENV}":
                 break
             continue
-        _bind(lib, path)
         _check_version(lib, path)
+        _bind(lib, path)
         defaults = _check_layouts(lib, path)
         return lib, getattr(lib, "_name", path), defaults
     raise LibraryLoadError(

@@ -20,9 +20,21 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _capi
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, unknown_value
+
+
+L = TypeVar("L", bound=enum.IntEnum)
+
+
+def library_enum(cls: type[L], value: int, what: str) -> L:
+    """An enum value read from the library; one this package does not know is an UnknownStatusError."""
+    try:
+        return cls(value)
+    except ValueError:
+        raise unknown_value(what, value) from None
 
 # --------------------------------------------------------------------------------------------------
 # Enumerations
@@ -230,7 +242,7 @@ class ModelConfig:
     @classmethod
     def _from_struct(cls, s: _capi.ModelConfigStruct) -> ModelConfig:
         return cls(
-            architecture=Architecture(s.architecture),
+            architecture=library_enum(Architecture, s.architecture, "architecture"),
             vocab_size=s.vocab_size,
             hidden_size=s.hidden_size,
             num_layers=s.num_layers,
@@ -607,6 +619,32 @@ class TrainResult:
     grad_norm: float
     learning_rate: float
     step: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class ForwardResult:
+    """What :meth:`Model.forward` returns when asked for more than all logits.
+
+    Attributes:
+        logits: ``[batch, seq_len, vocab]`` (``logits="all"``), ``[batch, vocab]`` (``"last"``: each row's last
+            position), or None (``"none"``).
+        token_logprobs: ``[batch, seq_len]`` float32 with ``return_logprobs=True`` (else None): at ``[b, t]`` the
+            log-probability of ``labels[b, t]`` given the tokens before t (labels shifted as for the loss), 0 where
+            the label does not count (-100, and t = 0 unless the adapter adds virtual tokens).
+        row_losses: ``[batch]`` float32 mean loss of each row (0 when none of its labels counts); None with
+            ``return_loss=False``.
+        row_tokens: ``[batch]`` int64 counted labels of each row; None with ``return_loss=False``.
+        loss: mean loss over all counted labels (= row losses weighted by row tokens); None with
+            ``return_loss=False``.
+        tokens: counted labels.
+    """
+
+    logits: npt.NDArray[np.float32] | None
+    token_logprobs: npt.NDArray[np.float32] | None
+    row_losses: npt.NDArray[np.float32] | None
+    row_tokens: npt.NDArray[np.int64] | None
+    loss: float | None
     tokens: int
 
 

@@ -99,6 +99,18 @@ class InternalError(PeftKitError):
     status = _capi.PEFTKIT_ERR_INTERNAL
 
 
+class CancelledError(PeftKitError):
+    """A progress callback asked to stop (returned False, or raised: the exception is re-raised instead); the call
+    changed nothing."""
+
+    status = _capi.PEFTKIT_ERR_CANCELLED
+
+
+class UnknownStatusError(PeftKitError):
+    """The library returned a status code (or an enum value) this package does not know: a newer library. The
+    message says which."""
+
+
 #: status code -> exception class.
 ERROR_CLASSES: dict[int, type[PeftKitError]] = {
     cls.status: cls
@@ -114,16 +126,23 @@ ERROR_CLASSES: dict[int, type[PeftKitError]] = {
         BufferTooSmallError,
         InternalError,
         BusyError,
+        CancelledError,
     )
 }
 
 
 def error_for(status: int, message: str) -> PeftKitError:
-    """The exception for a status code; a code this package does not know gives a plain PeftKitError."""
+    """The exception for a status code; a code this package does not know gives an UnknownStatusError."""
     cls = ERROR_CLASSES.get(status)
     if cls is None:
-        return PeftKitError(f"{message} (status {status})", status)
+        return UnknownStatusError(f"{message} (status {status}, unknown to this peftkit package)", status)
     return cls(message)
+
+
+def unknown_value(what: str, value: int) -> UnknownStatusError:
+    """The error for an enum value from the library that this package does not know (a newer library)."""
+    return UnknownStatusError(f"the library reported {what} {value}, which this peftkit package does not know "
+                              "(a newer libpeftkit: upgrade the package)")
 
 
 def check(status: int) -> None:

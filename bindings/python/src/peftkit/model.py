@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
 import signal
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from ctypes import byref, c_char, c_float, c_int32, c_int64, c_size_t, c_void_p
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _capi
 from ._arrays import TokenArray, address, batch_arrays, batch_shape, int32_tokens
@@ -22,6 +25,7 @@ from .configs import (
     UINT64_MAX,
     AdapterConfig,
     EvalResult,
+    ForwardResult,
     Method,
     ModelConfig,
     TrainConfig,
@@ -32,6 +36,7 @@ from .configs import (
     Architecture,
     adapter_config_dict,
     int32_array,
+    library_enum,
 )
 from .errors import InvalidArgumentError, StateError, check, error_for
 from .streaming import GenerateResult, TextStream
@@ -42,6 +47,42 @@ PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 #: Called with each generated token id; a truthy return value stops generation (that token is kept).
 TokenCallback = Callable[[int], Optional[bool]]
+
+#: Called with (done, total) during a long call; returning False cancels it (None or True goes on).
+ProgressCallback = Callable[[int, int], Optional[bool]]
+
+_LOGITS_MODES = {"all": _capi.PEFTKIT_LOGITS_ALL, "last": _capi.PEFTKIT_LOGITS_LAST, "none": _capi.PEFTKIT_LOGITS_NONE}
+
+
+class _Progress:
+    """A Python progress callable as a C callback: False cancels; an exception cancels too and is kept, to be
+    re-raised once the library has returned (raising inside a ctypes callback would only print it)."""
+
+    __slots__ = ("fn", "raised", "c_callback")
+
+    def __init__(self, fn: ProgressCallback) -> None:
+        if not callable(fn):
+            raise TypeError(f"progress must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.raised: BaseException | None = None
+
+        def trampoline(done: int, total: int, _user: Any) -> int:
+            if self.raised is not None:
+                return 0
+            try:
+                return 0 if self.fn(int(done), int(total)) is False else 1
+            except BaseException as e:  # re-raised after the C call returns
+                self.raised = e
+                return 0
+
+        self.c_callback = _capi.PROGRESS_CALLBACK(trampoline)
+
+    def check(self, status: int) -> None:
+        """Re-raises the callback's exception, if it raised; else raises for a failed status."""
+        e, self.raised = self.raised, None
+        if e is not None:
+            raise e
+        check(status)
 
 # Name buffers start at this size and grow to what the library says it needs.
 _NAME_CAP = 256
@@ -119,8 +160,8 @@ class Model:
     _call: _Handle
     _config: ModelConfig
     _finalizer: weakref.finalize[[int], Model]
-    #: The :class:`TrainResult` of the last successful :meth:`train_step` (None before the first).
-    last_train_result: TrainResult | None
+    _last_train_result: TrainResult | None
+    _progress: _Progress | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("use peftkit.Model.create(...) or peftkit.Model.load(...) to make a Model")
@@ -136,7 +177,8 @@ class Model:
         cfg = _capi.new_struct(_capi.ModelConfigStruct)
         check(_lib.peftkit_model_get_config(handle, byref(cfg)))
         self._config = ModelConfig._from_struct(cfg)
-        self.last_train_result = None
+        self._last_train_result = None
+        self._progress = None
         return self
 
     # ------------------------------------------------------------------------------------------------
@@ -165,7 +207,7 @@ class Model:
         return cls._adopt(out.value)
 
     @classmethod
-    def load(cls, path: PathLike, widen: bool = False) -> Model:
+    def load(cls, path: PathLike, widen: bool = False, *, progress: ProgressCallback | None = None) -> Model:
         """Loads a Hugging Face model folder: ``config.json`` plus ``model.safetensors`` (or a sharded
         index), or a ``.gguf`` file (Llama architecture). F32, F16 and BF16 weights are read. A GGUF file's
         linear weights and token embedding stay in their quantized blocks (memory-mapped) unless `widen`
@@ -173,13 +215,26 @@ class Model:
         need ``widen=True`` (fp32 copies). The tokenizer and chat template come along when the files carry
         them (see :meth:`tokenize`, :meth:`apply_chat_template`).
 
+        `progress` (optional) is called as ``progress(done, total)`` after each weight tensor is read, on the
+        calling thread; returning False cancels the load (:class:`CancelledError`), and an exception it raises
+        cancels the load and is re-raised. Nothing is kept of a cancelled load.
+
         Raises:
             PeftKitIOError: the folder or a file in it cannot be read.
             FormatError: a file is malformed or inconsistent.
             UnsupportedError: an architecture or weight type this build does not run.
+            CancelledError: `progress` returned False.
         """
         out = c_void_p()
-        check(_lib.peftkit_model_load_with(_c_path(path), _capi.PEFTKIT_LOAD_WIDEN if widen else 0, byref(out)))
+        lc = _capi.new_struct(_capi.LoadConfigStruct)
+        lc.flags = _capi.PEFTKIT_LOAD_WIDEN if widen else 0
+        p = None if progress is None else _Progress(progress)
+        if p is not None:
+            lc.progress = p.c_callback
+        status = _lib.peftkit_model_load_ex(_c_path(path), byref(lc), byref(out))
+        if p is not None:
+            p.check(status)
+        check(status)
         return cls._adopt(out.value)
 
     def close(self) -> None:
@@ -414,7 +469,85 @@ class Model:
         out = c_int32()
         with self._call as h:
             check(_lib.peftkit_adapter_method(h, n, byref(out)))
-        return Method(out.value)
+        return library_enum(Method, out.value, "adapter method")
+
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator[None]:
+        """Runs the block on the bare base model, as PEFT's ``with model.disable_adapter():``; the adapter
+        active before is active again afterwards, also when the block raises (unless the block removed it)."""
+        previous = self.active_adapter
+        self.set_active_adapter(None)
+        try:
+            yield
+        finally:
+            if previous is not None and previous in self.adapters:
+                self.set_active_adapter(previous)
+
+    # ------------------------------------------------------------------------------------------------
+    # Tensor access
+    # ------------------------------------------------------------------------------------------------
+
+    def _tensor_infos(self, h: int, n: bytes) -> list[tuple[str, tuple[int, ...], bool]]:
+        count = c_int32()
+        check(_lib.peftkit_adapter_tensor_count(h, n, byref(count)))
+        out = []
+        shape = (c_int64 * 4)()
+        ndim, writable = c_int32(), c_int32()
+        for i in range(count.value):
+            name = self._read_name(lambda buf, cap, ln: _lib.peftkit_adapter_tensor_info(
+                h, n, i, buf, cap, ln, shape, 4, byref(ndim), byref(writable)))
+            out.append((name, tuple(int(shape[k]) for k in range(ndim.value)), bool(writable.value)))
+        return out
+
+    def adapter_tensor_shapes(self, name: str) -> dict[str, tuple[int, ...]]:
+        """The tensors of adapter `name` as its saved file names them (PEFT's ``base_model.model.….lora_A.weight``,
+        AdapterHub's ``….adapter_down.0.weight``), with their shapes, in the file's order."""
+        n = _c_string(name, "name")
+        with self._call as h:
+            return {t: shape for t, shape, _ in self._tensor_infos(h, n)}
+
+    def adapter_tensors(self, name: str) -> dict[str, npt.NDArray[np.float32]]:
+        """The tensors of adapter `name` as its saved file would hold them now: name -> float32 array (a copy).
+
+        Raises:
+            NotFoundError: no adapter has that name.
+            UnsupportedError: the method has no file format.
+        """
+        n = _c_string(name, "name")
+        out: dict[str, npt.NDArray[np.float32]] = {}
+        with self._call as h:
+            for t, shape, _ in self._tensor_infos(h, n):
+                a = np.empty(shape, dtype=np.float32)
+                check(_lib.peftkit_adapter_tensor_read(h, n, t.encode("utf-8", "surrogateescape"),
+                                                       address(a) if a.size else None, a.size, None))
+                out[t] = a
+        return out
+
+    def set_adapter_tensor(self, name: str, tensor_name: str, array: npt.ArrayLike) -> None:
+        """Replaces tensor `tensor_name` of adapter `name` (see :meth:`adapter_tensors`) with `array`, of the
+        tensor's shape, converted to float32. Forward passes, generation and saves see the new values at once; the
+        optimiser moments are kept.
+
+        Raises:
+            InvalidArgumentError: a shape other than the tensor's, or a NaN or infinite value (nothing changes).
+            NotFoundError: no such adapter or tensor.
+            StateError: the adapter is merged.
+            UnsupportedError: a derived tensor (a projected prefix's output).
+        """
+        n = _c_string(name, "name")
+        t = _c_string(tensor_name, "tensor_name")
+        a = np.asarray(array)
+        if a.dtype.kind not in "fiub":
+            raise InvalidArgumentError(f"tensor values must be numbers, got dtype {a.dtype}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # overflow to inf: refused by the library below
+            a = np.ascontiguousarray(a, dtype=np.float32)
+        with self._call as h:
+            shapes = {k: shape for k, shape, _ in self._tensor_infos(h, n)}
+            key = t.decode("utf-8", "surrogateescape")
+            if key in shapes and a.shape != shapes[key]:
+                raise InvalidArgumentError(f"tensor '{key}' has shape {shapes[key]}, got an array of shape {a.shape}")
+            check(_lib.peftkit_adapter_tensor_write(h, n, t, address(a) if a.size else None, a.size))
 
     def merge_adapter(self, name: str) -> None:
         """Folds LoRA or IA3 adapter `name` into (copies of) the base weights; the base model then
@@ -460,7 +593,7 @@ class Model:
     # ------------------------------------------------------------------------------------------------
 
     def train_step(self, input_ids: TokenArray, labels: TokenArray | None = None,
-                   config: TrainConfig | Mapping[str, Any] | None = None, **train_options: Any) -> float:
+                   config: TrainConfig | Mapping[str, Any] | None = None, **train_options: Any) -> TrainResult:
         """One AdamW step of the active adapter on a batch; the base weights never change, except under
         full fine-tuning (:meth:`set_full_fine_tuning`), which trains them.
 
@@ -473,11 +606,12 @@ class Model:
                 ``learning_rate=1e-2``.
 
         Returns:
-            The loss before the update. The full :class:`TrainResult` (gradient norm, learning rate,
-            step count, tokens) is in :attr:`last_train_result`.
+            The :class:`TrainResult`: the loss before the update (``.loss``), the gradient norm, learning
+            rate, step count and counted tokens.
 
         Raises:
             StateError: no adapter is active.
+            CancelledError: the progress callback (:meth:`set_progress`) returned False; nothing changed.
             InvalidArgumentError: bad shapes, ids or labels out of range, a bad config value.
             NumericalError: NaN or infinity in the loss or gradient (nothing was updated).
         """
@@ -487,11 +621,40 @@ class Model:
         r = _capi.TrainResultStruct()
         r.struct_size = ctypes.sizeof(r)
         with self._call as h:
-            check(_lib.peftkit_train_step(h, address(ids), None if lab is None else address(lab),
-                                          b, t, byref(s), byref(r)))
+            status = _lib.peftkit_train_step(h, address(ids), None if lab is None else address(lab),
+                                             b, t, byref(s), byref(r))
+            self._check_progress(status)
             result = TrainResult(r.loss, r.grad_norm, r.learning_rate, r.step, r.tokens)
-            self.last_train_result = result
-        return result.loss
+            self._last_train_result = result
+        return result
+
+    @property
+    def last_train_result(self) -> TrainResult | None:
+        """Deprecated: use the :class:`TrainResult` that :meth:`train_step` returns. The result of the last
+        successful :meth:`train_step` on this model (None before the first); another thread's step may have
+        replaced it by the time it is read."""
+        warnings.warn("Model.last_train_result is deprecated: train_step returns the TrainResult",
+                      DeprecationWarning, stacklevel=2)
+        return self._last_train_result
+
+    def _check_progress(self, status: int) -> None:
+        p = self._progress
+        if p is not None:
+            p.check(status)
+        check(status)
+
+    def set_progress(self, callback: ProgressCallback | None) -> None:
+        """Sets the callable told the progress of :meth:`train_step` and :meth:`compute_gradients` (None removes
+        it): ``callback(done, total)`` after each micro-batch's forward pass and after the backward pass through
+        each layer, on the calling thread. Returning False cancels the call (:class:`CancelledError`); an
+        exception it raises cancels the call and is re-raised. A cancelled call leaves the adapter's weights,
+        optimiser moments and step count unchanged. The callback must not call this model (it is in use:
+        :class:`BusyError`)."""
+        p = None if callback is None else _Progress(callback)
+        with self._call as h:
+            cb = _capi.PROGRESS_CALLBACK() if p is None else p.c_callback  # PROGRESS_CALLBACK(): NULL
+            check(_lib.peftkit_model_set_progress_callback(h, cb, None))
+            self._progress = p  # keeps the C callback alive while the library holds it
 
     def compute_gradients(self, input_ids: TokenArray, labels: TokenArray | None = None,
                           config: TrainConfig | Mapping[str, Any] | None = None, *, loss_divisor: int | None = None,
@@ -512,8 +675,9 @@ class Model:
         if loss_divisor is not None and loss_divisor <= 0:
             raise InvalidArgumentError(f"loss_divisor must be positive, got {loss_divisor}")
         with self._call as h:
-            check(_lib.peftkit_train_compute_gradients(h, address(ids), None if lab is None else address(lab), b, t,
-                                                       byref(s), loss_divisor or 0, byref(loss), byref(tokens)))
+            self._check_progress(_lib.peftkit_train_compute_gradients(
+                h, address(ids), None if lab is None else address(lab), b, t, byref(s), loss_divisor or 0,
+                byref(loss), byref(tokens)))
         return float(loss.value), int(tokens.value)
 
     def apply_gradients(self, config: TrainConfig | Mapping[str, Any] | None = None,
@@ -529,7 +693,7 @@ class Model:
             check(_lib.peftkit_train_apply_gradients(h, byref(s), byref(r)))
         return TrainResult(r.loss, r.grad_norm, r.learning_rate, r.step, r.tokens)
 
-    def gradients(self) -> np.ndarray:
+    def gradients(self) -> npt.NDArray[np.float32]:
         """A float32 numpy view (no copy) of the flat gradient buffer of what :meth:`train_step` trains,
         to read or change in place between :meth:`compute_gradients` and :meth:`apply_gradients`. Valid
         until that adapter is removed, full fine-tuning is switched, or the model is closed."""
@@ -539,50 +703,95 @@ class Model:
             check(_lib.peftkit_train_gradients(h, byref(data), byref(count)))
         return np.ctypeslib.as_array(data, shape=(int(count.value),))
 
-    def forward(self, input_ids: TokenArray, *, out: np.ndarray | None = None,
-                adapters: Iterable[str | None] | None = None) -> np.ndarray:
-        """The logits of a forward pass with the active adapter (or the base model); nothing changes.
+    def forward(self, input_ids: TokenArray, labels: TokenArray | None = None, *, logits: str = "all",
+                return_logprobs: bool = False, return_loss: bool = True,
+                out: npt.NDArray[np.float32] | None = None,
+                adapters: Iterable[str | None] | None = None) -> npt.NDArray[np.float32] | ForwardResult:
+        """A forward pass with the active adapter (or the base model); nothing changes.
+
+        Called as ``forward(input_ids)`` it returns the logits array. Given `labels`, ``logits="last"`` or
+        ``"none"``, or ``return_logprobs=True``, it returns a :class:`ForwardResult`: the logits asked for, the
+        per-row losses and token counts, the mean loss, and with `return_logprobs` the log-probability of each
+        label (to score candidates without the ``[batch, seq_len, vocab]`` logits).
 
         Args:
             input_ids: token ids, ``[batch, seq_len]`` or ``[seq_len]`` (batch 1).
+            labels: same shape, or None for `input_ids`; -100 marks positions that do not count.
+            logits: ``"all"`` (every position), ``"last"`` (each row's last position, ``[batch, vocab]``), or
+                ``"none"``.
+            return_logprobs: also return ``token_logprobs`` ``[batch, seq_len]``.
+            return_loss: compute the loss outputs (``loss``, ``row_losses``, ``row_tokens``). With False (and no
+                `return_logprobs`) they are None and, for ``logits="last"``, the LM head runs on each row's last
+                position only: the cheap way to read next-token distributions of long rows.
             adapters: optional, one adapter name (or None = base model) per batch row: row b runs with
-                adapters[b], as it would alone (mixed-task batches). The active adapter is unchanged.
-            out: optional C-contiguous float32 array to write into (its first batch*seq_len*vocab
-                elements); saves an allocation per call.
+                adapters[b], as it would alone (mixed-task batches; plain form only). The active adapter is
+                unchanged.
+            out: optional C-contiguous float32 array to write the logits into (its first elements); saves an
+                allocation per call.
 
         Returns:
-            float32 array ``[batch, seq_len, vocab_size]``, also for 1-D input (batch 1); a view of `out`
-            when given.
+            float32 array ``[batch, seq_len, vocab_size]`` (a view of `out` when given) in the plain form, else a
+            :class:`ForwardResult`.
 
         Raises:
-            InvalidArgumentError: bad shape or ids out of range.
-            BufferTooSmallError: `out` has fewer than batch*seq_len*vocab elements.
+            InvalidArgumentError: bad shape, ids out of range, an unknown `logits`.
+            BufferTooSmallError: `out` has fewer elements than the logits.
         """
-        ids = int32_tokens(input_ids, "input_ids")
-        b, t = batch_shape(ids, "input_ids")
+        if logits not in _LOGITS_MODES:
+            raise InvalidArgumentError(f"logits must be one of {sorted(_LOGITS_MODES)}, got {logits!r}")
+        plain = labels is None and logits == "all" and not return_logprobs and return_loss
+        ids, lab, b, t = batch_arrays(input_ids, labels)
         v = self._config.vocab_size
-        if out is None:
-            logits = np.empty((b, t, v), dtype=np.float32)
+        shape = {"all": (b, t, v), "last": (b, v), "none": None}[logits]
+        if shape is None:
+            lg = None
+            if out is not None:
+                raise InvalidArgumentError("out is given but logits='none'")
+        elif out is None:
+            lg = np.empty(shape, dtype=np.float32)
         else:
             if not isinstance(out, np.ndarray) or out.dtype != np.float32 or not out.flags.c_contiguous \
                     or not out.flags.writeable:
                 raise InvalidArgumentError("out must be a writeable, C-contiguous float32 numpy array")
-            logits = out
+            lg = out
+        if plain:
+            assert lg is not None
+            if adapters is not None:
+                names = [None if a is None else _c_string(a, "adapters[]") for a in adapters]
+                if len(names) != b:
+                    raise InvalidArgumentError(f"adapters has {len(names)} entries for a batch of {b}")
+                arr = (ctypes.c_char_p * b)(*names)
+                with self._call as h:
+                    check(_lib.peftkit_forward_mixed(h, address(ids), None, arr, b, t, address(lg), lg.size,
+                                                     None, None))
+            else:
+                with self._call as h:
+                    check(_lib.peftkit_forward(h, address(ids), None, b, t, address(lg), lg.size, None, None))
+            if out is None or out.shape == (b, t, v):
+                return lg
+            return out.reshape(-1)[: b * t * v].reshape(b, t, v)
         if adapters is not None:
-            names = [None if a is None else _c_string(a, "adapters[]") for a in adapters]
-            if len(names) != b:
-                raise InvalidArgumentError(f"adapters has {len(names)} entries for a batch of {b}")
-            arr = (ctypes.c_char_p * b)(*names)
-            with self._call as h:
-                check(_lib.peftkit_forward_mixed(h, address(ids), None, arr, b, t, address(logits), logits.size,
-                                                 None, None))
-        else:
-            with self._call as h:
-                check(_lib.peftkit_forward(h, address(ids), None, b, t, address(logits), logits.size,
-                                           None, None))
-        if out is None or out.shape == (b, t, v):
-            return logits
-        return out.reshape(-1)[: b * t * v].reshape(b, t, v)
+            raise InvalidArgumentError("adapters= is only taken by the plain form forward(input_ids, adapters=...)")
+        lp = np.zeros((b, t), dtype=np.float32) if return_logprobs else None
+        wants_loss = return_loss or return_logprobs
+        rl = np.zeros(b, dtype=np.float32) if wants_loss else None
+        rt = np.zeros(b, dtype=np.int64) if wants_loss else None
+        o = _capi.new_struct(_capi.ForwardOptionsStruct)
+        o.logits_mode = _LOGITS_MODES[logits]
+        f32, i64 = ctypes.POINTER(c_float), ctypes.POINTER(c_int64)
+        o.logits = None if lg is None else lg.ctypes.data_as(f32)
+        o.logits_capacity = 0 if lg is None else lg.size
+        o.token_logprobs = None if lp is None else lp.ctypes.data_as(f32)
+        o.row_losses = None if rl is None else rl.ctypes.data_as(f32)
+        o.row_tokens = None if rt is None else rt.ctypes.data_as(i64)
+        loss, tokens = c_float(), c_int64()
+        with self._call as h:
+            check(_lib.peftkit_forward_ex(h, address(ids), None if lab is None else address(lab), b, t, byref(o),
+                                          byref(loss) if wants_loss else None, byref(tokens)))
+        if lg is not None and out is not None and shape is not None and lg.shape != shape:
+            lg = out.reshape(-1)[: int(np.prod(shape))].reshape(shape)
+        return ForwardResult(logits=lg, token_logprobs=lp, row_losses=rl, row_tokens=rt,
+                             loss=float(loss.value) if wants_loss else None, tokens=int(tokens.value))
 
     def evaluate(self, input_ids: TokenArray, labels: TokenArray | None = None) -> EvalResult:
         """The loss of a forward pass, without computing logits for the caller or changing anything.
@@ -612,7 +821,7 @@ class Model:
     def generate(self, prompt_ids: TokenArray, *, max_new_tokens: int = 32, temperature: float = 0.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop: int | Iterable[int] | None = None,
                  repetition_penalty: float = 1.0, min_p: float = 0.0, stop_strings: Iterable[str] | None = None,
-                 callback: TokenCallback | None = None) -> np.ndarray:
+                 callback: TokenCallback | None = None) -> npt.NDArray[np.int32]:
         """Generates tokens after `prompt_ids` with the active adapter (or the base model), using a KV
         cache. :meth:`generate_result` also says why generation stopped; :meth:`generate_stream` yields
         the text as it comes.
@@ -743,7 +952,7 @@ class Model:
             raise KeyboardInterrupt
         tokens = out[: res.n_tokens].copy()
         dropped = out[res.n_tokens: res.n_generated].copy()
-        reason = FinishReason(res.finish_reason)
+        reason = library_enum(FinishReason, res.finish_reason, "finish reason")
         text = None
         if g.n_stop_strings > 0:
             raw = b"".join(self.token_to_piece(int(t)) for t in out[: res.n_generated])
@@ -758,7 +967,7 @@ class Model:
     def generate_mixed(self, prompts: Iterable[TokenArray], adapters: Iterable[str | None], *,
                        max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                        seed: int = 0, stop: int | Iterable[int] | None = None, repetition_penalty: float = 1.0,
-                       min_p: float = 0.0, stop_strings: Iterable[str] | None = None) -> list[np.ndarray]:
+                       min_p: float = 0.0, stop_strings: Iterable[str] | None = None) -> list[npt.NDArray[np.int32]]:
         """Generates for several prompts, prompt i with adapter ``adapters[i]`` (None = the base model);
         each result equals :meth:`generate` for that prompt alone with that adapter active. Prompts with the
         same adapter and the same length are decoded together (one forward pass per step for the group),
@@ -797,7 +1006,7 @@ class Model:
             check(_lib.peftkit_generate_mixed_ex(h, ptrs, lens, arr, b, byref(g), address(out), out.size, n_out,
                                                  reasons))
         return [GenerateResult(tokens=out[i * n_new: i * n_new + n_out[i]].copy(),
-                               finish_reason=FinishReason(reasons[i])) for i in range(b)]
+                               finish_reason=library_enum(FinishReason, reasons[i], "finish reason")) for i in range(b)]
 
     # ------------------------------------------------------------------------------------------------
     # Tokenization
@@ -892,7 +1101,7 @@ class Model:
             return buf, n.value
         raise error_for(_capi.PEFTKIT_ERR_INTERNAL, "output size changed between two calls")
 
-    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> np.ndarray:
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> npt.NDArray[np.int32]:
         """The token ids of `text`, as a 1-D int32 array.
 
         Args:
