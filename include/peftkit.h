@@ -207,7 +207,7 @@ peftkit_status peftkit_set_num_threads(int32_t n);
 /* Llama: RMSNorm, RoPE, SwiGLU MLP, grouped-query attention. */
 #define PEFTKIT_ARCH_LLAMA 1
 /* BERT encoder: post-LayerNorm, learned positions, token types, GELU (erf), bidirectional attention, pooler.
-   Token types and padding masks are not yet taken by the C functions (types 0, no padding). */
+   Token types and padding masks are taken by the encoder functions (peftkit_encoder_*, peftkit_head_*). */
 #define PEFTKIT_ARCH_BERT 2
 
 /* Adapter methods (peftkit_adapter_method). Later versions add more methods. */
@@ -568,7 +568,9 @@ peftkit_status peftkit_adapter_save_as(peftkit_model *model, const char *name, c
  * Hugging Face PEFT (LoRA, rsLoRA, IA3, prefix and prompt tuning of a causal LM; told apart by
  * adapter_model.safetensors), or a llama.cpp GGUF LoRA adapter when `dir` is a file whose name ends in
  * ".gguf" (stored name "default"; alpha absent or 0 means scale 1, as in llama.cpp), and attaches it. It is not made active. PEFT options PEFTKit does not
- * implement (DoRA, bias training, modules_to_save, rank_pattern, ...) give PEFTKIT_ERR_UNSUPPORTED.
+ * implement (DoRA, bias training, modules_to_save, rank_pattern, ...) give PEFTKIT_ERR_UNSUPPORTED; on an encoder
+ * (BERT), modules_to_save ["classifier"] with task_type SEQ_CLS / TOKEN_CLS is read: the adapter is attached with
+ * its task head (peftkit_head_attach).
  *
  * dir       folder path, UTF-8.
  * name      the name to attach it under; NULL = the name stored in the folder (AdapterHub), or
@@ -706,7 +708,8 @@ peftkit_status peftkit_train_step(peftkit_model *model, const int32_t *input_ids
  *
  * peftkit_train_gradients: *data = the flat fp32 gradient buffer of what peftkit_train_step trains (the active
  * adapter's parameters, or every base weight under full fine-tuning), *count = its length in floats. The pointer
- * stays valid until that adapter is removed, full fine-tuning is switched, or the model is freed. Read or write
+ * stays valid until that adapter is removed or given a task head (peftkit_head_attach), full fine-tuning is
+ * switched, or the model is freed. Read or write
  * it between compute and apply, never while another call runs on the model.
  * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL), PEFTKIT_ERR_STATE (nothing to train).
  */
@@ -983,6 +986,92 @@ peftkit_status peftkit_generate_mixed_ex(peftkit_model *model, const int32_t *co
  */
 peftkit_status peftkit_token_to_piece(const peftkit_model *model, int32_t token, char *out, size_t capacity,
                                       size_t *n_out);
+/* ===================================================================================================
+ * Encoders (BERT): hidden states, sentence embeddings, task heads
+ *
+ * These take a model whose architecture is PEFTKIT_ARCH_BERT (PEFTKIT_ERR_UNSUPPORTED otherwise) and run it
+ * with the active adapter (or none). Besides input_ids (batch * seq_len ids, row-major) each takes:
+ *   token_type_ids  nullable; batch * seq_len segment ids, each in 0 ..< type_vocab_size (NULL = all 0).
+ *   attention_mask  nullable; batch * seq_len entries, each 0 or 1, at least one 1 per row (NULL = no
+ *                   padding). Positions with 0 are padding: no other position attends to them, so a row's
+ *                   real positions get the same result whatever the padding and its ids.
+ * All three are read during the call only. Bad values give PEFTKIT_ERR_INVALID_ARGUMENT naming the entry.
+ * =================================================================================================== */
+
+/*
+ * The last layer's hidden states, [batch][seq_len][hidden_size] floats into out (out_capacity floats; fewer
+ * than needed gives PEFTKIT_ERR_BUFFER_TOO_SMALL before anything runs).
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_BUFFER_TOO_SMALL, PEFTKIT_ERR_UNSUPPORTED
+ * (not an encoder, or an adapter with virtual tokens), PEFTKIT_ERR_OUT_OF_MEMORY, PEFTKIT_ERR_BUSY.
+ */
+peftkit_status peftkit_encoder_hidden_states(peftkit_model *model, const int32_t *input_ids,
+                                             const int32_t *token_type_ids, const int32_t *attention_mask,
+                                             int32_t batch, int32_t seq_len, float *out, size_t out_capacity);
+
+/*
+ * Sentence embeddings, [batch][hidden_size] floats: the mean of the hidden states over the unmasked
+ * positions, scaled to unit L2 norm when normalize is 1 (what sentence-transformers computes for
+ * all-MiniLM-L6-v2). normalize is 0 or 1. Other arguments and statuses as peftkit_encoder_hidden_states.
+ */
+peftkit_status peftkit_encoder_embed(peftkit_model *model, const int32_t *input_ids, const int32_t *token_type_ids,
+                                     const int32_t *attention_mask, int32_t batch, int32_t seq_len,
+                                     int32_t normalize, float *out, size_t out_capacity);
+
+/* Task heads (peftkit_head_attach). */
+/* Sequence classification: the pooler's output (mean pooling without a pooler), a linear layer, cross-entropy
+   on one label per row (transformers' BertForSequenceClassification). */
+#define PEFTKIT_HEAD_CLASSIFICATION 1
+/* Sequence regression: the same features and layer, mean squared error on `outputs` float targets per row. */
+#define PEFTKIT_HEAD_REGRESSION 2
+/* Token classification: each position's hidden state, a linear layer, cross-entropy on one label per
+   position (BertForTokenClassification). */
+#define PEFTKIT_HEAD_TOKENS 3
+
+/*
+ * Gives the active adapter a task head of `kind` (PEFTKIT_HEAD_*) with `outputs` outputs (classes, or values
+ * for regression; 1 ..= 65536), replacing any head it had. Weights N(0, 0.02) drawn from `seed`, bias 0. The
+ * head belongs to that adapter (PEFT's modules_to_save): it trains with it in one optimiser state (the pointer
+ * of peftkit_train_gradients changes: ask again) and is saved with it.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (kind, outputs), PEFTKIT_ERR_STATE (no active adapter),
+ * PEFTKIT_ERR_UNSUPPORTED (not an encoder), PEFTKIT_ERR_OUT_OF_MEMORY, PEFTKIT_ERR_BUSY.
+ */
+peftkit_status peftkit_head_attach(peftkit_model *model, int32_t kind, int32_t outputs, uint64_t seed);
+
+/*
+ * The active adapter's head: *kind = PEFTKIT_HEAD_* and *outputs its number of outputs, or both 0 when there
+ * is no active adapter or it has no head. kind and outputs must not be NULL.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT, PEFTKIT_ERR_BUSY.
+ */
+peftkit_status peftkit_head_get(peftkit_model *model, int32_t *kind, int32_t *outputs);
+
+/*
+ * The active adapter's head outputs: [batch][outputs] floats (classification logits, regression values), or
+ * [batch][seq_len][outputs] (token logits), into out (nullable; out_capacity floats, fewer than needed gives
+ * PEFTKIT_ERR_BUFFER_TOO_SMALL). With labels or targets also the mean loss into *loss_out (nullable):
+ *   labels   nullable; classification: batch labels, tokens: batch * seq_len labels, each in 0 ..< outputs or
+ *            PEFTKIT_IGNORE_INDEX. NULL for regression.
+ *   targets  nullable; regression: batch * outputs finite floats. NULL for the other kinds.
+ * Nothing is trained. Returns as peftkit_encoder_hidden_states, plus PEFTKIT_ERR_STATE (no active adapter or
+ * no head).
+ */
+peftkit_status peftkit_head_forward(peftkit_model *model, const int32_t *input_ids, const int32_t *token_type_ids,
+                                    const int32_t *attention_mask, int32_t batch, int32_t seq_len,
+                                    const int32_t *labels, const float *targets, float *out, size_t out_capacity,
+                                    float *loss_out);
+
+/*
+ * One optimiser step of the active adapter and its head together on labels (classification, tokens) or
+ * targets (regression), as in peftkit_head_forward (exactly one of them given): mean cross-entropy or squared
+ * error, one gradient clip and one AdamW update over both. out (nullable, struct_size set by the caller)
+ * receives the loss, gradient norm, learning rate, step, and in `tokens` the labels (or rows) that counted.
+ * Returns as peftkit_head_forward, plus PEFTKIT_ERR_NUMERICAL (non-finite loss, gradient or update: nothing
+ * changed).
+ */
+peftkit_status peftkit_head_train_step(peftkit_model *model, const int32_t *input_ids, const int32_t *token_type_ids,
+                                       const int32_t *attention_mask, int32_t batch, int32_t seq_len,
+                                       const int32_t *labels, const float *targets,
+                                       const peftkit_train_config *config, peftkit_train_result *out);
+
 /* ===================================================================================================
  * Tokenization
  *

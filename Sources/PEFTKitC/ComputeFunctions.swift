@@ -27,7 +27,7 @@ private func readTrainArgs(_ inputIDs: UnsafePointer<Int32>?, _ labels: UnsafePo
     return (UnsafeBufferPointer(start: inputIDs, count: n), labels.map { UnsafeBufferPointer(start: $0, count: n) }, tc)
 }
 
-private func store(_ r: TrainStepResult, into out: UnsafeMutablePointer<peftkit_train_result>, size: Int) {
+func store(_ r: TrainStepResult, into out: UnsafeMutablePointer<peftkit_train_result>, size: Int) {
     var o = peftkit_train_result()
     o.struct_size = UInt32(MemoryLayout<peftkit_train_result>.size)
     o.loss = r.loss

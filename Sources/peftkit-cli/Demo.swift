@@ -11,8 +11,10 @@ struct Demo: ParsableCommand {
         discussion: """
             Uses data/demo/train.jsonl and data/demo/test.jsonl (written by scripts/make_demo_data.py): pull the \
             person, city and year out of a sentence into one JSON line. Held-out records have names, cities \
-            and two sentence shapes that training never shows. Deterministic: greedy decoding, fixed seeds.
-            """)
+            and two sentence shapes that training never shows. Deterministic: greedy decoding, fixed seeds. \
+            `demo bert`: an encoder (all-MiniLM-L6-v2) with a classification head instead.
+            """,
+        subcommands: [BertDemo.self])
 
     @OptionGroup var modelOptions: ModelOptions
     @Option(help: "Folder with train.jsonl and test.jsonl. Default: the repository's data/demo.") var data: String?

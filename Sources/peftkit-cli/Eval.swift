@@ -14,6 +14,8 @@ struct Eval: ParsableCommand {
     @Option(help: "Data (JSONL, same formats as train).") var data: String
     @Option(help: "Rows per forward pass.") var batch = 8
     @Option(help: "Tokens per row (longer records are cut).") var seqLen = 256
+    @Option(help: "Score adapters' task heads on an encoder (BERT): classify (accuracy, macro-F1) or regress (MSE), on labelled JSONL.")
+    var task: TaskOption?
 
     func validate() throws {
         guard batch > 0 else { throw ValidationError("--batch must be positive") }
@@ -21,6 +23,7 @@ struct Eval: ParsableCommand {
     }
 
     func run() throws {
+        if let task { return try evalEncoderHead(self, task) }
         let dist = try Distributed.start()
         try dist.run { try run(dist) }
     }

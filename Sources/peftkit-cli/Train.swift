@@ -41,6 +41,8 @@ struct Train: ParsableCommand {
     var gradCheckpoint = false
     @Option(help: "Seed for data order and adapter initialisation.") var seed: UInt64 = 0
     @OptionGroup var checkpoints: CheckpointOptions
+    @Option(help: "Train a task head with the adapter on an encoder (BERT): classify or regress, on {\"text\", \"text_pair\"?, \"label\"} JSONL; --seq-len caps the ids per row.")
+    var task: TaskOption?
 
     func validate() throws {
         guard batch > 0 else { throw ValidationError("--batch must be positive") }
@@ -50,6 +52,7 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        if let task { return try trainEncoderHead(self, task) }
         let dist = try Distributed.start()
         try dist.run { try run(dist) }
     }

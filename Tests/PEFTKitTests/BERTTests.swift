@@ -352,26 +352,21 @@ extension BERTTests {
         try m.setActiveAdapter("default")
         let slot = try m.engine.adapter(named: "default")
         try BERTTests.set(slot, r, prefix: "lora_init.", name: "default") { $0 }
-        let head = try SequenceClassifier(classes: 3, features: m.config.hiddenSize, seed: 1)
+        try m.attachHead(.classification, outputs: 3)
+        let head = try #require(slot.head)
         let w = try r.f("classifier.weight"), bias = try r.f("classifier.bias")
         head.params.update(from: w, count: w.count)
         (head.params + w.count).update(from: bias, count: bias.count)
         let labels = try r.i("cls_labels")
-        let (loss, logits) = try b.ids.withUnsafeBufferPointer { ids in
-            try b.types.withUnsafeBufferPointer { types in
-                try b.mask.withUnsafeBufferPointer { mask in
-                    try labels.withUnsafeBufferPointer { lab in
-                        try m.engine.classifierGradients(head, inputIDs: ids, typeIDs: types, mask: mask, labels: lab,
-                                                         batch: b.B, seqLen: b.T)
-                    }
-                }
-            }
-        }
+        let (loss, logits) = try BERTTests.headGradients(m, b, labels: labels, targets: nil)
         #expect(Parity.close("bert/a classifier logits", logits, try r.f("cls_logits"), rel: 1e-5))
         #expect(Parity.close("bert/a classifier loss", [loss], try r.f("cls_loss"), rel: 1e-5))
         try BERTTests.grads(slot, r, prefix: "cls_grad.", name: "default", rename: { $0 }, what: "bert/a SEQ_CLS LoRA")
-        let gw = Array(UnsafeBufferPointer(start: head.opt.grads.floats, count: w.count))
-        let gb = Array(UnsafeBufferPointer(start: head.opt.grads.floats + w.count, count: bias.count))
+        // One optimiser state: the head's gradients follow the adapter's in the one block.
+        #expect(slot.opt.count == slot.adapter.parameterCount + head.parameterCount)
+        let hg = slot.opt.grads.floats + slot.adapter.parameterCount
+        let gw = Array(UnsafeBufferPointer(start: hg, count: w.count))
+        let gb = Array(UnsafeBufferPointer(start: hg + w.count, count: bias.count))
         #expect(Parity.close("bert/a grad classifier.weight", gw, try r.f("cls_grad.classifier.weight"), rel: 1e-5))
         #expect(Parity.close("bert/a grad classifier.bias", gb, try r.f("cls_grad.classifier.bias"), rel: 1e-5))
     }
@@ -403,5 +398,223 @@ extension BERTTests {
         for b in 0..<B { #expect((logits[2 * b + 1] > logits[2 * b]) == (labels[b] == 1)) }
         let baseAfter = m.engine.weights.named.map { Array(UnsafeBufferPointer(start: $0.tensor.data, count: $0.tensor.count)) }
         #expect(baseAfter == baseBefore)
+    }
+}
+
+/// Task heads: token classification and regression against transformers + PEFT (TOKEN_CLS / SEQ_CLS with
+/// num_labels 1), finite differences through adapter and head together, one optimiser state.
+extension BERTTests {
+    static func headGradients(_ m: Model, _ b: Batch, labels: [Int32]?, targets: [Float]?) throws -> (Float, [Float]) {
+        try b.ids.withUnsafeBufferPointer { ids in
+            try b.types.withUnsafeBufferPointer { types in
+                try b.mask.withUnsafeBufferPointer { mask in
+                    try withOptionalBuffer(labels) { lab in
+                        try withOptionalFloats(targets) { tg in
+                            try m.engine.headGradients(inputIDs: ids, typeIDs: types, mask: mask,
+                                                       targets: HeadTargets(labels: lab, values: tg), batch: b.B, seqLen: b.T)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test(arguments: ["tok", "reg"])
+    func headParityWithTransformers(_ tag: String) throws {
+        let r = try Parity.ref("bert/a/reference.safetensors")
+        let b = try BERTTests.batch(r)
+        let m = try BERTTests.model("a")
+        try m.attachAdapter(name: "default", configJSON: #"{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["query", "value"]}"#)
+        try m.setActiveAdapter("default")
+        let slot = try m.engine.adapter(named: "default")
+        try BERTTests.set(slot, r, prefix: "lora_init.", name: "default") { $0 }
+        let w = try r.f(tag + "_classifier.weight"), bias = try r.f(tag + "_classifier.bias")
+        try m.attachHead(tag == "tok" ? .tokens : .regression, outputs: bias.count)
+        let head = try #require(slot.head)
+        head.params.update(from: w, count: w.count)
+        (head.params + w.count).update(from: bias, count: bias.count)
+        let labels: [Int32]? = tag == "tok" ? try r.i("tok_labels") : nil
+        let targets: [Float]? = tag == "reg" ? try r.f("reg_targets") : nil
+        // Evaluation (no training) gives the same outputs and loss as the reference.
+        let eval = try m.headOutputs(inputIDs: b.ids, attentionMask: b.mask, tokenTypeIDs: b.types, labels: labels,
+                                     targets: targets, batch: b.B, seqLen: b.T)
+        #expect(Parity.close("bert/a \(tag) outputs", eval.outputs, try r.f(tag + "_logits"), rel: 1e-5))
+        #expect(Parity.close("bert/a \(tag) eval loss", [try #require(eval.loss)], try r.f(tag + "_loss"), rel: 1e-5))
+        let (loss, logits) = try BERTTests.headGradients(m, b, labels: labels, targets: targets)
+        #expect(Parity.close("bert/a \(tag) logits", logits, try r.f(tag + "_logits"), rel: 1e-5))
+        #expect(Parity.close("bert/a \(tag) loss", [loss], try r.f(tag + "_loss"), rel: 1e-5))
+        try BERTTests.grads(slot, r, prefix: tag + "_grad.", name: "default", rename: { $0 }, what: "bert/a \(tag) LoRA")
+        let hg = slot.opt.grads.floats + slot.adapter.parameterCount
+        #expect(Parity.close("bert/a \(tag) grad classifier.weight", Array(UnsafeBufferPointer(start: hg, count: w.count)),
+                             try r.f(tag + "_grad.classifier.weight"), rel: 1e-5))
+        #expect(Parity.close("bert/a \(tag) grad classifier.bias", Array(UnsafeBufferPointer(start: hg + w.count, count: bias.count)),
+                             try r.f(tag + "_grad.classifier.bias"), rel: 1e-5))
+    }
+
+    /// Finite differences of each head's loss with respect to every parameter of the one block (a Houlsby
+    /// adapter, then the head), on a model with a pooler (classification, regression) and without (mean
+    /// pooling), with padding and token types.
+    @Test(arguments: [("classification", true), ("classification", false), ("regression", true), ("regression", false),
+                      ("tokens", true)])
+    func headFiniteDifferencesThroughAdapter(_ kind: String, _ pooler: Bool) throws {
+        var c = TS.tinyConfig(.bert)
+        c.encoder = EncoderSettings(typeVocabSize: 2, pooler: pooler)
+        let m = try Model.create(config: c, seed: 9, initStd: 0.3)
+        try m.attachAdapter(name: "t", config: .bottleneck(BottleneckConfig(preset: .houlsby, reductionFactor: 4)))
+        try m.setActiveAdapter("t")
+        let hk = try #require(HeadKind(rawValue: kind))
+        try m.attachHead(hk, outputs: hk == .regression ? 2 : 3, seed: 4)
+        #expect(try m.headInfo()?.kind == hk)
+        let slot = try m.engine.adapter(named: "t")
+        let head = try #require(slot.head)
+        var rng = Rng(seed: 12)
+        let P = slot.adapter.parameterCount, H = head.parameterCount
+        for i in 0..<P { slot.adapter.params.floats[i] = 0.3 * rng.normal() }
+        for i in 0..<H { head.params[i] = 0.5 * rng.normal() }
+        slot.adapter.parametersChanged()
+        let B = 2, T = 4
+        let ids = TS.ids(B * T, vocab: c.vocabSize, seed: 5)
+        let types: [Int32] = [0, 1, 1, 0, 0, 0, 1, 0]
+        let mask: [Int32] = [1, 1, 1, 1, 1, 1, 0, 0]
+        let batch = Batch(ids: ids, types: types, mask: mask, B: B, T: T)
+        let labels: [Int32]? = switch hk {
+        case .classification: [2, 0]
+        case .tokens: [1, 0, 2, -100, 2, 1, -100, -100]
+        case .regression: nil
+        }
+        let targets: [Float]? = hk == .regression ? [0.5, -1, 2, 0.25] : nil
+        _ = try BERTTests.headGradients(m, batch, labels: labels, targets: targets)
+        #expect(slot.opt.count == P + H)
+        let g = Array(UnsafeBufferPointer(start: slot.opt.grads.floats, count: P + H))
+        func loss() throws -> Double {
+            Double(try #require(try m.headOutputs(inputIDs: ids, attentionMask: mask, tokenTypeIDs: types, labels: labels,
+                                                  targets: targets, batch: B, seqLen: T).loss))
+        }
+        var worst: Float = 0
+        let eps: Float = 1e-2
+        for i in stride(from: 0, to: P + H, by: max(1, (P + H) / 60)) {
+            let p = i < P ? slot.adapter.params.floats + i : head.params + (i - P)
+            let keep = p.pointee
+            p.pointee = keep + eps; slot.adapter.parametersChanged()
+            let up = try loss()
+            p.pointee = keep - eps; slot.adapter.parametersChanged()
+            let down = try loss()
+            p.pointee = keep; slot.adapter.parametersChanged()
+            let fd = Float((up - down) / (2 * Double(eps)))
+            worst = max(worst, abs(fd - g[i]) / max(1, abs(fd)))
+        }
+        print("head FD \(kind) pooler \(pooler): worst relative error \(worst)")
+        #expect(worst < 2e-2)
+        #expect(g[P..<(P + H)].contains { $0 != 0 })
+    }
+
+    /// A head refuses the wrong kind of targets, out-of-range labels, non-finite targets, and needs an active
+    /// adapter.
+    @Test func headRefusesBadTargets() throws {
+        let m = try Model.create(config: TS.tinyConfig(.bert), seed: 1)
+        #expect(throws: PEFTKitError.self) { try m.attachHead(.classification, outputs: 2) }
+        try m.attachAdapter(name: "t", config: .bottleneck(BottleneckConfig(preset: .houlsby, reductionFactor: 4)))
+        try m.setActiveAdapter("t")
+        #expect(throws: PEFTKitError.self) { try m.attachHead(.classification, outputs: 0) }
+        try m.attachHead(.classification, outputs: 2)
+        let ids: [Int32] = [1, 2, 3, 4]
+        let tc = TrainConfig()
+        #expect(throws: PEFTKitError.self) { try m.headTrainStep(inputIDs: ids, labels: [2, 0], batch: 2, seqLen: 2, config: tc) }
+        #expect(throws: PEFTKitError.self) { try m.headTrainStep(inputIDs: ids, labels: [1], batch: 2, seqLen: 2, config: tc) }
+        #expect(throws: PEFTKitError.self) { try m.headTrainStep(inputIDs: ids, targets: [1, 0], batch: 2, seqLen: 2, config: tc) }
+        try m.attachHead(.regression, outputs: 1)
+        #expect(throws: PEFTKitError.self) { try m.headTrainStep(inputIDs: ids, labels: [1, 0], batch: 2, seqLen: 2, config: tc) }
+        #expect(throws: PEFTKitError.self) { try m.headTrainStep(inputIDs: ids, targets: [1, .nan], batch: 2, seqLen: 2, config: tc) }
+        let r = try m.headTrainStep(inputIDs: ids, targets: [1, 0], batch: 2, seqLen: 2, config: tc)
+        #expect(r.loss.isFinite && r.step == 1)
+    }
+}
+
+/// Heads saved and loaded with their adapter in PEFT's `modules_to_save` form.
+extension BERTTests {
+    /// PEFT's own save of BertForSequenceClassification + LoRA (SEQ_CLS): the adapter's tensors under
+    /// `base_model.model.bert.`, the classifier as `base_model.model.classifier.*`. Loaded, it gives
+    /// transformers' logits.
+    @Test func loadsPEFTSequenceClassificationFolder() throws {
+        let r = try Parity.ref("bert/a/reference.safetensors")
+        let b = try BERTTests.batch(r)
+        let m = try BERTTests.model("a")
+        let name = try m.loadAdapter(from: TS.fixtures + "/bert/a/peft_seqcls")
+        try m.setActiveAdapter(name)
+        #expect(try m.headInfo()?.kind == .classification && m.headInfo()?.outputs == 3)
+        let logits = try m.classify(inputIDs: b.ids, attentionMask: b.mask, tokenTypeIDs: b.types, batch: b.B, seqLen: b.T)
+        #expect(Parity.close("bert/a PEFT SEQ_CLS folder logits", logits, try r.f("cls_logits"), rel: 1e-5))
+    }
+
+    /// Save then load gives the same head outputs, for each kind; the folder holds PEFT's names and task type.
+    @Test(arguments: [HeadKind.classification, .regression, .tokens])
+    func headSaveLoadRoundTrip(_ kind: HeadKind) throws {
+        let m = try BERTTests.model("a")
+        try m.attachAdapter(name: "t", configJSON: #"{"peft_type": "LORA", "r": 2, "target_modules": ["query", "value"]}"#)
+        try m.setActiveAdapter("t")
+        try m.attachHead(kind, outputs: kind == .regression ? 1 : 3, seed: 2)
+        let ids: [Int32] = [2, 5, 7, 9, 0, 3, 4, 1, 0, 0], mask: [Int32] = [1, 1, 1, 1, 0, 1, 1, 1, 0, 0]
+        var tc = TrainConfig(); tc.learningRate = 1e-2
+        _ = try m.headTrainStep(inputIDs: ids, attentionMask: mask, labels: kind == .regression ? nil : (kind == .tokens ? [0, 1, 2, 1, -100, 2, 2, 0, -100, -100] : [1, 2]),
+                                targets: kind == .regression ? [0.5, -0.5] : nil, batch: 2, seqLen: 5, config: tc)
+        let before = try m.classify(inputIDs: ids, attentionMask: mask, batch: 2, seqLen: 5)
+        let dir = TS.tempDir()
+        try m.saveAdapter(name: "t", to: dir)
+        let cfg = try JSONValue.parseObject(try readWholeFile(path: dir + "/adapter_config.json", maxBytes: 1 << 20), source: "test")
+        #expect(cfg["task_type"] == .string(kind == .tokens ? "TOKEN_CLS" : "SEQ_CLS"))
+        #expect(cfg["modules_to_save"] == .array([.string("classifier")]))
+        let st = try SafeTensorsFile(path: dir + "/adapter_model.safetensors")
+        #expect(st.has("base_model.model.classifier.weight") && st.has("base_model.model.classifier.bias"))
+        #expect(st.names.filter { $0.contains("lora_") }.allSatisfy { $0.hasPrefix("base_model.model.bert.encoder.") })
+        let n = try m.loadAdapter(from: dir, name: "u")
+        try m.setActiveAdapter(n)
+        #expect(try m.headInfo()?.kind == kind)
+        let after = try m.classify(inputIDs: ids, attentionMask: mask, batch: 2, seqLen: 5)
+        #expect(after == before)
+    }
+
+    /// A head is never dropped silently: a bottleneck adapter with a head is not saved (no folder written), and
+    /// a decoder refuses PEFT's SEQ_CLS task type.
+    @Test func headSaveRefusals() throws {
+        let m = try BERTTests.model("b")
+        try m.attachAdapter(name: "bn", config: .bottleneck(BottleneckConfig(preset: .houlsby, reductionFactor: 4)))
+        try m.setActiveAdapter("bn")
+        try m.attachHead(.classification, outputs: 2)
+        let dir = TS.tempDir() + "/bn"
+        #expect(throws: PEFTKitError.self) { try m.saveAdapter(name: "bn", to: dir) }
+        #expect(pathKind(dir) == .missing)
+        let gpt2 = try Model.create(config: TS.tinyConfig(.gpt2), seed: 1)
+        #expect(throws: PEFTKitError.self) {
+            try gpt2.attachAdapter(name: "x", configJSON: #"{"peft_type": "LORA", "r": 2, "task_type": "SEQ_CLS"}"#)
+        }
+        #expect(throws: PEFTKitError.self) {
+            try m.attachAdapter(name: "x", configJSON: #"{"peft_type": "LORA", "r": 2, "target_modules": ["query"], "modules_to_save": ["pooler"]}"#)
+        }
+    }
+}
+
+extension BERTTests {
+    /// PEFT IA3 with its default bert targets (key, value, output.dense scaled on the output, output.dense's
+    /// input as feed-forward) and random non-zero vectors: hidden states and gradients.
+    @Test(arguments: shapes)
+    func ia3HiddenAndGradients(_ shape: String) throws {
+        let r = try Parity.ref("bert/\(shape)/reference.safetensors")
+        let b = try BERTTests.batch(r)
+        let m = try BERTTests.model(shape)
+        try m.attachAdapter(name: "default", configJSON: #"{"peft_type": "IA3"}"#)
+        try m.setActiveAdapter("default")
+        let slot = try m.engine.adapter(named: "default")
+        try BERTTests.set(slot, r, prefix: "ia3_init.", name: "default") { $0 }
+        let h = try m.hiddenStates(inputIDs: b.ids, attentionMask: b.mask, tokenTypeIDs: b.types, batch: b.B, seqLen: b.T)
+        #expect(Parity.close("bert/\(shape) IA3 hidden", h, try r.f("ia3_hidden"), rel: 1e-5))
+        let probe = try r.f("probe")
+        try b.ids.withUnsafeBufferPointer { ids in
+            try b.types.withUnsafeBufferPointer { types in
+                try b.mask.withUnsafeBufferPointer { mask in
+                    try m.engine.encoderGradients(inputIDs: ids, typeIDs: types, mask: mask, batch: b.B, seqLen: b.T, probe: probe)
+                }
+            }
+        }
+        try BERTTests.grads(slot, r, prefix: "ia3_grad.", name: "default", rename: { $0 }, what: "bert/\(shape) IA3")
     }
 }

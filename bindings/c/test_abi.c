@@ -1405,6 +1405,78 @@ static void test_tokenizer_smollm2(void) {
     peftkit_model_free(m);
 }
 
+/* Encoders (BERT): padding changes nothing in the real positions, embeddings have unit norm, the head's
+   outputs have the documented shape, and an adapter + classification head learn a separable task. */
+static void test_bert(void) {
+    printf("# bert\n");
+    enum { B = 2, T = 5, C = 64 };
+    peftkit_model_config mc;
+    peftkit_model_config_init(&mc);
+    mc.architecture = PEFTKIT_ARCH_BERT;
+    peftkit_model *m = NULL;
+    expect(peftkit_model_create(&mc, 11, &m), PEFTKIT_OK, "model_create(bert)");
+    if (!m) return;
+    int32_t ids[B * T] = {5, 9, 12, 0, 0, 7, 7, 8, 9, 10}, types[B * T] = {0, 0, 1, 0, 0, 0, 1, 1, 1, 1};
+    int32_t mask[B * T] = {1, 1, 1, 0, 0, 1, 1, 1, 1, 1};
+    static float padded[B * T * C], alone[3 * C], again[B * T * C];
+    expect(peftkit_encoder_hidden_states(m, ids, types, mask, B, T, padded, B * T * C), PEFTKIT_OK, "encoder_hidden_states(padded batch)");
+    expect(peftkit_encoder_hidden_states(m, ids, types, NULL, 1, 3, alone, 3 * C), PEFTKIT_OK, "encoder_hidden_states(row 0 alone)");
+    float worst = 0;
+    for (int i = 0; i < 3 * C; i++) worst = fmaxf(worst, fabsf(padded[i] - alone[i]));
+    check(worst < 1e-5f, "padding changes nothing in row 0's real positions");
+    int32_t other[B * T];
+    memcpy(other, ids, sizeof other);
+    other[3] = 200; other[4] = 100;
+    expect(peftkit_encoder_hidden_states(m, other, types, mask, B, T, again, B * T * C), PEFTKIT_OK, "encoder_hidden_states(other padding ids)");
+    check(memcmp(again, padded, 3 * C * sizeof(float)) == 0, "the padding's ids do not matter");
+    static float emb[B * C];
+    expect(peftkit_encoder_embed(m, ids, types, mask, B, T, 1, emb, B * C), PEFTKIT_OK, "encoder_embed(normalize)");
+    double n0 = 0, n1 = 0;
+    for (int i = 0; i < C; i++) { n0 += emb[i] * emb[i]; n1 += emb[C + i] * emb[C + i]; }
+    check(fabs(n0 - 1) < 1e-5 && fabs(n1 - 1) < 1e-5, "embeddings have unit L2 norm");
+    /* Unnormalised: the mean of row 0's three real hidden states. */
+    expect(peftkit_encoder_embed(m, ids, types, mask, B, T, 0, emb, B * C), PEFTKIT_OK, "encoder_embed(mean only)");
+    float mean_err = 0;
+    for (int i = 0; i < C; i++) mean_err = fmaxf(mean_err, fabsf(emb[i] - (padded[i] + padded[C + i] + padded[2 * C + i]) / 3));
+    check(mean_err < 1e-5f, "embed without normalisation is the mean over the mask");
+
+    expect(peftkit_adapter_attach_json(m, "bn", "{\"config\": \"double_seq_bn\"}"), PEFTKIT_OK,
+           "adapter_attach_json(houlsby on bert)");
+    peftkit_adapter_set_active(m, "bn");
+    expect(peftkit_head_attach(m, PEFTKIT_HEAD_CLASSIFICATION, 2, 3), PEFTKIT_OK, "head_attach(classification, 2)");
+    int32_t kind = 0, outputs = 0;
+    expect(peftkit_head_get(m, &kind, &outputs), PEFTKIT_OK, "head_get");
+    check(kind == PEFTKIT_HEAD_CLASSIFICATION && outputs == 2, "head_get reports the attached head");
+    float *grad = NULL;
+    int64_t count = 0;
+    expect(peftkit_train_gradients(m, &grad, &count), PEFTKIT_OK, "train_gradients(adapter + head)");
+    check(count > 2 * C + 2, "one gradient block holds the adapter's and the head's parameters");
+    int32_t labels[B] = {1, 0};
+    peftkit_train_config tc;
+    peftkit_train_config_init(&tc);
+    tc.learning_rate = 1e-2f;
+    tc.weight_decay = 0;
+    peftkit_train_result r;
+    memset(&r, 0, sizeof r);
+    r.struct_size = sizeof r;
+    float first = 0;
+    peftkit_status st = PEFTKIT_OK;
+    for (int i = 0; i < 25 && st == PEFTKIT_OK; i++) {
+        st = peftkit_head_train_step(m, ids, types, mask, B, T, labels, NULL, &tc, &r);
+        if (i == 0) first = r.loss;
+    }
+    expect(st, PEFTKIT_OK, "head_train_step x 25");
+    check(r.step == 25 && r.tokens == 2 && r.loss < 0.5f * first, "adapter + head learn two rows (loss halves in 25 steps)");
+    float logits[B * 2], loss = -1;
+    expect(peftkit_head_forward(m, ids, types, mask, B, T, labels, NULL, logits, B * 2, &loss), PEFTKIT_OK, "head_forward(labels)");
+    check(logits[1] > logits[0] && logits[2] > logits[3] && loss >= 0 && loss < first, "head_forward: the trained classes win");
+    expect(peftkit_head_attach(m, PEFTKIT_HEAD_TOKENS, 3, 1), PEFTKIT_OK, "head_attach(tokens, 3)");
+    static float tok[B * T * 3];
+    expect(peftkit_head_forward(m, ids, types, mask, B, T, NULL, NULL, tok, B * T * 3, NULL), PEFTKIT_OK, "head_forward(tokens)");
+    expect(peftkit_head_forward(m, ids, types, mask, B, T, NULL, NULL, tok, B * T * 3 - 1, NULL), PEFTKIT_ERR_BUFFER_TOO_SMALL,
+           "head_forward(tokens, out one short of batch * seq_len * outputs)");
+    peftkit_model_free(m);
+}
 
 /* Host capabilities: adapter tensors, forward outputs, progress and cancellation. */
 static int64_t progress_done[64];
@@ -1587,6 +1659,7 @@ int main(int argc, char **argv) {
         check(1, "model_free");
         test_threads(seed);
         test_llama();
+        test_bert();
         test_split_step(seed);
         test_checkpoints(scratch, seed);
         test_tokenizer_tiny();

@@ -1412,6 +1412,115 @@ static void tokenizer(const char *scratch) {
     peftkit_model_free(bare);
 }
 
+/* Encoders (BERT): token types, padding masks, embeddings and task heads. */
+static peftkit_model *new_bert(uint64_t seed) {
+    peftkit_model_config mc;
+    peftkit_model_config_init(&mc);
+    mc.architecture = PEFTKIT_ARCH_BERT;
+    peftkit_model *m = NULL;
+    if (peftkit_model_create(&mc, seed, &m) != PEFTKIT_OK) {
+        printf("FAIL model_create(BERT): %s\n", peftkit_last_error());
+        n_failed++;
+    }
+    return m;
+}
+
+static void encoders(peftkit_model *gpt2) {
+    group = "encoders (BERT)";
+    enum { B = 2, T = 4, C = 64 };
+    int32_t ids[B * T], types[B * T] = {0, 1, 1, 0, 0, 0, 0, 0}, mask[B * T] = {1, 1, 1, 1, 1, 1, 0, 0};
+    fill(ids, B * T, 3);
+    static float out[B * T * C];
+    float loss = 0;
+    peftkit_train_config tc = train_config();
+    peftkit_train_result r = result();
+    peftkit_model *m = new_bert(5);
+    if (!m) return;
+    int32_t bad[B * T];
+    CASE(PEFTKIT_OK, peftkit_encoder_hidden_states(m, ids, types, mask, B, T, out, B * T * C), "encoder_hidden_states(types and mask)");
+    CASE(PEFTKIT_OK, peftkit_encoder_hidden_states(m, ids, NULL, NULL, B, T, out, B * T * C), "encoder_hidden_states(types and mask NULL)");
+    CASE(BAD, peftkit_encoder_hidden_states(NULL, ids, types, mask, B, T, out, B * T * C), "encoder_hidden_states(model NULL)");
+    CASE(BAD, peftkit_encoder_hidden_states(m, NULL, types, mask, B, T, out, B * T * C), "encoder_hidden_states(input_ids NULL)");
+    CASE(BAD, peftkit_encoder_hidden_states(m, ids, types, mask, B, T, NULL, 0), "encoder_hidden_states(out NULL)");
+    CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_encoder_hidden_states(m, ids, types, mask, B, T, out, B * T * C - 1),
+         "encoder_hidden_states(out_capacity one short)");
+    CASE(BAD, peftkit_encoder_hidden_states(m, ids, types, mask, 0, T, out, B * T * C), "encoder_hidden_states(batch 0)");
+    CASE(BAD, peftkit_encoder_hidden_states(m, ids, types, mask, B, -1, out, B * T * C), "encoder_hidden_states(seq_len -1)");
+    CASE(PEFTKIT_ERR_UNSUPPORTED, peftkit_encoder_hidden_states(gpt2, ids, NULL, NULL, B, T, out, B * T * C),
+         "encoder_hidden_states(a GPT-2 model)");
+    memcpy(bad, mask, sizeof bad); bad[2] = 2;
+    CASE(BAD, peftkit_encoder_hidden_states(m, ids, types, bad, B, T, out, B * T * C), "encoder_hidden_states(mask entry 2)");
+    memcpy(bad, mask, sizeof bad); bad[1] = -1;
+    CASE(BAD, peftkit_encoder_hidden_states(m, ids, types, bad, B, T, out, B * T * C), "encoder_hidden_states(mask entry -1)");
+    memcpy(bad, mask, sizeof bad); for (int i = T; i < B * T; i++) bad[i] = 0;
+    CASE(BAD, peftkit_encoder_hidden_states(m, ids, types, bad, B, T, out, B * T * C), "encoder_hidden_states(a row all padding)");
+    memcpy(bad, types, sizeof bad); bad[3] = 2;
+    CASE(BAD, peftkit_encoder_hidden_states(m, ids, bad, mask, B, T, out, B * T * C), "encoder_hidden_states(token type 2 >= type_vocab_size)");
+    memcpy(bad, types, sizeof bad); bad[0] = -1;
+    CASE(BAD, peftkit_encoder_hidden_states(m, ids, bad, mask, B, T, out, B * T * C), "encoder_hidden_states(token type -1)");
+    memcpy(bad, ids, sizeof bad); bad[5] = VOCAB;
+    CASE(BAD, peftkit_encoder_hidden_states(m, bad, types, mask, B, T, out, B * T * C), "encoder_hidden_states(input id = vocab)");
+    CASE(PEFTKIT_OK, peftkit_encoder_embed(m, ids, types, mask, B, T, 1, out, B * C), "encoder_embed(normalize 1)");
+    CASE(BAD, peftkit_encoder_embed(m, ids, types, mask, B, T, 2, out, B * C), "encoder_embed(normalize 2)");
+    CASE(BAD, peftkit_encoder_embed(NULL, ids, types, mask, B, T, 1, out, B * C), "encoder_embed(model NULL)");
+    CASE(BAD, peftkit_encoder_embed(m, ids, types, mask, B, T, 1, NULL, 0), "encoder_embed(out NULL)");
+    CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_encoder_embed(m, ids, types, mask, B, T, 1, out, B * C - 1), "encoder_embed(out_capacity one short)");
+    CASE(BAD, peftkit_encoder_embed(m, ids, types, mask, B, T, 1, out, (size_t)-1), "encoder_embed(out_capacity SIZE_MAX)");
+    CASE(PEFTKIT_ERR_UNSUPPORTED, peftkit_encoder_embed(gpt2, ids, NULL, NULL, B, T, 1, out, B * C), "encoder_embed(a GPT-2 model)");
+
+    int32_t kind = -1, outputs = -1, labels[B] = {1, 0}, tok_labels[B * T] = {0, 1, 2, -100, 1, 1, -100, -100};
+    float targets[B] = {0.5f, -1.0f};
+    CASE(PEFTKIT_ERR_STATE, peftkit_head_attach(m, PEFTKIT_HEAD_CLASSIFICATION, 2, 0), "head_attach(no active adapter)");
+    CASE(PEFTKIT_OK, peftkit_head_get(m, &kind, &outputs), "head_get(no active adapter: kind 0)");
+    check(kind == 0 && outputs == 0, "[encoders (BERT)] head_get reports no head");
+    CASE(PEFTKIT_ERR_STATE, peftkit_head_forward(m, ids, types, mask, B, T, labels, NULL, out, B * 2, &loss), "head_forward(no head)");
+    peftkit_adapter_attach_json(m, "t", "{\"peft_type\": \"LORA\", \"r\": 2, \"target_modules\": [\"query\", \"value\"]}");
+    peftkit_adapter_set_active(m, "t");
+    CASE(PEFTKIT_ERR_STATE, peftkit_head_train_step(m, ids, types, mask, B, T, labels, NULL, &tc, &r), "head_train_step(adapter without a head)");
+    CASE(BAD, peftkit_head_attach(m, 0, 2, 0), "head_attach(kind 0)");
+    CASE(BAD, peftkit_head_attach(m, 4, 2, 0), "head_attach(kind 4)");
+    CASE(BAD, peftkit_head_attach(m, PEFTKIT_HEAD_CLASSIFICATION, 0, 0), "head_attach(outputs 0)");
+    CASE(BAD, peftkit_head_attach(m, PEFTKIT_HEAD_CLASSIFICATION, 65537, 0), "head_attach(outputs 65537)");
+    CASE(BAD, peftkit_head_attach(NULL, PEFTKIT_HEAD_CLASSIFICATION, 2, 0), "head_attach(model NULL)");
+    CASE(BAD, peftkit_head_get(m, NULL, &outputs), "head_get(kind NULL)");
+    CASE(BAD, peftkit_head_get(NULL, &kind, &outputs), "head_get(model NULL)");
+    CASE(PEFTKIT_OK, peftkit_head_attach(m, PEFTKIT_HEAD_CLASSIFICATION, 2, 0), "head_attach(classification, 2)");
+    CASE(PEFTKIT_OK, peftkit_head_forward(m, ids, types, mask, B, T, labels, NULL, out, B * 2, &loss), "head_forward(classification labels)");
+    CASE(PEFTKIT_OK, peftkit_head_forward(m, ids, types, mask, B, T, NULL, NULL, NULL, 0, NULL), "head_forward(no labels, out NULL)");
+    CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_head_forward(m, ids, types, mask, B, T, NULL, NULL, out, B * 2 - 1, NULL),
+         "head_forward(out_capacity one short)");
+    CASE(BAD, peftkit_head_forward(m, ids, types, mask, B, T, NULL, NULL, NULL, 4, NULL), "head_forward(out NULL, capacity 4)");
+    labels[1] = 2;
+    CASE(BAD, peftkit_head_forward(m, ids, types, mask, B, T, labels, NULL, out, B * 2, &loss), "head_forward(label 2 >= outputs)");
+    labels[1] = -2;
+    CASE(BAD, peftkit_head_train_step(m, ids, types, mask, B, T, labels, NULL, &tc, &r), "head_train_step(label -2)");
+    labels[1] = 0;
+    CASE(BAD, peftkit_head_train_step(m, ids, types, mask, B, T, NULL, NULL, &tc, &r), "head_train_step(classification, labels NULL)");
+    CASE(BAD, peftkit_head_train_step(m, ids, types, mask, B, T, labels, targets, &tc, &r), "head_train_step(classification, targets given)");
+    CASE(BAD, peftkit_head_train_step(m, ids, types, mask, B, T, labels, NULL, NULL, &r), "head_train_step(config NULL)");
+    memcpy(bad, mask, sizeof bad); bad[0] = 3;
+    CASE(BAD, peftkit_head_train_step(m, ids, types, bad, B, T, labels, NULL, &tc, &r), "head_train_step(mask entry 3)");
+    CASE(PEFTKIT_OK, peftkit_head_train_step(m, ids, types, mask, B, T, labels, NULL, &tc, &r), "head_train_step(classification)");
+    CASE(PEFTKIT_OK, peftkit_head_attach(m, PEFTKIT_HEAD_TOKENS, 3, 0), "head_attach(tokens, 3)");
+    CASE(PEFTKIT_OK, peftkit_head_train_step(m, ids, types, mask, B, T, tok_labels, NULL, &tc, &r), "head_train_step(tokens)");
+    tok_labels[7] = 3;
+    CASE(BAD, peftkit_head_train_step(m, ids, types, mask, B, T, tok_labels, NULL, &tc, &r), "head_train_step(token label 3 >= outputs)");
+    CASE(PEFTKIT_OK, peftkit_head_attach(m, PEFTKIT_HEAD_REGRESSION, 1, 0), "head_attach(regression, 1)");
+    CASE(BAD, peftkit_head_train_step(m, ids, types, mask, B, T, labels, NULL, &tc, &r), "head_train_step(regression, integer labels)");
+    CASE(BAD, peftkit_head_train_step(m, ids, types, mask, B, T, NULL, NULL, &tc, &r), "head_train_step(regression, targets NULL)");
+    targets[1] = NAN;
+    CASE(BAD, peftkit_head_train_step(m, ids, types, mask, B, T, NULL, targets, &tc, &r), "head_train_step(regression, NaN target)");
+    targets[1] = INFINITY;
+    CASE(BAD, peftkit_head_forward(m, ids, types, mask, B, T, NULL, targets, out, B, &loss), "head_forward(regression, infinite target)");
+    targets[1] = 0.25f;
+    CASE(PEFTKIT_OK, peftkit_head_train_step(m, ids, types, mask, B, T, NULL, targets, &tc, &r), "head_train_step(regression)");
+    peftkit_adapter_attach_json(gpt2, "enc", "{\"config\": \"seq_bn\"}");
+    peftkit_adapter_set_active(gpt2, "enc");
+    CASE(PEFTKIT_ERR_UNSUPPORTED, peftkit_head_attach(gpt2, PEFTKIT_HEAD_CLASSIFICATION, 2, 0), "head_attach(a GPT-2 model)");
+    peftkit_adapter_set_active(gpt2, "a");
+    peftkit_adapter_remove(gpt2, "enc");
+    peftkit_model_free(m);
+}
 
 /* ------------------------------------------------------------------------------------------------- */
 /* Host capabilities: tensor access, forward outputs, progress and cancellation                      */
@@ -1576,6 +1685,7 @@ int main(int argc, char **argv) {
     numerics(scratch);
     concurrency();
     tokenizer(scratch);
+    encoders(m);
     host();
 
     /* After all of the above, the model still works. */

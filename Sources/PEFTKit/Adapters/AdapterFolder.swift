@@ -22,21 +22,32 @@ func copyFileTensor(_ st: SafeTensorsFile, key: String, shape: [Int], into out: 
 
 /// Writes `adapter` under `name` into `directory` in its method's format; the config and weights files are
 /// replaced together (never a mix of an old and a new save).
-func saveAdapterFolder(_ adapter: Adapter, name: String, directory: String) throws {
+/// `extra` adds tensors and config fields of the model around the adapter (an encoder's task head as PEFT's
+/// `modules_to_save`), `rename` maps the adapter's tensor names (the `bert.` of a head model).
+func saveAdapterFolder(_ adapter: Adapter, name: String, directory: String,
+                       extra: (tensors: [SavedTensor], config: [String: JSONValue], rename: (String) -> String)? = nil) throws {
     guard let adapter = adapter as? SavableAdapter else {
         throw PEFTKitError.unsupported("\(adapter.method.rawValue) adapters have no file format")
     }
     let format = adapter.fileFormat
     var tensors = adapter.fileTensors(name: name)
+    if let extra {
+        tensors = tensors.map { SavedTensor(name: extra.rename($0.name), shape: $0.shape, data: $0.data) } + extra.tensors
+    }
     if format == .peft { tensors.sort { $0.name < $1.name } }
     let entries = tensors.map { SafeTensorsWriter.Entry(name: $0.name, shape: $0.shape, payload: .f32Buffer($0.data)) }
     let weights = try SafeTensorsWriter.writer(entries: entries, metadata: ["format": "pt"],
                                                path: directory + "/" + format.weightsFile)
-    let json = Array(JSONValue.object(adapter.fileConfig(name: name)).serialized().utf8)
+    var config = adapter.fileConfig(name: name)
+    if let extra { config.merge(extra.config) { $1 } }
+    let json = Array(JSONValue.object(config).serialized().utf8)
     try replaceFilesTogether(directory: directory, files: [
         (format.weightsFile, weights), (AdapterFileFormat.configFile, { fd in try writeAll(fd, json) }),
     ])
 }
+
+/// Where a PEFT file of an encoder's head model keeps the encoder's tensors.
+let encoderHeadModelPrefix = "base_model.model.bert."
 
 /// Reads an adapter folder (PEFT or AdapterHub, told apart by its weights file) for a model of shape `model`.
 /// Returns the adapter and the name the folder gives it (AdapterHub's `name`; PEFT folders have none).
@@ -53,7 +64,16 @@ func readAdapterFolder(_ directory: String, model: ModelConfig, context: Adapter
     let nameInFile: String
     if case .string(let n)? = object["name"], format == .adapterHub { nameInFile = n } else { nameInFile = format == .peft ? "default" : "adapter" }
 
-    let st = try SafeTensorsFile(path: weightsPath)
+    var st = try SafeTensorsFile(path: weightsPath)
+    // An encoder's head model (BertForSequenceClassification, ...) keeps the encoder under `bert.`: PEFT saves
+    // `base_model.model.bert.encoder...`, read as the encoder's own names; its task head is the engine's.
+    var headTensor: (String) -> Bool = { _ in false }
+    if model.encoder != nil, format == .peft {
+        st = try st.renamed { $0.hasPrefix(encoderHeadModelPrefix) ? "base_model.model." + $0.dropFirst(encoderHeadModelPrefix.count) : $0 }
+        if case .array(let a)? = object["modules_to_save"], !a.isEmpty {
+            headTensor = { n in encoderHeadModules.contains { n.hasPrefix("base_model.model.\($0).") } }
+        }
+    }
     // The config alone must not make us allocate: the weights file has to be large enough for it first.
     let n = try AdapterRegistry.parameterCount(stored, model: model)
     guard n <= st.storage.byteCount / 2 else {  // 2 bytes: the smallest float dtype
@@ -63,7 +83,7 @@ func readAdapterFolder(_ directory: String, model: ModelConfig, context: Adapter
         throw PEFTKitError.unsupported("\(cfgPath): \(stored.method.rawValue) adapters have no file format")
     }
     let used = try adapter.readFileTensors(st, name: nameInFile, path: weightsPath)
-    let extra = st.names.filter { !used.contains($0) && !adapter.isForeignFileTensor($0) }
+    let extra = st.names.filter { !used.contains($0) && !adapter.isForeignFileTensor($0) && !headTensor($0) }
     guard extra.isEmpty else {
         throw PEFTKitError.format("'\(weightsPath)' has tensors this adapter does not use: \(extra.prefix(3))")
     }

@@ -11,11 +11,25 @@ func peftCommonFields(_ model: ModelConfig) -> [String: JSONValue] {
     ]
 }
 
-/// Checks the fields every PEFT config may carry that PEFTKit cannot honour.
-func checkPEFTCommon(_ f: ConfigFields) throws {
-    if let t = try f.string("task_type"), t != "CAUSAL_LM" { throw f.refuse("task_type '\(t)' (PEFTKit models are causal LMs)") }
+/// The task types PEFTKit takes on encoders (BERT), and the `modules_to_save` entries that name an encoder's task
+/// head (saved and read with the adapter by the engine; PEFT adds "score" for other architectures' heads).
+let encoderTaskTypes: Set<String> = ["SEQ_CLS", "TOKEN_CLS", "FEATURE_EXTRACTION"]
+let encoderHeadModules: Set<String> = ["classifier", "score"]
+
+/// Checks the fields every PEFT config may carry that PEFTKit cannot honour. On encoders, `task_type` may also be
+/// SEQ_CLS, TOKEN_CLS or FEATURE_EXTRACTION and `modules_to_save` may name the task head ("classifier").
+func checkPEFTCommon(_ f: ConfigFields, _ model: ModelConfig) throws {
+    let encoder = model.encoder != nil
+    if let t = try f.string("task_type"), t != "CAUSAL_LM", !(encoder && encoderTaskTypes.contains(t)) {
+        throw f.refuse("task_type '\(t)' (\(encoder ? "encoders take SEQ_CLS, TOKEN_CLS, FEATURE_EXTRACTION" : "PEFTKit decoders are causal LMs"))")
+    }
     if f.has("modules_to_save"), !(f.object["modules_to_save"]?.isNeutral ?? true) {
-        throw f.refuse("modules_to_save (fully trained extra modules)")
+        let names: [String]? = if case .array(let a)? = f.object["modules_to_save"] {
+            a.compactMap { if case .string(let s) = $0 { s } else { nil } }
+        } else { nil }
+        guard encoder, let names, !names.isEmpty, Set(names).isSubset(of: encoderHeadModules) else {
+            throw f.refuse("modules_to_save (fully trained extra modules\(encoder ? " other than the task head 'classifier'" : ""))")
+        }
     }
     if !(f.object["trainable_token_indices"]?.isNeutral ?? true) { throw f.refuse("trainable_token_indices") }
 }

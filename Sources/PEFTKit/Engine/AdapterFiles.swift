@@ -32,10 +32,10 @@ extension Engine {
     }
 
     func saveAdapter(name: String, directory: String, format: AdapterFormat = .native) throws {
-        let ad = try adapter(named: name).adapter
+        let slot = try adapter(named: name), ad = slot.adapter
         switch format {
         case .native:
-            try saveAdapterFolder(ad, name: name, directory: directory)
+            try saveAdapterFolder(ad, name: name, directory: directory, extra: try headFileExtra(slot))
         case .gguf:
             let bytes = try ggufAdapterBytes(ad, name: name, baseTensorName: ggufName(ofHuggingFaceTensor:))
             try writeFileAtomically(path: directory, bytes: bytes)
@@ -45,18 +45,22 @@ extension Engine {
     /// Reads an adapter folder, or a llama.cpp GGUF LoRA adapter when `directory` is a file ending in ".gguf".
     func loadAdapter(directory: String, name: String?) throws -> String {
         let (ad, nameInFile): (Adapter, String)
+        var head: TaskHead? = nil
         if directory.hasSuffix(".gguf"), pathKind(directory) == .file {
             ad = try readGGUFAdapter(try GGUFFile(path: directory), model: config, baseTensorName: ggufName(ofHuggingFaceTensor:))
             nameInFile = "default"
         } else {
             (ad, nameInFile) = try readAdapterFolder(directory, model: config, context: adapterContext())
+            head = try readHeadFile(directory)
         }
         let newName = name ?? nameInFile
         try Engine.validateName(newName)
         guard !adapters.contains(where: { $0.name == newName }) else {
             throw PEFTKitError.state("an adapter named '\(newName)' is already attached")
         }
-        adapters.append(try AdapterSlot(name: newName, adapter: ad))
+        let slot = try AdapterSlot(name: newName, adapter: ad)
+        if let head { try slot.attachHead(head) }
+        adapters.append(slot)
         return newName
     }
 }

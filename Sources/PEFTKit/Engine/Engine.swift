@@ -2,7 +2,10 @@
 final class AdapterSlot {
     let name: String
     let adapter: Adapter
-    let opt: OptimizerState
+    /// The adapter's parameters, then its task head's when it has one (`attachHead`).
+    private(set) var opt: OptimizerState
+    /// The task head trained and saved with this adapter (encoders; PEFT's `modules_to_save`).
+    private(set) var head: TaskHead?
     /// True while the adapter is merged into the base weights (its hooks are then off).
     var merged = false
 
@@ -13,6 +16,18 @@ final class AdapterSlot {
     }
 
     var parameterCount: Int { adapter.parameterCount }
+
+    /// Gives the adapter `head` (replacing any other): one optimiser state over the adapter's parameters then the
+    /// head's, the adapter's moments and step kept, the head's starting at zero.
+    func attachHead(_ head: TaskHead) throws {
+        let P = adapter.parameterCount
+        let next = try OptimizerState(segments: [(adapter.params.floats, P), (head.params, head.parameterCount)])
+        next.m.floats.update(from: opt.m.floats, count: P)
+        next.v.floats.update(from: opt.v.floats, count: P)
+        next.step = opt.step
+        opt = next
+        self.head = head
+    }
 }
 
 /// Internal owner of weights, adapters and buffers. `Model` is its public face.
@@ -28,8 +43,6 @@ final class Engine {
     var merges: [MergeRecord] = []
     /// Set while every base weight is trained (`enableFullFineTuning`).
     var full: FullTuning?
-    /// The sequence-classification head trained with the active adapter (encoders).
-    var classifier: SequenceClassifier?
     /// Gradients of a split train step waiting for `applyGradients`.
     var pending: PendingGradients?
     /// Called during train steps (`computeGradients`); see `Model.setProgressHandler`.

@@ -64,18 +64,29 @@ func poolerBackward(_ dh: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Flo
     }
 }
 
-/// A trainable linear classifier over pooled features: logits = W·x + b, W [K, C], b [K], in one flat block
-/// (weight then bias) so that it trains as one more slice of parameters.
+/// A trainable linear layer over features: out = W·x + b, W [K, C], b [K], in one flat block (weight then
+/// bias) so that it trains as one more slice of parameters.
 struct ClassifierHead {
     let classes: Int
     let features: Int
     var parameterCount: Int { classes * features + classes }
 
-    /// logits[B, K] from x[B, C] with parameters `p`.
-    func forward(_ logits: UnsafeMutablePointer<Float>, _ x: UnsafeMutablePointer<Float>, params p: UnsafeMutablePointer<Float>,
-                 _ B: Int) {
+    private func linear(_ p: UnsafeMutablePointer<Float>) -> FrozenLinear {
         FrozenLinear(weight: p, bias: p + classes * features, inFeatures: features, outFeatures: classes, transposed: false)
-            .forward(out: logits, inp: x, rows: B)
+    }
+
+    /// logits[rows, K] from x[rows, C] with parameters `p`.
+    func forward(_ logits: UnsafeMutablePointer<Float>, _ x: UnsafeMutablePointer<Float>, params p: UnsafeMutablePointer<Float>,
+                 _ rows: Int) {
+        linear(p).forward(out: logits, inp: x, rows: rows)
+    }
+
+    /// From dL/dlogits: accumulates the parameter gradients into `g` and writes dL/dx into `dx` (overwritten).
+    func backward(_ dlogits: UnsafeMutablePointer<Float>, x: UnsafeMutablePointer<Float>, params p: UnsafeMutablePointer<Float>,
+                  grads g: UnsafeMutablePointer<Float>, dx: UnsafeMutablePointer<Float>, _ rows: Int) {
+        let lin = linear(p)
+        lin.backwardWeights(dweight: g, dbias: g + classes * features, dout: dlogits, inp: x, rows: rows)
+        lin.backwardInput(dinp: dx, dout: dlogits, rows: rows, accumulate: false)
     }
 
     /// Mean cross-entropy over the rows with a label (labels -100 ignored, as torch); writes dlogits (in place
@@ -84,53 +95,94 @@ struct ClassifierHead {
     func lossBackward(_ logits: UnsafeMutablePointer<Float>, labels: UnsafePointer<Int32>, x: UnsafeMutablePointer<Float>,
                       params p: UnsafeMutablePointer<Float>, grads g: UnsafeMutablePointer<Float>,
                       dx: UnsafeMutablePointer<Float>, _ B: Int) -> Float {
-        let K = classes, C = features
-        var counted = 0
-        for b in 0..<B where labels[b] != -100 { counted += 1 }
-        let scale = 1 / Float(max(counted, 1))
-        var loss = 0.0
-        for b in 0..<B {
-            let z = logits + b * K
-            guard labels[b] != -100 else { z.update(repeating: 0, count: K); continue }
-            var mx = -Float.infinity
-            for k in 0..<K { mx = max(mx, z[k]) }
-            var s = 0.0
-            for k in 0..<K { s += Double(expf(z[k] - mx)) }
-            let lse = Double(mx) + log(s)
-            loss += lse - Double(z[Int(labels[b])])
-            for k in 0..<K { z[k] = Float(exp(Double(z[k]) - lse)) * scale }
-            z[Int(labels[b])] -= scale
-        }
-        let lin = FrozenLinear(weight: p, bias: p + K * C, inFeatures: C, outFeatures: K, transposed: false)
-        lin.backwardWeights(dweight: g, dbias: g + K * C, dout: logits, inp: x, rows: B)
-        lin.backwardInput(dinp: dx, dout: logits, rows: B, accumulate: false)
-        return Float(loss) * scale
+        let loss = crossEntropyRowsBackward(logits, labels: labels, rows: B, classes: classes)
+        backward(logits, x: x, params: p, grads: g, dx: dx, B)
+        return loss
     }
 }
 
-/// A sequence-classification head: BERT's pooler (frozen, from the base weights) and a trainable linear
-/// classifier, as `BertForSequenceClassification` (dropout off); over mean pooling when the model has no pooler.
-/// Its parameters have their own optimiser state next to the adapter's.
-final class SequenceClassifier {
+/// Mean cross-entropy of `rows` rows of `K` logits over the rows whose label is not -100; the logits become
+/// dL/dlogits in place (zero on ignored rows). Labels must be -100 or inside 0..<K (checked by the caller).
+func crossEntropyRowsBackward(_ logits: UnsafeMutablePointer<Float>, labels: UnsafePointer<Int32>, rows: Int, classes K: Int)
+    -> Float {
+    var counted = 0
+    for b in 0..<rows where labels[b] != -100 { counted += 1 }
+    let scale = 1 / Float(max(counted, 1))
+    var loss = 0.0
+    for b in 0..<rows {
+        let z = logits + b * K
+        guard labels[b] != -100 else { z.update(repeating: 0, count: K); continue }
+        var mx = -Float.infinity
+        for k in 0..<K { mx = max(mx, z[k]) }
+        var s = 0.0
+        for k in 0..<K { s += Double(expf(z[k] - mx)) }
+        let lse = Double(mx) + log(s)
+        loss += lse - Double(z[Int(labels[b])])
+        for k in 0..<K { z[k] = Float(exp(Double(z[k]) - lse)) * scale }
+        z[Int(labels[b])] -= scale
+    }
+    return Float(loss) * scale
+}
+
+/// Mean squared error of `n` outputs against `targets` (torch's `MSELoss`); the outputs become dL/doutputs in
+/// place.
+func meanSquaredErrorBackward(_ y: UnsafeMutablePointer<Float>, targets: UnsafePointer<Float>, _ n: Int) -> Float {
+    var loss = 0.0
+    let scale = 2 / Float(max(n, 1))
+    for i in 0..<n {
+        let d = y[i] - targets[i]
+        loss += Double(d) * Double(d)
+        y[i] = d * scale
+    }
+    return Float(loss / Double(max(n, 1)))
+}
+
+/// What a task head computes over an encoder's hidden states.
+public enum HeadKind: String, Sendable, CaseIterable {
+    /// Sequence classification: the pooler's output (or the mean over the mask without a pooler) through a
+    /// linear layer of `outputs` logits, cross-entropy on one label per row (`BertForSequenceClassification`).
+    case classification
+    /// Sequence regression: the same features and linear layer, mean squared error on `outputs` values per row
+    /// (`BertForSequenceClassification` with `problem_type` "regression").
+    case regression
+    /// Token classification: every position's hidden state through a linear layer of `outputs` logits,
+    /// cross-entropy on one label per position, -100 ignored (`BertForTokenClassification`).
+    case tokens
+}
+
+/// A task head: a trainable linear layer of a `HeadKind`, owned by the adapter it trains with (as PEFT's
+/// `modules_to_save`). transformers' init: N(0, 0.02) weight, zero bias.
+final class TaskHead {
+    let kind: HeadKind
     let head: ClassifierHead
-    let opt: OptimizerState
     private let storage: Storage
 
-    init(classes: Int, features: Int, seed: UInt64) throws {
-        head = ClassifierHead(classes: classes, features: features)
+    init(kind: HeadKind, outputs: Int, features: Int, seed: UInt64) throws {
+        self.kind = kind
+        head = ClassifierHead(classes: outputs, features: features)
         storage = try Storage.allocate(floats: head.parameterCount)
         var rng = Rng(seed: seed)
-        // transformers' init of a classifier: N(0, 0.02) weight, zero bias.
-        fillNormal(storage.floats, classes * features, std: 0.02, rng: &rng)
-        (storage.floats + classes * features).update(repeating: 0, count: classes)
-        opt = try OptimizerState(params: storage.floats, count: head.parameterCount)
+        fillNormal(storage.floats, outputs * features, std: 0.02, rng: &rng)
+        (storage.floats + outputs * features).update(repeating: 0, count: outputs)
     }
 
     var params: UnsafeMutablePointer<Float> { storage.floats }
+    var parameterCount: Int { head.parameterCount }
+    var outputs: Int { head.classes }
+
+    /// Outputs per batch of `B` rows of `T` positions.
+    func outputCount(batch B: Int, seqLen T: Int) -> Int { (kind == .tokens ? B * T : B) * outputs }
+}
+
+/// What a head's loss is computed against: class labels (classification: [B]; tokens: [B·T]; -100 ignored) or
+/// target values (regression: [B·outputs]).
+struct HeadTargets {
+    var labels: UnsafeBufferPointer<Int32>?
+    var values: UnsafeBufferPointer<Float>?
 }
 
 extension Engine {
-    /// The pooled features of the classifier: the pooler's output, or the mean over the mask without a pooler.
+    /// The pooled features of a sequence head: the pooler's output, or the mean over the mask without a pooler.
     func classifierFeatures(_ out: UnsafeMutablePointer<Float>, hidden h: UnsafePointer<Float>, mask: UnsafePointer<Int32>?,
                             batch B: Int, seqLen T: Int) {
         let C = config.hiddenSize
@@ -141,38 +193,171 @@ extension Engine {
         }
     }
 
-    /// Forward and backward of the classifier's cross-entropy over `labels` ([B], -100 = ignored): the
-    /// active adapter's gradients (zeroed first) and the head's (zeroed first) are left in their blocks.
-    /// Returns the mean loss and the logits [B, K].
-    func classifierGradients(_ head: SequenceClassifier, inputIDs: UnsafeBufferPointer<Int32>,
-                             typeIDs: UnsafeBufferPointer<Int32>?, mask: UnsafeBufferPointer<Int32>?,
-                             labels: UnsafeBufferPointer<Int32>, batch B: Int, seqLen T: Int) throws -> (loss: Float, logits: [Float]) {
-        let (slot, opt) = try trainable()
-        try validateEncoderBatch(inputIDs: inputIDs, typeIDs: typeIDs, mask: mask, batch: B, seqLen: T, adapter: slot?.adapter)
-        let K = head.head.classes, C = config.hiddenSize
-        try require(labels.count >= B, "labels has \(labels.count) entries, expected \(B)")
-        for b in 0..<B where labels[b] != -100 && (labels[b] < 0 || Int(labels[b]) >= K) {
-            throw PEFTKitError.invalidArgument("labels[\(b)] = \(labels[b]) must be -100 or inside 0..<\(K)")
+    /// The head of the active adapter, or a state error.
+    func activeHead() throws -> (AdapterSlot, TaskHead) {
+        guard let slot = active else { throw PEFTKitError.state("no active adapter: a task head belongs to the active adapter") }
+        guard let head = slot.head else {
+            throw PEFTKitError.state("adapter '\(slot.name)' has no task head: attach one first (attachHead)")
         }
+        return (slot, head)
+    }
+
+    /// Checks labels or targets against the head's kind and the batch.
+    func validateHeadTargets(_ head: TaskHead, _ t: HeadTargets, batch B: Int, seqLen T: Int) throws {
+        let K = head.outputs
+        switch head.kind {
+        case .classification, .tokens:
+            try require(t.values == nil, "a \(head.kind.rawValue) head takes integer labels, not float targets")
+            guard let labels = t.labels else { throw PEFTKitError.invalidArgument("a \(head.kind.rawValue) head needs labels") }
+            let n = head.kind == .tokens ? B * T : B
+            try require(labels.count >= n, "labels has \(labels.count) entries, expected \(n)")
+            for i in 0..<n where labels[i] != -100 && (labels[i] < 0 || Int(labels[i]) >= K) {
+                throw PEFTKitError.invalidArgument("labels[\(i)] = \(labels[i]) must be -100 or inside 0..<\(K)")
+            }
+        case .regression:
+            try require(t.labels == nil, "a regression head takes float targets, not integer labels")
+            guard let values = t.values else { throw PEFTKitError.invalidArgument("a regression head needs targets") }
+            let n = B * K
+            try require(values.count >= n, "targets has \(values.count) entries, expected \(n)")
+            for i in 0..<n where !values[i].isFinite {
+                throw PEFTKitError.invalidArgument("targets[\(i)] = \(values[i]) is not finite")
+            }
+        }
+    }
+
+    /// The head's outputs ([B, K], or [B, T, K] for tokens) over hidden states `h`, and the loss against
+    /// `targets` when given (validated by the caller). Evaluation only: nothing is trained.
+    func headOutputs(_ head: TaskHead, hidden h: UnsafeMutablePointer<Float>, mask: UnsafePointer<Int32>?, batch B: Int,
+                     seqLen T: Int, targets: HeadTargets?) throws -> (outputs: [Float], loss: Float?) {
+        let C = config.hiddenSize, K = head.outputs
+        let rows = head.kind == .tokens ? B * T : B
+        var out = [Float](repeating: 0, count: rows * K)
+        let work = try Storage.allocate(floats: head.kind == .tokens ? rows * K : B * C + rows * K)
+        let x: UnsafeMutablePointer<Float>
+        if head.kind == .tokens { x = h } else {
+            x = work.floats + rows * K
+            classifierFeatures(x, hidden: h, mask: mask, batch: B, seqLen: T)
+        }
+        head.head.forward(work.floats, x, params: head.params, rows)
+        out.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: work.floats, count: rows * K) }
+        guard let targets else { return (out, nil) }
+        let loss: Float
+        if head.kind == .regression {
+            loss = meanSquaredErrorBackward(work.floats, targets: targets.values!.baseAddress!, rows * K)
+        } else {
+            loss = crossEntropyRowsBackward(work.floats, labels: targets.labels!.baseAddress!, rows: rows, classes: K)
+        }
+        return (out, loss)
+    }
+
+    /// Forward and backward of the active adapter's head loss: the gradients of the adapter and the head (one
+    /// block, zeroed first) are left in the adapter's optimiser state. Returns the mean loss and the outputs.
+    func headGradients(inputIDs: UnsafeBufferPointer<Int32>, typeIDs: UnsafeBufferPointer<Int32>?,
+                       mask: UnsafeBufferPointer<Int32>?, targets: HeadTargets, batch B: Int, seqLen T: Int)
+        throws -> (loss: Float, outputs: [Float]) {
+        let (slot, head) = try activeHead()
+        let (tslot, opt) = try trainable()
+        try require(tslot === slot, "the head's adapter is not the one being trained")
+        try validateEncoderBatch(inputIDs: inputIDs, typeIDs: typeIDs, mask: mask, batch: B, seqLen: T, adapter: slot.adapter)
+        try validateHeadTargets(head, targets, batch: B, seqLen: T)
+        let K = head.outputs, C = config.hiddenSize, P = slot.adapter.parameterCount
+        let rows = head.kind == .tokens ? B * T : B
         let inputs = EncoderInputs(typeIDs: typeIDs?.baseAddress, mask: mask?.baseAddress)
         opt.grads.floats.update(repeating: 0, count: opt.count)
-        head.opt.grads.floats.update(repeating: 0, count: head.opt.count)
         let f = try encoderForwardForTraining(inputIDs: inputIDs.baseAddress!, inputs: inputs, batch: B, seqLen: T)
-        let work = try Storage.allocate(floats: 3 * B * C + B * K + B * T * C)
+        let work = try Storage.allocate(floats: 3 * B * C + rows * K + B * T * C)
         let pooled = work.floats, dpooled = pooled + B * C, scratch = dpooled + B * C, logits = scratch + B * C
-        let dh = logits + B * K
-        classifierFeatures(pooled, hidden: f.hidden, mask: inputs.mask, batch: B, seqLen: T)
-        head.head.forward(logits, pooled, params: head.params, B)
-        let out = Array(UnsafeBufferPointer(start: logits, count: B * K))
-        let loss = head.head.lossBackward(logits, labels: labels.baseAddress!, x: pooled, params: head.params,
-                                          grads: head.opt.grads.floats, dx: dpooled, B)
-        dh.update(repeating: 0, count: B * T * C)
-        if let pooler = (weights as? BERTWeights)?.pooler {
-            poolerBackward(dh, dpooled, out: pooled, pooler: pooler, scratch: scratch, B, T, C)
+        let dh = logits + rows * K
+        let x = head.kind == .tokens ? f.hidden : pooled
+        if head.kind != .tokens { classifierFeatures(pooled, hidden: f.hidden, mask: inputs.mask, batch: B, seqLen: T) }
+        head.head.forward(logits, x, params: head.params, rows)
+        let out = Array(UnsafeBufferPointer(start: logits, count: rows * K))
+        let loss = head.kind == .regression
+            ? meanSquaredErrorBackward(logits, targets: targets.values!.baseAddress!, rows * K)
+            : crossEntropyRowsBackward(logits, labels: targets.labels!.baseAddress!, rows: rows, classes: K)
+        let hg = opt.grads.floats + P
+        if head.kind == .tokens {
+            head.head.backward(logits, x: x, params: head.params, grads: hg, dx: dh, rows)
         } else {
-            meanPoolBackward(dh, dpooled, mask: inputs.mask, B, T, C)
+            head.head.backward(logits, x: x, params: head.params, grads: hg, dx: dpooled, rows)
+            dh.update(repeating: 0, count: B * T * C)
+            if let pooler = (weights as? BERTWeights)?.pooler {
+                poolerBackward(dh, dpooled, out: pooled, pooler: pooler, scratch: scratch, B, T, C)
+            } else {
+                meanPoolBackward(dh, dpooled, mask: inputs.mask, B, T, C)
+            }
         }
         encoderBackward(dHidden: dh, inputs: inputs, buffers: f.buffers, slot: f.slot, batch: B, seqLen: T)
         return (loss, out)
+    }
+}
+
+// MARK: files
+
+/// PEFT's name of an encoder head model's classifier (`modules_to_save`), under `base_model.model.`.
+private let headModule = "classifier"
+
+extension Engine {
+    /// What a save of `slot` adds for its task head: PEFT's `modules_to_save` form, as
+    /// `BertForSequenceClassification` / `BertForTokenClassification` + PEFT write it: the classifier's
+    /// `base_model.model.classifier.weight` / `.bias`, the adapter's tensors under `base_model.model.bert.`, and
+    /// `task_type` SEQ_CLS (classification; regression with one output, which transformers reads as regression)
+    /// or TOKEN_CLS. nil without a head.
+    func headFileExtra(_ slot: AdapterSlot) throws
+        -> (tensors: [SavedTensor], config: [String: JSONValue], rename: (String) -> String)? {
+        guard let head = slot.head else { return nil }
+        guard let savable = slot.adapter as? SavableAdapter, savable.fileFormat == .peft else {
+            throw PEFTKitError.unsupported("adapter '\(slot.name)' has a task head, which is saved with PEFT adapters only "
+                + "(LoRA, IA3, prefix, prompt); AdapterHub's head files are not written yet")
+        }
+        if head.kind == .regression && head.outputs != 1 {
+            throw PEFTKitError.unsupported("a regression head of \(head.outputs) outputs cannot be saved in PEFT's form "
+                + "(transformers reads SEQ_CLS with more than one label as classification)")
+        }
+        let K = head.outputs, C = head.head.features
+        let prefix = "base_model.model.\(headModule)."
+        let tensors = [
+            SavedTensor(name: prefix + "weight", shape: [K, C], data: UnsafeBufferPointer(start: head.params, count: K * C)),
+            SavedTensor(name: prefix + "bias", shape: [K], data: UnsafeBufferPointer(start: head.params + K * C, count: K)),
+        ]
+        let config: [String: JSONValue] = [
+            "modules_to_save": .array([.string(headModule)]),
+            "task_type": .string(head.kind == .tokens ? "TOKEN_CLS" : "SEQ_CLS"),
+        ]
+        let rename: (String) -> String = { n in
+            n.hasPrefix("base_model.model.") ? encoderHeadModelPrefix + n.dropFirst("base_model.model.".count) : n
+        }
+        return (tensors, config, rename)
+    }
+
+    /// The task head a PEFT adapter folder saves with its adapter (`modules_to_save` with a classifier, as
+    /// `headFileExtra` writes or PEFT saves from a BERT head model), or nil. TOKEN_CLS gives a token head, SEQ_CLS
+    /// a classifier, or a regression head when it has one output (transformers' rule for `num_labels` 1).
+    func readHeadFile(_ directory: String) throws -> TaskHead? {
+        guard config.encoder != nil else { return nil }
+        let weightsPath = directory + "/" + AdapterFileFormat.peft.weightsFile
+        guard pathKind(weightsPath) == .file else { return nil }
+        let cfgPath = directory + "/" + AdapterFileFormat.configFile
+        let object = try JSONValue.parseObject(try readWholeFile(path: cfgPath, maxBytes: 1 << 20), source: "'\(cfgPath)'")
+        guard case .array(let saved)? = object["modules_to_save"], !saved.isEmpty else { return nil }
+        let st = try SafeTensorsFile(path: weightsPath)
+        guard let module = encoderHeadModules.sorted().first(where: { st.has("base_model.model.\($0).weight") }) else {
+            throw PEFTKitError.format("'\(cfgPath)' lists modules_to_save but '\(weightsPath)' holds no classifier weight")
+        }
+        let key = "base_model.model.\(module)."
+        guard let info = st.info(key + "weight"), info.shape.count == 2, info.shape[1] == config.hiddenSize,
+              info.shape[0] >= 1, info.shape[0] <= 1 << 16 else {
+            throw PEFTKitError.format("'\(weightsPath)': \(key)weight must be [labels, \(config.hiddenSize)]")
+        }
+        let K = info.shape[0]
+        let task: String? = if case .string(let t)? = object["task_type"] { t } else { nil }
+        let kind: HeadKind = task == "TOKEN_CLS" ? .tokens : (K == 1 ? .regression : .classification)
+        let head = try TaskHead(kind: kind, outputs: K, features: config.hiddenSize, seed: 0)
+        try copyFileTensor(st, key: key + "weight", shape: [K, config.hiddenSize], into: head.params, path: weightsPath)
+        try copyFileTensor(st, key: key + "bias", shape: [K], into: head.params + K * config.hiddenSize, path: weightsPath)
+        guard isAllFinite(head.params, head.parameterCount) else {
+            throw PEFTKitError.numerical("'\(weightsPath)' holds a non-finite classifier weight")
+        }
+        return head
     }
 }

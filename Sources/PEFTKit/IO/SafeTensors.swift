@@ -150,6 +150,25 @@ public struct SafeTensorsFile: Sendable {
         self.names = ordered.map(\.key)
     }
 
+    /// The same file with its tensors renamed by `rename`; two tensors may not get one name.
+    func renamed(_ rename: (String) -> String) throws -> SafeTensorsFile {
+        var e: [String: Entry] = [:]
+        for (k, v) in entries {
+            let n = rename(k)
+            guard e[n] == nil else { throw PEFTKitError.format("safetensors file '\(path)' holds two tensors named '\(n)'") }
+            e[n] = v
+        }
+        return SafeTensorsFile(path: path, names: names.map(rename), metadata: metadata, storage: storage, entries: e)
+    }
+
+    private init(path: String, names: [String], metadata: [String: String], storage: Storage, entries: [String: Entry]) {
+        self.path = path
+        self.names = names
+        self.metadata = metadata
+        self.storage = storage
+        self.entries = entries
+    }
+
     /// The stored dtype and shape of `name`, or nil if there is no such tensor.
     public func info(_ name: String) -> (dtype: DType, shape: [Int])? {
         guard let e = entries[name] else { return nil }

@@ -112,20 +112,51 @@ struct AdamWConstants {
 
 /// Everything AdamW keeps for one block of trainable parameters: gradients and both moments in the block's
 /// layout (so the update is one flat loop), and the step count. Adapters and full fine-tuning use it alike.
+/// The parameters may live in several places (an adapter's block and a task head's): `segments` lists them in
+/// gradient order, and gradients and moments stay one flat block over all of them.
 final class OptimizerState {
-    /// The trained parameters (owned by the adapter or the fine-tuned weights).
+    /// The trained parameters of the first segment (owned by the adapter or the fine-tuned weights).
     let params: UnsafeMutablePointer<Float>
+    /// Parameters over every segment.
     let count: Int
+    /// The parameter blocks, in gradient order.
+    let segments: [(params: UnsafeMutablePointer<Float>, count: Int)]
     let grads: Storage, m: Storage, v: Storage
     /// Updates taken.
     var step = 0
 
-    init(params: UnsafeMutablePointer<Float>, count: Int) throws {
-        self.params = params
-        self.count = count
+    convenience init(params: UnsafeMutablePointer<Float>, count: Int) throws {
+        try self.init(segments: [(params, count)])
+    }
+
+    init(segments: [(params: UnsafeMutablePointer<Float>, count: Int)]) throws {
+        self.segments = segments
+        params = segments[0].params
+        count = segments.reduce(0) { $0 + $1.count }
         grads = try Storage.allocate(floats: count)
         m = try Storage.allocate(floats: count)
         v = try Storage.allocate(floats: count)
+    }
+
+    /// The pieces of flat range `r`: (parameters, flat offset, length) per segment it touches.
+    private func pieces(_ r: Range<Int>) -> [(UnsafeMutablePointer<Float>, Int, Int)] {
+        var out: [(UnsafeMutablePointer<Float>, Int, Int)] = []
+        var start = 0
+        for s in segments {
+            let lo = max(r.lowerBound, start), hi = min(r.upperBound, start + s.count)
+            if lo < hi { out.append((s.params + (lo - start), lo, hi - lo)) }
+            start += s.count
+        }
+        return out
+    }
+
+    /// Calls `body` with every trained parameter in gradient order (copied when there are several segments).
+    func withFlatParameters<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+        if segments.count == 1 { return try body(UnsafeBufferPointer(start: params, count: count)) }
+        var flat: [Float] = []
+        flat.reserveCapacity(count)
+        for s in segments { flat.append(contentsOf: UnsafeBufferPointer(start: s.params, count: s.count)) }
+        return try flat.withUnsafeBufferPointer { try body($0) }
     }
 
     /// One AdamW update from `grads`, or false (and nothing changed) if it would make a value non-finite.
@@ -138,12 +169,14 @@ final class OptimizerState {
         let ks = parts.map { AdamWConstants(lr: lr * $0.scale, beta1: beta1, beta2: beta2, eps: eps, weightDecay: weightDecay, step: step + 1) }
         for (g, k) in zip(parts, ks) {
             guard g.range.lowerBound >= 0, g.range.upperBound <= count else { return false }
-            let o = g.range.lowerBound
-            guard adamwUpdateStaysFinite(params + o, grads.floats + o, m.floats + o, v.floats + o, g.range.count, k) else { return false }
+            for (p, o, n) in pieces(g.range) {
+                guard adamwUpdateStaysFinite(p, grads.floats + o, m.floats + o, v.floats + o, n, k) else { return false }
+            }
         }
         for (g, k) in zip(parts, ks) {
-            let o = g.range.lowerBound
-            adamwUpdate(params + o, grads.floats + o, m.floats + o, v.floats + o, g.range.count, k)
+            for (p, o, n) in pieces(g.range) {
+                adamwUpdate(p, grads.floats + o, m.floats + o, v.floats + o, n, k)
+            }
         }
         step += 1
         return true

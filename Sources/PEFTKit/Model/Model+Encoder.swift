@@ -79,54 +79,103 @@ func withOptionalBuffer<R>(_ a: [Int32]?, _ body: (UnsafeBufferPointer<Int32>?) 
 }
 
 extension Model {
-    /// Attaches a sequence-classification head of `classes` outputs to an encoder (BERT): the model's pooler
-    /// (frozen) then a linear classifier (N(0, 0.02) weight, zero bias), as `BertForSequenceClassification`;
-    /// over mean pooling when the model has no pooler. It trains with the active adapter in
-    /// `classifierTrainStep` (replacing any head attached before).
+    /// Gives the active adapter a task head of `kind` with `outputs` outputs (classes, or values for regression)
+    /// on an encoder (BERT), replacing any head it had. The head belongs to that adapter, as PEFT's
+    /// `modules_to_save`: it trains with it in one optimiser state (`headTrainStep`) and is saved with it. A
+    /// sequence head reads the pooler's output (as `BertForSequenceClassification`), or the mean over the mask
+    /// when the model has no pooler; a token head reads every position's hidden state
+    /// (`BertForTokenClassification`). Weights N(0, 0.02), bias 0.
     ///
     /// ```swift
-    /// try model.attachClassifier(classes: 3)
-    /// let r = try model.classifierTrainStep(inputIDs: ids, attentionMask: mask, labels: [2, 0], batch: 2, seqLen: 16,
-    ///                                       config: TrainConfig())
+    /// try model.attachHead(.classification, outputs: 3)
+    /// let r = try model.headTrainStep(inputIDs: ids, attentionMask: mask, labels: [2, 0], batch: 2, seqLen: 16,
+    ///                                 config: TrainConfig())
     /// ```
-    public func attachClassifier(classes: Int, seed: UInt64 = 0) throws {
+    public func attachHead(_ kind: HeadKind, outputs: Int, seed: UInt64 = 0) throws {
         try exclusive {
-            try require(config.encoder != nil, "a classifier head needs an encoder (BERT) model")
-            try require(classes > 0 && classes <= 1 << 16, "classes must be in 1...65536, got \(classes)")
-            engine.classifier = try SequenceClassifier(classes: classes, features: config.hiddenSize, seed: seed)
+            guard config.encoder != nil, config.architecture.weights.bidirectional else {
+                throw PEFTKitError.unsupported("a task head needs an encoder (BERT) model, not \(config.architecture)")
+            }
+            try require(outputs > 0 && outputs <= 1 << 16, "outputs must be in 1...65536, got \(outputs)")
+            guard let slot = engine.active else {
+                throw PEFTKitError.state("no active adapter: a task head belongs to the active adapter")
+            }
+            try slot.attachHead(try TaskHead(kind: kind, outputs: outputs, features: config.hiddenSize, seed: seed))
         }
     }
 
-    /// The classifier head's logits `[batch, classes]` with the active adapter.
-    public func classify(inputIDs: [Int32], attentionMask: [Int32]? = nil, tokenTypeIDs: [Int32]? = nil, batch: Int,
-                         seqLen: Int) throws -> [Float] {
-        guard let head = engine.classifier else { throw PEFTKitError.state("no classifier head: call attachClassifier first") }
-        return try withHiddenStates(inputIDs: inputIDs, attentionMask: attentionMask, tokenTypeIDs: tokenTypeIDs, batch: batch,
-                                    seqLen: seqLen) { h, inputs in
-            let C = config.hiddenSize, K = head.head.classes
-            let pooled = try Storage.allocate(floats: batch * C)
-            engine.classifierFeatures(pooled.floats, hidden: h, mask: inputs.mask, batch: batch, seqLen: seqLen)
-            var out = [Float](repeating: 0, count: batch * K)
-            out.withUnsafeMutableBufferPointer { head.head.forward($0.baseAddress!, pooled.floats, params: head.params, batch) }
-            return out
+    /// The active adapter's head: its kind and number of outputs, or nil.
+    public func headInfo() throws -> (kind: HeadKind, outputs: Int)? {
+        try exclusive { engine.active?.head.map { ($0.kind, $0.outputs) } }
+    }
+
+    /// The active adapter's head outputs: `[batch, outputs]` (classification logits, regression values) or
+    /// `[batch, seqLen, outputs]` (token logits). With `labels` (classification: [batch]; tokens:
+    /// [batch·seqLen]; -100 ignored) or `targets` (regression: [batch·outputs]) also the mean loss (cross-entropy
+    /// or squared error), as the train step computes it.
+    public func headOutputs(inputIDs: [Int32], attentionMask: [Int32]? = nil, tokenTypeIDs: [Int32]? = nil,
+                            labels: [Int32]? = nil, targets: [Float]? = nil, batch: Int,
+                            seqLen: Int) throws -> (outputs: [Float], loss: Float?) {
+        try withHiddenStates(inputIDs: inputIDs, attentionMask: attentionMask, tokenTypeIDs: tokenTypeIDs, batch: batch,
+                             seqLen: seqLen) { h, inputs in
+            let (_, head) = try engine.activeHead()
+            return try withOptionalBuffer(labels) { lab in
+                try withOptionalFloats(targets) { tg in
+                    let t = (lab == nil && tg == nil) ? nil : HeadTargets(labels: lab, values: tg)
+                    if let t { try engine.validateHeadTargets(head, t, batch: batch, seqLen: seqLen) }
+                    return try engine.headOutputs(head, hidden: h, mask: inputs.mask, batch: batch, seqLen: seqLen, targets: t)
+                }
+            }
         }
     }
 
-    /// One training step of the active adapter and the classifier head on `labels` ([batch], -100 = ignored):
-    /// mean cross-entropy, one gradient clip over both, AdamW on both.
-    public func classifierTrainStep(inputIDs: [Int32], attentionMask: [Int32]? = nil, tokenTypeIDs: [Int32]? = nil,
-                                    labels: [Int32], batch: Int, seqLen: Int, config tc: TrainConfig) throws -> TrainStepResult {
+    /// One training step of the active adapter and its head on `labels` (classification: [batch]; tokens:
+    /// [batch·seqLen]; -100 ignored) or `targets` (regression: [batch·outputs]): mean cross-entropy or squared
+    /// error, one gradient clip and one AdamW update over both. `tokens` of the result counts the labels (or
+    /// rows) that counted.
+    public func headTrainStep(inputIDs: [Int32], attentionMask: [Int32]? = nil, tokenTypeIDs: [Int32]? = nil,
+                              labels: [Int32]? = nil, targets: [Float]? = nil, batch: Int, seqLen: Int,
+                              config tc: TrainConfig) throws -> TrainStepResult {
         try exclusive {
             try inputIDs.withUnsafeBufferPointer { ids in
                 try withOptionalBuffer(tokenTypeIDs) { types in
                     try withOptionalBuffer(attentionMask) { mask in
-                        try labels.withUnsafeBufferPointer { lab in
-                            try engine.classifierTrainStep(inputIDs: ids, typeIDs: types, mask: mask, labels: lab, batch: batch,
-                                                           seqLen: seqLen, config: tc)
+                        try withOptionalBuffer(labels) { lab in
+                            try withOptionalFloats(targets) { tg in
+                                try engine.headTrainStep(inputIDs: ids, typeIDs: types, mask: mask,
+                                                         targets: HeadTargets(labels: lab, values: tg), batch: batch,
+                                                         seqLen: seqLen, config: tc)
+                            }
                         }
                     }
                 }
             }
         }
     }
+
+    /// `attachHead(.classification, outputs: classes, seed:)`.
+    public func attachClassifier(classes: Int, seed: UInt64 = 0) throws {
+        try attachHead(.classification, outputs: classes, seed: seed)
+    }
+
+    /// The active adapter's head outputs (`headOutputs` without a loss): logits `[batch, classes]` for a
+    /// classifier.
+    public func classify(inputIDs: [Int32], attentionMask: [Int32]? = nil, tokenTypeIDs: [Int32]? = nil, batch: Int,
+                         seqLen: Int) throws -> [Float] {
+        try headOutputs(inputIDs: inputIDs, attentionMask: attentionMask, tokenTypeIDs: tokenTypeIDs, batch: batch,
+                        seqLen: seqLen).outputs
+    }
+
+    /// `headTrainStep` with class labels.
+    public func classifierTrainStep(inputIDs: [Int32], attentionMask: [Int32]? = nil, tokenTypeIDs: [Int32]? = nil,
+                                    labels: [Int32], batch: Int, seqLen: Int, config tc: TrainConfig) throws -> TrainStepResult {
+        try headTrainStep(inputIDs: inputIDs, attentionMask: attentionMask, tokenTypeIDs: tokenTypeIDs, labels: labels,
+                          batch: batch, seqLen: seqLen, config: tc)
+    }
+}
+
+/// Calls `body` with the array's buffer, or nil.
+func withOptionalFloats<R>(_ a: [Float]?, _ body: (UnsafeBufferPointer<Float>?) throws -> R) rethrows -> R {
+    guard let a else { return try body(nil) }
+    return try a.withUnsafeBufferPointer { try body($0) }
 }

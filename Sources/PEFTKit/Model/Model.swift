@@ -289,7 +289,8 @@ public final class Model: @unchecked Sendable {
     }
 
     /// The flat fp32 gradient buffer that `withGradients` lends, for hosts that hold on to it (the C ABI). It stays
-    /// valid until the adapter being trained is removed, full fine-tuning is turned on or off, or the model is freed;
+    /// valid until the adapter being trained is removed or given a task head (`attachHead`), full fine-tuning is turned
+    /// on or off, or the model is freed;
     /// read or write it only between `computeGradients` and `applyGradients`, never during another call.
     public func gradientBuffer() throws -> UnsafeMutableBufferPointer<Float> {
         try exclusive {
@@ -303,7 +304,7 @@ public final class Model: @unchecked Sendable {
     public func withTrainableParameters<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) throws -> R {
         try exclusive {
             let (_, opt) = try engine.trainable()
-            return try body(UnsafeBufferPointer(start: opt.params, count: opt.count))
+            return try opt.withFlatParameters(body)
         }
     }
 

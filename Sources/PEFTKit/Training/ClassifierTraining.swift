@@ -1,40 +1,105 @@
-// Training an encoder's classifier head (`Engine/Heads.swift`) together with the active adapter.
+// Training an encoder's task head (`Engine/Heads.swift`) together with the adapter that owns it.
 
 extension Engine {
-    /// One optimiser step of the active adapter and the classifier head together: gradients as
-    /// `classifierGradients`, one gradient-norm clip over both blocks (as torch's `clip_grad_norm_` over every
-    /// trainable parameter), then AdamW on each block at the schedule's learning rate.
-    func classifierTrainStep(inputIDs: UnsafeBufferPointer<Int32>, typeIDs: UnsafeBufferPointer<Int32>?,
-                             mask: UnsafeBufferPointer<Int32>?, labels: UnsafeBufferPointer<Int32>, batch B: Int, seqLen T: Int,
-                             config tc: TrainConfig) throws -> TrainStepResult {
+    /// One optimiser step of the active adapter and its task head: gradients as `headGradients`, one
+    /// gradient-norm clip over the one block (as torch's `clip_grad_norm_` over every trainable parameter), then
+    /// one AdamW update of the adapter's optimiser state, which holds the head's parameters after the adapter's
+    /// (LoRA+'s learning-rate groups apply to the adapter's part; the head trains at the step's rate).
+    func headTrainStep(inputIDs: UnsafeBufferPointer<Int32>, typeIDs: UnsafeBufferPointer<Int32>?,
+                       mask: UnsafeBufferPointer<Int32>?, targets: HeadTargets, batch B: Int, seqLen T: Int,
+                       config tc: TrainConfig) throws -> TrainStepResult {
         try tc.validate()
-        guard let head = classifier else { throw PEFTKitError.state("no classifier head: attach one first") }
-        let (_, opt) = try trainable()
-        let (loss, _) = try classifierGradients(head, inputIDs: inputIDs, typeIDs: typeIDs, mask: mask, labels: labels,
-                                                batch: B, seqLen: T)
-        let ga = opt.grads.floats, gh = head.opt.grads.floats
-        let norm = Float((sumOfSquares(ga, opt.count) + sumOfSquares(gh, head.opt.count)).squareRoot())
+        let (slot, head) = try activeHead()
+        let (loss, _) = try headGradients(inputIDs: inputIDs, typeIDs: typeIDs, mask: mask, targets: targets, batch: B, seqLen: T)
+        let opt = slot.opt, g = opt.grads.floats, P = slot.adapter.parameterCount
+        let norm = Float(sumOfSquares(g, opt.count).squareRoot())
         guard loss.isFinite, norm.isFinite else {
-            ga.update(repeating: 0, count: opt.count)
-            gh.update(repeating: 0, count: head.opt.count)
+            g.update(repeating: 0, count: opt.count)
             throw PEFTKitError.numerical("non-finite loss or gradient (loss \(loss), grad norm \(norm)); the step was skipped and no weight changed")
         }
         if tc.maxGradNorm > 0 {
             let coef = tc.maxGradNorm / (norm + 1e-6)
-            if coef < 1 {
-                scaleInPlace(ga, opt.count, coef)
-                scaleInPlace(gh, head.opt.count, coef)
-            }
+            if coef < 1 { scaleInPlace(g, opt.count, coef) }
         }
         let lr = tc.learningRate(atStep: opt.step)
-        let (b1, b2, eps, wd) = (decimalDouble(tc.beta1), decimalDouble(tc.beta2), decimalDouble(tc.eps), decimalDouble(tc.weightDecay))
-        guard opt.update(lr: decimalDouble(lr), beta1: b1, beta2: b2, eps: eps, weightDecay: wd) else {
-            throw PEFTKitError.numerical("the update would make an adapter weight non-finite (learning rate \(lr)); the step was skipped")
+        var groups = slot.adapter.learningRateGroups(loraPlusRatio: decimalDouble(tc.loraPlusRatio))
+        if groups != nil { groups!.append(LearningRateGroup(range: P..<(P + head.parameterCount), scale: 1)) }
+        guard opt.update(lr: decimalDouble(lr), beta1: decimalDouble(tc.beta1), beta2: decimalDouble(tc.beta2),
+                         eps: decimalDouble(tc.eps), weightDecay: decimalDouble(tc.weightDecay), groups: groups) else {
+            g.update(repeating: 0, count: opt.count)
+            throw PEFTKitError.numerical("the update would make an adapter or head weight non-finite (learning rate \(lr)); the step was skipped")
         }
-        active?.adapter.parametersChanged()
-        guard head.opt.update(lr: decimalDouble(lr), beta1: b1, beta2: b2, eps: eps, weightDecay: wd) else {
-            throw PEFTKitError.numerical("the update would make a classifier weight non-finite (learning rate \(lr))")
+        slot.adapter.parametersChanged()
+        let counted: Int
+        switch head.kind {
+        case .regression: counted = B
+        case .classification: counted = (0..<B).reduce(0) { $0 + (targets.labels![$1] == -100 ? 0 : 1) }
+        case .tokens: counted = (0..<(B * T)).reduce(0) { $0 + (targets.labels![$1] == -100 ? 0 : 1) }
         }
-        return TrainStepResult(loss: loss, gradNorm: norm, learningRate: lr, step: opt.step, tokens: B)
+        return TrainStepResult(loss: loss, gradNorm: norm, learningRate: lr, step: opt.step, tokens: counted)
+    }
+}
+
+// MARK: labelled data
+
+/// One record of a labelled JSONL file: `{"text": ..., "label": ...}`, with `"text_pair"` for pairs; the label
+/// is a class name, a class index, or a number (regression).
+public struct LabelledRecord: Sendable, Equatable {
+    /// A label as written: a class name, a class index, or a value (regression).
+    public enum Label: Sendable, Equatable {
+        case name(String)
+        case index(Int)
+        case value(Double)
+    }
+    public var text: String
+    public var textPair: String?
+    /// nil when the record has none (texts to classify or embed).
+    public var label: Label?
+}
+
+/// Reading labelled JSONL files for task heads.
+public enum LabelledDataset {
+    /// Reads every record of a JSONL file (blank lines skipped); errors name the file and the 1-based line.
+    public static func read(path: String) throws -> [LabelledRecord] {
+        try parse(try readWholeFile(path: path, maxBytes: JSONLDataset.maxFileBytes), source: "'\(path)'")
+    }
+
+    /// Parses labelled JSONL bytes; `source` names them in errors.
+    public static func parse(_ bytes: [UInt8], source: String = "JSONL data") throws -> [LabelledRecord] {
+        var out: [LabelledRecord] = []
+        var line = 0, start = 0
+        while start <= bytes.count {
+            var end = start
+            while end < bytes.count && bytes[end] != 0x0A { end += 1 }
+            line += 1
+            var hi = end
+            if hi > start && bytes[hi - 1] == 0x0D { hi -= 1 }
+            let slice = Array(bytes[start..<hi])
+            if slice.contains(where: { $0 != 0x20 && $0 != 0x09 }) {
+                let at = "\(source) line \(line)"
+                let o = try JSONValue.parseObject(slice, source: at)
+                guard case .string(let text)? = o["text"] else { throw PEFTKitError.format("\(at): missing string \"text\"") }
+                var pair: String? = nil
+                switch o["text_pair"] {
+                case nil, .null?: break
+                case .string(let s)?: pair = s
+                default: throw PEFTKitError.format("\(at): \"text_pair\" must be a string")
+                }
+                let label: LabelledRecord.Label?
+                switch o["label"] {
+                case nil, .null?: label = nil
+                case .string(let s)?: label = .name(s)
+                case .int(let i)?: label = .index(i)
+                case .double(let d)? where d.isFinite: label = .value(d)
+                case .bool(let b)?: label = .index(b ? 1 : 0)
+                default: throw PEFTKitError.format("\(at): \"label\" must be a string, an integer or a finite number")
+                }
+                out.append(LabelledRecord(text: text, textPair: pair, label: label))
+            }
+            if end >= bytes.count { break }
+            start = end + 1
+        }
+        guard !out.isEmpty else { throw PEFTKitError.format("\(source) has no records") }
+        return out
     }
 }

@@ -9,7 +9,7 @@ enum IA3Schema: AdapterConfigSchema {
 
     static func parse(_ o: [String: JSONValue], model: ModelConfig, context: AdapterContext, source: String) throws -> AdapterConfig {
         let f = ConfigFields(object: o, source: source)
-        try checkPEFTCommon(f)
+        try checkPEFTCommon(f, model)
         if !(o["exclude_modules"]?.isNeutral ?? true) { throw f.refuse("exclude_modules") }
         try checkConfigKeys(o, known: known, source: source)
         // No target_modules / feedforward_modules: PEFT's defaults for the architecture.

@@ -17,7 +17,7 @@ enum LoRASchema: AdapterConfigSchema {
 
     static func parse(_ o: [String: JSONValue], model: ModelConfig, context: AdapterContext, source: String) throws -> AdapterConfig {
         let f = ConfigFields(object: o, source: source)
-        try checkPEFTCommon(f)
+        try checkPEFTCommon(f, model)
         if try f.bool("lora_bias") == true { throw f.refuse("lora_bias") }
         if let b = try f.string("bias"), b != "none" { throw f.refuse("bias '\(b)'") }
         for key in ["rank_pattern", "alpha_pattern", "layer_replication", "target_parameters", "exclude_modules"]

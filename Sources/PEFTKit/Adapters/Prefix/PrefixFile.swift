@@ -11,7 +11,7 @@ enum PrefixSchema: AdapterConfigSchema {
 
     static func parse(_ o: [String: JSONValue], model: ModelConfig, context: AdapterContext, source: String) throws -> AdapterConfig {
         let f = ConfigFields(object: o, source: source)
-        try checkPEFTCommon(f)
+        try checkPEFTCommon(f, model)
         try checkConfigKeys(o, known: known, source: source)
         let kvd = model.numKVHeads * model.headDim
         let nv = try checkVirtualTokenFields(f, model: model, tokenDim: kvd, heads: model.numKVHeads)

@@ -11,7 +11,7 @@ enum PromptSchema: AdapterConfigSchema {
 
     static func parse(_ o: [String: JSONValue], model: ModelConfig, context: AdapterContext, source: String) throws -> AdapterConfig {
         let f = ConfigFields(object: o, source: source)
-        try checkPEFTCommon(f)
+        try checkPEFTCommon(f, model)
         try checkConfigKeys(o, known: known, source: source)
         var c = PromptConfig()
         c.virtualTokens = try checkVirtualTokenFields(f, model: model, tokenDim: model.hiddenSize, heads: model.numHeads)

@@ -58,6 +58,10 @@ PEFTKIT_METHOD_IA3 = 2
 PEFTKIT_METHOD_PREFIX = 3
 PEFTKIT_METHOD_PROMPT = 4
 
+PEFTKIT_HEAD_CLASSIFICATION = 1
+PEFTKIT_HEAD_REGRESSION = 2
+PEFTKIT_HEAD_TOKENS = 3
+
 PEFTKIT_SCHEDULE_CONSTANT = 0
 PEFTKIT_SCHEDULE_LINEAR = 1
 PEFTKIT_SCHEDULE_COSINE = 2
@@ -282,6 +286,19 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
         _status,
         [_model, _ids, _ids, POINTER(c_char_p), c_int32, c_int32, c_void_p, c_size_t, POINTER(c_float),
          POINTER(c_int64)],
+    ),
+    "peftkit_encoder_hidden_states": (_status, [_model, _ids, _ids, _ids, c_int32, c_int32, c_void_p, c_size_t]),
+    "peftkit_encoder_embed": (_status, [_model, _ids, _ids, _ids, c_int32, c_int32, c_int32, c_void_p, c_size_t]),
+    "peftkit_head_attach": (_status, [_model, c_int32, c_int32, c_uint64]),
+    "peftkit_head_get": (_status, [_model, POINTER(c_int32), POINTER(c_int32)]),
+    "peftkit_head_forward": (
+        _status,
+        [_model, _ids, _ids, _ids, c_int32, c_int32, _ids, c_void_p, c_void_p, c_size_t, POINTER(c_float)],
+    ),
+    "peftkit_head_train_step": (
+        _status,
+        [_model, _ids, _ids, _ids, c_int32, c_int32, _ids, c_void_p, POINTER(TrainConfigStruct),
+         POINTER(TrainResultStruct)],
     ),
     "peftkit_forward_options_init_sized": (_status, [POINTER(ForwardOptionsStruct), c_size_t]),
     "peftkit_forward_ex": (

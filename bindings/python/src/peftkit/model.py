@@ -696,7 +696,8 @@ class Model:
     def gradients(self) -> npt.NDArray[np.float32]:
         """A float32 numpy view (no copy) of the flat gradient buffer of what :meth:`train_step` trains,
         to read or change in place between :meth:`compute_gradients` and :meth:`apply_gradients`. Valid
-        until that adapter is removed, full fine-tuning is switched, or the model is closed."""
+        until that adapter is removed or given a task head, full fine-tuning is switched, or the model is
+        closed."""
         data = ctypes.POINTER(ctypes.c_float)()
         count = ctypes.c_int64()
         with self._call as h:
@@ -809,6 +810,137 @@ class Model:
             check(_lib.peftkit_forward(h, address(ids), None if lab is None else address(lab), b, t,
                                        None, 0, byref(loss), byref(tokens)))
         return EvalResult(loss.value, tokens.value)
+
+    # ------------------------------------------------------------------------------------------------
+    # Encoders (BERT)
+    # ------------------------------------------------------------------------------------------------
+
+    def _encoder_arrays(self, input_ids: TokenArray, attention_mask: TokenArray | None,
+                        token_type_ids: TokenArray | None) -> tuple[np.ndarray, Any, Any, int, int]:
+        ids = int32_tokens(input_ids, "input_ids")
+        b, t = batch_shape(ids, "input_ids")
+        extra = []
+        for x, what in ((attention_mask, "attention_mask"), (token_type_ids, "token_type_ids")):
+            if x is None:
+                extra.append(None)
+                continue
+            a = int32_tokens(x, what)
+            if a.size != ids.size or batch_shape(a, what) != (b, t):
+                raise InvalidArgumentError(f"{what} shape {a.shape} does not match input_ids shape {ids.shape}")
+            extra.append(a)
+        return ids, extra[0], extra[1], b, t
+
+    def hidden_states(self, input_ids: TokenArray, attention_mask: TokenArray | None = None,
+                      token_type_ids: TokenArray | None = None) -> np.ndarray:
+        """An encoder's (BERT) last hidden states with the active adapter, float32 ``[batch, seq_len, hidden]``.
+
+        `attention_mask` (1 = token, 0 = padding) and `token_type_ids` have the shape of `input_ids`; None =
+        no padding / type 0. Padding changes nothing in the real positions.
+        """
+        ids, mask, types, b, t = self._encoder_arrays(input_ids, attention_mask, token_type_ids)
+        out = np.empty((b, t, self._config.hidden_size), dtype=np.float32)
+        with self._call as h:
+            check(_lib.peftkit_encoder_hidden_states(h, address(ids), None if types is None else address(types),
+                                                     None if mask is None else address(mask), b, t, address(out),
+                                                     out.size))
+        return out
+
+    def embed(self, input_ids: TokenArray, attention_mask: TokenArray | None = None,
+              token_type_ids: TokenArray | None = None, normalize: bool = True) -> np.ndarray:
+        """Sentence embeddings, float32 ``[batch, hidden]``: the mean of the hidden states over the mask, L2
+        normalised when `normalize` (sentence-transformers' all-MiniLM-L6-v2 embedding)."""
+        ids, mask, types, b, t = self._encoder_arrays(input_ids, attention_mask, token_type_ids)
+        out = np.empty((b, self._config.hidden_size), dtype=np.float32)
+        with self._call as h:
+            check(_lib.peftkit_encoder_embed(h, address(ids), None if types is None else address(types),
+                                             None if mask is None else address(mask), b, t, 1 if normalize else 0,
+                                             address(out), out.size))
+        return out
+
+    _HEADS = {"classification": _capi.PEFTKIT_HEAD_CLASSIFICATION, "regression": _capi.PEFTKIT_HEAD_REGRESSION,
+              "tokens": _capi.PEFTKIT_HEAD_TOKENS}
+
+    def attach_head(self, kind: str, outputs: int, seed: int = 0) -> None:
+        """Gives the active adapter a task head: ``"classification"`` (pooler or mean pooling + linear,
+        cross-entropy), ``"regression"`` (same features, mean squared error) or ``"tokens"`` (a linear layer
+        per position, cross-entropy). It trains with the adapter (:meth:`head_train_step`) in one optimiser
+        state, and belongs to it (PEFT's ``modules_to_save``)."""
+        if kind not in self._HEADS:
+            raise InvalidArgumentError(f"kind must be one of {sorted(self._HEADS)}, got {kind!r}")
+        with self._call as h:
+            check(_lib.peftkit_head_attach(h, self._HEADS[kind], _int(outputs, "outputs"), _int(seed, "seed", 0, 2**64 - 1)))
+
+    @property
+    def head(self) -> tuple[str, int] | None:
+        """The active adapter's head as (kind, outputs), or None."""
+        kind, outputs = c_int32(), c_int32()
+        with self._call as h:
+            check(_lib.peftkit_head_get(h, byref(kind), byref(outputs)))
+        names = {v: k for k, v in self._HEADS.items()}
+        return (names[kind.value], outputs.value) if kind.value in names else None
+
+    def _head_targets(self, labels: TokenArray | None, targets: Any, b: int, t: int) -> tuple[Any, Any, int]:
+        info = self.head
+        if info is None:
+            raise StateError("the active adapter has no task head (attach_head)")
+        kind, k = info
+        lab = tg = None
+        if labels is not None:
+            lab = int32_tokens(labels, "labels")
+            want = b * t if kind == "tokens" else b
+            if lab.size != want:
+                raise InvalidArgumentError(f"labels has {lab.size} entries, the {kind} head needs {want}")
+        if targets is not None:
+            tg = np.ascontiguousarray(targets, dtype=np.float32)
+            if tg.size != b * k:
+                raise InvalidArgumentError(f"targets has {tg.size} entries, the regression head needs {b * k}")
+        rows = b * t if kind == "tokens" else b
+        return lab, tg, rows * k
+
+    def head_forward(self, input_ids: TokenArray, attention_mask: TokenArray | None = None,
+                     token_type_ids: TokenArray | None = None, *, labels: TokenArray | None = None,
+                     targets: Any = None) -> tuple[np.ndarray, float | None]:
+        """The active adapter's head outputs and, with `labels` (classification ``[batch]``, tokens
+        ``[batch, seq_len]``, -100 ignored) or `targets` (regression ``[batch, outputs]``), the mean loss.
+        Outputs are float32 ``[batch, outputs]`` or ``[batch, seq_len, outputs]`` (tokens)."""
+        ids, mask, types, b, t = self._encoder_arrays(input_ids, attention_mask, token_type_ids)
+        lab, tg, n = self._head_targets(labels, targets, b, t)
+        kind, k = self.head or ("", 0)
+        out = np.empty((b, t, k) if kind == "tokens" else (b, k), dtype=np.float32)
+        loss = c_float(float("nan"))
+        with self._call as h:
+            check(_lib.peftkit_head_forward(h, address(ids), None if types is None else address(types),
+                                            None if mask is None else address(mask), b, t,
+                                            None if lab is None else address(lab), None if tg is None else address(tg),
+                                            address(out), n, byref(loss)))
+        return out, (None if lab is None and tg is None else float(loss.value))
+
+    def classify(self, input_ids: TokenArray, attention_mask: TokenArray | None = None,
+                 token_type_ids: TokenArray | None = None) -> np.ndarray:
+        """The active adapter's head outputs (:meth:`head_forward` without a loss)."""
+        return self.head_forward(input_ids, attention_mask, token_type_ids)[0]
+
+    def head_train_step(self, input_ids: TokenArray, attention_mask: TokenArray | None = None,
+                        token_type_ids: TokenArray | None = None, *, labels: TokenArray | None = None,
+                        targets: Any = None, config: TrainConfig | Mapping[str, Any] | None = None,
+                        **train_options: Any) -> TrainResult:
+        """One AdamW step of the active adapter and its head on `labels` or `targets` (as
+        :meth:`head_forward`). Returns the :class:`TrainResult`: the loss before the update (``.loss``), the
+        gradient norm, learning rate, step, and in ``tokens`` the labels (or rows) that counted."""
+        tc = _make(TrainConfig, config, train_options)
+        s = tc._to_struct()
+        ids, mask, types, b, t = self._encoder_arrays(input_ids, attention_mask, token_type_ids)
+        lab, tg, _ = self._head_targets(labels, targets, b, t)
+        r = _capi.TrainResultStruct()
+        r.struct_size = ctypes.sizeof(r)
+        with self._call as h:
+            check(_lib.peftkit_head_train_step(h, address(ids), None if types is None else address(types),
+                                               None if mask is None else address(mask), b, t,
+                                               None if lab is None else address(lab),
+                                               None if tg is None else address(tg), byref(s), byref(r)))
+            result = TrainResult(r.loss, r.grad_norm, r.learning_rate, r.step, r.tokens)
+            self._last_train_result = result
+        return result
 
     def loss(self, input_ids: TokenArray, labels: TokenArray | None = None) -> float:
         """The mean cross-entropy loss of a forward pass (see :meth:`evaluate`)."""
