@@ -76,7 +76,7 @@
  * - A call that finds its model in use by another call fails with PEFTKIT_ERR_BUSY (retry later);
  *   PEFTKIT_ERR_STATE is kept for requests the model's state does not allow (a logic error).
  * - peftkit_last_error() is per thread.
- * - peftkit_set_num_threads() affects the whole process: see its comment for when it may be called.
+ * - peftkit_set_num_threads() affects the whole process and may be called at any time (see its comment).
  *
  * ---------------------------------------------------------------------------------------------------
  * LINKING
@@ -184,16 +184,18 @@ const char *peftkit_last_error(void);
  * =================================================================================================== */
 
 /*
- * Sets the number of threads used for matrix multiplications (OpenBLAS) and PEFTKit's own parallel
- * loops, for the whole process. n <= 0 restores the default: the number of online cores. Values above
- * 1024 are clamped to 1024. Always returns PEFTKIT_OK.
+ * Sets the number of threads PEFTKit's pool uses, for the whole process: the pool runs PEFTKit's own
+ * loops and splits its matrix multiplications (OpenBLAS itself runs single-threaded inside each piece).
+ * n <= 0 restores the default: the number of online cores. Values above 1024 are clamped to 1024.
+ * Always returns PEFTKIT_OK.
  *
- * When it takes effect: PEFTKit's own loops read the count each time one starts, so a running call
- * switches at its next loop. OpenBLAS is told at once through openblas_set_num_threads, which resizes its
- * process-wide thread pool without a lock: while any matrix multiplication runs in the process (a
- * PEFTKit call on any model, or another OpenBLAS user such as numpy linked to the same OpenBLAS) that is a
- * data race inside OpenBLAS. Call it before starting work, or between calls, from one thread; it never
- * waits for running calls.
+ * It may be called at any time, from any thread: PEFTKit's loops and products read the count each time
+ * one starts, so a running call switches at its next loop; it never waits for running calls.
+ *
+ * OpenBLAS: PEFTKit sets OpenBLAS to one thread once, before its first loop or product (the only change it
+ * makes to OpenBLAS's process-wide state), and never changes it again. A host that uses the same
+ * libopenblas for its own products and wants it threaded may set it back; PEFTKit's products then run
+ * on both pools and oversubscribe the cores. numpy's wheels bring their own OpenBLAS and are unaffected.
  */
 peftkit_status peftkit_set_num_threads(int32_t n);
 

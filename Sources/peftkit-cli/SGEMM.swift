@@ -7,6 +7,11 @@ func measureSGEMM(m: Int = 1024, n: Int = 768, k: Int = 768, iterations: Int = 1
     var rng = Rng(seed: 1)
     let a = (0..<(m * k)).map { _ in rng.normal() }, b = (0..<(k * n)).map { _ in rng.normal() }
     var c = [Float](repeating: 0, count: m * n)
+    // OpenBLAS's own threading is the reference: PEFTKit keeps OpenBLAS single-threaded and splits products over
+    // its own pool, so the reference run lends OpenBLAS the same number of threads for its duration.
+    _ = numThreads()
+    openblas_set_num_threads(Int32(numThreads()))
+    defer { openblas_set_num_threads(1) }
     let clock = ContinuousClock()
     var best = Double.infinity
     for i in 0...max(1, iterations) {

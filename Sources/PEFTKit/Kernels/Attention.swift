@@ -50,49 +50,33 @@ func attentionForward(out: StridedRows, probs: UnsafeMutablePointer<Float>, q: S
     let D = s.headDim, tq = s.tq, tk = s.tk, H = s.heads
     let alpha = s.scale
     let mask = s.keyMask, maskOffset = tk - tq
-    withSingleThreadedBLAS {
-        parallelFor(s.batch * H) { st, en in
-            for bh in st..<en {
-                let b = bh / H, h = bh % H, kvh = h / group
-                let qp = q.ptr + b * q.batchStride + h * D
-                let kp = k.ptr + b * k.batchStride + kvh * D
-                let pp = probs + bh * tq * tk
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tq), Int32(tk), Int32(D),
-                            alpha, qp, Int32(q.ld), kp, Int32(k.ld), 0, pp, Int32(tk))
-                for i in 0..<tq {
-                    let valid = s.visible(i)
-                    let row = pp + i * tk
-                    if let mask {
-                        // Padding keys score -inf: their probability is exactly 0 (as transformers' additive
-                        // float-min mask gives once exponentiated).
-                        let m = mask + b * tq
-                        for j in maskOffset..<valid where m[j - maskOffset] == 0 { row[j] = -Float.infinity }
-                    }
-                    var mx = -Float.infinity
-                    for j in 0..<valid { mx = max(mx, row[j]) }
-                    softmaxRow(row, valid: valid, width: tk, max: mx)
+    parallelFor(s.batch * H) { st, en in
+        for bh in st..<en {
+            let b = bh / H, h = bh % H, kvh = h / group
+            let qp = q.ptr + b * q.batchStride + h * D
+            let kp = k.ptr + b * k.batchStride + kvh * D
+            let pp = probs + bh * tq * tk
+            sgemm(transA: false, transB: true, m: tq, n: tk, k: D,
+                  alpha: alpha, a: qp, lda: q.ld, b: kp, ldb: k.ld, beta: 0, c: pp, ldc: tk)
+            for i in 0..<tq {
+                let valid = s.visible(i)
+                let row = pp + i * tk
+                if let mask {
+                    // Padding keys score -inf: their probability is exactly 0 (as transformers' additive
+                    // float-min mask gives once exponentiated).
+                    let m = mask + b * tq
+                    for j in maskOffset..<valid where m[j - maskOffset] == 0 { row[j] = -Float.infinity }
                 }
-                let vp = v.ptr + b * v.batchStride + kvh * D
-                let op = out.ptr + b * out.batchStride + h * D
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(tq), Int32(D), Int32(tk),
-                            1, pp, Int32(tk), vp, Int32(v.ld), 0, op, Int32(out.ld))
+                var mx = -Float.infinity
+                for j in 0..<valid { mx = max(mx, row[j]) }
+                softmaxRow(row, valid: valid, width: tk, max: mx)
             }
+            let vp = v.ptr + b * v.batchStride + kvh * D
+            let op = out.ptr + b * out.batchStride + h * D
+            sgemm(transA: false, transB: false, m: tq, n: D, k: tk,
+                  alpha: 1, a: pp, lda: tk, b: vp, ldb: v.ld, beta: 0, c: op, ldc: out.ld)
         }
     }
-}
-
-/// Runs `body` with OpenBLAS limited to one thread (restored afterwards), for loops whose own threads each
-/// call the BLAS: without it, each call would also fan out over OpenBLAS's threads and oversubscribe the
-/// cores. The OpenBLAS thread count is process-wide.
-func withSingleThreadedBLAS(_ body: () -> Void) {
-    let t = numThreads()
-    if t <= 1 {
-        body()
-        return
-    }
-    openblas_set_num_threads(1)
-    body()
-    openblas_set_num_threads(Int32(t))
 }
 
 /// `attentionForward` for one query per sequence (a decode step): dot products, softmax and the weighted sum
@@ -147,41 +131,39 @@ func attentionBackward(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs
     let group = s.heads / s.kvHeads
     let D = s.headDim, tq = s.tq, tk = s.tk, H = s.heads, KVH = s.kvHeads
     let scale = s.scale
-    withSingleThreadedBLAS {
-        parallelFor(s.batch * KVH) { st, en in
-            for bk in st..<en {
-                let b = bk / KVH, kvh = bk % KVH
-                let vp = v.ptr + b * v.batchStride + kvh * D
-                let kp = k.ptr + b * k.batchStride + kvh * D
-                let dvp = dv.ptr + b * dv.batchStride + kvh * D
-                let dkp = dk.ptr + b * dk.batchStride + kvh * D
-                for h in (kvh * group)..<((kvh + 1) * group) {
-                    let pp = probs + ((b * H + h) * tq) * tk
-                    let dsp = dprobs + ((b * H + h) * tq) * tk
-                    let dop = dout.ptr + b * dout.batchStride + h * D
-                    // dP = dO · Vᵀ
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(tq), Int32(tk), Int32(D),
-                                1, dop, Int32(dout.ld), vp, Int32(v.ld), 0, dsp, Int32(tk))
-                    // dS = P ⊙ (dP − Σ_j P·dP) · scale
-                    for i in 0..<tq {
-                        let valid = s.visible(i)
-                        let p = pp + i * tk
-                        let dp = dsp + i * tk
-                        var dot: Float = 0
-                        for j in 0..<valid { dot += p[j] * dp[j] }
-                        for j in 0..<valid { dp[j] = p[j] * (dp[j] - dot) * scale }
-                        if valid < tk { (dp + valid).update(repeating: 0, count: tk - valid) }
-                    }
-                    // dV += Pᵀ · dO
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(tk), Int32(D), Int32(tq),
-                                1, pp, Int32(tk), dop, Int32(dout.ld), 1, dvp, Int32(dv.ld))
-                    // dQ += dS · K
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(tq), Int32(D), Int32(tk),
-                                1, dsp, Int32(tk), kp, Int32(k.ld), 1, dq.ptr + b * dq.batchStride + h * D, Int32(dq.ld))
-                    // dK += dSᵀ · Q
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(tk), Int32(D), Int32(tq),
-                                1, dsp, Int32(tk), q.ptr + b * q.batchStride + h * D, Int32(q.ld), 1, dkp, Int32(dk.ld))
+    parallelFor(s.batch * KVH) { st, en in
+        for bk in st..<en {
+            let b = bk / KVH, kvh = bk % KVH
+            let vp = v.ptr + b * v.batchStride + kvh * D
+            let kp = k.ptr + b * k.batchStride + kvh * D
+            let dvp = dv.ptr + b * dv.batchStride + kvh * D
+            let dkp = dk.ptr + b * dk.batchStride + kvh * D
+            for h in (kvh * group)..<((kvh + 1) * group) {
+                let pp = probs + ((b * H + h) * tq) * tk
+                let dsp = dprobs + ((b * H + h) * tq) * tk
+                let dop = dout.ptr + b * dout.batchStride + h * D
+                // dP = dO · Vᵀ
+                sgemm(transA: false, transB: true, m: tq, n: tk, k: D,
+                      alpha: 1, a: dop, lda: dout.ld, b: vp, ldb: v.ld, beta: 0, c: dsp, ldc: tk)
+                // dS = P ⊙ (dP − Σ_j P·dP) · scale
+                for i in 0..<tq {
+                    let valid = s.visible(i)
+                    let p = pp + i * tk
+                    let dp = dsp + i * tk
+                    var dot: Float = 0
+                    for j in 0..<valid { dot += p[j] * dp[j] }
+                    for j in 0..<valid { dp[j] = p[j] * (dp[j] - dot) * scale }
+                    if valid < tk { (dp + valid).update(repeating: 0, count: tk - valid) }
                 }
+                // dV += Pᵀ · dO
+                sgemm(transA: true, transB: false, m: tk, n: D, k: tq,
+                      alpha: 1, a: pp, lda: tk, b: dop, ldb: dout.ld, beta: 1, c: dvp, ldc: dv.ld)
+                // dQ += dS · K
+                sgemm(transA: false, transB: false, m: tq, n: D, k: tk,
+                      alpha: 1, a: dsp, lda: tk, b: kp, ldb: k.ld, beta: 1, c: dq.ptr + b * dq.batchStride + h * D, ldc: dq.ld)
+                // dK += dSᵀ · Q
+                sgemm(transA: true, transB: false, m: tk, n: D, k: tq,
+                      alpha: 1, a: dsp, lda: tk, b: q.ptr + b * q.batchStride + h * D, ldb: q.ld, beta: 1, c: dkp, ldc: dk.ld)
             }
         }
     }

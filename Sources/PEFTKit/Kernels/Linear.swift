@@ -164,11 +164,11 @@ struct FrozenLinear {
             return
         }
         if transposed {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(outFeatures), Int32(inFeatures),
-                        1, inp, Int32(ldi), weight, Int32(outFeatures), beta, out, Int32(ldo))
+            sgemm(transA: false, transB: false, m: n, n: outFeatures, k: inFeatures,
+                  alpha: 1, a: inp, lda: ldi, b: weight, ldb: outFeatures, beta: beta, c: out, ldc: ldo)
         } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(outFeatures), Int32(inFeatures),
-                        1, inp, Int32(ldi), weight, Int32(inFeatures), beta, out, Int32(ldo))
+            sgemm(transA: false, transB: true, m: n, n: outFeatures, k: inFeatures,
+                  alpha: 1, a: inp, lda: ldi, b: weight, ldb: inFeatures, beta: beta, c: out, ldc: ldo)
         }
     }
 
@@ -187,11 +187,11 @@ struct FrozenLinear {
             return
         }
         if transposed {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(inFeatures), Int32(outFeatures),
-                        1, dout, Int32(lddo), weight, Int32(outFeatures), beta, dinp, Int32(lddi))
+            sgemm(transA: false, transB: true, m: n, n: inFeatures, k: outFeatures,
+                  alpha: 1, a: dout, lda: lddo, b: weight, ldb: outFeatures, beta: beta, c: dinp, ldc: lddi)
         } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(inFeatures), Int32(outFeatures),
-                        1, dout, Int32(lddo), weight, Int32(inFeatures), beta, dinp, Int32(lddi))
+            sgemm(transA: false, transB: false, m: n, n: inFeatures, k: outFeatures,
+                  alpha: 1, a: dout, lda: lddo, b: weight, ldb: inFeatures, beta: beta, c: dinp, ldc: lddi)
         }
     }
 
@@ -204,12 +204,12 @@ struct FrozenLinear {
         let ldi = ldi ?? inFeatures, lddo = lddo ?? outFeatures
         if transposed {
             // W [in, out]: dW = inpᵀ · dout
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(inFeatures), Int32(outFeatures), Int32(n),
-                        1, inp, Int32(ldi), dout, Int32(lddo), 1, dweight, Int32(outFeatures))
+            sgemm(transA: true, transB: false, m: inFeatures, n: outFeatures, k: n,
+                  alpha: 1, a: inp, lda: ldi, b: dout, ldb: lddo, beta: 1, c: dweight, ldc: outFeatures)
         } else {
             // W [out, in]: dW = doutᵀ · inp
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(outFeatures), Int32(inFeatures), Int32(n),
-                        1, dout, Int32(lddo), inp, Int32(ldi), 1, dweight, Int32(inFeatures))
+            sgemm(transA: true, transB: false, m: outFeatures, n: inFeatures, k: n,
+                  alpha: 1, a: dout, lda: lddo, b: inp, ldb: ldi, beta: 1, c: dweight, ldc: inFeatures)
         }
         if let db = dbias {
             columnSums(into: db, src: dout, rows: n, cols: outFeatures, ld: lddo)

@@ -181,8 +181,31 @@ struct QuantizedMatrix: @unchecked Sendable {
         let n = inFeatures
         if type == .f32, Int(bitPattern: data) % MemoryLayout<Float>.alignment == 0 {
             let w = data.assumingMemoryBound(to: Float.self)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outFeatures), Int32(n),
-                        1, inp, Int32(ldi), w, Int32(n), beta, out, Int32(ldo))
+            sgemm(transA: false, transB: true, m: rows, n: outFeatures, k: n,
+                  alpha: 1, a: inp, lda: ldi, b: w, ldb: n, beta: beta, c: out, ldc: ldo)
+            return
+        }
+        // Split across the pool by tiles of output features: each thread widens its own tiles and multiplies
+        // them (single-threaded), so no thread waits while another widens. A tile's products are those of the
+        // serial loop, element for element.
+        let threads = numThreads()
+        if threads > 1, !insideParallelChunk, outFeatures >= 32 {
+            let cap = max(16, tileRows / threads / 16 * 16)
+            var tiles = (outFeatures + cap - 1) / cap
+            tiles = (tiles + threads - 1) / threads * threads
+            let tr = ((outFeatures + tiles - 1) / tiles + 15) / 16 * 16
+            tiles = (outFeatures + tr - 1) / tr
+            nonisolated(unsafe) let (o, x) = (out, inp)
+            parallelFor(tiles) { a, b in
+                let panel = UnsafeMutablePointer<Float>.allocate(capacity: tr * n)
+                defer { panel.deallocate() }
+                for ti in a..<b {
+                    let r0 = ti * tr, t = min(tr, outFeatures - r0)
+                    dequantizeRows(r0, t, into: panel, isa: isa)
+                    sgemm(transA: false, transB: true, m: rows, n: t, k: n,
+                          alpha: 1, a: x, lda: ldi, b: panel, ldb: n, beta: beta, c: o + r0, ldc: ldo)
+                }
+            }
             return
         }
         let tile = tileRows
@@ -192,8 +215,8 @@ struct QuantizedMatrix: @unchecked Sendable {
         while r0 < outFeatures {
             let t = min(tile, outFeatures - r0)
             dequantizeRows(r0, t, into: panel, isa: isa)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(t), Int32(n),
-                        1, inp, Int32(ldi), panel, Int32(n), beta, out + r0, Int32(ldo))
+            sgemm(transA: false, transB: true, m: rows, n: t, k: n,
+                  alpha: 1, a: inp, lda: ldi, b: panel, ldb: n, beta: beta, c: out + r0, ldc: ldo)
             r0 += t
         }
     }
@@ -212,19 +235,44 @@ struct QuantizedMatrix: @unchecked Sendable {
         let n = inFeatures
         if type == .f32, Int(bitPattern: data) % MemoryLayout<Float>.alignment == 0 {
             let w = data.assumingMemoryBound(to: Float.self)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(n), Int32(outFeatures),
-                        1, dout, Int32(lddo), w, Int32(n), accumulate ? 1 : 0, dinp, Int32(lddi))
+            sgemm(transA: false, transB: false, m: rows, n: n, k: outFeatures,
+                  alpha: 1, a: dout, lda: lddo, b: w, ldb: n, beta: accumulate ? 1 : 0, c: dinp, ldc: lddi)
             return
         }
         let tile = tileRows
+        // Split across the pool by block-aligned ranges of input features: each thread widens its columns of
+        // every tile and accumulates into its columns of dinp, over the tiles in the serial loop's order.
+        let threads = numThreads(), bs = type.blockSize, units = n / bs
+        if threads > 1, !insideParallelChunk, units >= 2 {
+            let chunks = min(threads, units)
+            nonisolated(unsafe) let (di, dout) = (dinp, dout)
+            let (t0, rb, bb, base) = (type, rowBytes, type.blockBytes, data)
+            parallelFor(chunks) { a, b in
+                for ch in a..<b {
+                    let c0 = units * ch / chunks * bs, c1 = units * (ch + 1) / chunks * bs, w = c1 - c0
+                    let panel = UnsafeMutablePointer<Float>.allocate(capacity: tile * w)
+                    defer { panel.deallocate() }
+                    var r0 = 0
+                    while r0 < outFeatures {
+                        let t = min(tile, outFeatures - r0)
+                        quantDequantizeRows(t0, base + r0 * rb + c0 / bs * bb, rowBytes: rb, rows: t, n: w, panel, ldd: w,
+                                            isa: isa)
+                        sgemm(transA: false, transB: false, m: rows, n: w, k: t, alpha: 1, a: dout + r0, lda: lddo,
+                              b: panel, ldb: w, beta: (r0 > 0 || accumulate) ? 1 : 0, c: di + c0, ldc: lddi)
+                        r0 += t
+                    }
+                }
+            }
+            return
+        }
         let panel = workspace ?? UnsafeMutablePointer<Float>.allocate(capacity: tile * n)
         defer { if workspace == nil { panel.deallocate() } }
         var r0 = 0
         while r0 < outFeatures {
             let t = min(tile, outFeatures - r0)
             dequantizeRows(r0, t, into: panel, isa: isa)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(n), Int32(t),
-                        1, dout + r0, Int32(lddo), panel, Int32(n), (r0 > 0 || accumulate) ? 1 : 0, dinp, Int32(lddi))
+            sgemm(transA: false, transB: false, m: rows, n: n, k: t,
+                  alpha: 1, a: dout + r0, lda: lddo, b: panel, ldb: n, beta: (r0 > 0 || accumulate) ? 1 : 0, c: dinp, ldc: lddi)
             r0 += t
         }
     }

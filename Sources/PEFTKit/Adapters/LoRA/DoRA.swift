@@ -100,10 +100,10 @@ final class DoRAState {
         for u in lora.units {
             let f = frozen[u.id], O = u.outF, A = p + u.a, B = p + u.b, m = p + u.m
             f.linearForwardGEMM(out: G, ldo: O, inp: A, ldi: u.inF, rows: r, beta: 0)  // G = A·Wᵀ [r, O]
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(r), Int32(r), Int32(u.inF), 1, A, Int32(u.inF), A,
-                        Int32(u.inF), 0, K, Int32(r))
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(O), Int32(r), Int32(r), 1, B, Int32(r), K, Int32(r),
-                        0, H, Int32(r))
+            sgemm(transA: false, transB: true, m: r, n: r, k: u.inF,
+                  alpha: 1, a: A, lda: u.inF, b: A, ldb: u.inF, beta: 0, c: K, ldc: r)
+            sgemm(transA: false, transB: false, m: O, n: r, k: r,
+                  alpha: 1, a: B, lda: r, b: K, ldb: r, beta: 0, c: H, ldc: r)
             let off = rowOffset[u.id], sc = scaleCol.floats + off, inv = invNorm.floats + off
             let s2 = Double(s) * Double(s)
             for j in 0..<O {
@@ -138,8 +138,8 @@ final class DoRAState {
             let o = out + i * ldo, yi = y + i * ldy
             if let b = bias { for j in 0..<O { yi[j] = o[j] - b[j] } } else if keep != nil { yi.update(from: o, count: O) }
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(O), Int32(r), lora.scale, t, Int32(r), B,
-                    Int32(r), 1, y, Int32(ldy))
+        sgemm(transA: false, transB: true, m: n, n: O, k: r,
+              alpha: lora.scale, a: t, lda: r, b: B, ldb: r, beta: 1, c: y, ldc: ldy)
         for i in 0..<n {
             let o = out + i * ldo, yi = y + i * ldy
             if let b = bias { for j in 0..<O { o[j] = b[j] + sc[j] * yi[j] } } else { for j in 0..<O { o[j] = sc[j] * yi[j] } }

@@ -207,14 +207,14 @@ final class LoRAAdapter: Adapter {
             x = w; ldx = u.inF
         }
         let tt = t(p, site)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(r), Int32(u.inF), 1, x, Int32(ldx), A,
-                    Int32(u.inF), 0, tt, Int32(r))
+        sgemm(transA: false, transB: true, m: n, n: r, k: u.inF,
+              alpha: 1, a: x, lda: ldx, b: A, ldb: u.inF, beta: 0, c: tt, ldc: r)
         if let d = dora {
             d.forward(self, u, out: out, ldo: ldo, t: tt, p)
             return
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(u.outF), Int32(r), scale, tt, Int32(r), B,
-                    Int32(r), 1, out, Int32(ldo))
+        sgemm(transA: false, transB: true, m: n, n: u.outF, k: r,
+              alpha: scale, a: tt, lda: r, b: B, ldb: r, beta: 1, c: out, ldc: ldo)
     }
 
     override func linearOutputBackward(_ l: Int, _ site: LinearSite, dout: UnsafeMutablePointer<Float>, lddo: Int,
@@ -235,12 +235,12 @@ final class LoRAAdapter: Adapter {
             x = w; ldx = u.inF
         }
         // dB += s·dYᵀ·t ; g = dY·B ; dA += s·gᵀ·x
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(u.outF), Int32(r), Int32(n), scale, dout, Int32(lddo), tt,
-                    Int32(r), 1, grads + u.b, Int32(r))
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(r), Int32(u.outF), 1, dout, Int32(lddo), B,
-                    Int32(r), 0, g, Int32(r))
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(r), Int32(u.inF), Int32(n), scale, g, Int32(r), x,
-                    Int32(ldx), 1, grads + u.a, Int32(u.inF))
+        sgemm(transA: true, transB: false, m: u.outF, n: r, k: n,
+              alpha: scale, a: dout, lda: lddo, b: tt, ldb: r, beta: 1, c: grads + u.b, ldc: r)
+        sgemm(transA: false, transB: false, m: n, n: r, k: u.outF,
+              alpha: 1, a: dout, lda: lddo, b: B, ldb: r, beta: 0, c: g, ldc: r)
+        sgemm(transA: true, transB: false, m: r, n: u.inF, k: n,
+              alpha: scale, a: g, lda: r, b: x, ldb: ldx, beta: 1, c: grads + u.a, ldc: u.inF)
         return dout
     }
 
@@ -250,15 +250,15 @@ final class LoRAAdapter: Adapter {
         let r = config.rank, n = p.rows, A = params.floats + u.a
         if config.dropout > 0, let ms = drop[true]![p.slot][site.rawValue], let w = work {
             // dX += (s·g·A) ⊙ mask/(1-p)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(u.inF), Int32(r), scale, g, Int32(r), A,
-                        Int32(u.inF), 0, w, Int32(u.inF))
+            sgemm(transA: false, transB: false, m: n, n: u.inF, k: r,
+                  alpha: scale, a: g, lda: r, b: A, ldb: u.inF, beta: 0, c: w, ldc: u.inF)
             for i in 0..<n {
                 let d = dinp + i * lddi, ww = w + i * u.inF, m = ms + i * u.inF
                 for j in 0..<u.inF { d[j] += ww[j] * m[j] }
             }
         } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(u.inF), Int32(r), scale, g, Int32(r), A,
-                        Int32(u.inF), 1, dinp, Int32(lddi))
+            sgemm(transA: false, transB: false, m: n, n: u.inF, k: r,
+                  alpha: scale, a: g, lda: r, b: A, ldb: u.inF, beta: 1, c: dinp, ldc: lddi)
         }
     }
 
@@ -275,11 +275,11 @@ final class LoRAAdapter: Adapter {
         let r = config.rank, A = params.floats + u.a, B = params.floats + u.b
         if transposed {
             // W [in, out] += s·Aᵀ·Bᵀ
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, Int32(u.inF), Int32(u.outF), Int32(r), sign * scale, A,
-                        Int32(u.inF), B, Int32(r), 1, w, Int32(u.outF))
+            sgemm(transA: true, transB: true, m: u.inF, n: u.outF, k: r,
+                  alpha: sign * scale, a: A, lda: u.inF, b: B, ldb: r, beta: 1, c: w, ldc: u.outF)
         } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(u.outF), Int32(u.inF), Int32(r), sign * scale, B,
-                        Int32(r), A, Int32(u.inF), 1, w, Int32(u.inF))
+            sgemm(transA: false, transB: false, m: u.outF, n: u.inF, k: r,
+                  alpha: sign * scale, a: B, lda: r, b: A, ldb: u.inF, beta: 1, c: w, ldc: u.inF)
         }
     }
 }

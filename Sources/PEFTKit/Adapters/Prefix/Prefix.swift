@@ -83,13 +83,13 @@ final class PrefixAdapter: Adapter {
             // hid = tanh(emb·W1ᵀ + b1); flat = hid·W2ᵀ + b2
             let h = hid.floats
             for i in 0..<P { (h + i * hidden).update(from: p + b1, count: hidden) }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(P), Int32(hidden), Int32(C), 1, p + emb, Int32(C),
-                        p + w1, Int32(C), 1, h, Int32(hidden))
+            sgemm(transA: false, transB: true, m: P, n: hidden, k: C,
+                  alpha: 1, a: p + emb, lda: C, b: p + w1, ldb: C, beta: 1, c: h, ldc: hidden)
             for i in 0..<(P * hidden) { h[i] = tanhf(h[i]) }
             let f = flat.floats
             for i in 0..<P { (f + i * width).update(from: p + b2, count: width) }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(P), Int32(width), Int32(hidden), 1, h, Int32(hidden),
-                        p + w2, Int32(hidden), 1, f, Int32(width))
+            sgemm(transA: false, transB: true, m: P, n: width, k: hidden,
+                  alpha: 1, a: h, lda: hidden, b: p + w2, ldb: hidden, beta: 1, c: f, ldc: width)
         }
         // Rearrange [P][L][2][KVD] → [L][2][P][KVD].
         let src = flatPrefix, dst = kv.floats
@@ -123,19 +123,19 @@ final class PrefixAdapter: Adapter {
         let df = dflat
         let p = params.floats, C = kvd, h = hid.floats
         // flat = hid·W2ᵀ + b2
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(width), Int32(hidden), Int32(P), 1, df.floats, Int32(width),
-                    h, Int32(hidden), 1, grads + w2, Int32(hidden))
+        sgemm(transA: true, transB: false, m: width, n: hidden, k: P,
+              alpha: 1, a: df.floats, lda: width, b: h, ldb: hidden, beta: 1, c: grads + w2, ldc: hidden)
         columnSums(into: grads + b2, src: df.floats, rows: P, cols: width, ld: width)
         let dh = UnsafeMutablePointer<Float>.allocate(capacity: P * hidden)
         defer { dh.deallocate() }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(P), Int32(hidden), Int32(width), 1, df.floats, Int32(width),
-                    p + w2, Int32(hidden), 0, dh, Int32(hidden))
+        sgemm(transA: false, transB: false, m: P, n: hidden, k: width,
+              alpha: 1, a: df.floats, lda: width, b: p + w2, ldb: hidden, beta: 0, c: dh, ldc: hidden)
         for i in 0..<(P * hidden) { dh[i] *= 1 - h[i] * h[i] }
         // pre = emb·W1ᵀ + b1
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(hidden), Int32(C), Int32(P), 1, dh, Int32(hidden),
-                    p + emb, Int32(C), 1, grads + w1, Int32(C))
+        sgemm(transA: true, transB: false, m: hidden, n: C, k: P,
+              alpha: 1, a: dh, lda: hidden, b: p + emb, ldb: C, beta: 1, c: grads + w1, ldc: C)
         columnSums(into: grads + b1, src: dh, rows: P, cols: hidden, ld: hidden)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(P), Int32(C), Int32(hidden), 1, dh, Int32(hidden),
-                    p + w1, Int32(C), 1, grads + emb, Int32(C))
+        sgemm(transA: false, transB: false, m: P, n: C, k: hidden,
+              alpha: 1, a: dh, lda: hidden, b: p + w1, ldb: C, beta: 1, c: grads + emb, ldc: C)
     }
 }

@@ -1372,7 +1372,7 @@ def _generate_struct(max_new_tokens: Any, temperature: Any, top_k: Any, top_p: A
 
 
 def set_num_threads(n: int) -> None:
-    """Sets the number of threads PEFTKit uses (OpenBLAS and its own loops) for the whole process.
+    """Sets the number of threads of PEFTKit's pool (its loops and matrix products) for the whole process.
     ``n <= 0`` restores the default, the number of online cores; values above 1024 are clamped."""
     v = _int(n, "n", -(2**63), 2**63 - 1)
     _lib.peftkit_set_num_threads(max(-1, min(v, 1024)))

@@ -1,0 +1,56 @@
+import COpenBLAS
+
+/// PEFTKit's one entry to OpenBLAS's sgemm. OpenBLAS runs single-threaded (set once, on the first product), and
+/// each product big enough to share is split across PEFTKit's own pool (`parallelFor`): by rows of C when C is
+/// taller than wide, by columns otherwise, in chunks that are multiples of 16. So one pool of threads runs both
+/// PEFTKit's loops and the products: no OpenBLAS worker spins in `sched_yield` while a PEFTKit loop runs (three
+/// runnable threads on two cores), and no call ever changes the process-wide OpenBLAS thread count again.
+///
+/// Every element of C is still one dot product over the whole of k; OpenBLAS picks its kernel by the size of each
+/// call, so a split may move the last bit against one call (`GEMMTests`), and the result is the same on every run
+/// with the same thread count.
+///
+/// Row-major: C[m, n] = alpha · op(A)[m, k] · op(B)[k, n] + beta · C, op = transpose when `transA` / `transB`.
+func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
+           b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    guard m > 0, n > 0 else { return }
+    _ = blasSingleThreaded
+    let ta = transA ? CblasTrans : CblasNoTrans, tb = transB ? CblasTrans : CblasNoTrans
+    // Chunks of at least `gemmMinWorkPerChunk`: the work is the flops, or for a short A (decode: m = 1, a
+    // bandwidth-bound stream of B) 5 per byte of B read, whichever is larger (about 50 GFLOP/s against 10 GB/s
+    // per core). A smaller product costs more to hand out than it saves.
+    let work = max(2 * m * n * max(k, 1), 5 * 4 * n * max(k, 1))
+    let byRows = m >= n
+    let units = ((byRows ? m : n) + 15) / 16
+    let chunks = min(numThreads(), units, max(1, work / gemmMinWorkPerChunk))
+    if chunks <= 1 {
+        cblas_sgemm(CblasRowMajor, ta, tb, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta,
+                    c, Int32(ldc))
+        return
+    }
+    nonisolated(unsafe) let (pa, pb, pc) = (a, b, c)
+    parallelFor(chunks) { c0, c1 in
+        for ch in c0..<c1 {
+            let u0 = units * ch / chunks, u1 = units * (ch + 1) / chunks
+            if byRows {
+                let r0 = 16 * u0, r1 = min(m, 16 * u1)
+                guard r0 < r1 else { continue }
+                // Rows r0..<r1 of op(A): row r of A, or column r of a transposed A.
+                let ap = transA ? pa + r0 : pa + r0 * lda
+                cblas_sgemm(CblasRowMajor, ta, tb, Int32(r1 - r0), Int32(n), Int32(k), alpha, ap, Int32(lda), pb,
+                            Int32(ldb), beta, pc + r0 * ldc, Int32(ldc))
+            } else {
+                let j0 = 16 * u0, j1 = min(n, 16 * u1)
+                guard j0 < j1 else { continue }
+                // Columns j0..<j1 of op(B): column j of B, or row j of a transposed B.
+                let bp = transB ? pb + j0 * ldb : pb + j0
+                cblas_sgemm(CblasRowMajor, ta, tb, Int32(m), Int32(j1 - j0), Int32(k), alpha, pa, Int32(lda), bp,
+                            Int32(ldb), beta, pc + j0, Int32(ldc))
+            }
+        }
+    }
+}
+
+/// About 1 MFLOP (20 µs on one core) per chunk: below that, handing a product to another thread (a dispatch
+/// round trip of a few µs) costs more than it saves.
+let gemmMinWorkPerChunk = 1 << 20
