@@ -674,6 +674,35 @@ typedef struct peftkit_train_result {
  */
 peftkit_status peftkit_model_set_full_finetuning(peftkit_model *model, int32_t enabled);
 
+/* Whole-model file formats (peftkit_model_save). */
+/* A Hugging Face model folder: config.json + model.safetensors (F32, transformers' tensor names and layouts:
+ * GPT2LMHeadModel, LlamaForCausalLM / Qwen2ForCausalLM, BertModel), plus the tokenizer files of the folder the
+ * model was loaded from (tokenizer.json, tokenizer_config.json, vocab.json, merges.txt, chat_template.jinja, ...);
+ * a model loaded from GGUF gets its chat template as chat_template.jinja and no tokenizer files. */
+#define PEFTKIT_MODEL_FORMAT_HF 0
+/* One GGUF file of architecture "llama" that llama.cpp loads, matrices in F32 (..._GGUF_F32) or F16 (..._GGUF_F16;
+ * norms and biases stay F32), query/key rows in GGUF's RoPE order, the tokenizer metadata of the GGUF file the
+ * model's tokenizer came from carried over. Llama models only. A tokenizer read from Hugging Face files is
+ * refused (PEFTKIT_ERR_UNSUPPORTED); a model without a tokenizer is written without one. */
+#define PEFTKIT_MODEL_FORMAT_GGUF_F32 1
+#define PEFTKIT_MODEL_FORMAT_GGUF_F16 2
+
+/*
+ * Writes the whole model as it computes with no adapter active: merged adapters (peftkit_adapter_merge) and fully
+ * fine-tuned weights (peftkit_model_set_full_finetuning) included; weights kept in GGUF blocks are widened to fp32
+ * as they are written. peftkit_model_load reads the result back.
+ *
+ * path    UTF-8: the folder (PEFTKIT_MODEL_FORMAT_HF, created if missing; its files are replaced together, so a
+ *         failed or interrupted save leaves the old files) or the file (GGUF, replaced atomically; its folder
+ *         must exist).
+ * format  a PEFTKIT_MODEL_FORMAT_* value.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL, empty path, unknown format, a weight beyond F16's range
+ * for ..._GGUF_F16), PEFTKIT_ERR_STATE (an adapter is active and not merged), PEFTKIT_ERR_UNSUPPORTED (GGUF of a
+ * model that is not Llama, or whose tokenizer has no GGUF form), PEFTKIT_ERR_IO (the path cannot be written;
+ * nothing is left behind), PEFTKIT_ERR_OUT_OF_MEMORY, PEFTKIT_ERR_BUSY.
+ */
+peftkit_status peftkit_model_save(peftkit_model *model, const char *path, int32_t format);
+
 /*
  * One optimiser step of the active adapter on `batch` rows of `seq_len` tokens. The base weights are
  * never changed, except under full fine-tuning (peftkit_model_set_full_finetuning), where they are what

@@ -27,6 +27,9 @@ struct Train: ParsableCommand {
     @Option(help: "Adapter name.") var name = "default"
     @Option(help: "Also write the adapter as <out>/adapter.gguf in llama.cpp's format (gguf: LoRA on Llama models); native writes the folder only.")
     var format: AdapterFormat = .native
+    @Option(help: "After training, merge the adapter (LoRA, IA3) into the base and save the whole model there (needs --widen for a GGUF base).")
+    var saveModel: String?
+    @Option(help: "Format of --save-model: hf (folder), gguf (F32) or gguf-f16.") var modelFormat: ModelFormatOption = .hf
     @Option(help: "Optimiser steps (overrides --epochs).") var steps: Int?
     @Option(help: "Passes over the data when --steps is not given.") var epochs = 1
     @Option(help: "Rows per step.") var batch = 4
@@ -68,6 +71,14 @@ struct Train: ParsableCommand {
         try checkpoints.attachOrResume(m, name: name, configJSON: configJSON)
         try m.setActiveAdapter(name)
         let method = try m.adapterMethod(name: name)
+        if saveModel != nil {
+            guard method == .lora || method == .ia3 else {
+                throw CLIError("--save-model merges the adapter into the base: \(method.rawValue) adapters cannot be merged (only LoRA and IA3)")
+            }
+            if let q = m.baseTensors.first(where: { $0.format != "F32" }) {
+                throw CLIError("--save-model merges the adapter into fp32 base weights, but '\(q.name)' is kept in \(q.format) blocks: add --widen")
+            }
+        }
         print("adapter '\(name)' (\(method.rawValue)): \(countString(try m.adapterParameterCount(name: name))) trainable parameters")
         var tc = TrainConfig()
         tc.learningRate = lr; tc.schedule = schedule; tc.warmupSteps = warmup; tc.totalSteps = n
@@ -85,6 +96,11 @@ struct Train: ParsableCommand {
         let plot = out + "/loss.svg"
         try writeFileAtomically(path: plot, bytes: Array(lossPlotSVG(run.losses, title: "\(method.rawValue) on \(adapterNameHint(data)): loss per step").utf8))
         print("saved \(out) (\(byteString(diskBytes(out)))), loss plot \(plot)")
+        if let saveModel {
+            try m.mergeAdapter(name: name)
+            try m.saveModel(to: saveModel, format: modelFormat.format)
+            print("saved the merged model as \(modelFormat.describe(saveModel)) (\(byteString(diskBytes(saveModel))))")
+        }
     }
 }
 

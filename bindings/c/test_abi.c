@@ -887,6 +887,85 @@ static void test_llama(void) {
     peftkit_model_free(m);
 }
 
+/* Whole models: a merged LoRA saved as a Hugging Face folder and as GGUF (F32: the same logits bit for bit; F16:
+ * close), and a fully fine-tuned model saved and read back. */
+static int logits_of(peftkit_model *m, const int32_t *ids, float *out) {
+    return peftkit_forward(m, ids, NULL, BATCH, SEQ, out, BATCH * SEQ * VOCAB, NULL, NULL);
+}
+
+static void test_model_save(const char *scratch) {
+    printf("# model save\n");
+    peftkit_model_config mc;
+    peftkit_model_config_init(&mc);
+    mc.architecture = PEFTKIT_ARCH_LLAMA;
+    mc.num_kv_heads = 2;
+    peftkit_model *m = NULL;
+    expect(peftkit_model_create(&mc, 5, &m), PEFTKIT_OK, "model_create(llama)");
+    if (!m) return;
+    int32_t ids[BATCH * SEQ];
+    fill_pattern(ids, BATCH, SEQ, 0);
+    peftkit_train_config tc;
+    peftkit_train_config_init(&tc);
+    tc.learning_rate = 1e-2f;
+    expect(peftkit_adapter_attach_json(m, "l", "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, "
+                                               "\"target_modules\": [\"q_proj\", \"k_proj\", \"v_proj\", \"down_proj\"]}"),
+           PEFTKIT_OK, "adapter_attach_json(LoRA)");
+    expect(peftkit_adapter_set_active(m, "l"), PEFTKIT_OK, "adapter_set_active(LoRA)");
+    for (int i = 0; i < 3; i++) peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL);
+    expect(peftkit_adapter_merge(m, "l"), PEFTKIT_OK, "adapter_merge(LoRA)");
+    static float want[BATCH * SEQ * VOCAB], got[BATCH * SEQ * VOCAB];
+    expect(logits_of(m, ids, want), PEFTKIT_OK, "forward(merged)");
+
+    char dir[1100], gguf[1100], gguf16[1100], p[1200];
+    snprintf(dir, sizeof dir, "%s/abi-model-hf", scratch);
+    snprintf(gguf, sizeof gguf, "%s/abi-model.gguf", scratch);
+    snprintf(gguf16, sizeof gguf16, "%s/abi-model-f16.gguf", scratch);
+    const char *formats[3] = {dir, gguf, gguf16};
+    const int32_t codes[3] = {PEFTKIT_MODEL_FORMAT_HF, PEFTKIT_MODEL_FORMAT_GGUF_F32, PEFTKIT_MODEL_FORMAT_GGUF_F16};
+    const char *what[3] = {"Hugging Face folder", "GGUF F32", "GGUF F16"};
+    for (int k = 0; k < 3; k++) {
+        char label[96];
+        snprintf(label, sizeof label, "model_save(merged LoRA, %s)", what[k]);
+        expect(peftkit_model_save(m, formats[k], codes[k]), PEFTKIT_OK, label);
+        peftkit_model *back = NULL;
+        snprintf(label, sizeof label, "model_load(%s)", what[k]);
+        expect(peftkit_model_load(formats[k], &back), PEFTKIT_OK, label);
+        if (!back) continue;
+        expect(logits_of(back, ids, got), PEFTKIT_OK, "forward(saved model)");
+        float maxdiff = 0, maxabs = 0;
+        for (int i = 0; i < BATCH * SEQ * VOCAB; i++) {
+            maxdiff = fmaxf(maxdiff, fabsf(want[i] - got[i]));
+            maxabs = fmaxf(maxabs, fabsf(want[i]));
+        }
+        snprintf(label, sizeof label, "%s read back: %s logits", what[k], k < 2 ? "identical" : "F16-close");
+        check(k < 2 ? memcmp(want, got, sizeof want) == 0 : maxdiff > 0 && maxdiff < 1e-2f * maxabs, label);
+        peftkit_model_free(back);
+    }
+
+    /* Full fine-tuning: the trained weights are what is saved. */
+    expect(peftkit_adapter_unmerge(m, "l"), PEFTKIT_OK, "adapter_unmerge(LoRA)");
+    expect(peftkit_adapter_set_active(m, NULL), PEFTKIT_OK, "adapter_set_active(NULL)");
+    expect(peftkit_model_set_full_finetuning(m, 1), PEFTKIT_OK, "model_set_full_finetuning(1)");
+    for (int i = 0; i < 2; i++) peftkit_train_step(m, ids, NULL, BATCH, SEQ, &tc, NULL);
+    expect(logits_of(m, ids, want), PEFTKIT_OK, "forward(fully tuned)");
+    expect(peftkit_model_save(m, gguf, PEFTKIT_MODEL_FORMAT_GGUF_F32), PEFTKIT_OK, "model_save(fully tuned, GGUF F32)");
+    peftkit_model *back = NULL;
+    expect(peftkit_model_load(gguf, &back), PEFTKIT_OK, "model_load(fully tuned GGUF)");
+    if (back) {
+        logits_of(back, ids, got);
+        check(memcmp(want, got, sizeof want) == 0, "fully tuned GGUF F32 read back: identical logits");
+        peftkit_model_free(back);
+    }
+    unlink(gguf);
+    unlink(gguf16);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    unlink(p);
+    rmdir(dir);
+    peftkit_model_free(m);
+}
+
 /* The train step in two halves: compute + apply equals train_step bit for bit; two half-batches whose gradient
  * buffers are summed (the host's all-reduce) give the whole batch's step; misuse is refused. */
 static peftkit_model *split_model(uint64_t seed) {
@@ -1659,6 +1738,7 @@ int main(int argc, char **argv) {
         check(1, "model_free");
         test_threads(seed);
         test_llama();
+        test_model_save(scratch);
         test_bert();
         test_split_step(seed);
         test_checkpoints(scratch, seed);

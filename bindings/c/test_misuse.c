@@ -767,14 +767,16 @@ static void names(peftkit_model *m, const char *adapter_dir, const char *checkpo
     CASE(BAD, peftkit_adapter_load(m, adapter_dir, "", buf, sizeof buf), "adapter_load(name \"\")");
 }
 
-static int32_t reenter_status, reenter_read_status;
+static int32_t reenter_status, reenter_read_status, reenter_save_status;
 static peftkit_model *reenter_model;
+static const char REENTER_SAVE_PATH[] = "/tmp/peftkit-misuse-busy-save";
 static int32_t reenter_cb(int32_t token, void *user) {
     (void)token;
     (void)user;
     int64_t n = 0;
     int32_t count = 0;
     reenter_status = peftkit_adapter_num_params(reenter_model, "t", &n);
+    reenter_save_status = peftkit_model_save(reenter_model, REENTER_SAVE_PATH, PEFTKIT_MODEL_FORMAT_HF);
     reenter_read_status = peftkit_adapter_count(reenter_model, &count);
     return 1;
 }
@@ -804,6 +806,8 @@ static void states(void) {
     CASE(PEFTKIT_OK, peftkit_generate(m, ids, 3, &gc, toks, 8, &n32, reenter_cb, NULL), "generate(callback re-entering the model)");
     record("a call on the generating model from its token callback", PEFTKIT_ERR_BUSY, reenter_status);
     record("adapter_count from the token callback (a read of the adapter list)", PEFTKIT_OK, reenter_read_status);
+    record("model_save on the generating model from its token callback", PEFTKIT_ERR_BUSY, reenter_save_status);
+    check(access(REENTER_SAVE_PATH, F_OK) != 0, "[model state] a busy model_save wrote nothing");
     peftkit_model_free(m);
 }
 
@@ -1412,6 +1416,50 @@ static void tokenizer(const char *scratch) {
     peftkit_model_free(bare);
 }
 
+/* peftkit_model_save: every argument checked, refusals leave nothing behind. */
+static void model_save(peftkit_model *m, const char *scratch) {
+    group = "model save";
+    char d[1100], f[1100];
+    snprintf(d, sizeof d, "%s/misuse-model-never", scratch);
+    snprintf(f, sizeof f, "%s/misuse-model-file", scratch);
+    unsigned char one = 1;
+    write_file(f, &one, 1);
+    CASE(BAD, peftkit_model_save(NULL, d, PEFTKIT_MODEL_FORMAT_HF), "model_save(model NULL)");
+    CASE(BAD, peftkit_model_save(m, NULL, PEFTKIT_MODEL_FORMAT_HF), "model_save(path NULL)");
+    CASE(BAD, peftkit_model_save(m, "", PEFTKIT_MODEL_FORMAT_HF), "model_save(path \"\")");
+    CASE(BAD, peftkit_model_save(m, d, 3), "model_save(format 3)");
+    CASE(BAD, peftkit_model_save(m, d, -1), "model_save(format -1)");
+    CASE(BAD, peftkit_model_save(m, "bad\xc3\x28", PEFTKIT_MODEL_FORMAT_HF), "model_save(path not UTF-8)");
+    peftkit_model *busy = new_model_with_adapter(13, "s");
+    if (busy) {
+        CASE(PEFTKIT_ERR_STATE, peftkit_model_save(busy, d, PEFTKIT_MODEL_FORMAT_HF), "model_save(an adapter active, not merged)");
+        CASE(PEFTKIT_ERR_UNSUPPORTED, peftkit_adapter_merge(busy, "s"), "adapter_merge(a bottleneck adapter cannot be merged)");
+        peftkit_model_free(busy);
+    }
+    peftkit_model *g = new_model(11);
+    if (g) {
+        CASE(PEFTKIT_ERR_UNSUPPORTED, peftkit_model_save(g, d, PEFTKIT_MODEL_FORMAT_GGUF_F32), "model_save(GGUF of a GPT-2 model)");
+        CASE(PEFTKIT_ERR_IO, peftkit_model_save(g, "/proc/peftkit-misuse/x", PEFTKIT_MODEL_FORMAT_HF), "model_save(folder cannot be created)");
+        CASE(PEFTKIT_ERR_IO, peftkit_model_save(g, f, PEFTKIT_MODEL_FORMAT_HF), "model_save(folder path is a file)");
+        peftkit_model_free(g);
+    }
+    peftkit_model_config mc;
+    peftkit_model_config_init(&mc);
+    mc.architecture = PEFTKIT_ARCH_LLAMA;
+    peftkit_model *l = NULL;
+    if (peftkit_model_create(&mc, 12, &l) == PEFTKIT_OK) {
+        CASE(PEFTKIT_ERR_IO, peftkit_model_save(l, scratch, PEFTKIT_MODEL_FORMAT_GGUF_F16), "model_save(GGUF path is a folder)");
+        CASE(PEFTKIT_ERR_IO, peftkit_model_save(l, "/nonexistent/peftkit/x.gguf", PEFTKIT_MODEL_FORMAT_GGUF_F32),
+             "model_save(GGUF folder missing)");
+        CASE(PEFTKIT_ERR_IO, peftkit_model_save(l, "/proc/peftkit-misuse.gguf", PEFTKIT_MODEL_FORMAT_GGUF_F32),
+             "model_save(GGUF folder not writable)");
+        peftkit_model_free(l);
+    }
+    check(access(d, F_OK) != 0, "[model save] no refused call created its folder");
+    check(file_size(f) == 1, "[model save] the file in the folder's place is untouched");
+    unlink(f);
+}
+
 /* Encoders (BERT): token types, padding masks, embeddings and task heads. */
 static peftkit_model *new_bert(uint64_t seed) {
     peftkit_model_config mc;
@@ -1681,6 +1729,7 @@ int main(int argc, char **argv) {
     names(m, adapter_dir, checkpoint_dir);
     states();
     files(m, scratch, adapter_dir, checkpoint_dir);
+    model_save(m, scratch);
     freed();
     numerics(scratch);
     concurrency();

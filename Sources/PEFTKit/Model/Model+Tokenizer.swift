@@ -11,11 +11,15 @@ struct TextSupport: Sendable {
     var chatTemplate: ChatTemplate? = nil
     /// Errors met while reading a tokenizer or template that the files do carry, in the order met.
     var errors: [PEFTKitError] = []
+    /// Where the tokenizer and template were read from, for `saveModel` to carry them over (nil when set by hand).
+    var origin: TextOrigin? = nil
 
     init() {}
 
     /// Reads both from GGUF metadata. Never throws: problems end up in `errors`.
     init(gguf file: GGUFFile, vocabSize: Int) {
+        let keys = file.metadataKeys.filter { $0.hasPrefix("tokenizer.") }
+        if !keys.isEmpty { origin = .gguf(keys.compactMap { k in file.metadata[k].map { (k, $0) } }) }
         if file.has(key: "tokenizer.ggml.model") {
             tokenizer = attempt { try checked(Tokenizer(gguf: file), vocabSize: vocabSize) }
         }
@@ -29,6 +33,7 @@ struct TextSupport: Sendable {
 
     /// Reads both from a Hugging Face model folder. Never throws: problems end up in `errors`.
     init(folder: String, vocabSize: Int) {
+        origin = .folder(folder)
         let json = joinPath(folder, "tokenizer.json")
         let vocab = joinPath(folder, "vocab.json"), merges = joinPath(folder, "merges.txt")
         if pathKind(json) == .file {
@@ -96,6 +101,14 @@ struct TextSupport: Sendable {
         }
         return nil
     }
+}
+
+/// Where a model's tokenizer and chat template came from.
+enum TextOrigin: Sendable {
+    /// A Hugging Face folder (its tokenizer files are copied when the model is saved as a folder).
+    case folder(String)
+    /// A GGUF file's `tokenizer.*` metadata, in file order (written into a saved GGUF model as it is).
+    case gguf([(String, GGUFValue)])
 }
 
 /// `tokenizer` if every id it makes is a row of the model's embedding.

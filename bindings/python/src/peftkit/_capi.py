@@ -74,6 +74,9 @@ PEFTKIT_FINISH_STOP_STRING = 2
 PEFTKIT_FINISH_LENGTH = 3
 PEFTKIT_FINISH_CONTEXT_FULL = 4
 PEFTKIT_FINISH_CANCELLED = 5
+PEFTKIT_MODEL_FORMAT_HF = 0
+PEFTKIT_MODEL_FORMAT_GGUF_F32 = 1
+PEFTKIT_MODEL_FORMAT_GGUF_F16 = 2
 
 PEFTKIT_IGNORE_INDEX = -100
 
@@ -266,6 +269,7 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
     "peftkit_adapter_save_as": (_status, [_model, c_char_p, c_char_p, c_int32]),
     "peftkit_adapter_load": (_status, [_model, c_char_p, c_char_p, _buf, c_size_t]),
     "peftkit_model_set_full_finetuning": (_status, [_model, c_int32]),
+    "peftkit_model_save": (_status, [_model, c_char_p, c_int32]),
     "peftkit_train_config_init_sized": (_status, [POINTER(TrainConfigStruct), c_size_t]),
     "peftkit_train_step": (
         _status,

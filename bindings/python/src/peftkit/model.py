@@ -414,6 +414,33 @@ class Model:
         with self._call as h:
             check(_lib.peftkit_adapter_save_as(h, n, p, formats[format]))
 
+    def save_model(self, path: PathLike, format: str = "hf", dtype: str = "f32") -> None:
+        """Writes the whole model as it computes with no adapter active: merged adapters (:meth:`merge_adapter`)
+        and fully fine-tuned weights (:meth:`set_full_fine_tuning`) included. Weights kept in GGUF blocks are
+        widened to fp32 as they are written.
+
+        ``format="hf"`` (the default): a Hugging Face folder at `path` (``config.json`` + ``model.safetensors``,
+        F32, plus the tokenizer files of the folder the model was loaded from) that
+        ``transformers.AutoModelForCausalLM.from_pretrained`` and :meth:`Model.load` read. Only ``dtype="f32"``.
+
+        ``format="gguf"``: one GGUF file at `path` (Llama models) that llama.cpp and :meth:`Model.load` read,
+        matrices in ``dtype`` ``"f32"`` or ``"f16"``, with the tokenizer metadata of the GGUF file the model was
+        loaded from.
+
+        Raises:
+            InvalidArgumentError: an unknown format or dtype; a weight beyond F16's range.
+            StateError: an adapter is active but not merged.
+            UnsupportedError: GGUF for a model that is not Llama, or whose tokenizer came from Hugging Face files.
+            PeftKitIOError: the path cannot be written (nothing is left behind).
+        """
+        codes = {("hf", "f32"): _capi.PEFTKIT_MODEL_FORMAT_HF, ("gguf", "f32"): _capi.PEFTKIT_MODEL_FORMAT_GGUF_F32,
+                 ("gguf", "f16"): _capi.PEFTKIT_MODEL_FORMAT_GGUF_F16}
+        if (format, dtype) not in codes:
+            raise InvalidArgumentError(f"format/dtype must be one of {sorted(codes)}, got {(format, dtype)!r}")
+        p = _c_path(path)
+        with self._call as h:
+            check(_lib.peftkit_model_save(h, p, codes[(format, dtype)]))
+
     def load_adapter(self, path: PathLike, name: str | None = None) -> str:
         """Reads an adapter folder (written by :meth:`save_adapter`, by AdapterHub or by Hugging Face
         PEFT), or a llama.cpp GGUF LoRA adapter (a file ending in ``.gguf``), and attaches it, not active. Returns the name it was attached under: `name`, or the name
