@@ -909,7 +909,18 @@ peftkit_status peftkit_forward_ex(peftkit_model *model, const int32_t *input_ids
 
 /*
  * Sampling settings. Defaults set by peftkit_generate_config_init equal the Swift API's GenerateConfig():
- * max_new_tokens 32, temperature 0 (greedy), top_k 0 (off), top_p 1 (off), seed 0, no stop tokens.
+ * max_new_tokens 32, temperature 0 (greedy), top_k 0 (off), top_p 1 (off), seed 0, no stop tokens,
+ * repetition_penalty 1 (off), min_p 0 (off), no stop strings.
+ *
+ * Order of sampling: repetition penalty (also applied when greedy) -> temperature -> top_k -> top_p ->
+ * min_p -> a draw (transformers' order).
+ *
+ * Stop strings: generation stops when the raw bytes of the new tokens (the prompt not included) contain
+ * one of stop_strings. The output then ends before the match: out_tokens keeps the tokens that lie wholly
+ * before the stop string's first byte; the token in which it starts and any later one are dropped (the
+ * token callback has seen them; peftkit_generate_ex reports them, see peftkit_generate_result). The
+ * earliest match wins (lowest byte offset, then lowest index). Needs the model's tokenizer
+ * (PEFTKIT_ERR_STATE without one).
  */
 typedef struct peftkit_generate_config {
     uint32_t struct_size;         /* sizeof(peftkit_generate_config); set by peftkit_generate_config_init */
@@ -922,6 +933,19 @@ typedef struct peftkit_generate_config {
     const int32_t *stop_tokens;   /* generation ends after emitting any of these (the stop token is
                                      included in the output); read during the call only. May be NULL
                                      when n_stop_tokens is 0 */
+    /* Fields below were added in C ABI 0.2; a config of the earlier size (ending at stop_tokens) is still
+       accepted and gets their defaults. */
+    float repetition_penalty;     /* > 0; 1 = off, and 0 also means off. Logits of tokens already in the
+                                     window are divided by it when positive, multiplied when negative.
+                                     Window: the whole context, every prompt token and every new token so
+                                     far (each distinct token once), as transformers' repetition_penalty */
+    float min_p;                  /* [0, 1], 0 = off: drop tokens whose probability is below min_p times the
+                                     most likely one's (after temperature, top_k, top_p) */
+    int32_t n_stop_strings;       /* number of entries in stop_strings, 0..1024 */
+    int32_t reserved0;            /* must be 0 (keeps stop_strings at an 8-byte boundary) */
+    const char *const *stop_strings; /* n_stop_strings non-empty NUL-terminated UTF-8 strings (each at most
+                                     4096 bytes), see "Stop strings" above; read during the call only. May
+                                     be NULL when n_stop_strings is 0 */
 } peftkit_generate_config;
 
 /*
@@ -962,11 +986,56 @@ peftkit_status peftkit_generate(peftkit_model *model, const int32_t *prompt, int
                                 const peftkit_generate_config *config, int32_t *out_tokens, int32_t out_capacity,
                                 int32_t *n_out, peftkit_token_callback cb, void *user);
 
+/* Why generation stopped (peftkit_generate_result.finish_reason). */
+/* The last token is one of stop_tokens (it is in the output). */
+#define PEFTKIT_FINISH_STOP_TOKEN 1
+/* The text contained one of stop_strings (the output ends before it). */
+#define PEFTKIT_FINISH_STOP_STRING 2
+/* max_new_tokens tokens were produced. */
+#define PEFTKIT_FINISH_LENGTH 3
+/* The model's max_positions was reached before max_new_tokens. */
+#define PEFTKIT_FINISH_CONTEXT_FULL 4
+/* The token callback returned non-zero (that token is kept). */
+#define PEFTKIT_FINISH_CANCELLED 5
+
+/*
+ * What peftkit_generate_ex reports besides the tokens (an output struct: set struct_size = sizeof before
+ * the call; see "Structs and versions").
+ */
+typedef struct peftkit_generate_result {
+    uint32_t struct_size;     /* set by the caller: sizeof(peftkit_generate_result) */
+    int32_t finish_reason;    /* PEFTKIT_FINISH_* */
+    int32_t n_tokens;         /* the output: out_tokens[0 .. n_tokens) */
+    int32_t n_generated;      /* tokens written to out_tokens: n_tokens plus, after a stop string, the tokens
+                                 it dropped (out_tokens[n_tokens .. n_generated)); every token the callback saw */
+    int32_t stop_index;       /* index in stop_tokens (STOP_TOKEN) or stop_strings (STOP_STRING); else -1 */
+    int32_t stop_byte_offset; /* STOP_STRING: where the stop string starts in the bytes of out_tokens[0 ..
+                                 n_generated) (peftkit_token_to_piece of each, concatenated): the text
+                                 before the stop string is that many bytes. Else -1 */
+} peftkit_generate_result;
+
+/*
+ * peftkit_generate that also says why generation stopped, and with stop strings, what they dropped.
+ * A new name rather than a changed peftkit_generate, so that programs built against the old signature keep
+ * working (sqlite3_prepare_v2 style); the result is a versioned output struct, so later outputs can be
+ * appended to it without a third function (llama.h style).
+ *
+ * Arguments as peftkit_generate, except:
+ * result        required; receives the result on success (see peftkit_generate_result). Its struct_size
+ *               is checked before generating.
+ * Returns as peftkit_generate, plus PEFTKIT_ERR_STATE (stop strings without a tokenizer).
+ */
+peftkit_status peftkit_generate_ex(peftkit_model *model, const int32_t *prompt, int32_t n_prompt,
+                                   const peftkit_generate_config *config, int32_t *out_tokens, int32_t out_capacity,
+                                   peftkit_generate_result *result, peftkit_token_callback cb, void *user);
+
 /*
  * Generates for `batch` prompts, row b with adapter adapters[b] (NULL entry = the base model): one call
  * serves several tasks. Row b's tokens equal what peftkit_generate gives for prompts[b] alone with that
- * adapter active and the same config (rows run one after another; each starts from config->seed). The
- * active adapter is unchanged afterwards.
+ * adapter active and the same config (each row's sampler starts from config->seed). Rows with the same
+ * adapter and the same prompt length are decoded together, one forward pass per step for all of them
+ * (as peftkit_forward_mixed groups rows by adapter); other rows run alone. The active adapter is unchanged
+ * afterwards.
  *
  * prompts       batch pointers; prompts[b] holds n_prompts[b] >= 1 token ids. Read during the call only.
  * adapters      batch entries, each NULL or an attached adapter's name; read during the call only.
@@ -981,6 +1050,34 @@ peftkit_status peftkit_generate_mixed(peftkit_model *model, const int32_t *const
                                       const char *const *adapters, int32_t batch,
                                       const peftkit_generate_config *config, int32_t *out_tokens,
                                       size_t out_capacity, int32_t *n_out);
+
+/*
+ * peftkit_generate_mixed that also says why each row stopped.
+ *
+ * Arguments as peftkit_generate_mixed, plus:
+ * finish_reasons  required; batch entries, receives each row's PEFTKIT_FINISH_* on success.
+ */
+peftkit_status peftkit_generate_mixed_ex(peftkit_model *model, const int32_t *const *prompts,
+                                         const int32_t *n_prompts, const char *const *adapters, int32_t batch,
+                                         const peftkit_generate_config *config, int32_t *out_tokens,
+                                         size_t out_capacity, int32_t *n_out, int32_t *finish_reasons);
+
+/*
+ * The raw bytes of one token, for printing generated text as it comes: a byte-level BPE token's bytes,
+ * which may start or end inside a multi-byte UTF-8 character. Concatenate pieces and print only complete
+ * characters (or use peftkit_detokenize on the whole sequence). Special tokens give their text.
+ *
+ * token          an id in [0, vocab_size of the tokenizer).
+ * out            receives the bytes (no NUL is added: this is a byte string, not text); may be NULL only
+ *                when capacity is 0 (a size query).
+ * capacity       size of out in bytes.
+ * n_out          required; receives the number of bytes, on success and on PEFTKIT_ERR_BUFFER_TOO_SMALL.
+ * Returns PEFTKIT_OK, PEFTKIT_ERR_INVALID_ARGUMENT (NULL, an id outside the vocabulary),
+ * PEFTKIT_ERR_BUFFER_TOO_SMALL, PEFTKIT_ERR_STATE (no tokenizer).
+ * May be called while the model generates (a tokenizer read, see Tokenization).
+ */
+peftkit_status peftkit_token_to_piece(const peftkit_model *model, int32_t token, char *out, size_t capacity,
+                                      size_t *n_out);
 /* ===================================================================================================
  * Encoders (BERT): hidden states, sentence embeddings, task heads
  *

@@ -1,4 +1,4 @@
-// Training steps, forward passes and generation.
+// Training steps and forward passes.
 
 import CPEFTKit
 import PEFTKit
@@ -153,81 +153,6 @@ public func peftkit_forward(_ model: OpaquePointer?, _ inputIDs: UnsafePointer<I
         let r = try h.model.forward(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), logits: logitsBuffer)
         lossOut?.pointee = r.loss
         tokensOut?.pointee = Int64(r.tokens)
-    }
-}
-
-@c @implementation
-public func peftkit_generate(_ model: OpaquePointer?, _ prompt: UnsafePointer<Int32>?, _ nPrompt: Int32,
-                             _ config: UnsafePointer<peftkit_generate_config>?,
-                             _ outTokens: UnsafeMutablePointer<Int32>?, _ outCapacity: Int32,
-                             _ nOut: UnsafeMutablePointer<Int32>?, _ cb: peftkit_token_callback?,
-                             _ user: UnsafeMutableRawPointer?) -> peftkit_status {
-    entry("peftkit_generate") {
-        let h = try ModelHandle.from(model)
-        guard let prompt else { throw ShimError.invalid("prompt is NULL") }
-        let gc = try generateConfig(from: config)
-        guard outCapacity >= 0 else { throw ShimError.invalid("out_capacity must be >= 0, got \(outCapacity)") }
-        if outTokens == nil {
-            guard outCapacity == 0 else {
-                throw ShimError.invalid("out_tokens is NULL but out_capacity is \(outCapacity)")
-            }
-        } else if Int(outCapacity) < gc.maxNewTokens {
-            throw ShimError.tooSmall("out_tokens needs max_new_tokens = \(gc.maxNewTokens) entries, "
-                                     + "out_capacity is \(outCapacity)")
-        }
-        try checkPromptLength(nPrompt, "n_prompt", model: h.model)
-        let promptArray = Array(UnsafeBufferPointer(start: prompt, count: Int(nPrompt)))
-        let onToken: ((Int32) -> Bool)? = cb.map { f in { token in f(token, user) == 0 } }
-        let tokens = try h.model.generate(prompt: promptArray, config: gc, onToken: onToken)
-        guard tokens.count <= gc.maxNewTokens else {
-            throw ShimError.internal("generation returned \(tokens.count) tokens, more than max_new_tokens "
-                                     + "= \(gc.maxNewTokens)")
-        }
-        if let outTokens {
-            for (i, t) in tokens.enumerated() { outTokens[i] = t }
-        }
-        nOut?.pointee = Int32(bounded: tokens.count)
-    }
-}
-
-@c @implementation
-public func peftkit_generate_mixed(_ model: OpaquePointer?, _ prompts: UnsafePointer<UnsafePointer<Int32>?>?,
-                                   _ nPrompts: UnsafePointer<Int32>?, _ adapters: UnsafePointer<UnsafePointer<CChar>?>?,
-                                   _ batch: Int32, _ config: UnsafePointer<peftkit_generate_config>?,
-                                   _ outTokens: UnsafeMutablePointer<Int32>?, _ outCapacity: Int,
-                                   _ nOut: UnsafeMutablePointer<Int32>?) -> peftkit_status {
-    entry("peftkit_generate_mixed") {
-        let h = try ModelHandle.from(model)
-        guard batch >= 1 else { throw ShimError.invalid("batch must be >= 1, got \(batch)") }
-        guard let prompts else { throw ShimError.invalid("prompts is NULL") }
-        guard let nPrompts else { throw ShimError.invalid("n_prompts is NULL") }
-        guard let adapters else { throw ShimError.invalid("adapters is NULL") }
-        guard let outTokens else { throw ShimError.invalid("out_tokens is NULL") }
-        guard let nOut else { throw ShimError.invalid("n_out is NULL") }
-        let gc = try generateConfig(from: config)
-        let (need, overflow) = Int(batch).multipliedReportingOverflow(by: gc.maxNewTokens)
-        guard !overflow, outCapacity >= need else {
-            throw ShimError.tooSmall("out_tokens needs batch * max_new_tokens = \(Int(batch)) * \(gc.maxNewTokens) entries, "
-                                     + "out_capacity is \(outCapacity)")
-        }
-        var rows: [[Int32]] = [], names: [String?] = []
-        for b in 0..<Int(batch) {
-            guard let p = prompts[b] else { throw ShimError.invalid("prompts[\(b)] is NULL") }
-            let n = nPrompts[b]
-            try checkPromptLength(n, "n_prompts[\(b)]", model: h.model)
-            rows.append(Array(UnsafeBufferPointer(start: p, count: Int(n))))
-            names.append(adapters[b] == nil ? nil : try readName(adapters[b], "adapters[\(b)]"))
-        }
-        let out = try h.model.generate(prompts: rows, adapters: names, config: gc)
-        for (b, toks) in out.enumerated() {
-            guard toks.count <= gc.maxNewTokens else {
-                throw ShimError.internal("row \(b) produced \(toks.count) tokens, more than max_new_tokens")
-            }
-        }
-        for (b, toks) in out.enumerated() {
-            for (i, t) in toks.enumerated() { outTokens[b * gc.maxNewTokens + i] = t }
-            nOut[b] = Int32(bounded: toks.count)
-        }
     }
 }
 

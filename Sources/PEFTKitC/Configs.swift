@@ -196,6 +196,11 @@ func defaultGenerateConfig() -> peftkit_generate_config {
     c.n_stop_tokens = 0
     c.seed = swift.seed
     c.stop_tokens = nil
+    c.repetition_penalty = swift.repetitionPenalty
+    c.min_p = swift.minP
+    c.n_stop_strings = 0
+    c.reserved0 = 0
+    c.stop_strings = nil
     return c
 }
 
@@ -216,5 +221,24 @@ func generateConfig(from p: UnsafePointer<peftkit_generate_config>?) throws -> G
         }
         g.stopTokens = Array(UnsafeBufferPointer(start: sp, count: Int(c.n_stop_tokens)))
     }
+    // 0 is "off" as well as 1, so that a zeroed field means what it meant before the field existed.
+    g.repetitionPenalty = c.repetition_penalty == 0 ? 1 : c.repetition_penalty
+    g.minP = c.min_p
+    guard c.reserved0 == 0 else { throw ShimError.invalid("reserved0 must be 0, got \(c.reserved0)") }
+    guard c.n_stop_strings >= 0, c.n_stop_strings <= maxStopStrings else {
+        throw ShimError.invalid("n_stop_strings must be in 0...\(maxStopStrings), got \(c.n_stop_strings)")
+    }
+    if c.n_stop_strings > 0 {
+        guard let ss = c.stop_strings else {
+            throw ShimError.invalid("stop_strings is NULL but n_stop_strings is \(c.n_stop_strings)")
+        }
+        g.stopStrings = try (0..<Int(c.n_stop_strings)).map {
+            try readString(ss[$0], "stop_strings[\($0)]", maxBytes: maxStopStringBytes)
+        }
+    }
     return g
 }
+
+/// Limits on peftkit_generate_config's stop strings (documented in peftkit.h).
+let maxStopStrings: Int32 = 1024
+let maxStopStringBytes = 4096

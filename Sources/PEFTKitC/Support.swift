@@ -341,7 +341,16 @@ extension peftkit_generate_config: VersionedStruct {
     static var cName: String { "peftkit_generate_config" }
     static var fieldOffsets: [Int] {
         offsets([\Self.struct_size, \Self.max_new_tokens, \Self.temperature, \Self.top_k, \Self.top_p,
-                 \Self.n_stop_tokens, \Self.seed, \Self.stop_tokens])
+                 \Self.n_stop_tokens, \Self.seed, \Self.stop_tokens, \Self.repetition_penalty, \Self.min_p,
+                 \Self.n_stop_strings, \Self.reserved0, \Self.stop_strings])
+    }
+}
+
+extension peftkit_generate_result: VersionedStruct {
+    static var cName: String { "peftkit_generate_result" }
+    static var fieldOffsets: [Int] {
+        offsets([\Self.struct_size, \Self.finish_reason, \Self.n_tokens, \Self.n_generated, \Self.stop_index,
+                 \Self.stop_byte_offset])
     }
 }
 

@@ -11,6 +11,7 @@
 #include "peftkit.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,8 +133,12 @@ static void test_library(void) {
     peftkit_generate_config_init(&gc);
     check(gc.struct_size == sizeof gc, "generate config struct_size == sizeof");
     check(gc.max_new_tokens == 32 && gc.temperature == 0.0f && gc.top_k == 0 && gc.top_p == 1.0f && gc.seed == 0 &&
-              gc.stop_tokens == NULL && gc.n_stop_tokens == 0,
+              gc.stop_tokens == NULL && gc.n_stop_tokens == 0 && gc.repetition_penalty == 1.0f && gc.min_p == 0.0f &&
+              gc.n_stop_strings == 0 && gc.reserved0 == 0 && gc.stop_strings == NULL,
           "generate config defaults equal GenerateConfig()");
+    check(sizeof(peftkit_generate_config) == 64 && offsetof(peftkit_generate_config, repetition_penalty) == 40,
+          "generate config: 0.2 appended 24 bytes after the 40 of 0.1");
+    check(sizeof(peftkit_generate_result) == 24, "generate result: 24 bytes, no padding");
 }
 
 static void test_create_misuse(void) {
@@ -1312,6 +1317,179 @@ static void test_tokenizer_tiny(void) {
     peftkit_model_free(m);
 }
 
+/* peftkit_generate_ex / _mixed_ex, finish reasons, sampling options, stop strings, token_to_piece: on a model of
+ * vocab 97 with the fixture tokenizer (one character per token, except <|im_end|>). */
+static void test_generate_ex(void) {
+    printf("# generation: finish reasons, stop strings, pieces\n");
+    const peftkit_status bad = PEFTKIT_ERR_INVALID_ARGUMENT;
+    peftkit_model_config mc;
+    peftkit_model_config_init(&mc);
+    mc.vocab_size = 97;
+    mc.max_positions = 40;
+    peftkit_model *m = NULL, *bare = NULL;
+    expect(peftkit_model_create(&mc, 9, &m), PEFTKIT_OK, "model_create(vocab 97, 40 positions)");
+    expect(peftkit_model_create(&mc, 9, &bare), PEFTKIT_OK, "model_create(vocab 97, no tokenizer)");
+    if (!m || !bare) return;
+    char path[1024];
+    tiny_tokenizer_path(path, sizeof path);
+    expect(peftkit_tokenizer_load(m, path), PEFTKIT_OK, "tokenizer_load(tiny)");
+    int32_t prompt[2] = {'H' - 0x21, 'i' - 0x21};
+    int32_t out[64], all[64];
+    peftkit_generate_config gc;
+    peftkit_generate_result r;
+
+    /* Length, and the same tokens as peftkit_generate. */
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 24;
+    int32_t n_all = 0;
+    expect(peftkit_generate(m, prompt, 2, &gc, all, 64, &n_all, NULL, NULL), PEFTKIT_OK, "generate (reference, 24 tokens)");
+    memset(&r, 0x55, sizeof r);
+    r.struct_size = sizeof r;
+    expect(peftkit_generate_ex(m, prompt, 2, &gc, out, 64, &r, NULL, NULL), PEFTKIT_OK, "generate_ex");
+    check(r.finish_reason == PEFTKIT_FINISH_LENGTH && r.n_tokens == 24 && r.n_generated == 24 && r.stop_index == -1 &&
+              r.stop_byte_offset == -1 && memcmp(out, all, sizeof(int32_t) * 24) == 0,
+          "generate_ex: LENGTH, the tokens of generate");
+
+    /* Pieces: their bytes concatenate to the detokenized text. */
+    char text[1024], piece[64];
+    size_t text_len = 0, plen = 0, off = 0;
+    size_t ends[64];
+    expect(peftkit_detokenize(m, all, 24, 0, text, sizeof text, &text_len), PEFTKIT_OK, "detokenize the reference");
+    char joined[1024];
+    int pieces_ok = 1;
+    for (int i = 0; i < 24; i++) {
+        size_t need = 0;
+        pieces_ok &= peftkit_token_to_piece(m, all[i], NULL, 0, &need) == PEFTKIT_OK;
+        pieces_ok &= peftkit_token_to_piece(m, all[i], piece, sizeof piece, &plen) == PEFTKIT_OK && plen == need;
+        memcpy(joined + off, piece, plen);
+        off += plen;
+        ends[i] = off;
+    }
+    check(pieces_ok && off == text_len && memcmp(joined, text, off) == 0, "token_to_piece: pieces concatenate to the text");
+    expect(peftkit_token_to_piece(m, all[0], piece, 0, &plen), PEFTKIT_ERR_BUFFER_TOO_SMALL, "token_to_piece(out given, capacity 0)");
+    expect(peftkit_token_to_piece(m, 96, piece, 3, &plen), PEFTKIT_ERR_BUFFER_TOO_SMALL, "token_to_piece(capacity 3 < 10)");
+    check(plen == 10, "token_to_piece reports the size needed (<|im_end|>: 10 bytes)");
+    expect(peftkit_token_to_piece(m, 97, piece, sizeof piece, &plen), bad, "token_to_piece(id 97 of 97)");
+    expect(peftkit_token_to_piece(m, -1, piece, sizeof piece, &plen), bad, "token_to_piece(id -1)");
+    expect(peftkit_token_to_piece(m, 5, NULL, 4, &plen), bad, "token_to_piece(out NULL, capacity 4)");
+    expect(peftkit_token_to_piece(m, 5, piece, sizeof piece, NULL), bad, "token_to_piece(n_out NULL)");
+    expect(peftkit_token_to_piece(NULL, 5, piece, sizeof piece, &plen), bad, "token_to_piece(model NULL)");
+    expect(peftkit_token_to_piece(bare, 5, piece, sizeof piece, &plen), PEFTKIT_ERR_STATE, "token_to_piece(no tokenizer)");
+
+    /* A stop string: two bytes from the middle of the text; the output ends before its first occurrence. */
+    char stop[3] = {text[8], text[9], 0};
+    const char *stops[2] = {"~never~", stop};
+    size_t first = 0;
+    while (first + 2 <= text_len && memcmp(text + first, stop, 2) != 0) first++;
+    int kept = 0, last = 0;
+    while (kept < 24 && ends[kept] <= first) kept++;
+    while (last < 24 && ends[last] < first + 2) last++;
+    gc.stop_strings = stops;
+    gc.n_stop_strings = 2;
+    expect(peftkit_generate_ex(m, prompt, 2, &gc, out, 64, &r, NULL, NULL), PEFTKIT_OK, "generate_ex with stop strings");
+    check(r.finish_reason == PEFTKIT_FINISH_STOP_STRING && r.stop_index == 1 && r.n_tokens == kept &&
+              r.n_generated == last + 1 && r.stop_byte_offset == (int32_t)first &&
+              memcmp(out, all, sizeof(int32_t) * (size_t)r.n_generated) == 0,
+          "stop string: tokens before it kept, the rest reported as dropped, its byte offset");
+    int32_t n = -1;
+    expect(peftkit_generate(m, prompt, 2, &gc, out, 64, &n, NULL, NULL), PEFTKIT_OK, "generate with stop strings");
+    check(n == kept, "generate: the output ends before the stop string");
+    int32_t n_bare = 0;
+    expect(peftkit_generate(bare, prompt, 2, &gc, out, 64, &n_bare, NULL, NULL), PEFTKIT_ERR_STATE,
+           "generate(stop strings, model without a tokenizer)");
+
+    /* Stop token, cancelled, context full. */
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 24;
+    int32_t st[2] = {96, all[5]};
+    gc.stop_tokens = st;
+    gc.n_stop_tokens = 2;
+    expect(peftkit_generate_ex(m, prompt, 2, &gc, out, 64, &r, NULL, NULL), PEFTKIT_OK, "generate_ex with stop tokens");
+    check(r.finish_reason == PEFTKIT_FINISH_STOP_TOKEN && r.stop_index >= 0 && r.n_tokens <= 6 &&
+              out[r.n_tokens - 1] == st[r.stop_index],
+          "STOP_TOKEN: the stop token is the last one, stop_index names it");
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 24;
+    struct cb_state cs;
+    memset(&cs, 0, sizeof cs);
+    cs.stop_after = 2;
+    expect(peftkit_generate_ex(m, prompt, 2, &gc, out, 64, &r, on_token, &cs), PEFTKIT_OK, "generate_ex, callback stops at 2");
+    check(r.finish_reason == PEFTKIT_FINISH_CANCELLED && r.n_tokens == 2, "CANCELLED after 2 tokens");
+    gc.max_new_tokens = 60;
+    expect(peftkit_generate_ex(m, prompt, 2, &gc, out, 64, &r, NULL, NULL), PEFTKIT_OK, "generate_ex past max_positions");
+    check(r.finish_reason == PEFTKIT_FINISH_CONTEXT_FULL && r.n_tokens == 38, "CONTEXT_FULL after 40 - 2 tokens");
+
+    /* Repetition penalty and min-p change nothing at 1 / 0; a penalty changes this model's greedy output. */
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 24;
+    gc.repetition_penalty = 0; /* 0 means off, as 1 */
+    expect(peftkit_generate(m, prompt, 2, &gc, out, 64, &n, NULL, NULL), PEFTKIT_OK, "generate(repetition_penalty 0 = off)");
+    check(n == 24 && memcmp(out, all, sizeof(int32_t) * 24) == 0, "repetition_penalty 0: the reference tokens");
+    gc.repetition_penalty = 3;
+    gc.min_p = 0.5f;
+    expect(peftkit_generate(m, prompt, 2, &gc, out, 64, &n, NULL, NULL), PEFTKIT_OK, "generate(repetition_penalty 3)");
+    check(n == 24 && memcmp(out, all, sizeof(int32_t) * 24) != 0, "repetition_penalty 3 changes the greedy tokens");
+
+    /* The 0.1 layout of the config (40 bytes) is still accepted, with the new fields' defaults. */
+    peftkit_generate_config old;
+    memset(&old, 0x7F, sizeof old);
+    expect(peftkit_generate_config_init_sized(&old, offsetof(peftkit_generate_config, repetition_penalty)), PEFTKIT_OK,
+           "generate_config_init_sized(0.1 size, 40)");
+    old.max_new_tokens = 24;
+    expect(peftkit_generate(m, prompt, 2, &old, out, 64, &n, NULL, NULL), PEFTKIT_OK, "generate with a 0.1 config");
+    check(n == 24 && memcmp(out, all, sizeof(int32_t) * 24) == 0, "0.1 config: the new fields take their defaults");
+
+    /* Mixed, with finish reasons. */
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 24;
+    const int32_t *rows[2] = {prompt, prompt};
+    int32_t lens[2] = {2, 2}, nrow[2] = {0, 0}, reasons[2] = {0, 0}, mixed[48];
+    const char *ads[2] = {NULL, NULL};
+    gc.stop_strings = stops;
+    gc.n_stop_strings = 2;
+    expect(peftkit_generate_mixed_ex(m, rows, lens, ads, 2, &gc, mixed, 48, nrow, reasons), PEFTKIT_OK, "generate_mixed_ex");
+    check(nrow[0] == kept && nrow[1] == kept && reasons[0] == PEFTKIT_FINISH_STOP_STRING &&
+              reasons[1] == PEFTKIT_FINISH_STOP_STRING && memcmp(mixed + 24, all, sizeof(int32_t) * (size_t)kept) == 0,
+          "generate_mixed_ex: each row's tokens and finish reason");
+    expect(peftkit_generate_mixed_ex(m, rows, lens, ads, 2, &gc, mixed, 48, nrow, NULL), bad,
+           "generate_mixed_ex(finish_reasons NULL)");
+
+    /* Bad arguments. */
+    expect(peftkit_generate_ex(m, prompt, 2, &gc, out, 64, NULL, NULL, NULL), bad, "generate_ex(result NULL)");
+    r.struct_size = 0;
+    expect(peftkit_generate_ex(m, prompt, 2, &gc, out, 64, &r, NULL, NULL), bad, "generate_ex(result struct_size 0)");
+    r.struct_size = sizeof r;
+    expect(peftkit_generate_ex(NULL, prompt, 2, &gc, out, 64, &r, NULL, NULL), bad, "generate_ex(model NULL)");
+    expect(peftkit_generate_ex(m, prompt, 2, &gc, out, 23, &r, NULL, NULL), PEFTKIT_ERR_BUFFER_TOO_SMALL,
+           "generate_ex(out_capacity 23 < 24)");
+    const char *null_entry[2] = {"a", NULL};
+    const char *empty_entry[1] = {""};
+    const char *not_utf8[1] = {"\xff\xfe"};
+#define BAD_GEN_EX(stmt, label)                                                                         \
+    do {                                                                                                \
+        peftkit_generate_config_init(&gc);                                                              \
+        gc.max_new_tokens = 4;                                                                          \
+        stmt;                                                                                           \
+        expect(peftkit_generate_ex(m, prompt, 2, &gc, out, 64, &r, NULL, NULL), bad, "generate_ex(" label ")"); \
+    } while (0)
+    BAD_GEN_EX(gc.repetition_penalty = -1, "repetition_penalty -1");
+    BAD_GEN_EX(gc.repetition_penalty = NAN, "repetition_penalty NaN");
+    BAD_GEN_EX(gc.repetition_penalty = INFINITY, "repetition_penalty inf");
+    BAD_GEN_EX(gc.min_p = -0.5f, "min_p -0.5");
+    BAD_GEN_EX(gc.min_p = 1.5f, "min_p 1.5");
+    BAD_GEN_EX(gc.min_p = NAN, "min_p NaN");
+    BAD_GEN_EX(gc.n_stop_strings = -1, "n_stop_strings -1");
+    BAD_GEN_EX(gc.n_stop_strings = 1025, "n_stop_strings 1025");
+    BAD_GEN_EX(gc.n_stop_strings = 2, "stop_strings NULL, n_stop_strings 2");
+    BAD_GEN_EX((gc.stop_strings = null_entry, gc.n_stop_strings = 2), "stop_strings[1] NULL");
+    BAD_GEN_EX((gc.stop_strings = empty_entry, gc.n_stop_strings = 1), "stop_strings[0] empty");
+    BAD_GEN_EX((gc.stop_strings = not_utf8, gc.n_stop_strings = 1), "stop_strings[0] not UTF-8");
+    BAD_GEN_EX(gc.reserved0 = 1, "reserved0 1");
+#undef BAD_GEN_EX
+    peftkit_model_free(m);
+    peftkit_model_free(bare);
+}
+
 static void test_tokenizer_smollm2(void) {
     const char *gguf = getenv("PEFTKIT_SMOLLM2_GGUF");
     if (!gguf || !gguf[0]) {
@@ -1666,6 +1844,7 @@ int main(int argc, char **argv) {
         test_preference(seed);
         test_checkpoints(scratch, seed);
         test_tokenizer_tiny();
+        test_generate_ex();
         test_tokenizer_smollm2();
         test_host(scratch);
     } else {

@@ -361,6 +361,29 @@ static void null_pointers(peftkit_model *m) {
     }
     gc.n_stop_tokens = 2;
     CASE(BAD, peftkit_generate(m, ids, 3, &gc, toks, 64, &n32, NULL, NULL), "generate(stop_tokens NULL, n_stop_tokens 2)");
+    peftkit_generate_config_init(&gc);
+    gc.max_new_tokens = 4;
+    {
+        peftkit_generate_result gr;
+        gr.struct_size = sizeof gr;
+        const int32_t *rows[2] = {ids, ids + 4};
+        int32_t lens[2] = {3, 2}, nrow[2] = {0, 0}, reasons[2] = {0, 0};
+        const char *ads[2] = {NULL, "a"};
+        CASE(BAD, peftkit_generate_ex(m, ids, 3, &gc, toks, 64, NULL, NULL, NULL), "generate_ex(result NULL)");
+        CASE(BAD, peftkit_generate_ex(m, NULL, 3, &gc, toks, 64, &gr, NULL, NULL), "generate_ex(prompt NULL)");
+        CASE(BAD, peftkit_generate_ex(m, ids, 3, NULL, toks, 64, &gr, NULL, NULL), "generate_ex(config NULL)");
+        CASE(BAD, peftkit_generate_ex(m, ids, 3, &gc, NULL, 8, &gr, NULL, NULL), "generate_ex(out_tokens NULL, out_capacity 8)");
+        CASE(BAD, peftkit_generate_ex(NULL, ids, 3, &gc, toks, 64, &gr, NULL, NULL), "generate_ex(model NULL)");
+        CASE(PEFTKIT_OK, peftkit_generate_ex(m, ids, 3, &gc, NULL, 0, &gr, NULL, NULL), "generate_ex(out_tokens NULL, out_capacity 0)");
+        CASE(BAD, peftkit_generate_mixed_ex(m, rows, lens, ads, 2, &gc, toks, 64, nrow, NULL), "generate_mixed_ex(finish_reasons NULL)");
+        CASE(BAD, peftkit_generate_mixed_ex(m, rows, lens, ads, 2, &gc, toks, 64, NULL, reasons), "generate_mixed_ex(n_out NULL)");
+        CASE(BAD, peftkit_generate_mixed_ex(m, NULL, lens, ads, 2, &gc, toks, 64, nrow, reasons), "generate_mixed_ex(prompts NULL)");
+        CASE(BAD, peftkit_generate_mixed_ex(NULL, rows, lens, ads, 2, &gc, toks, 64, nrow, reasons), "generate_mixed_ex(model NULL)");
+        CASE(PEFTKIT_OK, peftkit_generate_mixed_ex(m, rows, lens, ads, 2, &gc, toks, 64, nrow, reasons), "generate_mixed_ex(valid)");
+        gc.n_stop_strings = 2;
+        CASE(BAD, peftkit_generate_ex(m, ids, 3, &gc, toks, 64, &gr, NULL, NULL), "generate_ex(stop_strings NULL, n_stop_strings 2)");
+    }
+    peftkit_generate_config_init(&gc);
     CASE(BAD, peftkit_checkpoint_save(m, "a", NULL), "checkpoint_save(dir NULL)");
     CASE(BAD, peftkit_checkpoint_save(m, NULL, "/tmp/x"), "checkpoint_save(name NULL)");
     CASE(BAD, peftkit_checkpoint_load(m, NULL, buf, sizeof buf), "checkpoint_load(dir NULL)");
@@ -441,6 +464,23 @@ static void sizes(peftkit_model *m) {
     CASE(PEFTKIT_ERR_OUT_OF_MEMORY, peftkit_forward(m, ids, NULL, INT32_MAX, INT32_MAX, logits, 8, &loss, NULL),
          "forward(batch*seq*vocab overflows, logits given)");
 
+    {
+        peftkit_generate_result gr;
+        gr.struct_size = 0;
+        CASE(BAD, peftkit_generate_ex(m, ids, 3, &gc, toks, 64, &gr, NULL, NULL), "generate_ex(result struct_size 0)");
+        gr.struct_size = 6;
+        CASE(BAD, peftkit_generate_ex(m, ids, 3, &gc, toks, 64, &gr, NULL, NULL), "generate_ex(result struct_size 6, inside a field)");
+        gr.struct_size = 1u << 20;
+        CASE(BAD, peftkit_generate_ex(m, ids, 3, &gc, toks, 64, &gr, NULL, NULL), "generate_ex(result struct_size 1 MiB)");
+        gr.struct_size = sizeof gr;
+        CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_generate_ex(m, ids, 3, &gc, toks, 3, &gr, NULL, NULL),
+             "generate_ex(out_capacity 3 < max_new_tokens 4)");
+        CASE(BAD, peftkit_generate_ex(m, ids, 0, &gc, toks, 64, &gr, NULL, NULL), "generate_ex(n_prompt 0)");
+        CASE(BAD, peftkit_generate_ex(m, ids, 3, &gc, toks, -1, &gr, NULL, NULL), "generate_ex(out_capacity -1)");
+        char piece[4];
+        size_t plen = 0;
+        CASE(BAD, peftkit_token_to_piece(m, 1, piece, (size_t)-1, &plen), "token_to_piece(capacity SIZE_MAX)");
+    }
     CASE(BAD, peftkit_generate(m, ids, 0, &gc, toks, 64, &n32, NULL, NULL), "generate(n_prompt 0)");
     CASE(BAD, peftkit_generate(m, ids, -1, &gc, toks, 64, &n32, NULL, NULL), "generate(n_prompt -1)");
     CASE(BAD, peftkit_generate(m, ids, 3, &gc, toks, -1, &n32, NULL, NULL), "generate(out_capacity -1)");
@@ -666,6 +706,39 @@ static void hyper_parameters(peftkit_model *m) {
     GEN_CASE(top_p, 1.5f)
     GEN_CASE(top_p, inf)
     GEN_CASE(struct_size, 1)
+    GEN_CASE(repetition_penalty, nan)
+    GEN_CASE(repetition_penalty, -1.0f)
+    GEN_CASE(repetition_penalty, inf)
+    GEN_CASE(min_p, nan)
+    GEN_CASE(min_p, -0.1f)
+    GEN_CASE(min_p, 1.5f)
+    GEN_CASE(n_stop_strings, -1)
+    GEN_CASE(n_stop_strings, 1025)
+    GEN_CASE(reserved0, 7)
+    {
+        const char *null_entry[2] = {"x", NULL};
+        const char *empty[1] = {""};
+        const char *bad_utf8[1] = {"\xc3\x28"};
+        static char long_stop[5000];
+        memset(long_stop, 'a', sizeof long_stop - 1);
+        const char *too_long[1] = {long_stop};
+        peftkit_generate_config_init(&gc);
+        gc.max_new_tokens = 2;
+        gc.stop_strings = null_entry;
+        gc.n_stop_strings = 2;
+        CASE(BAD, peftkit_generate(m, ids, 3, &gc, toks, 64, &n32, NULL, NULL), "generate(stop_strings[1] NULL)");
+        gc.stop_strings = empty;
+        gc.n_stop_strings = 1;
+        CASE(BAD, peftkit_generate(m, ids, 3, &gc, toks, 64, &n32, NULL, NULL), "generate(stop_strings[0] empty)");
+        gc.stop_strings = bad_utf8;
+        CASE(BAD, peftkit_generate(m, ids, 3, &gc, toks, 64, &n32, NULL, NULL), "generate(stop_strings[0] invalid UTF-8)");
+        gc.stop_strings = too_long;
+        CASE(BAD, peftkit_generate(m, ids, 3, &gc, toks, 64, &n32, NULL, NULL), "generate(stop_strings[0] 4999 bytes > 4096)");
+        const char *fine[1] = {"x"};
+        gc.stop_strings = fine;
+        CASE(PEFTKIT_ERR_STATE, peftkit_generate(m, ids, 3, &gc, toks, 64, &n32, NULL, NULL),
+             "generate(stop strings, model without a tokenizer)");
+    }
 
     peftkit_model_config mc;
     peftkit_model *out = NULL;
@@ -934,6 +1007,12 @@ static void freed(void) {
     CASE(BAD, peftkit_model_set_full_finetuning(m, 1), "model_set_full_finetuning(freed model)");
     CASE(BAD, peftkit_forward(m, ids, NULL, BATCH, SEQ, NULL, 0, &loss, NULL), "forward(freed model)");
     CASE(BAD, peftkit_generate(m, ids, 3, &gc, toks, 8, &n32, NULL, NULL), "generate(freed model)");
+    {
+        peftkit_generate_result gr;
+        gr.struct_size = sizeof gr;
+        CASE(BAD, peftkit_generate_ex(m, ids, 3, &gc, toks, 8, &gr, NULL, NULL), "generate_ex(freed model)");
+        CASE(BAD, peftkit_token_to_piece(m, 1, buf, sizeof buf, &len), "token_to_piece(freed model)");
+    }
     CASE(BAD, peftkit_adapter_save(m, "f", "/tmp/peftkit-misuse-never"), "adapter_save(freed model)");
     CASE(BAD, peftkit_checkpoint_save(m, "f", "/tmp/peftkit-misuse-never"), "checkpoint_save(freed model)");
     peftkit_model_free(m);
@@ -1363,6 +1442,17 @@ static void tokenizer(const char *scratch) {
     CASE(BAD, peftkit_detokenize(m, good, SIZE_MAX, 0, text, sizeof text, &n), "detokenize(n_ids SIZE_MAX)");
     CASE(BAD, peftkit_detokenize(m, good, 3, 0, text, sizeof text, NULL), "detokenize(NULL n_out)");
     CASE(BAD, peftkit_detokenize(m, good, 3, 0, NULL, 8, &n), "detokenize(NULL out, capacity 8)");
+
+    /* token_to_piece. */
+    CASE(PEFTKIT_ERR_STATE, peftkit_token_to_piece(bare, 1, text, sizeof text, &n), "token_to_piece(model without a tokenizer)");
+    CASE(BAD, peftkit_token_to_piece(m, -1, text, sizeof text, &n), "token_to_piece(id -1)");
+    CASE(BAD, peftkit_token_to_piece(m, 97, text, sizeof text, &n), "token_to_piece(id 97 of a 97-token tokenizer)");
+    CASE(BAD, peftkit_token_to_piece(m, INT32_MAX, text, sizeof text, &n), "token_to_piece(id INT32_MAX)");
+    CASE(BAD, peftkit_token_to_piece(m, 1, text, sizeof text, NULL), "token_to_piece(NULL n_out)");
+    CASE(BAD, peftkit_token_to_piece(m, 1, NULL, 8, &n), "token_to_piece(NULL out, capacity 8)");
+    CASE(PEFTKIT_OK, peftkit_token_to_piece(m, 1, NULL, 0, &n), "token_to_piece(size query)");
+    CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_token_to_piece(m, 96, text, 2, &n), "token_to_piece(<|im_end|> into capacity 2)");
+    check(n == 10, "[tokenization] token_to_piece: the size needed is reported");
     CASE(BAD, peftkit_detokenize(m, good, 3, 5, text, sizeof text, &n), "detokenize(skip_special 5)");
     memset(text, 'x', sizeof text);
     CASE(PEFTKIT_ERR_BUFFER_TOO_SMALL, peftkit_detokenize(m, good, 3, 0, text, 3, &n), "detokenize(3 bytes + NUL into capacity 3)");

@@ -83,7 +83,8 @@ int main(void) {
     NO_PADDING(peftkit_model_config, mlp_bias);
     NO_PADDING(peftkit_train_config, gradient_checkpointing);
     NO_PADDING(peftkit_train_result, tokens);
-    NO_PADDING(peftkit_generate_config, stop_tokens);
+    NO_PADDING(peftkit_generate_config, stop_strings);
+    NO_PADDING(peftkit_generate_result, stop_byte_offset);
     NO_PADDING(peftkit_tokenizer_info, adds_bos);
     NO_PADDING(peftkit_load_config, progress_user);
     NO_PADDING(peftkit_forward_options, row_tokens);
@@ -91,7 +92,8 @@ int main(void) {
     NO_PADDING(peftkit_model_config, output_bias);
     NO_PADDING(peftkit_train_config, lora_plus_ratio);
     NO_PADDING(peftkit_train_result, step);
-    NO_PADDING(peftkit_generate_config, seed);
+    NO_PADDING(peftkit_generate_config, reserved0);
+    NO_PADDING(peftkit_generate_result, stop_index);
     NO_PADDING(peftkit_tokenizer_info, eot_id);
     NO_PADDING(peftkit_load_config, progress);
     NO_PADDING(peftkit_forward_options, row_losses);
@@ -163,10 +165,23 @@ int main(void) {
     int32_t out[4], n = 0;
     check(peftkit_generate(m, ids, 3, &gc.s, out, 4, &n, NULL, NULL) == PEFTKIT_OK && n == 4,
           "generate with the caller's config");
+    WRAP(peftkit_generate_result) gr;
+    PREPARE(gr);
+    gr.s.struct_size = (uint32_t)CALLER_SIZE(gr);
+#ifdef PEFTKIT_TEST_NEWER
+    memset(gr.after, 0xEE, EXTRA);
+#endif
+    check(peftkit_generate_ex(m, ids, 3, &gc.s, out, 4, &gr.s, NULL, NULL) == PEFTKIT_OK && gr.s.n_tokens == 4 &&
+              gr.s.finish_reason == PEFTKIT_FINISH_LENGTH && gr.s.struct_size == CALLER_SIZE(gr),
+          "generate_ex into the caller's result struct");
+    check(intact(gr.after, sizeof gr.after), "generate_ex wrote nothing past the caller's result");
+#ifdef PEFTKIT_TEST_NEWER
+    check(zero(gr.after, EXTRA), "generate_ex zeroes the result fields it does not know");
+#endif
 #ifndef PEFTKIT_TEST_NEWER
-    gc.s.n_stop_tokens = 1; /* stop_tokens is past this caller's struct: the library's default, NULL */
+    gc.s.n_stop_strings = 1; /* stop_strings is past this caller's struct: the library's default, NULL */
     check(peftkit_generate(m, ids, 3, &gc.s, out, 4, &n, NULL, NULL) == PEFTKIT_ERR_INVALID_ARGUMENT,
-          "generate: n_stop_tokens 1 without the stop_tokens field -> INVALID_ARGUMENT");
+          "generate: n_stop_strings 1 without the stop_strings field -> INVALID_ARGUMENT");
 #endif
 
     /* Tokenizer info. */

@@ -38,9 +38,9 @@ final class BufferCache {
 
     /// Buffers for one generation (prefill capacity `tq`, cache capacity `tk`), not kept. Making them re-sizes
     /// the adapter's inference state, so the cached inference buffers (sized for another shape) go.
-    func generation(engine: Engine, tq: Int, tk: Int, adapter: Adapter?) throws -> InferBuffers {
+    func generation(engine: Engine, batch: Int = 1, tq: Int, tk: Int, adapter: Adapter?) throws -> InferBuffers {
         infer = nil
-        return try InferBuffers(engine: engine, batch: 1, tq: tq, tk: tk, adapter: adapter, cached: true)
+        return try InferBuffers(engine: engine, batch: batch, tq: tq, tk: tk, adapter: adapter, cached: true)
     }
 }
 

@@ -3,7 +3,9 @@ import Glibc
 #endif
 
 /// Picks the next token from logits: greedy when temperature is 0, otherwise temperature → top-k → top-p
-/// → a draw from the remaining distribution with a seeded generator (equal seeds, equal draws).
+/// → min-p → a draw from the remaining distribution with a seeded generator (equal seeds, equal draws).
+/// This is transformers' order of its warpers. The repetition penalty, when on, is applied to the logits
+/// before (`applyRepetitionPenalty`), so it also steers greedy decoding, as in transformers.
 struct Sampler {
     let config: GenerateConfig
     let vocab: Int
@@ -60,6 +62,18 @@ struct Sampler {
             sum = 0
             for j in 0..<keep { sum += Double(probs[j]) }
         }
+        if config.minP > 0 {
+            // probs[0] is the most likely token (sorted); the others must reach minP times its probability.
+            // The ratio needs no normalisation: both share the same sum.
+            let floor = config.minP * probs[0]
+            var k = 1
+            while k < keep && probs[k] >= floor { k += 1 }
+            if k < keep {
+                keep = k
+                sum = 0
+                for j in 0..<keep { sum += Double(probs[j]) }
+            }
+        }
         let u = Double(rng.nextFloat()) * sum
         var acc: Double = 0
         for j in 0..<keep {
@@ -67,5 +81,40 @@ struct Sampler {
             if u < acc { return order[j] }
         }
         return order[keep - 1]
+    }
+}
+
+/// The repetition penalty over the tokens seen so far: logits of seen tokens are divided by `penalty` when
+/// positive and multiplied by it when negative (transformers' `RepetitionPenaltyLogitsProcessor`).
+struct RepetitionPenalty {
+    let penalty: Float
+    /// seen[id] is true once `id` occurred in the prompt or the output.
+    private var seen: [Bool]
+    /// The distinct ids seen, in the order they first occurred.
+    private(set) var ids: [Int32] = []
+
+    init(penalty: Float, vocab: Int) {
+        self.penalty = penalty
+        seen = penalty == 1 ? [] : [Bool](repeating: false, count: vocab)
+    }
+
+    var isOn: Bool { penalty != 1 }
+
+    /// Records tokens (ids already validated against the vocabulary).
+    mutating func add<S: Sequence>(_ tokens: S) where S.Element == Int32 {
+        guard isOn else { return }
+        for t in tokens where !seen[Int(t)] {
+            seen[Int(t)] = true
+            ids.append(t)
+        }
+    }
+
+    /// Applies the penalty to `logits` in place.
+    func apply(_ logits: UnsafeMutablePointer<Float>) {
+        guard isOn else { return }
+        for t in ids {
+            let l = logits[Int(t)]
+            logits[Int(t)] = l > 0 ? l / penalty : l * penalty
+        }
     }
 }

@@ -218,20 +218,9 @@ public final class Model: @unchecked Sendable {
     }
 
     /// Generates for several prompts, each with its own adapter (nil = base model). Returns the new tokens of
-    /// each prompt; equal to calling `generate` per prompt with that adapter active.
+    /// each prompt; equal to calling `generate` per prompt with that adapter active. See `generateResults`.
     public func generate(prompts: [[Int32]], adapters: [String?], config: GenerateConfig) throws -> [[Int32]] {
-        try exclusive {
-            try require(prompts.count == adapters.count, "\(adapters.count) adapter choices for \(prompts.count) prompts")
-            for n in adapters { if let n { _ = try engine.adapter(named: n) } }
-            let saved = engine.activeName
-            defer { engine.activeName = saved }
-            var out: [[Int32]] = []
-            for (p, n) in zip(prompts, adapters) {
-                engine.activeName = n
-                out.append(try engine.generate(prompt: p, config: config, onToken: nil))
-            }
-            return out
-        }
+        try generateResults(prompts: prompts, adapters: adapters, config: config).map(\.tokens)
     }
 
     /// One optimiser step of the active adapter on a batch of `batch` rows of `seqLen` token ids.
@@ -358,10 +347,11 @@ public final class Model: @unchecked Sendable {
     }
 
     /// Generates up to `config.maxNewTokens` tokens after `prompt` with the active adapter, calling `onToken`
-    /// for each new token (return false to stop). Returns the new tokens.
+    /// for each new token (return false to stop). Returns the new tokens; `generateResult` also says why
+    /// generation stopped.
     public func generate(prompt: [Int32], config: GenerateConfig,
                          onToken: ((Int32) -> Bool)? = nil) throws -> [Int32] {
-        try exclusive { try engine.generate(prompt: prompt, config: config, onToken: onToken) }
+        try generateResult(prompt: prompt, config: config, onToken: onToken).tokens
     }
 }
 

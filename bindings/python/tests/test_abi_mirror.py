@@ -84,6 +84,8 @@ def test_struct_field_types_match():
                 assert mirror[f] is c_void_p, f"{s}.{f}"
             elif base.replace(" ", "") == "char*":
                 assert mirror[f] is ctypes.c_char_p, f"{s}.{f}"
+            elif base.replace(" ", "") == "char**":  # an array of strings
+                assert mirror[f] == POINTER(ctypes.c_char_p), f"{s}.{f}"
             elif "*" in base:
                 assert mirror[f] == POINTER(SCALARS[base.replace("*", "").strip()]), f"{s}.{f}"
             else:
@@ -159,7 +161,7 @@ def test_constants_match_the_header():
         assert getattr(_capi, name, None) == value, name
     families = {
         "PEFTKIT_ARCH_": peftkit.Architecture, "PEFTKIT_METHOD_": peftkit.Method,
-        "PEFTKIT_SCHEDULE_": peftkit.Schedule,
+        "PEFTKIT_SCHEDULE_": peftkit.Schedule, "PEFTKIT_FINISH_": peftkit.FinishReason,
     }
     for prefix, enum in families.items():
         want = {k[len(prefix):]: v for k, v in header.items() if k.startswith(prefix)}
@@ -195,9 +197,10 @@ def test_python_defaults_equal_the_library_defaults():
 
     g = _capi.new_struct(_capi.GenerateConfigStruct)
     sig = inspect.signature(peftkit.Model.generate).parameters
-    for f in ("max_new_tokens", "temperature", "top_k", "top_p", "seed"):
+    for f in ("max_new_tokens", "temperature", "top_k", "top_p", "seed", "repetition_penalty", "min_p"):
         assert sig[f].default == pytest.approx(getattr(g, f)), f
     assert sig["stop"].default is None and g.n_stop_tokens == 0 and not g.stop_tokens
+    assert sig["stop_strings"].default is None and g.n_stop_strings == 0 and not g.stop_strings
 
 
 def test_library_rejects_a_wrong_struct_size():

@@ -26,6 +26,7 @@ from .configs import (
     Architecture,
     BottleneckConfig,
     EvalResult,
+    FinishReason,
     ForwardResult,
     IA3Config,
     LoRAConfig,
@@ -55,6 +56,7 @@ from .errors import (
     UnsupportedError,
 )
 from .model import Model, ProgressCallback, TokenCallback, set_num_threads
+from .streaming import GenerateResult, TextStream, Utf8StreamDecoder
 
 #: Label value that does not count towards the loss.
 IGNORE_INDEX: int = _capi.PEFTKIT_IGNORE_INDEX
@@ -77,6 +79,10 @@ __all__ = [
     "BufferTooSmallError",
     "CancelledError",
     "EvalResult",
+    "FinishReason",
+    "GenerateResult",
+    "TextStream",
+    "Utf8StreamDecoder",
     "ForwardResult",
     "FormatError",
     "IA3Config",

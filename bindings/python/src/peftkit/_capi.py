@@ -72,6 +72,11 @@ PEFTKIT_OBJECTIVE_DPO = 1
 PEFTKIT_OBJECTIVE_ORPO = 2
 PEFTKIT_PREFERENCE_STATS = 9
 
+PEFTKIT_FINISH_STOP_TOKEN = 1
+PEFTKIT_FINISH_STOP_STRING = 2
+PEFTKIT_FINISH_LENGTH = 3
+PEFTKIT_FINISH_CONTEXT_FULL = 4
+PEFTKIT_FINISH_CANCELLED = 5
 PEFTKIT_MODEL_FORMAT_HF = 0
 PEFTKIT_MODEL_FORMAT_GGUF_F32 = 1
 PEFTKIT_MODEL_FORMAT_GGUF_F16 = 2
@@ -149,6 +154,22 @@ class GenerateConfigStruct(Structure):
         ("n_stop_tokens", c_int32),
         ("seed", c_uint64),
         ("stop_tokens", POINTER(c_int32)),
+        ("repetition_penalty", c_float),
+        ("min_p", c_float),
+        ("n_stop_strings", c_int32),
+        ("reserved0", c_int32),
+        ("stop_strings", POINTER(c_char_p)),
+    ]
+
+
+class GenerateResultStruct(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("finish_reason", c_int32),
+        ("n_tokens", c_int32),
+        ("n_generated", c_int32),
+        ("stop_index", c_int32),
+        ("stop_byte_offset", c_int32),
     ]
 
 
@@ -196,6 +217,7 @@ STRUCTS: dict[str, type] = {
     "peftkit_train_config": TrainConfigStruct,
     "peftkit_train_result": TrainResultStruct,
     "peftkit_generate_config": GenerateConfigStruct,
+    "peftkit_generate_result": GenerateResultStruct,
     "peftkit_tokenizer_info": TokenizerInfoStruct,
     "peftkit_load_config": LoadConfigStruct,
     "peftkit_forward_options": ForwardOptionsStruct,
@@ -316,11 +338,22 @@ PROTOTYPES: dict[str, tuple[type | None, list[type]]] = {
         [_model, _ids, c_int32, POINTER(GenerateConfigStruct), _ids, c_int32, POINTER(c_int32),
          TOKEN_CALLBACK, c_void_p],
     ),
+    "peftkit_generate_ex": (
+        _status,
+        [_model, _ids, c_int32, POINTER(GenerateConfigStruct), _ids, c_int32, POINTER(GenerateResultStruct),
+         TOKEN_CALLBACK, c_void_p],
+    ),
     "peftkit_generate_mixed": (
         _status,
         [_model, POINTER(POINTER(c_int32)), POINTER(c_int32), POINTER(c_char_p), c_int32,
          POINTER(GenerateConfigStruct), _ids, c_size_t, POINTER(c_int32)],
     ),
+    "peftkit_generate_mixed_ex": (
+        _status,
+        [_model, POINTER(POINTER(c_int32)), POINTER(c_int32), POINTER(c_char_p), c_int32,
+         POINTER(GenerateConfigStruct), _ids, c_size_t, POINTER(c_int32), POINTER(c_int32)],
+    ),
+    "peftkit_token_to_piece": (_status, [_model, c_int32, _buf, c_size_t, POINTER(c_size_t)]),
     "peftkit_checkpoint_save": (_status, [_model, c_char_p, c_char_p]),
     "peftkit_checkpoint_load": (_status, [_model, c_char_p, _buf, c_size_t]),
     "peftkit_tokenizer_get_info": (_status, [_model, POINTER(TokenizerInfoStruct)]),

@@ -67,6 +67,21 @@ class Schedule(enum.IntEnum):
     COSINE = _capi.PEFTKIT_SCHEDULE_COSINE
 
 
+class FinishReason(enum.IntEnum):
+    """Why generation stopped (``PEFTKIT_FINISH_*``), in :class:`GenerateResult`."""
+
+    #: The last token is one of the stop tokens (it is included).
+    STOP_TOKEN = _capi.PEFTKIT_FINISH_STOP_TOKEN
+    #: The text contained one of the stop strings (the output ends before it).
+    STOP_STRING = _capi.PEFTKIT_FINISH_STOP_STRING
+    #: ``max_new_tokens`` tokens were produced.
+    LENGTH = _capi.PEFTKIT_FINISH_LENGTH
+    #: The model's ``max_positions`` was reached before ``max_new_tokens``.
+    CONTEXT_FULL = _capi.PEFTKIT_FINISH_CONTEXT_FULL
+    #: The callback asked to stop (or the stream was closed, or Ctrl-C).
+    CANCELLED = _capi.PEFTKIT_FINISH_CANCELLED
+
+
 E = TypeVar("E", bound=enum.IntEnum)
 
 

@@ -20,6 +20,7 @@ import numpy.typing as npt
 from . import _capi
 from ._arrays import TokenArray, address, batch_arrays, batch_shape, int32_tokens
 from .configs import (
+    FinishReason,
     INT32_MAX,
     UINT64_MAX,
     AdapterConfig,
@@ -38,6 +39,7 @@ from .configs import (
     library_enum,
 )
 from .errors import InvalidArgumentError, StateError, check, error_for
+from .streaming import GenerateResult, TextStream
 
 _lib = _capi.lib
 
@@ -1064,9 +1066,11 @@ class Model:
 
     def generate(self, prompt_ids: TokenArray, *, max_new_tokens: int = 32, temperature: float = 0.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop: int | Iterable[int] | None = None,
+                 repetition_penalty: float = 1.0, min_p: float = 0.0, stop_strings: Iterable[str] | None = None,
                  callback: TokenCallback | None = None) -> npt.NDArray[np.int32]:
         """Generates tokens after `prompt_ids` with the active adapter (or the base model), using a KV
-        cache.
+        cache. :meth:`generate_result` also says why generation stopped; :meth:`generate_stream` yields
+        the text as it comes.
 
         Args:
             prompt_ids: the prompt, ``[n]`` or ``[1, n]``, n >= 1.
@@ -1077,6 +1081,13 @@ class Model:
             top_p: keep the smallest set reaching probability top_p (1 = off).
             seed: sampler seed; equal seeds give equal outputs.
             stop: a token id or ids that end generation; the stop token is included in the output.
+            repetition_penalty: > 0, 1 = off. Before sampling (greedy too), the logit of every token
+                already in the prompt or the output is divided by it when positive and multiplied by it
+                when negative (transformers' ``repetition_penalty``; the window is the whole context).
+            min_p: in [0, 1], 0 = off: drop tokens less likely than min_p times the most likely one
+                (after temperature, top_k and top_p).
+            stop_strings: strings that end generation when the new tokens' text contains one; the output
+                ends before it (the token in which it starts is dropped). Needs the model's tokenizer.
             callback: called with each new token id as it is produced; return a truthy value to stop
                 (that token is kept). An exception raised by the callback stops generation and is
                 re-raised once the library has returned. The callback must not call this model.
@@ -1086,17 +1097,67 @@ class Model:
 
         Ctrl-C stops generation between two tokens and raises KeyboardInterrupt (in the main thread).
         """
-        prompt = int32_tokens(prompt_ids, "prompt_ids")
-        if prompt.ndim == 2 and prompt.shape[0] == 1:
-            prompt = prompt[0]
-        if prompt.ndim != 1:
-            raise InvalidArgumentError(f"prompt_ids must be 1-D [n] or [1, n], got shape {prompt.shape}")
-        if prompt.shape[0] > INT32_MAX:
-            raise InvalidArgumentError("prompt_ids is longer than the int32 range")
-        g, stops = _generate_struct(max_new_tokens, temperature, top_k, top_p, seed, stop)
+        return self.generate_result(prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature,
+                                    top_k=top_k, top_p=top_p, seed=seed, stop=stop,
+                                    repetition_penalty=repetition_penalty, min_p=min_p, stop_strings=stop_strings,
+                                    callback=callback).tokens
+
+    def generate_result(self, prompt_ids: TokenArray, *, max_new_tokens: int = 32, temperature: float = 0.0,
+                        top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop: int | Iterable[int] | None = None,
+                        repetition_penalty: float = 1.0, min_p: float = 0.0,
+                        stop_strings: Iterable[str] | None = None,
+                        callback: TokenCallback | None = None) -> GenerateResult:
+        """:meth:`generate` that returns a :class:`GenerateResult`: the tokens, the
+        :class:`FinishReason` (stop token, stop string, length, context full, cancelled) and, with stop
+        strings, the text before the stop string. The callback sees every sampled token, also those a
+        stop string then drops."""
+        prompt = _prompt_array(prompt_ids)
+        g, keep = _generate_struct(max_new_tokens, temperature, top_k, top_p, seed, stop, repetition_penalty,
+                                   min_p, stop_strings)
+        return self._generate(prompt, g, keep, callback, catch_sigint=True)
+
+    def generate_stream(self, prompt_ids: TokenArray, *, max_new_tokens: int = 32, temperature: float = 0.0,
+                        top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop: int | Iterable[int] | None = None,
+                        repetition_penalty: float = 1.0, min_p: float = 0.0,
+                        stop_strings: Iterable[str] | None = None, skip_special: bool = True) -> TextStream:
+        """Generates as :meth:`generate`, giving the text chunk by chunk as tokens are produced::
+
+            stream = model.generate_stream(ids, max_new_tokens=64, stop_strings=["\\n\\n"])
+            for chunk in stream:
+                print(chunk, end="", flush=True)
+            print(stream.result.finish_reason)
+
+        Chunks are valid text: a character whose bytes are split over tokens comes out whole once its
+        last token arrives (never as U+FFFD), and text that may be the start of a stop string is held
+        back until it is known not to be one, so the chunks join to ``stream.result.text`` exactly.
+        Special tokens (end of turn...) are left out of the text with `skip_special`. Generation runs on
+        another thread; leaving the loop early stops it. Needs the model's tokenizer.
+        """
+        prompt = _prompt_array(prompt_ids)
+        stops = [] if stop_strings is None else list(stop_strings)
+        g, keep = _generate_struct(max_new_tokens, temperature, top_k, top_p, seed, stop, repetition_penalty,
+                                   min_p, stops)
+        if not self.has_tokenizer:
+            raise StateError("generate_stream needs the model's tokenizer (load one with load_tokenizer)")
+        special: dict[int, bool] = {}
+
+        def piece(token: int) -> tuple[bytes, bool]:
+            visible = True
+            if skip_special:
+                if token not in special:  # a special token's text is empty when skipped; any other's is not
+                    special[token] = self.detokenize([token], skip_special=True) == ""
+                visible = not special[token]
+            return self.token_to_piece(token), visible
+
+        return TextStream(lambda cb: self._generate(prompt, g, keep, cb, catch_sigint=False), piece, stops)
+
+    def _generate(self, prompt: np.ndarray, g: _capi.GenerateConfigStruct, keep: Any,
+                  callback: TokenCallback | None, catch_sigint: bool) -> GenerateResult:
+        """Runs peftkit_generate_ex; `keep` holds the arrays `g` points into."""
         n_new = g.max_new_tokens
         out = np.empty(max(n_new, 0), dtype=np.int32)
-        n_out = c_int32()
+        res = _capi.GenerateResultStruct()
+        res.struct_size = ctypes.sizeof(res)
 
         # The trampoline runs for every token, even without a user callback. While it runs, a SIGINT
         # handler of ours is installed (main thread only, and only over Python's default handler): it
@@ -1120,13 +1181,13 @@ class Model:
             interrupted.append(True)
 
         cb = _capi.TOKEN_CALLBACK(trampoline)
-        catch_sigint = (threading.current_thread() is threading.main_thread()
+        catch_sigint = (catch_sigint and threading.current_thread() is threading.main_thread()
                         and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
         previous = signal.signal(signal.SIGINT, on_sigint) if catch_sigint else None
         try:
             with self._call as h:
-                status = _lib.peftkit_generate(h, address(prompt), prompt.shape[0], byref(g), address(out),
-                                               out.shape[0], byref(n_out), cb, None)
+                status = _lib.peftkit_generate_ex(h, address(prompt), prompt.shape[0], byref(g), address(out),
+                                                  out.shape[0], byref(res), cb, None)
         finally:
             if catch_sigint:
                 signal.signal(signal.SIGINT, previous)
@@ -1135,14 +1196,40 @@ class Model:
         check(status)
         if interrupted:
             raise KeyboardInterrupt
-        return out[: n_out.value]
+        tokens = out[: res.n_tokens].copy()
+        dropped = out[res.n_tokens: res.n_generated].copy()
+        reason = library_enum(FinishReason, res.finish_reason, "finish reason")
+        text = None
+        if g.n_stop_strings > 0:
+            raw = b"".join(self.token_to_piece(int(t)) for t in out[: res.n_generated])
+            if res.stop_byte_offset >= 0:
+                raw = raw[: res.stop_byte_offset]
+            text = raw.decode("utf-8", errors="replace")
+        return GenerateResult(tokens=tokens, finish_reason=reason,
+                              stop_index=None if res.stop_index < 0 else res.stop_index, text=text,
+                              dropped_tokens=dropped,
+                              stop_byte_offset=None if res.stop_byte_offset < 0 else res.stop_byte_offset)
 
     def generate_mixed(self, prompts: Iterable[TokenArray], adapters: Iterable[str | None], *,
                        max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                       seed: int = 0, stop: int | Iterable[int] | None = None) -> list[npt.NDArray[np.int32]]:
+                       seed: int = 0, stop: int | Iterable[int] | None = None, repetition_penalty: float = 1.0,
+                       min_p: float = 0.0, stop_strings: Iterable[str] | None = None) -> list[npt.NDArray[np.int32]]:
         """Generates for several prompts, prompt i with adapter ``adapters[i]`` (None = the base model);
-        each result equals :meth:`generate` for that prompt alone with that adapter active. Options as
-        :meth:`generate`. Returns one int32 array of new tokens per prompt."""
+        each result equals :meth:`generate` for that prompt alone with that adapter active. Prompts with the
+        same adapter and the same length are decoded together (one forward pass per step for the group),
+        faster than one prompt after another (``bench/generate_batch.py``). Options as :meth:`generate`. Returns
+        one int32 array of new tokens per prompt (:meth:`generate_mixed_results` also gives each row's
+        finish reason)."""
+        return [r.tokens for r in self.generate_mixed_results(
+            prompts, adapters, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+            seed=seed, stop=stop, repetition_penalty=repetition_penalty, min_p=min_p, stop_strings=stop_strings)]
+
+    def generate_mixed_results(self, prompts: Iterable[TokenArray], adapters: Iterable[str | None], *,
+                               max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0,
+                               top_p: float = 1.0, seed: int = 0, stop: int | Iterable[int] | None = None,
+                               repetition_penalty: float = 1.0, min_p: float = 0.0,
+                               stop_strings: Iterable[str] | None = None) -> list[GenerateResult]:
+        """:meth:`generate_mixed` with a :class:`GenerateResult` per prompt (tokens and finish reason)."""
         rows = []
         for i, p in enumerate(prompts):
             a = int32_tokens(p, f"prompts[{i}]").reshape(-1)
@@ -1152,17 +1239,20 @@ class Model:
         names = [None if a is None else _c_string(a, "adapters[]") for a in adapters]
         if len(names) != len(rows) or not rows:
             raise InvalidArgumentError(f"{len(names)} adapter choices for {len(rows)} prompts (need >= 1 each)")
-        g, stops = _generate_struct(max_new_tokens, temperature, top_k, top_p, seed, stop)
+        g, keep = _generate_struct(max_new_tokens, temperature, top_k, top_p, seed, stop, repetition_penalty,
+                                   min_p, stop_strings)
         b, n_new = len(rows), max(g.max_new_tokens, 0)
         ptrs = (ctypes.POINTER(c_int32) * b)(*[r.ctypes.data_as(ctypes.POINTER(c_int32)) for r in rows])
         lens = (c_int32 * b)(*[r.size for r in rows])
         arr = (ctypes.c_char_p * b)(*names)
         out = np.empty(max(b * n_new, 1), dtype=np.int32)
         n_out = (c_int32 * b)()
+        reasons = (c_int32 * b)()
         with self._call as h:
-            check(_lib.peftkit_generate_mixed(h, ptrs, lens, arr, b, byref(g), address(out), out.size, n_out))
-        return [out[i * n_new: i * n_new + n_out[i]].copy() for i in range(b)]
-
+            check(_lib.peftkit_generate_mixed_ex(h, ptrs, lens, arr, b, byref(g), address(out), out.size, n_out,
+                                                 reasons))
+        return [GenerateResult(tokens=out[i * n_new: i * n_new + n_out[i]].copy(),
+                               finish_reason=library_enum(FinishReason, reasons[i], "finish reason")) for i in range(b)]
 
     # ------------------------------------------------------------------------------------------------
     # Tokenization
@@ -1304,6 +1394,20 @@ class Model:
                 lambda cap: (c_char * cap)(), 4 * arr.shape[0] + 16)
         return buf.raw[:n].decode("utf-8")
 
+    def token_to_piece(self, token: int) -> bytes:
+        """The raw bytes of one token: for byte-level BPE a piece of UTF-8 that may start or end inside
+        a character (join pieces before decoding, or use :class:`Utf8StreamDecoder`).
+
+        Raises:
+            StateError: the model has no tokenizer.
+            InvalidArgumentError: an id outside the tokenizer's vocabulary.
+        """
+        t = _int(token, "token", -(2**31), 2**31 - 1)
+        with self._call as h:
+            buf, n = self._grow(lambda b, cap, n_out: _lib.peftkit_token_to_piece(h, t, b, cap, n_out),
+                                lambda cap: (c_char * cap)(), 32)
+        return buf.raw[:n]
+
     def apply_chat_template(self, messages: Iterable[Mapping[str, str]], *,
                             add_generation_prompt: bool = True) -> str:
         """Renders a conversation with the model's chat template, as transformers'
@@ -1336,9 +1440,22 @@ class Model:
         return buf.raw[:length].decode("utf-8")
 
 
-def _generate_struct(max_new_tokens: Any, temperature: Any, top_k: Any, top_p: Any, seed: Any,
-                     stop: Any) -> tuple[_capi.GenerateConfigStruct, np.ndarray | None]:
-    """The C generate config, and the stop-token array it points into (keep it alive during the call)."""
+def _prompt_array(prompt_ids: TokenArray) -> np.ndarray:
+    """A prompt as a 1-D int32 array (``[n]`` or ``[1, n]`` accepted)."""
+    prompt = int32_tokens(prompt_ids, "prompt_ids")
+    if prompt.ndim == 2 and prompt.shape[0] == 1:
+        prompt = prompt[0]
+    if prompt.ndim != 1:
+        raise InvalidArgumentError(f"prompt_ids must be 1-D [n] or [1, n], got shape {prompt.shape}")
+    if prompt.shape[0] > INT32_MAX:
+        raise InvalidArgumentError("prompt_ids is longer than the int32 range")
+    return np.ascontiguousarray(prompt)
+
+
+def _generate_struct(max_new_tokens: Any, temperature: Any, top_k: Any, top_p: Any, seed: Any, stop: Any,
+                     repetition_penalty: Any = 1.0, min_p: Any = 0.0,
+                     stop_strings: Iterable[str] | None = None) -> tuple[_capi.GenerateConfigStruct, Any]:
+    """The C generate config, and the arrays it points into (keep them alive during the call)."""
     stops = int32_array(stop, "stop")
     g = _capi.new_struct(_capi.GenerateConfigStruct)
     g.max_new_tokens = _int(max_new_tokens, "max_new_tokens")
@@ -1348,7 +1465,24 @@ def _generate_struct(max_new_tokens: Any, temperature: Any, top_k: Any, top_p: A
     g.seed = _int(seed, "seed", 0, UINT64_MAX)
     g.n_stop_tokens = 0 if stops is None else len(stops)
     g.stop_tokens = None if stops is None or len(stops) == 0 else stops.ctypes.data_as(ctypes.POINTER(c_int32))
-    return g, stops
+    g.repetition_penalty = _float(repetition_penalty, "repetition_penalty")
+    if g.repetition_penalty == 0:
+        raise InvalidArgumentError("repetition_penalty must be > 0 (1 = off)")
+    g.min_p = _float(min_p, "min_p")
+    texts = None
+    if stop_strings is not None:
+        if isinstance(stop_strings, (str, bytes)):
+            stop_strings = [stop_strings]  # type: ignore[list-item]
+        encoded = []
+        for i, s in enumerate(stop_strings):
+            if not isinstance(s, str):
+                raise InvalidArgumentError(f"stop_strings[{i}] must be a str, got {type(s).__name__}")
+            encoded.append(_c_string(s, f"stop_strings[{i}]"))
+        if encoded:
+            texts = (ctypes.c_char_p * len(encoded))(*encoded)
+            g.n_stop_strings = len(encoded)
+            g.stop_strings = ctypes.cast(texts, ctypes.POINTER(ctypes.c_char_p))
+    return g, (stops, texts)
 
 
 def set_num_threads(n: int) -> None:
