@@ -8,13 +8,7 @@ public func peftkit_train_step(_ model: OpaquePointer?, _ inputIDs: UnsafePointe
                                _ labels: UnsafePointer<Int32>?, _ batch: Int32, _ seqLen: Int32,
                                _ config: UnsafePointer<peftkit_train_config>?,
                                _ out: UnsafeMutablePointer<peftkit_train_result>?) -> peftkit_status {
-    entry("peftkit_train_step") {
-        let h = try ModelHandle.from(model)
-        let (ids, lb, tc) = try readTrainArgs(inputIDs, labels, batch, seqLen, config)
-        let outSize = try outputStructSize(out, "out")
-        let r = try h.model.trainStep(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), config: tc)
-        if let out, let outSize { store(r, into: out, size: outSize) }
-    }
+    trainStep("peftkit_train_step", model, inputIDs, labels, nil, batch, seqLen, config, out)
 }
 
 @c @implementation
@@ -22,7 +16,15 @@ public func peftkit_train_step_packed(_ model: OpaquePointer?, _ inputIDs: Unsaf
                                       _ labels: UnsafePointer<Int32>?, _ segmentIDs: UnsafePointer<Int32>?,
                                       _ batch: Int32, _ seqLen: Int32, _ config: UnsafePointer<peftkit_train_config>?,
                                       _ out: UnsafeMutablePointer<peftkit_train_result>?) -> peftkit_status {
-    entry("peftkit_train_step_packed") {
+    trainStep("peftkit_train_step_packed", model, inputIDs, labels, segmentIDs, batch, seqLen, config, out)
+}
+
+/// The body of peftkit_train_step and its packed form (segment ids NULL: not packed).
+private func trainStep(_ function: StaticString, _ model: OpaquePointer?, _ inputIDs: UnsafePointer<Int32>?,
+                       _ labels: UnsafePointer<Int32>?, _ segmentIDs: UnsafePointer<Int32>?, _ batch: Int32,
+                       _ seqLen: Int32, _ config: UnsafePointer<peftkit_train_config>?,
+                       _ out: UnsafeMutablePointer<peftkit_train_result>?) -> peftkit_status {
+    entry(function) {
         let h = try ModelHandle.from(model)
         let (ids, lb, tc) = try readTrainArgs(inputIDs, labels, batch, seqLen, config)
         let outSize = try outputStructSize(out, "out")
@@ -39,7 +41,17 @@ public func peftkit_train_compute_gradients_packed(_ model: OpaquePointer?, _ in
                                                    _ config: UnsafePointer<peftkit_train_config>?, _ lossDivisor: Int64,
                                                    _ lossOut: UnsafeMutablePointer<Float>?,
                                                    _ tokensOut: UnsafeMutablePointer<Int64>?) -> peftkit_status {
-    entry("peftkit_train_compute_gradients_packed") {
+    computeGradients("peftkit_train_compute_gradients_packed", model, inputIDs, labels, segmentIDs, batch, seqLen, config,
+                     lossDivisor, lossOut, tokensOut)
+}
+
+/// The body of peftkit_train_compute_gradients and its packed form (segment ids NULL: not packed).
+private func computeGradients(_ function: StaticString, _ model: OpaquePointer?, _ inputIDs: UnsafePointer<Int32>?,
+                              _ labels: UnsafePointer<Int32>?, _ segmentIDs: UnsafePointer<Int32>?, _ batch: Int32,
+                              _ seqLen: Int32, _ config: UnsafePointer<peftkit_train_config>?, _ lossDivisor: Int64,
+                              _ lossOut: UnsafeMutablePointer<Float>?,
+                              _ tokensOut: UnsafeMutablePointer<Int64>?) -> peftkit_status {
+    entry(function) {
         let h = try ModelHandle.from(model)
         let (ids, lb, tc) = try readTrainArgs(inputIDs, labels, batch, seqLen, config)
         let r = try h.model.computeGradients(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), config: tc,
@@ -57,7 +69,16 @@ public func peftkit_forward_packed(_ model: OpaquePointer?, _ inputIDs: UnsafePo
                                    _ logits: UnsafeMutablePointer<Float>?, _ logitsCapacity: Int,
                                    _ lossOut: UnsafeMutablePointer<Float>?,
                                    _ tokensOut: UnsafeMutablePointer<Int64>?) -> peftkit_status {
-    entry("peftkit_forward_packed") {
+    forward("peftkit_forward_packed", model, inputIDs, labels, segmentIDs, batch, seqLen, logits, logitsCapacity,
+            lossOut, tokensOut)
+}
+
+/// The body of peftkit_forward and its packed form (segment ids NULL: not packed).
+private func forward(_ function: StaticString, _ model: OpaquePointer?, _ inputIDs: UnsafePointer<Int32>?,
+                     _ labels: UnsafePointer<Int32>?, _ segmentIDs: UnsafePointer<Int32>?, _ batch: Int32,
+                     _ seqLen: Int32, _ logits: UnsafeMutablePointer<Float>?, _ logitsCapacity: Int,
+                     _ lossOut: UnsafeMutablePointer<Float>?, _ tokensOut: UnsafeMutablePointer<Int64>?) -> peftkit_status {
+    entry(function) {
         let h = try ModelHandle.from(model)
         let (ids, lb, logitsBuffer) = try readForwardArgs(h, inputIDs, labels, batch, seqLen, logits, logitsCapacity)
         let r = try h.model.forward(inputIDs: ids, labels: lb, segmentIDs: segmentBuffer(segmentIDs, ids.count),
@@ -107,14 +128,8 @@ public func peftkit_train_compute_gradients(_ model: OpaquePointer?, _ inputIDs:
                                             _ config: UnsafePointer<peftkit_train_config>?, _ lossDivisor: Int64,
                                             _ lossOut: UnsafeMutablePointer<Float>?,
                                             _ tokensOut: UnsafeMutablePointer<Int64>?) -> peftkit_status {
-    entry("peftkit_train_compute_gradients") {
-        let h = try ModelHandle.from(model)
-        let (ids, lb, tc) = try readTrainArgs(inputIDs, labels, batch, seqLen, config)
-        let r = try h.model.computeGradients(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), config: tc,
-                                             lossDivisor: try readLossDivisor(lossDivisor))
-        lossOut?.pointee = r.loss
-        tokensOut?.pointee = Int64(r.tokens)
-    }
+    computeGradients("peftkit_train_compute_gradients", model, inputIDs, labels, nil, batch, seqLen, config, lossDivisor,
+                     lossOut, tokensOut)
 }
 
 @c @implementation
@@ -147,13 +162,7 @@ public func peftkit_forward(_ model: OpaquePointer?, _ inputIDs: UnsafePointer<I
                             _ logits: UnsafeMutablePointer<Float>?, _ logitsCapacity: Int,
                             _ lossOut: UnsafeMutablePointer<Float>?,
                             _ tokensOut: UnsafeMutablePointer<Int64>?) -> peftkit_status {
-    entry("peftkit_forward") {
-        let h = try ModelHandle.from(model)
-        let (ids, lb, logitsBuffer) = try readForwardArgs(h, inputIDs, labels, batch, seqLen, logits, logitsCapacity)
-        let r = try h.model.forward(inputIDs: ids, labels: lb, batch: Int(batch), seqLen: Int(seqLen), logits: logitsBuffer)
-        lossOut?.pointee = r.loss
-        tokensOut?.pointee = Int64(r.tokens)
-    }
+    forward("peftkit_forward", model, inputIDs, labels, nil, batch, seqLen, logits, logitsCapacity, lossOut, tokensOut)
 }
 
 @c @implementation
