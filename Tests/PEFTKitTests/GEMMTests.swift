@@ -14,13 +14,14 @@ import Foundation
         var description: String { "\(m)x\(n)x\(k) tA \(transA) tB \(transB) beta \(beta)" }
     }
 
-    // Tall (split by rows) and wide (split by columns) shapes, sizes that are not multiples of 16.
     static func uniform(_ n: Int, seed: UInt64) -> [Float] {
         var r = Rng(seed: seed)
         return (0..<n).map { _ in 2 * r.nextFloat() - 1 }
     }
 
-    static let cases: [Case] = [(300, 70, 129), (45, 333, 200)].flatMap { (m, n, k) in
+    // One-row products (decode: sgemv per chunk), with k = 0 (C = beta·C) as the edge.
+    // Tall (split by rows) and wide (split by columns) shapes, sizes that are not multiples of 16.
+    static let cases: [Case] = [(300, 70, 129), (45, 333, 200), (1, 3001, 700), (1, 40, 0)].flatMap { (m, n, k) in
         [false, true].flatMap { ta in [false, true].flatMap { tb in [Float(0), 1].map { Case(m: m, n: n, k: k, transA: ta, transB: tb, beta: $0) } } }
     }
 
@@ -109,5 +110,42 @@ import Foundation
         while threads.contains(where: { !$0.isFinished }) { usleep(1000) }
         #expect(failures.isEmpty, "\(failures)")
         #expect(together[0] == alone[0] && together[1] == alone[1], "bit-identical to each model alone")
+    }
+}
+
+/// The pool under `parallelFor`: every index of every job runs exactly once, with jobs posted back to back from two
+/// host threads at once (one gets the pool, the other runs inline) and with nested loops (inline inside a chunk).
+@Suite struct PoolTests {
+    @Test func everyIndexOnceUnderConcurrencyAndNesting() async {
+        setNumThreads(4)
+        defer { setNumThreads(0) }
+        let counts = await withTaskGroup(of: [Int].self) { group in
+            for _ in 0..<2 {
+                group.addTask {
+                    let n = 257
+                    let hits = UnsafeMutablePointer<Int>.allocate(capacity: n)
+                    hits.initialize(repeating: 0, count: n)
+                    defer { hits.deallocate() }
+                    nonisolated(unsafe) let h = hits
+                    for job in 0..<3000 {
+                        parallelFor(n) { s, e in
+                            for i in s..<e { h[i] += 1 }
+                            if job % 500 == 0 {
+                                // A nested loop runs inline on this chunk's thread: its own indices, once each.
+                                var inner = 0
+                                parallelFor(e - s) { s2, e2 in inner += e2 - s2 }
+                                h[s] += inner - (e - s)
+                            }
+                        }
+                    }
+                    return Array(UnsafeBufferPointer(start: hits, count: n))
+                }
+            }
+            var all: [[Int]] = []
+            for await c in group { all.append(c) }
+            return all
+        }
+        #expect(counts.count == 2)
+        for c in counts { #expect(c.allSatisfy { $0 == 3000 }, "hits per index: \(Set(c))") }
     }
 }

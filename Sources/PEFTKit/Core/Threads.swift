@@ -2,7 +2,7 @@ import COpenBLAS
 #if canImport(Glibc)
 import Glibc
 #endif
-import Dispatch
+import CPEFTKitKernels
 import Synchronization
 
 /// Process-wide thread count used by OpenBLAS and by PEFTKit's own parallel loops.
@@ -42,8 +42,12 @@ func onlineCores() -> Int {
 
 /// Runs `body(start, end)` over `0..<count` split into contiguous chunks, in parallel when worthwhile.
 /// `grain` is the minimum work items per chunk.
-/// Inside a chunk (a loop's body, or a product split by `sgemm` within one) a nested `parallelFor` runs inline:
-/// the pool is already busy, and more tasks would only oversubscribe the cores.
+///
+/// The chunks run on PEFTKit's one pool (`pk_pool_run` in CPEFTKitKernels/pool.c): the calling thread and up to
+/// `numThreads() - 1` workers that poll briefly for the next job before they sleep, so the hundreds of small
+/// products of a decoded token are handed out without a wake-up each. Chunk boundaries depend only on `count`,
+/// `grain` and the thread count, never on which thread runs a chunk. Inside a chunk (a loop's body, or a product
+/// split by `sgemm`), or while another host thread holds the pool, a nested `parallelFor` runs its chunks inline.
 @inline(__always)
 func parallelFor(_ count: Int, grain: Int = 1, _ body: (Int, Int) -> Void) {
     if count <= 0 { return }
@@ -54,25 +58,24 @@ func parallelFor(_ count: Int, grain: Int = 1, _ body: (Int, Int) -> Void) {
         return
     }
     withoutActuallyEscaping(body) { b in
-        nonisolated(unsafe) let f = b
-        DispatchQueue.concurrentPerform(iterations: chunks) { c in
-            let s = count * c / chunks
-            let e = count * (c + 1) / chunks
-            guard s < e else { return }
-            let outer = pthread_getspecific(parallelChunkKey)
-            pthread_setspecific(parallelChunkKey, parallelChunkMarker)
-            f(s, e)
-            pthread_setspecific(parallelChunkKey, outer)
+        var job = PoolJob(count: count, chunks: chunks, body: b)
+        withUnsafeMutablePointer(to: &job) { p in
+            pk_pool_run(Int64(chunks), Int32(t), { ctx, i in
+                let job = ctx.unsafelyUnwrapped.assumingMemoryBound(to: PoolJob.self)
+                let c = Int(i), n = job.pointee.count, k = job.pointee.chunks
+                let s = n * c / k, e = n * (c + 1) / k
+                if s < e { job.pointee.body(s, e) }
+            }, p)
         }
     }
 }
 
-/// Whether this thread runs a chunk of a `parallelFor`.
-var insideParallelChunk: Bool { pthread_getspecific(parallelChunkKey) != nil }
+/// One `parallelFor` as the pool's C callback sees it.
+private struct PoolJob {
+    let count: Int
+    let chunks: Int
+    let body: (Int, Int) -> Void
+}
 
-private let parallelChunkKey: pthread_key_t = {
-    var key = pthread_key_t()
-    pthread_key_create(&key, nil)
-    return key
-}()
-nonisolated(unsafe) private let parallelChunkMarker = UnsafeRawPointer(bitPattern: 1)
+/// Whether this thread runs a chunk of a `parallelFor`.
+var insideParallelChunk: Bool { pk_pool_inside() != 0 }

@@ -24,11 +24,29 @@ func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: 
     let units = ((byRows ? m : n) + 15) / 16
     let chunks = min(numThreads(), units, max(1, work / gemmMinWorkPerChunk))
     if chunks <= 1 {
+        if m == 1, k > 0 {
+            gemvRow(transA: transA, transB: transB, j0: 0, j1: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                    beta: beta, c: c)
+            return
+        }
         cblas_sgemm(CblasRowMajor, ta, tb, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta,
                     c, Int32(ldc))
         return
     }
     nonisolated(unsafe) let (pa, pb, pc) = (a, b, c)
+    if m == 1, k > 0 {
+        // A single row (decode): a matrix-vector product that streams B once. sgemm would pack B first (a
+        // second pass over it); sgemv reads each element once. Split by output columns, in multiples of 16.
+        parallelFor(chunks) { c0, c1 in
+            for ch in c0..<c1 {
+                let j0 = 16 * (units * ch / chunks), j1 = min(n, 16 * (units * (ch + 1) / chunks))
+                guard j0 < j1 else { continue }
+                gemvRow(transA: transA, transB: transB, j0: j0, j1: j1, k: k, alpha: alpha, a: pa, lda: lda, b: pb,
+                        ldb: ldb, beta: beta, c: pc)
+            }
+        }
+        return
+    }
     parallelFor(chunks) { c0, c1 in
         for ch in c0..<c1 {
             let u0 = units * ch / chunks, u1 = units * (ch + 1) / chunks
@@ -48,6 +66,23 @@ func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: 
                             Int32(ldb), beta, pc + j0, Int32(ldc))
             }
         }
+    }
+}
+
+/// Columns j0..<j1 of the one-row product c[0, j] = alpha · Σₗ a[l] · op(B)[l, j] + beta · c[0, j] through sgemv.
+/// A one-row A is a vector whatever `transA` says: element l sits at a[l] (a row) or a[l · lda] (a column).
+@inline(__always)
+private func gemvRow(transA: Bool, transB: Bool, j0: Int, j1: Int, k: Int, alpha: Float, a: UnsafePointer<Float>,
+                     lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>) {
+    let incx = Int32(transA ? lda : 1)
+    if transB {
+        // op(B) = Bᵀ: B is [n, k], rows j0..<j1 each dotted with a.
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(j1 - j0), Int32(k), alpha, b + j0 * ldb, Int32(ldb), a, incx,
+                    beta, c + j0, 1)
+    } else {
+        // op(B) = B: [k, n]; columns j0..<j1 of Bᵀ·a.
+        cblas_sgemv(CblasRowMajor, CblasTrans, Int32(k), Int32(j1 - j0), alpha, b + j0, Int32(ldb), a, incx, beta,
+                    c + j0, 1)
     }
 }
 
