@@ -30,16 +30,20 @@ mapfile -t sources < <(find Sources/PEFTKit -name '*.swift' | sort)
 
 # The C kernels (CPEFTKitKernels), instrumented the same way, and a module map so Swift can import them.
 KDIR="$OUT/CPEFTKitKernels"
-KOBJ="$KDIR/kernels.o"
+KOBJ="$KDIR/libkernels.a"
 mkdir -p "$KDIR"
-printf 'module CPEFTKitKernels {\n    header "%s"\n    export *\n}\n' \
-    "$PWD/Sources/CPEFTKitKernels/include/peftkit_kernels.h" > "$KDIR/module.modulemap.new"
+printf 'module CPEFTKitKernels {\n    umbrella "%s"\n    export *\n}\n' \
+    "$PWD/Sources/CPEFTKitKernels/include" > "$KDIR/module.modulemap.new"
 cmp -s "$KDIR/module.modulemap.new" "$KDIR/module.modulemap" || mv "$KDIR/module.modulemap.new" "$KDIR/module.modulemap"
 rm -f "$KDIR/module.modulemap.new"
 if [ ! -f "$KOBJ" ] || [ -n "$(find Sources/CPEFTKitKernels -newer "$KOBJ" | head -1)" ]; then
     echo "fuzz: compiling CPEFTKitKernels (instrumented)"
-    clang -fsanitize=fuzzer-no-link,address -O1 -g -I Sources/CPEFTKitKernels/include \
-        -c Sources/CPEFTKitKernels/kernels.c -o "$KOBJ"
+    rm -f "$KOBJ"
+    for c in Sources/CPEFTKitKernels/*.c; do
+        clang -fsanitize=fuzzer-no-link,address -O1 -g -pthread -I Sources/CPEFTKitKernels/include \
+            -c "$c" -o "$KDIR/$(basename "$c" .c).o"
+    done
+    ar rcs "$KOBJ" "$KDIR"/*.o
 fi
 KERNELS=(-I "$KDIR")
 

@@ -123,6 +123,23 @@ private func isFormat(_ e: any Error) -> Bool {
         #expect(try ChatTemplate(jinja: fine).applyChatTemplate([], addGenerationPrompt: true) == "<|im_start|><|im_end|>ok")
     }
 
+    /// fuzz/corpus/adapter_json/nested-regex: a target_modules regular expression of a few hundred nested `[`
+    /// overflowed the stack inside the regular-expression parser. Nesting is bounded now (32 levels); the
+    /// patterns PEFT files use still select their modules.
+    @Test func deeplyNestedTargetPatternsAreRefused() throws {
+        let m = try Model.create(config: TS.tinyConfig(.llama), seed: 1)
+        for p in [String(repeating: "[", count: 400), String(repeating: "(", count: 400) + "q_proj" + String(repeating: ")", count: 400)] {
+            do {
+                try m.attachAdapter(name: "x", configJSON: #"{"peft_type": "LORA", "r": 2, "target_modules": ".*\\.(q_proj)"# + p + #""}"#)
+                Issue.record("a pattern nested \(p.count) deep attached")
+            } catch {
+                #expect(isFormat(error) && "\(error)".contains("deep"), "\(error)")
+            }
+        }
+        try m.attachAdapter(name: "ok", configJSON: #"{"peft_type": "LORA", "r": 2, "target_modules": ".*\\.(q_proj|v_proj)"}"#)
+        #expect(m.adapterNames == ["ok"])
+    }
+
     /// Every seed and regression input of the fuzz corpora, run through the same entry points as the fuzz
     /// targets (without the fuzzing): none may trap.
     @Test func fuzzCorporaDoNotTrap() throws {

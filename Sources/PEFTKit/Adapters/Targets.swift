@@ -33,11 +33,7 @@ func resolveModuleSpec(_ spec: ModuleSpec, layers: [Int]?, model config: ModelCo
         if pattern == "all-linear" {
             for l in 0..<config.numLayers { for s in LinearSite.sites(arch) { pairs.insert(l * LinearSite.count + s.rawValue) } }
         } else {
-            guard pattern.utf8.count <= 4096 else { throw PEFTKitError.format("\(source): target_modules pattern is too long") }
-            let re: Regex<AnyRegexOutput>
-            do { re = try Regex(pattern) } catch {
-                throw PEFTKitError.unsupported("\(source): target_modules pattern '\(pattern)' is not a regular expression PEFTKit reads (\(error))")
-            }
+            let re = try moduleRegex(pattern, key: "target_modules", source: source)
             for l in 0..<config.numLayers {
                 for s in LinearSite.sites(arch) where (try? re.wholeMatch(in: s.module(arch, layer: l))) != nil {
                     pairs.insert(l * LinearSite.count + s.rawValue)
@@ -66,7 +62,7 @@ func resolveFeedForward(_ spec: ModuleSpec, among sites: [LinearSite], model con
         switch spec {
         case .names(let names): hit = names.contains { full.hasSuffix($0) }
         case .pattern(let p):
-            guard let re = try? Regex(p) else { throw PEFTKitError.unsupported("\(source): feedforward_modules pattern '\(p)' is not readable") }
+            let re = try moduleRegex(p, key: "feedforward_modules", source: source)
             hit = (try? re.wholeMatch(in: full)) != nil
         }
         guard hit else { continue }
@@ -76,4 +72,27 @@ func resolveFeedForward(_ spec: ModuleSpec, among sites: [LinearSite], model con
         out.append(s)
     }
     return out
+}
+
+/// A module-name pattern of an adapter file as a regular expression. The pattern comes from a file: its length and
+/// its nesting of groups and classes are bounded first (the regular-expression parser recurses once per level, so a
+/// few hundred `[` or `(` would exhaust the stack instead of failing).
+func moduleRegex(_ pattern: String, key: String, source: String) throws -> Regex<AnyRegexOutput> {
+    guard pattern.utf8.count <= 4096 else { throw PEFTKitError.format("\(source): \(key) pattern is too long") }
+    var depth = 0, deepest = 0, escaped = false
+    for b in pattern.utf8 {
+        if escaped { escaped = false; continue }
+        switch b {
+        case UInt8(ascii: "\\"): escaped = true
+        case UInt8(ascii: "("), UInt8(ascii: "["), UInt8(ascii: "{"): depth += 1; deepest = max(deepest, depth)
+        case UInt8(ascii: ")"), UInt8(ascii: "]"), UInt8(ascii: "}"): depth = max(0, depth - 1)
+        default: break
+        }
+    }
+    guard deepest <= 32 else {
+        throw PEFTKitError.format("\(source): \(key) pattern nests groups or classes \(deepest) deep (at most 32)")
+    }
+    do { return try Regex(pattern) } catch {
+        throw PEFTKitError.unsupported("\(source): \(key) pattern '\(pattern)' is not a regular expression PEFTKit reads (\(error))")
+    }
 }
