@@ -179,6 +179,13 @@ private func thrownError(_ f: () throws -> Void) -> PEFTKitError? {
                     #expect(y.p[r * ldo + out] == y0.p[r * ldo + out])
                 }
                 #expect(worst <= 1, "\(t) \(isa) matmul: error \(worst) × the 1e-6 relative bound")
+                // With the model's workspace (each thread widens into its own slice of it): the same bits.
+                let panel = FBuf(m.panelFloats)
+                panel.p.update(repeating: .nan, count: panel.n)
+                let yw = FBuf(rows * ldo)
+                yw.p.update(from: y0.p, count: y0.n)
+                m.matmul(out: yw.p, ldo: ldo, inp: x.p, ldi: ldi, rows: rows, beta: beta, isa: isa, panel: panel.p)
+                #expect((0..<y.n).allSatisfy { y.p[$0].bitPattern == yw.p[$0].bitPattern }, "\(t) \(isa) matmul with a workspace")
 
                 // Backward: dinp = dout·W (+ dinp0 when accumulating).
                 let (lddo, lddi) = (out + 1, inF + 5)
@@ -205,6 +212,13 @@ private func thrownError(_ f: () throws -> Void) -> PEFTKitError? {
                         #expect(dinp.p[r * lddi + inF] == d0.p[r * lddi + inF])
                     }
                     #expect(worstG <= 1, "\(t) \(isa) input gradient (accumulate \(accumulate)): error \(worstG) × bound")
+                    let dw = FBuf(rows * lddi)
+                    dw.p.update(from: d0.p, count: d0.n)
+                    panel.p.update(repeating: .nan, count: panel.n)
+                    m.matmulInputGradient(dinp: dw.p, lddi: lddi, dout: dout.p, lddo: lddo, rows: rows,
+                                          accumulate: accumulate, isa: isa, panel: panel.p)
+                    #expect((0..<dinp.n).allSatisfy { dinp.p[$0].bitPattern == dw.p[$0].bitPattern },
+                            "\(t) \(isa) input gradient with a workspace (accumulate \(accumulate))")
                 }
             }
         }

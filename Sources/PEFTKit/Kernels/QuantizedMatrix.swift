@@ -195,15 +195,21 @@ struct QuantizedMatrix: @unchecked Sendable {
             tiles = (tiles + threads - 1) / threads * threads
             let tr = ((outFeatures + tiles - 1) / tiles + 15) / 16 * 16
             tiles = (outFeatures + tr - 1) / tr
-            nonisolated(unsafe) let (o, x) = (out, inp)
-            parallelFor(tiles) { a, b in
-                let panel = UnsafeMutablePointer<Float>.allocate(capacity: tr * n)
-                defer { panel.deallocate() }
-                for ti in a..<b {
-                    let r0 = ti * tr, t = min(tr, outFeatures - r0)
-                    dequantizeRows(r0, t, into: panel, isa: isa)
-                    sgemm(transA: false, transB: true, m: rows, n: t, k: n,
-                          alpha: 1, a: x, lda: ldi, b: panel, ldb: n, beta: beta, c: o + r0, ldc: ldo)
+            // Thread slot s widens into its own tr·n floats of the workspace (tr ≤ tileRows / threads, so the
+            // slots fit in `panelFloats` unless the tiles hit their 16-row minimum: then it allocates).
+            let slots = min(threads, tiles)
+            let shared = workspace.flatMap { slots * tr * n <= panelFloats ? $0 : nil }
+            nonisolated(unsafe) let (o, x, ws) = (out, inp, shared)
+            parallelFor(slots) { s0, s1 in
+                for slot in s0..<s1 {
+                    let panel = ws.map { $0 + slot * tr * n } ?? UnsafeMutablePointer<Float>.allocate(capacity: tr * n)
+                    defer { if ws == nil { panel.deallocate() } }
+                    for ti in tiles * slot / slots..<tiles * (slot + 1) / slots {
+                        let r0 = ti * tr, t = min(tr, outFeatures - r0)
+                        dequantizeRows(r0, t, into: panel, isa: isa)
+                        sgemm(transA: false, transB: true, m: rows, n: t, k: n,
+                              alpha: 1, a: x, lda: ldi, b: panel, ldb: n, beta: beta, c: o + r0, ldc: ldo)
+                    }
                 }
             }
             return
@@ -245,13 +251,15 @@ struct QuantizedMatrix: @unchecked Sendable {
         let threads = numThreads(), bs = type.blockSize, units = n / bs
         if threads > 1, !insideParallelChunk, units >= 2 {
             let chunks = min(threads, units)
-            nonisolated(unsafe) let (di, dout) = (dinp, dout)
+            // Chunk columns c0..<c1 widen into tile·(c1 − c0) floats at tile·c0 of the workspace: together
+            // tile·n = `panelFloats`.
+            nonisolated(unsafe) let (di, dout, ws) = (dinp, dout, workspace)
             let (t0, rb, bb, base) = (type, rowBytes, type.blockBytes, data)
             parallelFor(chunks) { a, b in
                 for ch in a..<b {
                     let c0 = units * ch / chunks * bs, c1 = units * (ch + 1) / chunks * bs, w = c1 - c0
-                    let panel = UnsafeMutablePointer<Float>.allocate(capacity: tile * w)
-                    defer { panel.deallocate() }
+                    let panel = ws.map { $0 + tile * c0 } ?? UnsafeMutablePointer<Float>.allocate(capacity: tile * w)
+                    defer { if ws == nil { panel.deallocate() } }
                     var r0 = 0
                     while r0 < outFeatures {
                         let t = min(tile, outFeatures - r0)
