@@ -15,7 +15,12 @@ Per case, Tests/Fixtures/pissa/<arch>_<init>/ holds
     residual.<weight>     every adapted base weight after the init, as the model stores it (GPT-2 Conv1D [in, out])
     logits_init, loss_init  the adapted model at init (= the base model, to rounding)
     grad.<param>          gradients of the loss at init
-    final.<param>         A, B after one AdamW step (lr 1e-2, betas 0.9/0.999, eps 1e-8, weight decay 0.01)
+    exact.<param>         A0 / B0 by PEFT's formulas from a float64 SVD / QR (PEFT's own are fp32: the script prints
+                          how far they are from these)
+    exact_residual.<weight>  W - s·B0·A0 in float64 from those, rounded to fp32
+    final.<param>         A, B after one AdamW step (lr 1e-2, betas 0.9/0.999, eps 1e-3, weight decay 0.01; eps that
+                          large keeps the first step, lr·g/(|g|+eps), smooth in gradients near zero, where eps 1e-8
+                          would make it sign(g) and rounding would decide it)
     final_logits, final_loss  the adapted model after that step
   adapter/     PEFT's save_pretrained() after the step (init_lora_weights still "pissa"/"olora": PEFT re-derives
                the residual from the base it is loaded onto)
@@ -64,6 +69,40 @@ def lora_params(pm):
     return {n: p for n, p in pm.named_parameters() if "lora_" in n}
 
 
+def exact_ab(pm, ref, init, cfg, fan_in_fan_out):
+    """PEFT's pissa_init / olora_init formulas in float64 on the ORIGINAL weights (W = residual + s·B0·A0 as PEFT left
+    them, recovered in float64 to well below fp32 rounding), with each component's sign aligned to PEFT's."""
+    worst = 0.0
+    for n, mod in pm.named_modules():
+        if not hasattr(mod, "lora_A") or "default" not in getattr(mod, "lora_A", {}):
+            continue
+        s = mod.scaling["default"]
+        r = mod.r["default"]
+        A0 = mod.lora_A["default"].weight.detach().double()
+        B0 = mod.lora_B["default"].weight.detach().double()
+        stored = mod.base_layer.weight.detach().double()
+        W = stored.T if fan_in_fan_out else stored
+        W = W + s * B0 @ A0
+        if init == "pissa":
+            U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+            Sr = S[:r] / s
+            A = torch.diag(Sr.sqrt()) @ Vh[:r]
+            B = U[:, :r] @ torch.diag(Sr.sqrt())
+        else:
+            Q, R = torch.linalg.qr(W)
+            A, B = R[:r], Q[:, :r]
+        sign = torch.sign((A * A0).sum(1) + (B * B0).sum(0))
+        A, B = A * sign[:, None], B * sign[None, :]
+        res = W - s * B @ A
+        key = n + ".lora_A.default.weight"
+        ref["exact." + key] = A.float()
+        ref["exact." + n + ".lora_B.default.weight"] = B.float()
+        hf = n.replace("base_model.model.", "", 1) + ".weight"
+        ref["exact_residual." + hf] = (res.T if fan_in_fan_out else res).float().contiguous()
+        worst = max(worst, ((A - A0).abs().max() / A.abs().max()).item(), ((B - B0).abs().max() / B.abs().max()).item())
+    print(f"  PEFT's fp32 A0/B0 vs float64: worst max|diff|/max|ref| = {worst:.3g}")
+
+
 def make(case):
     name, arch, targets, r, alpha, rslora, init = case
     out = os.path.join(FIX, "pissa", name)
@@ -89,6 +128,7 @@ def make(case):
 
     # The initial adapter, as PEFT's conversion wants it (init_lora_weights True, so that loading it does not
     # decompose again).
+    exact_ab(pm, ref, init, cfg, arch == "gpt2")
     tmp = tempfile.mkdtemp()
     initial = os.path.join(tmp, "initial")
     pm.peft_config["default"].init_lora_weights = True
@@ -105,7 +145,7 @@ def make(case):
     params = lora_params(pm)
     for n, p in params.items():
         ref["grad." + n] = p.grad.detach().clone()
-    opt = torch.optim.AdamW(list(params.values()), lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    opt = torch.optim.AdamW(list(params.values()), lr=1e-2, betas=(0.9, 0.999), eps=1e-3, weight_decay=0.01)
     opt.step()
     for n, p in params.items():
         ref["final." + n] = p.detach().clone()
