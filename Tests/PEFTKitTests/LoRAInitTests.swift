@@ -281,6 +281,10 @@ import Testing
         #expect(throws: PEFTKitError.self) {
             try m.attachAdapter(name: "v", configJSON: #"{"peft_type": "LORA", "r": 4, "target_modules": ["v_proj"], "init_lora_weights": "pissa"}"#)
         }
+        // A standard LoRA rewrites nothing: it attaches over a merge and leaves full fine-tuning possible.
+        try m.attachAdapter(name: "std", configJSON: #"{"peft_type": "LORA", "r": 2, "target_modules": ["v_proj"]}"#)
+        #expect(try m.engine.adapter(named: "std").rewrite == nil)
+        try m.removeAdapter(name: "std")
         try m.unmergeAdapter(name: "plain")
         try m.removeAdapter(name: "p")
         #expect(m.adapterNames == ["plain"])

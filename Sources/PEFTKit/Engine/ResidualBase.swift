@@ -7,13 +7,13 @@
 extension Engine {
     /// Attaches `slot`, first rewriting the base linears its adapter runs over (if any).
     func appendSlot(_ slot: AdapterSlot) throws {
-        if let rw = slot.adapter as? BaseRewritingAdapter {
+        // A LoRA adapter of the standard init rewrites nothing: no edits.
+        if let edits = (slot.adapter as? BaseRewritingAdapter)?.baseEdits(), !edits.isEmpty {
             let what = "adapter '\(slot.name)' replaces base weights by a residual"
             guard merges.isEmpty else {
                 throw PEFTKitError.state("\(what): unmerge the merged adapters (\(merges.map { $0.name })) before attaching it")
             }
             guard full == nil else { throw PEFTKitError.state("\(what): disable full fine-tuning before attaching it") }
-            let edits = rw.baseEdits()
             for other in adapters {
                 guard let rec = other.rewrite else { continue }
                 for e in edits where rec.replaced.contains(where: { $0.layer == e.layer && $0.site == e.site }) {
