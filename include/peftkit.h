@@ -402,7 +402,11 @@ peftkit_status peftkit_model_get_config(const peftkit_model *model, peftkit_mode
  * `peft.LoraConfig(...).to_dict()` (or a saved adapter_config.json) works as is:
  *   LORA           r (required), lora_alpha (default 8), lora_dropout, use_rslora, target_modules (required:
  *                  a list of module names, a regular expression string, or "all-linear"), layers_to_transform
- *                  (an int or a list of layer indices)
+ *                  (an int or a list of layer indices), init_lora_weights (true, "pissa" or "olora": A and B from
+ *                  the SVD or QR of each base weight, which is replaced by the residual W - s*B*A while the adapter
+ *                  is attached and restored when it is removed; every forward pass, whichever adapter is active,
+ *                  runs on the residual meanwhile, as in PEFT. fp32 base weights only; "olora" not on GPT-2's
+ *                  Conv1D; "pissa_niter_N" is refused)
  *   IA3            target_modules, feedforward_modules (a subset of target_modules), layers_to_transform
  *   PREFIX_TUNING  num_virtual_tokens, prefix_projection, encoder_hidden_size
  *   PROMPT_TUNING  num_virtual_tokens, prompt_tuning_init ("RANDOM" or "TEXT"), prompt_tuning_init_text
@@ -554,6 +558,11 @@ peftkit_status peftkit_adapter_save(peftkit_model *model, const char *name, cons
  * `.lora_b` (ne [r, out], query/key rows in GGUF's RoPE order, as llama.cpp's converter writes them), metadata
  * general.type "adapter", adapter.type "lora", adapter.lora.alpha (rsLoRA written as the equivalent alpha * sqrt(r)). */
 #define PEFTKIT_ADAPTER_FORMAT_GGUF 1
+/* A LoRA adapter initialised with init_lora_weights "pissa" or "olora" (whose base weights run as the residual
+ * W - s*B0*A0 while it is attached) converted to a plain LoRA of the ORIGINAL base, a folder in PEFT's format: rank
+ * 2r, lora_A = [A ; A0], lora_B = [B | -B0], lora_alpha doubled (rsLoRA: times sqrt 2), init_lora_weights true (what
+ * PEFT's save_pretrained(path_initial_model_for_weight_conversion=...) writes). Any other adapter as NATIVE. */
+#define PEFTKIT_ADAPTER_FORMAT_CONVERTED_LORA 2
 
 /*
  * Writes adapter `name` in `format` to `path`: PEFTKIT_ADAPTER_FORMAT_NATIVE as peftkit_adapter_save (path is

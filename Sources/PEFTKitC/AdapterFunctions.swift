@@ -104,6 +104,7 @@ public func peftkit_adapter_save_as(_ model: OpaquePointer?, _ name: UnsafePoint
         switch format {
         case PEFTKIT_ADAPTER_FORMAT_NATIVE: f = .native
         case PEFTKIT_ADAPTER_FORMAT_GGUF: f = .gguf
+        case PEFTKIT_ADAPTER_FORMAT_CONVERTED_LORA: f = .convertedLoRA
         default: throw ShimError.invalid("format \(format) is not a PEFTKIT_ADAPTER_FORMAT_* value")
         }
         try h.model.saveAdapter(name: n, to: p, format: f)

@@ -5,6 +5,11 @@ enum MethodOption: String, ExpressibleByArgument, CaseIterable {
     case lora, bottleneck, ia3, prefix, prompt
 }
 
+/// `--lora-init`: PEFT's `init_lora_weights`.
+enum LoRAInitOption: String, ExpressibleByArgument, CaseIterable {
+    case `default`, pissa, olora
+}
+
 /// `--method` and the options of each method, or `--adapter-config FILE`. Either way the adapter is described by
 /// the JSON text of an `adapter_config.json` in the ecosystem's schema (PEFT's for LoRA, IA3, prefix and prompt
 /// tuning; AdapterHub's for bottleneck adapters), the text `Model.attachAdapter(name:configJSON:)` reads.
@@ -19,6 +24,8 @@ struct AdapterOptions: ParsableArguments {
     @Flag(help: "rsLoRA: scale by alpha / sqrt(rank).") var rslora = false
     @Flag(help: "DoRA: LoRA with a learned magnitude per output row (PEFT's use_dora).") var dora = false
     @Option(help: "LoRA+: train B at this multiple of the learning rate (saved as loraplus_lr_ratio).") var loraplusRatio: Float?
+    @Option(help: "LoRA init (PEFT's init_lora_weights): default, pissa (SVD of each base weight) or olora (QR); pissa and olora run over the residual base weight while attached.")
+    var loraInit: LoRAInitOption = .default
     @Option(help: "Comma-separated module names (LoRA, IA3), e.g. q_proj,v_proj or c_attn. Default: the method's PEFT default.")
     var targets: String?
     @Option(help: "IA3: comma-separated targets scaled on their input (feed-forward). Default: PEFT's (mlp.c_proj / down_proj).")
@@ -57,6 +64,7 @@ struct AdapterOptions: ParsableArguments {
             o = [("peft_type", "LORA"), ("task_type", "CAUSAL_LM"), ("r", .int(rank)), ("lora_alpha", .number(Double(alpha))),
                  ("lora_dropout", .number(Double(dropout))), ("use_rslora", .bool(rslora)), ("use_dora", .bool(dora))]
             if let r = loraplusRatio { o.append(("loraplus_lr_ratio", .number(Double(r)))) }
+            if loraInit != .default { o.append(("init_lora_weights", .string(loraInit.rawValue))) }
             // Without --targets the library applies PEFT's default for the architecture.
             if let t = names(targets) { o.append(("target_modules", .strings(t))) }
         case .ia3:

@@ -26,7 +26,7 @@ struct Train: ParsableCommand {
     @Option(help: "Training data (JSONL).") var data: String
     @Option(help: "Where to save the adapter (created if missing).") var out: String
     @Option(help: "Adapter name.") var name = "default"
-    @Option(help: "Also write the adapter as <out>/adapter.gguf in llama.cpp's format (gguf: LoRA on Llama models); native writes the folder only.")
+    @Option(help: "Also write the adapter as <out>/adapter.gguf in llama.cpp's format (gguf: LoRA on Llama models), or as <out>/converted-lora/ (converted-lora: a PiSSA/OLoRA adapter as a rank-2r LoRA of the original base, PEFT's conversion); native writes the folder only.")
     var format: AdapterFormat = .native
     @Option(help: "After training, merge the adapter (LoRA, IA3) into the base and save the whole model there (needs --widen for a GGUF base).")
     var saveModel: String?
@@ -109,6 +109,9 @@ struct Train: ParsableCommand {
         if format == .gguf {
             try m.saveAdapter(name: name, to: out + "/adapter.gguf", format: .gguf)
             print("saved \(out)/adapter.gguf: llama-cli -m <base>.gguf --lora \(out)/adapter.gguf")
+        } else if format == .convertedLoRA {
+            try m.saveAdapter(name: name, to: out + "/converted-lora", format: .convertedLoRA)
+            print("saved \(out)/converted-lora: a plain LoRA of the original base weights")
         }
         let plot = out + "/loss.svg"
         try writeFileAtomically(path: plot, bytes: Array(lossPlotSVG(run.losses, title: "\(method.rawValue) on \(adapterNameHint(data)): loss per step").utf8))

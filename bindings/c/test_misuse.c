@@ -314,7 +314,7 @@ static void null_pointers(peftkit_model *m) {
     CASE(BAD, peftkit_adapter_save_as(m, NULL, "/tmp/x.gguf", PEFTKIT_ADAPTER_FORMAT_GGUF), "adapter_save_as(name NULL)");
     CASE(BAD, peftkit_adapter_save_as(m, "a", NULL, PEFTKIT_ADAPTER_FORMAT_GGUF), "adapter_save_as(path NULL)");
     CASE(BAD, peftkit_adapter_save_as(m, "a", "", PEFTKIT_ADAPTER_FORMAT_GGUF), "adapter_save_as(path \"\")");
-    CASE(BAD, peftkit_adapter_save_as(m, "a", "/tmp/x.gguf", 2), "adapter_save_as(format 2)");
+    CASE(BAD, peftkit_adapter_save_as(m, "a", "/tmp/x.gguf", 3), "adapter_save_as(format 3)");
     CASE(BAD, peftkit_adapter_save_as(m, "a", "/tmp/x.gguf", -1), "adapter_save_as(format -1)");
     CASE(BAD, peftkit_adapter_load(m, NULL, NULL, buf, sizeof buf), "adapter_load(dir NULL)");
     CASE(BAD, peftkit_train_step(m, NULL, NULL, BATCH, SEQ, &tc, NULL), "train_step(input_ids NULL)");

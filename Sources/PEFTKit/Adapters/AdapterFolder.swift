@@ -8,6 +8,10 @@ public enum AdapterFormat: String, Sendable, CaseIterable {
     case native
     /// llama.cpp's GGUF LoRA adapter, one file (LoRA on Llama models): what `llama-cli --lora` loads.
     case gguf
+    /// A PiSSA or OLoRA adapter converted to a plain LoRA of rank 2r over the ORIGINAL base weights, in PEFT's
+    /// format (what PEFT's `save_pretrained(path_initial_model_for_weight_conversion=...)` writes); any other
+    /// adapter as `.native`.
+    case convertedLoRA = "converted-lora"
 }
 
 /// Copies tensor `key` of `st` (any float dtype, widened) into `out`, after checking its shape.
@@ -24,13 +28,16 @@ func copyFileTensor(_ st: SafeTensorsFile, key: String, shape: [Int], into out: 
 /// replaced together (never a mix of an old and a new save).
 /// `extra` adds tensors and config fields of the model around the adapter (an encoder's task head as PEFT's
 /// `modules_to_save`), `rename` maps the adapter's tensor names (the `bert.` of a head model).
+/// `converted`: a PiSSA / OLoRA adapter as PEFT's conversion to a plain LoRA of the original base (LoRAInit.swift).
 func saveAdapterFolder(_ adapter: Adapter, name: String, directory: String,
-                       extra: (tensors: [SavedTensor], config: [String: JSONValue], rename: (String) -> String)? = nil) throws {
+                       extra: (tensors: [SavedTensor], config: [String: JSONValue], rename: (String) -> String)? = nil,
+                       converted: Bool = false) throws {
     guard let adapter = adapter as? SavableAdapter else {
         throw PEFTKitError.unsupported("\(adapter.method.rawValue) adapters have no file format")
     }
     let format = adapter.fileFormat
-    var tensors = adapter.fileTensors(name: name)
+    let conversion = converted ? try (adapter as? BaseRewritingAdapter)?.convertedFile(name: name) : nil
+    var tensors = conversion?.tensors ?? adapter.fileTensors(name: name)
     if let extra {
         tensors = tensors.map { SavedTensor(name: extra.rename($0.name), shape: $0.shape, data: $0.data) } + extra.tensors
     }
@@ -38,7 +45,7 @@ func saveAdapterFolder(_ adapter: Adapter, name: String, directory: String,
     let entries = tensors.map { SafeTensorsWriter.Entry(name: $0.name, shape: $0.shape, payload: .f32Buffer($0.data)) }
     let weights = try SafeTensorsWriter.writer(entries: entries, metadata: ["format": "pt"],
                                                path: directory + "/" + format.weightsFile)
-    var config = adapter.fileConfig(name: name)
+    var config = conversion?.config ?? adapter.fileConfig(name: name)
     if let extra { config.merge(extra.config) { $1 } }
     let json = Array(JSONValue.object(config).serialized().utf8)
     try replaceFilesTogether(directory: directory, files: [

@@ -81,6 +81,16 @@ extension SavableAdapter {
     func isForeignFileTensor(_ key: String) -> Bool { false }
 }
 
+/// An adapter that runs over a rewritten base weight (LoRA's PiSSA and OLoRA inits): the engine applies its edits to
+/// copies of the base linears when it is attached and restores the originals when it is removed.
+protocol BaseRewritingAdapter: Adapter {
+    /// Edits turning each original weight into the residual the adapter runs over (biases are not touched).
+    func baseEdits() -> [MergeEdit]
+    /// The adapter's file config and tensors rewritten for the original base weights (PEFT's conversion), nil when
+    /// this adapter did not rewrite the base.
+    func convertedFile(name: String) throws -> (config: [String: JSONValue], tensors: [SavedTensor])?
+}
+
 /// An adapter that can be folded into the frozen linears it touches.
 protocol MergeableAdapter: Adapter {
     func mergeEdits() -> [MergeEdit]

@@ -28,14 +28,14 @@ extension Engine {
         }
         let context = adapterContext(tokenize: tokenize)
         let config = try AdapterConfig.parse(json: json, model: config, context: context, source: "adapter config JSON")
-        adapters.append(try AdapterSlot(name: name, adapter: try AdapterRegistry.make(config, model: self.config, context: context)))
+        try appendSlot(try AdapterSlot(name: name, adapter: try AdapterRegistry.make(config, model: self.config, context: context)))
     }
 
     func saveAdapter(name: String, directory: String, format: AdapterFormat = .native) throws {
         let slot = try adapter(named: name), ad = slot.adapter
         switch format {
-        case .native:
-            try saveAdapterFolder(ad, name: name, directory: directory, extra: try headFileExtra(slot))
+        case .native, .convertedLoRA:
+            try saveAdapterFolder(ad, name: name, directory: directory, extra: try headFileExtra(slot), converted: format == .convertedLoRA)
         case .gguf:
             let bytes = try ggufAdapterBytes(ad, name: name, baseTensorName: ggufName(ofHuggingFaceTensor:))
             try writeFileAtomically(path: directory, bytes: bytes)
@@ -60,7 +60,7 @@ extension Engine {
         }
         let slot = try AdapterSlot(name: newName, adapter: ad)
         if let head { try slot.attachHead(head) }
-        adapters.append(slot)
+        try appendSlot(slot)
         return newName
     }
 }

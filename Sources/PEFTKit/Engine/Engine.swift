@@ -8,6 +8,8 @@ final class AdapterSlot {
     private(set) var head: TaskHead?
     /// True while the adapter is merged into the base weights (its hooks are then off).
     var merged = false
+    /// The base weights this adapter replaced by its residual while attached (PiSSA, OLoRA; ResidualBase.swift).
+    var rewrite: MergeRecord?
 
     init(name: String, adapter: Adapter) throws {
         self.name = name
@@ -106,12 +108,14 @@ final class Engine {
         guard !adapters.contains(where: { $0.name == name }) else {
             throw PEFTKitError.state("an adapter named '\(name)' is already attached")
         }
-        adapters.append(try AdapterSlot(name: name, adapter: try AdapterRegistry.make(config, model: self.config, context: adapterContext())))
+        try appendSlot(try AdapterSlot(name: name, adapter: try AdapterRegistry.make(config, model: self.config, context: adapterContext())))
     }
 
     func removeAdapter(name: String) throws {
         let s = try adapter(named: name)
         guard !s.merged else { throw PEFTKitError.state("adapter '\(name)' is merged: unmerge it before removing it") }
+        try checkRestorableBase(s)
+        restoreBase(s)
         adapters.removeAll { $0 === s }
         if activeName == name { activeName = nil }
         buffers.invalidate()

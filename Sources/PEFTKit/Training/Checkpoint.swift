@@ -279,7 +279,7 @@ extension Engine {
         slot.opt.step = m.step
         if let rng, let r = ad as? TrainingRandomState { r.trainingRng = rng }
         ad.parametersChanged()
-        adapters.append(slot)
+        try appendSlot(slot)
         return m.name
     }
 

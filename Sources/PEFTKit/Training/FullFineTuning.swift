@@ -8,6 +8,9 @@ extension Engine {
         guard merges.isEmpty else {
             throw PEFTKitError.state("adapters are merged into the base weights: unmerge them before full fine-tuning")
         }
+        if let s = adapters.first(where: { $0.rewrite != nil }) {
+            throw PEFTKitError.state("adapter '\(s.name)' replaced base weights by a residual (PiSSA/OLoRA): remove it before full fine-tuning")
+        }
         let (ft, owned) = try FullTuning.make(config: config, weights: weights)
         weights = owned
         full = ft

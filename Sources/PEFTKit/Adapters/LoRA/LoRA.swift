@@ -23,6 +23,9 @@ public struct LoRAConfig: Sendable, Equatable {
     /// Layers to adapt; nil means all.
     public var layers: [Int]? = nil
     public var seed: UInt64 = 42
+    /// How A and B start (PEFT's `init_lora_weights`): `.pissa` and `.olora` decompose the base weights and rewrite
+    /// them to the residual while the adapter is attached (see LoRAInit.swift).
+    public var initLoRAWeights: LoRAInit = .standard
 
     public init() {}
 
@@ -45,6 +48,9 @@ public struct LoRAConfig: Sendable, Equatable {
         if let r = loraPlusRatio { try require(r.isFinite && r > 0, "loraplus_lr_ratio must be positive, got \(r)") }
         if useDoRA && dropout > 0 {
             throw PEFTKitError.unsupported("DoRA with lora_dropout > 0 is not supported (PEFT then recomputes the base output on the dropped input)")
+        }
+        if useDoRA && initLoRAWeights != .standard {
+            throw PEFTKitError.unsupported("DoRA with init_lora_weights '\(initLoRAWeights.rawValue)' is not supported")
         }
     }
 }
@@ -100,6 +106,11 @@ final class LoRAAdapter: Adapter {
     var dropRng: Rng
     /// DoRA's norms and saved outputs (nil for plain LoRA).
     private(set) var dora: DoRAState?
+    /// PiSSA / OLoRA: A₀ and B₀ as initialised, in the parameter layout (nil for the standard init). The base runs
+    /// as W − s·B₀·A₀ while the adapter is attached (LoRAInit.swift).
+    var initialWeights: Storage?
+    /// The tensors of the last `convertedFile` (they point into it).
+    var convertedStorage: Storage?
 
     init(config: LoRAConfig, model m: ModelConfig, context: AdapterContext = AdapterContext()) throws {
         try config.validate(m)
@@ -125,11 +136,15 @@ final class LoRAAdapter: Adapter {
         scale = config.scaling
         dropRng = Rng(seed: config.seed ^ 0x9E37_79B9_7F4A_7C15)
         try super.init(model: m, config: .lora(config), parameterCount: off)
-        // PEFT's init: A Kaiming-uniform (a = √5 → bound 1/√in), B zero.
-        var rng = Rng(seed: config.seed)
-        for u in units {
-            let bound = 1 / Float(u.inF).squareRoot()
-            fillUniform(params.floats + u.a, r * u.inF, low: -bound, high: bound, rng: &rng)
+        if config.initLoRAWeights != .standard {
+            try initialiseFromBase(context)
+        } else {
+            // PEFT's init: A Kaiming-uniform (a = √5 → bound 1/√in), B zero.
+            var rng = Rng(seed: config.seed)
+            for u in units {
+                let bound = 1 / Float(u.inF).squareRoot()
+                fillUniform(params.floats + u.a, r * u.inF, low: -bound, high: bound, rng: &rng)
+            }
         }
         if config.useDoRA {
             let d = try DoRAState(units: units, rank: r, context: context)

@@ -24,8 +24,18 @@ enum LoRASchema: AdapterConfigSchema {
         where !(o[key]?.isNeutral ?? true) {
             throw f.refuse(key)
         }
+        var initWeights = LoRAInit.standard
         if case .string(let s)? = o["init_lora_weights"] {
-            throw f.refuse("init_lora_weights '\(s)' (PEFTKit initialises LoRA as PEFT's default, true)")
+            // PEFT's own tests: "pissa..." by prefix, "olora" in any case.
+            if s == "pissa" {
+                initWeights = .pissa
+            } else if s.lowercased() == "olora" {
+                initWeights = .olora
+            } else if s.hasPrefix("pissa_niter_") {
+                throw f.refuse("init_lora_weights '\(s)' (PiSSA from a randomized SVD; PEFTKit computes the exact SVD: use 'pissa')")
+            } else {
+                throw f.refuse("init_lora_weights '\(s)' (PEFTKit initialises LoRA as PEFT's default, true, or as 'pissa' or 'olora')")
+            }
         }
         guard let r = try f.int("r") else { throw f.bad("LoRA config has no 'r'") }
         // No target_modules: PEFT's default for the architecture.
@@ -38,6 +48,7 @@ enum LoRASchema: AdapterConfigSchema {
         c.dropout = Float(try f.double("lora_dropout") ?? 0)
         c.useRSLoRA = try f.bool("use_rslora") ?? false
         c.useDoRA = try f.bool("use_dora") ?? false
+        c.initLoRAWeights = initWeights
         c.loraPlusRatio = try f.double("loraplus_lr_ratio").map { Float($0) }
         c.targets = sites.map { $0.shortName(model.architecture) }
         c.layers = layers.count == model.numLayers ? nil : layers
@@ -68,7 +79,7 @@ extension LoRAAdapter: SavableAdapter, MergeableAdapter {
             "lora_dropout": .double(decimalDouble(c.dropout)), "use_rslora": .bool(c.useRSLoRA),
             "target_modules": .array(sites.map { .string($0.shortName(arch)) }),
             "layers_to_transform": peftLayerList(units.map { $0.layer }, model), "layers_pattern": .null,
-            "fan_in_fan_out": .bool(arch == .gpt2), "bias": .string("none"), "init_lora_weights": .bool(true),
+            "fan_in_fan_out": .bool(arch == .gpt2), "bias": .string("none"), "init_lora_weights": c.initLoRAWeights.peftValue,
             "use_dora": .bool(c.useDoRA), "lora_bias": .bool(false), "rank_pattern": .object([:]),
             "alpha_pattern": .object([:]), "exclude_modules": .null, "layer_replication": .null,
         ]) { $1 }

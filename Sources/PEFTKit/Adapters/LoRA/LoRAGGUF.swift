@@ -40,6 +40,10 @@ extension LoRAAdapter {
         guard m.architecture == .llama else {
             throw PEFTKitError.unsupported("GGUF LoRA adapters are written for Llama models only (this is \(m.architecture))")
         }
+        guard initialWeights == nil else {
+            throw PEFTKitError.unsupported("a \(c.initLoRAWeights.displayName) adapter runs over a residual base, which llama.cpp does not have: "
+                + "save it as converted-lora (a plain LoRA of the original base) instead")
+        }
         // llama.cpp reads alpha 0 as "no scaling" (scale 1): a zero scale cannot be written.
         let alpha = c.useRSLoRA ? c.alpha * Float(r).squareRoot() : c.alpha
         guard alpha != 0 else {

@@ -400,13 +400,19 @@ class Model:
         ``format="gguf"``: one file in llama.cpp's GGUF LoRA adapter format (LoRA on Llama models), which
         ``llama-cli -m base.gguf --lora x.gguf`` and :meth:`load_adapter` read.
 
+        ``format="converted-lora"``: a LoRA adapter initialised with ``init_lora_weights`` ``"pissa"`` or
+        ``"olora"`` (which runs over the residual base weight while attached) as a plain LoRA of the original
+        base, rank 2r, in PEFT's folder format (PEFT's ``path_initial_model_for_weight_conversion``); any other
+        adapter as ``"native"``.
+
         Raises:
             NotFoundError: no adapter has that name.
             UnsupportedError: ``"gguf"`` for an adapter other than LoRA on a Llama model.
             InvalidArgumentError: an unknown format.
             PeftKitIOError: the folder or file cannot be written.
         """
-        formats = {"native": _capi.PEFTKIT_ADAPTER_FORMAT_NATIVE, "gguf": _capi.PEFTKIT_ADAPTER_FORMAT_GGUF}
+        formats = {"native": _capi.PEFTKIT_ADAPTER_FORMAT_NATIVE, "gguf": _capi.PEFTKIT_ADAPTER_FORMAT_GGUF,
+                   "converted-lora": _capi.PEFTKIT_ADAPTER_FORMAT_CONVERTED_LORA}
         if format not in formats:
             raise InvalidArgumentError(f"format must be one of {sorted(formats)}, got {format!r}")
         n = _c_string(name, "name")
