@@ -395,7 +395,8 @@ func trainDataParallel(_ lm: LoadedModel, examples: [DatasetExample], run p: Dat
     let rows = mine.count
     let local = tc   // --micro-batch splits each rank's rows (into near-equal parts, as the ranks split the batch)
     let cut = examples.filter { $0.inputIDs.count > T }.count
-    print("data: \(examples.count) records, \(p.steps) steps of \(B) × \(T) tokens"
+    let unit = examples.contains { $0.segmentIDs != nil } ? "packed rows" : "records"
+    print("data: \(examples.count) \(unit), \(p.steps) steps of \(B) × \(T) tokens"
           + (cut > 0 ? ", \(cut) records cut to \(T) tokens" : "")
           + (N > 1 ? "; \(N) processes (MPI, \(dist.mpi?.path ?? "")), \(B / N)\(B % N == 0 ? "" : "-\(B / N + 1)") rows each" : "")
           + (start > 0 ? "; resuming after step \(start)" : ""))
