@@ -151,9 +151,6 @@ import Glibc
         #expect(throws: PEFTKitError.self) { try m.hiddenStates(inputIDs: ids, attentionMask: [0, 0, 0, 0], batch: 1, seqLen: 4).count }
         #expect(throws: PEFTKitError.self) { try m.hiddenStates(inputIDs: ids, attentionMask: [1, 2, 0, 0], batch: 1, seqLen: 4).count }
         #expect(throws: PEFTKitError.self) { try m.hiddenStates(inputIDs: ids, tokenTypeIDs: [0, 0, 2, 0], batch: 1, seqLen: 4).count }
-        #expect(throws: PEFTKitError.self) {
-            try m.attachAdapter(name: "p", config: .bottleneck(BottleneckConfig(preset: .pfeiffer, reductionFactor: 4)))
-        }
         let gpt2 = try Model.create(config: TS.tinyConfig(.gpt2), seed: 1)
         #expect(throws: PEFTKitError.self) { try gpt2.embed(inputIDs: ids, batch: 1, seqLen: 4).count }
     }
