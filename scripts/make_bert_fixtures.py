@@ -220,9 +220,10 @@ def methods(name, s, base, full, ids, mask, types, probe, d):
         ref[tag + "_hidden"] = h.detach().contiguous()
         skip = V if tag == "prompt" else 0
         (h[:, skip:] * probe).sum().backward()
-        grads = {n: p.grad for n, p in pm.named_parameters() if p.requires_grad}
-        for k, v in get_peft_model_state_dict(pm, state_dict=grads).items():
-            ref[tag + "_grad." + k] = v.detach().clone().contiguous()
+        # (get_peft_model_state_dict returns prompt learning's embeddings whatever state_dict it is given.)
+        for n, p in pm.named_parameters():
+            if "prompt_encoder" in n and p.grad is not None:
+                ref[tag + "_grad.prompt_embeddings"] = p.grad.detach().clone().contiguous()
         if name == "a" and tag == "prefix":
             pm.save_pretrained(os.path.join(d, "peft_prefix_fe"))
     if full is not None:

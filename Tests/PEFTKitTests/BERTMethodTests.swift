@@ -125,3 +125,201 @@ import Testing
         return worst
     }
 }
+
+// MARK: prefix and prompt tuning
+
+extension BERTMethodTests {
+    static func promptLearningJSON(_ tag: String, task: String, extra: String = "") -> String {
+        #"{"peft_type": "\#(tag == "prefix" ? "PREFIX_TUNING" : "PROMPT_TUNING")", "num_virtual_tokens": 3, "task_type": "\#(task)"\#(extra)}"#
+    }
+
+    /// PEFT FEATURE_EXTRACTION on a BertModel with padding (PEFT drops token types there): a prefix's keys are
+    /// always attended and the tokens' positions start after it; a prompt's virtual tokens come first, through
+    /// the embedding LayerNorm, with the mask extended over them. Hidden states (the prompt's virtual rows too)
+    /// and the gradient of sum(hidden[:, V:] · probe).
+    @Test(arguments: BERTTests.shapes, ["prefix", "prompt"])
+    func promptLearningHiddenAndGradients(_ shape: String, _ tag: String) throws {
+        let ref = try Parity.ref("bert/\(shape)/reference.safetensors")
+        let r = try BERTMethodTests.methods(shape)
+        let b = try BERTTests.batch(ref)
+        let m = try BERTTests.model(shape)
+        try m.attachAdapter(name: "default", configJSON: BERTMethodTests.promptLearningJSON(tag, task: "FEATURE_EXTRACTION"))
+        try m.setActiveAdapter("default")
+        let slot = try m.engine.adapter(named: "default")
+        try BERTTests.set(slot, r, prefix: tag + "_init.", name: "default") { $0 }
+        let C = m.config.hiddenSize, V = tag == "prompt" ? 3 : 0, W = V + b.T
+        let want = try r.f(tag + "_hidden")
+        #expect(want.count == b.B * W * C)
+        let h = try m.hiddenStates(inputIDs: b.ids, attentionMask: b.mask, batch: b.B, seqLen: b.T)
+        var wantReal: [Float] = []
+        for row in 0..<b.B {
+            let lo: Int = (row * W + V) * C, hi: Int = (row + 1) * W * C
+            wantReal += want[lo..<hi]
+        }
+        #expect(Parity.close("bert/\(shape) \(tag) hidden", h, wantReal, rel: 1e-5))
+        if V > 0 {
+            // Every row of the pass, the virtual ones included.
+            let full = try b.ids.withUnsafeBufferPointer { ids in
+                try b.mask.withUnsafeBufferPointer { mask in
+                    let (s, rows) = try m.engine.encode(inputIDs: ids.baseAddress!, inputs: EncoderInputs(typeIDs: nil, mask: mask.baseAddress),
+                                                        batch: b.B, seqLen: b.T)
+                    #expect(rows.width == W)
+                    return Array(UnsafeBufferPointer(start: s.floats, count: b.B * W * C))
+                }
+            }
+            #expect(Parity.close("bert/\(shape) prompt hidden with virtual rows", full, want, rel: 1e-5))
+        }
+        try BERTMethodTests.gradients(m, b, types: false, probe: try ref.f("probe"))
+        try BERTTests.grads(slot, r, prefix: tag + "_grad.", name: "default", rename: { $0 }, what: "bert/\(shape) \(tag)")
+    }
+
+    /// PEFT SEQ_CLS on BertForSequenceClassification (token types given; the prompt's are type 0): the pooler
+    /// reads the first row of the pass (the first virtual token under prompt tuning); logits, loss and the
+    /// gradients of the prompt and the classifier.
+    @Test(arguments: ["prefix", "prompt"])
+    func promptLearningSequenceClassification(_ tag: String) throws {
+        let ref = try Parity.ref("bert/a/reference.safetensors")
+        let r = try BERTMethodTests.methods("a")
+        let b = try BERTTests.batch(ref)
+        let m = try BERTTests.model("a")
+        try m.attachAdapter(name: "default", configJSON: BERTMethodTests.promptLearningJSON(tag, task: "SEQ_CLS"))
+        try m.setActiveAdapter("default")
+        let slot = try m.engine.adapter(named: "default")
+        try BERTTests.set(slot, r, prefix: tag + "_init.", name: "default") { $0 }
+        try m.attachHead(.classification, outputs: 3)
+        let head = try #require(slot.head)
+        let w = try ref.f("classifier.weight"), bias = try ref.f("classifier.bias")
+        head.params.update(from: w, count: w.count)
+        (head.params + w.count).update(from: bias, count: bias.count)
+        let labels = try ref.i("cls_labels")
+        let eval = try m.headOutputs(inputIDs: b.ids, attentionMask: b.mask, tokenTypeIDs: b.types, labels: labels,
+                                     batch: b.B, seqLen: b.T)
+        #expect(Parity.close("bert/a \(tag) SEQ_CLS eval logits", eval.outputs, try r.f(tag + "_cls_logits"), rel: 1e-5))
+        let (loss, logits) = try BERTTests.headGradients(m, b, labels: labels, targets: nil)
+        #expect(Parity.close("bert/a \(tag) SEQ_CLS logits", logits, try r.f(tag + "_cls_logits"), rel: 1e-5))
+        #expect(Parity.close("bert/a \(tag) SEQ_CLS loss", [loss], try r.f(tag + "_cls_loss"), rel: 1e-5))
+        try BERTTests.grads(slot, r, prefix: tag + "_cls_grad.", name: "default", rename: { $0 }, what: "bert/a \(tag) SEQ_CLS")
+        let hg = slot.opt.grads.floats + slot.adapter.parameterCount
+        #expect(Parity.close("bert/a \(tag) grad classifier.weight", Array(UnsafeBufferPointer(start: hg, count: w.count)),
+                             try r.f(tag + "_cls_grad.classifier.weight"), rel: 1e-5))
+        #expect(Parity.close("bert/a \(tag) grad classifier.bias", Array(UnsafeBufferPointer(start: hg + w.count, count: bias.count)),
+                             try r.f(tag + "_cls_grad.classifier.bias"), rel: 1e-5))
+    }
+
+    /// PEFT's own folders load with their outputs: SEQ_CLS prefix and prompt (classifier saved as
+    /// `base_model.classifier.*`, prompt learning's form) and a FEATURE_EXTRACTION prefix. PEFTKit's saves of
+    /// them hold PEFT's names, task type and config keys, and load back with the same outputs.
+    @Test(arguments: ["peft_prefix_seqcls", "peft_prompt_seqcls", "peft_prefix_fe"])
+    func promptLearningFoldersBothWays(_ folder: String) throws {
+        let ref = try Parity.ref("bert/a/reference.safetensors")
+        let r = try BERTMethodTests.methods("a")
+        let b = try BERTTests.batch(ref)
+        let m = try BERTTests.model("a")
+        let path = TS.fixtures + "/bert/a/" + folder
+        try m.setActiveAdapter(try m.loadAdapter(from: path, name: "theirs"))
+        let seqcls = folder.hasSuffix("seqcls"), tag = folder.contains("prefix") ? "prefix" : "prompt"
+        func outputs(_ m: Model) throws -> [Float] {
+            seqcls ? try m.classify(inputIDs: b.ids, attentionMask: b.mask, tokenTypeIDs: b.types, batch: b.B, seqLen: b.T)
+                : try m.hiddenStates(inputIDs: b.ids, attentionMask: b.mask, batch: b.B, seqLen: b.T)
+        }
+        let got = try outputs(m)
+        #expect(Parity.close("bert/a \(folder)", got, try r.f(seqcls ? tag + "_cls_logits" : tag + "_hidden"), rel: 1e-5))
+        #expect(try m.headInfo()?.kind == (seqcls ? .classification : nil))
+        let dir = TS.tempDir() + "/" + folder
+        try m.saveAdapter(name: "theirs", to: dir)
+        let mine = try JSONValue.parseObject(try readWholeFile(path: dir + "/adapter_config.json", maxBytes: 1 << 20), source: "mine")
+        let theirs = try JSONValue.parseObject(try readWholeFile(path: path + "/adapter_config.json", maxBytes: 1 << 20), source: "theirs")
+        #expect(mine["task_type"] == theirs["task_type"])
+        #expect(Set(theirs.keys).subtracting(mine.keys).subtracting(["peft_version"]).isEmpty,
+                "missing keys \(Set(theirs.keys).subtracting(mine.keys))")
+        for k in ["num_virtual_tokens", "token_dim", "num_attention_heads", "num_layers", "peft_type"] { #expect(mine[k] == theirs[k], "\(k)") }
+        let st = try SafeTensorsFile(path: dir + "/adapter_model.safetensors")
+        let their = try SafeTensorsFile(path: path + "/adapter_model.safetensors")
+        #expect(Set(st.names) == Set(their.names))
+        let m2 = try BERTTests.model("a")
+        try m2.setActiveAdapter(try m2.loadAdapter(from: dir, name: "again"))
+        #expect(try outputs(m2) == got)
+    }
+
+    /// Finite differences of each head's loss with respect to every parameter of the one block (prompt or prefix,
+    /// then the head), with padding and token types: the backward into the virtual tokens through the embedding
+    /// LayerNorm, the extended mask, the pooler on a virtual row, mean pooling over virtual rows, token heads on
+    /// the real rows, a projected prefix.
+    @Test(arguments: [("prompt", "classification", true), ("prompt", "classification", false), ("prompt", "tokens", true),
+                      ("prompt", "regression", false), ("prefix", "classification", true), ("prefix", "tokens", false),
+                      ("prefix+projection", "classification", false)])
+    func promptLearningFiniteDifferences(_ method: String, _ kind: String, _ pooler: Bool) throws {
+        var c = TS.tinyConfig(.bert)
+        c.encoder = EncoderSettings(typeVocabSize: 2, pooler: pooler)
+        let m = try Model.create(config: c, seed: 9, initStd: 0.3)
+        let json = method == "prompt" ? BERTMethodTests.promptLearningJSON("prompt", task: "SEQ_CLS")
+            : BERTMethodTests.promptLearningJSON("prefix", task: "SEQ_CLS",
+                                                 extra: method.hasSuffix("projection") ? #", "prefix_projection": true, "encoder_hidden_size": 6"# : "")
+        try m.attachAdapter(name: "t", configJSON: json)
+        try m.setActiveAdapter("t")
+        let hk = try #require(HeadKind(rawValue: kind))
+        try m.attachHead(hk, outputs: hk == .regression ? 2 : 3, seed: 4)
+        let slot = try m.engine.adapter(named: "t")
+        let head = try #require(slot.head)
+        var rng = Rng(seed: 12)
+        let P = slot.adapter.parameterCount, H = head.parameterCount
+        for i in 0..<P { slot.adapter.params.floats[i] = 0.5 * rng.normal() }
+        for i in 0..<H { head.params[i] = 0.5 * rng.normal() }
+        slot.adapter.parametersChanged()
+        let B = 2, T = 4
+        let ids = TS.ids(B * T, vocab: c.vocabSize, seed: 5)
+        let types: [Int32] = [0, 1, 1, 0, 0, 0, 1, 0]
+        let mask: [Int32] = [1, 1, 1, 1, 1, 1, 0, 0]
+        let batch = BERTTests.Batch(ids: ids, types: types, mask: mask, B: B, T: T)
+        let labels: [Int32]? = switch hk {
+        case .classification: [2, 0]
+        case .tokens: [1, 0, 2, -100, 2, 1, -100, -100]
+        case .regression: nil
+        }
+        let targets: [Float]? = hk == .regression ? [0.5, -1, 2, 0.25] : nil
+        _ = try BERTTests.headGradients(m, batch, labels: labels, targets: targets)
+        #expect(slot.opt.count == P + H)
+        let g = Array(UnsafeBufferPointer(start: slot.opt.grads.floats, count: P + H))
+        #expect(g[0..<P].contains { $0 != 0 })
+        func loss() throws -> Double {
+            Double(try #require(try m.headOutputs(inputIDs: ids, attentionMask: mask, tokenTypeIDs: types, labels: labels,
+                                                  targets: targets, batch: B, seqLen: T).loss))
+        }
+        var worst: Float = 0
+        let eps: Float = 1e-2
+        for i in stride(from: 0, to: P + H, by: max(1, (P + H) / 60)) {
+            let p = i < P ? slot.adapter.params.floats + i : head.params + (i - P)
+            let keep = p.pointee
+            p.pointee = keep + eps; slot.adapter.parametersChanged()
+            let up = try loss()
+            p.pointee = keep - eps; slot.adapter.parametersChanged()
+            let down = try loss()
+            p.pointee = keep; slot.adapter.parametersChanged()
+            let fd = Float((up - down) / (2 * Double(eps)))
+            worst = max(worst, abs(fd - g[i]) / max(1, abs(fd)))
+        }
+        print("bert FD \(method) \(kind) pooler \(pooler): worst relative error \(worst)")
+        #expect(worst < 2e-2)
+    }
+
+    /// A padded row's real positions under prompt tuning equal the unpadded row's: the extended mask keeps the
+    /// padding out and the virtual tokens in.
+    @Test func promptPaddingDoesNotChangeRealPositions() throws {
+        let ref = try Parity.ref("bert/a/reference.safetensors")
+        let b = try BERTTests.batch(ref)
+        let m = try BERTTests.model("a")
+        try m.attachAdapter(name: "p", configJSON: BERTMethodTests.promptLearningJSON("prompt", task: "FEATURE_EXTRACTION"))
+        try m.setActiveAdapter("p")
+        let C = m.config.hiddenSize
+        let all = try m.hiddenStates(inputIDs: b.ids, attentionMask: b.mask, tokenTypeIDs: b.types, batch: b.B, seqLen: b.T)
+        for row in 0..<b.B {
+            let n = Int(b.mask[row * b.T..<(row + 1) * b.T].reduce(0, +))
+            let alone = try m.hiddenStates(inputIDs: Array(b.ids[row * b.T..<row * b.T + n]),
+                                           tokenTypeIDs: Array(b.types[row * b.T..<row * b.T + n]), batch: 1, seqLen: n)
+            #expect(TS.maxAbsDiff(alone, Array(all[row * b.T * C..<(row * b.T + n) * C])) <= 1e-5 * max(1, TS.maxAbs(alone)))
+        }
+        // Too long once the virtual tokens are counted.
+        let T = m.config.maxPositions - 2
+        #expect(throws: PEFTKitError.self) { try m.hiddenStates(inputIDs: [Int32](repeating: 1, count: T), batch: 1, seqLen: T).count }
+    }
+}

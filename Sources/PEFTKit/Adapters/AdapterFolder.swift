@@ -71,7 +71,10 @@ func readAdapterFolder(_ directory: String, model: ModelConfig, context: Adapter
     if model.encoder != nil, format == .peft {
         st = try st.renamed { $0.hasPrefix(encoderHeadModelPrefix) ? "base_model.model." + $0.dropFirst(encoderHeadModelPrefix.count) : $0 }
         if case .array(let a)? = object["modules_to_save"], !a.isEmpty {
-            headTensor = { n in encoderHeadModules.contains { n.hasPrefix("base_model.model.\($0).") } }
+            // Tuner methods keep the head model under base_model.model., prompt learning under base_model.
+            headTensor = { n in
+                encoderHeadModules.contains { n.hasPrefix("base_model.model.\($0).") || n.hasPrefix("base_model.\($0).") }
+            }
         }
     }
     // The config alone must not make us allocate: the weights file has to be large enough for it first.

@@ -198,12 +198,37 @@ struct BERTWeights: ModelWeights {
         }
     }
 
-    /// Virtual tokens get their position (and type 0) added; the embedding LayerNorm is not applied to them.
+    /// Virtual tokens (prompt tuning) go through the embeddings as words do under PEFT, which hands BERT
+    /// `inputs_embeds = [prompt; words]`: x = LN(prompt + position[first + t] + tokenType[0]), in place.
     func addPositions(_ x: UnsafeMutablePointer<Float>, first: Int, count: Int) {
+        let C = config.hiddenSize
+        virtualSum(x, first: first, count: count)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * max(count, 1)) { stats in
+            let s = stats.baseAddress!
+            layerNormForward(x, s, s + count, x, embLnW, embLnB, count, C, config.normEps)
+        }
+    }
+
+    /// x += position[first + t] + tokenType[0] for `count` rows.
+    private func virtualSum(_ x: UnsafeMutablePointer<Float>, first: Int, count: Int) {
         let C = config.hiddenSize
         for t in 0..<count {
             addInPlace(x + t * C, position + (first + t) * C, C)
             addInPlace(x + t * C, tokenType, C)
+        }
+    }
+
+    /// Backward of `addPositions` over `prompt` ([count, C]): accumulates into `dprompt` the gradient from `d`
+    /// (dL/d(its output rows)), through the embedding LayerNorm (statistics recomputed; the norm is frozen).
+    func virtualTokensBackward(_ dprompt: UnsafeMutablePointer<Float>, _ d: UnsafePointer<Float>, prompt: UnsafePointer<Float>,
+                               first: Int, count: Int) {
+        let C = config.hiddenSize
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * count * C + 2 * count) { buf in
+            let x = buf.baseAddress!, y = x + count * C, mean = y + count * C, rstd = mean + count
+            x.update(from: prompt, count: count * C)
+            virtualSum(x, first: first, count: count)
+            layerNormForward(y, mean, rstd, x, embLnW, embLnB, count, C, config.normEps)
+            layerNormBackward(dprompt, nil, nil, d, x, embLnW, mean, rstd, count, C)
         }
     }
 
