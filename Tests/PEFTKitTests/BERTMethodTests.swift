@@ -1,5 +1,8 @@
 import Testing
 @testable import PEFTKit
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The rest of the adapter methods on BERT against their references (Tests/Fixtures/bert/<shape>/methods.safetensors,
 /// written by scripts/make_bert_fixtures.py): AdapterHub's Pfeiffer (seq_bn), and PEFT's prefix and prompt
@@ -321,5 +324,89 @@ extension BERTMethodTests {
         // Too long once the virtual tokens are counted.
         let T = m.config.maxPositions - 2
         #expect(throws: PEFTKitError.self) { try m.hiddenStates(inputIDs: [Int32](repeating: 1, count: T), batch: 1, seqLen: T).count }
+    }
+}
+
+// MARK: token classification data and the CLI's tag task
+
+extension BERTMethodTests {
+    static func tinyTokenizer() throws -> WordPieceTokenizer {
+        try WordPieceTokenizer(tokenizerJSON: TS.fixtures + "/wordpiece/tiny/uncased.tokenizer.json")
+    }
+
+    /// Tags on the first WordPiece of each word, -100 on the other pieces and on [CLS]/[SEP]; truncation keeps a
+    /// cut word's first piece.
+    @Test func taggedRecordsAlignOnFirstPieces() throws {
+        let tok = try BERTMethodTests.tinyTokenizer()
+        let recs = try TaggedDataset.parse(Array(#"""
+            {"tokens": ["Hello", "running", "world"], "tags": ["GREET", "O", 2]}
+
+            {"text": "run  a\tcafe", "tags": [0, 0, 1]}
+            """#.utf8))
+        #expect(recs.count == 2 && recs[1].words == ["run", "a", "cafe"])
+        #expect(recs[0].tags == [.name("GREET"), .name("O"), .index(2)])
+        let running = tok.encode("running", addSpecialTokens: false).ids
+        #expect(running.count > 1)
+        let a = TaggedDataset.align(words: recs[0].words, tags: [5, 6, 7], tokenizer: tok, maxLength: 64)
+        #expect(a.ids.first == tok.clsID && a.ids.last == tok.sepID && a.counted == 3)
+        #expect(a.labels == [-100, 5, 6] + [Int32](repeating: -100, count: running.count - 1) + [7, -100])
+        #expect(Array(a.ids[2..<(2 + running.count)]) == running)
+        let cut = TaggedDataset.align(words: recs[0].words, tags: [5, 6, 7], tokenizer: tok, maxLength: 4)
+        #expect(cut.ids.count == 4 && cut.labels == [-100, 5, 6, -100] && cut.counted == 2)
+        for bad in [#"{"tokens": ["a", "b"], "tags": ["X"]}"#, #"{"tokens": ["a"], "text": "a", "tags": ["X"]}"#,
+                    #"{"text": "a b"}"#, #"{"tokens": [], "tags": []}"#, #"{"tokens": ["a"], "tags": [1.5]}"#, #"{"tokens": [""], "tags": [0]}"#, ""] {
+            #expect(throws: PEFTKitError.self) { try TaggedDataset.parse(Array(bad.utf8)) }
+        }
+    }
+
+    /// `train --task tag` → `eval --task tag` (per-word accuracy and macro-F1) → `classify` (word/TAG) through
+    /// the CLI, on fixture shape b with the tiny WordPiece vocabulary, records in both JSONL forms.
+    @Test func cliTagTask() throws {
+        let exe = Preference.cliPath()
+        guard access(exe, X_OK) == 0 else {
+            Issue.record("peftkit-cli not found next to the test bundle (\(exe)): build it with `swift build`")
+            return
+        }
+        let dir = TS.tempDir()
+        mkdir(dir + "/model", 0o755)
+        for (src, name) in [("/bert/b/model/config.json", "config.json"), ("/bert/b/model/model.safetensors", "model.safetensors"),
+                            ("/wordpiece/tiny/uncased.tokenizer.json", "tokenizer.json")] {
+            symlink(TS.fixtures + src, dir + "/model/" + name)
+        }
+        // GREET on hello, PLACE on world and cafe, O elsewhere.
+        let sentences = ["hello world", "run a cafe", "hello cafe", "a world", "running to world", "hello a b",
+                         "naive cafe", "b hello", "world a hello", "cafe run"]
+        let lines = sentences.enumerated().map { i, s -> String in
+            let words = s.split(separator: " ").map(String.init)
+            let tags = words.map { w in w == "hello" ? "\"GREET\"" : (w == "world" || w == "cafe" ? "\"PLACE\"" : "\"O\"") }
+            return i % 2 == 0
+                ? #"{"tokens": [\#(words.map { "\"\($0)\"" }.joined(separator: ", "))], "tags": [\#(tags.joined(separator: ", "))]}"#
+                : #"{"text": "\#(s)", "tags": [\#(tags.joined(separator: ", "))]}"#
+        }
+        try writeFileAtomically(path: dir + "/tags.jsonl", bytes: Array(lines.joined(separator: "\n").utf8))
+        let train = try Preference.run(exe, ["train", "--model", dir + "/model", "--task", "tag", "--data", dir + "/tags.jsonl",
+                                             "--out", dir + "/out", "--steps", "40", "--batch", "5", "--lr", "0.01",
+                                             "--schedule", "constant", "--method", "lora", "--rank", "4"])
+        print(train)
+        #expect(train.contains("3 tags [\"GREET\", \"O\", \"PLACE\"]"), "\(train)")
+        let cfg = try JSONValue.parseObject(try readWholeFile(path: dir + "/out/adapter_config.json", maxBytes: 1 << 20), source: "out")
+        #expect(cfg["task_type"] == .string("TOKEN_CLS"))
+        let eval = try Preference.run(exe, ["eval", "--model", dir + "/model", "--task", "tag", "--data", dir + "/tags.jsonl",
+                                            "--adapter", dir + "/out"])
+        print(eval)
+        let words = eval.split(separator: " ").map(String.init)
+        let acc = words.firstIndex(of: "accuracy").flatMap { Double(words[$0 + 1].dropLast(2)) }
+        let f1 = words.firstIndex(of: "macro-F1").flatMap { Double(words[$0 + 1].filter { $0 != "," }) }
+        #expect(eval.contains("over 24 words of 10 records"), "\(eval)")
+        #expect((acc ?? 0) >= 90, "\(eval)")
+        #expect((f1 ?? 0) >= 0.8, "\(eval)")
+        let tagged = try Preference.run(exe, ["classify", "--model", dir + "/model", "--adapter", dir + "/out",
+                                              "--text", "hello world"])
+        #expect(tagged.contains("hello/GREET world/PLACE"), "\(tagged)")
+        // The wrong kind of head is refused with a message.
+        #expect(throws: PEFTKitError.self) {
+            try Preference.run(exe, ["eval", "--model", dir + "/model", "--task", "classify", "--data", dir + "/tags.jsonl",
+                                     "--adapter", dir + "/out"])
+        }
     }
 }
