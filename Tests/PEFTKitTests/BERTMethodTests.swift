@@ -410,3 +410,42 @@ extension BERTMethodTests {
         }
     }
 }
+
+// MARK: heads in checkpoints
+
+extension BERTMethodTests {
+    /// A checkpoint keeps the task head with its moments: training resumed from it is bit-identical to training
+    /// on without a stop, for a PEFT method (prompt) and a bottleneck (whose portable copy needs AdapterHub's head files).
+    @Test(arguments: ["prompt", "houlsby"])
+    func checkpointKeepsHead(_ method: String) throws {
+        let json = method == "prompt" ? BERTMethodTests.promptLearningJSON("prompt", task: "SEQ_CLS") : #"{"config": "double_seq_bn"}"#
+        func fresh() throws -> Model { try BERTTests.model("a") }
+        let ids: [Int32] = [2, 5, 7, 9, 0, 3, 4, 1, 0, 0], mask: [Int32] = [1, 1, 1, 1, 0, 1, 1, 1, 0, 0]
+        var tc = TrainConfig(); tc.learningRate = 1e-2
+        func step(_ m: Model) throws {
+            _ = try m.headTrainStep(inputIDs: ids, attentionMask: mask, labels: [1, 2], batch: 2, seqLen: 5, config: tc)
+        }
+        let m = try fresh()
+        try m.attachAdapter(name: "t", configJSON: json)
+        try m.setActiveAdapter("t")
+        try m.attachHead(.classification, outputs: 3, seed: 2)
+        try step(m); try step(m)
+        let dir = TS.tempDir() + "/ckpt"
+        try m.saveCheckpoint(name: "t", to: dir)
+        try step(m); try step(m)
+        let want = try m.classify(inputIDs: ids, attentionMask: mask, batch: 2, seqLen: 5)
+
+        let r = try fresh()
+        let name = try r.loadCheckpoint(from: dir)
+        try r.setActiveAdapter(name)
+        #expect(try r.headInfo()?.kind == .classification && r.headInfo()?.outputs == 3)
+        try step(r); try step(r)
+        #expect(try r.classify(inputIDs: ids, attentionMask: mask, batch: 2, seqLen: 5) == want)
+        let a = try m.engine.adapter(named: "t"), b = try r.engine.adapter(named: name)
+        #expect(a.opt.step == b.opt.step && a.opt.count == b.opt.count)
+        #expect(Array(UnsafeBufferPointer(start: a.opt.v.floats, count: a.opt.count)) == Array(UnsafeBufferPointer(start: b.opt.v.floats, count: b.opt.count)))
+        // The manifest names the head; the portable copy holds it too.
+        let manifest = String(decoding: try readWholeFile(path: dir + "/checkpoint.json", maxBytes: 1 << 20), as: UTF8.self)
+        #expect(manifest.contains("\"kind\" : \"classification\""), "\(manifest)")
+    }
+}
