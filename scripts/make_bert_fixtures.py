@@ -184,8 +184,9 @@ def methods(name, s, base, full, ids, mask, types, probe, d):
     (virtual rows first). Gradients of sum(hidden[:, V:] * probe) (V = 0 for the prefix).
     Shape a also: prefix_cls_* / prompt_cls_*: SEQ_CLS on BertForSequenceClassification (token types given;
     PEFT prepends type 0 for the prompt) with cls_labels: logits, loss, gradients of the prompt_embeddings and
-    the classifier; and the folders PEFT and AdapterHub save: peft_prefix_seqcls/, peft_prompt_seqcls/,
-    peft_prefix_fe/, adapterhub_seq_bn/ (save_adapter of the seq_bn)."""
+    the classifier; pf_cls_*: the seq_bn on BertForSequenceClassification (AdapterHub static head) with the
+    classifier trained too; and the folders PEFT and AdapterHub save: peft_prefix_seqcls/, peft_prompt_seqcls/,
+    peft_prefix_fe/, adapterhub_seq_bn/ (save_adapter of the seq_bn), adapterhub_seq_bn_head/ (with_head=True)."""
     import adapters
     from adapters import SeqBnConfig
     from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
@@ -228,6 +229,29 @@ def methods(name, s, base, full, ids, mask, types, probe, d):
             pm.save_pretrained(os.path.join(d, "peft_prefix_fe"))
     if full is not None:
         labels = torch.tensor([2, 0, 1][:ids.shape[0]])
+        # AdapterHub seq_bn on BertForSequenceClassification (a static head), the classifier trained with it:
+        # pf_cls_logits / pf_cls_loss / pf_cls_grad.* (adapter names under bert., classifier.*), and
+        # save_adapter(with_head=True) into adapterhub_seq_bn_head/ (head_config.json + model_head.safetensors).
+        hfull = copy.deepcopy(full)
+        hfull.config._attn_implementation = "eager"
+        adapters.init(hfull)
+        hfull.add_adapter("pf", config=SeqBnConfig(reduction_factor=8))
+        hfull.train_adapter("pf")
+        with torch.no_grad():
+            for n, p in hfull.named_parameters():
+                if ".adapters.pf." in n:
+                    p.copy_(ref["pf_init." + n[len("bert."):]])
+        for p in hfull.classifier.parameters():
+            p.requires_grad_(True)
+        o = hfull(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels)
+        ref["pf_cls_logits"] = o.logits.detach().contiguous()
+        ref["pf_cls_loss"] = o.loss.detach().reshape(1)
+        o.loss.backward()
+        for n, p in hfull.named_parameters():
+            if (".adapters.pf." in n or n.startswith("classifier.")) and p.grad is not None:
+                ref["pf_cls_grad." + n] = p.grad.detach().clone().contiguous()
+        if name == "a":
+            hfull.save_adapter(os.path.join(d, "adapterhub_seq_bn_head"), "pf", with_head=True, use_safetensors=True)
         for tag, pc in (("prefix", PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=V)),
                         ("prompt", PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=V))):
             cfull = copy.deepcopy(full)

@@ -449,3 +449,79 @@ extension BERTMethodTests {
         #expect(manifest.contains("\"kind\" : \"classification\""), "\(manifest)")
     }
 }
+
+// MARK: AdapterHub head files
+
+extension BERTMethodTests {
+    /// AdapterHub seq_bn on BertForSequenceClassification with the classifier trained too: logits, loss and the
+    /// gradients of the units and the classifier.
+    @Test func pfeifferSequenceClassificationGradients() throws {
+        let ref = try Parity.ref("bert/a/reference.safetensors")
+        let r = try BERTMethodTests.methods("a")
+        let b = try BERTTests.batch(ref)
+        let m = try BERTTests.model("a")
+        try m.attachAdapter(name: "pf", config: .bottleneck(BottleneckConfig(preset: .pfeiffer, reductionFactor: 8)))
+        try m.setActiveAdapter("pf")
+        let slot = try m.engine.adapter(named: "pf")
+        try BERTTests.set(slot, r, prefix: "pf_init.", name: "pf", rename: BERTMethodTests.pfName)
+        try m.attachHead(.classification, outputs: 3)
+        let head = try #require(slot.head)
+        let w = try ref.f("classifier.weight"), bias = try ref.f("classifier.bias")
+        head.params.update(from: w, count: w.count)
+        (head.params + w.count).update(from: bias, count: bias.count)
+        let (loss, logits) = try BERTTests.headGradients(m, b, labels: try ref.i("cls_labels"), targets: nil)
+        #expect(Parity.close("bert/a seq_bn SEQ_CLS logits", logits, try r.f("pf_cls_logits"), rel: 1e-5))
+        #expect(Parity.close("bert/a seq_bn SEQ_CLS loss", [loss], try r.f("pf_cls_loss"), rel: 1e-5))
+        try BERTTests.grads(slot, r, prefix: "pf_cls_grad.", name: "pf", rename: { $0 }, what: "bert/a seq_bn SEQ_CLS")
+        let hg = slot.opt.grads.floats + slot.adapter.parameterCount
+        #expect(Parity.close("bert/a seq_bn grad classifier.weight", Array(UnsafeBufferPointer(start: hg, count: w.count)),
+                             try r.f("pf_cls_grad.classifier.weight"), rel: 1e-5))
+        #expect(Parity.close("bert/a seq_bn grad classifier.bias", Array(UnsafeBufferPointer(start: hg + w.count, count: bias.count)),
+                             try r.f("pf_cls_grad.classifier.bias"), rel: 1e-5))
+    }
+
+    /// AdapterHub's `save_adapter(..., with_head=True)` of a static head (head_config.json + model_head.safetensors)
+    /// loads with its logits; PEFTKit writes the same files (names, config keys) and reads them back; a save
+    /// without the head removes stale head files.
+    @Test func adapterHubHeadFilesBothWays() throws {
+        let ref = try Parity.ref("bert/a/reference.safetensors")
+        let r = try BERTMethodTests.methods("a")
+        let b = try BERTTests.batch(ref)
+        let m = try BERTTests.model("a")
+        let path = TS.fixtures + "/bert/a/adapterhub_seq_bn_head"
+        let name = try m.loadAdapter(from: path)
+        try m.setActiveAdapter(name)
+        #expect(try m.headInfo()?.kind == .classification && m.headInfo()?.outputs == 3)
+        let logits = try m.classify(inputIDs: b.ids, attentionMask: b.mask, tokenTypeIDs: b.types, batch: b.B, seqLen: b.T)
+        #expect(Parity.close("bert/a AdapterHub head folder logits", logits, try r.f("pf_cls_logits"), rel: 1e-5))
+        let dir = TS.tempDir() + "/pf"
+        try m.saveAdapter(name: name, to: dir)
+        let mine = try JSONValue.parseObject(try readWholeFile(path: dir + "/head_config.json", maxBytes: 1 << 20), source: "mine")
+        let theirs = try JSONValue.parseObject(try readWholeFile(path: path + "/head_config.json", maxBytes: 1 << 20), source: "theirs")
+        #expect(Set(mine.keys) == Set(theirs.keys))
+        for k in ["config", "model_class", "num_labels", "hidden_size", "label2id", "model_type"] { #expect(mine[k] == theirs[k], "\(k)") }
+        #expect(Set(try SafeTensorsFile(path: dir + "/model_head.safetensors").names)
+                == Set(try SafeTensorsFile(path: path + "/model_head.safetensors").names))
+        let m2 = try BERTTests.model("a")
+        try m2.setActiveAdapter(try m2.loadAdapter(from: dir))
+        #expect(try m2.classify(inputIDs: b.ids, attentionMask: b.mask, tokenTypeIDs: b.types, batch: b.B, seqLen: b.T) == logits)
+        // A token head is a BertForTokenClassification head.
+        try m2.attachHead(.tokens, outputs: 4)
+        try m2.saveAdapter(name: "pf", to: dir)
+        let tok = try JSONValue.parseObject(try readWholeFile(path: dir + "/head_config.json", maxBytes: 1 << 20), source: "tok")
+        #expect(tok["model_class"] == .string("BertForTokenClassification") && tok["num_labels"] == .int(4))
+        // Saved without a head, the folder loads without one.
+        let m3 = try BERTTests.model("a")
+        try m3.attachAdapter(name: "pf", config: .bottleneck(BottleneckConfig(preset: .pfeiffer, reductionFactor: 8)))
+        try m3.saveAdapter(name: "pf", to: dir)
+        #expect(pathKind(dir + "/head_config.json") == .missing)
+        try m3.setActiveAdapter(try m3.loadAdapter(from: dir, name: "again"))
+        #expect(try m3.headInfo() == nil)
+        // A flex head (AdapterModel) is refused with a message.
+        var flex = theirs
+        flex["config"] = .object(["head_type": .string("classification"), "layers": .int(2)])
+        try writeFileAtomically(path: dir + "/model_head.safetensors", bytes: try readWholeFile(path: path + "/model_head.safetensors", maxBytes: 1 << 20))
+        try writeFileAtomically(path: dir + "/head_config.json", bytes: Array(JSONValue.object(flex).serialized().utf8))
+        #expect(throws: PEFTKitError.self) { try m3.loadAdapter(from: dir, name: "flex") }
+    }
+}

@@ -570,13 +570,13 @@ extension BERTTests {
         #expect(after == before)
     }
 
-    /// A head is never dropped silently: a bottleneck adapter with a head is not saved (no folder written), and
-    /// a decoder refuses PEFT's SEQ_CLS task type.
+    /// A head is never dropped silently: a regression head of two outputs (no file form reads it back as
+    /// regression) is not saved (no folder written), and a decoder refuses PEFT's SEQ_CLS task type.
     @Test func headSaveRefusals() throws {
         let m = try BERTTests.model("b")
         try m.attachAdapter(name: "bn", config: .bottleneck(BottleneckConfig(preset: .houlsby, reductionFactor: 4)))
         try m.setActiveAdapter("bn")
-        try m.attachHead(.classification, outputs: 2)
+        try m.attachHead(.regression, outputs: 2)
         let dir = TS.tempDir() + "/bn"
         #expect(throws: PEFTKitError.self) { try m.saveAdapter(name: "bn", to: dir) }
         #expect(pathKind(dir) == .missing)

@@ -22,10 +22,18 @@ func copyFileTensor(_ st: SafeTensorsFile, key: String, shape: [Int], into out: 
 
 /// Writes `adapter` under `name` into `directory` in its method's format; the config and weights files are
 /// replaced together (never a mix of an old and a new save).
-/// `extra` adds tensors and config fields of the model around the adapter (an encoder's task head as PEFT's
-/// `modules_to_save`), `rename` maps the adapter's tensor names (the `bert.` of a head model).
-func saveAdapterFolder(_ adapter: Adapter, name: String, directory: String,
-                       extra: (tensors: [SavedTensor], config: [String: JSONValue], rename: (String) -> String)? = nil) throws {
+/// What a save adds for the model around the adapter (an encoder's task head): tensors and config fields in the
+/// adapter's own files (PEFT's `modules_to_save`), `rename` of the adapter's tensor names (the `bert.` of a head
+/// model), and files of their own (AdapterHub's head files), all written together with the adapter's.
+struct AdapterFileExtra {
+    var tensors: [SavedTensor] = []
+    var config: [String: JSONValue] = [:]
+    var rename: (String) -> String = { $0 }
+    var files: [(name: String, write: (Int32) throws -> Void)] = []
+}
+
+/// Writes the adapter's folder in its method's format (`extra`: see `AdapterFileExtra`).
+func saveAdapterFolder(_ adapter: Adapter, name: String, directory: String, extra: AdapterFileExtra? = nil) throws {
     guard let adapter = adapter as? SavableAdapter else {
         throw PEFTKitError.unsupported("\(adapter.method.rawValue) adapters have no file format")
     }
@@ -43,7 +51,7 @@ func saveAdapterFolder(_ adapter: Adapter, name: String, directory: String,
     let json = Array(JSONValue.object(config).serialized().utf8)
     try replaceFilesTogether(directory: directory, files: [
         (format.weightsFile, weights), (AdapterFileFormat.configFile, { fd in try writeAll(fd, json) }),
-    ])
+    ] + (extra?.files ?? []))
 }
 
 /// Where a PEFT file of an encoder's head model keeps the encoder's tensors.

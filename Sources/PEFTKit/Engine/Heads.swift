@@ -309,6 +309,9 @@ extension Engine {
 
 /// PEFT's name of an encoder head model's classifier (`modules_to_save`), under `base_model.model.`.
 private let headModule = "classifier"
+/// AdapterHub's head files next to an adapter (`save_adapter(..., with_head=True)`).
+let adapterHubHeadConfigFile = "head_config.json"
+let adapterHubHeadWeightsFile = "model_head.safetensors"
 
 /// Where PEFT keeps the head model's modules in a saved folder: `base_model.model.` for the tuner methods
 /// (LoRA, IA3), `base_model.` for prompt learning (prefix, prompt), whose PeftModel wraps the model directly.
@@ -317,28 +320,43 @@ func peftHeadKeyBase(_ method: AdapterMethod) -> String {
 }
 
 extension Engine {
-    /// What a save of `slot` adds for its task head: PEFT's `modules_to_save` form, as
-    /// `BertForSequenceClassification` / `BertForTokenClassification` + PEFT write it: the classifier's
-    /// `base_model.model.classifier.weight` / `.bias`, the adapter's tensors under `base_model.model.bert.`, and
-    /// `task_type` SEQ_CLS (classification; regression with one output, which transformers reads as regression)
-    /// or TOKEN_CLS. nil without a head.
-    func headFileExtra(_ slot: AdapterSlot) throws
-        -> (tensors: [SavedTensor], config: [String: JSONValue], rename: (String) -> String)? {
+    /// What a save of `slot` adds for its task head (nil without one), in the adapter's ecosystem's form:
+    /// - PEFT (`modules_to_save`), as `BertForSequenceClassification` / `BertForTokenClassification` + PEFT write
+    ///   it: the classifier as `base_model.model.classifier.weight` / `.bias` (`base_model.classifier.*` for
+    ///   prompt learning), the adapter's tensors under `base_model.model.bert.`, and `task_type` SEQ_CLS
+    ///   (classification; regression with one output, which transformers reads as regression) or TOKEN_CLS;
+    /// - AdapterHub (bottleneck adapters), as `save_adapter(..., with_head=True)` writes a static head model's
+    ///   head: `head_config.json` (`config` null, `model_class` BertForSequenceClassification or
+    ///   BertForTokenClassification, `num_labels`) and `model_head.safetensors` (`classifier.weight` / `.bias`).
+    func headFileExtra(_ slot: AdapterSlot) throws -> AdapterFileExtra? {
         guard let head = slot.head else { return nil }
-        guard let savable = slot.adapter as? SavableAdapter, savable.fileFormat == .peft else {
-            throw PEFTKitError.unsupported("adapter '\(slot.name)' has a task head, which is saved with PEFT adapters only "
-                + "(LoRA, IA3, prefix, prompt); AdapterHub's head files are not written yet")
-        }
+        guard let savable = slot.adapter as? SavableAdapter else { return nil }
         if head.kind == .regression && head.outputs != 1 {
-            throw PEFTKitError.unsupported("a regression head of \(head.outputs) outputs cannot be saved in PEFT's form "
-                + "(transformers reads SEQ_CLS with more than one label as classification)")
+            throw PEFTKitError.unsupported("a regression head of \(head.outputs) outputs cannot be saved in PEFT's or AdapterHub's "
+                + "form (transformers reads a sequence head with more than one label as classification)")
         }
         let K = head.outputs, C = head.head.features
-        let prefix = peftHeadKeyBase(slot.adapter.method) + "\(headModule)."
-        let tensors = [
-            SavedTensor(name: prefix + "weight", shape: [K, C], data: UnsafeBufferPointer(start: head.params, count: K * C)),
-            SavedTensor(name: prefix + "bias", shape: [K], data: UnsafeBufferPointer(start: head.params + K * C, count: K)),
-        ]
+        func tensors(_ prefix: String) -> [SavedTensor] {
+            [SavedTensor(name: prefix + "weight", shape: [K, C], data: UnsafeBufferPointer(start: head.params, count: K * C)),
+             SavedTensor(name: prefix + "bias", shape: [K], data: UnsafeBufferPointer(start: head.params + K * C, count: K))]
+        }
+        if savable.fileFormat == .adapterHub {
+            let entries = tensors(headModule + ".").map {
+                SafeTensorsWriter.Entry(name: $0.name, shape: $0.shape, payload: .f32Buffer($0.data))
+            }
+            let weights = try SafeTensorsWriter.writer(entries: entries, metadata: ["format": "pt"], path: adapterHubHeadWeightsFile)
+            var labels: [String: JSONValue] = [:]
+            for k in 0..<K { labels["LABEL_\(k)"] = .int(k) }
+            let cfg: [String: JSONValue] = [
+                "config": .null, "hidden_size": .int(C), "label2id": .object(labels),
+                "model_class": .string(head.kind == .tokens ? "BertForTokenClassification" : "BertForSequenceClassification"),
+                "model_name": .string(""), "model_type": .string("bert"), "name": .null, "num_labels": .int(K),
+                "version": .string("adapters.1.3.0"),
+            ]
+            let json = Array(JSONValue.object(cfg).serialized().utf8)
+            return AdapterFileExtra(files: [(adapterHubHeadWeightsFile, weights),
+                                            (adapterHubHeadConfigFile, { fd in try writeAll(fd, json) })])
+        }
         let config: [String: JSONValue] = [
             "modules_to_save": .array([.string(headModule)]),
             "task_type": .string(head.kind == .tokens ? "TOKEN_CLS" : "SEQ_CLS"),
@@ -346,7 +364,8 @@ extension Engine {
         let rename: (String) -> String = { n in
             n.hasPrefix("base_model.model.") ? encoderHeadModelPrefix + n.dropFirst("base_model.model.".count) : n
         }
-        return (tensors, config, rename)
+        return AdapterFileExtra(tensors: tensors(peftHeadKeyBase(slot.adapter.method) + "\(headModule)."), config: config,
+                                rename: rename)
     }
 
     /// The task head a PEFT adapter folder saves with its adapter (`modules_to_save` with a classifier, as
@@ -355,6 +374,7 @@ extension Engine {
     /// a classifier, or a regression head when it has one output (transformers' rule for `num_labels` 1).
     func readHeadFile(_ directory: String) throws -> TaskHead? {
         guard config.encoder != nil else { return nil }
+        if pathKind(directory + "/" + adapterHubHeadConfigFile) == .file { return try readAdapterHubHead(directory) }
         let weightsPath = directory + "/" + AdapterFileFormat.peft.weightsFile
         guard pathKind(weightsPath) == .file else { return nil }
         let cfgPath = directory + "/" + AdapterFileFormat.configFile
@@ -373,6 +393,53 @@ extension Engine {
         let task: String? = if case .string(let t)? = object["task_type"] { t } else { nil }
         let kind: HeadKind = task == "TOKEN_CLS" ? .tokens : (K == 1 ? .regression : .classification)
         let head = try TaskHead(kind: kind, outputs: K, features: config.hiddenSize, seed: 0)
+        try copyFileTensor(st, key: key + "weight", shape: [K, config.hiddenSize], into: head.params, path: weightsPath)
+        try copyFileTensor(st, key: key + "bias", shape: [K], into: head.params + K * config.hiddenSize, path: weightsPath)
+        guard isAllFinite(head.params, head.parameterCount) else {
+            throw PEFTKitError.numerical("'\(weightsPath)' holds a non-finite classifier weight")
+        }
+        return head
+    }
+
+    /// AdapterHub's static head (`head_config.json` with `config` null, as `save_adapter(..., with_head=True)`
+    /// writes for `BertForSequenceClassification` / `BertForTokenClassification`) and its
+    /// `model_head.safetensors`. Flex heads (a head config of their own) and pickled `pytorch_model_head.bin`
+    /// are refused with a message.
+    func readAdapterHubHead(_ directory: String) throws -> TaskHead {
+        let cfgPath = directory + "/" + adapterHubHeadConfigFile
+        let o = try JSONValue.parseObject(try readWholeFile(path: cfgPath, maxBytes: 1 << 20), source: "'\(cfgPath)'")
+        let f = ConfigFields(object: o, source: "'\(cfgPath)'")
+        guard o["config"] == nil || o["config"] == .null else {
+            throw PEFTKitError.unsupported("'\(cfgPath)': AdapterHub flex heads (a head 'config' of their own, from an "
+                + "AdapterModel) are not supported; static heads of BertForSequenceClassification / BertForTokenClassification are")
+        }
+        let kind: HeadKind
+        switch try f.string("model_class") {
+        case "BertForSequenceClassification"?: kind = .classification
+        case "BertForTokenClassification"?: kind = .tokens
+        case let other: throw PEFTKitError.unsupported("'\(cfgPath)': head of model_class \(other.map { "'\($0)'" } ?? "(none)")")
+        }
+        if let h = try f.int("hidden_size"), h != config.hiddenSize {
+            throw PEFTKitError.format("'\(cfgPath)': the head was made for hidden size \(h), this model has \(config.hiddenSize)")
+        }
+        let weightsPath = directory + "/" + adapterHubHeadWeightsFile
+        guard pathKind(weightsPath) == .file else {
+            throw PEFTKitError.io("'\(directory)' has \(adapterHubHeadConfigFile) but no \(adapterHubHeadWeightsFile) "
+                + "(a pickled pytorch_model_head.bin is not read: save with use_safetensors=True)")
+        }
+        let st = try SafeTensorsFile(path: weightsPath)
+        let key = headModule + "."
+        guard let info = st.info(key + "weight"), info.shape.count == 2, info.shape[1] == config.hiddenSize,
+              info.shape[0] >= 1, info.shape[0] <= 1 << 16 else {
+            throw PEFTKitError.format("'\(weightsPath)': \(key)weight must be [labels, \(config.hiddenSize)]")
+        }
+        let K = info.shape[0]
+        if let n = try f.int("num_labels"), n != K {
+            throw PEFTKitError.format("'\(cfgPath)': num_labels \(n) but the classifier has \(K) rows")
+        }
+        let extra = st.names.filter { $0 != key + "weight" && $0 != key + "bias" }
+        guard extra.isEmpty else { throw PEFTKitError.format("'\(weightsPath)' has tensors a classifier does not use: \(extra.prefix(3))") }
+        let head = try TaskHead(kind: kind == .classification && K == 1 ? .regression : kind, outputs: K, features: config.hiddenSize, seed: 0)
         try copyFileTensor(st, key: key + "weight", shape: [K, config.hiddenSize], into: head.params, path: weightsPath)
         try copyFileTensor(st, key: key + "bias", shape: [K], into: head.params + K * config.hiddenSize, path: weightsPath)
         guard isAllFinite(head.params, head.parameterCount) else {
