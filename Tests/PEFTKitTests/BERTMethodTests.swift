@@ -525,3 +525,63 @@ extension BERTMethodTests {
         #expect(throws: PEFTKitError.self) { try m3.loadAdapter(from: dir, name: "flex") }
     }
 }
+
+// MARK: folders for the outside check
+
+extension BERTMethodTests {
+    /// With PEFTKIT_BERT_SAVES=<dir>: writes PEFTKit's saves of trained prefix / prompt (SEQ_CLS), prefix
+    /// (FEATURE_EXTRACTION) and seq_bn + head (AdapterHub) adapters on fixture shape a, with PEFTKit's outputs
+    /// (outputs.safetensors), for scripts/check_bert_saves.py to load with peft / adapters and compare. Does
+    /// nothing otherwise.
+    @Test func writeSavesForOutsideCheck() throws {
+        guard let root = getenv("PEFTKIT_BERT_SAVES").map({ String(cString: $0) }) else { return }
+        let ref = try Parity.ref("bert/a/reference.safetensors")
+        let b = try BERTTests.batch(ref)
+        var outputs: [SafeTensorsWriter.Entry] = []
+        var tc = TrainConfig(); tc.learningRate = 5e-2
+        let labels = try ref.i("cls_labels")
+        for (folder, json) in [("prefix_seqcls", BERTMethodTests.promptLearningJSON("prefix", task: "SEQ_CLS")),
+                               ("prompt_seqcls", BERTMethodTests.promptLearningJSON("prompt", task: "SEQ_CLS")),
+                               ("prefix_fe", BERTMethodTests.promptLearningJSON("prefix", task: "FEATURE_EXTRACTION")),
+                               ("seq_bn_head", #"{"config": "seq_bn", "seed": 3}"#),
+                               ("double_seq_bn_tokens", #"{"config": "double_seq_bn", "seed": 4}"#)] {
+            let m = try BERTTests.model("a")
+            try m.attachAdapter(name: "t", configJSON: json)
+            try m.setActiveAdapter("t")
+            let out: [Float]
+            if folder == "prefix_fe" {
+                // No head: move the prefix off its init with a few steps of a throwaway head, then drop it by
+                // saving into a fresh model.
+                try m.attachHead(.classification, outputs: 3, seed: 1)
+                for _ in 0..<3 { _ = try m.headTrainStep(inputIDs: b.ids, attentionMask: b.mask, labels: labels, batch: b.B, seqLen: b.T, config: tc) }
+                let tmp = TS.tempDir() + "/p"
+                try m.saveAdapter(name: "t", to: tmp)
+                let m2 = try BERTTests.model("a")
+                try m2.attachAdapter(name: "t", configJSON: json)
+                let st = try SafeTensorsFile(path: tmp + "/adapter_model.safetensors")
+                let slot = try m2.engine.adapter(named: "t")
+                try copyFileTensor(st, key: "prompt_embeddings", shape: [3, slot.parameterCount / 3], into: slot.adapter.params.floats, path: tmp)
+                slot.adapter.parametersChanged()
+                try m2.setActiveAdapter("t")
+                try m2.saveAdapter(name: "t", to: root + "/" + folder)
+                out = try m2.hiddenStates(inputIDs: b.ids, attentionMask: b.mask, batch: b.B, seqLen: b.T)
+            } else {
+                let tokens = folder.hasSuffix("tokens")
+                try m.attachHead(tokens ? .tokens : .classification, outputs: tokens ? 4 : 3, seed: 1)
+                let lab = tokens ? (0..<(b.B * b.T)).map { b.mask[$0] == 0 ? Int32(-100) : Int32($0 % 4) } : labels
+                for _ in 0..<3 {
+                    _ = try m.headTrainStep(inputIDs: b.ids, attentionMask: b.mask, tokenTypeIDs: b.types, labels: lab,
+                                            batch: b.B, seqLen: b.T, config: tc)
+                }
+                try m.saveAdapter(name: "t", to: root + "/" + folder)
+                out = try m.classify(inputIDs: b.ids, attentionMask: b.mask, tokenTypeIDs: b.types, batch: b.B, seqLen: b.T)
+            }
+            outputs.append(.init(name: folder, shape: [out.count], payload: .f32(out)))
+        }
+        outputs += [.init(name: "input_ids", shape: [b.B, b.T], payload: .i32(b.ids)),
+                    .init(name: "attention_mask", shape: [b.B, b.T], payload: .i32(b.mask)),
+                    .init(name: "token_type_ids", shape: [b.B, b.T], payload: .i32(b.types))]
+        try SafeTensorsWriter.write(path: root + "/outputs.safetensors", entries: outputs, metadata: nil)
+        print("wrote PEFTKit's saves and outputs into \(root)")
+    }
+}
