@@ -149,9 +149,9 @@ extension Engine {
             w.backwardLayer(l, ctx, x: buf.streams[l - lo], a: buf.acts[buf.actsIndex(l)], s: buf.scratch, grads: nil)
         }
         // d is now dL/d(embedding output); the virtual rows lead back to the prompt.
-        if rows.virtual > 0, let bert = w as? BERTWeights, let prompt = ad.promptEmbeddings(), let g = ad.promptGrad(grads: grads) {
+        if rows.virtual > 0, let prompt = ad.promptEmbeddings(), let g = ad.promptGrad(grads: grads) {
             for b in 0..<B {
-                bert.virtualTokensBackward(g, d + b * W * C, prompt: prompt, first: 0, count: rows.virtual)
+                w.virtualTokensBackward(g, d + b * W * C, prompt: prompt, first: ad.prefixLength, count: rows.virtual)
             }
         }
         ad.endBackward(grads: grads)
