@@ -210,8 +210,8 @@ func evaluateHead(_ em: EncoderModel, _ records: [LabelledRecord], task: TaskOpt
     return (lossSum / n, Double(correct) / n, macroF1(tp: tp, fp: fp, fn: fn))
 }
 
-/// `train --task`: an adapter and a task head on labelled JSONL records, saved with the head (PEFT's
-/// modules_to_save) and the class names (`labels.txt`).
+/// `train --task`: an adapter and a task head on labelled (tagged) JSONL records, saved with the head (PEFT's
+/// modules_to_save, or AdapterHub's head files for bottleneck adapters) and the class names (`labels.txt`).
 func trainEncoderHead(_ t: Train, _ task: TaskOption) throws {
     let em = try EncoderModel.load(t.modelOptions)
     let m = em.model
@@ -278,7 +278,8 @@ func trainEncoderHead(_ t: Train, _ task: TaskOption) throws {
     try m.saveAdapter(name: t.name, to: t.out)
     try writeFileAtomically(path: t.out + "/labels.txt", bytes: Array((names.joined(separator: "\n") + "\n").utf8))
     try writeFileAtomically(path: t.out + "/loss.svg", bytes: Array(lossPlotSVG(losses, title: "\(task.kind.rawValue) head: loss per step").utf8))
-    print("saved \(t.out) (\(byteString(diskBytes(t.out)))): adapter with its head (PEFT modules_to_save), labels.txt")
+    let form = try m.adapterMethod(name: t.name) == .bottleneck ? "AdapterHub head files" : "PEFT modules_to_save"
+    print("saved \(t.out) (\(byteString(diskBytes(t.out)))): adapter with its head (\(form)), labels.txt")
 }
 
 /// Class (or tag) names saved next to an adapter by `train --task classify|tag`, or nil.
