@@ -165,6 +165,118 @@ def heads(full, cfg, ids, mask, types, ref, d):
     spm.save_pretrained(os.path.join(d, "peft_seqcls"))
 
 
+def set_random(module, names, seed, scale):
+    """Overwrites the parameters whose name contains one of `names` with scale * N(0, 1) (seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in module.named_parameters():
+            if any(k in n for k in names):
+                p.copy_(scale * torch.randn(p.shape, generator=g))
+
+
+def methods(name, s, base, full, ids, mask, types, probe, d):
+    """methods.safetensors: Pfeiffer (AdapterHub seq_bn), prefix and prompt tuning (PEFT) on the same batch.
+
+    pf_init.* / pf_hidden / pf_grad.*: SeqBnConfig(reduction_factor=8) (relu, after the FFN, the layer's own
+    LayerNorm applied to the adapter's input) with random weights N(0, 0.3), under AdapterHub's names in a
+    BertModel. prefix_* / prompt_*: PEFT FEATURE_EXTRACTION (PEFT drops token_type_ids there, so the batch runs
+    with type 0): 3 virtual tokens, N(0, 0.5) embeddings; prefix_hidden [B, T, C]; prompt_hidden [B, V+T, C]
+    (virtual rows first). Gradients of sum(hidden[:, V:] * probe) (V = 0 for the prefix).
+    Shape a also: prefix_cls_* / prompt_cls_*: SEQ_CLS on BertForSequenceClassification (token types given;
+    PEFT prepends type 0 for the prompt) with cls_labels: logits, loss, gradients of the prompt_embeddings and
+    the classifier; pf_cls_*: the seq_bn on BertForSequenceClassification (AdapterHub static head) with the
+    classifier trained too; and the folders PEFT and AdapterHub save: peft_prefix_seqcls/, peft_prompt_seqcls/,
+    peft_prefix_fe/, adapterhub_seq_bn/ (save_adapter of the seq_bn), adapterhub_seq_bn_head/ (with_head=True)."""
+    import adapters
+    from adapters import SeqBnConfig
+    from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
+    from peft.utils import get_peft_model_state_dict
+    ref = {}
+    # AdapterHub Pfeiffer (seq_bn).
+    pbase = copy.deepcopy(base)
+    adapters.init(pbase)
+    pbase.add_adapter("pf", config=SeqBnConfig(reduction_factor=8))
+    pbase.train_adapter("pf")
+    set_random(pbase, [".adapters.pf."], 8, 0.3)
+    for n, p in pbase.named_parameters():
+        if ".adapters.pf." in n:
+            ref["pf_init." + n] = p.detach().clone().contiguous()
+    h = pbase(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+    ref["pf_hidden"] = h.detach().contiguous()
+    (h * probe).sum().backward()
+    for n, p in pbase.named_parameters():
+        if ".adapters.pf." in n:
+            ref["pf_grad." + n] = p.grad.detach().clone().contiguous()
+    if name == "a":
+        pbase.save_adapter(os.path.join(d, "adapterhub_seq_bn"), "pf", use_safetensors=True)
+    # Prefix and prompt tuning, FEATURE_EXTRACTION on the BertModel.
+    V = 3
+    for tag, pc in (("prefix", PrefixTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=V)),
+                    ("prompt", PromptTuningConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=V))):
+        pm = get_peft_model(copy.deepcopy(base), pc)
+        set_random(pm, ["prompt_encoder"], 9 if tag == "prefix" else 10, 0.5)
+        for k, v in get_peft_model_state_dict(pm).items():
+            ref[tag + "_init." + k] = v.detach().clone().contiguous()
+        h = pm(input_ids=ids, attention_mask=mask).last_hidden_state
+        ref[tag + "_hidden"] = h.detach().contiguous()
+        skip = V if tag == "prompt" else 0
+        (h[:, skip:] * probe).sum().backward()
+        # (get_peft_model_state_dict returns prompt learning's embeddings whatever state_dict it is given.)
+        for n, p in pm.named_parameters():
+            if "prompt_encoder" in n and p.grad is not None:
+                ref[tag + "_grad.prompt_embeddings"] = p.grad.detach().clone().contiguous()
+        if name == "a" and tag == "prefix":
+            pm.save_pretrained(os.path.join(d, "peft_prefix_fe"))
+    if full is not None:
+        labels = torch.tensor([2, 0, 1][:ids.shape[0]])
+        # AdapterHub seq_bn on BertForSequenceClassification (a static head), the classifier trained with it:
+        # pf_cls_logits / pf_cls_loss / pf_cls_grad.* (adapter names under bert., classifier.*), and
+        # save_adapter(with_head=True) into adapterhub_seq_bn_head/ (head_config.json + model_head.safetensors).
+        hfull = copy.deepcopy(full)
+        hfull.config._attn_implementation = "eager"
+        adapters.init(hfull)
+        hfull.add_adapter("pf", config=SeqBnConfig(reduction_factor=8))
+        hfull.train_adapter("pf")
+        with torch.no_grad():
+            for n, p in hfull.named_parameters():
+                if ".adapters.pf." in n:
+                    p.copy_(ref["pf_init." + n[len("bert."):]])
+        for p in hfull.classifier.parameters():
+            p.requires_grad_(True)
+        o = hfull(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels)
+        ref["pf_cls_logits"] = o.logits.detach().contiguous()
+        ref["pf_cls_loss"] = o.loss.detach().reshape(1)
+        o.loss.backward()
+        for n, p in hfull.named_parameters():
+            if (".adapters.pf." in n or n.startswith("classifier.")) and p.grad is not None:
+                ref["pf_cls_grad." + n] = p.grad.detach().clone().contiguous()
+        if name == "a":
+            hfull.save_adapter(os.path.join(d, "adapterhub_seq_bn_head"), "pf", with_head=True, use_safetensors=True)
+        for tag, pc in (("prefix", PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=V)),
+                        ("prompt", PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=V))):
+            cfull = copy.deepcopy(full)
+            cfull.config._attn_implementation = "eager"
+            pm = get_peft_model(cfull, pc)
+            with torch.no_grad():
+                for n, p in pm.named_parameters():
+                    if "prompt_encoder" in n:
+                        p.copy_(ref[tag + "_init.prompt_embeddings"])
+            o = pm(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels)
+            ref[tag + "_cls_logits"] = o.logits.detach().contiguous()
+            ref[tag + "_cls_loss"] = o.loss.detach().reshape(1)
+            o.loss.backward()
+            for n, p in pm.named_parameters():
+                if p.requires_grad and p.grad is not None:
+                    if "prompt_encoder" in n:
+                        ref[tag + "_cls_grad.prompt_embeddings"] = p.grad.detach().clone().contiguous()
+                    elif "classifier.modules_to_save" in n:
+                        key = "classifier." + n.split(".")[-1]
+                        ref[tag + "_cls_grad." + key] = p.grad.detach().clone().contiguous()
+            if name == "a":
+                pm.save_pretrained(os.path.join(d, "peft_%s_seqcls" % tag))
+    save_file(ref, os.path.join(d, "methods.safetensors"))
+
+
 def main():
     from transformers import BertConfig, BertModel, BertForSequenceClassification
     import peft
@@ -280,6 +392,7 @@ def main():
             heads(full, cfg, ids, mask, types, ref, d)
 
         save_file(ref, os.path.join(d, "reference.safetensors"))
+        methods(name, s, base, full if s["cls"] else None, ids, mask, types, probe, d)
         print(name, sorted(k for k in ref if "grad" in k)[:6], "...")
 
     # The real model: sentence-transformers' embedding of a few sentences.

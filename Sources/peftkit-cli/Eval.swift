@@ -14,7 +14,7 @@ struct Eval: ParsableCommand {
     @Option(help: "Data (JSONL, same formats as train).") var data: String
     @Option(help: "Rows per forward pass.") var batch = 8
     @Option(help: "Tokens per row (longer records are cut).") var seqLen = 256
-    @Option(help: "Score adapters' task heads on an encoder (BERT): classify (accuracy, macro-F1) or regress (MSE), on labelled JSONL.")
+    @Option(help: "Score adapters' task heads on an encoder (BERT): classify (accuracy, macro-F1), regress (MSE) or tag (per-word accuracy, macro-F1 over the tags), on labelled or tagged JSONL.")
     var task: TaskOption?
 
     func validate() throws {

@@ -50,7 +50,7 @@ struct Train: ParsableCommand {
     var objective: TrainObjective = .sft
     @Option(help: "DPO's beta, or ORPO's lambda (TRL names both beta).") var beta: Float = 0.1
     @OptionGroup var checkpoints: CheckpointOptions
-    @Option(help: "Train a task head with the adapter on an encoder (BERT): classify or regress, on {\"text\", \"text_pair\"?, \"label\"} JSONL; --seq-len caps the ids per row.")
+    @Option(help: "Train a task head with the adapter on an encoder (BERT): classify or regress on {\"text\", \"text_pair\"?, \"label\"} JSONL, or tag (token classification) on {\"tokens\": [...], \"tags\": [...]} or {\"text\", \"tags\"} JSONL, each word's tag on its first WordPiece; --seq-len caps the ids per row.")
     var task: TaskOption?
 
     func validate() throws {

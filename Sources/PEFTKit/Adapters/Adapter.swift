@@ -52,12 +52,13 @@ class Adapter: LayerHooks {
 
     /// Whether a unit sits after sub-layer `site` of layer `l`.
     func hasUnit(_ l: Int, _ site: BottleneckSite) -> Bool { false }
-    /// out = x + h + A(z).
+    /// out = x + h + A(z); `norm`: the sub-layer's LayerNorm of a post-LN layer, nil in pre-norm decoders.
     func unitForward(_ l: Int, _ site: BottleneckSite, out: UnsafeMutablePointer<Float>, x: UnsafeMutablePointer<Float>,
-                     h: UnsafeMutablePointer<Float>, _ p: PassInfo) {}
+                     h: UnsafeMutablePointer<Float>, norm: SubLayerNorm?, _ p: PassInfo) {}
     /// Writes dz, accumulates parameter gradients; returns whether dz also flows to x.
     func unitBackward(_ l: Int, _ site: BottleneckSite, dz: UnsafeMutablePointer<Float>, dout: UnsafeMutablePointer<Float>,
-                      grads: UnsafeMutablePointer<Float>, scratchC: UnsafeMutablePointer<Float>, _ p: PassInfo) -> Bool { false }
+                      grads: UnsafeMutablePointer<Float>, scratchC: UnsafeMutablePointer<Float>, norm: SubLayerNorm?,
+                      _ p: PassInfo) -> Bool { false }
 
     // MARK: sequence hooks (prompt and prefix tuning)
 

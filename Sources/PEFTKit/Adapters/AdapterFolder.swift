@@ -26,11 +26,19 @@ func copyFileTensor(_ st: SafeTensorsFile, key: String, shape: [Int], into out: 
 
 /// Writes `adapter` under `name` into `directory` in its method's format; the config and weights files are
 /// replaced together (never a mix of an old and a new save).
-/// `extra` adds tensors and config fields of the model around the adapter (an encoder's task head as PEFT's
-/// `modules_to_save`), `rename` maps the adapter's tensor names (the `bert.` of a head model).
+/// What a save adds for the model around the adapter (an encoder's task head): tensors and config fields in the
+/// adapter's own files (PEFT's `modules_to_save`), `rename` of the adapter's tensor names (the `bert.` of a head
+/// model), and files of their own (AdapterHub's head files), all written together with the adapter's.
+struct AdapterFileExtra {
+    var tensors: [SavedTensor] = []
+    var config: [String: JSONValue] = [:]
+    var rename: (String) -> String = { $0 }
+    var files: [(name: String, write: (Int32) throws -> Void)] = []
+}
+
+/// Writes the adapter's folder in its method's format (`extra`: see `AdapterFileExtra`).
 /// `converted`: a PiSSA / OLoRA adapter as PEFT's conversion to a plain LoRA of the original base (LoRAInit.swift).
-func saveAdapterFolder(_ adapter: Adapter, name: String, directory: String,
-                       extra: (tensors: [SavedTensor], config: [String: JSONValue], rename: (String) -> String)? = nil,
+func saveAdapterFolder(_ adapter: Adapter, name: String, directory: String, extra: AdapterFileExtra? = nil,
                        converted: Bool = false) throws {
     guard let adapter = adapter as? SavableAdapter else {
         throw PEFTKitError.unsupported("\(adapter.method.rawValue) adapters have no file format")
@@ -50,7 +58,7 @@ func saveAdapterFolder(_ adapter: Adapter, name: String, directory: String,
     let json = Array(JSONValue.object(config).serialized().utf8)
     try replaceFilesTogether(directory: directory, files: [
         (format.weightsFile, weights), (AdapterFileFormat.configFile, { fd in try writeAll(fd, json) }),
-    ])
+    ] + (extra?.files ?? []))
 }
 
 /// Where a PEFT file of an encoder's head model keeps the encoder's tensors.
@@ -78,7 +86,10 @@ func readAdapterFolder(_ directory: String, model: ModelConfig, context: Adapter
     if model.encoder != nil, format == .peft {
         st = try st.renamed { $0.hasPrefix(encoderHeadModelPrefix) ? "base_model.model." + $0.dropFirst(encoderHeadModelPrefix.count) : $0 }
         if case .array(let a)? = object["modules_to_save"], !a.isEmpty {
-            headTensor = { n in encoderHeadModules.contains { n.hasPrefix("base_model.model.\($0).") } }
+            // Tuner methods keep the head model under base_model.model., prompt learning under base_model.
+            headTensor = { n in
+                encoderHeadModules.contains { n.hasPrefix("base_model.model.\($0).") || n.hasPrefix("base_model.\($0).") }
+            }
         }
     }
     // The config alone must not make us allocate: the weights file has to be large enough for it first.

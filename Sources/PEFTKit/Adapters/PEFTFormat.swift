@@ -4,10 +4,13 @@
 // what PEFT itself reads and writes. The methods' own fields live in their folders (`*File.swift`).
 
 /// The fields PEFT writes for every method; the method's fields are merged over them.
+/// The task type is CAUSAL_LM for decoders and FEATURE_EXTRACTION for an encoder (what PEFT loads on a bare
+/// `BertModel`); a task head's save overrides it with SEQ_CLS or TOKEN_CLS.
 func peftCommonFields(_ model: ModelConfig) -> [String: JSONValue] {
     [
         "auto_mapping": .null, "base_model_name_or_path": .null, "inference_mode": .bool(true),
-        "modules_to_save": .null, "revision": .null, "task_type": .string("CAUSAL_LM"),
+        "modules_to_save": .null, "revision": .null,
+        "task_type": .string(model.encoder != nil ? "FEATURE_EXTRACTION" : "CAUSAL_LM"),
     ]
 }
 

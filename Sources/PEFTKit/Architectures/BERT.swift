@@ -8,7 +8,8 @@ import Glibc
 // bidirectional attention over the unpadded keys (`LayerContext.keyMask`), exact (erf) GELU, and an optional
 // pooler (tanh(W·h[CLS] + b)). The engine's "final norm" is the identity: the last layer's output is the
 // hidden state. A bottleneck unit sits where AdapterHub puts it for BERT: its output is added to the residual
-// sum before the sub-layer's LayerNorm (`LN(x + h + A(h))`, the Houlsby placement).
+// sum before the sub-layer's LayerNorm: `LN(x + h + A(h))` (Houlsby, double_seq_bn) or, with
+// `original_ln_before` (Pfeiffer, seq_bn), `LN(x + h + A(LN(x + h)))`: the layer's own LayerNorm runs twice.
 
 /// One BERT layer's weights, as views into tensors owned by `BERTWeights.named`.
 struct BERTLayer {
@@ -197,12 +198,37 @@ struct BERTWeights: ModelWeights {
         }
     }
 
-    /// Virtual tokens get their position (and type 0) added; the embedding LayerNorm is not applied to them.
+    /// Virtual tokens (prompt tuning) go through the embeddings as words do under PEFT, which hands BERT
+    /// `inputs_embeds = [prompt; words]`: x = LN(prompt + position[first + t] + tokenType[0]), in place.
     func addPositions(_ x: UnsafeMutablePointer<Float>, first: Int, count: Int) {
+        let C = config.hiddenSize
+        virtualSum(x, first: first, count: count)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * max(count, 1)) { stats in
+            let s = stats.baseAddress!
+            layerNormForward(x, s, s + count, x, embLnW, embLnB, count, C, config.normEps)
+        }
+    }
+
+    /// x += position[first + t] + tokenType[0] for `count` rows.
+    private func virtualSum(_ x: UnsafeMutablePointer<Float>, first: Int, count: Int) {
         let C = config.hiddenSize
         for t in 0..<count {
             addInPlace(x + t * C, position + (first + t) * C, C)
             addInPlace(x + t * C, tokenType, C)
+        }
+    }
+
+    /// Backward of `addPositions` over `prompt` ([count, C]): accumulates into `dprompt` the gradient from `d`
+    /// (dL/d(its output rows)), through the embedding LayerNorm (statistics recomputed; the norm is frozen).
+    func virtualTokensBackward(_ dprompt: UnsafeMutablePointer<Float>, _ d: UnsafePointer<Float>, prompt: UnsafePointer<Float>,
+                               first: Int, count: Int) {
+        let C = config.hiddenSize
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * count * C + 2 * count) { buf in
+            let x = buf.baseAddress!, y = x + count * C, mean = y + count * C, rstd = mean + count
+            x.update(from: prompt, count: count * C)
+            virtualSum(x, first: first, count: count)
+            layerNormForward(y, mean, rstd, x, embLnW, embLnB, count, C, config.normEps)
+            layerNormBackward(dprompt, nil, nil, d, x, embLnW, mean, rstd, count, C)
         }
     }
 
@@ -248,12 +274,12 @@ struct BERTWeights: ModelWeights {
         ctx.linear(l, .v, w.v, out: a.qkv + 2 * C, inp: x, rows: N, ldo: ld)
         ctx.selfAttention(l, &a)
         ctx.linear(l, .o, w.o, out: a.h1, inp: a.attn, rows: N)
-        ctx.residualForward(l, .attention, out: a.x1, x: x, h: a.h1)
+        ctx.residualForward(l, .attention, out: a.x1, x: x, h: a.h1, norm: SubLayerNorm(weight: w.ln1W, bias: w.ln1B, eps: eps))
         layerNormForward(a.ln1, a.ln1Mean, a.ln1Rstd, a.x1, w.ln1W, w.ln1B, N, C, eps)
         ctx.linear(l, .fc, w.fc, out: a.fcPre, inp: a.ln1, rows: N)
         activationForward(.gelu, a.act, a.fcPre, N * I)
         ctx.linear(l, .proj, w.proj, out: a.h2, inp: a.act, rows: N)
-        ctx.residualForward(l, .output, out: a.ln2, x: a.ln1, h: a.h2)
+        ctx.residualForward(l, .output, out: a.ln2, x: a.ln1, h: a.h2, norm: SubLayerNorm(weight: w.ln2W, bias: w.ln2B, eps: eps))
         layerNormForward(out, a.ln2Mean, a.ln2Rstd, a.ln2, w.ln2W, w.ln2B, N, C, eps)
     }
 
@@ -266,7 +292,7 @@ struct BERTWeights: ModelWeights {
         s.dln.update(repeating: 0, count: N * C)
         layerNormBackward(s.dln, gw?.ln2W, gw?.ln2B, d, a.ln2, w.ln2W, a.ln2Mean, a.ln2Rstd, N, C)
         d.update(from: s.dln, count: N * C)
-        ctx.residualBackward(l, .output, s)
+        ctx.residualBackward(l, .output, s, norm: SubLayerNorm(weight: w.ln2W, bias: w.ln2B, eps: c.normEps))
         ctx.linearBack(l, .proj, w.proj, dinp: s.dact, dout: s.dh, inp: a.act, rows: N, accumulate: false, wgrad: gw?.proj)
         s.dfcPre.update(repeating: 0, count: N * I)
         activationBackward(.gelu, s.dfcPre, a.fcPre, s.dact, N * I)
@@ -276,7 +302,7 @@ struct BERTWeights: ModelWeights {
         s.dln.update(repeating: 0, count: N * C)
         layerNormBackward(s.dln, gw?.ln1W, gw?.ln1B, d, a.x1, w.ln1W, a.ln1Mean, a.ln1Rstd, N, C)
         d.update(from: s.dln, count: N * C)
-        ctx.residualBackward(l, .attention, s)
+        ctx.residualBackward(l, .attention, s, norm: SubLayerNorm(weight: w.ln1W, bias: w.ln1B, eps: c.normEps))
         ctx.linearBack(l, .o, w.o, dinp: s.dattn, dout: s.dh, inp: a.attn, rows: N, accumulate: false, wgrad: gw?.o)
         ctx.selfAttentionBackward(l, a, s)
         ctx.linearBack(l, .q, w.q, dinp: s.dln, dout: s.dqkv, inp: x, rows: N, accumulate: false, lddo: ld, wgrad: gw?.q)

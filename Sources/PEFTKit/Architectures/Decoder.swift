@@ -258,12 +258,13 @@ struct LayerContext {
         }
     }
 
-    /// out = x + h, or the adapter's bottleneck unit at (l, unit) when it has one.
+    /// out = x + h, or the adapter's bottleneck unit at (l, unit) when it has one. `norm`: the sub-layer's
+    /// LayerNorm when the layer normalises after the residual (BERT).
     @inline(__always)
     func residualForward(_ l: Int, _ unit: ResidualSite, out: UnsafeMutablePointer<Float>, x: UnsafeMutablePointer<Float>,
-                         h: UnsafeMutablePointer<Float>) {
+                         h: UnsafeMutablePointer<Float>, norm: SubLayerNorm? = nil) {
         if let ad = adapter, ad.hasUnit(l, unit) {
-            ad.unitForward(l, unit, out: out, x: x, h: h, pass)
+            ad.unitForward(l, unit, out: out, x: x, h: h, norm: norm, pass)
         } else {
             add(out, x, h, rows * config.hiddenSize)
         }
@@ -272,11 +273,11 @@ struct LayerContext {
     /// Backward of `residualForward`: `s.d` holds dL/d(out); on return `s.dh` holds dL/dh and `s.d` dL/dx so far
     /// (the block's branch adds to it later).
     @inline(__always)
-    func residualBackward(_ l: Int, _ unit: ResidualSite, _ s: BackwardScratch) {
+    func residualBackward(_ l: Int, _ unit: ResidualSite, _ s: BackwardScratch, norm: SubLayerNorm? = nil) {
         let n = rows * config.hiddenSize
         s.dh.update(from: s.d, count: n)
         if let ad = adapter, let g = grads, ad.hasUnit(l, unit) {
-            let toX = ad.unitBackward(l, unit, dz: s.dz, dout: s.d, grads: g, scratchC: s.scratchC, pass)
+            let toX = ad.unitBackward(l, unit, dz: s.dz, dout: s.d, grads: g, scratchC: s.scratchC, norm: norm, pass)
             addInPlace(s.dh, s.dz, n)
             if toX { addInPlace(s.d, s.dz, n) }
         }

@@ -20,6 +20,15 @@ enum ResidualSite: Int, CaseIterable {
     case output = 1
 }
 
+/// The sub-layer's own LayerNorm in a post-LayerNorm layer (BERT), handed to a unit on its residual: a unit that
+/// reads x + h (AdapterHub's `original_ln_before`) normalises it with these weights first, as AdapterHub does
+/// there. Pre-norm decoders pass none.
+struct SubLayerNorm {
+    let weight: UnsafeMutablePointer<Float>
+    let bias: UnsafeMutablePointer<Float>
+    let eps: Float
+}
+
 /// The hooks a layer calls. Class-bound: adapters are objects whose state the hooks update.
 protocol LayerHooks: AnyObject {
     /// Whether the linear at `site` of layer `l` is hooked (lets the layer skip work and keep inputs).
@@ -40,12 +49,14 @@ protocol LayerHooks: AnyObject {
                              inp: UnsafeMutablePointer<Float>, ldi: Int, grads: UnsafeMutablePointer<Float>, _ p: PassInfo)
     /// Whether a unit sits on the residual after sub-layer `site` of layer `l`.
     func hasUnit(_ l: Int, _ site: ResidualSite) -> Bool
-    /// out = x + h + A(z).
+    /// out = x + h + A(z); `norm` is the sub-layer's LayerNorm of a post-LN layer (nil in pre-norm decoders).
     func unitForward(_ l: Int, _ site: ResidualSite, out: UnsafeMutablePointer<Float>, x: UnsafeMutablePointer<Float>,
-                     h: UnsafeMutablePointer<Float>, _ p: PassInfo)
-    /// Writes dz, accumulates parameter gradients; returns whether dz also flows to x.
+                     h: UnsafeMutablePointer<Float>, norm: SubLayerNorm?, _ p: PassInfo)
+    /// Writes dz (the gradient of the unit's input x + h, or h), accumulates parameter gradients; returns whether
+    /// dz also flows to x.
     func unitBackward(_ l: Int, _ site: ResidualSite, dz: UnsafeMutablePointer<Float>, dout: UnsafeMutablePointer<Float>,
-                      grads: UnsafeMutablePointer<Float>, scratchC: UnsafeMutablePointer<Float>, _ p: PassInfo) -> Bool
+                      grads: UnsafeMutablePointer<Float>, scratchC: UnsafeMutablePointer<Float>, norm: SubLayerNorm?,
+                      _ p: PassInfo) -> Bool
     /// Layer `l`'s prefix keys and values, [prefix, KVH·D] each; nil without a prefix.
     func prefixKV(_ l: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>)?
     /// Where layer `l`'s prefix key/value gradients accumulate; nil without a prefix.

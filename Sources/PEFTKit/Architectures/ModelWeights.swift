@@ -87,6 +87,11 @@ protocol ModelWeights {
     /// Adds the position embedding of positions first..<first+count to `count` rows of `x` (virtual tokens);
     /// nothing for architectures whose positions live in attention.
     func addPositions(_ x: UnsafeMutablePointer<Float>, first: Int, count: Int)
+    /// Backward of `addPositions` for the `count` rows made from `prompt`: accumulates dL/dprompt into `dprompt`
+    /// from `d` (dL/d(those rows)). The rows' gradient itself where positions are only added (the default);
+    /// BERT also normalises virtual tokens.
+    func virtualTokensBackward(_ dprompt: UnsafeMutablePointer<Float>, _ d: UnsafePointer<Float>, prompt: UnsafePointer<Float>,
+                               first: Int, count: Int)
     /// Accumulates the embedding gradient `d` [N, C] into `grads`' embedding tensors (full fine-tuning).
     func embedBackward(into grads: any ModelWeights, _ d: UnsafePointer<Float>, ids: UnsafePointer<Int32>, rows: Int,
                        seqLen: Int)
@@ -121,6 +126,10 @@ extension ModelWeights {
         embedBackward(into: grads, d, ids: ids, rows: rows, seqLen: rows)
     }
     func addPositions(_ x: UnsafeMutablePointer<Float>, first: Int, count: Int) {}
+    func virtualTokensBackward(_ dprompt: UnsafeMutablePointer<Float>, _ d: UnsafePointer<Float>, prompt: UnsafePointer<Float>,
+                               first: Int, count: Int) {
+        addInPlace(dprompt, d, count * config.hiddenSize)
+    }
     var quantized: [(name: String, matrix: QuantizedMatrix)] { [] }
 
     func embeddingRow(_ id: Int, into out: UnsafeMutablePointer<Float>) {

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 // The engine's side of adapter files and JSON configs: which adapter, under which name. The formats
 // themselves belong to the methods (Adapters/).
 
@@ -35,7 +39,14 @@ extension Engine {
         let slot = try adapter(named: name), ad = slot.adapter
         switch format {
         case .native, .convertedLoRA:
-            try saveAdapterFolder(ad, name: name, directory: directory, extra: try headFileExtra(slot), converted: format == .convertedLoRA)
+            try saveAdapterFolder(ad, name: name, directory: directory, extra: try headFileExtra(slot),
+                                  converted: format == .convertedLoRA)
+            if slot.head == nil, (ad as? SavableAdapter)?.fileFormat == .adapterHub {
+                // Head files an earlier save left would be read back as this adapter's head.
+                for f in [adapterHubHeadConfigFile, adapterHubHeadWeightsFile] where pathKind(directory + "/" + f) == .file {
+                    unlink(directory + "/" + f)
+                }
+            }
         case .gguf:
             let bytes = try ggufAdapterBytes(ad, name: name, baseTensorName: ggufName(ofHuggingFaceTensor:))
             try writeFileAtomically(path: directory, bytes: bytes)

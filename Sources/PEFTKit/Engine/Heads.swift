@@ -225,18 +225,26 @@ extension Engine {
         }
     }
 
-    /// The head's outputs ([B, K], or [B, T, K] for tokens) over hidden states `h`, and the loss against
-    /// `targets` when given (validated by the caller). Evaluation only: nothing is trained.
-    func headOutputs(_ head: TaskHead, hidden h: UnsafeMutablePointer<Float>, mask: UnsafePointer<Int32>?, batch B: Int,
-                     seqLen T: Int, targets: HeadTargets?) throws -> (outputs: [Float], loss: Float?) {
-        let C = config.hiddenSize, K = head.outputs
+    /// The head's outputs ([B, K], or [B, T, K] for tokens: the real positions) over the pass's hidden states
+    /// `h` ([B, V + T, C]), and the loss against `targets` when given (validated by the caller). Evaluation only:
+    /// nothing is trained.
+    func headOutputs(_ head: TaskHead, hidden h: UnsafeMutablePointer<Float>, rows r: EncoderRows,
+                     targets: HeadTargets?) throws -> (outputs: [Float], loss: Float?) {
+        let C = config.hiddenSize, K = head.outputs, B = r.batch, T = r.seqLen
         let rows = head.kind == .tokens ? B * T : B
         var out = [Float](repeating: 0, count: rows * K)
-        let work = try Storage.allocate(floats: head.kind == .tokens ? rows * K : B * C + rows * K)
+        let work = try Storage.allocate(floats: head.kind == .tokens ? rows * K + (r.virtual > 0 ? B * T * C : 0) : B * C + rows * K)
         let x: UnsafeMutablePointer<Float>
-        if head.kind == .tokens { x = h } else {
+        if head.kind == .tokens {
+            if r.virtual > 0 {
+                x = work.floats + rows * K
+                r.gatherReal(x, h, C)
+            } else {
+                x = h
+            }
+        } else {
             x = work.floats + rows * K
-            classifierFeatures(x, hidden: h, mask: mask, batch: B, seqLen: T)
+            classifierFeatures(x, hidden: h, mask: r.mask, batch: B, seqLen: r.width)
         }
         head.head.forward(work.floats, x, params: head.params, rows)
         out.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: work.floats, count: rows * K) }
@@ -265,11 +273,15 @@ extension Engine {
         let inputs = EncoderInputs(typeIDs: typeIDs?.baseAddress, mask: mask?.baseAddress)
         opt.grads.floats.update(repeating: 0, count: opt.count)
         let f = try encoderForwardForTraining(inputIDs: inputIDs.baseAddress!, inputs: inputs, batch: B, seqLen: T)
-        let work = try Storage.allocate(floats: 3 * B * C + rows * K + B * T * C)
+        let W = f.rows.width, V = f.rows.virtual
+        let work = try Storage.allocate(floats: 3 * B * C + rows * K + B * W * C + (V > 0 ? 2 * B * T * C : 0))
         let pooled = work.floats, dpooled = pooled + B * C, scratch = dpooled + B * C, logits = scratch + B * C
         let dh = logits + rows * K
-        let x = head.kind == .tokens ? f.hidden : pooled
-        if head.kind != .tokens { classifierFeatures(pooled, hidden: f.hidden, mask: inputs.mask, batch: B, seqLen: T) }
+        // Token heads read the real positions: the hidden rows themselves, or a copy without the virtual rows.
+        let real = V > 0 ? dh + B * W * C : f.hidden, dreal = V > 0 ? real + B * T * C : dh
+        if head.kind == .tokens && V > 0 { f.rows.gatherReal(real, f.hidden, C) }
+        let x = head.kind == .tokens ? real : pooled
+        if head.kind != .tokens { classifierFeatures(pooled, hidden: f.hidden, mask: f.rows.mask, batch: B, seqLen: W) }
         head.head.forward(logits, x, params: head.params, rows)
         let out = Array(UnsafeBufferPointer(start: logits, count: rows * K))
         let loss = head.kind == .regression
@@ -277,17 +289,18 @@ extension Engine {
             : crossEntropyRowsBackward(logits, labels: targets.labels!.baseAddress!, rows: rows, classes: K)
         let hg = opt.grads.floats + P
         if head.kind == .tokens {
-            head.head.backward(logits, x: x, params: head.params, grads: hg, dx: dh, rows)
+            head.head.backward(logits, x: x, params: head.params, grads: hg, dx: dreal, rows)
+            if V > 0 { f.rows.scatterReal(dh, dreal, C) }
         } else {
             head.head.backward(logits, x: x, params: head.params, grads: hg, dx: dpooled, rows)
-            dh.update(repeating: 0, count: B * T * C)
+            dh.update(repeating: 0, count: B * W * C)
             if let pooler = (weights as? BERTWeights)?.pooler {
-                poolerBackward(dh, dpooled, out: pooled, pooler: pooler, scratch: scratch, B, T, C)
+                poolerBackward(dh, dpooled, out: pooled, pooler: pooler, scratch: scratch, B, W, C)
             } else {
-                meanPoolBackward(dh, dpooled, mask: inputs.mask, B, T, C)
+                meanPoolBackward(dh, dpooled, mask: f.rows.mask, B, W, C)
             }
         }
-        encoderBackward(dHidden: dh, inputs: inputs, buffers: f.buffers, slot: f.slot, batch: B, seqLen: T)
+        encoderBackward(dHidden: dh, rows: f.rows, buffers: f.buffers, slot: f.slot)
         return (loss, out)
     }
 }
@@ -296,30 +309,54 @@ extension Engine {
 
 /// PEFT's name of an encoder head model's classifier (`modules_to_save`), under `base_model.model.`.
 private let headModule = "classifier"
+/// AdapterHub's head files next to an adapter (`save_adapter(..., with_head=True)`).
+let adapterHubHeadConfigFile = "head_config.json"
+let adapterHubHeadWeightsFile = "model_head.safetensors"
+
+/// Where PEFT keeps the head model's modules in a saved folder: `base_model.model.` for the tuner methods
+/// (LoRA, IA3), `base_model.` for prompt learning (prefix, prompt), whose PeftModel wraps the model directly.
+func peftHeadKeyBase(_ method: AdapterMethod) -> String {
+    method == .prefix || method == .prompt ? "base_model." : "base_model.model."
+}
 
 extension Engine {
-    /// What a save of `slot` adds for its task head: PEFT's `modules_to_save` form, as
-    /// `BertForSequenceClassification` / `BertForTokenClassification` + PEFT write it: the classifier's
-    /// `base_model.model.classifier.weight` / `.bias`, the adapter's tensors under `base_model.model.bert.`, and
-    /// `task_type` SEQ_CLS (classification; regression with one output, which transformers reads as regression)
-    /// or TOKEN_CLS. nil without a head.
-    func headFileExtra(_ slot: AdapterSlot) throws
-        -> (tensors: [SavedTensor], config: [String: JSONValue], rename: (String) -> String)? {
+    /// What a save of `slot` adds for its task head (nil without one), in the adapter's ecosystem's form:
+    /// - PEFT (`modules_to_save`), as `BertForSequenceClassification` / `BertForTokenClassification` + PEFT write
+    ///   it: the classifier as `base_model.model.classifier.weight` / `.bias` (`base_model.classifier.*` for
+    ///   prompt learning), the adapter's tensors under `base_model.model.bert.`, and `task_type` SEQ_CLS
+    ///   (classification; regression with one output, which transformers reads as regression) or TOKEN_CLS;
+    /// - AdapterHub (bottleneck adapters), as `save_adapter(..., with_head=True)` writes a static head model's
+    ///   head: `head_config.json` (`config` null, `model_class` BertForSequenceClassification or
+    ///   BertForTokenClassification, `num_labels`) and `model_head.safetensors` (`classifier.weight` / `.bias`).
+    func headFileExtra(_ slot: AdapterSlot) throws -> AdapterFileExtra? {
         guard let head = slot.head else { return nil }
-        guard let savable = slot.adapter as? SavableAdapter, savable.fileFormat == .peft else {
-            throw PEFTKitError.unsupported("adapter '\(slot.name)' has a task head, which is saved with PEFT adapters only "
-                + "(LoRA, IA3, prefix, prompt); AdapterHub's head files are not written yet")
-        }
+        guard let savable = slot.adapter as? SavableAdapter else { return nil }
         if head.kind == .regression && head.outputs != 1 {
-            throw PEFTKitError.unsupported("a regression head of \(head.outputs) outputs cannot be saved in PEFT's form "
-                + "(transformers reads SEQ_CLS with more than one label as classification)")
+            throw PEFTKitError.unsupported("a regression head of \(head.outputs) outputs cannot be saved in PEFT's or AdapterHub's "
+                + "form (transformers reads a sequence head with more than one label as classification)")
         }
         let K = head.outputs, C = head.head.features
-        let prefix = "base_model.model.\(headModule)."
-        let tensors = [
-            SavedTensor(name: prefix + "weight", shape: [K, C], data: UnsafeBufferPointer(start: head.params, count: K * C)),
-            SavedTensor(name: prefix + "bias", shape: [K], data: UnsafeBufferPointer(start: head.params + K * C, count: K)),
-        ]
+        func tensors(_ prefix: String) -> [SavedTensor] {
+            [SavedTensor(name: prefix + "weight", shape: [K, C], data: UnsafeBufferPointer(start: head.params, count: K * C)),
+             SavedTensor(name: prefix + "bias", shape: [K], data: UnsafeBufferPointer(start: head.params + K * C, count: K))]
+        }
+        if savable.fileFormat == .adapterHub {
+            let entries = tensors(headModule + ".").map {
+                SafeTensorsWriter.Entry(name: $0.name, shape: $0.shape, payload: .f32Buffer($0.data))
+            }
+            let weights = try SafeTensorsWriter.writer(entries: entries, metadata: ["format": "pt"], path: adapterHubHeadWeightsFile)
+            var labels: [String: JSONValue] = [:]
+            for k in 0..<K { labels["LABEL_\(k)"] = .int(k) }
+            let cfg: [String: JSONValue] = [
+                "config": .null, "hidden_size": .int(C), "label2id": .object(labels),
+                "model_class": .string(head.kind == .tokens ? "BertForTokenClassification" : "BertForSequenceClassification"),
+                "model_name": .string(""), "model_type": .string("bert"), "name": .null, "num_labels": .int(K),
+                "version": .string("adapters.1.3.0"),
+            ]
+            let json = Array(JSONValue.object(cfg).serialized().utf8)
+            return AdapterFileExtra(files: [(adapterHubHeadWeightsFile, weights),
+                                            (adapterHubHeadConfigFile, { fd in try writeAll(fd, json) })])
+        }
         let config: [String: JSONValue] = [
             "modules_to_save": .array([.string(headModule)]),
             "task_type": .string(head.kind == .tokens ? "TOKEN_CLS" : "SEQ_CLS"),
@@ -327,24 +364,27 @@ extension Engine {
         let rename: (String) -> String = { n in
             n.hasPrefix("base_model.model.") ? encoderHeadModelPrefix + n.dropFirst("base_model.model.".count) : n
         }
-        return (tensors, config, rename)
+        return AdapterFileExtra(tensors: tensors(peftHeadKeyBase(slot.adapter.method) + "\(headModule)."), config: config,
+                                rename: rename)
     }
 
     /// The task head a PEFT adapter folder saves with its adapter (`modules_to_save` with a classifier, as
-    /// `headFileExtra` writes or PEFT saves from a BERT head model), or nil. TOKEN_CLS gives a token head, SEQ_CLS
+    /// `headFileExtra` writes or PEFT saves from a BERT head model: `base_model.model.classifier.*`, or
+    /// `base_model.classifier.*` for prompt learning), or nil. TOKEN_CLS gives a token head, SEQ_CLS
     /// a classifier, or a regression head when it has one output (transformers' rule for `num_labels` 1).
     func readHeadFile(_ directory: String) throws -> TaskHead? {
         guard config.encoder != nil else { return nil }
+        if pathKind(directory + "/" + adapterHubHeadConfigFile) == .file { return try readAdapterHubHead(directory) }
         let weightsPath = directory + "/" + AdapterFileFormat.peft.weightsFile
         guard pathKind(weightsPath) == .file else { return nil }
         let cfgPath = directory + "/" + AdapterFileFormat.configFile
         let object = try JSONValue.parseObject(try readWholeFile(path: cfgPath, maxBytes: 1 << 20), source: "'\(cfgPath)'")
         guard case .array(let saved)? = object["modules_to_save"], !saved.isEmpty else { return nil }
         let st = try SafeTensorsFile(path: weightsPath)
-        guard let module = encoderHeadModules.sorted().first(where: { st.has("base_model.model.\($0).weight") }) else {
+        let candidates = ["base_model.model.", "base_model."].flatMap { base in encoderHeadModules.sorted().map { base + $0 + "." } }
+        guard let key = candidates.first(where: { st.has($0 + "weight") }) else {
             throw PEFTKitError.format("'\(cfgPath)' lists modules_to_save but '\(weightsPath)' holds no classifier weight")
         }
-        let key = "base_model.model.\(module)."
         guard let info = st.info(key + "weight"), info.shape.count == 2, info.shape[1] == config.hiddenSize,
               info.shape[0] >= 1, info.shape[0] <= 1 << 16 else {
             throw PEFTKitError.format("'\(weightsPath)': \(key)weight must be [labels, \(config.hiddenSize)]")
@@ -353,6 +393,53 @@ extension Engine {
         let task: String? = if case .string(let t)? = object["task_type"] { t } else { nil }
         let kind: HeadKind = task == "TOKEN_CLS" ? .tokens : (K == 1 ? .regression : .classification)
         let head = try TaskHead(kind: kind, outputs: K, features: config.hiddenSize, seed: 0)
+        try copyFileTensor(st, key: key + "weight", shape: [K, config.hiddenSize], into: head.params, path: weightsPath)
+        try copyFileTensor(st, key: key + "bias", shape: [K], into: head.params + K * config.hiddenSize, path: weightsPath)
+        guard isAllFinite(head.params, head.parameterCount) else {
+            throw PEFTKitError.numerical("'\(weightsPath)' holds a non-finite classifier weight")
+        }
+        return head
+    }
+
+    /// AdapterHub's static head (`head_config.json` with `config` null, as `save_adapter(..., with_head=True)`
+    /// writes for `BertForSequenceClassification` / `BertForTokenClassification`) and its
+    /// `model_head.safetensors`. Flex heads (a head config of their own) and pickled `pytorch_model_head.bin`
+    /// are refused with a message.
+    func readAdapterHubHead(_ directory: String) throws -> TaskHead {
+        let cfgPath = directory + "/" + adapterHubHeadConfigFile
+        let o = try JSONValue.parseObject(try readWholeFile(path: cfgPath, maxBytes: 1 << 20), source: "'\(cfgPath)'")
+        let f = ConfigFields(object: o, source: "'\(cfgPath)'")
+        guard o["config"] == nil || o["config"] == .null else {
+            throw PEFTKitError.unsupported("'\(cfgPath)': AdapterHub flex heads (a head 'config' of their own, from an "
+                + "AdapterModel) are not supported; static heads of BertForSequenceClassification / BertForTokenClassification are")
+        }
+        let kind: HeadKind
+        switch try f.string("model_class") {
+        case "BertForSequenceClassification"?: kind = .classification
+        case "BertForTokenClassification"?: kind = .tokens
+        case let other: throw PEFTKitError.unsupported("'\(cfgPath)': head of model_class \(other.map { "'\($0)'" } ?? "(none)")")
+        }
+        if let h = try f.int("hidden_size"), h != config.hiddenSize {
+            throw PEFTKitError.format("'\(cfgPath)': the head was made for hidden size \(h), this model has \(config.hiddenSize)")
+        }
+        let weightsPath = directory + "/" + adapterHubHeadWeightsFile
+        guard pathKind(weightsPath) == .file else {
+            throw PEFTKitError.io("'\(directory)' has \(adapterHubHeadConfigFile) but no \(adapterHubHeadWeightsFile) "
+                + "(a pickled pytorch_model_head.bin is not read: save with use_safetensors=True)")
+        }
+        let st = try SafeTensorsFile(path: weightsPath)
+        let key = headModule + "."
+        guard let info = st.info(key + "weight"), info.shape.count == 2, info.shape[1] == config.hiddenSize,
+              info.shape[0] >= 1, info.shape[0] <= 1 << 16 else {
+            throw PEFTKitError.format("'\(weightsPath)': \(key)weight must be [labels, \(config.hiddenSize)]")
+        }
+        let K = info.shape[0]
+        if let n = try f.int("num_labels"), n != K {
+            throw PEFTKitError.format("'\(cfgPath)': num_labels \(n) but the classifier has \(K) rows")
+        }
+        let extra = st.names.filter { $0 != key + "weight" && $0 != key + "bias" }
+        guard extra.isEmpty else { throw PEFTKitError.format("'\(weightsPath)' has tensors a classifier does not use: \(extra.prefix(3))") }
+        let head = try TaskHead(kind: kind == .classification && K == 1 ? .regression : kind, outputs: K, features: config.hiddenSize, seed: 0)
         try copyFileTensor(st, key: key + "weight", shape: [K, config.hiddenSize], into: head.params, path: weightsPath)
         try copyFileTensor(st, key: key + "bias", shape: [K], into: head.params + K * config.hiddenSize, path: weightsPath)
         guard isAllFinite(head.params, head.parameterCount) else {

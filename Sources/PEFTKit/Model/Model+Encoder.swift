@@ -1,10 +1,11 @@
 // The encoder face of `Model` (BERT): hidden states of a padded batch, sentence embeddings and the pooler.
 
 extension Model {
-    /// Runs an encoder (BERT) over `batch` rows of `seqLen` ids and calls `body` with the hidden states
-    /// ([batch, seqLen, hidden], valid only inside `body`).
+    /// Runs an encoder (BERT) over `batch` rows of `seqLen` ids and calls `body` with the hidden states of every
+    /// row of the pass ([batch, V + seqLen, hidden]: prompt tuning's V virtual rows first; valid only inside
+    /// `body`) and the rows' layout (the mask extended over the virtual rows).
     private func withHiddenStates<R>(inputIDs: [Int32], attentionMask: [Int32]?, tokenTypeIDs: [Int32]?, batch: Int,
-                                     seqLen: Int, _ body: (UnsafeMutablePointer<Float>, EncoderInputs) throws -> R) throws -> R {
+                                     seqLen: Int, _ body: (UnsafeMutablePointer<Float>, EncoderRows) throws -> R) throws -> R {
         try exclusive {
             try inputIDs.withUnsafeBufferPointer { ids in
                 try withOptionalBuffer(tokenTypeIDs) { types in
@@ -12,10 +13,8 @@ extension Model {
                         try engine.validateEncoderBatch(inputIDs: ids, typeIDs: types, mask: mask, batch: batch, seqLen: seqLen,
                                                         adapter: engine.active?.adapter)
                         let inputs = EncoderInputs(typeIDs: types?.baseAddress, mask: mask?.baseAddress)
-                        let n = batch * seqLen * config.hiddenSize
-                        let h = try Storage.allocate(floats: n)
-                        try engine.encode(inputIDs: ids.baseAddress!, inputs: inputs, batch: batch, seqLen: seqLen, into: h.floats)
-                        return try body(h.floats, inputs)
+                        let (h, rows) = try engine.encode(inputIDs: ids.baseAddress!, inputs: inputs, batch: batch, seqLen: seqLen)
+                        return try body(h.floats, rows)
                     }
                 }
             }
@@ -25,7 +24,8 @@ extension Model {
     /// Hidden states of the last layer of an encoder (BERT), `[batch, seqLen, hidden]` row-major, with the active
     /// adapter. `attentionMask` ([batch·seqLen], 1 = token, 0 = padding; nil = no padding) keeps padding out of
     /// every other position's attention, so a padded row's real positions equal the unpadded row's.
-    /// `tokenTypeIDs` default to 0.
+    /// `tokenTypeIDs` default to 0. With prompt tuning, the rows are the real positions (the virtual tokens'
+    /// own hidden states are left out).
     ///
     /// ```swift
     /// let model = try Model.load(path: "all-MiniLM-L6-v2")
@@ -34,28 +34,32 @@ extension Model {
     public func hiddenStates(inputIDs: [Int32], attentionMask: [Int32]? = nil, tokenTypeIDs: [Int32]? = nil, batch: Int,
                              seqLen: Int) throws -> [Float] {
         try withHiddenStates(inputIDs: inputIDs, attentionMask: attentionMask, tokenTypeIDs: tokenTypeIDs, batch: batch,
-                             seqLen: seqLen) { h, _ in
-            Array(UnsafeBufferPointer(start: h, count: batch * seqLen * config.hiddenSize))
+                             seqLen: seqLen) { h, rows in
+            var out = [Float](repeating: 0, count: batch * seqLen * config.hiddenSize)
+            out.withUnsafeMutableBufferPointer { rows.gatherReal($0.baseAddress!, h, config.hiddenSize) }
+            return out
         }
     }
 
     /// Sentence embeddings `[batch, hidden]`: the mean of the hidden states over the unmasked positions, L2
-    /// normalised when `normalize` (what sentence-transformers computes for all-MiniLM-L6-v2).
+    /// normalised when `normalize` (what sentence-transformers computes for all-MiniLM-L6-v2). With prompt tuning
+    /// the mean covers the virtual tokens too (PEFT's extended attention mask).
     public func embed(inputIDs: [Int32], attentionMask: [Int32]? = nil, tokenTypeIDs: [Int32]? = nil, batch: Int,
                       seqLen: Int, normalize: Bool = true) throws -> [Float] {
         try withHiddenStates(inputIDs: inputIDs, attentionMask: attentionMask, tokenTypeIDs: tokenTypeIDs, batch: batch,
-                             seqLen: seqLen) { h, inputs in
+                             seqLen: seqLen) { h, rows in
             let C = config.hiddenSize
             var out = [Float](repeating: 0, count: batch * C)
             out.withUnsafeMutableBufferPointer { o in
-                meanPoolForward(o.baseAddress!, h, mask: inputs.mask, batch, seqLen, C)
+                meanPoolForward(o.baseAddress!, h, mask: rows.mask, batch, rows.width, C)
                 if normalize { l2NormalizeRows(o.baseAddress!, batch, C) }
             }
             return out
         }
     }
 
-    /// BERT's pooled output `[batch, hidden]`: tanh(W·h[CLS] + b), as `BertModel`'s `pooler_output`. Throws
+    /// BERT's pooled output `[batch, hidden]`: tanh(W·h[CLS] + b), as `BertModel`'s `pooler_output` (with prompt
+    /// tuning the first row is the first virtual token's, as under PEFT). Throws
     /// `unsupported` when the model has no pooler.
     public func pooledOutput(inputIDs: [Int32], attentionMask: [Int32]? = nil, tokenTypeIDs: [Int32]? = nil, batch: Int,
                              seqLen: Int) throws -> [Float] {
@@ -63,10 +67,10 @@ extension Model {
             throw PEFTKitError.unsupported("this model has no pooler (pooler.dense)")
         }
         return try withHiddenStates(inputIDs: inputIDs, attentionMask: attentionMask, tokenTypeIDs: tokenTypeIDs,
-                                    batch: batch, seqLen: seqLen) { h, _ in
+                                    batch: batch, seqLen: seqLen) { h, rows in
             let C = config.hiddenSize
             var out = [Float](repeating: 0, count: batch * C)
-            out.withUnsafeMutableBufferPointer { poolerForward($0.baseAddress!, h, pooler: pooler, batch, seqLen, C) }
+            out.withUnsafeMutableBufferPointer { poolerForward($0.baseAddress!, h, pooler: pooler, batch, rows.width, C) }
             return out
         }
     }
@@ -117,13 +121,13 @@ extension Model {
                             labels: [Int32]? = nil, targets: [Float]? = nil, batch: Int,
                             seqLen: Int) throws -> (outputs: [Float], loss: Float?) {
         try withHiddenStates(inputIDs: inputIDs, attentionMask: attentionMask, tokenTypeIDs: tokenTypeIDs, batch: batch,
-                             seqLen: seqLen) { h, inputs in
+                             seqLen: seqLen) { h, rows in
             let (_, head) = try engine.activeHead()
             return try withOptionalBuffer(labels) { lab in
                 try withOptionalFloats(targets) { tg in
                     let t = (lab == nil && tg == nil) ? nil : HeadTargets(labels: lab, values: tg)
                     if let t { try engine.validateHeadTargets(head, t, batch: batch, seqLen: seqLen) }
-                    return try engine.headOutputs(head, hidden: h, mask: inputs.mask, batch: batch, seqLen: seqLen, targets: t)
+                    return try engine.headOutputs(head, hidden: h, rows: rows, targets: t)
                 }
             }
         }

@@ -14,7 +14,9 @@ import Glibc
 //                                (with the state file's size and FNV-1a hash)
 //     state-<tag>.safetensors    params, exp_avg (AdamW m) and exp_avg_sq (AdamW v), each flat F32 [P] in the
 //                                adapter's parameter layout; training_rng I32 [8] when the method draws random
-//                                numbers while training (LoRA dropout)
+//                                numbers while training (LoRA dropout); with an encoder's task head (the
+//                                manifest's `head`) also head_params, head_exp_avg, head_exp_avg_sq F32 [H]
+//                                (weight [K, C] then bias [K])
 //     adapter-<tag>/             the same weights in the method's portable format (what saveAdapter writes), so a
 //                                checkpoint is also a loadable adapter; absent for methods that cannot be saved
 //
@@ -38,6 +40,14 @@ extension Rng {
 }
 
 // MARK: - Manifest
+
+/// An encoder's task head trained with the adapter (`AdapterSlot.head`): what it computes and its shape.
+struct CheckpointHead: Codable, Equatable {
+    /// `HeadKind`'s raw value.
+    var kind: String
+    var outputs: Int
+    var features: Int
+}
 
 /// Where the flat optimiser state lives, with what proves it is the file the manifest was written for.
 struct CheckpointStateRef: Codable, Equatable {
@@ -64,6 +74,8 @@ struct CheckpointManifest: Codable {
     var state: CheckpointStateRef
     /// The portable adapter folder inside the checkpoint folder, if the method could be saved.
     var adapter: String?
+    /// The adapter's task head, if it has one (absent in older manifests: no head).
+    var head: CheckpointHead?
 
     /// The adapter configuration the manifest describes; `source` names the file in messages.
     func adapterConfig(model: ModelConfig, context: AdapterContext, source: String) throws -> AdapterConfig {
@@ -131,8 +143,9 @@ extension Engine {
             throw PEFTKitError.unsupported("checkpoints of \(ad.method.rawValue) adapters are not implemented")
         }
         let fileConfig = JSONValue.object(savable.fileConfig(name: name))
-        let P = slot.parameterCount
-        guard isAllFinite(ad.params.floats, P), isAllFinite(opt.m.floats, P), isAllFinite(opt.v.floats, P) else {
+        let P = slot.parameterCount, H = slot.head?.parameterCount ?? 0
+        guard isAllFinite(ad.params.floats, P), isAllFinite(opt.m.floats, P + H), isAllFinite(opt.v.floats, P + H),
+              slot.head.map({ isAllFinite($0.params, H) }) ?? true else {
             throw PEFTKitError.numerical("adapter '\(name)' holds non-finite weights or optimiser state; "
                 + "no checkpoint was written (an existing one is left as it was)")
         }
@@ -142,7 +155,8 @@ extension Engine {
         var manifest = CheckpointManifest(
             format: CheckpointManifest.formatName, version: CheckpointManifest.currentVersion, name: name,
             method: ad.method.rawValue, step: opt.step, parameterCount: P, model: self.config, config: fileConfig,
-            state: CheckpointStateRef(file: stateName, bytes: 0, fnv1a64: ""), adapter: nil)
+            state: CheckpointStateRef(file: stateName, bytes: 0, fnv1a64: ""), adapter: nil,
+            head: slot.head.map { CheckpointHead(kind: $0.kind.rawValue, outputs: $0.outputs, features: $0.head.features) })
         // What is written must read back as the same adapter: the same parameter layout and the same file config.
         let probe = try CheckpointManifest.decode(try manifest.encoded(), source: "checkpoint manifest")
         let again = try AdapterRegistry.make(try probe.adapterConfig(model: self.config, context: adapterContext(), source: "checkpoint manifest"),
@@ -160,6 +174,14 @@ extension Engine {
             .init(name: "exp_avg", shape: [P], payload: .f32Buffer(UnsafeBufferPointer(start: opt.m.floats, count: P))),
             .init(name: "exp_avg_sq", shape: [P], payload: .f32Buffer(UnsafeBufferPointer(start: opt.v.floats, count: P))),
         ]
+        if let head = slot.head {
+            // The one optimiser state holds the head's moments after the adapter's.
+            entries += [
+                .init(name: "head_params", shape: [H], payload: .f32Buffer(UnsafeBufferPointer(start: head.params, count: H))),
+                .init(name: "head_exp_avg", shape: [H], payload: .f32Buffer(UnsafeBufferPointer(start: opt.m.floats + P, count: H))),
+                .init(name: "head_exp_avg_sq", shape: [H], payload: .f32Buffer(UnsafeBufferPointer(start: opt.v.floats + P, count: H))),
+            ]
+        }
         if let r = ad as? TrainingRandomState {
             let words = r.trainingRng.words.flatMap { [Int32(truncatingIfNeeded: $0), Int32(truncatingIfNeeded: $0 >> 32)] }
             entries.append(.init(name: "training_rng", shape: [8], payload: .i32(words)))
@@ -246,14 +268,35 @@ extension Engine {
                 + "(size or hash differs: truncated or modified)")
         }
         let st = try SafeTensorsFile(storage: storage, path: statePath)
-        func flat(_ key: String) throws -> Tensor {
+        func flat(_ key: String, _ P: Int) throws -> Tensor {
             guard let info = st.info(key) else { throw PEFTKitError.format("'\(statePath)' lacks tensor '\(key)'") }
             guard info.dtype == .f32, info.shape == [P] else {
                 throw PEFTKitError.format("'\(statePath)': tensor '\(key)' is \(info.dtype.rawValue) \(info.shape), expected F32 [\(P)]")
             }
             return try st.tensor(key)
         }
-        let params = try flat("params"), expAvg = try flat("exp_avg"), expAvgSq = try flat("exp_avg_sq")
+        // The task head: a kind PEFTKit knows, on an encoder, of this model's width.
+        var head: (head: TaskHead, params: Tensor, m: Tensor, v: Tensor)? = nil
+        if let h = m.head {
+            guard let kind = HeadKind(rawValue: h.kind) else {
+                throw PEFTKitError.format("\(source): head kind '\(h.kind)' is not one of \(HeadKind.allCases.map(\.rawValue))")
+            }
+            guard config.encoder != nil, h.features == config.hiddenSize, h.outputs >= 1, h.outputs <= 1 << 16 else {
+                throw PEFTKitError.format("\(source): a head of \(h.outputs) outputs over \(h.features) features does not fit this "
+                    + "model (an encoder of hidden size \(config.hiddenSize) takes 1...65536 outputs)")
+            }
+            let th = try TaskHead(kind: kind, outputs: h.outputs, features: h.features, seed: 0)
+            let H = th.parameterCount
+            let hp = try flat("head_params", H), hm = try flat("head_exp_avg", H), hv = try flat("head_exp_avg_sq", H)
+            guard isAllFinite(hp.data, H), isAllFinite(hm.data, H), isAllFinite(hv.data, H) else {
+                throw PEFTKitError.numerical("checkpoint state '\(statePath)' holds non-finite head values")
+            }
+            for i in 0..<H where hv.data[i] < 0 {
+                throw PEFTKitError.format("checkpoint state '\(statePath)': head_exp_avg_sq[\(i)] is negative")
+            }
+            head = (th, hp, hm, hv)
+        }
+        let params = try flat("params", P), expAvg = try flat("exp_avg", P), expAvgSq = try flat("exp_avg_sq", P)
         guard isAllFinite(params.data, P), isAllFinite(expAvg.data, P), isAllFinite(expAvgSq.data, P) else {
             throw PEFTKitError.numerical("checkpoint state '\(statePath)' holds non-finite values")
         }
@@ -276,6 +319,13 @@ extension Engine {
         ad.params.floats.update(from: params.data, count: P)
         slot.opt.m.floats.update(from: expAvg.data, count: P)
         slot.opt.v.floats.update(from: expAvgSq.data, count: P)
+        if let head {
+            let H = head.head.parameterCount
+            head.head.params.update(from: head.params.data, count: H)
+            try slot.attachHead(head.head)
+            slot.opt.m.floats.advanced(by: P).update(from: head.m.data, count: H)
+            slot.opt.v.floats.advanced(by: P).update(from: head.v.data, count: H)
+        }
         slot.opt.step = m.step
         if let rng, let r = ad as? TrainingRandomState { r.trainingRng = rng }
         ad.parametersChanged()

@@ -231,9 +231,9 @@ extension Engine {
                 w.embedBackward(into: gw, d, ids: ids, rows: N, seqLen: T)
             }
         }
-        if Vt > 0, let g = adapter?.promptGrad(grads: grads) {
-            // d now holds dL/d(embeddings): the virtual tokens' rows are the prompt's gradient.
-            for b in 0..<B { addInPlace(g, d + b * Tp * C, Vt * C) }
+        if Vt > 0, let g = adapter?.promptGrad(grads: grads), let prompt = adapter?.promptEmbeddings() {
+            // d now holds dL/d(embeddings): the virtual tokens' rows lead back to the prompt.
+            for b in 0..<B { w.virtualTokensBackward(g, d + b * Tp * C, prompt: prompt, first: P, count: Vt) }
         }
         return lossSum
     }

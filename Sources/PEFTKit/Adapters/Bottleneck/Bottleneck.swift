@@ -16,6 +16,11 @@ struct BottleneckUnitActs {
     var z: UnsafeMutablePointer<Float>
     /// Own buffer for z when it is x + h.
     var zOwn: UnsafeMutablePointer<Float>
+    /// Post-LN layers (BERT) with `original_ln_before`: LN(x + h) with the sub-layer's own norm, and its
+    /// statistics; z then points here.
+    var normed: UnsafeMutablePointer<Float>?
+    var normMean: UnsafeMutablePointer<Float>?
+    var normRstd: UnsafeMutablePointer<Float>?
     var lnbOut: UnsafeMutablePointer<Float>?
     var lnbMean: UnsafeMutablePointer<Float>?
     var lnbRstd: UnsafeMutablePointer<Float>?
@@ -48,12 +53,6 @@ final class BottleneckAdapter: Adapter {
 
     init(config: BottleneckConfig, model: ModelConfig) throws {
         try config.validate(numLayers: model.numLayers, hidden: model.hiddenSize)
-        // In a post-LayerNorm encoder AdapterHub feeds such a unit LN(x + h) through the layer's own norm and
-        // normalises twice; PEFTKit's unit sees x + h. Refused rather than computed differently.
-        if model.architecture.weights.bidirectional && config.originalLnBefore {
-            throw PEFTKitError.unsupported("bottleneck adapters with original_ln_before (Pfeiffer, seq_bn) are not supported "
-                + "on \(model.architecture) yet; use the Houlsby placement (double_seq_bn, original_ln_before false)")
-        }
         self.config = config
         let C = model.hiddenSize
         hidden = C
@@ -103,8 +102,12 @@ final class BottleneckAdapter: Adapter {
                 let needed = training ? unit(layer: slot, site: site) != nil : units.contains { $0.site == site }
                 guard needed else { row.append(nil); continue }
                 let z = try pool.take(n * C)
+                // Post-LN layers hand the unit their norm (`SubLayerNorm`); pre-norm decoders never do.
+                let normed = config.originalLnBefore && model.architecture.weights.bidirectional
                 row.append(BottleneckUnitActs(
                     z: z, zOwn: z,
+                    normed: normed ? try pool.take(n * C) : nil, normMean: normed ? try pool.take(n) : nil,
+                    normRstd: normed ? try pool.take(n) : nil,
                     lnbOut: config.lnBefore ? try pool.take(n * C) : nil,
                     lnbMean: config.lnBefore ? try pool.take(n) : nil,
                     lnbRstd: config.lnBefore ? try pool.take(n) : nil,
@@ -122,19 +125,27 @@ final class BottleneckAdapter: Adapter {
     }
 
     override func unitForward(_ l: Int, _ site: BottleneckSite, out: UnsafeMutablePointer<Float>, x: UnsafeMutablePointer<Float>,
-                              h: UnsafeMutablePointer<Float>, _ p: PassInfo) {
+                              h: UnsafeMutablePointer<Float>, norm: SubLayerNorm?, _ p: PassInfo) {
         guard let u = unit(layer: l, site: site) else { return }
         if p.training {
-            forward(u, out: out, x: x, h: h, acts: &trainActs[p.slot][site.rawValue]!, rows: p.rows)
+            forward(u, out: out, x: x, h: h, norm: norm, acts: &trainActs[p.slot][site.rawValue]!, rows: p.rows)
         } else {
-            forward(u, out: out, x: x, h: h, acts: &inferActs[0][site.rawValue]!, rows: p.rows)
+            forward(u, out: out, x: x, h: h, norm: norm, acts: &inferActs[0][site.rawValue]!, rows: p.rows)
         }
     }
 
     override func unitBackward(_ l: Int, _ site: BottleneckSite, dz: UnsafeMutablePointer<Float>, dout: UnsafeMutablePointer<Float>,
-                               grads: UnsafeMutablePointer<Float>, scratchC: UnsafeMutablePointer<Float>, _ p: PassInfo) -> Bool {
+                               grads: UnsafeMutablePointer<Float>, scratchC: UnsafeMutablePointer<Float>, norm: SubLayerNorm?,
+                               _ p: PassInfo) -> Bool {
         guard let u = unit(layer: l, site: site), let acts = trainActs[p.slot][site.rawValue] else { return false }
         backward(u, dz: dz, dout: dout, acts: acts, grads: grads, scratchC: scratchC, rows: p.rows)
+        if config.originalLnBefore, let norm, let m = acts.normMean, let s = acts.normRstd {
+            // z = LN(x + h) with the layer's frozen norm: dz becomes the gradient of x + h.
+            let n = p.rows * hidden
+            scratchC.update(from: dz, count: n)
+            dz.update(repeating: 0, count: n)
+            layerNormBackward(dz, nil, nil, scratchC, acts.zOwn, norm.weight, m, s, p.rows, hidden)
+        }
         return config.originalLnBefore
     }
 
@@ -168,13 +179,18 @@ final class BottleneckAdapter: Adapter {
         FrozenLinear(weight: base + u.upW, bias: base + u.upB, inFeatures: bottleneck, outFeatures: hidden, transposed: false)
     }
 
-    /// out = x + h + A(z), z = (Pfeiffer) x + h or (Houlsby) h. `out` may alias neither x nor h.
+    /// out = x + h + A(z), z = (Pfeiffer) x + h, or LN(x + h) with the layer's `norm` in a post-LN layer, or
+    /// (Houlsby) h. `out` may alias neither x nor h.
     func forward(_ u: BottleneckUnitLayout, out: UnsafeMutablePointer<Float>, x: UnsafeMutablePointer<Float>,
-                 h: UnsafeMutablePointer<Float>, acts: inout BottleneckUnitActs, rows n: Int) {
+                 h: UnsafeMutablePointer<Float>, norm: SubLayerNorm?, acts: inout BottleneckUnitActs, rows n: Int) {
         let C = hidden, p = params.floats
         if config.originalLnBefore {
             add(acts.zOwn, x, h, n * C)
             acts.z = acts.zOwn
+            if let norm, let o = acts.normed, let m = acts.normMean, let s = acts.normRstd {
+                layerNormForward(o, m, s, acts.zOwn, norm.weight, norm.bias, n, C, norm.eps)
+                acts.z = o
+            }
         } else {
             acts.z = h
         }

@@ -184,10 +184,14 @@ extension BottleneckAdapter: SavableAdapter {
             "residual_before_ln": .bool(true), "scaling": .double(decimalDouble(c.scaling)), "shared_W_phm": .bool(false),
             "shared_phm_rule": .bool(true), "stochastic_depth": .double(0), "use_gating": .bool(false),
         ]
+        let (modelClass, modelType) = switch model.architecture {
+        case .gpt2: ("GPT2LMHeadModel", "gpt2")
+        case .llama: ("LlamaForCausalLM", "llama")
+        case .bert: ("BertModel", "bert")
+        }
         return [
             "config": .object(bn), "hidden_size": .int(model.hiddenSize),
-            "model_class": .string(model.architecture == .gpt2 ? "GPT2LMHeadModel" : "LlamaForCausalLM"),
-            "model_name": .string(""), "model_type": .string(model.architecture == .gpt2 ? "gpt2" : "llama"),
+            "model_class": .string(modelClass), "model_name": .string(""), "model_type": .string(modelType),
             "name": .string(name), "version": .string("adapters.1.3.0"),
         ]
     }
@@ -206,10 +210,15 @@ extension BottleneckAdapter: SavableAdapter {
         }
     }
 
+    /// Reads every parameter. A BERT adapter saved from a `BertModel` (no head) has its names without the
+    /// `bert.` that head models (and PEFTKit) write; both spellings are read.
     func readFileTensors(_ st: SafeTensorsFile, name: String, path: String) throws -> Set<String> {
         var used = Set<String>()
         for s in fileTensorSlots(name: name) {
-            let aliases = BottleneckAdapter.aliases(s.name, lnBefore: config.lnBefore)
+            var aliases = BottleneckAdapter.aliases(s.name, lnBefore: config.lnBefore)
+            if model.architecture == .bert {
+                aliases += ([s.name] + aliases).filter { $0.hasPrefix("bert.") }.map { String($0.dropFirst("bert.".count)) }
+            }
             let key = st.info(s.name) != nil ? s.name : (aliases.first { st.info($0) != nil } ?? s.name)
             try copyFileTensor(st, key: key, shape: s.shape, into: params.floats + s.offset, path: path)
             used.insert(key)

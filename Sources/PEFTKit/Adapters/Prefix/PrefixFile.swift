@@ -5,7 +5,8 @@
 
 enum PrefixSchema: AdapterConfigSchema {
     static let known: Set<String> = ["num_virtual_tokens", "token_dim", "num_attention_heads", "num_layers",
-                                     "encoder_hidden_size", "prefix_projection", "num_transformer_submodules"]
+                                     "encoder_hidden_size", "prefix_projection", "num_transformer_submodules",
+                                     "modules_to_save"]
 
     static func claims(_ o: [String: JSONValue]) -> Bool { o["peft_type"] == .string("PREFIX_TUNING") }
 

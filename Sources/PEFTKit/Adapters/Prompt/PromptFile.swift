@@ -5,7 +5,7 @@
 enum PromptSchema: AdapterConfigSchema {
     static let known: Set<String> = ["num_virtual_tokens", "token_dim", "num_attention_heads", "num_layers",
                                      "num_transformer_submodules", "prompt_tuning_init", "prompt_tuning_init_text",
-                                     "init_token_ids"]
+                                     "init_token_ids", "modules_to_save"]
 
     static func claims(_ o: [String: JSONValue]) -> Bool { o["peft_type"] == .string("PROMPT_TUNING") }
 
