@@ -6,7 +6,8 @@ Developer tool, run by hand (CI only reads the committed files):
 
     HF_HUB_OFFLINE=1 /work/venv-ref/bin/python scripts/make_method_fixtures.py   # torch, transformers 4.57.6, peft 0.18.1
 
-Writes Tests/Fixtures/peft/<arch>/dora/{adapter/, reference.safetensors} with the keys of
+Writes Tests/Fixtures/peft/<arch>/dora/{adapter/, reference.safetensors} (and dora_dropout/, see
+`dora_dropout_case`) with the keys of
 scripts/make_peft_fixtures.py (input_ids, labels, logits, loss, init.*/grad.*/final.* under PEFT's parameter
 names, adam_losses, final_loss, merged_logits), and Tests/Fixtures/pref/<arch>/reference.safetensors (see
 `pref_case`).
@@ -104,8 +105,85 @@ def dora_case(arch):
     print("  saved keys:", sorted(load_file(cdir + "/adapter/adapter_model.safetensors").keys())[:3])
 
 
+class FixedDropout(torch.nn.Module):
+    """Inverted dropout with a given keep mask (1 kept, 0 dropped) in place of a drawn one."""
+
+    def __init__(self, keep, p):
+        super().__init__()
+        self.keep, self.p = keep, p
+
+    def forward(self, x):
+        return x * self.keep / (1 - self.p) if self.training else x
+
+
+def dora_dropout_case(arch):
+    """DoRA with lora_dropout 0.3, trained with fixed keep masks (one per adapted module, the same every pass):
+    PEFT's DoraLinearVariant then recomputes the base product on the dropped input. Writes
+    Tests/Fixtures/peft/<arch>/dora_dropout/{adapter/, reference.safetensors}: input_ids, labels, eval_logits
+    (model.eval(), no dropout), loss (train mode, masked), init.*/grad.* under PEFT's parameter names,
+    adam_losses (3 AdamW steps, same masks) and mask.<module> ([B·T, in], 1/0, module as in the base model)."""
+    ff = arch == "gpt2"
+    targets = ["c_attn", "attn.c_proj", "c_fc"] if ff else ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
+    p = 0.3
+    model = load_base(arch)
+    cfg = LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, lora_dropout=p, use_dora=True,
+                     target_modules=targets, fan_in_fan_out=ff)
+    torch.manual_seed(6)
+    pm = get_peft_model(model, cfg)
+    g = torch.Generator().manual_seed(77 + (1000 if arch == "llama" else 0))
+    params = sorted([(n, q) for n, q in pm.named_parameters() if q.requires_grad], key=lambda kv: kv[0])
+    with torch.no_grad():
+        for n, q in params:
+            noise = torch.randn(q.shape, generator=g)
+            if "lora_magnitude_vector" in n:
+                q.mul_(1 + 0.1 * noise)
+            else:
+                q.copy_(0.1 * noise)
+    init = {n: q.detach().clone() for n, q in params}
+    cdir = f"Tests/Fixtures/peft/{arch}/dora_dropout"
+    os.makedirs(cdir, exist_ok=True)
+    save_adapter(pm, cdir + "/adapter")
+    ids, labels = load_batch(arch)
+    N = ids.numel()
+    masks = {}
+    mg = torch.Generator().manual_seed(99)
+    for name, mod in sorted(pm.named_modules()):
+        if hasattr(mod, "lora_dropout") and "default" in mod.lora_dropout:
+            keep = (torch.rand((N, mod.in_features), generator=mg) >= p).float()
+            mod.lora_dropout["default"] = FixedDropout(keep.view(ids.shape[0], ids.shape[1], -1), p)
+            masks["mask." + name.removeprefix("base_model.model.")] = keep.contiguous()
+    assert masks
+    pm.eval()
+    with torch.no_grad():
+        eval_logits = pm(input_ids=ids).logits.detach()
+    pm.train()
+    out = pm(input_ids=ids, labels=labels)
+    out.loss.backward()
+    grads = {n: q.grad.detach().clone() for n, q in params}
+    opt = torch.optim.AdamW([q for _, q in params], lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    losses = []
+    for _ in range(3):
+        opt.zero_grad(set_to_none=True)
+        o = pm(input_ids=ids, labels=labels)
+        losses.append(o.loss.item())
+        o.loss.backward()
+        opt.step()
+    t = {"input_ids": ids.int().contiguous(), "labels": labels.int().contiguous(),
+         "eval_logits": eval_logits.contiguous(), "loss": out.loss.detach().reshape(1),
+         "adam_losses": torch.tensor(losses)}
+    t.update(masks)
+    for n, _ in params:
+        t["init." + n] = init[n].contiguous()
+        t["grad." + n] = grads[n].contiguous()
+    save_file(t, cdir + "/reference.safetensors")
+    print(arch, "dora+dropout loss", out.loss.item(), "losses", [round(x, 4) for x in losses],
+          "masks", sorted(masks)[:2], "kept", sum(m.sum().item() for m in masks.values()) / sum(m.numel() for m in masks.values()))
+
+
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["dora"]
+    which = sys.argv[1:] or ["dora", "dora_dropout"]
     for arch in ("gpt2", "llama"):
         if "dora" in which:
             dora_case(arch)
+        if "dora_dropout" in which:
+            dora_dropout_case(arch)

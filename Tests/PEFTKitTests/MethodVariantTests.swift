@@ -21,14 +21,6 @@ import Testing
         #expect(cfg["use_dora"] == .bool(true))
     }
 
-    /// DoRA with dropout is refused with a message, not computed differently from PEFT.
-    @Test func doraWithDropoutIsRefused() throws {
-        let m = try Model.create(config: TS.tinyConfig(.llama), seed: 1, initStd: 0.1)
-        #expect(throws: PEFTKitError.self) {
-            try m.attachAdapter(name: "d", configJSON: #"{"peft_type": "LORA", "r": 4, "use_dora": true, "lora_dropout": 0.1}"#)
-        }
-    }
-
     /// LoRA+: after one AdamW step, each A moved as AdamW at lr and each B as AdamW at ratio·lr, bit for bit
     /// (the ratio from TrainConfig or from the adapter JSON's `loraplus_lr_ratio`).
     @Test(arguments: [false, true])
@@ -81,6 +73,12 @@ import Testing
             // checkpointing (an open LoRA-dropout bug, outside checkpointing).
             var c = LoRAConfig(); c.rank = 4; c.dropout = 0.2
             c.targets = a == .gpt2 ? ["c_attn"] : LinearSite.sites(a).map { $0.shortName(a) }
+            return .lora(c)
+        }
+    } + Architecture.allCases.map { arch in
+        MethodCase(arch: arch, label: "dora-dropout") { a in
+            var c = LoRAConfig(); c.rank = 4; c.dropout = 0.2; c.useDoRA = true
+            c.targets = LinearSite.sites(a).map { $0.shortName(a) }
             return .lora(c)
         }
     }

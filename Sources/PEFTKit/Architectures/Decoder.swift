@@ -135,6 +135,17 @@ struct LayerContext {
     /// Packed rows: each position's position within its record ([batch·seqLen]); rotary or learned positions
     /// restart at every record. nil = positions pastLen..<pastLen+seqLen.
     var positions: UnsafePointer<Int32>? = nil
+    /// Gradient checkpointing's recomputation of a layer before its backward: the layer's output is still in
+    /// its stream, so a layer may stop before work whose result only that output needs (`skipsOutputProjection`).
+    var recompute = false
+
+    /// Whether the recomputation may stop before the last projection and the output residual: neither the
+    /// backward nor the adapter reads their results unless the adapter hooks the projection or the residual.
+    func skipsOutputProjection(_ l: Int, _ site: LinearSite) -> Bool {
+        guard recompute else { return false }
+        guard let ad = adapter else { return true }
+        return !ad.hooks(l, site) && !ad.hasUnit(l, .output)
+    }
 
     /// Whether queries see only earlier keys (decoders) or every key (encoders).
     var causal: Bool { !config.architecture.weights.bidirectional }

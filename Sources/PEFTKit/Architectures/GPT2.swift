@@ -186,6 +186,7 @@ struct GPT2Weights: ModelWeights {
         layerNormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.x1, w.ln2W, w.ln2B, N, C, eps)
         ctx.linear(l, .fc, w.fc, out: a.fcPre, inp: a.ln2, rows: N)
         activationForward(.geluTanh, a.act, a.fcPre, N * I)
+        if ctx.skipsOutputProjection(l, .proj) { return }
         ctx.linear(l, .proj, w.proj, out: a.h2, inp: a.act, rows: N)
         ctx.residualForward(l, .output, out: out, x: a.x1, h: a.h2)
     }

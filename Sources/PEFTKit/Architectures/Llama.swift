@@ -241,6 +241,7 @@ struct LlamaWeights: ModelWeights {
         ctx.linear(l, .gate, w.gate, out: a.fcPre, inp: a.ln2, rows: N)
         ctx.linear(l, .up, w.up, out: a.fcUp, inp: a.ln2, rows: N)
         swigluForward(a.act, a.fcPre, a.fcUp, N * I)
+        if ctx.skipsOutputProjection(l, .down) { return }
         ctx.linear(l, .down, w.down, out: a.h2, inp: a.act, rows: N)
         ctx.residualForward(l, .output, out: out, x: a.x1, h: a.h2)
     }

@@ -208,12 +208,15 @@ extension Engine {
         let random = adapter as? TrainingRandomState
         let rngAfter = random?.trainingRng
         for l in stride(from: L - 1, through: lo, by: -1) {
-            if buf.checkpointed {
-                // Recompute the layer's activations from its kept input (its output lands where it was).
+            // Checkpointing: recompute the layer's activations from its kept input. The top layer's are still in
+            // the shared set from the forward; the layer's output is still in its stream (the recomputation may
+            // stop before it, `LayerContext.skipsOutputProjection`).
+            if buf.checkpointed && l < L - 1 {
                 if let r = random, let s = buf.rngBefore[l - lo] { r.trainingRng = s }
-                let fctx = LayerContext(config: c, adapter: adapter, grads: nil, pass: PassInfo(rows: N, slot: l, training: true),
+                var fctx = LayerContext(config: c, adapter: adapter, grads: nil, pass: PassInfo(rows: N, slot: l, training: true),
                                         batch: B, seqLen: Tp, pastLen: P, cache: nil,
                                         segmentStarts: segments?.starts, positions: segments?.positions)
+                fctx.recompute = true
                 w.forwardLayer(l, fctx, x: buf.streams[l - lo], out: buf.streams[l - lo + 1], a: &buf.acts[0])
             }
             let ctx = LayerContext(config: c, adapter: adapter, grads: grads, pass: PassInfo(rows: N, slot: l, training: true),

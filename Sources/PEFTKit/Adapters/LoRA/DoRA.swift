@@ -16,6 +16,15 @@ import COpenBLAS
 // The norms never materialise W + s·B·A: with G = A·Wᵀ [r, out] (the frozen linear's own product, so any weight
 // storage works) and K = A·Aᵀ [r, r], n_j² = ‖W_j‖² + 2s·Σ_k B_jk G_kj + s²·B_j K B_jᵀ, where ‖W_j‖² is computed
 // once. That costs one r-row pass through each adapted linear per forward pass (`beginPass`).
+//
+// With lora_dropout in training, PEFT (`DoraLinearVariant.forward`) drops x for the DoRA term and recomputes the
+// base product on the dropped input x̃ (bias only once, from the frozen linear on x):
+//
+//     y = x·Wᵀ + b + (m/n − 1) ⊙ (x̃·Wᵀ) + (m/n) ⊙ s·(x̃·Aᵀ)·Bᵀ
+//
+// so dm_j = Σ_rows dy_j · (x̃·Wᵀ + s·x̃·Aᵀ·Bᵀ)_j / n_j, A and B see dy ⊙ m/n and x̃, and
+// dx = dy·W + mask ⊙ ((dy ⊙ (m/n − 1))·W + s·(dy ⊙ m/n)·B·A). That costs one more frozen product forward and
+// one backward per adapted linear. Evaluation (no dropout) is the formula above.
 
 /// What DoRA adds to a LoRA adapter: the frozen linears it reads, the norms of the current pass, and the
 /// pre-scale outputs the backward needs.
@@ -36,6 +45,8 @@ final class DoRAState {
     /// Keeps the norms of the last pass (tests: a finite-difference check of the detached-norm gradient).
     var holdNorms = false
     private var prepared: (Int, Int)?
+    /// The unit whose (dy ⊙ (m/n − 1)) `dscaled` holds for `droppedBaseGradient` (-1: none).
+    private var pendingDropped = -1
 
     init(units: [LoRAAdapter.Unit], rank r: Int, context: AdapterContext) throws {
         guard let get = context.frozenLinear else {
@@ -70,12 +81,15 @@ final class DoRAState {
         for j in 0..<u.outF { m[j] = Float(weightNorm2[rowOffset[u.id] + j].squareRoot()) }
     }
 
+    /// Training buffers only (evaluation keeps nothing): an evaluation pass between two training steps must
+    /// not drop them, as the LoRA adapter prepares each mode once per shape.
     func prepare(_ lora: LoRAAdapter, rows n: Int, slots: Int, training: Bool) throws {
-        if let p = prepared, p == (n, training ? slots : 0) { return }
+        guard training else { return }
+        if let p = prepared, p == (n, slots) { return }
         let pool = BufferPool()
         var pre: [[UnsafeMutablePointer<Float>?]] = []
         var maxOut = 0
-        for slot in 0..<(training ? slots : 0) {
+        for slot in 0..<slots {
             var row: [UnsafeMutablePointer<Float>?] = []
             for s in LinearSite.allCases {
                 if let u = lora.unit(slot, s) {
@@ -88,9 +102,9 @@ final class DoRAState {
             pre.append(row)
         }
         self.pre = pre
-        dscaled = training && maxOut > 0 ? try pool.take(n * maxOut) : nil
+        dscaled = maxOut > 0 ? try pool.take(n * maxOut) : nil
         self.pool = pool
-        prepared = (n, training ? slots : 0)
+        prepared = (n, slots)
     }
 
     /// Computes m/n and 1/n of every unit from the current parameters.
@@ -144,6 +158,45 @@ final class DoRAState {
             let o = out + i * ldo, yi = y + i * ldy
             if let b = bias { for j in 0..<O { o[j] = b[j] + sc[j] * yi[j] } } else { for j in 0..<O { o[j] = sc[j] * yi[j] } }
         }
+    }
+
+    /// Training with dropout: `out` = x·Wᵀ + b came from the undropped x; t = x̃·Aᵀ from the dropped `dropped` x̃.
+    /// out += (m/n − 1)·(x̃·Wᵀ) + (m/n)·s·t·Bᵀ, and pre = x̃·Wᵀ + s·t·Bᵀ for the backward.
+    func forwardDropped(_ lora: LoRAAdapter, _ u: LoRAAdapter.Unit, out: UnsafeMutablePointer<Float>, ldo: Int,
+                        t: UnsafeMutablePointer<Float>, dropped x: UnsafeMutablePointer<Float>, _ p: PassInfo) {
+        let n = p.rows, O = u.outF, r = lora.config.rank, B = lora.params.floats + u.b
+        let sc = scaleCol.floats + rowOffset[u.id]
+        guard p.training, let y = pre[p.slot][u.site.rawValue], let l = dscaled else { return }
+        frozen[u.id].linearForwardGEMM(out: y, ldo: O, inp: x, ldi: u.inF, rows: n, beta: 0)
+        sgemm(transA: false, transB: true, m: n, n: O, k: r,
+              alpha: lora.scale, a: t, lda: r, b: B, ldb: r, beta: 0, c: l, ldc: O)
+        for i in 0..<n {
+            let o = out + i * ldo, yi = y + i * O, li = l + i * O
+            for j in 0..<O {
+                o[j] += (sc[j] - 1) * yi[j] + sc[j] * li[j]
+                yi[j] += li[j]
+            }
+        }
+    }
+
+    /// Training with dropout, after the LoRA branch's gradients: keeps dy ⊙ (m/n − 1) for `droppedBaseGradient`.
+    func keepDroppedBaseGradient(_ u: LoRAAdapter.Unit, dout: UnsafeMutablePointer<Float>, lddo: Int, _ p: PassInfo) {
+        let n = p.rows, O = u.outF, sc = scaleCol.floats + rowOffset[u.id]
+        guard let ds = dscaled else { return }
+        for i in 0..<n {
+            let d = dout + i * lddo, o = ds + i * O
+            for j in 0..<O { o[j] = d[j] * (sc[j] - 1) }
+        }
+        pendingDropped = u.id
+    }
+
+    /// w [N, in] = (dy ⊙ (m/n − 1))·W, the gradient of the dropped input through the recomputed base product;
+    /// false (w untouched) unless `keepDroppedBaseGradient` ran for this unit.
+    func droppedBaseGradient(_ u: LoRAAdapter.Unit, into w: UnsafeMutablePointer<Float>, _ p: PassInfo) -> Bool {
+        guard pendingDropped == u.id, let ds = dscaled else { return false }
+        pendingDropped = -1
+        frozen[u.id].backwardInput(dinp: w, dout: ds, rows: p.rows, accumulate: false, lddi: u.inF, lddo: u.outF)
+        return true
     }
 
     /// dm += Σ dy ⊙ pre / n; returns dy ⊙ m/n ([N, out], packed), the output gradient of both the frozen linear

@@ -46,9 +46,6 @@ public struct LoRAConfig: Sendable, Equatable {
         try require(dropout.isFinite && dropout >= 0 && dropout < 1, "LoRA dropout must be in [0, 1), got \(dropout)")
         try validateLayers(layers, numLayers: m.numLayers)
         if let r = loraPlusRatio { try require(r.isFinite && r > 0, "loraplus_lr_ratio must be positive, got \(r)") }
-        if useDoRA && dropout > 0 {
-            throw PEFTKitError.unsupported("DoRA with lora_dropout > 0 is not supported (PEFT then recomputes the base output on the dropped input)")
-        }
         if useDoRA && initLoRAWeights != .standard {
             throw PEFTKitError.unsupported("DoRA with init_lora_weights '\(initLoRAWeights.rawValue)' is not supported")
         }
@@ -104,6 +101,9 @@ final class LoRAAdapter: Adapter {
     private var prepared: [Bool: (Int, Int)] = [:]
     /// Internal (not private): checkpoints save and restore it (`TrainingRandomState`).
     var dropRng: Rng
+    /// Tests: a keep mask (1 kept, 0 dropped) [N, in] per unit id that replaces the drawn one, so a pass can be
+    /// repeated with the same mask or matched to a reference's.
+    var fixedDropoutKeep: [Int: [Float]] = [:]
     /// DoRA's norms and saved outputs (nil for plain LoRA).
     private(set) var dora: DoRAState?
     /// PiSSA / OLoRA: A₀ and B₀ as initialised, in the parameter layout (nil for the standard init). The base runs
@@ -217,7 +217,11 @@ final class LoRAAdapter: Adapter {
         if p.training, config.dropout > 0, let ms = drop[true]![p.slot][site.rawValue], let w = work {
             // Inverted dropout on the branch input: the scaled mask is kept; the masked input is rebuilt when needed.
             let keep = 1 - config.dropout, inv = 1 / keep
-            for i in 0..<(n * u.inF) { ms[i] = dropRng.nextFloat() < keep ? inv : 0 }
+            if let fixed = fixedDropoutKeep[u.id], fixed.count >= n * u.inF {
+                for i in 0..<(n * u.inF) { ms[i] = fixed[i] * inv }
+            } else {
+                for i in 0..<(n * u.inF) { ms[i] = dropRng.nextFloat() < keep ? inv : 0 }
+            }
             masked(w, inp, ldi, ms, n, u.inF)
             x = w; ldx = u.inF
         }
@@ -225,7 +229,11 @@ final class LoRAAdapter: Adapter {
         sgemm(transA: false, transB: true, m: n, n: r, k: u.inF,
               alpha: 1, a: x, lda: ldx, b: A, ldb: u.inF, beta: 0, c: tt, ldc: r)
         if let d = dora {
-            d.forward(self, u, out: out, ldo: ldo, t: tt, p)
+            if x != inp {
+                d.forwardDropped(self, u, out: out, ldo: ldo, t: tt, dropped: x, p)
+            } else {
+                d.forward(self, u, out: out, ldo: ldo, t: tt, p)
+            }
             return
         }
         sgemm(transA: false, transB: true, m: n, n: u.outF, k: r,
@@ -237,17 +245,19 @@ final class LoRAAdapter: Adapter {
                                        grads: UnsafeMutablePointer<Float>, _ p: PassInfo) -> UnsafeMutablePointer<Float> {
         guard let u = unit(l, site), let g = gbuf else { return dout }
         let r = config.rank, n = p.rows, B = params.floats + u.b
-        // DoRA: the magnitude's gradient, and dy·m/n as the gradient of both branches.
+        // DoRA: the magnitude's gradient, and dy·m/n as the gradient of both branches (of the LoRA branch only
+        // under dropout: the frozen linear then gets dy itself, see `linearInputBackward`).
+        let dy = dout, lddy = lddo
         var dout = dout, lddo = lddo
         if let d = dora {
             dout = d.backward(u, dout: dout, lddo: lddo, grads: grads, p)
             lddo = u.outF
         }
         let tt = t(p, site)
-        var x = inp, ldx = ldi
+        var x = inp, ldx = ldi, dropped = false
         if config.dropout > 0, let ms = drop[true]![p.slot][site.rawValue], let w = work {
             masked(w, inp, ldi, ms, n, u.inF)
-            x = w; ldx = u.inF
+            x = w; ldx = u.inF; dropped = true
         }
         // dB += s·dYᵀ·t ; g = dY·B ; dA += s·gᵀ·x
         sgemm(transA: true, transB: false, m: u.outF, n: r, k: n,
@@ -256,6 +266,10 @@ final class LoRAAdapter: Adapter {
               alpha: 1, a: dout, lda: lddo, b: B, ldb: r, beta: 0, c: g, ldc: r)
         sgemm(transA: true, transB: false, m: r, n: u.inF, k: n,
               alpha: scale, a: g, lda: r, b: x, ldb: ldx, beta: 1, c: grads + u.a, ldc: u.inF)
+        if dropped, let d = dora {
+            d.keepDroppedBaseGradient(u, dout: dy, lddo: lddy, p)
+            return dy
+        }
         return dout
     }
 
@@ -264,9 +278,11 @@ final class LoRAAdapter: Adapter {
         guard let u = unit(l, site), let g = gbuf else { return }
         let r = config.rank, n = p.rows, A = params.floats + u.a
         if config.dropout > 0, let ms = drop[true]![p.slot][site.rawValue], let w = work {
-            // dX += (s·g·A) ⊙ mask/(1-p)
+            // dX += (s·g·A) ⊙ mask/(1-p); DoRA adds its base term on the dropped input: (dy ⊙ (m/n − 1))·W.
+            var beta: Float = 0
+            if let d = dora, d.droppedBaseGradient(u, into: w, p) { beta = 1 }
             sgemm(transA: false, transB: false, m: n, n: u.inF, k: r,
-                  alpha: scale, a: g, lda: r, b: A, ldb: u.inF, beta: 0, c: w, ldc: u.inF)
+                  alpha: scale, a: g, lda: r, b: A, ldb: u.inF, beta: beta, c: w, ldc: u.inF)
             for i in 0..<n {
                 let d = dinp + i * lddi, ww = w + i * u.inF, m = ms + i * u.inF
                 for j in 0..<u.inF { d[j] += ww[j] * m[j] }
