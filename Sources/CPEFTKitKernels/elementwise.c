@@ -1,12 +1,12 @@
 // The hot element-wise and row-wise kernels of a training step, compiled once per instruction-set path: the body
-// (elementwise_body.h) is written against a small vector vocabulary, defined below for scalar C (one lane),
-// AVX2+FMA (8 lanes) and AVX-512F (16 lanes) and applied under a `#pragma clang attribute` target, so no -march
+// (elementwise_body.h) is written against a small vector vocabulary, defined below for portable C vectors (8 lanes,
+// the baseline target: "scalar" = no extension), AVX2+FMA (8 lanes) and AVX-512F (16 lanes) and applied under a `#pragma clang attribute` target, so no -march
 // flag is needed and every path is built on every x86-64 machine; pk_ew_detect picks one with
-// __builtin_cpu_supports. Elsewhere only the scalar path exists.
+// __builtin_cpu_supports. Elsewhere only the portable path exists.
 //
 // Numerics per path: the same formulas in the same order; the vector paths fuse the multiply-adds the body names
-// (VFMA / VFNMA) and sum reductions in W lanes (float for softmax, double elsewhere) added in lane order at the
-// end, the scalar path rounds each product and sums serially. Contraction is off, so the compiler adds no other
+// (VFMA / VFNMA); every path sums reductions in W lanes (float for softmax, double elsewhere) added in lane order
+// at the end; the portable path rounds each product and has the lanes of the AVX2 path. Contraction is off, so the compiler adds no other
 // fusion, and each path's result is fixed for given inputs.
 #pragma clang fp contract(off)
 
@@ -23,50 +23,93 @@
 #define EW_X86 0
 #endif
 
-// ---- scalar: one lane ------------------------------------------------------------------------------------------
+// ---- portable: eight lanes of plain C vectors -----------------------------------------------------------------
+// Clang's generic vectors, compiled for the baseline target (SSE2 pairs on x86-64, NEON on arm64): the lanes and
+// reduction order of the AVX2 path without its fused multiply-adds. The fallback on x86-64 CPUs without AVX2 and
+// the only path elsewhere ("scalar" in PEFTKIT_CPU: no instruction-set extension).
+
+// 32-byte vectors pass differently with and without AVX; every function taking one is static and inlined, so
+// no ABI is involved and the warning about it says nothing here.
+#pragma clang diagnostic ignored "-Wpsabi"
+
+typedef float ew_v8f __attribute__((vector_size(32)));
+typedef int32_t ew_v8i __attribute__((vector_size(32)));
+typedef double ew_v8d __attribute__((vector_size(64)));
 
 #define EW_SFX(name) name##_scalar
-#define EW_W 1
-#define VF float
-#define VLOAD(p) (*(p))
-#define VSTORE(p, v) (*(p) = (v))
-#define VLOADN(p, n) ((void)(n), *(p))
-#define VSTOREN(p, v, n) ((void)(n), *(p) = (v))
-#define VKEEPN(v, n) ((void)(n), (v))
-#define VSET(x) ((float)(x))
+#define EW_W 8
+#define VF ew_v8f
+#define VLOAD(p) ew_load_p(p)
+#define VSTORE(p, v) ew_store_p((p), (v))
+#define VLOADN(p, n) ew_loadn_p((p), (n))
+#define VSTOREN(p, v, n) ew_storen_p((p), (v), (n))
+#define VKEEPN(v, n) ew_keepn_p((v), (n))
+#define VSET(x) ew_set_p((float)(x))
 #define VADD(a, b) ((a) + (b))
 #define VSUB(a, b) ((a) - (b))
 #define VMUL(a, b) ((a) * (b))
 #define VDIV(a, b) ((a) / (b))
 #define VFMA(a, b, c) ((a) * (b) + (c))
 #define VFNMA(a, b, c) ((c) - (a) * (b))
-#define VMIN_X(c, x) ((c) < (x) ? (c) : (x))
-#define VMAX_X(c, x) ((c) > (x) ? (c) : (x))
-#define VMAX_NN(v, m) ((v) > (m) ? (v) : (m))
-#define VHSUM(v) (v)
-#define VHMAX(v) (v)
-#define VROUND_EXP(p, t, magic) ew_scale_scalar((p), (t), (magic))
-#define DACC double
+#define VMIN_X(c, x) ew_select_p((c) < (x), (c), (x))
+#define VMAX_X(c, x) ew_select_p((c) > (x), (c), (x))
+#define VMAX_NN(v, m) ew_select_p((v) > (m), (v), (m))
+#define VHSUM(v) ew_hsum_p(v)
+#define VHMAX(v) ew_hmax_p(v)
+#define VROUND_EXP(p, t, magic) ew_scale_p((p), (t), (magic))
+#define DACC ew_v8d
 
-static inline float ew_scale_scalar(float p, float t, float magic) {
-    int32_t ti, mi;
-    memcpy(&ti, &t, 4);
-    memcpy(&mi, &magic, 4);
-    const int32_t n = ti - mi, n1 = n >> 1, n2 = n - n1;
-    const uint32_t b1 = (uint32_t)(n1 + 127) << 23, b2 = (uint32_t)(n2 + 127) << 23;
-    float s1, s2;
-    memcpy(&s1, &b1, 4);
-    memcpy(&s2, &b2, 4);
+static inline ew_v8f ew_load_p(const float *p) {
+    ew_v8f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void ew_store_p(float *p, ew_v8f v) { memcpy(p, &v, sizeof v); }
+static inline ew_v8f ew_loadn_p(const float *p, int64_t n) {
+    ew_v8f v = {0, 0, 0, 0, 0, 0, 0, 0};
+    memcpy(&v, p, (size_t)(n < 8 ? n : 8) * sizeof(float));
+    return v;
+}
+static inline void ew_storen_p(float *p, ew_v8f v, int64_t n) { memcpy(p, &v, (size_t)(n < 8 ? n : 8) * sizeof(float)); }
+static inline ew_v8f ew_keepn_p(ew_v8f v, int64_t n) {
+    for (int j = 0; j < 8; j++)
+        if (j >= n) v[j] = 0.0f;
+    return v;
+}
+static inline ew_v8f ew_set_p(float x) { return (ew_v8f){x, x, x, x, x, x, x, x}; }
+/// Lane j = mask[j] ? a[j] : b[j] (mask lanes are all ones or zero, as comparisons give).
+static inline ew_v8f ew_select_p(ew_v8i mask, ew_v8f a, ew_v8f b) {
+    return (ew_v8f)((mask & (ew_v8i)a) | (~mask & (ew_v8i)b));
+}
+static inline float ew_hsum_p(ew_v8f t) {
+    return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+}
+static inline float ew_hmax_p(ew_v8f t) {
+    float m = -INFINITY;
+    for (int j = 0; j < 8; j++)
+        if (t[j] > m) m = t[j];
+    return m;
+}
+static inline ew_v8f ew_scale_p(ew_v8f p, ew_v8f t, ew_v8f magic) {
+    const ew_v8i n = (ew_v8i)t - (ew_v8i)magic;
+    const ew_v8i n1 = n >> 1, n2 = n - n1;
+    const ew_v8f s1 = (ew_v8f)((n1 + 127) << 23), s2 = (ew_v8f)((n2 + 127) << 23);
     return (p * s1) * s2;
 }
-static inline double dacc_zero_scalar(void) { return 0.0; }
-static inline void dacc_add_scalar(double *a, float v) { *a += (double)v; }
-static inline void dacc_add_prod_scalar(double *a, float x, float y) { *a += (double)x * (double)y; }
-static inline void dacc_add_sqdiff_scalar(double *a, float v, double m) {
-    const double d = (double)v - m;
+static inline ew_v8d dacc_zero_scalar(void) { return (ew_v8d){0, 0, 0, 0, 0, 0, 0, 0}; }
+static inline void dacc_add_scalar(ew_v8d *a, ew_v8f v) { *a += __builtin_convertvector(v, ew_v8d); }
+static inline void dacc_add_prod_scalar(ew_v8d *a, ew_v8f x, ew_v8f y) {
+    *a += __builtin_convertvector(x, ew_v8d) * __builtin_convertvector(y, ew_v8d);
+}
+static inline void dacc_add_sqdiff_scalar(ew_v8d *a, ew_v8f v, double m) {
+    const ew_v8d d = __builtin_convertvector(v, ew_v8d) - m;
     *a += d * d;
 }
-static inline double dacc_sum_scalar(double a) { return a; }
+static inline double dacc_sum_scalar(ew_v8d a) {
+    double s = 0;
+    for (int j = 0; j < 8; j++) s += a[j];
+    return s;
+}
 
 #include "elementwise_body.h"
 
