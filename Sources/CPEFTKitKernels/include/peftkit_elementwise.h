@@ -1,6 +1,6 @@
 // Internal C kernels of PEFTKit (not part of the public C ABI in include/peftkit.h): the hot element-wise and
 // row-wise kernels of a training step (exp-bound activations, softmax, cross-entropy, LayerNorm, RMSNorm, RoPE),
-// each compiled three times (scalar, AVX2+FMA, AVX-512F) and chosen at run time. No function validates its input:
+// each compiled three times (portable C vectors, AVX2+FMA, AVX-512F) and chosen at run time. No function validates its input:
 // the Swift callers in Sources/PEFTKit/Kernels check sizes first and split the work between threads.
 //
 // `isa` selects the path (PK_EW_SCALAR, PK_EW_AVX2, PK_EW_AVX512); a path the CPU cannot run falls back to the
@@ -17,7 +17,9 @@
 extern "C" {
 #endif
 
-/// Instruction-set paths of these kernels. PK_EW_AVX512 needs AVX-512F plus AVX2 + FMA; PK_EW_AVX2 needs AVX2 + FMA.
+/// Instruction-set paths of these kernels. PK_EW_SCALAR is the portable path (generic 8-lane C vectors for the
+/// baseline target, no fused multiply-adds; the only one off x86-64); PK_EW_AVX2 needs AVX2 + FMA; PK_EW_AVX512
+/// needs AVX-512F as well.
 enum { PK_EW_SCALAR = 0, PK_EW_AVX2 = 1, PK_EW_AVX512 = 2 };
 
 /// Activation codes of pk_ew_act_forward / pk_ew_act_backward.
