@@ -1,3 +1,4 @@
+import CPEFTKitKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -16,44 +17,27 @@ public enum Activation: String, Sendable, Codable, CaseIterable {
 // Pointwise non-linearities (adapter activations, MLP activations) and SwiGLU (Llama MLP), forward and
 // backward. Formulas and operation order follow PyTorch's CPU kernels; libm's erff and `vexp` below stand in
 // for torch's vectorised erf / exp, so results agree to about an ulp of the larger terms, not bitwise.
+// The exp-bound ones (gelu_new, SiLU, SwiGLU) run in C (Sources/CPEFTKitKernels/elementwise.c) on the CPU's
+// best vector path (`ElementwiseISA`); each path computes every element the same way wherever a thread's chunk
+// starts, so results stay independent of the thread count.
 // "gelu_new" uses the identity 0.5·x·(1 + tanh u) = x·sigmoid(2u): one exp instead of glibc's slow tanhf,
 // and no cancellation in 1 + tanh u for negative x (torch's form loses relative accuracy there).
 
 // MARK: - Vector exp
 
-/// e^x on 8 lanes, for the exp-bound kernels (softmax, SiLU, SwiGLU, tanh-GELU). Within 2 ulp of the exact
-/// value over the whole Float range (test: `vectorExpAccuracy`), about the accuracy of torch's vectorised
-/// expf (1 ulp) and several times faster than calling libm's expf per element.
-/// x = n·ln2 + r with |r| ≤ ln2/2 (Cody–Waite split of ln2), e^r by its degree-7 Taylor polynomial, then
-/// two exact power-of-two scalings so that results near overflow and in the subnormal range are right.
-/// x > 89 gives +inf, x < −104 gives 0, NaN stays NaN.
-@inline(__always)
-func vexp(_ x: SIMD8<Float>) -> SIMD8<Float> {
-    let log2e: Float = 1.44269504088896340736
-    let ln2Hi: Float = 0.693359375                // 355/512: n·ln2Hi is exact for |n| < 2^15
-    let ln2Lo: Float = -2.12194440054690583e-4    // ln2 − ln2Hi
-    let roundMagic: Float = 12582912              // 1.5·2^23: adding it rounds to an integer
-    var xc = x
-    xc.replace(with: 89, where: x .> 89)
-    xc.replace(with: -104, where: x .< -104)
-    let t = xc * log2e + roundMagic
-    let nf = t - roundMagic
-    let n = unsafeBitCast(t, to: SIMD8<Int32>.self) &- Int32(bitPattern: roundMagic.bitPattern)
-    let r = (xc - nf * ln2Hi) - nf * ln2Lo
-    var p: SIMD8<Float> = SIMD8(repeating: 1.0 / 5040)
-    p = p * r + 1.0 / 720
-    p = p * r + 1.0 / 120
-    p = p * r + 1.0 / 24
-    p = p * r + 1.0 / 6
-    p = p * r + 0.5
-    p = p * r + 1
-    p = p * r + 1
-    // 2^n as 2^n1 · 2^n2 with n1, n2 in [−75, 64]: each factor is a normal Float.
-    let n1 = n &>> 1
-    let n2 = n &- n1
-    let s1 = unsafeBitCast((n1 &+ 127) &<< 23, to: SIMD8<Float>.self)
-    let s2 = unsafeBitCast((n2 &+ 127) &<< 23, to: SIMD8<Float>.self)
-    return (p * s1) * s2
+/// e^x on 8 lanes through the element-wise C kernels' exp (`pk_ew_exp`): within 2 ulp of the exact value over
+/// the whole Float range on every path (tests: `vectorExpAccuracy`, `ElementwiseSIMDTests`), about the accuracy of
+/// torch's vectorised expf (1 ulp). x = n·ln2 + r with |r| ≤ ln2/2 (Cody–Waite split of ln2), e^r by its degree-7
+/// Taylor polynomial, then two exact power-of-two scalings so that results near overflow and in the subnormal
+/// range are right. x > 89 gives +inf, x < −104 gives 0, NaN stays NaN. The kernels call the C exp directly; this
+/// form is for tests and occasional Swift callers.
+func vexp(_ x: SIMD8<Float>, isa: ElementwiseISA = .active) -> SIMD8<Float> {
+    var v = x
+    withUnsafeMutableBytes(of: &v) { raw in
+        guard let p = raw.baseAddress?.assumingMemoryBound(to: Float.self) else { return }
+        pk_ew_exp(isa.rawValue, p, p, 8)
+    }
+    return v
 }
 
 /// Loads x[i..<i+8], padding with zeros past `end`. Elementwise kernels process partial groups this way so
@@ -82,13 +66,10 @@ func store8(_ x: UnsafeMutablePointer<Float>, _ i: Int, _ end: Int, _ v: SIMD8<F
 private let sqrtHalf: Float = 0.707106781186547524400844362104849039
 /// 1/sqrt(2π): the standard normal density at 0.
 private let invSqrt2Pi: Float = 0.398942280401432677939946059934381868
-/// sqrt(2/π), the tanh-GELU constant.
-private let sqrt2OverPi: Float = 0.797884560802865355879892119868763737
-private let geluKappa: Float = 0.044715
 
 /// out[i] = act(inp[i]) for i in 0..<n. `out` may equal `inp` (in place).
 func activationForward(_ act: Activation, _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
-                       _ n: Int) {
+                       _ n: Int, isa: ElementwiseISA = .active) {
     parallelFor(n, grain: kernelParallelGrain) { s, e in
         switch act {
         case .relu:
@@ -106,28 +87,17 @@ func activationForward(_ act: Activation, _ out: UnsafeMutablePointer<Float>, _ 
         case .geluTanh:
             // transformers NewGELUActivation: 0.5 * x * (1 + tanh(u)), u = sqrt(2/π) * (x + 0.044715 * x³),
             // evaluated as x / (1 + exp(-2u)).
-            var i = s
-            while i < e {
-                let x = load8(inp, i, e)
-                let u = sqrt2OverPi * (x + geluKappa * (x * x * x))
-                store8(out, i, e, x / (1 + vexp(-2 * u)))
-                i += 8
-            }
+            pk_ew_act_forward(isa.rawValue, Int32(PK_EW_GELU_TANH), out + s, inp + s, Int64(e - s))
         case .swish:
             // torch silu: x / (1 + exp(-x))
-            var i = s
-            while i < e {
-                let x = load8(inp, i, e)
-                store8(out, i, e, x / (1 + vexp(-x)))
-                i += 8
-            }
+            pk_ew_act_forward(isa.rawValue, Int32(PK_EW_SILU), out + s, inp + s, Int64(e - s))
         }
     }
 }
 
 /// dinp[i] += act'(inp[i]) * dout[i] for i in 0..<n, where `inp` is the forward input.
 func activationBackward(_ act: Activation, _ dinp: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
-                        _ dout: UnsafePointer<Float>, _ n: Int) {
+                        _ dout: UnsafePointer<Float>, _ n: Int, isa: ElementwiseISA = .active) {
     parallelFor(n, grain: kernelParallelGrain) { s, e in
         switch act {
         case .relu:
@@ -150,61 +120,27 @@ func activationBackward(_ act: Activation, _ dinp: UnsafeMutablePointer<Float>, 
             // with σ = sigmoid(2u): 0.5 (1 + tanh u) = σ and 1 − tanh² u = 4σ(1 − σ), so
             // = σ + 2 x σ (1 − σ) · sqrt(2/π) (1 + 3κ x²), where 1 − σ = exp(−2u)·σ keeps its relative
             // accuracy for large x (1 − σ itself would round to 0).
-            var i = s
-            while i < e {
-                let x = load8(inp, i, e)
-                let x2 = x * x
-                let u = sqrt2OverPi * (x + geluKappa * (x2 * x))
-                let ex = vexp(-2 * u)
-                let sig = 1 / (1 + ex)
-                let du = sqrt2OverPi * (1 + 3 * geluKappa * x2)
-                let d = load8(dout, i, e) * (sig + 2 * x * sig * (ex * sig) * du)
-                store8(dinp, i, e, load8(dinp, i, e) + d)
-                i += 8
-            }
+            pk_ew_act_backward(isa.rawValue, Int32(PK_EW_GELU_TANH), dinp + s, inp + s, dout + s, Int64(e - s))
         case .swish:
             // sigmoid * (1 + x * (1 - sigmoid))
-            var i = s
-            while i < e {
-                let x = load8(inp, i, e)
-                let sig = 1 / (1 + vexp(-x))
-                let d = load8(dout, i, e) * sig * (1 + x * (1 - sig))
-                store8(dinp, i, e, load8(dinp, i, e) + d)
-                i += 8
-            }
+            pk_ew_act_backward(isa.rawValue, Int32(PK_EW_SILU), dinp + s, inp + s, dout + s, Int64(e - s))
         }
     }
 }
 
 /// SwiGLU (Llama MLP): out[i] = silu(gate[i]) * up[i]. `out` may equal `gate` or `up`.
 func swigluForward(_ out: UnsafeMutablePointer<Float>, _ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>,
-                   _ n: Int) {
+                   _ n: Int, isa: ElementwiseISA = .active) {
     parallelFor(n, grain: kernelParallelGrain) { s, e in
-        var i = s
-        while i < e {
-            let g = load8(gate, i, e)
-            let u = load8(up, i, e)
-            store8(out, i, e, (g / (1 + vexp(-g))) * u)
-            i += 8
-        }
+        pk_ew_swiglu_forward(isa.rawValue, out + s, gate + s, up + s, Int64(e - s))
     }
 }
 
 /// Backward of `swigluForward`: dup += dout * silu(gate); dgate += dout * up * silu'(gate).
 func swigluBackward(_ dgate: UnsafeMutablePointer<Float>, _ dup: UnsafeMutablePointer<Float>,
                     _ dout: UnsafePointer<Float>, _ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>,
-                    _ n: Int) {
+                    _ n: Int, isa: ElementwiseISA = .active) {
     parallelFor(n, grain: kernelParallelGrain) { s, e in
-        var i = s
-        while i < e {
-            let g = load8(gate, i, e)
-            let d = load8(dout, i, e)
-            let denom = 1 + vexp(-g)
-            let sig = 1 / denom
-            store8(dup, i, e, load8(dup, i, e) + d * (g / denom))
-            let ds = d * load8(up, i, e)
-            store8(dgate, i, e, load8(dgate, i, e) + ds * sig * (1 + g * (1 - sig)))
-            i += 8
-        }
+        pk_ew_swiglu_backward(isa.rawValue, dgate + s, dup + s, dout + s, gate + s, up + s, Int64(e - s))
     }
 }

@@ -1,3 +1,4 @@
+import CPEFTKitKernels
 import COpenBLAS
 #if canImport(Glibc)
 import Glibc
@@ -286,16 +287,10 @@ func attentionBackwardPacked(dq: StridedRows, dk: StridedRows, dv: StridedRows, 
 }
 
 /// Softmax of the first `valid` scores of a row of `width` (their maximum is `mx`), in place; the masked rest
-/// of the row becomes 0.
+/// of the row becomes 0. In C on the CPU's vector path (`pk_ew_softmax_row`: the vector exp, the sum in Float
+/// lanes added in a fixed order).
 @inline(__always)
-func softmaxRow(_ row: UnsafeMutablePointer<Float>, valid: Int, width: Int, max mx: Float) {
-    var sum: Float = 0
-    for j in 0..<valid {
-        let e = expf(row[j] - mx)
-        row[j] = e
-        sum += e
-    }
-    let inv = 1 / sum
-    for j in 0..<valid { row[j] *= inv }
-    if valid < width { (row + valid).update(repeating: 0, count: width - valid) }
+func softmaxRow(_ row: UnsafeMutablePointer<Float>, valid: Int, width: Int, max mx: Float,
+                isa: ElementwiseISA = .active) {
+    pk_ew_softmax_row(isa.rawValue, row, Int64(valid), Int64(width), mx)
 }

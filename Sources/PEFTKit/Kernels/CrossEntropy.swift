@@ -1,3 +1,4 @@
+import CPEFTKitKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -9,7 +10,7 @@ import Glibc
 let ignoreIndex: Int32 = -100
 
 /// For each row r of `logits` [N, V] with targets[r] != -100: loss_r = logsumexp(row) − row[target]
-/// (max-subtracted; exp in Float by `vexp`, the sum of exponentials and the loss in Double).
+/// (max-subtracted; exp in Float by the vector exp of `pk_ew_exp`, the sum of exponentials and the loss in Double).
 /// `losses` (optional, [N]) receives loss_r as Float, 0 for ignored rows.
 /// If `computeGrad`, each row is overwritten IN PLACE with (softmax(row) − onehot(target)) · gradScale
 /// (· tokenScales[r] when given: a per-token loss weight), and ignored rows become zeros; otherwise the logits
@@ -18,7 +19,8 @@ let ignoreIndex: Int32 = -100
 /// that count. Targets are already shifted by the caller; anything other than -100 must be in 0..<V.
 func crossEntropyForwardBackward(logits: UnsafeMutablePointer<Float>, losses: UnsafeMutablePointer<Float>?,
                                  targets: UnsafePointer<Int32>, N: Int, V: Int, gradScale: Float,
-                                 computeGrad: Bool, tokenScales: UnsafePointer<Float>? = nil) -> (lossSum: Double, count: Int) {
+                                 computeGrad: Bool, tokenScales: UnsafePointer<Float>? = nil,
+                                 isa: ElementwiseISA = .active) -> (lossSum: Double, count: Int) {
     if N <= 0 { return (0, 0) }
     precondition(V > 0, "crossEntropy: empty vocabulary")
     return withUnsafeTemporaryAllocation(of: Double.self, capacity: N) { buf -> (lossSum: Double, count: Int) in
@@ -34,43 +36,13 @@ func crossEntropyForwardBackward(logits: UnsafeMutablePointer<Float>, losses: Un
                     continue
                 }
                 precondition(t >= 0 && Int(t) < V, "crossEntropy: target \(t) outside 0..<\(V)")
-                let target = Int(t)
-                // Row max (NaN never wins a comparison, so a NaN logit shows up in the loss instead).
-                var mv = SIMD8<Float>(repeating: -.infinity)
-                var i = 0
-                while i + 8 <= V {
-                    let v = UnsafeRawPointer(row + i).loadUnaligned(as: SIMD8<Float>.self)
-                    mv.replace(with: v, where: v .> mv)
-                    i += 8
-                }
-                var mx = mv.max()
-                while i < V {
-                    if row[i] > mx { mx = row[i] }
-                    i += 1
-                }
-                let xt = row[target]
-                // exp(x − max) in groups of 8 (the last group padded and its extra lanes zeroed), summed in
-                // eight Double lanes: a fixed order, so the sum is deterministic.
-                var acc = SIMD8<Double>(repeating: 0)
-                i = 0
-                while i < V {
-                    var e = vexp(load8(row, i, V) - mx)
-                    if i + 8 > V { for j in (V - i)..<8 { e[j] = 0 } }
-                    if computeGrad { store8(row, i, V, e) }
-                    acc += SIMD8<Double>(e)
-                    i += 8
-                }
-                let sum = acc.sum()
-                let loss = log(sum) + Double(mx) - Double(xt)
+                // The row in C (elementwise.c, the CPU's vector path): max, exp(x − max) summed in Double lanes
+                // added in a fixed order (deterministic), loss = log(sum) + max − row[target], and the gradient
+                // written over the row.
+                let scale = gradScale * (tokenScales?[r] ?? 1)
+                let loss = pk_ew_xent_row(isa.rawValue, row, Int64(V), Int64(t), computeGrad ? 1 : 0, scale)
                 rowLoss[r] = loss
                 losses?[r] = Float(loss)
-                if computeGrad {
-                    let inv = Float(1 / sum)
-                    let pt = row[target] * inv
-                    let scale = gradScale * (tokenScales?[r] ?? 1)
-                    for j in 0..<V { row[j] = (row[j] * inv) * scale }
-                    row[target] = (pt - 1) * scale
-                }
             }
         }
         var total = 0.0

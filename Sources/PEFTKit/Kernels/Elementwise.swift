@@ -1,3 +1,4 @@
+import CPEFTKitKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,6 +15,41 @@ import Glibc
 // independently. Reductions over rows (weight and bias gradients) are parallel over columns: each column
 // sums its rows serially in row order, in Double, so the chunking of columns between threads changes nothing.
 // Flat reductions (sum of squares) use fixed blocks whose size does not depend on the thread count.
+
+/// The instruction-set path of the element-wise C kernels (Sources/CPEFTKitKernels/elementwise.c: activations,
+/// softmax, cross-entropy, LayerNorm, RMSNorm, RoPE). `active` is the best path the CPU runs, unless the
+/// environment variable PEFTKIT_CPU (scalar | avx2 | avx512) asks for a lower one; it is read once, on first use.
+/// Every kernel that takes an `isa` argument defaults to `active`; tests pass each of `available` in turn.
+enum ElementwiseISA: Int32, CaseIterable, Sendable, CustomStringConvertible {
+    case scalar = 0, avx2 = 1, avx512 = 2
+
+    /// The best path this CPU runs.
+    static let detected: ElementwiseISA = ElementwiseISA(rawValue: pk_ew_detect()) ?? .scalar
+
+    /// The path used when a caller does not name one.
+    static let active: ElementwiseISA = {
+        guard let v = getenv("PEFTKIT_CPU") else { return detected }
+        let asked: ElementwiseISA
+        switch String(cString: v).lowercased() {
+        case "scalar": asked = .scalar
+        case "avx2": asked = .avx2
+        case "avx512", "avx-512": asked = .avx512
+        default: return detected
+        }
+        return asked.rawValue <= detected.rawValue ? asked : detected
+    }()
+
+    /// The paths this CPU runs.
+    static var available: [ElementwiseISA] { allCases.filter { $0.rawValue <= detected.rawValue } }
+
+    var description: String {
+        switch self {
+        case .scalar: return "scalar"
+        case .avx2: return "AVX2+FMA"
+        case .avx512: return "AVX-512F"
+        }
+    }
+}
 
 /// Work items (floats touched) below which a parallel loop runs inline: a dispatch costs microseconds.
 let kernelParallelGrain = 1 << 14

@@ -1,9 +1,13 @@
+import CPEFTKitKernels
 #if canImport(Glibc)
 import Glibc
 #endif
 
 // LayerNorm (GPT-2, BERT, adapter ln_before/ln_after) and RMSNorm (Llama), forward and backward.
-// Row statistics are summed in Double and rounded once; per-element math is Float.
+// Row statistics are summed in Double and rounded once; per-element math is Float. The row work (statistics,
+// outputs, input gradients) runs in C on the CPU's vector path (elementwise.c, `ElementwiseISA`): the vector
+// paths sum a row in W Double lanes added in lane order and fuse the multiply-adds, so paths differ by rounding
+// only. The column reductions of the weight and bias gradients stay here (deterministic, see Elementwise.swift).
 
 /// LayerNorm over the last dimension, as torch.nn.LayerNorm (biased variance):
 /// out = (inp - mean) * rstd * weight + bias, rstd = 1 / sqrt(var + eps).
@@ -11,27 +15,11 @@ import Glibc
 func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ mean: UnsafeMutablePointer<Float>,
                       _ rstd: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
                       _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>,
-                      _ N: Int, _ C: Int, _ eps: Float) {
+                      _ N: Int, _ C: Int, _ eps: Float, isa: ElementwiseISA = .active) {
     if C <= 0 { return }
     parallelFor(N, grain: rowGrain(C)) { r0, r1 in
-        for r in r0..<r1 {
-            let x = inp + r * C
-            let y = out + r * C
-            var s = 0.0
-            for i in 0..<C { s += Double(x[i]) }
-            let m = s / Double(C)
-            var ss = 0.0
-            for i in 0..<C {
-                let d = Double(x[i]) - m
-                ss += d * d
-            }
-            let variance = ss / Double(C)
-            let mf = Float(m)
-            let rs = Float(1.0 / (variance + Double(eps)).squareRoot())
-            for i in 0..<C { y[i] = (x[i] - mf) * rs * weight[i] + bias[i] }
-            mean[r] = mf
-            rstd[r] = rs
-        }
+        pk_ew_layernorm_forward(isa.rawValue, out + r0 * C, mean + r0, rstd + r0, inp + r0 * C, weight, bias,
+                                Int64(r1 - r0), Int64(C), eps)
     }
 }
 
@@ -42,29 +30,11 @@ func layerNormBackward(_ dinp: UnsafeMutablePointer<Float>, _ dweight: UnsafeMut
                        _ dbias: UnsafeMutablePointer<Float>?, _ dout: UnsafePointer<Float>,
                        _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
                        _ mean: UnsafePointer<Float>, _ rstd: UnsafePointer<Float>,
-                       _ N: Int, _ C: Int) {
+                       _ N: Int, _ C: Int, isa: ElementwiseISA = .active) {
     if C <= 0 { return }
     parallelFor(N, grain: rowGrain(C)) { r0, r1 in
-        for r in r0..<r1 {
-            let x = inp + r * C
-            let d = dout + r * C
-            let dx = dinp + r * C
-            let m = mean[r], rs = rstd[r]
-            var sumG = 0.0, sumGX = 0.0
-            for i in 0..<C {
-                let g = d[i] * weight[i]
-                let xh = (x[i] - m) * rs
-                sumG += Double(g)
-                sumGX += Double(g) * Double(xh)
-            }
-            let meanG = Float(sumG / Double(C))
-            let meanGX = Float(sumGX / Double(C))
-            for i in 0..<C {
-                let g = d[i] * weight[i]
-                let xh = (x[i] - m) * rs
-                dx[i] += rs * (g - meanG - xh * meanGX)
-            }
-        }
+        pk_ew_layernorm_backward(isa.rawValue, dinp + r0 * C, dout + r0 * C, inp + r0 * C, weight, mean + r0,
+                                 rstd + r0, Int64(r1 - r0), Int64(C))
     }
     if dweight == nil && dbias == nil { return }
     forEachColumnBlock(N, C) { c0, w, accW, accB in
@@ -89,19 +59,11 @@ func layerNormBackward(_ dinp: UnsafeMutablePointer<Float>, _ dweight: UnsafeMut
 /// (torch's order). out, inp: [N, C]; weight: [C]; rstd: [N] saved. `out` may equal `inp`.
 func rmsNormForward(_ out: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,
                     _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
-                    _ N: Int, _ C: Int, _ eps: Float) {
+                    _ N: Int, _ C: Int, _ eps: Float, isa: ElementwiseISA = .active) {
     if C <= 0 { return }
     parallelFor(N, grain: rowGrain(C)) { r0, r1 in
-        for r in r0..<r1 {
-            let x = inp + r * C
-            let y = out + r * C
-            var ss = 0.0
-            for i in 0..<C { ss += Double(x[i]) * Double(x[i]) }
-            let variance = Float(ss / Double(C))
-            let rs = 1 / sqrtf(variance + eps)
-            for i in 0..<C { y[i] = weight[i] * (x[i] * rs) }
-            rstd[r] = rs
-        }
+        pk_ew_rmsnorm_forward(isa.rawValue, out + r0 * C, rstd + r0, inp + r0 * C, weight, Int64(r1 - r0),
+                              Int64(C), eps)
     }
 }
 
@@ -110,20 +72,11 @@ func rmsNormForward(_ out: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePoi
 func rmsNormBackward(_ dinp: UnsafeMutablePointer<Float>, _ dweight: UnsafeMutablePointer<Float>?,
                      _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>,
                      _ weight: UnsafePointer<Float>, _ rstd: UnsafePointer<Float>,
-                     _ N: Int, _ C: Int) {
+                     _ N: Int, _ C: Int, isa: ElementwiseISA = .active) {
     if C <= 0 { return }
     parallelFor(N, grain: rowGrain(C)) { r0, r1 in
-        for r in r0..<r1 {
-            let x = inp + r * C
-            let d = dout + r * C
-            let dx = dinp + r * C
-            let rs = rstd[r]
-            var sumGX = 0.0
-            for i in 0..<C { sumGX += Double(d[i] * weight[i]) * Double(x[i]) }
-            let r64 = Double(rs)
-            let k = Float(r64 * r64 * r64 * sumGX / Double(C))
-            for i in 0..<C { dx[i] += rs * (d[i] * weight[i]) - k * x[i] }
-        }
+        pk_ew_rmsnorm_backward(isa.rawValue, dinp + r0 * C, dout + r0 * C, inp + r0 * C, weight, rstd + r0,
+                               Int64(r1 - r0), Int64(C))
     }
     guard let dweight else { return }
     forEachColumnBlock(N, C) { c0, w, acc, _ in

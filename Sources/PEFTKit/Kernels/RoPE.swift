@@ -1,3 +1,4 @@
+import CPEFTKitKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -94,25 +95,18 @@ final class RopeTable: @unchecked Sendable {
 
 /// Rotates the heads of one row: for each head, (a, b) = (x[i], x[i + D/2]) becomes
 /// (a·cos − b·s, b·cos + a·s) with s = sign·sin. sign = −1 applies the transpose (inverse) rotation.
+/// In C on the CPU's vector path (elementwise.c); the vector paths fuse one product of each output.
 @inline(__always)
 private func ropeRotateRow(_ xr: UnsafeMutablePointer<Float>, _ cosRow: UnsafePointer<Float>,
-                           _ sinRow: UnsafePointer<Float>, _ numHeads: Int, _ headDim: Int, _ sign: Float) {
-    let half = headDim / 2
-    for h in 0..<numHeads {
-        let lo = xr + h * headDim
-        let hi = lo + half
-        for i in 0..<half {
-            let a = lo[i], b = hi[i]
-            let c = cosRow[i], s = sign * sinRow[i]
-            lo[i] = a * c - b * s
-            hi[i] = b * c + a * s
-        }
-    }
+                           _ sinRow: UnsafePointer<Float>, _ numHeads: Int, _ headDim: Int, _ sign: Float,
+                           _ isa: ElementwiseISA) {
+    pk_ew_rope_row(isa.rawValue, xr, cosRow, sinRow, Int64(numHeads), Int64(headDim), sign)
 }
 
 @inline(__always)
 private func ropeApply(_ x: UnsafeMutablePointer<Float>, _ table: RopeTable, rows: Int, seqLen: Int,
-                       posOffset: Int, numHeads: Int, headDim: Int, rowStride: Int, sign: Float) {
+                       posOffset: Int, numHeads: Int, headDim: Int, rowStride: Int, sign: Float,
+                       isa: ElementwiseISA = .active) {
     precondition(headDim == table.headDim, "rope: head dimension \(headDim) differs from the table's \(table.headDim)")
     precondition(seqLen > 0 && posOffset >= 0 && posOffset + min(seqLen, rows) <= table.capacity,
                  "rope: positions exceed the table")
@@ -122,7 +116,7 @@ private func ropeApply(_ x: UnsafeMutablePointer<Float>, _ table: RopeTable, row
     parallelFor(rows, grain: rowGrain(numHeads * headDim)) { r0, r1 in
         for r in r0..<r1 {
             let pos = posOffset + r % seqLen
-            ropeRotateRow(x + r * rowStride, cosT + pos * half, sinT + pos * half, numHeads, headDim, sign)
+            ropeRotateRow(x + r * rowStride, cosT + pos * half, sinT + pos * half, numHeads, headDim, sign, isa)
         }
     }
 }
@@ -130,7 +124,7 @@ private func ropeApply(_ x: UnsafeMutablePointer<Float>, _ table: RopeTable, row
 @inline(__always)
 private func ropeApply(_ x: UnsafeMutablePointer<Float>, _ table: RopeTable, rows: Int,
                        positions: UnsafePointer<Int32>, numHeads: Int, headDim: Int, rowStride: Int,
-                       sign: Float) {
+                       sign: Float, isa: ElementwiseISA = .active) {
     precondition(headDim == table.headDim, "rope: head dimension \(headDim) differs from the table's \(table.headDim)")
     precondition(rowStride >= numHeads * headDim, "rope: row stride smaller than numHeads * headDim")
     let half = table.half
@@ -140,7 +134,7 @@ private func ropeApply(_ x: UnsafeMutablePointer<Float>, _ table: RopeTable, row
         for r in r0..<r1 {
             let pos = Int(positions[r])
             precondition(pos >= 0 && pos < maxPos, "rope: position \(pos) outside the table")
-            ropeRotateRow(x + r * rowStride, cosT + pos * half, sinT + pos * half, numHeads, headDim, sign)
+            ropeRotateRow(x + r * rowStride, cosT + pos * half, sinT + pos * half, numHeads, headDim, sign, isa)
         }
     }
 }
@@ -150,9 +144,9 @@ private func ropeApply(_ x: UnsafeMutablePointer<Float>, _ table: RopeTable, row
 /// b = x[i + D/2]: x[i] = a·cos − b·sin, x[i + D/2] = b·cos + a·sin (transformers' apply_rotary_pos_emb).
 /// Values between numHeads·headDim and rowStride are left alone (e.g. the V part of a fused QKV row).
 func ropeForward(_ x: UnsafeMutablePointer<Float>, _ table: RopeTable, rows: Int, seqLen: Int, posOffset: Int,
-                 numHeads: Int, headDim: Int, rowStride: Int) {
+                 numHeads: Int, headDim: Int, rowStride: Int, isa: ElementwiseISA = .active) {
     ropeApply(x, table, rows: rows, seqLen: seqLen, posOffset: posOffset, numHeads: numHeads,
-              headDim: headDim, rowStride: rowStride, sign: 1)
+              headDim: headDim, rowStride: rowStride, sign: 1, isa: isa)
 }
 
 /// `ropeForward` with an explicit position per row (positions[r] in 0..<table.capacity).
@@ -166,9 +160,9 @@ func ropeForward(_ x: UnsafeMutablePointer<Float>, _ table: RopeTable, rows: Int
 /// a' = a·cos + b·sin, b' = b·cos − a·sin. Unlike the other backward functions this transforms `dx` in place
 /// rather than accumulating: the rotation is the whole op.
 func ropeBackward(_ dx: UnsafeMutablePointer<Float>, _ table: RopeTable, rows: Int, seqLen: Int, posOffset: Int,
-                  numHeads: Int, headDim: Int, rowStride: Int) {
+                  numHeads: Int, headDim: Int, rowStride: Int, isa: ElementwiseISA = .active) {
     ropeApply(dx, table, rows: rows, seqLen: seqLen, posOffset: posOffset, numHeads: numHeads,
-              headDim: headDim, rowStride: rowStride, sign: -1)
+              headDim: headDim, rowStride: rowStride, sign: -1, isa: isa)
 }
 
 /// `ropeBackward` with an explicit position per row.
