@@ -32,8 +32,7 @@ import Foundation
         let lda = ac + 3, ldb = bc + 3, ldc = n + 3
         let a = GEMMTests.uniform(ar * lda, seed: 1), b = GEMMTests.uniform(br * ldb, seed: 2)
         var out = GEMMTests.uniform(m * ldc, seed: 3)
-        setNumThreads(threads)
-        defer { setNumThreads(0) }
+        withThreads(threads) {
         a.withUnsafeBufferPointer { pa in
             b.withUnsafeBufferPointer { pb in
                 out.withUnsafeMutableBufferPointer { pc in
@@ -41,6 +40,7 @@ import Foundation
                           b: pb.baseAddress!, ldb: ldb, beta: c.beta, c: pc.baseAddress!, ldc: ldc)
                 }
             }
+        }
         }
         return out
     }
@@ -117,8 +117,6 @@ import Foundation
 /// host threads at once (one gets the pool, the other runs inline) and with nested loops (inline inside a chunk).
 @Suite struct PoolTests {
     @Test func everyIndexOnceUnderConcurrencyAndNesting() async {
-        setNumThreads(4)
-        defer { setNumThreads(0) }
         let counts = await withTaskGroup(of: [Int].self) { group in
             for _ in 0..<2 {
                 group.addTask {
@@ -127,7 +125,7 @@ import Foundation
                     hits.initialize(repeating: 0, count: n)
                     defer { hits.deallocate() }
                     nonisolated(unsafe) let h = hits
-                    for job in 0..<3000 {
+                    for job in 0..<3000 { withThreads(4) {
                         parallelFor(n) { s, e in
                             for i in s..<e { h[i] += 1 }
                             if job % 500 == 0 {
@@ -137,7 +135,7 @@ import Foundation
                                 h[s] += inner - (e - s)
                             }
                         }
-                    }
+                    } }
                     return Array(UnsafeBufferPointer(start: hits, count: n))
                 }
             }

@@ -825,7 +825,6 @@ func awayFromZero(_ b: FBuf, _ margin: Float) {
 
     /// Every kernel gives bitwise the same result with 1 and 2 threads, at sizes where 2 threads split the work.
     @Test func resultsIndependentOfThreadCount() throws {
-        defer { setNumThreads(0) }
         /// A Double's 64 bits carried as two Floats, so that the bitwise comparison sees all of them.
         func doubleBits(_ d: Double) -> [Float] {
             [Float(bitPattern: UInt32(truncatingIfNeeded: d.bitPattern)),
@@ -897,10 +896,8 @@ func awayFromZero(_ b: FBuf, _ margin: Float) {
             results += [p.array, m.array, v.array]
             return results
         }
-        setNumThreads(1)
-        let one = try runAll()
-        setNumThreads(2)
-        let two = try runAll()
+        let one = try withThreads(1) { try runAll() }
+        let two = try withThreads(2) { try runAll() }
         #expect(one.count == two.count)
         var mismatches: [Int] = []
         for (i, (a, b)) in zip(one, two).enumerated() {

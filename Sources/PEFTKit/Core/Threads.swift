@@ -21,9 +21,26 @@ public func setNumThreads(_ n: Int) {
 /// products instead (`sgemm`). This is the one change PEFTKit makes to process-wide OpenBLAS state.
 let blasSingleThreaded: Void = { openblas_set_num_threads(1) }()
 
-/// The number of threads currently used.
+/// Runs `body` with the calling thread's loops and products split for `n` threads (the pool's size for this
+/// thread only; other threads keep the process-wide count of `setNumThreads`). `n <= 0`: the process-wide count.
+/// Tests compare thread counts with it while other tests run beside them.
+func withThreads<R>(_ n: Int, _ body: () throws -> R) rethrows -> R {
+    let outer = pthread_getspecific(localThreadsKey)
+    pthread_setspecific(localThreadsKey, n > 0 ? UnsafeRawPointer(bitPattern: min(n, 1024)) : nil)
+    defer { pthread_setspecific(localThreadsKey, outer) }
+    return try body()
+}
+
+private let localThreadsKey: pthread_key_t = {
+    var key = pthread_key_t()
+    pthread_key_create(&key, nil)
+    return key
+}()
+
+/// The number of threads currently used (by this thread's loops: see `withThreads`).
 public func numThreads() -> Int {
     _ = blasSingleThreaded
+    if let local = pthread_getspecific(localThreadsKey) { return Int(bitPattern: local) }
     let v = threadCountState.load(ordering: .relaxed)
     if v > 0 { return v }
     let c = onlineCores()
