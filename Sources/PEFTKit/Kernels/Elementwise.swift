@@ -27,17 +27,7 @@ enum ElementwiseISA: Int32, CaseIterable, Sendable, CustomStringConvertible {
     static let detected: ElementwiseISA = ElementwiseISA(rawValue: pk_ew_detect()) ?? .scalar
 
     /// The path used when a caller does not name one.
-    static let active: ElementwiseISA = {
-        guard let v = getenv("PEFTKIT_CPU") else { return detected }
-        let asked: ElementwiseISA
-        switch String(cString: v).lowercased() {
-        case "scalar": asked = .scalar
-        case "avx2": asked = .avx2
-        case "avx512", "avx-512": asked = .avx512
-        default: return detected
-        }
-        return asked.rawValue <= detected.rawValue ? asked : detected
-    }()
+    static let active = ElementwiseISA(rawValue: isaPath(asking: "PEFTKIT_CPU", detected: detected.rawValue)) ?? .scalar
 
     /// The paths this CPU runs.
     static var available: [ElementwiseISA] { allCases.filter { $0.rawValue <= detected.rawValue } }
@@ -49,6 +39,20 @@ enum ElementwiseISA: Int32, CaseIterable, Sendable, CustomStringConvertible {
         case .avx512: return "AVX-512F"
         }
     }
+}
+
+/// The path the environment variable `name` (scalar | avx2 | avx512) asks for, never above `detected` (the
+/// numbering of the C kernels: 0 scalar, 1 AVX2+FMA, 2 AVX-512); `detected` when unset or unknown.
+func isaPath(asking name: String, detected: Int32) -> Int32 {
+    guard let v = getenv(name) else { return detected }
+    let asked: Int32
+    switch String(cString: v).lowercased() {
+    case "scalar": asked = 0
+    case "avx2": asked = 1
+    case "avx512", "avx-512": asked = 2
+    default: return detected
+    }
+    return min(asked, detected)
 }
 
 /// Work items (floats touched) below which a parallel loop runs inline: a dispatch costs microseconds.

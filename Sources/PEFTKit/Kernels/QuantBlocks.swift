@@ -31,17 +31,7 @@ enum QuantISA: Int32, CaseIterable, Sendable, CustomStringConvertible {
     static let detected: QuantISA = QuantISA(rawValue: pk_isa_detect()) ?? .scalar
 
     /// The path used when a caller does not name one.
-    static let active: QuantISA = {
-        guard let v = getenv("PEFTKIT_QUANT_ISA") else { return detected }
-        let asked: QuantISA
-        switch String(cString: v).lowercased() {
-        case "scalar": asked = .scalar
-        case "avx2": asked = .avx2
-        case "avx512", "avx-512": asked = .avx512
-        default: return detected
-        }
-        return asked.rawValue <= detected.rawValue ? asked : detected
-    }()
+    static let active = QuantISA(rawValue: isaPath(asking: "PEFTKIT_QUANT_ISA", detected: detected.rawValue)) ?? .scalar
 
     /// The paths this CPU runs (for tests: every one is checked against the others).
     static var available: [QuantISA] { allCases.filter { $0.rawValue <= detected.rawValue } }
