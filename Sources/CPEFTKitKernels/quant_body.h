@@ -135,7 +135,7 @@ static void PK_SFX(pk_deq_row)(int type, const uint8_t *s, int64_t n, float *y) 
 /// quants of the group (signed int8 for Q8_0) and x̂ the quantized activation, the group's contribution is
 /// dx · (sl·Σ_{0..15} u·x̂ + sh·Σ_{16..31} u·x̂ + cl·Σ_{0..15} x̂ + ch·Σ_{16..31} x̂).
 /// Returns the number of groups.
-static inline int PK_SFX(pk_block_scales)(int type, const uint8_t *p, float *sl, float *sh, float *cl, float *ch) {
+static inline __attribute__((always_inline)) int PK_SFX(pk_block_scales)(int type, const uint8_t *p, float *sl, float *sh, float *cl, float *ch) {
     switch (type) {
     case T_Q8_0: sl[0] = sh[0] = PK_HALF(p); cl[0] = ch[0] = 0; return 1;
     case T_Q4_0: { float d = PK_HALF(p); sl[0] = sh[0] = d; cl[0] = ch[0] = -8.0f * d; return 1; }

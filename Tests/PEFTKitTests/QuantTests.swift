@@ -1,5 +1,6 @@
 import Testing
 @testable import PEFTKit
+import CPEFTKitKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -278,6 +279,79 @@ private func thrownError(_ f: () throws -> Void) -> PEFTKitError? {
             }
         }
         #expect(QuantISA.available.contains(.avx2) || QuantISA.detected == .scalar)
+    }
+
+    @Test func activationQuantizationIsTheSameOnEveryPath() {
+        var rng = Rng(seed: 14)
+        let n = 32 * 67
+        for trial in 0..<40 {
+            let x = FBuf.random(n, &rng)
+            // Ties (k + 0.5 after scaling), an all-zero group, outliers, a NaN and an infinity now and then.
+            for i in stride(from: trial % 7, to: n, by: 13) { x.p[i] = Float(Int(rng.nextUInt64() % 255) - 127) * 0.5 }
+            for i in 64..<96 { x.p[i] = 0 }
+            x.p[Int(rng.nextUInt64() % UInt64(n))] *= 1e4
+            if trial % 5 == 1 { x.p[Int(rng.nextUInt64() % UInt64(n))] = .nan }
+            if trial % 5 == 2 { x.p[Int(rng.nextUInt64() % UInt64(n))] = -.infinity }
+            var outs: [[UInt8]] = []
+            for isa in QuantISA.available {
+                var q = [Int8](repeating: 0, count: n), d = [Float](repeating: 0, count: n / 32)
+                var sums = [Int16](repeating: 0, count: n / 16)
+                pk_quantize_act_isa(isa.rawValue, x.p, Int64(n), &q, &d, &sums)
+                outs.append(q.map { UInt8(bitPattern: $0) } + d.flatMap { v in (0..<4).map { UInt8(truncatingIfNeeded: v.bitPattern >> (8 * $0)) } }
+                            + sums.flatMap { v in [UInt8(truncatingIfNeeded: v), UInt8(truncatingIfNeeded: v >> 8)] })
+            }
+            #expect(outs.allSatisfy { $0 == outs[0] }, "trial \(trial): the paths quantize differently")
+        }
+    }
+
+    /// Rows go through the kernels several at a time and the pool splits them by thread count; a row's result
+    /// must not depend on either, nor on whether its matrix shares the input with others in one call.
+    @Test func matvecRowsDoNotDependOnSplitOrSharing() throws {
+        var rng = Rng(seed: 15)
+        for t in quantTypes where t.isBlockQuantized {
+            let inF = t.blockSize == 256 ? 512 : 96
+            let shapes = [37, 6, 130]
+            // Copies of the blocks in memory the matrices can point at for the whole test.
+            let blocks = shapes.map { out -> UnsafeMutableRawBufferPointer in
+                let b = randomMatrixBytes(t, out: out, inF: inF, &rng)
+                let p = UnsafeMutableRawBufferPointer.allocate(byteCount: b.count, alignment: 64)
+                p.copyBytes(from: b)
+                return p
+            }
+            defer { blocks.forEach { $0.deallocate() } }
+            let qs = try zip(shapes, blocks).map { out, b in
+                try QuantizedMatrix(type: t, outFeatures: out, inFeatures: inF, data: UnsafeRawPointer(b.baseAddress!),
+                                    byteCount: b.count)
+            }
+            let x = FBuf.random(inF, &rng)
+            for isa in QuantISA.available {
+                var single: [[Float]] = []
+                for m in qs {
+                    let y = FBuf(m.outFeatures, value: .nan)
+                    withThreads(1) { m.matvec(out: y.p, inp: x.p, isa: isa) }
+                    single.append(y.array)
+                    // One row per call of the C kernel: no multi-row pass at all.
+                    var q = [Int8](repeating: 0, count: inF), d = [Float](repeating: 0, count: inF / 32)
+                    var sums = [Int16](repeating: 0, count: inF / 16)
+                    pk_quantize_act(x.p, Int64(inF), &q, &d, &sums)
+                    let y1 = FBuf(m.outFeatures, value: .nan)
+                    for r in 0..<m.outFeatures {
+                        pk_matvec_rows(isa.rawValue, Int32(t.rawValue), m.data, m.rowBytes, Int64(r), Int64(r + 1),
+                                       Int64(inF), q, d, sums, y1.p)
+                    }
+                    #expect(y1.array == y.array, "\(t) \(isa): one row per call differs from the multi-row pass")
+                }
+                for threads in [2, 3] {
+                    let ys = qs.map { FBuf($0.outFeatures, value: .nan) }
+                    withThreads(threads) {
+                        QuantizedMatrix.matvecSharingInput(Array(zip(qs, ys.map(\.p))), inp: x.p, isa: isa)
+                    }
+                    for (i, y) in ys.enumerated() {
+                        #expect(y.array == single[i], "\(t) \(isa) \(threads) threads, shared input: matrix \(i) differs")
+                    }
+                }
+            }
+        }
     }
 
     @Test func matvecPropagatesNonFiniteActivations() throws {

@@ -32,6 +32,9 @@ void pk_dequantize_rows(int isa, int type, const void *src, size_t row_bytes, in
 /// A group holding NaN or infinity gets xd = NaN (the products it enters become NaN).
 void pk_quantize_act(const float *x, int64_t n, int8_t *xq, float *xd, int16_t *xs);
 
+/// pk_quantize_act on a given path (scalar, or AVX2 for AVX2 and AVX-512); every path writes the same bytes.
+void pk_quantize_act_isa(int isa, const float *x, int64_t n, int8_t *xq, float *xd, int16_t *xs);
+
 /// y[r] = dot(row r of the matrix, x) for r in [r0, r1), from the quantized activation of pk_quantize_act.
 /// Quantized types only (not F32/F16/BF16); `n` is a multiple of the type's block size.
 void pk_matvec_rows(int isa, int type, const void *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t n,

@@ -167,6 +167,18 @@ struct LayerContext {
         ad.linearOutput(l, site, out: out, ldo: ldo, inp: x, ldi: lin.inFeatures, pass)
     }
 
+    /// The linears at `sites` that read the same input (q/k/v, gate/up): when decoding one row with no adapter
+    /// hook on any of them, one quantized product for all (`FrozenLinear.decodeSharingInput`); otherwise, or
+    /// when the weights are not all block-quantized, `linear` for each. Same outputs either way.
+    func linearsSharingInput(_ l: Int, _ sites: [LinearSite], _ lins: [FrozenLinear], outs: [UnsafeMutablePointer<Float>],
+                             inp: UnsafeMutablePointer<Float>, rows n: Int, ldo: Int? = nil) {
+        if n == 1, adapter.map({ ad in !sites.contains { ad.hooks(l, $0) } }) ?? true,
+           FrozenLinear.decodeSharingInput(lins, outs: outs, inp: inp) {
+            return
+        }
+        for i in sites.indices { linear(l, sites[i], lins[i], out: outs[i], inp: inp, rows: n, ldo: ldo) }
+    }
+
     /// Input gradient of the linear at `site`, with the adapter's hooks. A frozen linear (`wgrad` nil) gets no
     /// weight gradient; under full fine-tuning `wgrad` holds the views its weight and bias gradients
     /// accumulate into.

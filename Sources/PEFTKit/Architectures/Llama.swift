@@ -222,9 +222,8 @@ struct LlamaWeights: ModelWeights {
         let H = c.numHeads, KVH = c.numKVHeads, D = c.headDim
         let hd = H * D, kvd = KVH * D, ld = c.qkvWidth
         rmsNormForward(a.ln1, a.ln1Rstd, x, w.inputNorm, N, C, eps)
-        ctx.linear(l, .q, w.q, out: a.qkv, inp: a.ln1, rows: N, ldo: ld)
-        ctx.linear(l, .k, w.k, out: a.qkv + hd, inp: a.ln1, rows: N, ldo: ld)
-        ctx.linear(l, .v, w.v, out: a.qkv + hd + kvd, inp: a.ln1, rows: N, ldo: ld)
+        ctx.linearsSharingInput(l, [.q, .k, .v], [w.q, w.k, w.v], outs: [a.qkv, a.qkv + hd, a.qkv + hd + kvd],
+                                inp: a.ln1, rows: N, ldo: ld)
         if let pos = ctx.positions {
             ropeForward(a.qkv, rotary, rows: N, positions: pos, numHeads: H, headDim: D, rowStride: ld)
             ropeForward(a.qkv + hd, rotary, rows: N, positions: pos, numHeads: KVH, headDim: D, rowStride: ld)
@@ -238,8 +237,7 @@ struct LlamaWeights: ModelWeights {
         ctx.linear(l, .o, w.o, out: a.h1, inp: a.attn, rows: N)
         ctx.residualForward(l, .attention, out: a.x1, x: x, h: a.h1)
         rmsNormForward(a.ln2, a.ln2Rstd, a.x1, w.postAttentionNorm, N, C, eps)
-        ctx.linear(l, .gate, w.gate, out: a.fcPre, inp: a.ln2, rows: N)
-        ctx.linear(l, .up, w.up, out: a.fcUp, inp: a.ln2, rows: N)
+        ctx.linearsSharingInput(l, [.gate, .up], [w.gate, w.up], outs: [a.fcPre, a.fcUp], inp: a.ln2, rows: N)
         swigluForward(a.act, a.fcPre, a.fcUp, N * I)
         if ctx.skipsOutputProjection(l, .down) { return }
         ctx.linear(l, .down, w.down, out: a.h2, inp: a.act, rows: N)

@@ -88,19 +88,55 @@ struct QuantizedMatrix: @unchecked Sendable {
             matmul(out: out, ldo: outFeatures, inp: inp, ldi: inFeatures, rows: 1, beta: 0, isa: isa, panel: panel)
             return
         }
-        let n = inFeatures, groups = n / 32
         // Activation workspace: n int8 + n/32 scales + n/16 half-group sums (about 1.2 bytes per element).
+        QuantizedMatrix.matvecSharingInput([(self, out)], inp: inp, isa: isa)
+    }
+
+    /// Rows the kernels take per pass (they share the activation loads); chunks of the pool start at multiples.
+    static let rowsPerPass = 4
+
+    /// out_i = W_i · x for matrices that read the same input (q/k/v, gate/up when decoding): the input is
+    /// quantized once and all rows go to the pool in one hand-off. Every matrix must be block-quantized with the
+    /// same in-features (the caller checks; see `FrozenLinear.decodeSharingInput`). Each row's result is the one
+    /// `matvec` gives.
+    static func matvecSharingInput(_ parts: [(QuantizedMatrix, UnsafeMutablePointer<Float>)], inp: UnsafePointer<Float>,
+                                   isa: QuantISA = .active) {
+        guard let n = parts.first?.0.inFeatures else { return }
+        let groups = n / 32
         withUnsafeTemporaryAllocation(byteCount: n + 4 * groups + 4 * groups, alignment: 64) { raw in
             let base = raw.baseAddress!
-            nonisolated(unsafe) let xq = base.bindMemory(to: Int8.self, capacity: n)
-            nonisolated(unsafe) let xd = (base + n).bindMemory(to: Float.self, capacity: groups)
-            nonisolated(unsafe) let xs = (base + n + 4 * groups).bindMemory(to: Int16.self, capacity: 2 * groups)
+            let xq = base.bindMemory(to: Int8.self, capacity: n)
+            let xd = (base + n).bindMemory(to: Float.self, capacity: groups)
+            let xs = (base + n + 4 * groups).bindMemory(to: Int16.self, capacity: 2 * groups)
             pk_quantize_act(inp, Int64(n), xq, xd, xs)
-            nonisolated(unsafe) let y = out
-            let (t, w, rb) = (Int32(type.rawValue), data, rowBytes)
-            // About 64 KiB of weight per chunk keeps the dispatch overhead small for small matrices.
-            parallelFor(outFeatures, grain: max(1, (1 << 16) / rb)) { a, b in
-                pk_matvec_rows(isa.rawValue, t, w, rb, Int64(a), Int64(b), Int64(n), xq, xd, xs, y)
+            matvecQuantized(parts, xq: xq, xd: xd, xs: xs, isa: isa)
+        }
+    }
+
+    /// The products of `matvecSharingInput` from an activation pk_quantize_act has quantized: the rows of all
+    /// matrices, in passes of `rowsPerPass`, split into at most one chunk per thread (one pool hand-off) with
+    /// at least about 64 KiB of weight per chunk, so small matrices stay on the calling thread.
+    private static func matvecQuantized(_ parts: [(QuantizedMatrix, UnsafeMutablePointer<Float>)],
+                                        xq: UnsafeMutablePointer<Int8>, xd: UnsafeMutablePointer<Float>,
+                                        xs: UnsafeMutablePointer<Int16>, isa: QuantISA) {
+        let rp = rowsPerPass
+        var units = 0, bytes = 0
+        for (m, _) in parts {
+            units += (m.outFeatures + rp - 1) / rp
+            bytes += m.byteCount
+        }
+        let grain = max(1, units * (1 << 16) / max(1, bytes))
+        nonisolated(unsafe) let (q, d, s, ps) = (xq, xd, xs, parts)
+        parallelFor(units, grain: grain) { a, b in
+            var u0 = 0
+            for (m, y) in ps {
+                let mu = (m.outFeatures + rp - 1) / rp
+                let lo = max(a, u0) - u0, hi = min(b, u0 + mu) - u0
+                if lo < hi {
+                    pk_matvec_rows(isa.rawValue, Int32(m.type.rawValue), m.data, m.rowBytes, Int64(lo * rp),
+                                   Int64(min(m.outFeatures, hi * rp)), Int64(m.inFeatures), q, d, s, y)
+                }
+                u0 += mu
             }
         }
     }
@@ -283,5 +319,24 @@ struct QuantizedMatrix: @unchecked Sendable {
                   alpha: 1, a: dout + r0, lda: lddo, b: panel, ldb: n, beta: (r0 > 0 || accumulate) ? 1 : 0, c: dinp, ldc: lddi)
             r0 += t
         }
+    }
+}
+
+extension FrozenLinear {
+    /// Decode (one row) of frozen linears that read the same input, as one `QuantizedMatrix.matvecSharingInput`
+    /// (one activation quantization, one pool hand-off) when every one is block-quantized, bias-free and of the
+    /// same in-features; returns false, having done nothing, otherwise. Each output is what `forward` gives.
+    static func decodeSharingInput(_ lins: [FrozenLinear], outs: [UnsafeMutablePointer<Float>],
+                                   inp: UnsafePointer<Float>) -> Bool {
+        guard lins.count == outs.count, let n = lins.first?.inFeatures else { return false }
+        var parts: [(QuantizedMatrix, UnsafeMutablePointer<Float>)] = []
+        parts.reserveCapacity(lins.count)
+        for (lin, y) in zip(lins, outs) {
+            guard lin.bias == nil, case .quantized(let q, _) = lin.storage, q.type.isBlockQuantized,
+                  q.inFeatures == n, q.outFeatures == lin.outFeatures else { return false }
+            parts.append((q, y))
+        }
+        QuantizedMatrix.matvecSharingInput(parts, inp: inp)
+        return true
     }
 }
