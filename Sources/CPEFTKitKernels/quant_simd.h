@@ -1,12 +1,14 @@
 // Included by kernels.c for the AVX2 (PK_SIMD_AVX2) and AVX-512 (PK_SIMD_AVX512) paths, after quant_body.h.
 // A group of 32 weights becomes 32 unsigned bytes u (for Q8_0: |w| with the activation's signs flipped where
 // w < 0), multiplied with the 32 int8 activations: AVX2 by vpmaddubsw + vpmaddwd (no saturation: |u| <= 128,
-// |x| <= 127, so a pair sums to at most 32512), AVX-512 by vpdpbusd (256-bit for the 32-element formats, two
-// blocks per step into two accumulators; 512-bit for K-quants, two groups of a block per register). Lane k of
-// the int32 result holds elements 4k..4k+3, so lanes 0-3 and 4-7 are the two half-groups with their own scales
-// (Q6_K has a scale per 16). Not a header to include anywhere else.
+// |x| <= 127, so a pair sums to at most 32512), AVX-512 by vpdpbusd. Lane k of the int32 result holds elements
+// 4k..4k+3 of the bytes' order, so each half-group of 16 has four lanes of its own (Q6_K has a scale per 16).
+// pk_rows is the entry: four rows per pass sharing the activation loads (pk_rows_dot32 for the 32-element
+// formats, two blocks per 512-bit step with AVX-512; pk_rows_dotk for K-quants with AVX-512), and the per-row
+// pk_row_dot_t for K-quants with AVX2. Not a header to include anywhere else.
 
 #define PK_ALWAYS static inline __attribute__((always_inline))
+// Rows ahead that the multi-row kernels prefetch (two passes of four): 4, 8, 12 and 16 measured on Zen 4, 8 best.
 #ifndef PK_PF
 #define PK_PF 8
 #endif
