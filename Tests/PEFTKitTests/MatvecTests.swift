@@ -94,7 +94,7 @@ import Testing
             var whole = Self.uniform(n, seed: 6), pieces = whole
             Self.run(isa, byRows: byRows, w: w, ld: ld, x: x, k: k, alpha: 1, beta: 1, y: &whole, ranges: [(0, n)])
             // Uneven pieces, some of them not multiples of the row group (4) or the lanes.
-            let cuts = [0, 1, 6, 19, n / 2, n - 3, n]
+            let cuts = [0, 1, 6, n / 2, n / 2 + 7, n - 3, n]
             Self.run(isa, byRows: byRows, w: w, ld: ld, x: x, k: k, alpha: 1, beta: 1, y: &pieces,
                      ranges: zip(cuts, cuts.dropFirst()).map { ($0, $1) })
             #expect(whole.map(\.bitPattern) == pieces.map(\.bitPattern), "\(isa) rows \(byRows) n \(n) k \(k)")
