@@ -60,8 +60,8 @@ func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: 
 /// The one-row product c[0, j] = alpha · Σₗ a[l] · op(B)[l, j] + beta · c[0, j] (decode: one activation row
 /// against a weight) through PEFTKit's matrix-vector kernels (CPEFTKitKernels/matvec.c), which read B once; sgemm
 /// would pack B first (a second pass over it). B as [n, k] (rows dotted with a) is split by output columns in
-/// multiples of 16 (`chunks` of `units`), so every core streams its own rows. Every output is one dot product whose order depends on k only: the result is the same
-/// for every thread count. A one-row A is a vector whatever `transA` says: element l sits at a[l] (a row) or
+/// multiples of 16 (pieces of `units`, on `chunks` threads at most), so every core streams its own rows. Every
+/// output is one dot product whose order depends on k only: the result is the same for every thread count. A one-row A is a vector whatever `transA` says: element l sits at a[l] (a row) or
 /// a[l · lda] (a column, gathered first when lda > 1).
 private func matvec(transA: Bool, transB: Bool, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
                     b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, chunks: Int,
@@ -92,11 +92,11 @@ private func matvec(transA: Bool, transB: Bool, n: Int, k: Int, alpha: Float, a:
         run(0, n)
         return
     }
-    parallelFor(chunks) { c0, c1 in
-        for ch in c0..<c1 {
-            let j0 = 16 * (units * ch / chunks), j1 = min(n, 16 * (units * (ch + 1) / chunks))
-            if j0 < j1 { run(j0, j1) }
-        }
+    // Four pieces per thread, claimed by whichever thread is free: a worker that starts late takes fewer rows.
+    let pieces = min(units, 4 * chunks)
+    parallelPieces(pieces, threads: chunks) { p in
+        let j0 = 16 * (units * p / pieces), j1 = min(n, 16 * (units * (p + 1) / pieces))
+        if j0 < j1 { run(j0, j1) }
     }
 }
 
