@@ -9,7 +9,8 @@ import CPEFTKitKernels
 ///
 /// Every element of C is still one dot product over the whole of k; OpenBLAS picks its kernel by the size of each
 /// call, so a split may move the last bit against one call (`GEMMTests`), and the result is the same on every run
-/// with the same thread count.
+/// with the same thread count. A one-row product (m == 1, decode) does not go to OpenBLAS: PEFTKit's own
+/// matrix-vector kernels stream B once, with the same result for every thread count (`matvec` below).
 ///
 /// Row-major: C[m, n] = alpha · op(A)[m, k] · op(B)[k, n] + beta · C, op = transpose when `transA` / `transB`.
 func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
@@ -61,8 +62,9 @@ func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: 
 /// against a weight) through PEFTKit's matrix-vector kernels (CPEFTKitKernels/matvec.c), which read B once; sgemm
 /// would pack B first (a second pass over it). B as [n, k] (rows dotted with a) is split by output columns in
 /// multiples of 16 (pieces of `units`, on `chunks` threads at most), so every core streams its own rows. Every
-/// output is one dot product whose order depends on k only: the result is the same for every thread count. A one-row A is a vector whatever `transA` says: element l sits at a[l] (a row) or
-/// a[l · lda] (a column, gathered first when lda > 1).
+/// output is one dot product whose order depends on k only: the result is the same for every thread count.
+/// A one-row A is a vector whatever `transA` says: element l sits at a[l] (a row) or a[l · lda] (a column,
+/// gathered first when lda > 1).
 private func matvec(transA: Bool, transB: Bool, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
                     b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, chunks: Int,
                     units: Int) {

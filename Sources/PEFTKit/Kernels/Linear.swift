@@ -1,4 +1,3 @@
-
 /// Where a frozen linear's weight lives and in which number format: fp32 (memory-mapped from the model file,
 /// or owned: a copy made for a merge or for full fine-tuning), or GGUF blocks (Q8_0 … Q6_K, and F16/BF16
 /// through the same type) that are widened a tile at a time inside the products. Every caller of
