@@ -99,7 +99,7 @@ var insideParallelChunk: Bool { pk_pool_inside() != 0 }
 
 /// Runs `body(i)` for every i in 0..<pieces on the pool: the calling thread and up to `threads - 1` workers
 /// (`threads` at most `numThreads()`), each taking the next unclaimed piece when it is free. For work cut into more pieces than threads (a decode
-/// product: a few pieces per thread), so a thread that starts late (a worker still waking up, or descheduled by
+/// product: up to 16 pieces per thread), so a thread that starts late (a worker still waking up, or descheduled by
 /// another process) takes fewer pieces instead of keeping the others waiting. What piece i computes never depends
 /// on which thread runs it. Inside a chunk, or while another host thread holds the pool, the pieces run inline.
 func parallelPieces(_ pieces: Int, threads: Int, _ body: (Int) -> Void) {

@@ -98,8 +98,9 @@ private func matvec(transA: Bool, transB: Bool, n: Int, k: Int, alpha: Float, a:
         run(0, n)
         return
     }
-    // Four pieces per thread, claimed by whichever thread is free: a worker that starts late takes fewer rows.
-    let pieces = min(units, 4 * chunks)
+    // Up to 16 pieces per thread, claimed by whichever thread is free: a worker that starts late (or is descheduled
+    // by another process) holds up at most one small piece. Measured a few % faster than 4 per thread under load.
+    let pieces = min(units, 16 * chunks)
     parallelPieces(pieces, threads: chunks) { p in
         let j0 = 16 * (units * p / pieces), j1 = min(n, 16 * (units * (p + 1) / pieces))
         if j0 < j1 { run(j0, j1) }
