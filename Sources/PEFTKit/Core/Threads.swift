@@ -96,3 +96,30 @@ private struct PoolJob {
 
 /// Whether this thread runs a chunk of a `parallelFor`.
 var insideParallelChunk: Bool { pk_pool_inside() != 0 }
+
+/// Runs `body(i)` for every i in 0..<pieces on the pool: the calling thread and up to `threads - 1` workers
+/// (`threads` at most `numThreads()`), each taking the next unclaimed piece when it is free. For work cut into more pieces than threads (a decode
+/// product: up to 16 pieces per thread), so a thread that starts late (a worker still waking up, or descheduled by
+/// another process) takes fewer pieces instead of keeping the others waiting. What piece i computes never depends
+/// on which thread runs it. Inside a chunk, or while another host thread holds the pool, the pieces run inline.
+func parallelPieces(_ pieces: Int, threads: Int, _ body: (Int) -> Void) {
+    if pieces <= 0 { return }
+    let t = min(threads, numThreads())
+    if pieces == 1 || t <= 1 || insideParallelChunk {
+        for i in 0..<pieces { body(i) }
+        return
+    }
+    withoutActuallyEscaping(body) { b in
+        var job = PieceJob(body: b)
+        withUnsafeMutablePointer(to: &job) { p in
+            pk_pool_run(Int64(pieces), Int32(t), { ctx, i in
+                ctx.unsafelyUnwrapped.assumingMemoryBound(to: PieceJob.self).pointee.body(Int(i))
+            }, p)
+        }
+    }
+}
+
+/// One `parallelPieces` as the pool's C callback sees it.
+private struct PieceJob {
+    let body: (Int) -> Void
+}

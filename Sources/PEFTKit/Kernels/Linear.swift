@@ -1,5 +1,3 @@
-import COpenBLAS
-
 /// Where a frozen linear's weight lives and in which number format: fp32 (memory-mapped from the model file,
 /// or owned: a copy made for a merge or for full fine-tuning), or GGUF blocks (Q8_0 … Q6_K, and F16/BF16
 /// through the same type) that are widened a tile at a time inside the products. Every caller of
@@ -148,18 +146,6 @@ struct FrozenLinear {
                 }
             } else {
                 q.matmul(out: out, ldo: ldo, inp: inp, ldi: ldi, rows: n, beta: beta, isa: .active, panel: ws.panel)
-            }
-            return
-        }
-        if n == 1 {
-            // One row (decode): a matrix-vector product. OpenBLAS 0.3.21's sgemm packs the whole weight even
-            // for M = 1, reading it twice; sgemv streams it once, split over its threads.
-            if transposed {
-                cblas_sgemv(CblasRowMajor, CblasTrans, Int32(inFeatures), Int32(outFeatures), 1, weight, Int32(outFeatures),
-                            inp, 1, beta, out, 1)
-            } else {
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outFeatures), Int32(inFeatures), 1, weight, Int32(inFeatures),
-                            inp, 1, beta, out, 1)
             }
             return
         }
