@@ -405,15 +405,21 @@ PK_ALWAYS void PK_SFX(pk_rowsk_t)(const int type, const uint8_t *w, size_t rb, i
 #endif
 
 #if !defined(PK_SIMD_AVX512)
+/// Four 8-lane products (lanes 0-3: elements 0-15 of group a..d, lanes 4-7: elements 16-31) to one vector of
+/// their half-group sums: [a₀ b₀ c₀ d₀ a₁ b₁ c₁ d₁] (exact: integer additions).
+PK_ALWAYS __m256i PK_SFX(pk_hsum4)(__m256i a, __m256i b, __m256i c, __m256i d) {
+    return _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+}
+
 /// AVX2: R rows (1..4) of a K-quant (Q4_K, Q5_K, Q6_K) against one quantized activation, one 256-element block of
-/// every row per step. Group j (32 elements) of the block is one vpmaddubsw + vpmaddwd product per row: lanes
-/// 0-3 sum elements 0-15, lanes 4-7 elements 16-31. The activation group and the block's shared factors are loaded
-/// once for the R rows; the loop over groups is outside the loop over rows, so a group's activation stays in one
-/// register (sixteen ymm registers cannot hold a whole 256-element activation block next to four accumulators).
-/// Per row and block: c = weight scale · dx (8 floats per group for Q4_K/Q5_K, one per half-group for Q6_K,
-/// taken four halves at a time) and the offset o·S folded into the row's accumulator (o = −dmin·m, S = dx·Σx̂ per
-/// group for Q4_K/Q5_K; o = d·sc, S = −32·dx·Σx̂ per half-group for Q6_K). A row's arithmetic is the same
-/// whatever R is, so its result does not depend on the split.
+/// every row per step, in two quarters of four groups. Group j (32 elements) is one vpmaddubsw + vpmaddwd product
+/// per row; the four products of a quarter are reduced by integer horizontal adds to their eight half-group sums
+/// (pk_hsum4), so a quarter costs one conversion and one fma per row. The quarter's activation groups and the
+/// block's shared factors are loaded once for the R rows (sixteen ymm registers cannot also hold a whole block's
+/// activation next to four accumulators). Per row and quarter: c = weight scale · dx per half-group, in the order
+/// of pk_hsum4, and the offset o·S folded into the row's accumulator (o = −dmin·m, S = dx·Σx̂ per group for
+/// Q4_K/Q5_K; o = d·sc, S = −32·dx·Σx̂ per half-group for Q6_K). A row's arithmetic is the same whatever R is,
+/// so its result does not depend on the split.
 PK_ALWAYS void PK_SFX(pk_rows_dotk2)(const int type, const int R, const uint8_t *row, size_t rb, int64_t nb,
                                      const int8_t *xq, const float *xd, const int16_t *xs, float *y) {
     const int64_t bb = PK_SFX(pk_block_bytes)(type);
@@ -428,35 +434,36 @@ PK_ALWAYS void PK_SFX(pk_rows_dotk2)(const int type, const int R, const uint8_t 
         if (type == T_Q6_K) {
             const __m256i xs16 = _mm256_loadu_si256((const __m256i *)(xs + 16 * b));
             for (int h = 0; h < 2; h++) {
-                // Half-groups 8h..8h+7 (groups 4h..4h+3).
-                const __m256 dxh = _mm256_permutevar8x32_ps(dx8, _mm256_setr_epi32(4 * h, 4 * h, 4 * h + 1, 4 * h + 1,
-                                                                                   4 * h + 2, 4 * h + 2, 4 * h + 3, 4 * h + 3));
-                const __m128i sh = h ? _mm256_extracti128_si256(xs16, 1) : _mm256_castsi256_si128(xs16);
-                const __m256 S = _mm256_mul_ps(_mm256_mul_ps(dxh, _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(sh))),
+                // Groups 4h..4h+3; lane order [g0 lo, g1 lo, g2 lo, g3 lo, g0 hi, g1 hi, g2 hi, g3 hi].
+                const __m256 dxh = _mm256_permutevar8x32_ps(dx8, _mm256_setr_epi32(4 * h, 4 * h + 1, 4 * h + 2, 4 * h + 3,
+                                                                                   4 * h, 4 * h + 1, 4 * h + 2, 4 * h + 3));
+                const __m256i shalf = _mm256_cvtepi16_epi32(h ? _mm256_extracti128_si256(xs16, 1) : _mm256_castsi256_si128(xs16));
+                const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+                const __m256 S = _mm256_mul_ps(_mm256_mul_ps(dxh, _mm256_cvtepi32_ps(_mm256_permutevar8x32_epi32(shalf, order))),
                                                _mm256_set1_ps(-32.0f));
-                __m256 c[4];
+                __m256i X[4];
+                _Pragma("clang loop unroll(full)") for (int k = 0; k < 4; k++)
+                    X[k] = _mm256_loadu_si256((const __m256i *)(xb + 128 * h + 32 * k));
                 _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) {
                     const uint8_t *p = row + (size_t)r * rb + bb * b;
-                    const __m256 w = _mm256_mul_ps(_mm256_set1_ps(PK_HALF(p + 208)), _mm256_cvtepi32_ps(
-                        _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 192 + 8 * h)))));
-                    c[r] = _mm256_mul_ps(w, dxh);
+                    const __m256i sc = _mm256_permutevar8x32_epi32(
+                        _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 192 + 8 * h))), order);
+                    const __m256 w = _mm256_mul_ps(_mm256_set1_ps(PK_HALF(p + 208)), _mm256_cvtepi32_ps(sc));
                     acc[r] = _mm256_fmadd_ps(w, S, acc[r]);
-                }
-                _Pragma("clang loop unroll(full)") for (int k = 0; k < 4; k++) {
-                    const __m256i X = _mm256_loadu_si256((const __m256i *)(xb + 128 * h + 32 * k));
-                    const __m256i lanes = _mm256_setr_epi32(2 * k, 2 * k, 2 * k, 2 * k, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1);
-                    _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) {
-                        const uint8_t *p = row + (size_t)r * rb + bb * b;
-                        const __m256i l = _mm256_loadu_si256((const __m256i *)(p + 64 * h + 32 * (k & 1)));
-                        const __m256i hq = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * h));
-                        const __m256i nib = k >= 2 ? _mm256_and_si256(_mm256_srli_epi16(l, 4), m15) : _mm256_and_si256(l, m15);
-                        // Bits 2k, 2k+1 of qh moved to bits 4, 5 of each byte.
-                        __m256i hi = k == 0 ? _mm256_slli_epi16(hq, 4) : k == 1 ? _mm256_slli_epi16(hq, 2)
-                                   : k == 2 ? hq : _mm256_srli_epi16(hq, 2);
-                        hi = _mm256_and_si256(hi, _mm256_set1_epi8(0x30));
-                        const __m256i d = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_or_si256(nib, hi), X), ones);
-                        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_permutevar8x32_ps(c[r], lanes), acc[r]);
-                    }
+                    const __m256i hq = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * h));
+                    const __m256i l0 = _mm256_loadu_si256((const __m256i *)(p + 64 * h));
+                    const __m256i l1 = _mm256_loadu_si256((const __m256i *)(p + 64 * h + 32));
+                    const __m256i m30 = _mm256_set1_epi8(0x30);
+                    // Group k: nibbles of l(k&1), low for k < 2; bits 2k, 2k+1 of qh moved to bits 4, 5.
+                    const __m256i u0 = _mm256_or_si256(_mm256_and_si256(l0, m15), _mm256_and_si256(_mm256_slli_epi16(hq, 4), m30));
+                    const __m256i u1 = _mm256_or_si256(_mm256_and_si256(l1, m15), _mm256_and_si256(_mm256_slli_epi16(hq, 2), m30));
+                    const __m256i u2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m15), _mm256_and_si256(hq, m30));
+                    const __m256i u3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m15),
+                                                       _mm256_and_si256(_mm256_srli_epi16(hq, 2), m30));
+                    const __m256i d = PK_SFX(pk_hsum4)(
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(u0, X[0]), ones), _mm256_madd_epi16(_mm256_maddubs_epi16(u1, X[1]), ones),
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(u2, X[2]), ones), _mm256_madd_epi16(_mm256_maddubs_epi16(u3, X[3]), ones));
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(w, dxh), acc[r]);
                 }
             }
         } else {
@@ -477,21 +484,31 @@ PK_ALWAYS void PK_SFX(pk_rows_dotk2)(const int type, const int R, const uint8_t 
                 c[r] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(PK_HALF(p)), scf), dx8);
                 acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(-PK_HALF(p + 2)), mnf), S, acc[r]);
             }
-            _Pragma("clang loop unroll(full)") for (int j = 0; j < 8; j++) {
-                const __m256i X = _mm256_loadu_si256((const __m256i *)(xb + 32 * j));
-                const __m256i lane = _mm256_set1_epi32(j);
+            for (int q = 0; q < 2; q++) {
+                // Groups 4q..4q+3: the two halves of a group share its scale.
+                const __m256i lanes = _mm256_setr_epi32(4 * q, 4 * q + 1, 4 * q + 2, 4 * q + 3, 4 * q, 4 * q + 1, 4 * q + 2, 4 * q + 3);
+                __m256i X[4];
+                _Pragma("clang loop unroll(full)") for (int k = 0; k < 4; k++)
+                    X[k] = _mm256_loadu_si256((const __m256i *)(xb + 128 * q + 32 * k));
                 _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) {
                     const uint8_t *p = row + (size_t)r * rb + bb * b;
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(p + (type == T_Q5_K ? 48 : 16) + 32 * (j / 2)));
-                    __m256i u = (j & 1) ? _mm256_and_si256(_mm256_srli_epi16(v, 4), m15) : _mm256_and_si256(v, m15);
+                    const uint8_t *qs = p + (type == T_Q5_K ? 48 : 16) + 64 * q;
+                    const __m256i v0 = _mm256_loadu_si256((const __m256i *)qs), v1 = _mm256_loadu_si256((const __m256i *)(qs + 32));
+                    __m256i u[4] = {_mm256_and_si256(v0, m15), _mm256_and_si256(_mm256_srli_epi16(v0, 4), m15),
+                                    _mm256_and_si256(v1, m15), _mm256_and_si256(_mm256_srli_epi16(v1, 4), m15)};
                     if (type == T_Q5_K) {
-                        // Bit j of qh[l] moved to bit 4 of byte l.
-                        const __m256i qh = _mm256_loadu_si256((const __m256i *)(p + 16));
-                        const __m256i hb = j <= 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4);
-                        u = _mm256_or_si256(u, _mm256_and_si256(hb, _mm256_set1_epi8(0x10)));
+                        // Bit j of qh[l] moved to bit 4 of byte l (j = 4q + k).
+                        const __m256i qh = _mm256_loadu_si256((const __m256i *)(p + 16)), h10 = _mm256_set1_epi8(0x10);
+                        _Pragma("clang loop unroll(full)") for (int k = 0; k < 4; k++) {
+                            const int j = 4 * q + k;
+                            const __m256i hb = j <= 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4);
+                            u[k] = _mm256_or_si256(u[k], _mm256_and_si256(hb, h10));
+                        }
                     }
-                    const __m256i d = _mm256_madd_epi16(_mm256_maddubs_epi16(u, X), ones);
-                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_permutevar8x32_ps(c[r], lane), acc[r]);
+                    const __m256i d = PK_SFX(pk_hsum4)(
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(u[0], X[0]), ones), _mm256_madd_epi16(_mm256_maddubs_epi16(u[1], X[1]), ones),
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(u[2], X[2]), ones), _mm256_madd_epi16(_mm256_maddubs_epi16(u[3], X[3]), ones));
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_permutevar8x32_ps(c[r], lanes), acc[r]);
                 }
             }
         }
