@@ -4,8 +4,8 @@
 // |x| <= 127, so a pair sums to at most 32512), AVX-512 by vpdpbusd. Lane k of the int32 result holds elements
 // 4k..4k+3 of the bytes' order, so each half-group of 16 has four lanes of its own (Q6_K has a scale per 16).
 // pk_rows is the entry: four rows per pass sharing the activation loads (pk_rows_dot32 for the 32-element
-// formats, two blocks per 512-bit step with AVX-512; pk_rows_dotk for K-quants with AVX-512), and the per-row
-// pk_row_dot_t for K-quants with AVX2. Not a header to include anywhere else.
+// formats, two blocks per 512-bit step with AVX-512; pk_rows_dotk for K-quants with AVX-512, pk_rows_dotk2 with
+// AVX2). pk_row_dot_t is the older one-row form. Not a header to include anywhere else.
 
 #define PK_ALWAYS static inline __attribute__((always_inline))
 // Rows ahead that the multi-row kernels prefetch (two passes of four): 4, 8, 12 and 16 measured on Zen 4, 8 best.
@@ -412,14 +412,16 @@ PK_ALWAYS __m256i PK_SFX(pk_hsum4)(__m256i a, __m256i b, __m256i c, __m256i d) {
 }
 
 /// AVX2: R rows (1..4) of a K-quant (Q4_K, Q5_K, Q6_K) against one quantized activation, one 256-element block of
-/// every row per step, in two quarters of four groups. Group j (32 elements) is one vpmaddubsw + vpmaddwd product
-/// per row; the four products of a quarter are reduced by integer horizontal adds to their eight half-group sums
-/// (pk_hsum4), so a quarter costs one conversion and one fma per row. The quarter's activation groups and the
-/// block's shared factors are loaded once for the R rows (sixteen ymm registers cannot also hold a whole block's
-/// activation next to four accumulators). Per row and quarter: c = weight scale · dx per half-group, in the order
-/// of pk_hsum4, and the offset o·S folded into the row's accumulator (o = −dmin·m, S = dx·Σx̂ per group for
-/// Q4_K/Q5_K; o = d·sc, S = −32·dx·Σx̂ per half-group for Q6_K). A row's arithmetic is the same whatever R is,
-/// so its result does not depend on the split.
+/// every row per step. Group j (32 elements) is one vpmaddubsw + vpmaddwd product per row (lanes 0-3: elements
+/// 0-15, lanes 4-7: 16-31). The activation groups and the block's shared factors are loaded once for the R rows
+/// (sixteen ymm registers cannot also hold a whole block's activation next to four accumulators, so the loop over
+/// groups is outside the one over rows). Q4_K/Q5_K: per group and row one conversion and one fma with the group's
+/// c = d·s_j·dx_j (one lane of the row's 8 scales, vpermps). Q6_K, per quarter of four groups: the four products
+/// reduced by integer horizontal adds to their eight half-group sums (pk_hsum4), then one conversion and one fma
+/// per row with c = d·sc·dx per half-group in that order (on Zen 4 this measured 1.0-1.2x the per-group form for
+/// Q6_K, 0.8-0.95x for Q4_K/Q5_K, whose vphaddd cost is not paid back). The offset o·S is folded into the row's
+/// accumulator (o = −dmin·m, S = dx·Σx̂ per group for Q4_K/Q5_K; o = d·sc, S = −32·dx·Σx̂ per half-group for Q6_K).
+/// A row's arithmetic is the same whatever R is, so its result does not depend on the split.
 PK_ALWAYS void PK_SFX(pk_rows_dotk2)(const int type, const int R, const uint8_t *row, size_t rb, int64_t nb,
                                      const int8_t *xq, const float *xd, const int16_t *xs, float *y) {
     const int64_t bb = PK_SFX(pk_block_bytes)(type);
@@ -484,31 +486,21 @@ PK_ALWAYS void PK_SFX(pk_rows_dotk2)(const int type, const int R, const uint8_t 
                 c[r] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(PK_HALF(p)), scf), dx8);
                 acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(-PK_HALF(p + 2)), mnf), S, acc[r]);
             }
-            for (int q = 0; q < 2; q++) {
-                // Groups 4q..4q+3: the two halves of a group share its scale.
-                const __m256i lanes = _mm256_setr_epi32(4 * q, 4 * q + 1, 4 * q + 2, 4 * q + 3, 4 * q, 4 * q + 1, 4 * q + 2, 4 * q + 3);
-                __m256i X[4];
-                _Pragma("clang loop unroll(full)") for (int k = 0; k < 4; k++)
-                    X[k] = _mm256_loadu_si256((const __m256i *)(xb + 128 * q + 32 * k));
+            _Pragma("clang loop unroll(full)") for (int j = 0; j < 8; j++) {
+                const __m256i X = _mm256_loadu_si256((const __m256i *)(xb + 32 * j));
+                const __m256i lane = _mm256_set1_epi32(j);
                 _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) {
                     const uint8_t *p = row + (size_t)r * rb + bb * b;
-                    const uint8_t *qs = p + (type == T_Q5_K ? 48 : 16) + 64 * q;
-                    const __m256i v0 = _mm256_loadu_si256((const __m256i *)qs), v1 = _mm256_loadu_si256((const __m256i *)(qs + 32));
-                    __m256i u[4] = {_mm256_and_si256(v0, m15), _mm256_and_si256(_mm256_srli_epi16(v0, 4), m15),
-                                    _mm256_and_si256(v1, m15), _mm256_and_si256(_mm256_srli_epi16(v1, 4), m15)};
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(p + (type == T_Q5_K ? 48 : 16) + 32 * (j / 2)));
+                    __m256i u = (j & 1) ? _mm256_and_si256(_mm256_srli_epi16(v, 4), m15) : _mm256_and_si256(v, m15);
                     if (type == T_Q5_K) {
-                        // Bit j of qh[l] moved to bit 4 of byte l (j = 4q + k).
-                        const __m256i qh = _mm256_loadu_si256((const __m256i *)(p + 16)), h10 = _mm256_set1_epi8(0x10);
-                        _Pragma("clang loop unroll(full)") for (int k = 0; k < 4; k++) {
-                            const int j = 4 * q + k;
-                            const __m256i hb = j <= 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4);
-                            u[k] = _mm256_or_si256(u[k], _mm256_and_si256(hb, h10));
-                        }
+                        // Bit j of qh[l] moved to bit 4 of byte l.
+                        const __m256i qh = _mm256_loadu_si256((const __m256i *)(p + 16));
+                        const __m256i hb = j <= 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4);
+                        u = _mm256_or_si256(u, _mm256_and_si256(hb, _mm256_set1_epi8(0x10)));
                     }
-                    const __m256i d = PK_SFX(pk_hsum4)(
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(u[0], X[0]), ones), _mm256_madd_epi16(_mm256_maddubs_epi16(u[1], X[1]), ones),
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(u[2], X[2]), ones), _mm256_madd_epi16(_mm256_maddubs_epi16(u[3], X[3]), ones));
-                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_permutevar8x32_ps(c[r], lanes), acc[r]);
+                    const __m256i d = _mm256_madd_epi16(_mm256_maddubs_epi16(u, X), ones);
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_permutevar8x32_ps(c[r], lane), acc[r]);
                 }
             }
         }
