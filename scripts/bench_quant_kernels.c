@@ -15,10 +15,10 @@ static int bsz(int t){return t>=12&&t<=14?256:32;}
 static int bby(int t){switch(t){case 8:return 34;case 2:return 18;case 3:return 20;case 6:return 22;case 7:return 24;case 12:return 144;case 13:return 176;case 14:return 210;}return 0;}
 int main(int argc,char**argv){
   int types[]={3,8,6,12,14,13}; const char*names[]={"Q4_1","Q8_0","Q5_0","Q4_K","Q6_K","Q5_K"};
-  int shapes[][2]={{576,576},{1536,576},{576,1536},{49152,576}};
+  int shapes[][2]={{576,576},{1536,576},{576,1536},{49152,576},{16384,1536}};
   int reps = argc>1?atoi(argv[1]):200;
   printf("%-6s %-11s %-7s | %-24s | %-24s | maxrel\n","type","shape","MB","avx2 old/new GB/s","avx512 old/new GB/s");
-  for(int ti=0;ti<6;ti++) for(int si=0;si<4;si++){
+  for(int ti=0;ti<6;ti++) for(int si=0;si<5;si++){
     int t=types[ti], O=shapes[si][0], n=shapes[si][1];
     if(n%bsz(t)) continue;
     size_t rb=(size_t)n/bsz(t)*bby(t), bytes=rb*O;

@@ -4,8 +4,8 @@
 // |x| <= 127, so a pair sums to at most 32512), AVX-512 by vpdpbusd. Lane k of the int32 result holds elements
 // 4k..4k+3 of the bytes' order, so each half-group of 16 has four lanes of its own (Q6_K has a scale per 16).
 // pk_rows is the entry: four rows per pass sharing the activation loads (pk_rows_dot32 for the 32-element
-// formats, two blocks per 512-bit step with AVX-512; pk_rows_dotk for K-quants with AVX-512), and the per-row
-// pk_row_dot_t for K-quants with AVX2. Not a header to include anywhere else.
+// formats, two blocks per 512-bit step with AVX-512; pk_rows_dotk for K-quants with AVX-512, pk_rows_dotk2 with
+// AVX2). pk_row_dot_t is the older one-row form. Not a header to include anywhere else.
 
 #define PK_ALWAYS static inline __attribute__((always_inline))
 // Rows ahead that the multi-row kernels prefetch (two passes of four): 4, 8, 12 and 16 measured on Zen 4, 8 best.
@@ -404,7 +404,120 @@ PK_ALWAYS void PK_SFX(pk_rowsk_t)(const int type, const uint8_t *w, size_t rb, i
 }
 #endif
 
-/// y[r] for r in [r0, r1): the multi-row kernel for the 32-element formats, for K-quants with AVX-512 (per row with AVX2).
+#if !defined(PK_SIMD_AVX512)
+/// Four 8-lane products (lanes 0-3: elements 0-15 of group a..d, lanes 4-7: elements 16-31) to one vector of
+/// their half-group sums: [a₀ b₀ c₀ d₀ a₁ b₁ c₁ d₁] (exact: integer additions).
+PK_ALWAYS __m256i PK_SFX(pk_hsum4)(__m256i a, __m256i b, __m256i c, __m256i d) {
+    return _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+}
+
+/// AVX2: R rows (1..4) of a K-quant (Q4_K, Q5_K, Q6_K) against one quantized activation, one 256-element block of
+/// every row per step. Group j (32 elements) is one vpmaddubsw + vpmaddwd product per row (lanes 0-3: elements
+/// 0-15, lanes 4-7: 16-31). The activation groups and the block's shared factors are loaded once for the R rows
+/// (sixteen ymm registers cannot also hold a whole block's activation next to four accumulators, so the loop over
+/// groups is outside the one over rows). Q4_K/Q5_K: per group and row one conversion and one fma with the group's
+/// c = d·s_j·dx_j (one lane of the row's 8 scales, vpermps). Q6_K, per quarter of four groups: the four products
+/// reduced by integer horizontal adds to their eight half-group sums (pk_hsum4), then one conversion and one fma
+/// per row with c = d·sc·dx per half-group in that order (on Zen 4 this measured 1.0-1.2x the per-group form for
+/// Q6_K, 0.8-0.95x for Q4_K/Q5_K, whose vphaddd cost is not paid back). The offset o·S is folded into the row's
+/// accumulator (o = −dmin·m, S = dx·Σx̂ per group for Q4_K/Q5_K; o = d·sc, S = −32·dx·Σx̂ per half-group for Q6_K).
+/// A row's arithmetic is the same whatever R is, so its result does not depend on the split.
+PK_ALWAYS void PK_SFX(pk_rows_dotk2)(const int type, const int R, const uint8_t *row, size_t rb, int64_t nb,
+                                     const int8_t *xq, const float *xd, const int16_t *xs, float *y) {
+    const int64_t bb = PK_SFX(pk_block_bytes)(type);
+    const __m256i m15 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    __m256 acc[4];
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const int8_t *xb = xq + 256 * b;
+        const __m256 dx8 = _mm256_loadu_ps(xd + 8 * b);
+        for (int64_t o = 0; o < R * bb; o += 64)
+            _mm_prefetch((const char *)(row + PK_PF * rb + R * bb * b + o), _MM_HINT_T0);
+        if (type == T_Q6_K) {
+            const __m256i xs16 = _mm256_loadu_si256((const __m256i *)(xs + 16 * b));
+            for (int h = 0; h < 2; h++) {
+                // Groups 4h..4h+3; lane order [g0 lo, g1 lo, g2 lo, g3 lo, g0 hi, g1 hi, g2 hi, g3 hi].
+                const __m256 dxh = _mm256_permutevar8x32_ps(dx8, _mm256_setr_epi32(4 * h, 4 * h + 1, 4 * h + 2, 4 * h + 3,
+                                                                                   4 * h, 4 * h + 1, 4 * h + 2, 4 * h + 3));
+                const __m256i shalf = _mm256_cvtepi16_epi32(h ? _mm256_extracti128_si256(xs16, 1) : _mm256_castsi256_si128(xs16));
+                const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+                const __m256 S = _mm256_mul_ps(_mm256_mul_ps(dxh, _mm256_cvtepi32_ps(_mm256_permutevar8x32_epi32(shalf, order))),
+                                               _mm256_set1_ps(-32.0f));
+                __m256i X[4];
+                _Pragma("clang loop unroll(full)") for (int k = 0; k < 4; k++)
+                    X[k] = _mm256_loadu_si256((const __m256i *)(xb + 128 * h + 32 * k));
+                _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) {
+                    const uint8_t *p = row + (size_t)r * rb + bb * b;
+                    const __m256i sc = _mm256_permutevar8x32_epi32(
+                        _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 192 + 8 * h))), order);
+                    const __m256 w = _mm256_mul_ps(_mm256_set1_ps(PK_HALF(p + 208)), _mm256_cvtepi32_ps(sc));
+                    acc[r] = _mm256_fmadd_ps(w, S, acc[r]);
+                    const __m256i hq = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * h));
+                    const __m256i l0 = _mm256_loadu_si256((const __m256i *)(p + 64 * h));
+                    const __m256i l1 = _mm256_loadu_si256((const __m256i *)(p + 64 * h + 32));
+                    const __m256i m30 = _mm256_set1_epi8(0x30);
+                    // Group k: nibbles of l(k&1), low for k < 2; bits 2k, 2k+1 of qh moved to bits 4, 5.
+                    const __m256i u0 = _mm256_or_si256(_mm256_and_si256(l0, m15), _mm256_and_si256(_mm256_slli_epi16(hq, 4), m30));
+                    const __m256i u1 = _mm256_or_si256(_mm256_and_si256(l1, m15), _mm256_and_si256(_mm256_slli_epi16(hq, 2), m30));
+                    const __m256i u2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m15), _mm256_and_si256(hq, m30));
+                    const __m256i u3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m15),
+                                                       _mm256_and_si256(_mm256_srli_epi16(hq, 2), m30));
+                    const __m256i d = PK_SFX(pk_hsum4)(
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(u0, X[0]), ones), _mm256_madd_epi16(_mm256_maddubs_epi16(u1, X[1]), ones),
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(u2, X[2]), ones), _mm256_madd_epi16(_mm256_maddubs_epi16(u3, X[3]), ones));
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(w, dxh), acc[r]);
+                }
+            }
+        } else {
+            // S per group: dx · (Σ of the two half-group sums).
+            const __m256 S = _mm256_mul_ps(dx8, _mm256_cvtepi32_ps(
+                _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(xs + 16 * b)), ones)));
+            __m256 c[4];
+            _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) {
+                const uint8_t *p = row + (size_t)r * rb + bb * b;
+                // The 6-bit scales and mins of groups 0-3 and 4-7 from the 12 packed bytes (see pk_k_scale_min).
+                const uint32_t w0 = pk_rd32(p + 4), w1 = pk_rd32(p + 8), w2 = pk_rd32(p + 12);
+                const uint64_t sc = (w0 & 0x3f3f3f3fu)
+                    | (uint64_t)((w2 & 0x0f0f0f0fu) | ((w0 >> 6) & 0x03030303u) << 4) << 32;
+                const uint64_t mn = (w1 & 0x3f3f3f3fu)
+                    | (uint64_t)(((w2 >> 4) & 0x0f0f0f0fu) | ((w1 >> 6) & 0x03030303u) << 4) << 32;
+                const __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc)));
+                const __m256 mnf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn)));
+                c[r] = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(PK_HALF(p)), scf), dx8);
+                acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(-PK_HALF(p + 2)), mnf), S, acc[r]);
+            }
+            _Pragma("clang loop unroll(full)") for (int j = 0; j < 8; j++) {
+                const __m256i X = _mm256_loadu_si256((const __m256i *)(xb + 32 * j));
+                const __m256i lane = _mm256_set1_epi32(j);
+                _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) {
+                    const uint8_t *p = row + (size_t)r * rb + bb * b;
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(p + (type == T_Q5_K ? 48 : 16) + 32 * (j / 2)));
+                    __m256i u = (j & 1) ? _mm256_and_si256(_mm256_srli_epi16(v, 4), m15) : _mm256_and_si256(v, m15);
+                    if (type == T_Q5_K) {
+                        // Bit j of qh[l] moved to bit 4 of byte l.
+                        const __m256i qh = _mm256_loadu_si256((const __m256i *)(p + 16));
+                        const __m256i hb = j <= 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4);
+                        u = _mm256_or_si256(u, _mm256_and_si256(hb, _mm256_set1_epi8(0x10)));
+                    }
+                    const __m256i d = _mm256_madd_epi16(_mm256_maddubs_epi16(u, X), ones);
+                    acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_permutevar8x32_ps(c[r], lane), acc[r]);
+                }
+            }
+        }
+    }
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) y[r] = PK_SFX(pk_hsum256)(acc[r]);
+}
+
+/// Rows [r0, r1) of a K-quant, four at a time.
+PK_ALWAYS void PK_SFX(pk_rowsk_t)(const int type, const uint8_t *w, size_t rb, int64_t r0, int64_t r1, int64_t n,
+                                  const int8_t *xq, const float *xd, const int16_t *xs, float *y) {
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) PK_SFX(pk_rows_dotk2)(type, 4, w + (size_t)r * rb, rb, n / 256, xq, xd, xs, y + r);
+    for (; r < r1; r++) PK_SFX(pk_rows_dotk2)(type, 1, w + (size_t)r * rb, rb, n / 256, xq, xd, xs, y + r);
+}
+#endif
+
+/// y[r] for r in [r0, r1): the multi-row kernels (pk_rows_dot32, pk_rows_dotk with AVX-512, pk_rows_dotk2 with AVX2).
 static void PK_SFX(pk_rows)(int type, const uint8_t *w, size_t rb, int64_t r0, int64_t r1, int64_t n,
                             const int8_t *xq, const float *xd, const int16_t *xs, float *y) {
     switch (type) {
@@ -413,11 +526,9 @@ static void PK_SFX(pk_rows)(int type, const uint8_t *w, size_t rb, int64_t r0, i
     case T_Q4_1: PK_SFX(pk_rows32_t)(T_Q4_1, w, rb, r0, r1, n, xq, xd, xs, y); return;
     case T_Q5_0: PK_SFX(pk_rows32_t)(T_Q5_0, w, rb, r0, r1, n, xq, xd, xs, y); return;
     case T_Q5_1: PK_SFX(pk_rows32_t)(T_Q5_1, w, rb, r0, r1, n, xq, xd, xs, y); return;
-#if defined(PK_SIMD_AVX512)
     case T_Q4_K: PK_SFX(pk_rowsk_t)(T_Q4_K, w, rb, r0, r1, n, xq, xd, xs, y); return;
     case T_Q5_K: PK_SFX(pk_rowsk_t)(T_Q5_K, w, rb, r0, r1, n, xq, xd, xs, y); return;
     case T_Q6_K: PK_SFX(pk_rowsk_t)(T_Q6_K, w, rb, r0, r1, n, xq, xd, xs, y); return;
-#endif
     default:
         for (int64_t r = r0; r < r1; r++) y[r] = PK_SFX(pk_row_dot)(type, w + (size_t)r * rb, n, xq, xd, xs);
         return;

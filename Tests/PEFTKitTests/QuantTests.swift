@@ -340,6 +340,20 @@ private func thrownError(_ f: () throws -> Void) -> PEFTKitError? {
                                        Int64(inF), q, d, sums, y1.p)
                     }
                     #expect(y1.array == y.array, "\(t) \(isa): one row per call differs from the multi-row pass")
+                    // Calls of 1, 2, 3, 5, 6 and 7 rows from an unaligned start: every row lands in another position
+                    // of its group of four (or in the one-row tail) than in the pass over the whole matrix.
+                    for chunk in [2, 3, 5, 6, 7] {
+                        let yc = FBuf(m.outFeatures, value: .nan)
+                        pk_matvec_rows(isa.rawValue, Int32(t.rawValue), m.data, m.rowBytes, 0, 1, Int64(inF), q, d, sums, yc.p)
+                        var r = 1
+                        while r < m.outFeatures {
+                            let e = min(r + chunk, m.outFeatures)
+                            pk_matvec_rows(isa.rawValue, Int32(t.rawValue), m.data, m.rowBytes, Int64(r), Int64(e),
+                                           Int64(inF), q, d, sums, yc.p)
+                            r = e
+                        }
+                        #expect(yc.array == y.array, "\(t) \(isa): calls of \(chunk) rows differ from the whole pass")
+                    }
                 }
                 for threads in [2, 3] {
                     let ys = qs.map { FBuf($0.outFeatures, value: .nan) }
