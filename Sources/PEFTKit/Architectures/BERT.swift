@@ -116,6 +116,7 @@ struct BERTWeights: ModelWeights {
 
     static let gatedMLP = false
     static let bidirectional = true
+    static let keepsLn2 = true
 
     // MARK: weights
 
@@ -288,6 +289,7 @@ struct BERTWeights: ModelWeights {
         let w = layers[l], gw = (grads as? BERTWeights)?.layers[l], c = config
         let N = ctx.rows, C = c.hiddenSize, I = c.intermediateSize, ld = c.qkvWidth
         let d = s.d
+        if a.recomputed { recomputeForBackward(l, ctx, a: a) }
         // out = LN2(y + h2 (+ A)): d becomes dL/d(the sum).
         s.dln.update(repeating: 0, count: N * C)
         layerNormBackward(s.dln, gw?.ln2W, gw?.ln2B, d, a.ln2, w.ln2W, a.ln2Mean, a.ln2Rstd, N, C)
@@ -310,5 +312,16 @@ struct BERTWeights: ModelWeights {
         ctx.linearBack(l, .v, w.v, dinp: s.dln, dout: s.dqkv + 2 * C, inp: x, rows: N, accumulate: true, lddo: ld,
                        wgrad: gw?.v)
         addInPlace(d, s.dln, N * C)
+    }
+
+    /// Refills the activations training does not keep per layer (`RecomputedActs`; `ln2`, the sum before the
+    /// second norm, is kept) with the forward's kernels: y = LN1(x1), the attention probabilities and output,
+    /// the GELU output.
+    private func recomputeForBackward(_ l: Int, _ ctx: LayerContext, a: LayerActs) {
+        let w = layers[l], c = config, N = ctx.rows, C = c.hiddenSize
+        var a = a
+        ctx.selfAttention(l, &a)
+        layerNormForward(a.ln1, a.ln1Mean, a.ln1Rstd, a.x1, w.ln1W, w.ln1B, N, C, c.normEps)
+        activationForward(.gelu, a.act, a.fcPre, N * c.intermediateSize)
     }
 }

@@ -3,13 +3,19 @@
 // over [prefix; sequence] or the cache, and the residual adds (or the bottleneck units that replace them).
 // An architecture's layer (`GPT2.swift`, `Llama.swift`) composes these with its norms, projections and MLP.
 
-/// A set of buffers allocated together and freed together (one per batch shape).
+/// A set of buffers allocated together and freed together (one per batch shape). Buffers of 64 KiB and more
+/// are anonymous mappings (`Storage.allocateMapped`): one that a pass never writes (the LM-head logits of an
+/// encoder's training, the activation set of layers below the lowest adapted one when there are none) costs
+/// no resident memory.
 final class BufferPool {
     private(set) var storages: [Storage] = []
     private(set) var floats = 0
+    static let mappedFloats = 16384
 
     func take(_ n: Int) throws -> UnsafeMutablePointer<Float> {
-        let s = try Storage.allocate(floats: max(n, 1))
+        let (bytes, overflow) = max(n, 1).multipliedReportingOverflow(by: MemoryLayout<Float>.stride)
+        guard n >= 0, !overflow else { throw PEFTKitError.outOfMemory("allocation of \(n) floats overflows") }
+        let s = n >= BufferPool.mappedFloats ? try Storage.allocateMapped(bytes: bytes) : try Storage.allocate(bytes: bytes)
         storages.append(s)
         floats += n
         return s.floats
@@ -35,30 +41,61 @@ struct LayerActs {
     /// without a cache.
     var kvk: UnsafeMutablePointer<Float>?
     var kvv: UnsafeMutablePointer<Float>?
+    /// Whether `ln1`, `probs`, `attn`, `act` (and `ln2` where `RecomputedActs` has it) are buffers shared by
+    /// every trained layer, which the layer's backward first refills from what the layer keeps
+    /// (`recomputeForBackward` in each architecture).
+    var recomputed = false
 
     /// `sharedH1` / `sharedH2`: buffers to use for `h1` / `h2` instead of new ones. The backward pass never
     /// reads the linear outputs h1 and h2 (only a bottleneck unit at that site keeps a pointer to them), so
     /// training shares one buffer across layers where no unit sits: N × C floats less per layer and site.
+    /// `shared`: the buffers the backward recomputes (see `recomputed`).
     init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, tq: Int, tk: Int, prefix: Int = 0,
-         sharedH1: UnsafeMutablePointer<Float>? = nil, sharedH2: UnsafeMutablePointer<Float>? = nil) throws {
+         sharedH1: UnsafeMutablePointer<Float>? = nil, sharedH2: UnsafeMutablePointer<Float>? = nil,
+         shared: RecomputedActs? = nil) throws {
         let C = c.hiddenSize, I = c.intermediateSize
         let hd = c.numHeads * c.headDim
-        ln1 = try pool.take(n * C); ln1Mean = try pool.take(n); ln1Rstd = try pool.take(n)
+        recomputed = shared != nil
+        ln1 = try shared?.ln1 ?? pool.take(n * C); ln1Mean = try pool.take(n); ln1Rstd = try pool.take(n)
         qkv = try pool.take(n * c.qkvWidth)
-        probs = try pool.take(batch * c.numHeads * tq * tk)
-        attn = try pool.take(n * hd)
+        probs = try shared?.probs ?? pool.take(batch * c.numHeads * tq * tk)
+        attn = try shared?.attn ?? pool.take(n * hd)
         h1 = try sharedH1 ?? pool.take(n * C)
         x1 = try pool.take(n * C)
-        ln2 = try pool.take(n * C); ln2Mean = try pool.take(n); ln2Rstd = try pool.take(n)
+        ln2 = try shared?.ln2 ?? pool.take(n * C); ln2Mean = try pool.take(n); ln2Rstd = try pool.take(n)
         fcPre = try pool.take(n * I)
         fcUp = try pool.take(c.architecture.weights.gatedMLP ? n * I : 1)
-        act = try pool.take(n * I)
+        act = try shared?.act ?? pool.take(n * I)
         h2 = try sharedH2 ?? pool.take(n * C)
         if prefix > 0 {
             let kvd = c.numKVHeads * c.headDim
             kvk = try pool.take(batch * tk * kvd)
             kvv = try pool.take(batch * tk * kvd)
         }
+    }
+}
+
+/// The activations a trained layer does not keep: one set serves every layer, and each layer's backward first
+/// recomputes them from what it keeps (its input stream, x1, qkv, the MLP's pre-activations and the norms'
+/// statistics) with the forward's own kernels, so every value the backward reads is the one the forward
+/// computed, bit for bit. The norm outputs, the activation output and the attention output cost an element-wise
+/// pass or a norm each; the attention probabilities ([B, H, T, T], the largest of them) cost one more attention
+/// forward per layer, a few percent of a step whose time goes to the projections.
+struct RecomputedActs {
+    var ln1: UnsafeMutablePointer<Float>
+    var probs: UnsafeMutablePointer<Float>
+    var attn: UnsafeMutablePointer<Float>
+    /// nil where the layer cannot recompute `ln2` (`ModelWeights.keepsLn2`): each layer then keeps its own.
+    var ln2: UnsafeMutablePointer<Float>?
+    var act: UnsafeMutablePointer<Float>
+
+    init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, tq: Int, tk: Int) throws {
+        let C = c.hiddenSize
+        ln1 = try pool.take(n * C)
+        probs = try pool.take(batch * c.numHeads * tq * tk)
+        attn = try pool.take(n * c.numHeads * c.headDim)
+        ln2 = c.architecture.weights.keepsLn2 ? nil : try pool.take(n * C)
+        act = try pool.take(n * c.intermediateSize)
     }
 }
 
@@ -72,16 +109,32 @@ struct BackwardScratch {
     /// Key and value gradients of [prefix; sequence] ([2, B, tk, KVH·D]) when a prefix is trained.
     var dkv: UnsafeMutablePointer<Float>?
 
-    init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, seqLen t: Int, keys tk: Int) throws {
+    /// The one buffer every field above is carved from, of at least `regionAtLeast` floats. Training reads the
+    /// LM head's logits from it too (`TrainBuffers.logits`): the head's chunks are done before the first layer's
+    /// backward starts, so the two never hold live data at once, and a step's peak memory has the larger of the
+    /// two instead of their sum.
+    let region: UnsafeMutablePointer<Float>
+
+    init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, seqLen t: Int, keys tk: Int,
+         regionAtLeast minFloats: Int = 0) throws {
         let C = c.hiddenSize, I = c.intermediateSize, hd = c.numHeads * c.headDim
-        d = try pool.take(n * C); dh = try pool.take(n * C); dln = try pool.take(n * C)
-        dz = try pool.take(n * C); scratchC = try pool.take(n * C)
-        dact = try pool.take(n * I); dfcPre = try pool.take(n * I)
-        dfcUp = try pool.take(c.architecture.weights.gatedMLP ? n * I : 1)
-        dattn = try pool.take(n * hd); dqkv = try pool.take(n * c.qkvWidth)
-        dprobs = try pool.take(batch * c.numHeads * t * tk)
-        dtmp = try pool.take(n * max(c.qkvWidth, c.intermediateSize, c.hiddenSize))
-        if tk > t { dkv = try pool.take(2 * batch * tk * c.numKVHeads * c.headDim) }
+        let sizes = [n * C, n * C, n * C, n * C, n * C,
+                     n * I, n * I, c.architecture.weights.gatedMLP ? n * I : 1,
+                     n * hd, n * c.qkvWidth, batch * c.numHeads * t * tk,
+                     n * max(c.qkvWidth, c.intermediateSize, c.hiddenSize),
+                     tk > t ? 2 * batch * tk * c.numKVHeads * c.headDim : 0]
+        // Each piece starts on a 64-byte boundary.
+        let padded = sizes.map { ($0 + 15) / 16 * 16 }
+        let base = try pool.take(max(padded.reduce(0, +), minFloats))
+        var offsets: [Int] = [], o = 0
+        for p in padded { offsets.append(o); o += p }
+        d = base + offsets[0]; dh = base + offsets[1]; dln = base + offsets[2]
+        dz = base + offsets[3]; scratchC = base + offsets[4]
+        dact = base + offsets[5]; dfcPre = base + offsets[6]; dfcUp = base + offsets[7]
+        dattn = base + offsets[8]; dqkv = base + offsets[9]; dprobs = base + offsets[10]
+        dtmp = base + offsets[11]
+        dkv = tk > t ? base + offsets[12] : nil
+        region = base
     }
 }
 

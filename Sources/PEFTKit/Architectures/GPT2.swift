@@ -196,6 +196,7 @@ struct GPT2Weights: ModelWeights {
         let w = layers[l], gw = (grads as? GPT2Weights)?.layers[l]
         let N = ctx.rows, C = config.hiddenSize, I = config.intermediateSize
         let d = s.d
+        if a.recomputed { recomputeForBackward(l, ctx, x: x, a: a) }
         // Feed-forward block: out = x1 + h2 (+ A(z))
         ctx.residualBackward(l, .output, s)
         ctx.linearBack(l, .proj, w.proj, dinp: s.dact, dout: s.dh, inp: a.act, rows: N, accumulate: false, wgrad: gw?.proj)
@@ -209,5 +210,16 @@ struct GPT2Weights: ModelWeights {
         ctx.selfAttentionBackward(l, a, s)
         ctx.linearBack(l, .qkv, w.qkv, dinp: s.dln, dout: s.dqkv, inp: a.ln1, rows: N, accumulate: false, wgrad: gw?.qkv)
         layerNormBackward(d, gw?.ln1W, gw?.ln1B, s.dln, x, w.ln1W, a.ln1Mean, a.ln1Rstd, N, C)
+    }
+
+    /// Refills the activations training does not keep per layer (`RecomputedActs`) with the forward's kernels:
+    /// the two norm outputs, the attention probabilities and output, the GELU output.
+    private func recomputeForBackward(_ l: Int, _ ctx: LayerContext, x: UnsafeMutablePointer<Float>, a: LayerActs) {
+        let w = layers[l], c = config, N = ctx.rows, C = c.hiddenSize
+        var a = a
+        layerNormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.ln1W, w.ln1B, N, C, c.normEps)
+        ctx.selfAttention(l, &a)
+        layerNormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.x1, w.ln2W, w.ln2B, N, C, c.normEps)
+        activationForward(.geluTanh, a.act, a.fcPre, N * c.intermediateSize)
     }
 }

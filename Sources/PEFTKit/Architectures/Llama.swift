@@ -253,6 +253,7 @@ struct LlamaWeights: ModelWeights {
         let H = c.numHeads, KVH = c.numKVHeads, D = c.headDim
         let hd = H * D, kvd = KVH * D, ld = c.qkvWidth
         let d = s.d
+        if a.recomputed { recomputeForBackward(l, ctx, x: x, a: a) }
         // Feed-forward block: out = x1 + h2 (+ A(z))
         ctx.residualBackward(l, .output, s)
         ctx.linearBack(l, .down, w.down, dinp: s.dact, dout: s.dh, inp: a.act, rows: N, accumulate: false, wgrad: gw?.down)
@@ -281,5 +282,16 @@ struct LlamaWeights: ModelWeights {
         ctx.linearBack(l, .v, w.v, dinp: s.dln, dout: s.dqkv + hd + kvd, inp: a.ln1, rows: N, accumulate: true, lddo: ld,
                        wgrad: gw?.v)
         rmsNormBackward(d, gw?.inputNorm, s.dln, x, w.inputNorm, a.ln1Rstd, N, C)
+    }
+
+    /// Refills the activations training does not keep per layer (`RecomputedActs`) with the forward's kernels:
+    /// the two norm outputs, the attention probabilities and output, the SwiGLU output.
+    private func recomputeForBackward(_ l: Int, _ ctx: LayerContext, x: UnsafeMutablePointer<Float>, a: LayerActs) {
+        let w = layers[l], c = config, N = ctx.rows, C = c.hiddenSize
+        var a = a
+        rmsNormForward(a.ln1, a.ln1Rstd, x, w.inputNorm, N, C, c.normEps)
+        ctx.selfAttention(l, &a)
+        rmsNormForward(a.ln2, a.ln2Rstd, a.x1, w.postAttentionNorm, N, C, c.normEps)
+        swigluForward(a.act, a.fcPre, a.fcUp, N * c.intermediateSize)
     }
 }

@@ -1,0 +1,45 @@
+import Testing
+@testable import PEFTKit
+
+/// What a training step keeps per layer: the activations the backward recomputes (`RecomputedActs`) are one
+/// set shared by every trained layer, everything else is each layer's own, and the LM head's logits live in the
+/// backward scratch. That the recomputation changes no value is `LoRAVariants`/`sameGradientsBitForBit`'s
+/// business (gradient checkpointing keeps every buffer of its one set per layer), with the parity and
+/// finite-difference suites.
+@Suite struct ActivationMemory {
+    @Test(arguments: [Architecture.gpt2, .llama, .bert])
+    func trainedLayersShareOnlyWhatTheBackwardRecomputes(_ arch: Architecture) throws {
+        let cfg = TS.tinyConfig(arch)
+        let m = try Model.create(config: cfg, seed: 1, initStd: 0.1)
+        var lc = LoRAConfig(); lc.rank = 2
+        lc.targets = LinearSite.sites(arch).map { $0.shortName(arch) }
+        try m.attachAdapter(name: "a", config: .lora(lc))
+        let ad = try m.engine.adapter(named: "a").adapter
+        let b = try TrainBuffers(engine: m.engine, batch: 2, seqLen: 5, adapter: ad)
+        try #require(cfg.numLayers >= 2 && b.acts.count == cfg.numLayers)
+        let a0 = b.acts[0], a1 = b.acts[1]
+        #expect(a0.recomputed && a1.recomputed)
+        #expect(a0.ln1 == a1.ln1 && a0.probs == a1.probs && a0.attn == a1.attn && a0.act == a1.act)
+        // BERT's ln2 is the sum before its second LayerNorm: kept per layer.
+        #expect((a0.ln2 == a1.ln2) == !arch.weights.keepsLn2)
+        #expect(a0.qkv != a1.qkv && a0.x1 != a1.x1 && a0.fcPre != a1.fcPre && a0.ln1Rstd != a1.ln1Rstd
+                && a0.ln2Rstd != a1.ln2Rstd)
+        #expect(b.logits == b.scratch.region)
+        // Checkpointing recomputes whole layers into one set that nothing shares.
+        let ck = try TrainBuffers(engine: m.engine, batch: 2, seqLen: 5, adapter: ad, checkpointed: true)
+        #expect(ck.acts.count == 1 && !ck.acts[0].recomputed)
+    }
+
+    /// Large pool buffers are anonymous mappings: zeroed, writable, and of the size asked for.
+    @Test func mappedBuffersAreZeroedAndWritable() throws {
+        let pool = BufferPool()
+        let n = BufferPool.mappedFloats * 3 + 5
+        let p = try pool.take(n)
+        #expect(pool.storages.last?.isMapped == true)
+        #expect(UnsafeBufferPointer(start: p, count: n).allSatisfy { $0 == 0 })
+        p[n - 1] = 2
+        #expect(p[n - 1] == 2)
+        _ = try pool.take(8)
+        #expect(pool.storages.last?.isMapped == false)
+    }
+}
