@@ -30,6 +30,43 @@ import Testing
         #expect(ck.acts.count == 1 && !ck.acts[0].recomputed)
     }
 
+    /// The attention backward without a [B, H, tq, tk] gradient buffer (each task in one block of its own) gives
+    /// the gradients of the one with it, bit for bit: causal with grouped heads, bidirectional with padding, and
+    /// packed rows.
+    @Test(arguments: ["causal", "padded", "packed"])
+    func attentionBackwardWithoutProbabilityGradientBuffer(_ kind: String) throws {
+        let B = 2, T = 7, D = 4, H = 4, KVH = kind == "padded" ? 4 : 2
+        var mask = [Int32](repeating: 1, count: B * T), starts = [Int32](repeating: 0, count: B * T)
+        mask[T - 1] = 0; mask[T - 2] = 0
+        for t in 3..<T { starts[T + t] = 3 }
+        let ld = (H + 2 * KVH) * D, hd = H * D
+        let qkv = try Tensor(zeros: [B * T, ld]), out = try Tensor(zeros: [B * T, hd]), r = try Tensor(zeros: [B * T, hd])
+        let probs = try Tensor(zeros: [B, H, T, T]), dprobs = try Tensor(zeros: [B, H, T, T])
+        let g1 = try Tensor(zeros: [B * T, ld]), g2 = try Tensor(zeros: [B * T, ld])
+        var rng = Rng(seed: 11)
+        fillNormal(qkv.data, qkv.count, std: 1, rng: &rng)
+        fillNormal(r.data, r.count, std: 1, rng: &rng)
+        try mask.withUnsafeBufferPointer { m in
+            try starts.withUnsafeBufferPointer { st in
+                let s = AttentionShape(batch: B, tq: T, tk: T, pastLen: 0, heads: H, kvHeads: KVH, headDim: D,
+                                       causal: kind != "padded", keyMask: kind == "padded" ? m.baseAddress : nil,
+                                       segmentStarts: kind == "packed" ? st.baseAddress : nil)
+                func rows(_ p: UnsafeMutablePointer<Float>) -> StridedRows { StridedRows(ptr: p, ld: ld, batchStride: T * ld) }
+                let dout = StridedRows(ptr: r.data, ld: hd, batchStride: T * hd)
+                attentionForward(out: StridedRows(ptr: out.data, ld: hd, batchStride: T * hd), probs: probs.data,
+                                 q: rows(qkv.data), k: rows(qkv.data + hd), v: rows(qkv.data + hd + KVH * D), s)
+                for (g, scratch) in [(g1, Optional(dprobs.data)), (g2, nil)] {
+                    attentionBackward(dq: rows(g.data), dk: rows(g.data + hd), dv: rows(g.data + hd + KVH * D),
+                                      dprobs: scratch, dout: dout, probs: probs.data, q: rows(qkv.data),
+                                      k: rows(qkv.data + hd), v: rows(qkv.data + hd + KVH * D), s)
+                }
+            }
+        }
+        let a = UnsafeBufferPointer(start: g1.data, count: g1.count), b = UnsafeBufferPointer(start: g2.data, count: g2.count)
+        try #require(a.contains { $0 != 0 })
+        #expect(a.map(\.bitPattern) == b.map(\.bitPattern))
+    }
+
     /// Large pool buffers are anonymous mappings: zeroed, writable, and of the size asked for.
     @Test func mappedBuffersAreZeroedAndWritable() throws {
         let pool = BufferPool()

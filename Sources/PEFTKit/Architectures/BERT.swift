@@ -289,16 +289,18 @@ struct BERTWeights: ModelWeights {
         let w = layers[l], gw = (grads as? BERTWeights)?.layers[l], c = config
         let N = ctx.rows, C = c.hiddenSize, I = c.intermediateSize, ld = c.qkvWidth
         let d = s.d
-        if a.recomputed { recomputeForBackward(l, ctx, a: a) }
+        if a.needsRecompute(l) { recomputeForBackward(l, ctx, a: a) }
         // out = LN2(y + h2 (+ A)): d becomes dL/d(the sum).
         s.dln.update(repeating: 0, count: N * C)
         layerNormBackward(s.dln, gw?.ln2W, gw?.ln2B, d, a.ln2, w.ln2W, a.ln2Mean, a.ln2Rstd, N, C)
         d.update(from: s.dln, count: N * C)
         ctx.residualBackward(l, .output, s, norm: SubLayerNorm(weight: w.ln2W, bias: w.ln2B, eps: c.normEps))
         ctx.linearBack(l, .proj, w.proj, dinp: s.dact, dout: s.dh, inp: a.act, rows: N, accumulate: false, wgrad: gw?.proj)
-        s.dfcPre.update(repeating: 0, count: N * I)
-        activationBackward(.gelu, s.dfcPre, a.fcPre, s.dact, N * I)
-        ctx.linearBack(l, .fc, w.fc, dinp: s.dln, dout: s.dfcPre, inp: a.ln1, rows: N, accumulate: false, wgrad: gw?.fc)
+        // The activation output is read for the last time above: a shared one takes the fc gradient.
+        let dfcPre = a.recomputed ? a.act : s.dfcPre
+        dfcPre.update(repeating: 0, count: N * I)
+        activationBackward(.gelu, dfcPre, a.fcPre, s.dact, N * I)
+        ctx.linearBack(l, .fc, w.fc, dinp: s.dln, dout: dfcPre, inp: a.ln1, rows: N, accumulate: false, wgrad: gw?.fc)
         addInPlace(d, s.dln, N * C)
         // y = LN1(x + h1 (+ A)): d becomes dL/d(that sum).
         s.dln.update(repeating: 0, count: N * C)

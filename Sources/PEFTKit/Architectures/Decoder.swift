@@ -41,21 +41,30 @@ struct LayerActs {
     /// without a cache.
     var kvk: UnsafeMutablePointer<Float>?
     var kvv: UnsafeMutablePointer<Float>?
-    /// Whether `ln1`, `probs`, `attn`, `act` (and `ln2` where `RecomputedActs` has it) are buffers shared by
-    /// every trained layer, which the layer's backward first refills from what the layer keeps
-    /// (`recomputeForBackward` in each architecture).
-    var recomputed = false
+    /// The set `ln1`, `probs`, `attn`, `act` (and `ln2` where it has one) belong to when they are shared by every
+    /// trained layer: the layer's backward first refills them from what the layer keeps (`recomputeForBackward`
+    /// in each architecture) unless they still hold its forward's values.
+    var shared: RecomputedActs?
+    var recomputed: Bool { shared != nil }
+
+    /// Whether the layer's backward must refill the shared set (`shared`) first; the set then belongs to the
+    /// backward, which may use its buffers as scratch. The top layer's forward values are still there.
+    func needsRecompute(_ l: Int) -> Bool {
+        guard let set = shared else { return false }
+        defer { set.holder.layer = -1 }
+        return set.holder.layer != l
+    }
 
     /// `sharedH1` / `sharedH2`: buffers to use for `h1` / `h2` instead of new ones. The backward pass never
     /// reads the linear outputs h1 and h2 (only a bottleneck unit at that site keeps a pointer to them), so
     /// training shares one buffer across layers where no unit sits: N × C floats less per layer and site.
-    /// `shared`: the buffers the backward recomputes (see `recomputed`).
+    /// `shared`: the buffers the backward recomputes (see the property of that name).
     init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, tq: Int, tk: Int, prefix: Int = 0,
          sharedH1: UnsafeMutablePointer<Float>? = nil, sharedH2: UnsafeMutablePointer<Float>? = nil,
          shared: RecomputedActs? = nil) throws {
         let C = c.hiddenSize, I = c.intermediateSize
         let hd = c.numHeads * c.headDim
-        recomputed = shared != nil
+        self.shared = shared
         ln1 = try shared?.ln1 ?? pool.take(n * C); ln1Mean = try pool.take(n); ln1Rstd = try pool.take(n)
         qkv = try pool.take(n * c.qkvWidth)
         probs = try shared?.probs ?? pool.take(batch * c.numHeads * tq * tk)
@@ -82,6 +91,9 @@ struct LayerActs {
 /// pass or a norm each; the attention probabilities ([B, H, T, T], the largest of them) cost one more attention
 /// forward per layer, a few percent of a step whose time goes to the projections.
 struct RecomputedActs {
+    /// The trained layer whose forward values the set holds (-1: none), set by the training forward.
+    final class Holder { var layer = -1 }
+    let holder = Holder()
     var ln1: UnsafeMutablePointer<Float>
     var probs: UnsafeMutablePointer<Float>
     var attn: UnsafeMutablePointer<Float>
@@ -103,7 +115,7 @@ struct RecomputedActs {
 struct BackwardScratch {
     var d, dh, dln, dz, scratchC: UnsafeMutablePointer<Float>
     var dact, dfcPre, dfcUp: UnsafeMutablePointer<Float>
-    var dattn, dqkv, dprobs: UnsafeMutablePointer<Float>
+    var dattn, dqkv: UnsafeMutablePointer<Float>
     /// Scratch for adapters that rewrite an output gradient ([N, max linear width]).
     var dtmp: UnsafeMutablePointer<Float>
     /// Key and value gradients of [prefix; sequence] ([2, B, tk, KVH·D]) when a prefix is trained.
@@ -120,7 +132,7 @@ struct BackwardScratch {
         let C = c.hiddenSize, I = c.intermediateSize, hd = c.numHeads * c.headDim
         let sizes = [n * C, n * C, n * C, n * C, n * C,
                      n * I, n * I, c.architecture.weights.gatedMLP ? n * I : 1,
-                     n * hd, n * c.qkvWidth, batch * c.numHeads * t * tk,
+                     n * hd, n * c.qkvWidth,
                      n * max(c.qkvWidth, c.intermediateSize, c.hiddenSize),
                      tk > t ? 2 * batch * tk * c.numKVHeads * c.headDim : 0]
         // Each piece starts on a 64-byte boundary.
@@ -131,9 +143,9 @@ struct BackwardScratch {
         d = base + offsets[0]; dh = base + offsets[1]; dln = base + offsets[2]
         dz = base + offsets[3]; scratchC = base + offsets[4]
         dact = base + offsets[5]; dfcPre = base + offsets[6]; dfcUp = base + offsets[7]
-        dattn = base + offsets[8]; dqkv = base + offsets[9]; dprobs = base + offsets[10]
-        dtmp = base + offsets[11]
-        dkv = tk > t ? base + offsets[12] : nil
+        dattn = base + offsets[8]; dqkv = base + offsets[9]
+        dtmp = base + offsets[10]
+        dkv = tk > t ? base + offsets[11] : nil
         region = base
     }
 }
@@ -302,7 +314,7 @@ struct LayerContext {
             let shape = AttentionShape(batch: B, tq: T, tk: tk, pastLen: P, heads: H, kvHeads: KVH, headDim: D,
                                        causal: causal, keyMask: keyMask)
             attentionBackward(dq: rows(s.dqkv), dk: StridedRows(ptr: dkk, ld: kvd, batchStride: tk * kvd),
-                              dv: StridedRows(ptr: dvv, ld: kvd, batchStride: tk * kvd), dprobs: s.dprobs, dout: dout,
+                              dv: StridedRows(ptr: dvv, ld: kvd, batchStride: tk * kvd), dprobs: nil, dout: dout,
                               probs: a.probs, q: rows(a.qkv), k: StridedRows(ptr: kvk, ld: kvd, batchStride: tk * kvd),
                               v: StridedRows(ptr: kvv, ld: kvd, batchStride: tk * kvd), shape)
             for b in 0..<B {
@@ -317,7 +329,7 @@ struct LayerContext {
         } else {
             let shape = AttentionShape(batch: B, tq: T, tk: T, pastLen: 0, heads: H, kvHeads: KVH, headDim: D,
                                        causal: causal, keyMask: keyMask, segmentStarts: segmentStarts)
-            attentionBackward(dq: rows(s.dqkv), dk: rows(s.dqkv + hd), dv: rows(s.dqkv + hd + kvd), dprobs: s.dprobs,
+            attentionBackward(dq: rows(s.dqkv), dk: rows(s.dqkv + hd), dv: rows(s.dqkv + hd + kvd), dprobs: nil,
                               dout: dout, probs: a.probs, q: rows(a.qkv), k: rows(a.qkv + hd), v: rows(a.qkv + hd + kvd), shape)
         }
     }

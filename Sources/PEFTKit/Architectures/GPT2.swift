@@ -196,13 +196,15 @@ struct GPT2Weights: ModelWeights {
         let w = layers[l], gw = (grads as? GPT2Weights)?.layers[l]
         let N = ctx.rows, C = config.hiddenSize, I = config.intermediateSize
         let d = s.d
-        if a.recomputed { recomputeForBackward(l, ctx, x: x, a: a) }
+        if a.needsRecompute(l) { recomputeForBackward(l, ctx, x: x, a: a) }
         // Feed-forward block: out = x1 + h2 (+ A(z))
         ctx.residualBackward(l, .output, s)
         ctx.linearBack(l, .proj, w.proj, dinp: s.dact, dout: s.dh, inp: a.act, rows: N, accumulate: false, wgrad: gw?.proj)
-        s.dfcPre.update(repeating: 0, count: N * I)
-        activationBackward(.geluTanh, s.dfcPre, a.fcPre, s.dact, N * I)
-        ctx.linearBack(l, .fc, w.fc, dinp: s.dln, dout: s.dfcPre, inp: a.ln2, rows: N, accumulate: false, wgrad: gw?.fc)
+        // The activation output is read for the last time above: a shared one takes the fc gradient.
+        let dfcPre = a.recomputed ? a.act : s.dfcPre
+        dfcPre.update(repeating: 0, count: N * I)
+        activationBackward(.geluTanh, dfcPre, a.fcPre, s.dact, N * I)
+        ctx.linearBack(l, .fc, w.fc, dinp: s.dln, dout: dfcPre, inp: a.ln2, rows: N, accumulate: false, wgrad: gw?.fc)
         layerNormBackward(d, gw?.ln2W, gw?.ln2B, s.dln, a.x1, w.ln2W, a.ln2Mean, a.ln2Rstd, N, C)
         // Attention block: x1 = x + h1 (+ A(z))
         ctx.residualBackward(l, .attention, s)

@@ -253,15 +253,17 @@ struct LlamaWeights: ModelWeights {
         let H = c.numHeads, KVH = c.numKVHeads, D = c.headDim
         let hd = H * D, kvd = KVH * D, ld = c.qkvWidth
         let d = s.d
-        if a.recomputed { recomputeForBackward(l, ctx, x: x, a: a) }
+        if a.needsRecompute(l) { recomputeForBackward(l, ctx, x: x, a: a) }
         // Feed-forward block: out = x1 + h2 (+ A(z))
         ctx.residualBackward(l, .output, s)
         ctx.linearBack(l, .down, w.down, dinp: s.dact, dout: s.dh, inp: a.act, rows: N, accumulate: false, wgrad: gw?.down)
+        // The SwiGLU output is read for the last time above: a shared one takes the up gradient.
+        let dfcUp = a.recomputed ? a.act : s.dfcUp
         s.dfcPre.update(repeating: 0, count: N * I)
-        s.dfcUp.update(repeating: 0, count: N * I)
-        swigluBackward(s.dfcPre, s.dfcUp, s.dact, a.fcPre, a.fcUp, N * I)
+        dfcUp.update(repeating: 0, count: N * I)
+        swigluBackward(s.dfcPre, dfcUp, s.dact, a.fcPre, a.fcUp, N * I)
         ctx.linearBack(l, .gate, w.gate, dinp: s.dln, dout: s.dfcPre, inp: a.ln2, rows: N, accumulate: false, wgrad: gw?.gate)
-        ctx.linearBack(l, .up, w.up, dinp: s.dln, dout: s.dfcUp, inp: a.ln2, rows: N, accumulate: true, wgrad: gw?.up)
+        ctx.linearBack(l, .up, w.up, dinp: s.dln, dout: dfcUp, inp: a.ln2, rows: N, accumulate: true, wgrad: gw?.up)
         rmsNormBackward(d, gw?.postAttentionNorm, s.dln, a.x1, w.postAttentionNorm, a.ln2Rstd, N, C)
         // Attention block: x1 = x + h1 (+ A(z))
         ctx.residualBackward(l, .attention, s)

@@ -131,10 +131,12 @@ func attentionForwardOneQuery(out: StridedRows, probs: UnsafeMutablePointer<Floa
 }
 
 /// Backward of `attentionForward` (no cache). Padding keys have probability 0, so their score gradients are 0.
-/// Accumulates into dq, dk, dv. `dprobs` is scratch of the size of `probs`.
+/// Accumulates into dq, dk, dv. `dprobs` is scratch of the size of `probs`, or nil: each task then works in
+/// one [tq, tk] block of its own (the values are the same; training passes nil, so no [B, H, tq, tk] gradient
+/// buffer is ever resident).
 /// Parallel over (sequence, key/value head): the heads sharing a key/value head accumulate into the same dk
 /// and dv, so they run in one task, in head order, as a sequential run does.
-func attentionBackward(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs: UnsafeMutablePointer<Float>,
+func attentionBackward(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs: UnsafeMutablePointer<Float>?,
                        dout: StridedRows, probs: UnsafePointer<Float>, q: StridedRows, k: StridedRows, v: StridedRows,
                        _ s: AttentionShape) {
     if let starts = s.segmentStarts {
@@ -146,6 +148,8 @@ func attentionBackward(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs
     let D = s.headDim, tq = s.tq, tk = s.tk, H = s.heads, KVH = s.kvHeads
     let scale = s.scale
     parallelFor(s.batch * KVH) { st, en in
+        let own = dprobs == nil ? UnsafeMutablePointer<Float>.allocate(capacity: tq * tk) : nil
+        defer { own?.deallocate() }
         for bk in st..<en {
             let b = bk / KVH, kvh = bk % KVH
             let vp = v.ptr + b * v.batchStride + kvh * D
@@ -154,7 +158,7 @@ func attentionBackward(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs
             let dkp = dk.ptr + b * dk.batchStride + kvh * D
             for h in (kvh * group)..<((kvh + 1) * group) {
                 let pp = probs + ((b * H + h) * tq) * tk
-                let dsp = dprobs + ((b * H + h) * tq) * tk
+                let dsp = own ?? dprobs! + ((b * H + h) * tq) * tk
                 let dop = dout.ptr + b * dout.batchStride + h * D
                 // dP = dO · Vᵀ
                 sgemm(transA: false, transB: true, m: tq, n: tk, k: D,
@@ -235,8 +239,8 @@ func attentionForwardPacked(out: StridedRows, probs: UnsafeMutablePointer<Float>
     }
 }
 
-/// Backward of `attentionForwardPacked`: the products of `attentionBackward`, per record block.
-func attentionBackwardPacked(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs: UnsafeMutablePointer<Float>,
+/// Backward of `attentionForwardPacked`: the products of `attentionBackward`, per record block (`dprobs` as there).
+func attentionBackwardPacked(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs: UnsafeMutablePointer<Float>?,
                              dout: StridedRows, probs: UnsafePointer<Float>, q: StridedRows, k: StridedRows, v: StridedRows,
                              starts: UnsafePointer<Int32>, _ s: AttentionShape) {
     let group = s.heads / s.kvHeads
@@ -244,6 +248,8 @@ func attentionBackwardPacked(dq: StridedRows, dk: StridedRows, dv: StridedRows, 
     let scale = s.scale
     do {
         parallelFor(s.batch * KVH) { st, en in
+            let own = dprobs == nil ? UnsafeMutablePointer<Float>.allocate(capacity: tq * tk) : nil
+            defer { own?.deallocate() }
             for bk in st..<en {
                 let b = bk / KVH, kvh = bk % KVH
                 let vb = v.ptr + b * v.batchStride + kvh * D
@@ -252,7 +258,7 @@ func attentionBackwardPacked(dq: StridedRows, dk: StridedRows, dv: StridedRows, 
                 let dkb = dk.ptr + b * dk.batchStride + kvh * D
                 for h in (kvh * group)..<((kvh + 1) * group) {
                     let pp = probs + ((b * H + h) * tq) * tk
-                    let dsp = dprobs + ((b * H + h) * tq) * tk
+                    let dsp = own ?? dprobs! + ((b * H + h) * tq) * tk
                     let dob = dout.ptr + b * dout.batchStride + h * D
                     let qb = q.ptr + b * q.batchStride + h * D
                     let dqb = dq.ptr + b * dq.batchStride + h * D
