@@ -31,8 +31,8 @@ import Testing
     }
 
     /// The attention backward without a [B, H, tq, tk] gradient buffer (each task in one block of its own) gives
-    /// the gradients of the one with it, bit for bit: causal with grouped heads, bidirectional with padding, and
-    /// packed rows.
+    /// the gradients of the one with it, bit for bit, and the probabilities-only forward the full one's
+    /// probabilities: causal with grouped heads, bidirectional with padding, and packed rows.
     @Test(arguments: ["causal", "padded", "packed"])
     func attentionBackwardWithoutProbabilityGradientBuffer(_ kind: String) throws {
         let B = 2, T = 7, D = 4, H = 4, KVH = kind == "padded" ? 4 : 2
@@ -55,6 +55,12 @@ import Testing
                 let dout = StridedRows(ptr: r.data, ld: hd, batchStride: T * hd)
                 attentionForward(out: StridedRows(ptr: out.data, ld: hd, batchStride: T * hd), probs: probs.data,
                                  q: rows(qkv.data), k: rows(qkv.data + hd), v: rows(qkv.data + hd + KVH * D), s)
+                // The probabilities-only forward (a backward refilling them) writes the full call's values.
+                attentionForward(out: nil, probs: dprobs.data, q: rows(qkv.data), k: rows(qkv.data + hd),
+                                 v: rows(qkv.data + hd + KVH * D), s)
+                for i in 0..<probs.count where kind != "packed" || dprobs.data[i] != 0 {
+                    #expect(probs.data[i].bitPattern == dprobs.data[i].bitPattern, "probability \(i)")
+                }
                 for (g, scratch) in [(g1, Optional(dprobs.data)), (g2, nil)] {
                     attentionBackward(dq: rows(g.data), dk: rows(g.data + hd), dv: rows(g.data + hd + KVH * D),
                                       dprobs: scratch, dout: dout, probs: probs.data, q: rows(qkv.data),

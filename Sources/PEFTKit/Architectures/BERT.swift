@@ -289,7 +289,7 @@ struct BERTWeights: ModelWeights {
         let w = layers[l], gw = (grads as? BERTWeights)?.layers[l], c = config
         let N = ctx.rows, C = c.hiddenSize, I = c.intermediateSize, ld = c.qkvWidth
         let d = s.d
-        if a.needsRecompute(l) { recomputeForBackward(l, ctx, a: a) }
+        if a.needsRecompute(l) { recomputeForBackward(l, ctx, a: a, weights: gw != nil) }
         // out = LN2(y + h2 (+ A)): d becomes dL/d(the sum).
         s.dln.update(repeating: 0, count: N * C)
         layerNormBackward(s.dln, gw?.ln2W, gw?.ln2B, d, a.ln2, w.ln2W, a.ln2Mean, a.ln2Rstd, N, C)
@@ -317,13 +317,14 @@ struct BERTWeights: ModelWeights {
     }
 
     /// Refills the activations training does not keep per layer (`RecomputedActs`; `ln2`, the sum before the
-    /// second norm, is kept) with the forward's kernels: y = LN1(x1), the attention probabilities and output,
-    /// the GELU output.
-    private func recomputeForBackward(_ l: Int, _ ctx: LayerContext, a: LayerActs) {
+    /// second norm, is kept) with the forward's kernels: the attention probabilities and output, y = LN1(x1)
+    /// (the output unit's residual input as well as fc's), and the GELU output when the backward reads it
+    /// (proj hooked or its weights trained).
+    private func recomputeForBackward(_ l: Int, _ ctx: LayerContext, a: LayerActs, weights: Bool) {
         let w = layers[l], c = config, N = ctx.rows, C = c.hiddenSize
         var a = a
-        ctx.selfAttention(l, &a)
+        ctx.selfAttention(l, &a, output: ctx.readsInput(l, .o, weights: weights))
         layerNormForward(a.ln1, a.ln1Mean, a.ln1Rstd, a.x1, w.ln1W, w.ln1B, N, C, c.normEps)
-        activationForward(.gelu, a.act, a.fcPre, N * c.intermediateSize)
+        if ctx.readsInput(l, .proj, weights: weights) { activationForward(.gelu, a.act, a.fcPre, N * c.intermediateSize) }
     }
 }

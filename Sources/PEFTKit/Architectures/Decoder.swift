@@ -212,6 +212,12 @@ struct LayerContext {
         return !ad.hooks(l, site) && !ad.hasUnit(l, .output)
     }
 
+    /// Whether a layer's backward reads the input of the linear at `site`: the adapter hooks it (its gradients
+    /// need the input), or the linear's own weights train (`weights`, full fine-tuning).
+    func readsInput(_ l: Int, _ site: LinearSite, weights: Bool) -> Bool {
+        weights || (grads != nil && adapter?.hooks(l, site) == true)
+    }
+
     /// Whether queries see only earlier keys (decoders) or every key (encoders).
     var causal: Bool { !config.architecture.weights.bidirectional }
 
@@ -257,8 +263,9 @@ struct LayerContext {
     /// Self-attention of layer `l` from the projected rows `a.qkv` ([N, q|k|v], positions already encoded) into
     /// `a.attn`. Queries sit at positions pastLen..<pastLen+T. With a cache, keys and values are appended at
     /// `pastLen` and attention runs over the cache; without one, a prefix adapter's keys/values (if any)
-    /// precede the sequence's own.
-    func selfAttention(_ l: Int, _ a: inout LayerActs) {
+    /// precede the sequence's own. `output` false (a backward refilling `a.probs` whose o projection does not
+    /// read `a.attn`): the probabilities only.
+    func selfAttention(_ l: Int, _ a: inout LayerActs, output: Bool = true) {
         let c = config, B = batch, T = seqLen
         let H = c.numHeads, KVH = c.numKVHeads, D = c.headDim
         let hd = H * D, kvd = KVH * D, ld = c.qkvWidth
@@ -295,7 +302,9 @@ struct LayerContext {
         }
         let shape = AttentionShape(batch: B, tq: T, tk: tk, pastLen: tk - T, heads: H, kvHeads: KVH, headDim: D,
                                    causal: causal, keyMask: keyMask, segmentStarts: segmentStarts)
-        attentionForward(out: StridedRows(ptr: a.attn, ld: hd, batchStride: T * hd), probs: a.probs, q: q, k: k, v: v, shape)
+        // One query per row takes the decode kernel, whose probabilities only the full call gives bit for bit.
+        let out = output || T == 1 ? StridedRows(ptr: a.attn, ld: hd, batchStride: T * hd) : nil
+        attentionForward(out: out, probs: a.probs, q: q, k: k, v: v, shape)
     }
 
     /// Backward of `selfAttention` (no cache): from dL/d(attn) in `s.dattn` to dL/d(q|k|v) in `s.dqkv`

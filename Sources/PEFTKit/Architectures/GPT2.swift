@@ -196,7 +196,7 @@ struct GPT2Weights: ModelWeights {
         let w = layers[l], gw = (grads as? GPT2Weights)?.layers[l]
         let N = ctx.rows, C = config.hiddenSize, I = config.intermediateSize
         let d = s.d
-        if a.needsRecompute(l) { recomputeForBackward(l, ctx, x: x, a: a) }
+        if a.needsRecompute(l) { recomputeForBackward(l, ctx, x: x, a: a, weights: gw != nil) }
         // Feed-forward block: out = x1 + h2 (+ A(z))
         ctx.residualBackward(l, .output, s)
         ctx.linearBack(l, .proj, w.proj, dinp: s.dact, dout: s.dh, inp: a.act, rows: N, accumulate: false, wgrad: gw?.proj)
@@ -215,13 +215,19 @@ struct GPT2Weights: ModelWeights {
     }
 
     /// Refills the activations training does not keep per layer (`RecomputedActs`) with the forward's kernels:
-    /// the two norm outputs, the attention probabilities and output, the GELU output.
-    private func recomputeForBackward(_ l: Int, _ ctx: LayerContext, x: UnsafeMutablePointer<Float>, a: LayerActs) {
+    /// the attention probabilities and output, and those of the two norm outputs and the GELU output that the
+    /// backward reads (a projection's input is read only when it is hooked or its weights train).
+    private func recomputeForBackward(_ l: Int, _ ctx: LayerContext, x: UnsafeMutablePointer<Float>, a: LayerActs,
+                                      weights: Bool) {
         let w = layers[l], c = config, N = ctx.rows, C = c.hiddenSize
         var a = a
-        layerNormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.ln1W, w.ln1B, N, C, c.normEps)
-        ctx.selfAttention(l, &a)
-        layerNormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.x1, w.ln2W, w.ln2B, N, C, c.normEps)
-        activationForward(.geluTanh, a.act, a.fcPre, N * c.intermediateSize)
+        if ctx.readsInput(l, .qkv, weights: weights) {
+            layerNormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.ln1W, w.ln1B, N, C, c.normEps)
+        }
+        ctx.selfAttention(l, &a, output: ctx.readsInput(l, .o, weights: weights))
+        if ctx.readsInput(l, .fc, weights: weights) {
+            layerNormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.x1, w.ln2W, w.ln2B, N, C, c.normEps)
+        }
+        if ctx.readsInput(l, .proj, weights: weights) { activationForward(.geluTanh, a.act, a.fcPre, N * c.intermediateSize) }
     }
 }

@@ -253,7 +253,7 @@ struct LlamaWeights: ModelWeights {
         let H = c.numHeads, KVH = c.numKVHeads, D = c.headDim
         let hd = H * D, kvd = KVH * D, ld = c.qkvWidth
         let d = s.d
-        if a.needsRecompute(l) { recomputeForBackward(l, ctx, x: x, a: a) }
+        if a.needsRecompute(l) { recomputeForBackward(l, ctx, x: x, a: a, weights: gw != nil) }
         // Feed-forward block: out = x1 + h2 (+ A(z))
         ctx.residualBackward(l, .output, s)
         ctx.linearBack(l, .down, w.down, dinp: s.dact, dout: s.dh, inp: a.act, rows: N, accumulate: false, wgrad: gw?.down)
@@ -287,13 +287,16 @@ struct LlamaWeights: ModelWeights {
     }
 
     /// Refills the activations training does not keep per layer (`RecomputedActs`) with the forward's kernels:
-    /// the two norm outputs, the attention probabilities and output, the SwiGLU output.
-    private func recomputeForBackward(_ l: Int, _ ctx: LayerContext, x: UnsafeMutablePointer<Float>, a: LayerActs) {
+    /// the attention probabilities and output, and those of the two norm outputs and the SwiGLU output that the
+    /// backward reads (a projection's input is read only when it is hooked or its weights train).
+    private func recomputeForBackward(_ l: Int, _ ctx: LayerContext, x: UnsafeMutablePointer<Float>, a: LayerActs,
+                                      weights: Bool) {
         let w = layers[l], c = config, N = ctx.rows, C = c.hiddenSize
+        func reads(_ sites: LinearSite...) -> Bool { sites.contains { ctx.readsInput(l, $0, weights: weights) } }
         var a = a
-        rmsNormForward(a.ln1, a.ln1Rstd, x, w.inputNorm, N, C, c.normEps)
-        ctx.selfAttention(l, &a)
-        rmsNormForward(a.ln2, a.ln2Rstd, a.x1, w.postAttentionNorm, N, C, c.normEps)
-        swigluForward(a.act, a.fcPre, a.fcUp, N * c.intermediateSize)
+        if reads(.q, .k, .v) { rmsNormForward(a.ln1, a.ln1Rstd, x, w.inputNorm, N, C, c.normEps) }
+        ctx.selfAttention(l, &a, output: ctx.readsInput(l, .o, weights: weights))
+        if reads(.gate, .up) { rmsNormForward(a.ln2, a.ln2Rstd, a.x1, w.postAttentionNorm, N, C, c.normEps) }
+        if reads(.down) { swigluForward(a.act, a.fcPre, a.fcUp, N * c.intermediateSize) }
     }
 }
