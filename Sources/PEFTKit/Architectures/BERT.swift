@@ -317,7 +317,7 @@ struct BERTWeights: ModelWeights {
     }
 
     /// Refills the activations training does not keep per layer (`RecomputedActs`; `ln2`, the sum before the
-    /// second norm, is kept) with the forward's kernels: the attention probabilities and output, y = LN1(x1)
+    /// second norm, is kept) with the forward's kernels: the attention probabilities (and output), y = LN1(x1)
     /// (the output unit's residual input as well as fc's), and the GELU output when the backward reads it
     /// (proj hooked or its weights trained).
     private func recomputeForBackward(_ l: Int, _ ctx: LayerContext, a: LayerActs, weights: Bool) {

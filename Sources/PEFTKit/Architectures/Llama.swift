@@ -287,7 +287,7 @@ struct LlamaWeights: ModelWeights {
     }
 
     /// Refills the activations training does not keep per layer (`RecomputedActs`) with the forward's kernels:
-    /// the attention probabilities and output, and those of the two norm outputs and the SwiGLU output that the
+    /// the attention probabilities (and output), and those of the two norm outputs and the SwiGLU output that the
     /// backward reads (a projection's input is read only when it is hooked or its weights train).
     private func recomputeForBackward(_ l: Int, _ ctx: LayerContext, x: UnsafeMutablePointer<Float>, a: LayerActs,
                                       weights: Bool) {
