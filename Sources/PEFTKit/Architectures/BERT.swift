@@ -116,6 +116,7 @@ struct BERTWeights: ModelWeights {
 
     static let gatedMLP = false
     static let bidirectional = true
+    static let keepsLn2 = true
 
     // MARK: weights
 
@@ -288,15 +289,18 @@ struct BERTWeights: ModelWeights {
         let w = layers[l], gw = (grads as? BERTWeights)?.layers[l], c = config
         let N = ctx.rows, C = c.hiddenSize, I = c.intermediateSize, ld = c.qkvWidth
         let d = s.d
+        if a.needsRecompute(l) { recomputeForBackward(l, ctx, a: a, weights: gw != nil) }
         // out = LN2(y + h2 (+ A)): d becomes dL/d(the sum).
         s.dln.update(repeating: 0, count: N * C)
         layerNormBackward(s.dln, gw?.ln2W, gw?.ln2B, d, a.ln2, w.ln2W, a.ln2Mean, a.ln2Rstd, N, C)
         d.update(from: s.dln, count: N * C)
         ctx.residualBackward(l, .output, s, norm: SubLayerNorm(weight: w.ln2W, bias: w.ln2B, eps: c.normEps))
         ctx.linearBack(l, .proj, w.proj, dinp: s.dact, dout: s.dh, inp: a.act, rows: N, accumulate: false, wgrad: gw?.proj)
-        s.dfcPre.update(repeating: 0, count: N * I)
-        activationBackward(.gelu, s.dfcPre, a.fcPre, s.dact, N * I)
-        ctx.linearBack(l, .fc, w.fc, dinp: s.dln, dout: s.dfcPre, inp: a.ln1, rows: N, accumulate: false, wgrad: gw?.fc)
+        // The activation output is read for the last time above: a shared one takes the fc gradient.
+        let dfcPre = a.recomputed ? a.act : s.dfcPre
+        dfcPre.update(repeating: 0, count: N * I)
+        activationBackward(.gelu, dfcPre, a.fcPre, s.dact, N * I)
+        ctx.linearBack(l, .fc, w.fc, dinp: s.dln, dout: dfcPre, inp: a.ln1, rows: N, accumulate: false, wgrad: gw?.fc)
         addInPlace(d, s.dln, N * C)
         // y = LN1(x + h1 (+ A)): d becomes dL/d(that sum).
         s.dln.update(repeating: 0, count: N * C)
@@ -310,5 +314,17 @@ struct BERTWeights: ModelWeights {
         ctx.linearBack(l, .v, w.v, dinp: s.dln, dout: s.dqkv + 2 * C, inp: x, rows: N, accumulate: true, lddo: ld,
                        wgrad: gw?.v)
         addInPlace(d, s.dln, N * C)
+    }
+
+    /// Refills the activations training does not keep per layer (`RecomputedActs`; `ln2`, the sum before the
+    /// second norm, is kept) with the forward's kernels: the attention probabilities (and output), y = LN1(x1)
+    /// (the output unit's residual input as well as fc's), and the GELU output when the backward reads it
+    /// (proj hooked or its weights trained).
+    private func recomputeForBackward(_ l: Int, _ ctx: LayerContext, a: LayerActs, weights: Bool) {
+        let w = layers[l], c = config, N = ctx.rows, C = c.hiddenSize
+        var a = a
+        ctx.selfAttention(l, &a, output: ctx.readsInput(l, .o, weights: weights))
+        layerNormForward(a.ln1, a.ln1Mean, a.ln1Rstd, a.x1, w.ln1W, w.ln1B, N, C, c.normEps)
+        if ctx.readsInput(l, .proj, weights: weights) { activationForward(.gelu, a.act, a.fcPre, N * c.intermediateSize) }
     }
 }

@@ -3,13 +3,19 @@
 // over [prefix; sequence] or the cache, and the residual adds (or the bottleneck units that replace them).
 // An architecture's layer (`GPT2.swift`, `Llama.swift`) composes these with its norms, projections and MLP.
 
-/// A set of buffers allocated together and freed together (one per batch shape).
+/// A set of buffers allocated together and freed together (one per batch shape). Buffers of 64 KiB and more
+/// are anonymous mappings (`Storage.allocateMapped`): one that a pass never writes (the LM-head logits of an
+/// encoder's training, the activation set of layers below the lowest adapted one when there are none) costs
+/// no resident memory.
 final class BufferPool {
     private(set) var storages: [Storage] = []
     private(set) var floats = 0
+    static let mappedFloats = 16384
 
     func take(_ n: Int) throws -> UnsafeMutablePointer<Float> {
-        let s = try Storage.allocate(floats: max(n, 1))
+        let (bytes, overflow) = max(n, 1).multipliedReportingOverflow(by: MemoryLayout<Float>.stride)
+        guard n >= 0, !overflow else { throw PEFTKitError.outOfMemory("allocation of \(n) floats overflows") }
+        let s = n >= BufferPool.mappedFloats ? try Storage.allocateMapped(bytes: bytes) : try Storage.allocate(bytes: bytes)
         storages.append(s)
         floats += n
         return s.floats
@@ -35,24 +41,40 @@ struct LayerActs {
     /// without a cache.
     var kvk: UnsafeMutablePointer<Float>?
     var kvv: UnsafeMutablePointer<Float>?
+    /// The set `ln1`, `probs`, `attn`, `act` (and `ln2` where it has one) belong to when they are shared by every
+    /// trained layer: the layer's backward first refills them from what the layer keeps (`recomputeForBackward`
+    /// in each architecture) unless they still hold its forward's values.
+    var shared: RecomputedActs?
+    var recomputed: Bool { shared != nil }
+
+    /// Whether the layer's backward must refill the shared set (`shared`) first; the set then belongs to the
+    /// backward, which may use its buffers as scratch. The top layer's forward values are still there.
+    func needsRecompute(_ l: Int) -> Bool {
+        guard let set = shared else { return false }
+        defer { set.holder.layer = -1 }
+        return set.holder.layer != l
+    }
 
     /// `sharedH1` / `sharedH2`: buffers to use for `h1` / `h2` instead of new ones. The backward pass never
     /// reads the linear outputs h1 and h2 (only a bottleneck unit at that site keeps a pointer to them), so
     /// training shares one buffer across layers where no unit sits: N × C floats less per layer and site.
+    /// `shared`: the buffers the backward recomputes (see the property of that name).
     init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, tq: Int, tk: Int, prefix: Int = 0,
-         sharedH1: UnsafeMutablePointer<Float>? = nil, sharedH2: UnsafeMutablePointer<Float>? = nil) throws {
+         sharedH1: UnsafeMutablePointer<Float>? = nil, sharedH2: UnsafeMutablePointer<Float>? = nil,
+         shared: RecomputedActs? = nil) throws {
         let C = c.hiddenSize, I = c.intermediateSize
         let hd = c.numHeads * c.headDim
-        ln1 = try pool.take(n * C); ln1Mean = try pool.take(n); ln1Rstd = try pool.take(n)
+        self.shared = shared
+        ln1 = try shared?.ln1 ?? pool.take(n * C); ln1Mean = try pool.take(n); ln1Rstd = try pool.take(n)
         qkv = try pool.take(n * c.qkvWidth)
-        probs = try pool.take(batch * c.numHeads * tq * tk)
-        attn = try pool.take(n * hd)
+        probs = try shared?.probs ?? pool.take(batch * c.numHeads * tq * tk)
+        attn = try shared?.attn ?? pool.take(n * hd)
         h1 = try sharedH1 ?? pool.take(n * C)
         x1 = try pool.take(n * C)
-        ln2 = try pool.take(n * C); ln2Mean = try pool.take(n); ln2Rstd = try pool.take(n)
+        ln2 = try shared?.ln2 ?? pool.take(n * C); ln2Mean = try pool.take(n); ln2Rstd = try pool.take(n)
         fcPre = try pool.take(n * I)
         fcUp = try pool.take(c.architecture.weights.gatedMLP ? n * I : 1)
-        act = try pool.take(n * I)
+        act = try shared?.act ?? pool.take(n * I)
         h2 = try sharedH2 ?? pool.take(n * C)
         if prefix > 0 {
             let kvd = c.numKVHeads * c.headDim
@@ -62,26 +84,69 @@ struct LayerActs {
     }
 }
 
+/// The activations a trained layer does not keep: one set serves every layer, and each layer's backward first
+/// recomputes them from what it keeps (its input stream, x1, qkv, the MLP's pre-activations and the norms'
+/// statistics) with the forward's own kernels, so every value the backward reads is the one the forward
+/// computed, bit for bit. The norm outputs, the activation output and the attention output cost an element-wise
+/// pass or a norm each; the attention probabilities ([B, H, T, T], the largest of them) cost one more attention
+/// forward per layer, a few percent of a step whose time goes to the projections.
+struct RecomputedActs {
+    /// The trained layer whose forward values the set holds (-1: none), set by the training forward.
+    final class Holder { var layer = -1 }
+    let holder = Holder()
+    var ln1: UnsafeMutablePointer<Float>
+    var probs: UnsafeMutablePointer<Float>
+    var attn: UnsafeMutablePointer<Float>
+    /// nil where the layer cannot recompute `ln2` (`ModelWeights.keepsLn2`): each layer then keeps its own.
+    var ln2: UnsafeMutablePointer<Float>?
+    var act: UnsafeMutablePointer<Float>
+
+    init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, tq: Int, tk: Int) throws {
+        let C = c.hiddenSize
+        ln1 = try pool.take(n * C)
+        probs = try pool.take(batch * c.numHeads * tq * tk)
+        attn = try pool.take(n * c.numHeads * c.headDim)
+        ln2 = c.architecture.weights.keepsLn2 ? nil : try pool.take(n * C)
+        act = try pool.take(n * c.intermediateSize)
+    }
+}
+
 /// Scratch for the backward pass, shared by all layers.
 struct BackwardScratch {
     var d, dh, dln, dz, scratchC: UnsafeMutablePointer<Float>
     var dact, dfcPre, dfcUp: UnsafeMutablePointer<Float>
-    var dattn, dqkv, dprobs: UnsafeMutablePointer<Float>
+    var dattn, dqkv: UnsafeMutablePointer<Float>
     /// Scratch for adapters that rewrite an output gradient ([N, max linear width]).
     var dtmp: UnsafeMutablePointer<Float>
     /// Key and value gradients of [prefix; sequence] ([2, B, tk, KVH·D]) when a prefix is trained.
     var dkv: UnsafeMutablePointer<Float>?
 
-    init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, seqLen t: Int, keys tk: Int) throws {
+    /// The one buffer every field above is carved from, of at least `regionAtLeast` floats. Training reads the
+    /// LM head's logits from it too (`TrainBuffers.logits`): the head's chunks are done before the first layer's
+    /// backward starts, so the two never hold live data at once, and a step's peak memory has the larger of the
+    /// two instead of their sum.
+    let region: UnsafeMutablePointer<Float>
+
+    init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, seqLen t: Int, keys tk: Int,
+         regionAtLeast minFloats: Int = 0) throws {
         let C = c.hiddenSize, I = c.intermediateSize, hd = c.numHeads * c.headDim
-        d = try pool.take(n * C); dh = try pool.take(n * C); dln = try pool.take(n * C)
-        dz = try pool.take(n * C); scratchC = try pool.take(n * C)
-        dact = try pool.take(n * I); dfcPre = try pool.take(n * I)
-        dfcUp = try pool.take(c.architecture.weights.gatedMLP ? n * I : 1)
-        dattn = try pool.take(n * hd); dqkv = try pool.take(n * c.qkvWidth)
-        dprobs = try pool.take(batch * c.numHeads * t * tk)
-        dtmp = try pool.take(n * max(c.qkvWidth, c.intermediateSize, c.hiddenSize))
-        if tk > t { dkv = try pool.take(2 * batch * tk * c.numKVHeads * c.headDim) }
+        let sizes = [n * C, n * C, n * C, n * C, n * C,
+                     n * I, n * I, c.architecture.weights.gatedMLP ? n * I : 1,
+                     n * hd, n * c.qkvWidth,
+                     n * max(c.qkvWidth, c.intermediateSize, c.hiddenSize),
+                     tk > t ? 2 * batch * tk * c.numKVHeads * c.headDim : 0]
+        // Each piece starts on a 64-byte boundary.
+        let padded = sizes.map { ($0 + 15) / 16 * 16 }
+        let base = try pool.take(max(padded.reduce(0, +), minFloats))
+        var offsets: [Int] = [], o = 0
+        for p in padded { offsets.append(o); o += p }
+        d = base + offsets[0]; dh = base + offsets[1]; dln = base + offsets[2]
+        dz = base + offsets[3]; scratchC = base + offsets[4]
+        dact = base + offsets[5]; dfcPre = base + offsets[6]; dfcUp = base + offsets[7]
+        dattn = base + offsets[8]; dqkv = base + offsets[9]
+        dtmp = base + offsets[10]
+        dkv = tk > t ? base + offsets[11] : nil
+        region = base
     }
 }
 
@@ -147,6 +212,12 @@ struct LayerContext {
         return !ad.hooks(l, site) && !ad.hasUnit(l, .output)
     }
 
+    /// Whether a layer's backward reads the input of the linear at `site`: the adapter hooks it (its gradients
+    /// need the input), or the linear's own weights train (`weights`, full fine-tuning).
+    func readsInput(_ l: Int, _ site: LinearSite, weights: Bool) -> Bool {
+        weights || (grads != nil && adapter?.hooks(l, site) == true)
+    }
+
     /// Whether queries see only earlier keys (decoders) or every key (encoders).
     var causal: Bool { !config.architecture.weights.bidirectional }
 
@@ -204,8 +275,9 @@ struct LayerContext {
     /// Self-attention of layer `l` from the projected rows `a.qkv` ([N, q|k|v], positions already encoded) into
     /// `a.attn`. Queries sit at positions pastLen..<pastLen+T. With a cache, keys and values are appended at
     /// `pastLen` and attention runs over the cache; without one, a prefix adapter's keys/values (if any)
-    /// precede the sequence's own.
-    func selfAttention(_ l: Int, _ a: inout LayerActs) {
+    /// precede the sequence's own. `output` false (a backward refilling `a.probs` whose o projection does not
+    /// read `a.attn`): the probabilities only.
+    func selfAttention(_ l: Int, _ a: inout LayerActs, output: Bool = true) {
         let c = config, B = batch, T = seqLen
         let H = c.numHeads, KVH = c.numKVHeads, D = c.headDim
         let hd = H * D, kvd = KVH * D, ld = c.qkvWidth
@@ -242,7 +314,9 @@ struct LayerContext {
         }
         let shape = AttentionShape(batch: B, tq: T, tk: tk, pastLen: tk - T, heads: H, kvHeads: KVH, headDim: D,
                                    causal: causal, keyMask: keyMask, segmentStarts: segmentStarts)
-        attentionForward(out: StridedRows(ptr: a.attn, ld: hd, batchStride: T * hd), probs: a.probs, q: q, k: k, v: v, shape)
+        // One query per row takes the decode kernel, whose probabilities only the full call gives bit for bit.
+        let out = output || T == 1 ? StridedRows(ptr: a.attn, ld: hd, batchStride: T * hd) : nil
+        attentionForward(out: out, probs: a.probs, q: q, k: k, v: v, shape)
     }
 
     /// Backward of `selfAttention` (no cache): from dL/d(attn) in `s.dattn` to dL/d(q|k|v) in `s.dqkv`
@@ -261,7 +335,7 @@ struct LayerContext {
             let shape = AttentionShape(batch: B, tq: T, tk: tk, pastLen: P, heads: H, kvHeads: KVH, headDim: D,
                                        causal: causal, keyMask: keyMask)
             attentionBackward(dq: rows(s.dqkv), dk: StridedRows(ptr: dkk, ld: kvd, batchStride: tk * kvd),
-                              dv: StridedRows(ptr: dvv, ld: kvd, batchStride: tk * kvd), dprobs: s.dprobs, dout: dout,
+                              dv: StridedRows(ptr: dvv, ld: kvd, batchStride: tk * kvd), dprobs: nil, dout: dout,
                               probs: a.probs, q: rows(a.qkv), k: StridedRows(ptr: kvk, ld: kvd, batchStride: tk * kvd),
                               v: StridedRows(ptr: kvv, ld: kvd, batchStride: tk * kvd), shape)
             for b in 0..<B {
@@ -276,7 +350,7 @@ struct LayerContext {
         } else {
             let shape = AttentionShape(batch: B, tq: T, tk: T, pastLen: 0, heads: H, kvHeads: KVH, headDim: D,
                                        causal: causal, keyMask: keyMask, segmentStarts: segmentStarts)
-            attentionBackward(dq: rows(s.dqkv), dk: rows(s.dqkv + hd), dv: rows(s.dqkv + hd + kvd), dprobs: s.dprobs,
+            attentionBackward(dq: rows(s.dqkv), dk: rows(s.dqkv + hd), dv: rows(s.dqkv + hd + kvd), dprobs: nil,
                               dout: dout, probs: a.probs, q: rows(a.qkv), k: rows(a.qkv + hd), v: rows(a.qkv + hd + kvd), shape)
         }
     }

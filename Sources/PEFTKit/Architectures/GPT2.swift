@@ -196,12 +196,15 @@ struct GPT2Weights: ModelWeights {
         let w = layers[l], gw = (grads as? GPT2Weights)?.layers[l]
         let N = ctx.rows, C = config.hiddenSize, I = config.intermediateSize
         let d = s.d
+        if a.needsRecompute(l) { recomputeForBackward(l, ctx, x: x, a: a, weights: gw != nil) }
         // Feed-forward block: out = x1 + h2 (+ A(z))
         ctx.residualBackward(l, .output, s)
         ctx.linearBack(l, .proj, w.proj, dinp: s.dact, dout: s.dh, inp: a.act, rows: N, accumulate: false, wgrad: gw?.proj)
-        s.dfcPre.update(repeating: 0, count: N * I)
-        activationBackward(.geluTanh, s.dfcPre, a.fcPre, s.dact, N * I)
-        ctx.linearBack(l, .fc, w.fc, dinp: s.dln, dout: s.dfcPre, inp: a.ln2, rows: N, accumulate: false, wgrad: gw?.fc)
+        // The activation output is read for the last time above: a shared one takes the fc gradient.
+        let dfcPre = a.recomputed ? a.act : s.dfcPre
+        dfcPre.update(repeating: 0, count: N * I)
+        activationBackward(.geluTanh, dfcPre, a.fcPre, s.dact, N * I)
+        ctx.linearBack(l, .fc, w.fc, dinp: s.dln, dout: dfcPre, inp: a.ln2, rows: N, accumulate: false, wgrad: gw?.fc)
         layerNormBackward(d, gw?.ln2W, gw?.ln2B, s.dln, a.x1, w.ln2W, a.ln2Mean, a.ln2Rstd, N, C)
         // Attention block: x1 = x + h1 (+ A(z))
         ctx.residualBackward(l, .attention, s)
@@ -209,5 +212,22 @@ struct GPT2Weights: ModelWeights {
         ctx.selfAttentionBackward(l, a, s)
         ctx.linearBack(l, .qkv, w.qkv, dinp: s.dln, dout: s.dqkv, inp: a.ln1, rows: N, accumulate: false, wgrad: gw?.qkv)
         layerNormBackward(d, gw?.ln1W, gw?.ln1B, s.dln, x, w.ln1W, a.ln1Mean, a.ln1Rstd, N, C)
+    }
+
+    /// Refills the activations training does not keep per layer (`RecomputedActs`) with the forward's kernels:
+    /// the attention probabilities (and output), and those of the two norm outputs and the GELU output that the
+    /// backward reads (a projection's input is read only when it is hooked or its weights train).
+    private func recomputeForBackward(_ l: Int, _ ctx: LayerContext, x: UnsafeMutablePointer<Float>, a: LayerActs,
+                                      weights: Bool) {
+        let w = layers[l], c = config, N = ctx.rows, C = c.hiddenSize
+        var a = a
+        if ctx.readsInput(l, .qkv, weights: weights) {
+            layerNormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.ln1W, w.ln1B, N, C, c.normEps)
+        }
+        ctx.selfAttention(l, &a, output: ctx.readsInput(l, .o, weights: weights))
+        if ctx.readsInput(l, .fc, weights: weights) {
+            layerNormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.x1, w.ln2W, w.ln2B, N, C, c.normEps)
+        }
+        if ctx.readsInput(l, .proj, weights: weights) { activationForward(.geluTanh, a.act, a.fcPre, N * c.intermediateSize) }
     }
 }

@@ -251,14 +251,17 @@ struct LlamaWeights: ModelWeights {
         let H = c.numHeads, KVH = c.numKVHeads, D = c.headDim
         let hd = H * D, kvd = KVH * D, ld = c.qkvWidth
         let d = s.d
+        if a.needsRecompute(l) { recomputeForBackward(l, ctx, x: x, a: a, weights: gw != nil) }
         // Feed-forward block: out = x1 + h2 (+ A(z))
         ctx.residualBackward(l, .output, s)
         ctx.linearBack(l, .down, w.down, dinp: s.dact, dout: s.dh, inp: a.act, rows: N, accumulate: false, wgrad: gw?.down)
+        // The SwiGLU output is read for the last time above: a shared one takes the up gradient.
+        let dfcUp = a.recomputed ? a.act : s.dfcUp
         s.dfcPre.update(repeating: 0, count: N * I)
-        s.dfcUp.update(repeating: 0, count: N * I)
-        swigluBackward(s.dfcPre, s.dfcUp, s.dact, a.fcPre, a.fcUp, N * I)
+        dfcUp.update(repeating: 0, count: N * I)
+        swigluBackward(s.dfcPre, dfcUp, s.dact, a.fcPre, a.fcUp, N * I)
         ctx.linearBack(l, .gate, w.gate, dinp: s.dln, dout: s.dfcPre, inp: a.ln2, rows: N, accumulate: false, wgrad: gw?.gate)
-        ctx.linearBack(l, .up, w.up, dinp: s.dln, dout: s.dfcUp, inp: a.ln2, rows: N, accumulate: true, wgrad: gw?.up)
+        ctx.linearBack(l, .up, w.up, dinp: s.dln, dout: dfcUp, inp: a.ln2, rows: N, accumulate: true, wgrad: gw?.up)
         rmsNormBackward(d, gw?.postAttentionNorm, s.dln, a.x1, w.postAttentionNorm, a.ln2Rstd, N, C)
         // Attention block: x1 = x + h1 (+ A(z))
         ctx.residualBackward(l, .attention, s)
@@ -279,5 +282,19 @@ struct LlamaWeights: ModelWeights {
         ctx.linearBack(l, .v, w.v, dinp: s.dln, dout: s.dqkv + hd + kvd, inp: a.ln1, rows: N, accumulate: true, lddo: ld,
                        wgrad: gw?.v)
         rmsNormBackward(d, gw?.inputNorm, s.dln, x, w.inputNorm, a.ln1Rstd, N, C)
+    }
+
+    /// Refills the activations training does not keep per layer (`RecomputedActs`) with the forward's kernels:
+    /// the attention probabilities (and output), and those of the two norm outputs and the SwiGLU output that the
+    /// backward reads (a projection's input is read only when it is hooked or its weights train).
+    private func recomputeForBackward(_ l: Int, _ ctx: LayerContext, x: UnsafeMutablePointer<Float>, a: LayerActs,
+                                      weights: Bool) {
+        let w = layers[l], c = config, N = ctx.rows, C = c.hiddenSize
+        func reads(_ sites: LinearSite...) -> Bool { sites.contains { ctx.readsInput(l, $0, weights: weights) } }
+        var a = a
+        if reads(.q, .k, .v) { rmsNormForward(a.ln1, a.ln1Rstd, x, w.inputNorm, N, C, c.normEps) }
+        ctx.selfAttention(l, &a, output: ctx.readsInput(l, .o, weights: weights))
+        if reads(.gate, .up) { rmsNormForward(a.ln2, a.ln2Rstd, a.x1, w.postAttentionNorm, N, C, c.normEps) }
+        if reads(.down) { swigluForward(a.act, a.fcPre, a.fcUp, N * c.intermediateSize) }
     }
 }

@@ -36,6 +36,18 @@ public final class Storage: @unchecked Sendable {
         return Storage(base: ptr, byteCount: byteCount, isMapped: false)
     }
 
+    /// Allocates `byteCount` zeroed bytes as an anonymous private mapping (page aligned): the kernel supplies
+    /// zero pages on first touch, so a buffer costs resident memory only for the pages written. For large work
+    /// buffers that some passes never use.
+    public static func allocateMapped(bytes byteCount: Int) throws -> Storage {
+        guard byteCount >= 0 else { throw PEFTKitError.outOfMemory("negative allocation size") }
+        let n = max(byteCount, 1)
+        guard let p = mmap(nil, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+            throw PEFTKitError.outOfMemory("could not map \(byteCount) bytes: \(errnoString())")
+        }
+        return Storage(base: p, byteCount: n, isMapped: true)
+    }
+
     /// Allocates room for `count` zeroed floats, checking the byte size for overflow.
     public static func allocate(floats count: Int) throws -> Storage {
         let (bytes, overflow) = count.multipliedReportingOverflow(by: MemoryLayout<Float>.stride)

@@ -62,6 +62,8 @@ final class TrainBuffers {
     /// the recomputation draws the same dropout masks.
     var rngBefore: [Rng?] = []
     var lnf, lnfMean, lnfRstd, dlnf: UnsafeMutablePointer<Float>
+    /// The LM head's logits for one chunk of rows, in the backward scratch's buffer (`BackwardScratch.region`):
+    /// valid from a chunk's head forward to its head backward, and never while a layer's backward runs.
     var logits: UnsafeMutablePointer<Float>
     var targets: UnsafeMutablePointer<Int32>
     /// Packed rows: each position's record start and position within its record ([N] each, `fillSegments`).
@@ -88,23 +90,28 @@ final class TrainBuffers {
             low = [try pool.take(N * C), try pool.take(N * C)]
         }
         lowActs = try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix)
-        let sharedH1 = try pool.take(N * C), sharedH2 = try pool.take(N * C)
-        for l in lowest..<c.numLayers where !checkpointed {
-            acts.append(try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix,
-                                      sharedH1: adapter?.hasUnit(l, .attention) == true ? nil : sharedH1,
-                                      sharedH2: adapter?.hasUnit(l, .output) == true ? nil : sharedH2))
-        }
-        if checkpointed {
+        if !checkpointed {
+            let sharedH1 = try pool.take(N * C), sharedH2 = try pool.take(N * C)
+            let shared = try RecomputedActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk)
+            for l in lowest..<c.numLayers {
+                acts.append(try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix,
+                                          sharedH1: adapter?.hasUnit(l, .attention) == true ? nil : sharedH1,
+                                          sharedH2: adapter?.hasUnit(l, .output) == true ? nil : sharedH2,
+                                          shared: shared))
+            }
+        } else {
             acts = [try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix)]
             rngBefore = [Rng?](repeating: nil, count: c.numLayers - lowest)
         }
         lnf = try pool.take(N * C); lnfMean = try pool.take(N); lnfRstd = try pool.take(N); dlnf = try pool.take(N * C)
-        logits = try pool.take(min(N, TrainBuffers.trainHeadChunk) * c.vocabSize)
         targetStorage = try Storage.allocate(bytes: 3 * N * 4)
         targets = targetStorage.base.assumingMemoryBound(to: Int32.self)
         segmentStarts = targets + N
         positions = targets + 2 * N
-        scratch = try BackwardScratch(pool: pool, config: c, rows: N, batch: batch, seqLen: seqLen, keys: tk)
+        // The logits share the backward scratch's buffer (see `BackwardScratch.region`).
+        scratch = try BackwardScratch(pool: pool, config: c, rows: N, batch: batch, seqLen: seqLen, keys: tk,
+                                      regionAtLeast: min(N, TrainBuffers.trainHeadChunk) * c.vocabSize)
+        logits = scratch.region
         try adapter?.prepare(rows: N, batch: batch, seqLen: seqLen, slots: c.numLayers, training: true)
     }
 }

@@ -75,6 +75,7 @@ extension Engine {
                 if b.checkpointed { b.rngBefore[l - lo] = (adapter as? TrainingRandomState)?.trainingRng }
                 w.forwardLayer(l, context(l, training: true), x: b.streams[l - lo], out: b.streams[l - lo + 1],
                                a: &b.acts[b.actsIndex(l)])
+                b.acts[b.actsIndex(l)].shared?.holder.layer = l
             }
             top = b.streams[L - lo]
             w.finalNorm(out: b.lnf, mean: b.lnfMean, rstd: b.lnfRstd, inp: top, rows: N)

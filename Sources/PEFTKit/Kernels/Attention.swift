@@ -45,13 +45,15 @@ struct AttentionShape {
 /// Parallel over (sequence, head), each head's two products on a single-threaded BLAS: per-head products
 /// are small (T×T×D), and splitting each of them over the threads cost more in synchronisation than the
 /// heads cost one after the other. Every output element is computed as in a sequential run.
-func attentionForward(out: StridedRows, probs: UnsafeMutablePointer<Float>, q: StridedRows, k: StridedRows, v: StridedRows,
+///
+/// `out` nil (training's backward refilling `probs`, `tq` > 1): the probabilities only, as the full call writes them.
+func attentionForward(out: StridedRows?, probs: UnsafeMutablePointer<Float>, q: StridedRows, k: StridedRows, v: StridedRows,
                       _ s: AttentionShape) {
     if let starts = s.segmentStarts {
         attentionForwardPacked(out: out, probs: probs, q: q, k: k, v: v, starts: starts, s)
         return
     }
-    if s.tq == 1 && s.causal && s.keyMask == nil {
+    if s.tq == 1 && s.causal && s.keyMask == nil, let out {
         attentionForwardOneQuery(out: out, probs: probs, q: q, k: k, v: v, s)
         return
     }
@@ -80,6 +82,7 @@ func attentionForward(out: StridedRows, probs: UnsafeMutablePointer<Float>, q: S
                 for j in 0..<valid { mx = max(mx, row[j]) }
                 softmaxRow(row, valid: valid, width: tk, max: mx)
             }
+            guard let out else { continue }
             let vp = v.ptr + b * v.batchStride + kvh * D
             let op = out.ptr + b * out.batchStride + h * D
             sgemm(transA: false, transB: false, m: tq, n: D, k: tk,
@@ -131,10 +134,12 @@ func attentionForwardOneQuery(out: StridedRows, probs: UnsafeMutablePointer<Floa
 }
 
 /// Backward of `attentionForward` (no cache). Padding keys have probability 0, so their score gradients are 0.
-/// Accumulates into dq, dk, dv. `dprobs` is scratch of the size of `probs`.
+/// Accumulates into dq, dk, dv. `dprobs` is scratch of the size of `probs`, or nil: each task then works in
+/// one [tq, tk] block of its own (the values are the same; training passes nil, so no [B, H, tq, tk] gradient
+/// buffer is ever resident).
 /// Parallel over (sequence, key/value head): the heads sharing a key/value head accumulate into the same dk
 /// and dv, so they run in one task, in head order, as a sequential run does.
-func attentionBackward(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs: UnsafeMutablePointer<Float>,
+func attentionBackward(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs: UnsafeMutablePointer<Float>?,
                        dout: StridedRows, probs: UnsafePointer<Float>, q: StridedRows, k: StridedRows, v: StridedRows,
                        _ s: AttentionShape) {
     if let starts = s.segmentStarts {
@@ -146,6 +151,8 @@ func attentionBackward(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs
     let D = s.headDim, tq = s.tq, tk = s.tk, H = s.heads, KVH = s.kvHeads
     let scale = s.scale
     parallelFor(s.batch * KVH) { st, en in
+        let own = dprobs == nil ? UnsafeMutablePointer<Float>.allocate(capacity: tq * tk) : nil
+        defer { own?.deallocate() }
         for bk in st..<en {
             let b = bk / KVH, kvh = bk % KVH
             let vp = v.ptr + b * v.batchStride + kvh * D
@@ -154,7 +161,7 @@ func attentionBackward(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs
             let dkp = dk.ptr + b * dk.batchStride + kvh * D
             for h in (kvh * group)..<((kvh + 1) * group) {
                 let pp = probs + ((b * H + h) * tq) * tk
-                let dsp = dprobs + ((b * H + h) * tq) * tk
+                let dsp = own ?? dprobs! + ((b * H + h) * tq) * tk
                 let dop = dout.ptr + b * dout.batchStride + h * D
                 // dP = dO · Vᵀ
                 sgemm(transA: false, transB: true, m: tq, n: tk, k: D,
@@ -203,7 +210,7 @@ func forEachSegment(_ starts: UnsafePointer<Int32>, row b: Int, length T: Int, _
 /// weighted sums run per record block on the diagonal; the work between records is skipped, not masked. Within
 /// a record of length n at offset s, query s+i sees keys s...s+i, exactly as the record alone at positions 0..<n.
 /// Only the diagonal blocks of `probs` are written (the backward reads only those).
-func attentionForwardPacked(out: StridedRows, probs: UnsafeMutablePointer<Float>, q: StridedRows, k: StridedRows,
+func attentionForwardPacked(out: StridedRows?, probs: UnsafeMutablePointer<Float>, q: StridedRows, k: StridedRows,
                             v: StridedRows, starts: UnsafePointer<Int32>, _ s: AttentionShape) {
     let group = s.heads / s.kvHeads
     let D = s.headDim, tq = s.tq, tk = s.tk, H = s.heads
@@ -215,7 +222,6 @@ func attentionForwardPacked(out: StridedRows, probs: UnsafeMutablePointer<Float>
                 let qb = q.ptr + b * q.batchStride + h * D
                 let kb = k.ptr + b * k.batchStride + kvh * D
                 let vb = v.ptr + b * v.batchStride + kvh * D
-                let ob = out.ptr + b * out.batchStride + h * D
                 let pp = probs + bh * tq * tk
                 forEachSegment(starts, row: b, length: tq) { s0, n in
                     let blk = pp + s0 * tk + s0
@@ -227,6 +233,8 @@ func attentionForwardPacked(out: StridedRows, probs: UnsafeMutablePointer<Float>
                         for j in 0...i { mx = max(mx, row[j]) }
                         softmaxRow(row, valid: i + 1, width: n, max: mx)
                     }
+                    guard let out else { return }
+                    let ob = out.ptr + b * out.batchStride + h * D
                     sgemm(transA: false, transB: false, m: n, n: D, k: n,
                           alpha: 1, a: blk, lda: tk, b: vb + s0 * v.ld, ldb: v.ld, beta: 0, c: ob + s0 * out.ld, ldc: out.ld)
                 }
@@ -235,8 +243,8 @@ func attentionForwardPacked(out: StridedRows, probs: UnsafeMutablePointer<Float>
     }
 }
 
-/// Backward of `attentionForwardPacked`: the products of `attentionBackward`, per record block.
-func attentionBackwardPacked(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs: UnsafeMutablePointer<Float>,
+/// Backward of `attentionForwardPacked`: the products of `attentionBackward`, per record block (`dprobs` as there).
+func attentionBackwardPacked(dq: StridedRows, dk: StridedRows, dv: StridedRows, dprobs: UnsafeMutablePointer<Float>?,
                              dout: StridedRows, probs: UnsafePointer<Float>, q: StridedRows, k: StridedRows, v: StridedRows,
                              starts: UnsafePointer<Int32>, _ s: AttentionShape) {
     let group = s.heads / s.kvHeads
@@ -244,6 +252,8 @@ func attentionBackwardPacked(dq: StridedRows, dk: StridedRows, dv: StridedRows, 
     let scale = s.scale
     do {
         parallelFor(s.batch * KVH) { st, en in
+            let own = dprobs == nil ? UnsafeMutablePointer<Float>.allocate(capacity: tq * tk) : nil
+            defer { own?.deallocate() }
             for bk in st..<en {
                 let b = bk / KVH, kvh = bk % KVH
                 let vb = v.ptr + b * v.batchStride + kvh * D
@@ -252,7 +262,7 @@ func attentionBackwardPacked(dq: StridedRows, dk: StridedRows, dv: StridedRows, 
                 let dkb = dk.ptr + b * dk.batchStride + kvh * D
                 for h in (kvh * group)..<((kvh + 1) * group) {
                     let pp = probs + ((b * H + h) * tq) * tk
-                    let dsp = dprobs + ((b * H + h) * tq) * tk
+                    let dsp = own ?? dprobs! + ((b * H + h) * tq) * tk
                     let dob = dout.ptr + b * dout.batchStride + h * D
                     let qb = q.ptr + b * q.batchStride + h * D
                     let dqb = dq.ptr + b * dq.batchStride + h * D
