@@ -113,17 +113,23 @@ echo -n "1 process then 2 ranks against unbroken 1 process, adapter: "; compare 
 echo "--- 3. ranks that disagree stop before the first step"
 sed 's/abc/abd/' "$tmp/d.jsonl" > "$tmp/other.jsonl"
 other=("${train[@]}"); other[4]="$tmp/other.jsonl"
-if "${mpirun[@]}" -np 1 "$cli" "${train[@]}" --out "$tmp/x" : -np 1 "$cli" "${other[@]}" --out "$tmp/x" > "$tmp/x.log" 2>&1; then
+# Each rank's stderr goes to its own file (--output-filename): mpirun's own abort banner, printed while it still
+# forwards the ranks' output, can land in the middle of a forwarded line.
+if "${mpirun[@]}" --output-filename "$tmp/xo" -np 1 "$cli" "${train[@]}" --out "$tmp/x" : \
+        -np 1 "$cli" "${other[@]}" --out "$tmp/x" > "$tmp/x.log" 2>&1; then
     echo "ranks with different data files trained"; exit 1
 fi
-grep -q "rank 1 differs from rank 0 in: data file" "$tmp/x.log"
-! grep -q '^loss step' "$tmp/x.log"
-echo "different data: $(grep -o 'rank 1 differs from rank 0 in: [^;]*' "$tmp/x.log" | head -1)"
-if "${mpirun[@]}" -np 1 "$cli" "${train[@]}" --out "$tmp/x" : -np 1 "$cli" "${train[@]}" --seed 8 --out "$tmp/x" > "$tmp/y.log" 2>&1; then
+cat "$tmp"/xo/*/rank.*/stderr > "$tmp/x.err"
+grep -q "rank 1 differs from rank 0 in: data file" "$tmp/x.err"
+! grep -q '^loss step' "$tmp/x.err"
+echo "different data: $(grep -o 'rank 1 differs from rank 0 in: [^;]*' "$tmp/x.err" | head -1)"
+if "${mpirun[@]}" --output-filename "$tmp/yo" -np 1 "$cli" "${train[@]}" --out "$tmp/x" : \
+        -np 1 "$cli" "${train[@]}" --seed 8 --out "$tmp/x" > "$tmp/y.log" 2>&1; then
     echo "ranks with different seeds trained"; exit 1
 fi
-grep -q "rank 1 differs from rank 0 in: adapter config, seed" "$tmp/y.log"
-echo "different seed: $(grep -o 'rank 1 differs from rank 0 in: [^;]*' "$tmp/y.log" | head -1)"
+cat "$tmp"/yo/*/rank.*/stderr > "$tmp/y.err"
+grep -q "rank 1 differs from rank 0 in: adapter config, seed" "$tmp/y.err"
+echo "different seed: $(grep -o 'rank 1 differs from rank 0 in: [^;]*' "$tmp/y.err" | head -1)"
 
 echo "--- 4. a rank killed (SIGKILL) or hung (SIGSTOP) mid-run ends the job non-zero within 30 s"
 # kill_rank SIGNAL: starts a long run, waits for step 20, signals rank 1, measures until mpirun returns.
