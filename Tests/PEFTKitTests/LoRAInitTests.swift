@@ -244,6 +244,40 @@ import Testing
         #expect(maxErr < 2e-3 * max(1, maxG))
     }
 
+    /// `init_lora_weights: false`: A as PEFT's default draws it (same seed, same values), B random too, inside
+    /// nn.Linear's bound 1/√r; the value is written back as `false` and read again as such; DoRA refuses it.
+    @Test func initFalseDrawsB() throws {
+        let m = try Model.load(path: TS.fixtures + "/llama/model")
+        let head = #"{"peft_type": "LORA", "r": 4, "target_modules": ["q_proj", "v_proj"], "seed": 7, "#
+        try m.attachAdapter(name: "std", configJSON: head + #""init_lora_weights": true}"#)
+        try m.attachAdapter(name: "rnd", configJSON: head + #""init_lora_weights": false}"#)
+        let std = try #require(m.engine.adapter(named: "std").adapter as? LoRAAdapter)
+        let rnd = try #require(m.engine.adapter(named: "rnd").adapter as? LoRAAdapter)
+        #expect(rnd.config.initLoRAWeights == .random && std.config.initLoRAWeights == .standard)
+        #expect(rnd.units.count == std.units.count && !rnd.units.isEmpty)
+        let bound = 1 / Float(4).squareRoot()
+        for (u, v) in zip(rnd.units, std.units) {
+            let a1 = Array(UnsafeBufferPointer(start: rnd.params.floats + u.a, count: 4 * u.inF))
+            let a0 = Array(UnsafeBufferPointer(start: std.params.floats + v.a, count: 4 * v.inF))
+            #expect(a1 == a0)
+            let b1 = Array(UnsafeBufferPointer(start: rnd.params.floats + u.b, count: 4 * u.outF))
+            let b0 = Array(UnsafeBufferPointer(start: std.params.floats + v.b, count: 4 * v.outF))
+            #expect(b0.allSatisfy { $0 == 0 })
+            #expect(b1.allSatisfy { abs($0) <= bound } && TS.maxAbs(b1) > bound / 2)
+        }
+        let dir = TS.tempDir() + "/rnd"
+        try m.saveAdapter(name: "rnd", to: dir)
+        let text = try String(contentsOfFile: dir + "/adapter_config.json", encoding: .utf8)
+        #expect(text.contains(#""init_lora_weights": false"#) || text.contains(#""init_lora_weights":false"#))
+        let m2 = try Model.load(path: TS.fixtures + "/llama/model")
+        try m2.loadAdapter(from: dir, name: "back")
+        let back = try #require(m2.engine.adapter(named: "back").adapter as? LoRAAdapter)
+        #expect(back.config.initLoRAWeights == .random)
+        #expect(Array(UnsafeBufferPointer(start: back.params.floats, count: back.parameterCount))
+            == Array(UnsafeBufferPointer(start: rnd.params.floats, count: rnd.parameterCount)))
+        #expect(throws: PEFTKitError.self) { try m.attachAdapter(name: "d", configJSON: head + #""init_lora_weights": false, "use_dora": true}"#) }
+    }
+
     /// What cannot be done is refused with a clear error, and nothing is attached or changed.
     @Test func refusals() throws {
         let gpt2 = TS.fixtures + "/gpt2/model", llama = TS.fixtures + "/llama/model"

@@ -47,7 +47,8 @@ public struct LoRAConfig: Sendable, Equatable {
         try validateLayers(layers, numLayers: m.numLayers)
         if let r = loraPlusRatio { try require(r.isFinite && r > 0, "loraplus_lr_ratio must be positive, got \(r)") }
         if useDoRA && initLoRAWeights != .standard {
-            throw PEFTKitError.unsupported("DoRA with init_lora_weights '\(initLoRAWeights.rawValue)' is not supported")
+            throw PEFTKitError.unsupported("DoRA with init_lora_weights "
+                + "\(initLoRAWeights == .random ? "false" : "'\(initLoRAWeights.rawValue)'") is not supported")
         }
     }
 }
@@ -136,14 +137,19 @@ final class LoRAAdapter: Adapter {
         scale = config.scaling
         dropRng = Rng(seed: config.seed ^ 0x9E37_79B9_7F4A_7C15)
         try super.init(model: m, config: .lora(config), parameterCount: off)
-        if config.initLoRAWeights != .standard {
+        if config.initLoRAWeights.rewritesBase {
             try initialiseFromBase(context)
         } else {
-            // PEFT's init: A Kaiming-uniform (a = √5 → bound 1/√in), B zero.
+            // PEFT's init: A Kaiming-uniform (a = √5 → bound 1/√in), B zero; `false` leaves B as nn.Linear
+            // initialises it too (bound 1/√r). B's draws follow every A's, so A is the same either way.
             var rng = Rng(seed: config.seed)
             for u in units {
                 let bound = 1 / Float(u.inF).squareRoot()
                 fillUniform(params.floats + u.a, r * u.inF, low: -bound, high: bound, rng: &rng)
+            }
+            if config.initLoRAWeights == .random {
+                let bound = 1 / Float(r).squareRoot()
+                for u in units { fillUniform(params.floats + u.b, u.outF * r, low: -bound, high: bound, rng: &rng) }
             }
         }
         if config.useDoRA {

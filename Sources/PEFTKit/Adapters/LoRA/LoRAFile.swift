@@ -25,7 +25,9 @@ enum LoRASchema: AdapterConfigSchema {
             throw f.refuse(key)
         }
         var initWeights = LoRAInit.standard
-        if case .string(let s)? = o["init_lora_weights"] {
+        if case .bool(false)? = o["init_lora_weights"] {
+            initWeights = .random
+        } else if case .string(let s)? = o["init_lora_weights"] {
             // PEFT's own tests: "pissa..." by prefix, "olora" in any case.
             if s == "pissa" {
                 initWeights = .pissa

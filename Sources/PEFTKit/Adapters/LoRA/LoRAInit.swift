@@ -34,9 +34,21 @@ public enum LoRAInit: String, Sendable, Equatable, CaseIterable {
     /// OLoRA: A and B from the QR decomposition of each base weight; the base becomes the residual.
     /// `nn.Linear` weights only (PEFT's `olora_init` does not transpose GPT-2's Conv1D weights).
     case olora
+    /// PEFT's `false`: A and B both Kaiming-uniform (`nn.Linear`'s own init, bounds 1/√in and 1/√r), so the
+    /// adapter changes the model from the first step; PEFT uses it in tests, to see an adapter act at once.
+    case random
 
     /// The `init_lora_weights` value PEFT writes for it.
-    var peftValue: JSONValue { self == .standard ? .bool(true) : .string(rawValue) }
+    var peftValue: JSONValue {
+        switch self {
+        case .standard: return .bool(true)
+        case .random: return .bool(false)
+        case .pissa, .olora: return .string(rawValue)
+        }
+    }
+
+    /// Whether A and B come from a decomposition of the base weight (which then becomes the residual).
+    var rewritesBase: Bool { self == .pissa || self == .olora }
 
     /// The name in messages.
     var displayName: String { self == .pissa ? "PiSSA" : self == .olora ? "OLoRA" : "LoRA" }
@@ -102,7 +114,7 @@ extension LoRAAdapter: BaseRewritingAdapter {
                 for i in 0..<O { B[i * r + q] = Float(Q[i + q * O]) }
                 for j in 0..<I { A[q * I + j] = j >= q ? Float(R[q + j * O]) : 0 }
             }
-        case .standard:
+        case .standard, .random:
             break
         }
     }
