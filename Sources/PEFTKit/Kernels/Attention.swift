@@ -91,15 +91,20 @@ func attentionForward(out: StridedRows?, probs: UnsafeMutablePointer<Float>, q: 
     }
 }
 
-/// `attentionForward` for one query per sequence (a decode step): dot products, softmax and the weighted sum
-/// of values written directly, parallel over (sequence, head). Two small sgemm calls per head cost more in
-/// call and packing overhead than the arithmetic they do.
+/// `attentionForward` for one query per sequence (a decode step), parallel over (sequence, head): the scores are
+/// the key cache's rows dotted with the query and the output is the value cache's columns weighted by the
+/// probabilities, both with the decode matrix-vector kernels (peftkit_matvec.h) over the cache as it is laid
+/// out (rows `ld` floats apart), which keep the keys' and values' rows streaming through vector registers. Two
+/// sgemm calls per head cost more in call and packing overhead than the arithmetic they do.
 func attentionForwardOneQuery(out: StridedRows, probs: UnsafeMutablePointer<Float>, q: StridedRows, k: StridedRows,
                               v: StridedRows, _ s: AttentionShape) {
     let group = s.heads / s.kvHeads
     let D = s.headDim, tk = s.tk, H = s.heads
     let alpha = s.scale
     let valid = min(tk, s.pastLen + 1)
+    let isa = ElementwiseISA.active.rawValue
+    // As in `sgemm`'s matrix-vector path: the AVX2 row body streams faster than the AVX-512 one on Zen 4.
+    let rowsISA = min(isa, ElementwiseISA.avx2.rawValue)
     parallelFor(s.batch * H, grain: max(1, kernelParallelGrain / max(1, valid * D))) { st, en in
         for bh in st..<en {
             let b = bh / H, h = bh % H, kvh = h / group
@@ -107,28 +112,12 @@ func attentionForwardOneQuery(out: StridedRows, probs: UnsafeMutablePointer<Floa
             let kb = k.ptr + b * k.batchStride + kvh * D
             let vb = v.ptr + b * v.batchStride + kvh * D
             let row = probs + bh * tk
+            pk_f32mv_rows(rowsISA, kb, Int64(k.ld), qp, Int64(D), alpha, 0, row, 0, Int64(valid))
             var mx = -Float.infinity
-            for j in 0..<valid {
-                let kp = kb + j * k.ld
-                var acc = SIMD8<Float>(repeating: 0)
-                var d = 0
-                while d < D {
-                    acc += load8(qp, d, D) * load8(kp, d, D)
-                    d += 8
-                }
-                let sc = acc.sum() * alpha
-                row[j] = sc
-                mx = max(mx, sc)
-            }
+            for j in 0..<valid { mx = max(mx, row[j]) }
             softmaxRow(row, valid: valid, width: tk, max: mx)
             let op = out.ptr + b * out.batchStride + h * D
-            var d = 0
-            while d < D {
-                var acc = SIMD8<Float>(repeating: 0)
-                for j in 0..<valid { acc += row[j] * load8(vb + j * v.ld, d, D) }
-                store8(op, d, D, acc)
-                d += 8
-            }
+            pk_f32mv_cols(isa, vb, Int64(v.ld), row, Int64(valid), 1, 0, op, 0, Int64(D))
         }
     }
 }
