@@ -298,8 +298,7 @@ struct BERTWeights: ModelWeights {
         ctx.linearBack(l, .proj, w.proj, dinp: s.dact, dout: s.dh, inp: a.act, rows: N, accumulate: false, wgrad: gw?.proj)
         // The activation output is read for the last time above: a shared one takes the fc gradient.
         let dfcPre = a.recomputed ? a.act : s.dfcPre
-        dfcPre.update(repeating: 0, count: N * I)
-        activationBackward(.gelu, dfcPre, a.fcPre, s.dact, N * I)
+        activationBackward(.gelu, dfcPre, a.fcPre, s.dact, N * I, accumulate: false)
         ctx.linearBack(l, .fc, w.fc, dinp: s.dln, dout: dfcPre, inp: a.ln1, rows: N, accumulate: false, wgrad: gw?.fc)
         addInPlace(d, s.dln, N * C)
         // y = LN1(x + h1 (+ A)): d becomes dL/d(that sum).
