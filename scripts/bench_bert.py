@@ -9,7 +9,8 @@ train step tokens/s and peak RSS, and embedding throughput. Each measurement run
 
 --base-library also runs PEFTKit with another build of the library (e.g. main's) in the same rounds, alternating
 with the current one, so both ratios against torch come from the same machine state. --rounds repeats every
-measurement; each line then shows the median of the rounds.
+measurement; each line then shows the median of the rounds. "CPU time" compares process CPU seconds per step (all
+threads): with --threads 1 the figure least disturbed by other work on a shared machine.
 """
 
 import argparse
@@ -52,10 +53,11 @@ def child(job):
         m = peftkit.Model.load(folder)
         if job["what"] == "embed":
             m.embed(ids[:2], attention_mask=mask[:2])
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 m.embed(ids, attention_mask=mask)
             out["seconds"] = (time.perf_counter() - t0) / steps
+            out["cpu_seconds"] = (time.process_time() - c0) / steps
         else:
             if job["method"] == "lora":
                 m.attach_adapter("a", {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["query", "value"]})
@@ -65,10 +67,11 @@ def child(job):
             m.attach_head("classification", 2)
             lab = labels.astype(np.int32)
             m.head_train_step(ids, mask, labels=lab, learning_rate=1e-4)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 m.head_train_step(ids, mask, labels=lab, learning_rate=1e-4)
             out["seconds"] = (time.perf_counter() - t0) / steps
+            out["cpu_seconds"] = (time.process_time() - c0) / steps
     else:
         import torch
         torch.set_num_threads(threads)
@@ -79,12 +82,13 @@ def child(job):
             model = BertModel.from_pretrained(folder).eval()
             with torch.no_grad():
                 model(input_ids=x[:2], attention_mask=am[:2])
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 for _ in range(steps):
                     h = model(input_ids=x, attention_mask=am).last_hidden_state
                     e = (h * am[..., None]).sum(1) / am.sum(1, keepdim=True)
                     torch.nn.functional.normalize(e, dim=1)
             out["seconds"] = (time.perf_counter() - t0) / steps
+            out["cpu_seconds"] = (time.process_time() - c0) / steps
         else:
             model = BertForSequenceClassification.from_pretrained(folder, num_labels=2)
             model.config.hidden_dropout_prob = 0.0
@@ -111,10 +115,11 @@ def child(job):
                 model(input_ids=x, attention_mask=am, labels=y).loss.backward()
                 opt.step()
             step()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 step()
             out["seconds"] = (time.perf_counter() - t0) / steps
+            out["cpu_seconds"] = (time.process_time() - c0) / steps
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 
@@ -170,11 +175,12 @@ def main():
         t = len(impls) - 1
         name = f"{what} {method or ''}".strip()
         ref = {"lora": "torch + peft", "houlsby": "torch + adapters"}.get(method, "torch (transformers)")
-        print(f"{name:14s} {ref}: {tok / sec[t]:9.0f} tok/s, {rss[t]:6.0f} MB")
+        cpu = {i: median([r["cpu_seconds"] for r in rs]) for i, rs in res.items()}
+        print(f"{name:14s} {ref}: {tok / sec[t]:9.0f} tok/s, {rss[t]:6.0f} MB, {cpu[t]:.2f} CPU s/step")
         for i in range(t):
             rounds = ", ".join(f"{rt['seconds'] / r['seconds']:.2f}" for r, rt in zip(res[i], res[t]))
             print(f"{'':14s} {names[impls[i][1]]:8s} {tok / sec[i]:9.0f} tok/s, {rss[i]:6.0f} MB | speed x{sec[t] / sec[i]:.2f}, "
-                  f"RSS x{rss[i] / rss[t]:.2f}  (rounds: {rounds})")
+                  f"RSS x{rss[i] / rss[t]:.2f}, CPU time x{cpu[t] / cpu[i]:.2f} ({cpu[i]:.2f} s/step)  (rounds: {rounds})")
 
 
 if __name__ == "__main__":
