@@ -221,6 +221,28 @@ private func maxUlp(_ a: FBuf, _ b: FBuf) -> Int {
         }
     }
 
+    /// The masked softmax row (padding keys, encoders) gives bitwise what masking in Swift, the row max and
+    /// `softmaxRow` give, on every path: keys before `off` (a prefix) are never masked, masked keys get exactly 0.
+    @Test(arguments: ElementwiseISA.available) func maskedSoftmaxMatchesItsSteps(_ isa: ElementwiseISA) {
+        var rng = Rng(seed: 39)
+        let width = 45
+        for (valid, off) in [(45, 0), (45, 5), (30, 5), (17, 0), (3, 2)] {
+            let x = FBuf.random(width, &rng, scale: 5)
+            x.p[1] = 40  // the largest score is masked below when off <= 1
+            let mask: [Int32] = (0..<width).map { $0 % 3 == 1 ? 0 : 1 }
+            let want = x.clone(), got = x.clone()
+            for j in off..<valid where mask[j - off] == 0 { want.p[j] = -.infinity }
+            var mx = -Float.infinity
+            for j in 0..<valid { mx = max(mx, want.p[j]) }
+            softmaxRow(want.p, valid: valid, width: width, max: mx, isa: isa)
+            mask.withUnsafeBufferPointer { m in
+                pk_ew_masked_softmax_row(isa.rawValue, got.p, Int64(valid), Int64(width), m.baseAddress!, Int64(off))
+            }
+            #expect(bitwiseEqual(want, got), "valid \(valid) off \(off) \(isa)")
+            for j in off..<valid where mask[j - off] == 0 { #expect(got.p[j] == 0) }
+        }
+    }
+
     @Test func crossEntropyOnEveryPath() {
         var rng = Rng(seed: 35)
         let N = 5, V = 1001
