@@ -54,6 +54,8 @@ typedef double ew_v8d __attribute__((vector_size(64)));
 #define VMIN_X(c, x) ew_select_p((c) < (x), (c), (x))
 #define VMAX_X(c, x) ew_select_p((c) > (x), (c), (x))
 #define VMAX_NN(v, m) ew_select_p((v) > (m), (v), (m))
+#define VSEL_LT(a, b, t, f) ew_select_p((a) < (b), (t), (f))
+#define VSEL_GE(a, b, t, f) ew_select_p((a) >= (b), (t), (f))
 #define VHSUM(v) ew_hsum_p(v)
 #define VHMAX(v) ew_hmax_p(v)
 #define VROUND_EXP(p, t, magic) ew_scale_p((p), (t), (magic))
@@ -131,6 +133,8 @@ static inline double dacc_sum_scalar(ew_v8d a) {
 #undef VMIN_X
 #undef VMAX_X
 #undef VMAX_NN
+#undef VSEL_LT
+#undef VSEL_GE
 #undef VHSUM
 #undef VHMAX
 #undef VROUND_EXP
@@ -159,6 +163,8 @@ static inline double dacc_sum_scalar(ew_v8d a) {
 #define VMIN_X(c, x) _mm256_min_ps((c), (x))
 #define VMAX_X(c, x) _mm256_max_ps((c), (x))
 #define VMAX_NN(v, m) _mm256_max_ps((v), (m))
+#define VSEL_LT(a, b, t, f) _mm256_blendv_ps((f), (t), _mm256_cmp_ps((a), (b), _CMP_LT_OQ))
+#define VSEL_GE(a, b, t, f) _mm256_blendv_ps((f), (t), _mm256_cmp_ps((a), (b), _CMP_GE_OQ))
 #define VHSUM(v) ew_hsum_avx2(v)
 #define VHMAX(v) ew_hmax_avx2(v)
 #define VROUND_EXP(p, t, magic) ew_scale_avx2((p), (t), (magic))
@@ -235,6 +241,8 @@ static inline double dacc_sum_avx2(ew_dacc_avx2 a) {
 #undef VMIN_X
 #undef VMAX_X
 #undef VMAX_NN
+#undef VSEL_LT
+#undef VSEL_GE
 #undef VHSUM
 #undef VHMAX
 #undef VROUND_EXP
@@ -262,6 +270,8 @@ static inline double dacc_sum_avx2(ew_dacc_avx2 a) {
 #define VMIN_X(c, x) _mm512_min_ps((c), (x))
 #define VMAX_X(c, x) _mm512_max_ps((c), (x))
 #define VMAX_NN(v, m) _mm512_max_ps((v), (m))
+#define VSEL_LT(a, b, t, f) _mm512_mask_blend_ps(_mm512_cmp_ps_mask((a), (b), _CMP_LT_OQ), (f), (t))
+#define VSEL_GE(a, b, t, f) _mm512_mask_blend_ps(_mm512_cmp_ps_mask((a), (b), _CMP_GE_OQ), (f), (t))
 #define VHSUM(v) ew_hsum_avx512(v)
 #define VHMAX(v) ew_hmax_avx512(v)
 #define VROUND_EXP(p, t, magic) ew_scale_avx512((p), (t), (magic))
@@ -368,6 +378,11 @@ void pk_ew_exp(int isa, const float *x, float *y, int64_t n) {
     EW_CALL(ew_exp_n, x, y, n)
 }
 
+void pk_ew_erf(int isa, const float *x, float *y, int64_t n) {
+    if (n <= 0) return;
+    EW_CALL(ew_erf_n, x, y, n)
+}
+
 void pk_ew_act_forward(int isa, int act, float *out, const float *inp, int64_t n) {
     if (n <= 0) return;
     EW_CALL(ew_act_forward, act, out, inp, n)
@@ -392,6 +407,11 @@ void pk_ew_swiglu_backward(int isa, float *dgate, float *dup, const float *dout,
 void pk_ew_softmax_row(int isa, float *row, int64_t valid, int64_t width, float mx) {
     if (valid < 0) valid = 0;
     EW_CALL(ew_softmax_row, row, valid, width, mx)
+}
+
+void pk_ew_masked_softmax_row(int isa, float *row, int64_t valid, int64_t width, const int32_t *mask, int64_t off) {
+    if (valid < 0) valid = 0;
+    EW_CALL(ew_masked_softmax_row, row, valid, width, mask, off)
 }
 
 double pk_ew_xent_row(int isa, float *row, int64_t V, int64_t target, int grad, float scale) {

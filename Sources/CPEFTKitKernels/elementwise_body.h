@@ -1,7 +1,8 @@
 // Included by elementwise.c once per instruction-set path, after it defines the vector vocabulary of that path:
 //   VF (W floats), EW_W, EW_SFX(name), VLOAD/VSTORE, VLOADN/VSTOREN (the first n < W lanes, the rest zero),
 //   VKEEPN (zero the lanes >= n), VSET, VADD/VSUB/VMUL/VDIV, VFMA(a, b, c) = a*b + c, VFNMA(a, b, c) = c - a*b,
-//   VMIN_X(c, x) / VMAX_X(c, x) (x when x is NaN), VROUND_EXP (the exponent scaling of ew_exp), VHSUM / VHMAX
+//   VMIN_X(c, x) / VMAX_X(c, x) (x when x is NaN), VSEL_LT(a, b, t, f) / VSEL_GE(a, b, t, f) (per lane a < b
+//   (a >= b) ? t : f, false for NaN), VROUND_EXP (the exponent scaling of ew_exp), VHSUM / VHMAX
 //   (horizontal, fixed order; VHMAX ignores NaN lanes), and DACC with dacc_zero / dacc_add / dacc_add_prod /
 //   dacc_add_sqdiff / dacc_sum (W-lane double accumulators, summed in lane order at the end).
 // Element-wise loops run the same vector code on a partial last group (zero-padded), so an element's result does
@@ -56,6 +57,56 @@ EW_INLINE VF EW_SFX(ew_gelu_tanh_grad)(VF x) {
     return VFMA(VMUL(VMUL(VMUL(VSET(2.0f), x), s), VMUL(e, s)), du, s);
 }
 
+// ---- erf and the exact GELU ------------------------------------------------------------------------------------
+
+/// erf(x) in two pieces of z = |x| (coefficients: scripts/fit_erf.py, a minimax fit in double rounded to float):
+/// z < 1.25: erf = z + z * P(z^2) (the leading 1 kept out of P so its rounding does not count);
+/// 1.25 <= z < 3.925: erf = 1 - exp(Q(z - 2.5)), Q ~ log(erfc) (erfc < 0.08 there, so its relative error barely
+/// reaches erf); z >= 3.925: 1 (erf rounds to 1 from 3.9193 on). The sign of x is put back last, so erf is odd and
+/// erf(-0) = -0. Within 2 ulp of erf over the float range (tests: ElementwiseSIMDTests). NaN stays NaN.
+EW_INLINE VF EW_SFX(ew_erf)(VF x) {
+    const VF z = VMAX_X(VSUB(VSET(0.0f), x), x);
+    const VF z2 = VMUL(z, z);
+    VF p = VSET(-7.641892807e-06f);
+    p = VFMA(p, z2, VSET(1.043190350e-04f));
+    p = VFMA(p, z2, VSET(-8.347826079e-04f));
+    p = VFMA(p, z2, VSET(5.209906958e-03f));
+    p = VFMA(p, z2, VSET(-2.686074190e-02f));
+    p = VFMA(p, z2, VSET(1.128368825e-01f));
+    p = VFMA(p, z2, VSET(-3.761263192e-01f));
+    p = VFMA(p, z2, VSET(1.283791661e-01f));
+    const VF small = VFMA(z, p, z);
+    const VF t = VSUB(z, VSET(2.5f));
+    VF q = VSET(-1.084265620e-07f);
+    q = VFMA(q, t, VSET(1.672768803e-06f));
+    q = VFMA(q, t, VSET(-1.281872392e-05f));
+    q = VFMA(q, t, VSET(7.719464338e-05f));
+    q = VFMA(q, t, VSET(-4.208994214e-04f));
+    q = VFMA(q, t, VSET(2.165370621e-03f));
+    q = VFMA(q, t, VSET(-1.085807942e-02f));
+    q = VFMA(q, t, VSET(-9.438937306e-01f));
+    q = VFMA(q, t, VSET(-5.352680683e+00f));
+    q = VFMA(q, t, VSET(-7.806815147e+00f));
+    const VF large = VSUB(VSET(1.0f), EW_SFX(ew_exp)(q));
+    const VF r = VSEL_LT(z, VSET(1.25f), small, VSEL_GE(z, VSET(3.925f), VSET(1.0f), large));
+    return VSEL_LT(x, VSET(0.0f), VSUB(VSET(0.0f), r), r);
+}
+
+#define EW_SQRT_HALF 0.707106781186547524400844362104849039f
+#define EW_INV_SQRT_2PI 0.398942280401432677939946059934381868f
+
+/// Exact GELU, torch's order: x * 0.5 * (1 + erf(x * sqrt(1/2))).
+EW_INLINE VF EW_SFX(ew_gelu)(VF x) {
+    return VMUL(VMUL(x, VSET(0.5f)), VADD(VSET(1.0f), EW_SFX(ew_erf)(VMUL(x, VSET(EW_SQRT_HALF)))));
+}
+
+/// d gelu / dx = cdf + x * pdf, cdf = 0.5 * (1 + erf(x sqrt(1/2))), pdf = exp(-x^2 / 2) / sqrt(2 pi).
+EW_INLINE VF EW_SFX(ew_gelu_grad)(VF x) {
+    const VF cdf = VMUL(VSET(0.5f), VADD(VSET(1.0f), EW_SFX(ew_erf)(VMUL(x, VSET(EW_SQRT_HALF)))));
+    const VF pdf = VMUL(VSET(EW_INV_SQRT_2PI), EW_SFX(ew_exp)(VMUL(VMUL(x, x), VSET(-0.5f))));
+    return VFMA(x, pdf, cdf);
+}
+
 /// silu: x / (1 + exp(-x)).
 EW_INLINE VF EW_SFX(ew_silu)(VF x) {
     return VDIV(x, VADD(VSET(1.0f), EW_SFX(ew_exp)(VSUB(VSET(0.0f), x))));
@@ -75,9 +126,18 @@ static void EW_SFX(ew_exp_n)(const float *x, float *y, int64_t n) {
     if (i < n) VSTOREN(y + i, EW_SFX(ew_exp)(VLOADN(x + i, n - i)), n - i);
 }
 
+static void EW_SFX(ew_erf_n)(const float *x, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + EW_W <= n; i += EW_W) VSTORE(y + i, EW_SFX(ew_erf)(VLOAD(x + i)));
+    if (i < n) VSTOREN(y + i, EW_SFX(ew_erf)(VLOADN(x + i, n - i)), n - i);
+}
+
 static void EW_SFX(ew_act_forward)(int act, float *out, const float *inp, int64_t n) {
     int64_t i = 0;
-    if (act == PK_EW_GELU_TANH) {
+    if (act == PK_EW_GELU) {
+        for (; i + EW_W <= n; i += EW_W) VSTORE(out + i, EW_SFX(ew_gelu)(VLOAD(inp + i)));
+        if (i < n) VSTOREN(out + i, EW_SFX(ew_gelu)(VLOADN(inp + i, n - i)), n - i);
+    } else if (act == PK_EW_GELU_TANH) {
         for (; i + EW_W <= n; i += EW_W) VSTORE(out + i, EW_SFX(ew_gelu_tanh)(VLOAD(inp + i)));
         if (i < n) VSTOREN(out + i, EW_SFX(ew_gelu_tanh)(VLOADN(inp + i, n - i)), n - i);
     } else {
@@ -86,24 +146,28 @@ static void EW_SFX(ew_act_forward)(int act, float *out, const float *inp, int64_
     }
 }
 
+EW_INLINE VF EW_SFX(ew_act_grad)(int act, VF x) {
+    if (act == PK_EW_GELU) return EW_SFX(ew_gelu_grad)(x);
+    if (act == PK_EW_GELU_TANH) return EW_SFX(ew_gelu_tanh_grad)(x);
+    return EW_SFX(ew_silu_grad)(x);
+}
+
+/// dinp += dout * act'(inp), or dinp = dout * act'(inp) (one rounding, as the sum onto zeros) with PK_EW_ACT_SET.
 static void EW_SFX(ew_act_backward)(int act, float *dinp, const float *inp, const float *dout, int64_t n) {
+    const int set = (act & PK_EW_ACT_SET) != 0;
+    act &= ~PK_EW_ACT_SET;
     int64_t i = 0;
-    if (act == PK_EW_GELU_TANH) {
+    if (set) {
         for (; i + EW_W <= n; i += EW_W)
-            VSTORE(dinp + i, VFMA(VLOAD(dout + i), EW_SFX(ew_gelu_tanh_grad)(VLOAD(inp + i)), VLOAD(dinp + i)));
-        if (i < n) {
-            const int64_t k = n - i;
-            VSTOREN(dinp + i, VFMA(VLOADN(dout + i, k), EW_SFX(ew_gelu_tanh_grad)(VLOADN(inp + i, k)),
-                                   VLOADN(dinp + i, k)), k);
-        }
+            VSTORE(dinp + i, VFMA(VLOAD(dout + i), EW_SFX(ew_act_grad)(act, VLOAD(inp + i)), VSET(0.0f)));
     } else {
         for (; i + EW_W <= n; i += EW_W)
-            VSTORE(dinp + i, VFMA(VLOAD(dout + i), EW_SFX(ew_silu_grad)(VLOAD(inp + i)), VLOAD(dinp + i)));
-        if (i < n) {
-            const int64_t k = n - i;
-            VSTOREN(dinp + i, VFMA(VLOADN(dout + i, k), EW_SFX(ew_silu_grad)(VLOADN(inp + i, k)),
-                                   VLOADN(dinp + i, k)), k);
-        }
+            VSTORE(dinp + i, VFMA(VLOAD(dout + i), EW_SFX(ew_act_grad)(act, VLOAD(inp + i)), VLOAD(dinp + i)));
+    }
+    if (i < n) {
+        const int64_t k = n - i;
+        const VF base = set ? VSET(0.0f) : VLOADN(dinp + i, k);
+        VSTOREN(dinp + i, VFMA(VLOADN(dout + i, k), EW_SFX(ew_act_grad)(act, VLOADN(inp + i, k)), base), k);
     }
 }
 
@@ -163,6 +227,20 @@ static void EW_SFX(ew_softmax_row)(float *row, int64_t valid, int64_t width, flo
     for (j = 0; j + EW_W <= valid; j += EW_W) VSTORE(row + j, VMUL(VLOAD(row + j), inv));
     if (j < valid) VSTOREN(row + j, VMUL(VLOADN(row + j, valid - j), inv), valid - j);
     for (j = valid; j < width; j++) row[j] = 0.0f;
+}
+
+/// Scores of keys whose mask entry is 0 (keys off..valid-1 read mask[j - off]) become -inf, then the row max over
+/// the first `valid` (NaN never wins; the max is exact, so any order gives it) and the softmax above.
+static void EW_SFX(ew_masked_softmax_row)(float *row, int64_t valid, int64_t width, const int32_t *mask, int64_t off) {
+    for (int64_t j = off > 0 ? off : 0; j < valid; j++)
+        if (mask[j - off] == 0) row[j] = -INFINITY;
+    VF mv = VSET(-INFINITY);
+    int64_t j = 0;
+    for (; j + EW_W <= valid; j += EW_W) mv = VMAX_NN(VLOAD(row + j), mv);
+    float mx = VHMAX(mv);
+    for (; j < valid; j++)
+        if (row[j] > mx) mx = row[j];
+    EW_SFX(ew_softmax_row)(row, valid, width, mx);
 }
 
 static double EW_SFX(ew_xent_row)(float *row, int64_t V, int64_t target, int grad, float scale) {

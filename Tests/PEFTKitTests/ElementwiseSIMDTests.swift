@@ -8,7 +8,7 @@ import Glibc
 // Every instruction-set path of the element-wise C kernels (Sources/CPEFTKitKernels/elementwise.c) that this CPU
 // runs, against Double-precision references and against each other. What the tests state:
 //   - exp: within 2 ulp of the exact value over the whole Float range on every path (measured: scalar 1.19 ulp,
-//     AVX2 / AVX-512 0.90 ulp), with the special values right.
+//     AVX2 / AVX-512 0.90 ulp), with the special values right; erf (the exact GELU's) likewise within 2 ulp.
 //   - maps (activations, SwiGLU, RoPE): AVX2 and AVX-512 give bitwise the same result (the same operations lane by
 //     lane); the scalar path rounds each product separately and stays within 1e-6 of them relative to
 //     max(1, |value|).
@@ -75,8 +75,46 @@ private func maxUlp(_ a: FBuf, _ b: FBuf) -> Int {
         #expect(special[7] == 0)
     }
 
-    /// gelu_new and SiLU forward and backward on every path against Double formulas; AVX2 == AVX-512 bitwise.
-    @Test(arguments: [Activation.geluTanh, .swish]) func activationsOnEveryPath(_ act: Activation) {
+    /// erf over a dense sweep of [-6, 6] (steps of 2^-12, both signs, the whole saturated tail beyond 3.92),
+    /// the neighbourhood of zero down to subnormals, and the special values, against Double erf, on every path:
+    /// within 2 ulp of the exact value. The scalar path (no fused multiply-adds) gets the same bound.
+    @Test(arguments: ElementwiseISA.available) func erfWithinTwoUlp(_ isa: ElementwiseISA) {
+        var xs: [Float] = []
+        var x: Float = -6
+        while x <= 6 { xs.append(x); x += 1.0 / 4096 }
+        var t: Float = 1e-38
+        while t < 2 { xs.append(t); xs.append(-t); t *= 1.0001 }
+        let edges: [Float] = [1.25, Float(1.25).nextDown, 3.925, Float(3.925).nextDown, 3.9193, 10, 1e30,
+                              .greatestFiniteMagnitude]
+        for v in edges {
+            xs.append(v); xs.append(-v)
+        }
+        var ys = [Float](repeating: 0, count: xs.count)
+        xs.withUnsafeBufferPointer { xp in
+            ys.withUnsafeMutableBufferPointer { yp in pk_ew_erf(isa.rawValue, xp.baseAddress!, yp.baseAddress!, Int64(xp.count)) }
+        }
+        var worst = 0.0, worstX: Float = 0
+        for (x, y) in zip(xs, ys) {
+            let exact = erf(Double(x))
+            let err = abs(Double(y) - exact) / Double(max(Float(exact).magnitude.ulp, Float.leastNonzeroMagnitude))
+            if !(err <= worst) { worst = err; worstX = x }
+        }
+        print("erf \(isa): max error \(worst) ulp at x = \(worstX) over \(xs.count) points")
+        #expect(worst <= 2)
+        let sp: [Float] = [0, -0.0, .infinity, -.infinity, .nan]
+        var out = [Float](repeating: 1, count: sp.count)
+        sp.withUnsafeBufferPointer { xp in
+            out.withUnsafeMutableBufferPointer { yp in pk_ew_erf(isa.rawValue, xp.baseAddress!, yp.baseAddress!, Int64(xp.count)) }
+        }
+        #expect(out[0] == 0 && out[0].sign == .plus)
+        #expect(out[1] == 0 && out[1].sign == .minus)
+        #expect(out[2] == 1)
+        #expect(out[3] == -1)
+        #expect(out[4].isNaN)
+    }
+
+    /// gelu, gelu_new and SiLU forward and backward on every path against Double formulas; AVX2 == AVX-512 bitwise.
+    @Test(arguments: [Activation.gelu, .geluTanh, .swish]) func activationsOnEveryPath(_ act: Activation) {
         var rng = Rng(seed: 31)
         let n = 1003
         let x = FBuf.random(n, &rng, scale: 4)
@@ -146,12 +184,13 @@ private func maxUlp(_ a: FBuf, _ b: FBuf) -> Int {
         }
         var results: [[FBuf]] = []
         for whole in [true, false] {
-            let a = FBuf(n), b = FBuf(n), c = FBuf(n), e = FBuf(n), f = FBuf(n)
+            let a = FBuf(n), b = FBuf(n), c = FBuf(n), e = FBuf(n), f = FBuf(n), g = FBuf(n)
             run(whole) { s, m in activationForward(.geluTanh, a.p + s, x.p + s, m, isa: isa) }
+            run(whole) { s, m in activationBackward(.gelu, g.p + s, x.p + s, d.p + s, m, isa: isa) }
             run(whole) { s, m in activationBackward(.swish, b.p + s, x.p + s, d.p + s, m, isa: isa) }
             run(whole) { s, m in swigluForward(c.p + s, x.p + s, u.p + s, m, isa: isa) }
             run(whole) { s, m in swigluBackward(e.p + s, f.p + s, d.p + s, x.p + s, u.p + s, m, isa: isa) }
-            results.append([a, b, c, e, f])
+            results.append([a, b, c, e, f, g])
         }
         for k in 0..<results[0].count { #expect(bitwiseEqual(results[0][k], results[1][k]), "output \(k)") }
     }
@@ -179,6 +218,28 @@ private func maxUlp(_ a: FBuf, _ b: FBuf) -> Int {
                 rows[isa] = row
             }
             if let a = rows[.avx2], let b = rows[.avx512] { #expect(maxUlp(a, b) <= 4) }
+        }
+    }
+
+    /// The masked softmax row (padding keys, encoders) gives bitwise what masking in Swift, the row max and
+    /// `softmaxRow` give, on every path: keys before `off` (a prefix) are never masked, masked keys get exactly 0.
+    @Test(arguments: ElementwiseISA.available) func maskedSoftmaxMatchesItsSteps(_ isa: ElementwiseISA) {
+        var rng = Rng(seed: 39)
+        let width = 45
+        for (valid, off) in [(45, 0), (45, 5), (30, 5), (17, 0), (3, 2)] {
+            let x = FBuf.random(width, &rng, scale: 5)
+            x.p[1] = 40  // the largest score is masked below when off <= 1
+            let mask: [Int32] = (0..<width).map { $0 % 3 == 1 ? 0 : 1 }
+            let want = x.clone(), got = x.clone()
+            for j in off..<valid where mask[j - off] == 0 { want.p[j] = -.infinity }
+            var mx = -Float.infinity
+            for j in 0..<valid { mx = max(mx, want.p[j]) }
+            softmaxRow(want.p, valid: valid, width: width, max: mx, isa: isa)
+            mask.withUnsafeBufferPointer { m in
+                pk_ew_masked_softmax_row(isa.rawValue, got.p, Int64(valid), Int64(width), m.baseAddress!, Int64(off))
+            }
+            #expect(bitwiseEqual(want, got), "valid \(valid) off \(off) \(isa)")
+            for j in off..<valid where mask[j - off] == 0 { #expect(got.p[j] == 0) }
         }
     }
 
@@ -313,7 +374,8 @@ private func maxUlp(_ a: FBuf, _ b: FBuf) -> Int {
     }
 
     /// Each backward accumulates (+=) with one rounding into the gradient, on every path: two calls on a zeroed
-    /// gradient give exactly twice one call.
+    /// gradient give exactly twice one call; an activation backward with `accumulate: false` gives bitwise one call
+    /// on zeros.
     @Test(arguments: ElementwiseISA.available) func backwardsAccumulateExactly(_ isa: ElementwiseISA) {
         var rng = Rng(seed: 38)
         let N = 5, C = 37
@@ -334,8 +396,15 @@ private func maxUlp(_ a: FBuf, _ b: FBuf) -> Int {
         twice("layerNorm", [dx]) { layerNormBackward(dx.p, nil, nil, dout.p, x.p, w.p, mean.p, rstd.p, N, C, isa: isa) }
         rmsNormForward(out.p, rstd.p, x.p, w.p, N, C, 1e-6, isa: isa)
         twice("rmsNorm", [dx]) { rmsNormBackward(dx.p, nil, dout.p, x.p, w.p, rstd.p, N, C, isa: isa) }
-        for act in [Activation.geluTanh, .swish] {
+        for act in [Activation.gelu, .geluTanh, .swish, .relu] {
             twice("\(act)", [dx]) { activationBackward(act, dx.p, x.p, dout.p, N * C, isa: isa) }
+            // accumulate: false stores what one call on zeros gives, over whatever dinp held.
+            let once = dx.clone()
+            once.zero()
+            activationBackward(act, once.p, x.p, dout.p, N * C, isa: isa)
+            fillNormal(dx.p, N * C, std: 1, rng: &rng)
+            activationBackward(act, dx.p, x.p, dout.p, N * C, accumulate: false, isa: isa)
+            #expect(bitwiseEqual(dx, once), "\(act) \(isa) accumulate: false")
         }
         twice("swiglu", [dg, du]) { swigluBackward(dg.p, du.p, dout.p, x.p, u.p, N * C, isa: isa) }
     }
@@ -369,6 +438,9 @@ private func maxUlp(_ a: FBuf, _ b: FBuf) -> Int {
         case .swish:
             let s = 1 / (1 + exp(-x))
             return (x * s, s * (1 + x * (1 - s)))
+        case .gelu:
+            let cdf = 0.5 * (1 + erf(x / 2.0.squareRoot()))
+            return (x * cdf, cdf + x * exp(-0.5 * x * x) / (2 * Double.pi).squareRoot())
         default:
             return (.nan, .nan)
         }

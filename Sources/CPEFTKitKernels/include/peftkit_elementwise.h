@@ -23,7 +23,9 @@ extern "C" {
 enum { PK_EW_SCALAR = 0, PK_EW_AVX2 = 1, PK_EW_AVX512 = 2 };
 
 /// Activation codes of pk_ew_act_forward / pk_ew_act_backward.
-enum { PK_EW_GELU_TANH = 2, PK_EW_SILU = 3 };
+enum { PK_EW_GELU = 1, PK_EW_GELU_TANH = 2, PK_EW_SILU = 3 };
+/// Or'ed into the activation code of pk_ew_act_backward: store dinp instead of adding to it.
+enum { PK_EW_ACT_SET = 0x100 };
 
 /// The best path this CPU runs (detected once).
 int pk_ew_detect(void);
@@ -32,10 +34,16 @@ int pk_ew_detect(void);
 /// x < -103.97 gives 0, NaN stays NaN). `y` may equal `x`.
 void pk_ew_exp(int isa, const float *x, float *y, int64_t n);
 
-/// out[i] = act(inp[i]), act = PK_EW_GELU_TANH (transformers' gelu_new) or PK_EW_SILU. `out` may equal `inp`.
+/// y[i] = erf(x[i]): within 2 ulp of erf over the float range (a polynomial below |x| = 1.25, 1 - exp(polynomial)
+/// above, 1 from 3.925 on); odd, NaN stays NaN. `y` may equal `x`.
+void pk_ew_erf(int isa, const float *x, float *y, int64_t n);
+
+/// out[i] = act(inp[i]), act = PK_EW_GELU (exact: x/2 * (1 + erf(x/sqrt 2)), erf as pk_ew_erf), PK_EW_GELU_TANH
+/// (transformers' gelu_new) or PK_EW_SILU. `out` may equal `inp`.
 void pk_ew_act_forward(int isa, int act, float *out, const float *inp, int64_t n);
 
-/// dinp[i] += act'(inp[i]) * dout[i].
+/// dinp[i] += act'(inp[i]) * dout[i]; with act | PK_EW_ACT_SET, dinp[i] = act'(inp[i]) * dout[i] (the same value
+/// as the sum onto zeros; dinp is not read).
 void pk_ew_act_backward(int isa, int act, float *dinp, const float *inp, const float *dout, int64_t n);
 
 /// out[i] = silu(gate[i]) * up[i]. `out` may equal `gate` or `up`.
@@ -48,6 +56,10 @@ void pk_ew_swiglu_backward(int isa, float *dgate, float *dup, const float *dout,
 /// In place: row[j] = exp(row[j] - mx) / sum for j < valid (the sum in float, lane-parallel), row[j] = 0 for
 /// valid <= j < width.
 void pk_ew_softmax_row(int isa, float *row, int64_t valid, int64_t width, float mx);
+
+/// pk_ew_softmax_row after masking and the row max: row[j] = -inf for off <= j < valid where mask[j - off] == 0,
+/// mx = the max of row[0..<valid] (NaN ignored), then as pk_ew_softmax_row(row, valid, width, mx).
+void pk_ew_masked_softmax_row(int isa, float *row, int64_t valid, int64_t width, const int32_t *mask, int64_t off);
 
 /// One row of softmax cross-entropy: returns logsumexp(row) - row[target] (max-subtracted, exp in float, the sum
 /// of exponentials and the loss in double). If `grad`, the row is overwritten with

@@ -298,8 +298,7 @@ struct BERTWeights: ModelWeights {
         ctx.linearBack(l, .proj, w.proj, dinp: s.dact, dout: s.dh, inp: a.act, rows: N, accumulate: false, wgrad: gw?.proj)
         // The activation output is read for the last time above: a shared one takes the fc gradient.
         let dfcPre = a.recomputed ? a.act : s.dfcPre
-        dfcPre.update(repeating: 0, count: N * I)
-        activationBackward(.gelu, dfcPre, a.fcPre, s.dact, N * I)
+        activationBackward(.gelu, dfcPre, a.fcPre, s.dact, N * I, accumulate: false)
         ctx.linearBack(l, .fc, w.fc, dinp: s.dln, dout: dfcPre, inp: a.ln1, rows: N, accumulate: false, wgrad: gw?.fc)
         addInPlace(d, s.dln, N * C)
         // y = LN1(x + h1 (+ A)): d becomes dL/d(that sum).
@@ -309,11 +308,30 @@ struct BERTWeights: ModelWeights {
         ctx.residualBackward(l, .attention, s, norm: SubLayerNorm(weight: w.ln1W, bias: w.ln1B, eps: c.normEps))
         ctx.linearBack(l, .o, w.o, dinp: s.dattn, dout: s.dh, inp: a.attn, rows: N, accumulate: false, wgrad: gw?.o)
         ctx.selfAttentionBackward(l, a, s)
+        if !Self.needsInputGradient(l, ctx, weights: gw != nil) {
+            // The first layer's input gradient has no reader: only the q/k/v linears whose backward does more
+            // than that (hooked by the adapter) run, each into the scratch row block, which is then dropped.
+            let sites: [(LinearSite, FrozenLinear, Int)] = [(.q, w.q, 0), (.k, w.k, C), (.v, w.v, 2 * C)]
+            for (site, lin, off) in sites where ctx.adapter?.hooks(l, site) == true {
+                ctx.linearBack(l, site, lin, dinp: s.dln, dout: s.dqkv + off, inp: x, rows: N, accumulate: false, lddo: ld)
+            }
+            return
+        }
         ctx.linearBack(l, .q, w.q, dinp: s.dln, dout: s.dqkv, inp: x, rows: N, accumulate: false, lddo: ld, wgrad: gw?.q)
         ctx.linearBack(l, .k, w.k, dinp: s.dln, dout: s.dqkv + C, inp: x, rows: N, accumulate: true, lddo: ld, wgrad: gw?.k)
         ctx.linearBack(l, .v, w.v, dinp: s.dln, dout: s.dqkv + 2 * C, inp: x, rows: N, accumulate: true, lddo: ld,
                        wgrad: gw?.v)
         addInPlace(d, s.dln, N * C)
+    }
+
+    /// Whether layer l's backward must leave dL/d(its input) in `d`: always above the first layer; below it only
+    /// the embeddings read it, for full fine-tuning (`weights`) or an adapter's virtual tokens. Any adapter that
+    /// is not a single `Adapter` (whose virtual tokens are known) keeps it.
+    static func needsInputGradient(_ l: Int, _ ctx: LayerContext, weights: Bool) -> Bool {
+        if l > 0 || weights { return true }
+        guard let hooks = ctx.adapter else { return false }
+        guard let ad = hooks as? Adapter else { return true }
+        return ad.virtualTokens > 0
     }
 
     /// Refills the activations training does not keep per layer (`RecomputedActs`; `ln2`, the sum before the

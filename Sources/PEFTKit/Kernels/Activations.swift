@@ -15,9 +15,9 @@ public enum Activation: String, Sendable, Codable, CaseIterable {
 }
 
 // Pointwise non-linearities (adapter activations, MLP activations) and SwiGLU (Llama MLP), forward and
-// backward. Formulas and operation order follow PyTorch's CPU kernels; libm's erff and `vexp` below stand in
-// for torch's vectorised erf / exp, so results agree to about an ulp of the larger terms, not bitwise.
-// The exp-bound ones (gelu_new, SiLU, SwiGLU) run in C (Sources/CPEFTKitKernels/elementwise.c) on the CPU's
+// backward. Formulas and operation order follow PyTorch's CPU kernels; the C kernels' erf and exp (`vexp` below)
+// stand in for torch's vectorised erf / exp, so results agree to about an ulp of the larger terms, not bitwise.
+// The erf- and exp-bound ones (gelu, gelu_new, SiLU, SwiGLU) run in C (Sources/CPEFTKitKernels/elementwise.c) on the CPU's
 // best vector path (`ElementwiseISA`); each path computes every element the same way wherever a thread's chunk
 // starts, so results stay independent of the thread count.
 // "gelu_new" uses the identity 0.5·x·(1 + tanh u) = x·sigmoid(2u): one exp instead of glibc's slow tanhf,
@@ -62,11 +62,6 @@ func store8(_ x: UnsafeMutablePointer<Float>, _ i: Int, _ end: Int, _ v: SIMD8<F
 
 // MARK: - Activations
 
-/// 1/sqrt(2), as M_SQRT1_2.
-private let sqrtHalf: Float = 0.707106781186547524400844362104849039
-/// 1/sqrt(2π): the standard normal density at 0.
-private let invSqrt2Pi: Float = 0.398942280401432677939946059934381868
-
 /// out[i] = act(inp[i]) for i in 0..<n. `out` may equal `inp` (in place).
 func activationForward(_ act: Activation, _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
                        _ n: Int, isa: ElementwiseISA = .active) {
@@ -79,11 +74,8 @@ func activationForward(_ act: Activation, _ out: UnsafeMutablePointer<Float>, _ 
                 out[i] = x < 0 ? 0 : x
             }
         case .gelu:
-            // torch: x * 0.5 * (1 + erf(x * M_SQRT1_2))
-            for i in s..<e {
-                let x = inp[i]
-                out[i] = x * 0.5 * (1 + erff(x * sqrtHalf))
-            }
+            // torch: x * 0.5 * (1 + erf(x * M_SQRT1_2)), with the C kernels' vector erf (within 2 ulp of erf).
+            pk_ew_act_forward(isa.rawValue, Int32(PK_EW_GELU), out + s, inp + s, Int64(e - s))
         case .geluTanh:
             // transformers NewGELUActivation: 0.5 * x * (1 + tanh(u)), u = sqrt(2/π) * (x + 0.044715 * x³),
             // evaluated as x / (1 + exp(-2u)).
@@ -95,35 +87,33 @@ func activationForward(_ act: Activation, _ out: UnsafeMutablePointer<Float>, _ 
     }
 }
 
-/// dinp[i] += act'(inp[i]) * dout[i] for i in 0..<n, where `inp` is the forward input.
+/// dinp[i] += act'(inp[i]) * dout[i] for i in 0..<n, where `inp` is the forward input. `accumulate` false: dinp[i] =
+/// act'(inp[i]) * dout[i], the same values as zeroing dinp first (dinp is not read).
 func activationBackward(_ act: Activation, _ dinp: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
-                        _ dout: UnsafePointer<Float>, _ n: Int, isa: ElementwiseISA = .active) {
+                        _ dout: UnsafePointer<Float>, _ n: Int, accumulate: Bool = true, isa: ElementwiseISA = .active) {
+    let set = accumulate ? 0 : Int32(PK_EW_ACT_SET)
     parallelFor(n, grain: kernelParallelGrain) { s, e in
         switch act {
         case .relu:
             // Derivative 0 at x == 0, as torch (threshold_backward on the output). dout is loaded
             // unconditionally so the loop becomes a select, not a data-dependent branch.
+            if !accumulate { (dinp + s).update(repeating: 0, count: e - s) }
             for i in s..<e {
                 let d = dout[i]
                 dinp[i] += inp[i] > 0 ? d : 0
             }
         case .gelu:
-            // cdf + x * pdf
-            for i in s..<e {
-                let x = inp[i]
-                let cdf = 0.5 * (1 + erff(x * sqrtHalf))
-                let pdf = invSqrt2Pi * expf(x * x * -0.5)
-                dinp[i] += dout[i] * (cdf + x * pdf)
-            }
+            // cdf + x * pdf, cdf = 0.5 * (1 + erf(x * M_SQRT1_2)), pdf = exp(-x²/2) / sqrt(2π)
+            pk_ew_act_backward(isa.rawValue, Int32(PK_EW_GELU) | set, dinp + s, inp + s, dout + s, Int64(e - s))
         case .geluTanh:
             // d/dx [0.5 x (1 + tanh u)] = 0.5 (1 + tanh u) + 0.5 x (1 − tanh² u) · u'
             // with σ = sigmoid(2u): 0.5 (1 + tanh u) = σ and 1 − tanh² u = 4σ(1 − σ), so
             // = σ + 2 x σ (1 − σ) · sqrt(2/π) (1 + 3κ x²), where 1 − σ = exp(−2u)·σ keeps its relative
             // accuracy for large x (1 − σ itself would round to 0).
-            pk_ew_act_backward(isa.rawValue, Int32(PK_EW_GELU_TANH), dinp + s, inp + s, dout + s, Int64(e - s))
+            pk_ew_act_backward(isa.rawValue, Int32(PK_EW_GELU_TANH) | set, dinp + s, inp + s, dout + s, Int64(e - s))
         case .swish:
             // sigmoid * (1 + x * (1 - sigmoid))
-            pk_ew_act_backward(isa.rawValue, Int32(PK_EW_SILU), dinp + s, inp + s, dout + s, Int64(e - s))
+            pk_ew_act_backward(isa.rawValue, Int32(PK_EW_SILU) | set, dinp + s, inp + s, dout + s, Int64(e - s))
         }
     }
 }

@@ -74,9 +74,11 @@ func attentionForward(out: StridedRows?, probs: UnsafeMutablePointer<Float>, q: 
                 let row = pp + i * tk
                 if let mask {
                     // Padding keys score -inf: their probability is exactly 0 (as transformers' additive
-                    // float-min mask gives once exponentiated).
-                    let m = mask + b * tq
-                    for j in maskOffset..<valid where m[j - maskOffset] == 0 { row[j] = -Float.infinity }
+                    // float-min mask gives once exponentiated). Masking, the (exact) row max and the softmax in
+                    // one C pass: the same values as the unmasked path's steps.
+                    pk_ew_masked_softmax_row(ElementwiseISA.active.rawValue, row, Int64(valid), Int64(tk), mask + b * tq,
+                                             Int64(maskOffset))
+                    continue
                 }
                 var mx = -Float.infinity
                 for j in 0..<valid { mx = max(mx, row[j]) }
