@@ -15,7 +15,9 @@
 // The scalar path performs exactly these operations with fmaf, so every path gives the same bits, and an
 // element's value does not depend on the panel, tile or thread that computed it.
 //
-// AVX-512 (VNNI): 2 panels (32 rows) × 6 activation rows of accumulators per tile. AVX2: vpmaddubsw + vpmaddwd
+// AVX-512 (VNNI): 2 panels (32 rows) × 4 activation rows of accumulators per tile (measured on Zen 4 at N = 512
+// against 5 and 6 rows, which spill accumulators: 4 was best or level for every format, Q8_0 3.2-3.4x the widened
+// sgemm against 2.8-3.0x with 6). AVX2: vpmaddubsw + vpmaddwd
 // on the two 8-row halves of a panel × 4 activation rows; Q8_0 there uses |q| and the activation's signs
 // flipped by q (vpmaddubsw's int16 pair sums would overflow with q + 128).
 #pragma clang fp contract(off)
@@ -268,15 +270,19 @@ QG_ALWAYS void qg_tile512(const int CS, const int MINS, const int RV, const int 
         }
 }
 
+// Activation rows per AVX-512 tile (at most 6: the accumulator arrays); see the top of the file.
+#ifndef QG_C512
+#define QG_C512 4
+#endif
 #define QG_C6(CALL) switch (cc) { case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break; \
-                                  case 4: CALL(4); break; case 5: CALL(5); break; default: CALL(6); break; }
+                                  case 4: CALL(4); break; case 5: CALL(5); break; default: CALL(QG_C512); break; }
 
 QG_ALWAYS void qg_sweep512(const int CS, const int MINS, const int RV, const uint8_t *pan, int64_t pb, int64_t n,
                            int64_t rows, const int8_t *xq, const float *xd, const int32_t *xo, const float *xm,
                            float *out, int64_t ldo, float beta, __mmask16 m0, __mmask16 m1) {
     const int64_t nch = n / CS, g = n / 32;
-    for (int64_t c0 = 0; c0 < rows; c0 += 6) {
-        const int64_t cc = rows - c0 < 6 ? rows - c0 : 6;
+    for (int64_t c0 = 0; c0 < rows; c0 += QG_C512) {
+        const int64_t cc = rows - c0 < QG_C512 ? rows - c0 : QG_C512;
 #define QG_T(C) qg_tile512(CS, MINS, RV, C, pan, pb, n, xq + c0 * n, xd + c0 * g, xo + c0 * nch, xm + c0 * nch, \
                            out + c0 * ldo, ldo, beta, m0, m1)
         QG_C6(QG_T)
