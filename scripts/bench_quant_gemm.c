@@ -22,11 +22,11 @@ static void quant(int t,const float*x,int N,int n,Act*a){
 int main(int argc,char**argv){
   openblas_set_num_threads(1);
   int types[]={8,3,2,6,12,14,13}; const char*names[]={"Q8_0","Q4_1","Q4_0","Q5_0","Q4_K","Q6_K","Q5_K"};
-  int shapes[][2]={{576,576},{1536,576},{576,1536},{49152,576}};
+  int shapes[][2]={{576,576},{192,576},{1536,576},{576,1536},{49152,576}};
   int N = argc>1?atoi(argv[1]):512, reps = argc>2?atoi(argv[2]):3, check = argc>3?atoi(argv[3]):1;
   printf("N=%d activation rows; GFLOP/s = 2*O*n*N / CPU time (1 thread), best of %d\n",N,reps);
   printf("%-5s %-11s | %-9s %-9s %-6s | %-9s %-6s | %-8s %-8s\n","type","O x n","sgemm","int8-512","x","int8-avx2","x","paths","err/bnd");
-  for(int ti=0;ti<7;ti++) for(int si=0;si<4;si++){
+  for(int ti=0;ti<7;ti++) for(int si=0;si<5;si++){
     int t=types[ti], O=shapes[si][0], n=shapes[si][1];
     if(n%bsz(t)) continue;
     size_t rb=(size_t)n/bsz(t)*bby(t), bytes=rb*O;
