@@ -143,10 +143,12 @@ struct QuantizedMatrix: @unchecked Sendable {
         }
     }
 
-    /// Whether `matmulInt8` has its int8 kernel for this matrix on `isa`: a block format (Q8_0, Q4_0, Q4_1,
-    /// Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) on AVX2 or AVX-512. On the scalar path the widened sgemm is faster.
+    /// Whether inference takes `matmulInt8` for this matrix on `isa`: a block format (Q8_0, Q4_0, Q4_1, Q5_0,
+    /// Q5_1, Q4_K, Q5_K, Q6_K) on AVX-512 VNNI, where it ran at 2.2-3.3x the widened sgemm (N = 512, SmolLM2
+    /// shapes, scripts/bench_quant_gemm.sh). Its AVX2 path (vpmaddubsw) ran at 0.8-1.4x OpenBLAS's sgemm (AVX2 or
+    /// AVX-512 kernel) and its scalar path is slower still, so those keep the widened product.
     func servesInt8GEMM(isa: QuantISA) -> Bool {
-        isa != .scalar && pk_qgemm_supported(Int32(type.rawValue)) != 0
+        isa == .avx512 && pk_qgemm_supported(Int32(type.rawValue)) != 0
     }
 
     /// out[rows, outFeatures] (ldo) = inp[rows, inFeatures] (ldi) · Wᵀ (+ beta·out) with 8-bit activations: each
