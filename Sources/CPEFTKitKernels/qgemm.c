@@ -15,9 +15,9 @@
 // The scalar path performs exactly these operations with fmaf, so every path gives the same bits, and an
 // element's value does not depend on the panel, tile or thread that computed it.
 //
-// AVX-512 (VNNI): 2 panels (32 rows) × 4 activation rows of accumulators per tile (measured on Zen 4 at N = 512
-// against 5 and 6 rows, which spill accumulators: 4 was best or level for every format, Q8_0 3.2-3.4x the widened
-// sgemm against 2.8-3.0x with 6). AVX2: vpmaddubsw + vpmaddwd
+// AVX-512 (VNNI): 3 panels (48 rows) × 4 activation rows of accumulators per tile (QG_RV512 × QG_C512; measured
+// on Zen 4 at N = 512: 4 rows against 5 and 6, which spill accumulators, was best or level for every format, Q8_0
+// 3.2-3.4x the widened sgemm against 2.8-3.0x with 6; 3 panels against 2 about 5 % faster, most on Q8_0). AVX2: vpmaddubsw + vpmaddwd
 // on the two 8-row halves of a panel × 4 activation rows; Q8_0 there uses |q| and the activation's signs
 // flipped by q (vpmaddubsw's int16 pair sums would overflow with q + 128).
 #pragma clang fp contract(off)
@@ -68,8 +68,8 @@ size_t pk_qgemm_scratch_bytes(int type, int64_t n) {
     int cs, off, mins;
     if (!qg_params(type, &cs, &off, &mins)) return 0;
     const int64_t nch = n / cs;
-    // Two panels, then one row's quants, scales and mins before they are interleaved.
-    return (size_t)(2 * nch * qg_chunk_bytes(cs, mins) + n + 8 * nch + 64);
+    // Three panels, then one row's quants, scales and mins before they are interleaved.
+    return (size_t)(3 * nch * qg_chunk_bytes(cs, mins) + n + 8 * nch + 64);
 }
 
 void pk_qgemm_prepare(int type, int64_t n, int64_t rows, const float *xd, const int16_t *xs, int32_t *xo,
@@ -219,24 +219,24 @@ static void qg_panel_scalar(int cs, int mins, const uint8_t *pan, int64_t nr, in
 // ---- AVX-512 VNNI ---------------------------------------------------------------------------------------
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni"))), apply_to = function)
 
-/// RV panels (1 or 2, `pb` bytes apart) × C activation rows (1..6): every chunk of the panels against the rows.
+/// RV panels (1..3, `pb` bytes apart) × C activation rows (1..6): every chunk of the panels against the rows.
 QG_ALWAYS void qg_tile512(const int CS, const int MINS, const int RV, const int C, const uint8_t *pan, int64_t pb,
                           int64_t n, const int8_t *xq, const float *xd, const int32_t *xo, const float *xm,
-                          float *out, int64_t ldo, float beta, __mmask16 m0, __mmask16 m1) {
+                          float *out, int64_t ldo, float beta, const __mmask16 *mks) {
     const int64_t nch = n / CS, cb = qg_chunk_bytes(CS, MINS), g = n / 32;
-    __m512 fa[2][6];
+    __m512 fa[3][6];
     _Pragma("clang loop unroll(full)") for (int p = 0; p < RV; p++)
         _Pragma("clang loop unroll(full)") for (int c = 0; c < C; c++) fa[p][c] = _mm512_setzero_ps();
     for (int64_t ch = 0; ch < nch; ch++) {
         const uint8_t *pc = pan + ch * cb;
         const int8_t *xc = xq + ch * CS;
-        __m512i ia[2][6];
+        __m512i ia[3][6];
         _Pragma("clang loop unroll(full)") for (int c = 0; c < C; c++) {
             const __m512i i0 = _mm512_set1_epi32(xo[c * nch + ch]);
             _Pragma("clang loop unroll(full)") for (int p = 0; p < RV; p++) ia[p][c] = i0;
         }
         _Pragma("clang loop unroll(full)") for (int k = 0; k < CS / 4; k++) {
-            __m512i W[2];
+            __m512i W[3];
             _Pragma("clang loop unroll(full)") for (int p = 0; p < RV; p++)
                 W[p] = _mm512_loadu_si512((const void *)(pc + p * pb + 64 * k));
             _Pragma("clang loop unroll(full)") for (int c = 0; c < C; c++) {
@@ -263,7 +263,7 @@ QG_ALWAYS void qg_tile512(const int CS, const int MINS, const int RV, const int 
     _Pragma("clang loop unroll(full)") for (int c = 0; c < C; c++)
         _Pragma("clang loop unroll(full)") for (int p = 0; p < RV; p++) {
             float *o = out + c * ldo + 16 * p;
-            const __mmask16 mk = p ? m1 : m0;
+            const __mmask16 mk = mks[p];
             __m512 v = fa[p][c];
             if (beta != 0) v = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(mk, o)), v);
             _mm512_mask_storeu_ps(o, mk, v);
@@ -279,25 +279,31 @@ QG_ALWAYS void qg_tile512(const int CS, const int MINS, const int RV, const int 
 
 QG_ALWAYS void qg_sweep512(const int CS, const int MINS, const int RV, const uint8_t *pan, int64_t pb, int64_t n,
                            int64_t rows, const int8_t *xq, const float *xd, const int32_t *xo, const float *xm,
-                           float *out, int64_t ldo, float beta, __mmask16 m0, __mmask16 m1) {
+                           float *out, int64_t ldo, float beta, const __mmask16 *mks) {
     const int64_t nch = n / CS, g = n / 32;
     for (int64_t c0 = 0; c0 < rows; c0 += QG_C512) {
         const int64_t cc = rows - c0 < QG_C512 ? rows - c0 : QG_C512;
 #define QG_T(C) qg_tile512(CS, MINS, RV, C, pan, pb, n, xq + c0 * n, xd + c0 * g, xo + c0 * nch, xm + c0 * nch, \
-                           out + c0 * ldo, ldo, beta, m0, m1)
+                           out + c0 * ldo, ldo, beta, mks)
         QG_C6(QG_T)
 #undef QG_T
     }
 }
 
-static void qg_run512(int type, int cs, int mins, const uint8_t *pan, int64_t pb, int np, int64_t n, int64_t rows,
+// Panels per AVX-512 tile (2 or 3); see the top of the file.
+#ifndef QG_RV512
+#define QG_RV512 3
+#endif
+static void qg_run512(int cs, int mins, const uint8_t *pan, int64_t pb, int np, int64_t n, int64_t rows,
                       const int8_t *xq, const float *xd, const int32_t *xo, const float *xm, float *out, int64_t ldo,
-                      float beta, __mmask16 m0, __mmask16 m1) {
-    (void)type;
-#define QG_S(CS, MINS, RV) qg_sweep512(CS, MINS, RV, pan, pb, n, rows, xq, xd, xo, xm, out, ldo, beta, m0, m1)
-    if (cs == 16) { if (np == 2) QG_S(16, 0, 2); else QG_S(16, 0, 1); }
-    else if (mins) { if (np == 2) QG_S(32, 1, 2); else QG_S(32, 1, 1); }
-    else { if (np == 2) QG_S(32, 0, 2); else QG_S(32, 0, 1); }
+                      float beta, const __mmask16 *mks) {
+#define QG_S(CS, MINS, RV) qg_sweep512(CS, MINS, RV, pan, pb, n, rows, xq, xd, xo, xm, out, ldo, beta, mks)
+#define QG_NP(CS, MINS) do { if (np == 1) QG_S(CS, MINS, 1); else if (np == 2 || QG_RV512 == 2) QG_S(CS, MINS, 2); \
+                             else QG_S(CS, MINS, QG_RV512); } while (0)
+    if (cs == 16) QG_NP(16, 0);
+    else if (mins) QG_NP(32, 1);
+    else QG_NP(32, 0);
+#undef QG_NP
 #undef QG_S
 }
 #pragma clang attribute pop
@@ -408,21 +414,24 @@ void pk_qgemm_rows(int isa, int type, const void *w, size_t row_bytes, int64_t r
     if (isa > best || isa < 0) isa = best;
     const int64_t nch = n / cs, pb = nch * qg_chunk_bytes(cs, mins);
     uint8_t *pan = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    uint8_t *tu = pan + 2 * pb;
+    uint8_t *tu = pan + 3 * pb;
     float *ts = (float *)(((uintptr_t)(tu + n) + 3) & ~(uintptr_t)3), *tm = ts + nch;
     const uint8_t *wb = (const uint8_t *)w;
-    const int64_t step = isa == PK_ISA_AVX512 ? 32 : 16;
+    const int64_t step = isa == PK_ISA_AVX512 ? 16 * QG_RV512 : 16;
     for (int64_t r = r0; r < r1; r += step) {
         const int64_t nr = r1 - r < step ? r1 - r : step;
-        const int np = nr > 16 ? 2 : 1;
-        qg_pack(type, wb, row_bytes, r, nr < 16 ? nr : 16, n, pan, tu, ts, tm);
-        if (np == 2) qg_pack(type, wb, row_bytes, r + 16, nr - 16, n, pan + pb, tu, ts, tm);
+        const int np = (int)((nr + 15) / 16);
+        for (int p = 0; p < np; p++)
+            qg_pack(type, wb, row_bytes, r + 16 * p, nr - 16 * p < 16 ? nr - 16 * p : 16, n, pan + p * pb, tu, ts, tm);
         switch (isa) {
 #if QG_X86
         case PK_ISA_AVX512: {
-            const __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
-            const __mmask16 m1 = nr >= 32 ? 0xffff : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1);
-            qg_run512(type, cs, mins, pan, pb, np, n, rows, xq, xd, xo, xm, out + r, ldo, beta, m0, m1);
+            __mmask16 mks[3];
+            for (int p = 0; p < 3; p++) {
+                const int64_t left = nr - 16 * p;
+                mks[p] = left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+            }
+            qg_run512(cs, mins, pan, pb, np, n, rows, xq, xd, xo, xm, out + r, ldo, beta, mks);
             break;
         }
         case PK_ISA_AVX2:

@@ -182,9 +182,9 @@ struct QuantizedMatrix: @unchecked Sendable {
             for r in a..<b { pk_quantize_act(x + r * ldi, Int64(n), xq + r * n, xd + r * groups, xs + r * 2 * groups) }
             pk_qgemm_prepare(t, Int64(n), Int64(b - a), xd + a * groups, xs + a * 2 * groups, xo + a * nch, xm + a * nch)
         }
-        // Pieces of whole 32-row units (the AVX-512 tile), taken by whichever thread is free; at least about
+        // Pieces of whole 48-row units (the AVX-512 tile), taken by whichever thread is free; at least about
         // 2 M multiply-adds per piece so that small products stay on the calling thread.
-        let unit = 32, units = (outFeatures + unit - 1) / unit, threads = numThreads()
+        let unit = 48, units = (outFeatures + unit - 1) / unit, threads = numThreads()
         let pieces = max(1, min(units, 4 * threads, outFeatures * n * rows / (1 << 21)))
         let (w, rb, O, scratchBytes) = (data, rowBytes, outFeatures, pk_qgemm_scratch_bytes(t, Int64(n)))
         parallelPieces(pieces, threads: threads) { i in
