@@ -28,7 +28,7 @@ let package = Package(
         // which Swift cannot express. No unsafe flags, no -march: it builds for any x86-64 (and elsewhere, scalar).
         .target(
             name: "CPEFTKitKernels",
-            exclude: ["quant_body.h", "quant_simd.h", "elementwise_body.h"]
+            exclude: ["quant_body.h", "quant_simd.h", "quant_common.h", "elementwise_body.h"]
         ),
         .target(
             name: "PEFTKit",

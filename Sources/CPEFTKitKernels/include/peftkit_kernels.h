@@ -40,6 +40,31 @@ void pk_quantize_act_isa(int isa, const float *x, int64_t n, int8_t *xq, float *
 void pk_matvec_rows(int isa, int type, const void *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t n,
                     const int8_t *xq, const float *xd, const int16_t *xs, float *y);
 
+// ---- int8 matrix-matrix product (qgemm.c): prefill without gradients ----------------------------------------
+// Activations: `rows` rows quantized by pk_quantize_act, row c at xq + c·n, xd + c·(n/32), xs + c·(n/16);
+// pk_qgemm_prepare adds per row and chunk (pk_qgemm_chunks per row) the integer start xo and the min factor xm.
+
+/// Whether `type` has the int8 product: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K.
+int pk_qgemm_supported(int type);
+
+/// Chunks per activation row (n/16 for Q6_K, n/32 otherwise): the length of a row of xo and xm.
+int64_t pk_qgemm_chunks(int type, int64_t n);
+
+/// Bytes of the scratch one pk_qgemm_rows call unpacks its weight panels into.
+size_t pk_qgemm_scratch_bytes(int type, int64_t n);
+
+/// xo[c·chunks + j] and xm[c·chunks + j] of `rows` quantized activation rows (the same on every path).
+void pk_qgemm_prepare(int type, int64_t n, int64_t rows, const float *xd, const int16_t *xs, int32_t *xo,
+                      float *xm);
+
+/// out[c·ldo + r] = Σ_i w_ri·x̂_ci (+ beta·out[c·ldo + r] when beta != 0; with beta == 0 out is not read) for
+/// weight rows r0 <= r < r1 and activation rows 0 <= c < rows. Integer dot products per scale chunk, then one
+/// fp32 product and fused multiply-adds per chunk in a fixed order: every path gives the same bits, whatever
+/// range of rows a call computes.
+void pk_qgemm_rows(int isa, int type, const void *w, size_t row_bytes, int64_t r0, int64_t r1, int64_t n,
+                   int64_t rows, const int8_t *xq, const float *xd, const int32_t *xo, const float *xm,
+                   float *out, int64_t ldo, float beta, void *scratch);
+
 #ifdef __cplusplus
 }
 #endif

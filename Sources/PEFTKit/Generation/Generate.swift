@@ -31,8 +31,11 @@ extension Engine {
         let logits = try Storage.allocate(floats: V)
 
         func step(_ ids: UnsafePointer<Int32>, _ T: Int, first: Bool) {
-            runStack(ids: ids, batch: 1, seqLen: T, virtual: first, adapter: adapter, buffers: .infer(buf), cache: cache,
-                     lastRowOnly: true)
+            // No gradients: the prompt's products may take 8-bit activations (`FrozenLinear.int8Prefill`).
+            FrozenLinear.withInt8Prefill {
+                runStack(ids: ids, batch: 1, seqLen: T, virtual: first, adapter: adapter, buffers: .infer(buf),
+                         cache: cache, lastRowOnly: true)
+            }
             weights.lmHead.forward(out: logits.floats, inp: buf.lnf, rows: 1)
         }
 

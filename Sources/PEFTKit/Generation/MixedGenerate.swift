@@ -79,9 +79,12 @@ extension Engine {
         let buf = try buffers.generation(engine: self, batch: B, tq: Tp, tk: total, adapter: adapter)
         let logits = try Storage.allocate(floats: B * V)
         var ids = prompts.flatMap { $0 }
-        ids.withUnsafeBufferPointer {
-            runStack(ids: $0.baseAddress!, batch: B, seqLen: T, virtual: true, adapter: adapter, buffers: .infer(buf),
-                     cache: cache)
+        ids.withUnsafeBufferPointer { p in
+            // No gradients: the prompts' products may take 8-bit activations (`FrozenLinear.int8Prefill`).
+            FrozenLinear.withInt8Prefill {
+                runStack(ids: p.baseAddress!, batch: B, seqLen: T, virtual: true, adapter: adapter, buffers: .infer(buf),
+                         cache: cache)
+            }
         }
         for b in 0..<B {
             weights.lmHead.forward(out: logits.floats + b * V, inp: buf.lnf + (b * Tp + Tp - 1) * C, rows: 1)

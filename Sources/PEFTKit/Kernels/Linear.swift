@@ -125,11 +125,26 @@ struct FrozenLinear {
             }
             beta = 1
         }
-        linearForwardGEMM(out: out, ldo: ldo, inp: inp, ldi: ldi, rows: n, beta: beta)
+        linearForwardGEMM(out: out, ldo: ldo, inp: inp, ldi: ldi, rows: n, beta: beta,
+                          int8Activations: FrozenLinear.int8Prefill)
     }
 
-    /// out = beta·out + inp·W (no bias).
-    func linearForwardGEMM(out: UnsafeMutablePointer<Float>, ldo: Int, inp: UnsafePointer<Float>, ldi: Int, rows n: Int, beta: Float) {
+    /// Whether `forward` of a block-quantized weight may quantize a product's activation rows to 8 bits and use
+    /// the int8 GEMM (`QuantizedMatrix.matmulInt8`, error bound `QuantizedMatrix.matvecErrorBound` per element)
+    /// instead of the widened-weight sgemm: true only inside `withInt8Prefill`, which passes without gradients
+    /// take (a prompt's prefill). Training never sets it, so its forward and input gradient stay exact to the
+    /// widened weight. One row (decode) quantizes its activation whatever this says.
+    @TaskLocal static var int8Prefill = false
+
+    /// Runs `body` with `int8Prefill` set on this thread (a product reads it before handing work to the pool).
+    @discardableResult
+    static func withInt8Prefill<R>(_ body: () throws -> R) rethrows -> R {
+        try $int8Prefill.withValue(true, operation: body)
+    }
+
+    /// out = beta·out + inp·W (no bias). `int8Activations`: see `int8Prefill`.
+    func linearForwardGEMM(out: UnsafeMutablePointer<Float>, ldo: Int, inp: UnsafePointer<Float>, ldi: Int, rows n: Int,
+                           beta: Float, int8Activations: Bool = false) {
         guard n > 0 else { return }
         let weight: UnsafeMutablePointer<Float>
         switch storage {
@@ -144,6 +159,8 @@ struct FrozenLinear {
                     q.matvec(out: y, inp: inp, isa: .active)
                     for o in 0..<outFeatures { out[o] = beta * out[o] + y[o] }
                 }
+            } else if int8Activations, q.servesInt8GEMM(isa: .active) {
+                q.matmulInt8(out: out, ldo: ldo, inp: inp, ldi: ldi, rows: n, beta: beta, isa: .active)
             } else {
                 q.matmul(out: out, ldo: ldo, inp: inp, ldi: ldi, rows: n, beta: beta, isa: .active, panel: ws.panel)
             }

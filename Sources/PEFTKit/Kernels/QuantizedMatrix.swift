@@ -7,9 +7,11 @@ import CPEFTKitKernels
 ///
 /// - `matvec` (decode, one token): the activation is quantized to 8 bits per group of 32 (scale max|x|/127,
 ///   as llama.cpp's Q8 activations) and each row is an integer dot product (AVX-512 VNNI, AVX2 or scalar).
-/// - `matmul` / `matmulInputGradient` (prefill, training): a tile of rows is dequantised into an fp32 panel and
-///   multiplied with `cblas_sgemm`; the result equals the fp32 product with the dequantised weight up to the
-///   summation order.
+/// - `matmul` / `matmulInputGradient` (training, and prefill without the int8 kernel): a tile of rows is
+///   dequantised into an fp32 panel and multiplied with `cblas_sgemm`; the result equals the fp32 product with
+///   the dequantised weight up to the summation order.
+/// - `matmulInt8` (prefill without gradients): 8-bit activations as `matvec`, an int8 GEMM over unpacked panels
+///   of 16 weight rows.
 ///
 /// The matrix does not own `data` (typically a GGUF mapping): `owner` (the mapping's or a copy's `Storage`)
 /// keeps it alive as long as the matrix.
@@ -141,35 +143,57 @@ struct QuantizedMatrix: @unchecked Sendable {
         }
     }
 
-    /// out[rows, outFeatures] (ldo) = inp[rows, inFeatures] (ldi) · Wᵀ with 8-bit activations and integer dot
-    /// products, as `matvec` row by row (same error bound), with a tile of 16 weight rows kept hot in cache while
-    /// it meets every activation row. Block-quantized types only; the alternative to `matmul` measured in
-    /// scripts/bench_quant.sh.
+    /// Whether inference takes `matmulInt8` for this matrix on `isa`: a block format (Q8_0, Q4_0, Q4_1, Q5_0,
+    /// Q5_1, Q4_K, Q5_K, Q6_K) on AVX-512 VNNI, where it ran at 2.2-3.3x the widened sgemm (N = 512, SmolLM2
+    /// shapes, scripts/bench_quant_gemm.sh). Its AVX2 path (vpmaddubsw) ran at 0.8-1.4x OpenBLAS's sgemm (AVX2 or
+    /// AVX-512 kernel) and its scalar path is slower still, so those keep the widened product.
+    func servesInt8GEMM(isa: QuantISA) -> Bool {
+        isa == .avx512 && pk_qgemm_supported(Int32(type.rawValue)) != 0
+    }
+
+    /// out[rows, outFeatures] (ldo) = inp[rows, inFeatures] (ldi) · Wᵀ (+ beta·out) with 8-bit activations: each
+    /// row of `inp` is quantized as `matvec` quantizes its input (so each element stays within
+    /// `matvecErrorBound` of the product with the widened weight), and the products are the int8 GEMM of
+    /// CPEFTKitKernels/qgemm.c: the weight unpacked 16 rows at a time into one layout for every format, VNNI
+    /// (AVX-512) or maddubs (AVX2) integer dot products per scale chunk, one fp32 scaling per chunk. Every path
+    /// (scalar included) gives the same bits, whatever the thread count. For inference without gradients (a
+    /// prompt's prefill); training keeps `matmul`, exact to the widened weight. Types without the kernel take
+    /// `matmul`.
     func matmulInt8(out: UnsafeMutablePointer<Float>, ldo: Int, inp: UnsafePointer<Float>, ldi: Int, rows: Int,
-                    isa: QuantISA = .active) {
+                    beta: Float = 0, isa: QuantISA = .active) {
         guard rows > 0 else { return }
-        guard type.isBlockQuantized else {
-            matmul(out: out, ldo: ldo, inp: inp, ldi: ldi, rows: rows, beta: 0, isa: isa)
+        let t = Int32(type.rawValue)
+        guard pk_qgemm_supported(t) != 0 else {
+            matmul(out: out, ldo: ldo, inp: inp, ldi: ldi, rows: rows, beta: beta, isa: isa)
             return
         }
-        let n = inFeatures, groups = n / 32
-        let xqAll = UnsafeMutablePointer<Int8>.allocate(capacity: rows * n)
-        let xdAll = UnsafeMutablePointer<Float>.allocate(capacity: rows * groups)
-        let xsAll = UnsafeMutablePointer<Int16>.allocate(capacity: rows * 2 * groups)
-        defer { xqAll.deallocate(); xdAll.deallocate(); xsAll.deallocate() }
-        nonisolated(unsafe) let (xq, xd, xs, x, y) = (xqAll, xdAll, xsAll, inp, out)
-        parallelFor(rows, grain: 16) { a, b in
+        let n = inFeatures, groups = n / 32, nch = Int(pk_qgemm_chunks(t, Int64(n)))
+        // One block: xq [rows, n] int8 | xd [rows, groups] | xs [rows, 2·groups] int16 | xo [rows, nch] | xm [rows, nch].
+        let oq = 0, od = oq + rows * n, os = od + 4 * rows * groups, oo = os + 4 * rows * groups, om = oo + 4 * rows * nch
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: om + 4 * rows * nch, alignment: 64)
+        defer { raw.deallocate() }
+        let xqAll = (raw + oq).bindMemory(to: Int8.self, capacity: rows * n)
+        let xdAll = (raw + od).bindMemory(to: Float.self, capacity: rows * groups)
+        let xsAll = (raw + os).bindMemory(to: Int16.self, capacity: rows * 2 * groups)
+        let xoAll = (raw + oo).bindMemory(to: Int32.self, capacity: rows * nch)
+        let xmAll = (raw + om).bindMemory(to: Float.self, capacity: rows * nch)
+        nonisolated(unsafe) let (xq, xd, xs, xo, xm, x, y) = (xqAll, xdAll, xsAll, xoAll, xmAll, inp, out)
+        parallelFor(rows, grain: max(1, (1 << 15) / n)) { a, b in
             for r in a..<b { pk_quantize_act(x + r * ldi, Int64(n), xq + r * n, xd + r * groups, xs + r * 2 * groups) }
+            pk_qgemm_prepare(t, Int64(n), Int64(b - a), xd + a * groups, xs + a * 2 * groups, xo + a * nch, xm + a * nch)
         }
-        let (t, w, rb, tile) = (Int32(type.rawValue), data, rowBytes, 16)
-        parallelFor((outFeatures + tile - 1) / tile) { ta, tb in
-            for ti in ta..<tb {
-                let r0 = ti * tile, r1 = min(outFeatures, r0 + tile)
-                for r in 0..<rows {
-                    pk_matvec_rows(isa.rawValue, t, w, rb, Int64(r0), Int64(r1), Int64(n), xq + r * n, xd + r * groups,
-                                   xs + r * 2 * groups, y + r * ldo)
-                }
-            }
+        // Pieces of whole 48-row units (the AVX-512 tile), taken by whichever thread is free; at least about
+        // 2 M multiply-adds per piece so that small products stay on the calling thread.
+        let unit = 48, units = (outFeatures + unit - 1) / unit, threads = numThreads()
+        let pieces = max(1, min(units, 4 * threads, outFeatures * n * rows / (1 << 21)))
+        let (w, rb, O, scratchBytes) = (data, rowBytes, outFeatures, pk_qgemm_scratch_bytes(t, Int64(n)))
+        parallelPieces(pieces, threads: threads) { i in
+            let r0 = units * i / pieces * unit, r1 = min(O, units * (i + 1) / pieces * unit)
+            guard r0 < r1 else { return }
+            let scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchBytes, alignment: 64)
+            defer { scratch.deallocate() }
+            pk_qgemm_rows(isa.rawValue, t, w, rb, Int64(r0), Int64(r1), Int64(n), Int64(rows), xq, xd, xo, xm,
+                          y, Int64(ldo), beta, scratch)
         }
     }
 
