@@ -310,6 +310,8 @@ struct Bench: ParsableCommand {
     var isolate = true
     @Flag(help: "Print the report as JSON on stdout.") var json = false
     @Flag(help: "Train with gradient checkpointing (recompute each layer in the backward).") var gradCheckpoint = false
+    @Option(help: "What each layer keeps for the backward: automatic, keep, recompute-attention.")
+    var activationMemory: ActivationMemory = .automatic
     @Option(help: .hidden) var only: String?
 
     func validate() throws {
@@ -442,6 +444,7 @@ struct Bench: ParsableCommand {
             let t0 = clock.now
             var tc = TrainConfig()
             tc.gradientCheckpointing = gradCheckpoint
+            tc.activationMemory = activationMemory
             let r = try m.trainStep(inputIDs: ids, batch: batch, seqLen: seq, config: tc)
             let dt = (clock.now - t0).seconds * 1000
             losses.append(r.loss)
@@ -560,6 +563,7 @@ struct Bench: ParsableCommand {
                     breakdown ? "--breakdown" : "--no-breakdown"]
         if let m = model { args += ["--model", m] }
         if gradCheckpoint { args.append("--grad-checkpoint") }
+        args += ["--activation-memory", activationMemory.rawValue]
         if widen { args += ["--widen"] }
         let (status, out) = try spawnCapturing(executable: selfExecutable(), arguments: args)
         guard status == 0 else {
@@ -708,14 +712,17 @@ func readTextFile(_ path: String) -> String? {
 /// Peak resident set size of this process (VmHWM), MiB.
 func peakRSSMiB() -> Double { rssMiB("VmHWM:") }
 
-/// A memory line of /proc/self/status ("VmHWM:", "VmRSS:") in MiB.
+/// A memory line of /proc/self/status ("VmHWM:", "VmRSS:") in MiB; 0 when the line is missing.
 func rssMiB(_ key: String) -> Double {
     guard let s = readTextFile("/proc/self/status") else { return 0 }
-    for line in s.split(separator: "\n") where line.hasPrefix(key) {
-        let kb = line.split(separator: " ").compactMap { Double($0) }.first ?? 0
-        return kb / 1024
-    }
+    for line in s.split(separator: "\n") where line.hasPrefix(key) { return statusKiB(line) / 1024 }
     return 0
+}
+
+/// The kB figure of a /proc status line ("VmHWM:\t  880120 kB"). The kernel pads the number to eight columns
+/// after the tab, so from 10⁷ kB (9.5 GiB) on no space separates it from the tab: split on both.
+func statusKiB<S: StringProtocol>(_ line: S) -> Double {
+    line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().compactMap { Double($0) }.first ?? 0
 }
 
 func cpuModel() -> String {
