@@ -3,7 +3,7 @@ import Testing
 
 /// What a training step keeps per layer: the activations the backward recomputes (`RecomputedActs`) are one
 /// set shared by every trained layer, everything else is each layer's own, and the LM head's logits live in the
-/// backward scratch. That the recomputation changes no value is `LoRAVariants`/`sameGradientsBitForBit`'s
+/// backward scratch. That the recomputation changes no value is `GradientCheckpointing`/`sameGradientsBitForBit`'s
 /// business (gradient checkpointing keeps every buffer of its one set per layer), with the parity and
 /// finite-difference suites.
 @Suite struct ActivationMemory {
@@ -77,7 +77,7 @@ import Testing
     /// Recomputing the attention block gives the gradients and losses of keeping it, bit for bit, over three
     /// steps: every method of the matrix (dropout on q/k/v redrawn from the saved generator state, prefix keys,
     /// bottleneck units on the attention residual), packed rows and micro-batches, and a quantized base.
-    @Test(arguments: LoRAVariants.cases.filter { $0.arch != .bert })
+    @Test(arguments: GradientCheckpointing.cases.filter { $0.arch != Architecture.bert })
     func recomputedAttentionGivesTheSameGradients(_ mc: MethodCase) throws {
         let cfg = TS.tinyConfig(mc.arch)
         try expectSameGradients("\(mc)", vocab: cfg.vocabSize, packed: mc.label == "lora-default") {
