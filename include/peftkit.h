@@ -234,7 +234,7 @@ peftkit_status peftkit_set_num_threads(int32_t n);
 
 /* What each trained layer keeps for its backward (peftkit_train_config.activation_memory). Every choice
  * gives the same gradients, bit for bit. */
-/* RECOMPUTE_ATTENTION when the base's attention projections are quantized (GGUF blocks), KEEP otherwise. */
+/* RECOMPUTE_ATTENTION_UP when the base's attention projections are quantized (GGUF blocks), KEEP otherwise. */
 #define PEFTKIT_ACTIVATIONS_AUTO 0
 /* Each layer keeps its q/k/v projections and its attention block's output (the fastest backward). */
 #define PEFTKIT_ACTIVATIONS_KEEP 1
@@ -242,6 +242,9 @@ peftkit_status peftkit_set_num_threads(int32_t n);
  * it): (q/k/v width + hidden size) floats less per token and layer, one more q/k/v and output projection
  * per layer and step. */
 #define PEFTKIT_ACTIVATIONS_RECOMPUTE_ATTENTION 2
+/* RECOMPUTE_ATTENTION, and a gated MLP's up projection too (Llama; kept in layers whose gate projection the
+ * adapter hooks): intermediate-size floats less per token and layer, one more up projection per layer. */
+#define PEFTKIT_ACTIVATIONS_RECOMPUTE_ATTENTION_UP 3
 
 /* Label value that does not count towards the loss. */
 #define PEFTKIT_IGNORE_INDEX (-100)

@@ -147,6 +147,7 @@ func activationMemoryCode(_ m: ActivationMemory) -> Int32 {
     case .automatic: return PEFTKIT_ACTIVATIONS_AUTO
     case .keep: return PEFTKIT_ACTIVATIONS_KEEP
     case .recomputeAttention: return PEFTKIT_ACTIVATIONS_RECOMPUTE_ATTENTION
+    case .recomputeAttentionAndUp: return PEFTKIT_ACTIVATIONS_RECOMPUTE_ATTENTION_UP
     }
 }
 
@@ -187,6 +188,7 @@ func trainConfig(from p: UnsafePointer<peftkit_train_config>?) throws -> TrainCo
     case PEFTKIT_ACTIVATIONS_AUTO: t.activationMemory = .automatic
     case PEFTKIT_ACTIVATIONS_KEEP: t.activationMemory = .keep
     case PEFTKIT_ACTIVATIONS_RECOMPUTE_ATTENTION: t.activationMemory = .recomputeAttention
+    case PEFTKIT_ACTIVATIONS_RECOMPUTE_ATTENTION_UP: t.activationMemory = .recomputeAttentionAndUp
     default: throw ShimError.invalid("activation_memory \(c.activation_memory) is not a PEFTKIT_ACTIVATIONS_* value")
     }
     return t

@@ -310,7 +310,7 @@ struct Bench: ParsableCommand {
     var isolate = true
     @Flag(help: "Print the report as JSON on stdout.") var json = false
     @Flag(help: "Train with gradient checkpointing (recompute each layer in the backward).") var gradCheckpoint = false
-    @Option(help: "What each layer keeps for the backward: automatic, keep, recompute-attention.")
+    @Option(help: "What each layer keeps for the backward: automatic, keep, recompute-attention, recompute-attention-up.")
     var activationMemory: ActivationMemory = .automatic
     @Option(help: .hidden) var only: String?
 

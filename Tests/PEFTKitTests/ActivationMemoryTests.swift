@@ -54,24 +54,50 @@ import Testing
         for memory in PEFTKit.ActivationMemory.allCases {
             let (f2, b) = try poolFloats(layers: 2, memory)
             let (f3, _) = try poolFloats(layers: 3, memory)
-            let recomputes = memory == .recomputeAttention && arch != .bert
-            #expect(b.recomputesAttention == recomputes, "\(arch) \(memory)")
+            // Random fp32 weights: `automatic` keeps.
+            let recomputes = (memory == .recomputeAttention || memory == .recomputeAttentionAndUp) && arch != .bert
+            // LoRA hooks every linear here, the gate included: the up projection stays kept.
+            #expect(b.recomputesAttention == recomputes && b.recomputesUp == (memory == .recomputeAttentionAndUp && arch == .llama),
+                    "\(arch) \(memory)")
             #expect(f3 - f2 == always + (recomputes ? 0 : attention), "\(arch) \(memory): \(f3 - f2) floats per layer")
             let a0 = b.acts[0], a1 = b.acts[1]
             #expect((a0.qkv == a1.qkv) == recomputes && (a0.x1 == a1.x1) == recomputes && a0.recomputesAttention == recomputes)
+            #expect(a0.fcUp != a1.fcUp && !a0.recomputesUp)
+        }
+        // Without a hook on the gate, the up projection's output is shared too: I floats less per row and layer.
+        if arch == .llama {
+            var cfg = TS.tinyConfig(arch)
+            var sizes: [Int] = []
+            for layers in [2, 3] {
+                cfg.numLayers = layers
+                let m = try Model.create(config: cfg, seed: 1, initStd: 0.1)
+                var lc = LoRAConfig(); lc.rank = 2; lc.targets = ["q_proj", "v_proj", "up_proj"]
+                try m.attachAdapter(name: "a", config: .lora(lc))
+                let ad = try m.engine.adapter(named: "a").adapter
+                let b = try m.engine.buffers.training(engine: m.engine, batch: B, seqLen: T, adapter: ad,
+                                                      memory: .recomputeAttentionAndUp)
+                #expect(b.acts[0].recomputesUp && b.acts[1].recomputesUp && b.acts[0].fcUp == b.acts[1].fcUp)
+                sizes.append(b.pool.floats)
+            }
+            #expect(sizes[1] - sizes[0] == always - N * I, "\(sizes[1] - sizes[0]) floats per layer")
         }
     }
 
-    /// `automatic` recomputes the attention block over a base whose attention projections are in blocks, and
+    /// `automatic` recomputes the attention block and the up projection over a base whose attention projections are in blocks, and
     /// keeps it over fp32 weights (the same file widened); checkpointing overrides every policy.
     @Test func automaticFollowsTheBase() throws {
         let path = TS.fixtures + "/quant_llama/tiny_q4_0.gguf"
         let q = try Model.load(path: path), w = try Model.load(path: path, widen: true)
-        #expect(TrainBuffers.recomputesAttention(engine: q.engine, checkpointed: false, memory: .automatic))
-        #expect(!TrainBuffers.recomputesAttention(engine: w.engine, checkpointed: false, memory: .automatic))
-        #expect(TrainBuffers.recomputesAttention(engine: w.engine, checkpointed: false, memory: .recomputeAttention))
-        #expect(!TrainBuffers.recomputesAttention(engine: q.engine, checkpointed: false, memory: .keep))
-        #expect(!TrainBuffers.recomputesAttention(engine: q.engine, checkpointed: true, memory: .recomputeAttention))
+        func r(_ m: Model, _ memory: PEFTKit.ActivationMemory, checkpointed: Bool = false) -> [Bool] {
+            let x = TrainBuffers.recomputation(engine: m.engine, checkpointed: checkpointed, memory: memory)
+            return [x.attention, x.up]
+        }
+        #expect(r(q, .automatic) == [true, true])
+        #expect(r(w, .automatic) == [false, false])
+        #expect(r(w, .recomputeAttention) == [true, false])
+        #expect(r(w, .recomputeAttentionAndUp) == [true, true])
+        #expect(r(q, .keep) == [false, false])
+        #expect(r(q, .recomputeAttentionAndUp, checkpointed: true) == [false, false])
     }
 
     /// Recomputing the attention block gives the gradients and losses of keeping it, bit for bit, over three
@@ -89,7 +115,7 @@ import Testing
 
     @Test func recomputedAttentionOverAQuantizedBase() throws {
         let path = TS.fixtures + "/quant_llama/tiny_q4_0.gguf"
-        var lc = LoRAConfig(); lc.rank = 4; lc.dropout = 0.1; lc.targets = ["q_proj", "v_proj", "o_proj"]
+        var lc = LoRAConfig(); lc.rank = 4; lc.dropout = 0.1; lc.targets = ["q_proj", "v_proj", "o_proj", "up_proj"]
         try expectSameGradients("Q4_0 LoRA", vocab: try Model.load(path: path).config.vocabSize, packed: false) {
             let m = try Model.load(path: path)
             try m.attachAdapter(name: "a", config: .lora(lc))
@@ -122,14 +148,17 @@ import Testing
             return (grads, losses, used)
         }
         let (g0, l0, u0) = try run(.keep)
-        let (g1, l1, u1) = try run(.recomputeAttention)
-        #expect(!u0 && u1, "\(what)")
         try #require(g0.contains { $0.contains { $0 != 0 } }, "\(what)")
-        #expect(l0.map(\.bitPattern) == l1.map(\.bitPattern), "\(what)")
-        for (a, b) in zip(g0, g1) { #expect(a.map(\.bitPattern) == b.map(\.bitPattern), "\(what)") }
+        #expect(!u0, "\(what)")
+        for memory in [PEFTKit.ActivationMemory.recomputeAttention, .recomputeAttentionAndUp] {
+            let (g1, l1, u1) = try run(memory)
+            #expect(u1, "\(what) \(memory)")
+            #expect(l0.map(\.bitPattern) == l1.map(\.bitPattern), "\(what) \(memory)")
+            for (a, b) in zip(g0, g1) { #expect(a.map(\.bitPattern) == b.map(\.bitPattern), "\(what) \(memory)") }
+        }
     }
 
-    /// The LM head's chunk in training is as many rows as the backward scratch region holds logits for
+    /// The LM head's chunk in training is as many rows as the common pieces of the backward scratch hold logits for
     /// (between `headChunk` and `trainHeadChunk`), so the logits add nothing to the region unless even
     /// `headChunk` rows do not fit.
     @Test func headChunkFitsTheScratchRegion() throws {
@@ -139,7 +168,8 @@ import Testing
         for (B, T) in [(2, 5), (4, 256), (64, 64)] {
             let N = B * T
             let b = try TrainBuffers(engine: m.engine, batch: B, seqLen: T, adapter: nil)
-            let region = BackwardScratch.floats(config: cfg, rows: N, batch: B, seqLen: T, keys: T)
+            let region = BackwardScratch.commonFloats(config: cfg, rows: N, batch: B, seqLen: T, keys: T)
+            #expect(region < BackwardScratch.floats(config: cfg, rows: N, batch: B, seqLen: T, keys: T))
             #expect(b.headRows == min(N, max(TrainBuffers.headChunk, min(TrainBuffers.trainHeadChunk, region / cfg.vocabSize))))
             #expect(b.headRows * cfg.vocabSize <= max(region, min(N, TrainBuffers.headChunk) * cfg.vocabSize), "\(B)x\(T)")
             #expect(b.headRows >= min(N, TrainBuffers.headChunk))

@@ -49,6 +49,8 @@ struct LayerActs {
     /// Whether the backward recomputes the whole attention block (q|k|v and x1 are shared too,
     /// `ActivationMemory.recomputeAttention`).
     var recomputesAttention: Bool { shared?.qkv != nil }
+    /// Whether the backward recomputes the up projection's output too (`fcUp` is the shared set's).
+    var recomputesUp: Bool { shared?.fcUp != nil && shared?.fcUp == fcUp }
 
     /// Whether the layer's backward must refill the shared set (`shared`) first; the set then belongs to the
     /// backward, which may use its buffers as scratch. The top layer's forward values are still there.
@@ -64,7 +66,7 @@ struct LayerActs {
     /// `shared`: the buffers the backward recomputes (see the property of that name).
     init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, tq: Int, tk: Int, prefix: Int = 0,
          sharedH1: UnsafeMutablePointer<Float>? = nil, sharedH2: UnsafeMutablePointer<Float>? = nil,
-         shared: RecomputedActs? = nil) throws {
+         shared: RecomputedActs? = nil, sharedUp: Bool = false) throws {
         let C = c.hiddenSize, I = c.intermediateSize
         let hd = c.numHeads * c.headDim
         self.shared = shared
@@ -76,7 +78,7 @@ struct LayerActs {
         x1 = try shared?.x1 ?? pool.take(n * C)
         ln2 = try shared?.ln2 ?? pool.take(n * C); ln2Mean = try pool.take(n); ln2Rstd = try pool.take(n)
         fcPre = try pool.take(n * I)
-        fcUp = try pool.take(c.architecture.weights.gatedMLP ? n * I : 1)
+        fcUp = try sharedUp ? shared?.fcUp ?? pool.take(n * I) : pool.take(c.architecture.weights.gatedMLP ? n * I : 1)
         act = try shared?.act ?? pool.take(n * I)
         h2 = try sharedH2 ?? pool.take(n * C)
         if prefix > 0 {
@@ -109,14 +111,17 @@ struct RecomputedActs {
     /// The attention block's values ([N, qkvWidth], [N, C]) under `recomputeAttention`, nil otherwise (each
     /// layer keeps its own).
     var qkv, x1: UnsafeMutablePointer<Float>?
+    /// The up projection's output ([N, I]) under `recomputeAttentionAndUp`, nil otherwise.
+    var fcUp: UnsafeMutablePointer<Float>?
 
     init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, tq: Int, tk: Int,
-         attention: Bool = false) throws {
+         attention: Bool = false, up: Bool = false) throws {
         let C = c.hiddenSize
         if attention {
             qkv = try pool.take(n * c.qkvWidth)
             x1 = try pool.take(n * C)
         }
+        if up { fcUp = try pool.take(n * c.intermediateSize) }
         ln1 = try pool.take(n * C)
         probs = try pool.take(batch * c.numHeads * tq * tk)
         attn = try pool.take(n * c.numHeads * c.headDim)
@@ -141,20 +146,29 @@ struct BackwardScratch {
     /// two instead of their sum.
     let region: UnsafeMutablePointer<Float>
 
-    /// The pieces' sizes in floats, each padded so that it starts on a 64-byte boundary.
+    /// The pieces' sizes in floats, each padded so that it starts on a 64-byte boundary, in the region's order:
+    /// first the `commonPieces` every layer's backward writes (d, dh, dln, dact, dfcPre, dattn, dqkv), then
+    /// those only some adapters or checkpointing write (dz, scratchC, dfcUp, dtmp, dkv). The region is an
+    /// anonymous mapping, so pages no pass writes stay out of memory: the LM head's logits are sized to the
+    /// first part (`TrainBuffers.headRows`).
     private static func pieces(config c: ModelConfig, rows n: Int, batch: Int, seqLen t: Int, keys tk: Int) -> [Int] {
         let C = c.hiddenSize, I = c.intermediateSize, hd = c.numHeads * c.headDim
-        let sizes = [n * C, n * C, n * C, n * C, n * C,
-                     n * I, n * I, c.architecture.weights.gatedMLP ? n * I : 1,
-                     n * hd, n * c.qkvWidth,
+        let sizes = [n * C, n * C, n * C, n * I, n * I, n * hd, n * c.qkvWidth,
+                     n * C, n * C, c.architecture.weights.gatedMLP ? n * I : 1,
                      n * max(c.qkvWidth, c.intermediateSize, c.hiddenSize),
                      tk > t ? 2 * batch * tk * c.numKVHeads * c.headDim : 0]
         return sizes.map { ($0 + 15) / 16 * 16 }
     }
+    private static let commonPieces = 7
 
     /// Floats the pieces take together (the region's size unless `regionAtLeast` asks for more).
     static func floats(config c: ModelConfig, rows n: Int, batch: Int, seqLen t: Int, keys tk: Int) -> Int {
         pieces(config: c, rows: n, batch: batch, seqLen: t, keys: tk).reduce(0, +)
+    }
+
+    /// Floats of the pieces every layer's backward writes (the start of the region).
+    static func commonFloats(config c: ModelConfig, rows n: Int, batch: Int, seqLen t: Int, keys tk: Int) -> Int {
+        pieces(config: c, rows: n, batch: batch, seqLen: t, keys: tk).prefix(commonPieces).reduce(0, +)
     }
 
     init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, seqLen t: Int, keys tk: Int,
@@ -164,9 +178,9 @@ struct BackwardScratch {
         var offsets: [Int] = [], o = 0
         for p in padded { offsets.append(o); o += p }
         d = base + offsets[0]; dh = base + offsets[1]; dln = base + offsets[2]
-        dz = base + offsets[3]; scratchC = base + offsets[4]
-        dact = base + offsets[5]; dfcPre = base + offsets[6]; dfcUp = base + offsets[7]
-        dattn = base + offsets[8]; dqkv = base + offsets[9]
+        dact = base + offsets[3]; dfcPre = base + offsets[4]
+        dattn = base + offsets[5]; dqkv = base + offsets[6]
+        dz = base + offsets[7]; scratchC = base + offsets[8]; dfcUp = base + offsets[9]
         dtmp = base + offsets[10]
         dkv = tk > t ? base + offsets[11] : nil
         region = base

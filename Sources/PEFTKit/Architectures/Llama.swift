@@ -104,6 +104,7 @@ struct LlamaWeights: ModelWeights {
 
     static let gatedMLP = true
     static let recomputesAttention = true
+    static let recomputesUp = true
 
     // MARK: weights
 
@@ -308,7 +309,12 @@ struct LlamaWeights: ModelWeights {
             if reads(.q, .k, .v) { rmsNormForward(a.ln1, a.ln1Rstd, x, w.inputNorm, N, C, c.normEps) }
             ctx.selfAttention(l, &a, output: ctx.readsInput(l, .o, weights: weights))
         }
-        if reads(.gate, .up) { rmsNormForward(a.ln2, a.ln2Rstd, a.x1, w.postAttentionNorm, N, C, c.normEps) }
+        if a.recomputesUp {
+            // The gate is not hooked in such a layer (`TrainBuffers`), so the up projection's hook draws the
+            // forward's dropout mask next, as it did in the forward.
+            rmsNormForward(a.ln2, a.ln2Rstd, a.x1, w.postAttentionNorm, N, C, c.normEps)
+            ctx.linear(l, .up, w.up, out: a.fcUp, inp: a.ln2, rows: N)
+        } else if reads(.gate, .up) { rmsNormForward(a.ln2, a.ln2Rstd, a.x1, w.postAttentionNorm, N, C, c.normEps) }
         if reads(.down) { swigluForward(a.act, a.fcPre, a.fcUp, N * c.intermediateSize) }
     }
 }

@@ -16,14 +16,14 @@ final class BufferCache {
     /// full fine-tuning). New ones re-size the adapter's state, so the inference buffers go too.
     func training(engine: Engine, batch: Int, seqLen: Int, adapter: Adapter?, checkpointed: Bool = false,
                   memory: ActivationMemory = .keep) throws -> TrainBuffers {
-        let attention = TrainBuffers.recomputesAttention(engine: engine, checkpointed: checkpointed, memory: memory)
+        let r = TrainBuffers.recomputation(engine: engine, checkpointed: checkpointed, memory: memory)
         if let b = train, b.batch == batch, b.seqLen == seqLen, b.adapterID == adapter.map({ ObjectIdentifier($0) }),
-           b.checkpointed == checkpointed, b.recomputesAttention == attention {
+           b.checkpointed == checkpointed, b.recomputesAttention == r.attention, b.recomputesUp == r.up {
             return b
         }
         invalidate()
         let b = try TrainBuffers(engine: engine, batch: batch, seqLen: seqLen, adapter: adapter, checkpointed: checkpointed,
-                                 recomputeAttention: attention)
+                                 recomputeAttention: r.attention, recomputeUp: r.up)
         train = b
         return b
     }
@@ -63,6 +63,9 @@ final class TrainBuffers {
     let checkpointed: Bool
     /// `ActivationMemory.recomputeAttention` in effect: each layer's backward first reruns its attention block.
     let recomputesAttention: Bool
+    /// `ActivationMemory.recomputeAttentionAndUp` in effect: layers whose gate projection is not hooked
+    /// recompute the up projection's output too.
+    let recomputesUp: Bool
     /// Under checkpointing or `recomputesAttention`, the adapter's training random state before each trained
     /// layer's forward, so that the recomputation draws the same dropout masks.
     var rngBefore: [Rng?] = []
@@ -80,31 +83,37 @@ final class TrainBuffers {
     /// At most this many rows per LM-head chunk in training. OpenBLAS re-packs the whole [vocab, C] head weight
     /// for every chunk; 512 rows pay that four times less often than 128.
     static let trainHeadChunk = 512
-    /// Rows per LM-head chunk of this shape's training: as many as the backward scratch region holds logits
-    /// for (between `headChunk` and `trainHeadChunk`), so the logits cost no memory beyond the region's own
-    /// unless a chunk of `headChunk` rows does not fit.
+    /// Rows per LM-head chunk of this shape's training: as many as the pieces of the backward scratch region
+    /// that every layer's backward writes hold logits for (`BackwardScratch.commonFloats`; between `headChunk`
+    /// and `trainHeadChunk`), so the logits add no resident memory to the region's own unless a chunk of
+    /// `headChunk` rows does not fit.
     let headRows: Int
 
-    /// Whether a step with these settings recomputes the attention block (`ActivationMemory`): never under
-    /// checkpointing (which recomputes everything) nor for an architecture that cannot (BERT); `automatic`
-    /// when the base's layer-0 q/k/v projections are kept in quantized blocks.
-    static func recomputesAttention(engine e: Engine, checkpointed: Bool, memory: ActivationMemory) -> Bool {
-        guard !checkpointed, e.config.architecture.weights.recomputesAttention, e.config.numLayers > 0 else { return false }
-        switch memory {
-        case .keep: return false
-        case .recomputeAttention: return true
-        case .automatic:
+    /// What a step with these settings recomputes (`ActivationMemory`): nothing under checkpointing (which
+    /// recomputes everything) nor for an architecture that cannot (BERT); the up projection only where the
+    /// architecture has one; `automatic` when the base's layer-0 q/k/v projections are in quantized blocks.
+    static func recomputation(engine e: Engine, checkpointed: Bool, memory: ActivationMemory) -> (attention: Bool, up: Bool) {
+        let arch = e.config.architecture.weights
+        guard !checkpointed, arch.recomputesAttention, e.config.numLayers > 0 else { return (false, false) }
+        var m = memory
+        if m == .automatic {
             let w = e.weights
-            return [LinearSite.q, .k, .v, .qkv].contains { w.linear(0, $0)?.quantized != nil }
+            m = [LinearSite.q, .k, .v, .qkv].contains { w.linear(0, $0)?.quantized != nil } ? .recomputeAttentionAndUp : .keep
+        }
+        switch m {
+        case .keep, .automatic: return (false, false)
+        case .recomputeAttention: return (true, false)
+        case .recomputeAttentionAndUp: return (true, arch.recomputesUp)
         }
     }
 
     /// `adapter` nil = full fine-tuning (every layer trained, no hooks).
     init(engine e: Engine, batch: Int, seqLen: Int, adapter: Adapter?, checkpointed: Bool = false,
-         recomputeAttention: Bool = false) throws {
+         recomputeAttention: Bool = false, recomputeUp: Bool = false) throws {
         let c = e.config
         self.checkpointed = checkpointed
         recomputesAttention = recomputeAttention && !checkpointed
+        recomputesUp = recomputesAttention && recomputeUp
         self.batch = batch; self.seqLen = seqLen
         prefix = adapter?.prefixLength ?? 0
         lowest = max(0, adapter?.lowestLayer ?? 0)
@@ -118,12 +127,12 @@ final class TrainBuffers {
         if !checkpointed {
             let sharedH1 = try pool.take(N * C), sharedH2 = try pool.take(N * C)
             let shared = try RecomputedActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk,
-                                            attention: recomputesAttention)
+                                            attention: recomputesAttention, up: recomputesUp)
             for l in lowest..<c.numLayers {
                 acts.append(try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix,
                                           sharedH1: adapter?.hasUnit(l, .attention) == true ? nil : sharedH1,
                                           sharedH2: adapter?.hasUnit(l, .output) == true ? nil : sharedH2,
-                                          shared: shared))
+                                          shared: shared, sharedUp: recomputesUp && adapter?.hooks(l, .gate) != true))
             }
             if recomputesAttention { rngBefore = [Rng?](repeating: nil, count: c.numLayers - lowest) }
         } else {
@@ -136,7 +145,7 @@ final class TrainBuffers {
         segmentStarts = targets + N
         positions = targets + 2 * N
         // The logits share the backward scratch's buffer (see `BackwardScratch.region`).
-        let fit = BackwardScratch.floats(config: c, rows: N, batch: batch, seqLen: seqLen, keys: tk) / max(c.vocabSize, 1)
+        let fit = BackwardScratch.commonFloats(config: c, rows: N, batch: batch, seqLen: seqLen, keys: tk) / max(c.vocabSize, 1)
         headRows = min(N, max(TrainBuffers.headChunk, min(TrainBuffers.trainHeadChunk, fit)))
         scratch = try BackwardScratch(pool: pool, config: c, rows: N, batch: batch, seqLen: seqLen, keys: tk,
                                       regionAtLeast: headRows * c.vocabSize)

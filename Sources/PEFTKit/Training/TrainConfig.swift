@@ -18,9 +18,13 @@ public enum ActivationMemory: String, Sendable, CaseIterable {
     /// projection per layer and step; (qkvWidth + hidden) floats less per row and layer (Llama and GPT-2; BERT
     /// always keeps them).
     case recomputeAttention = "recompute-attention"
-    /// `recomputeAttention` when the base's attention projections are kept in quantized blocks (there the
-    /// activations dominate a step's memory and the projections are cheap next to the rest of the step),
-    /// `keep` otherwise.
+    /// `recomputeAttention`, and a gated MLP's up projection too (Llama: the layer keeps the gate's output but
+    /// not the up projection's, except in layers whose gate projection the adapter hooks): one more up
+    /// projection per layer and step; intermediate-size floats less per row and layer.
+    case recomputeAttentionAndUp = "recompute-attention-up"
+    /// `recomputeAttentionAndUp` when the base's attention projections are kept in quantized blocks (there the
+    /// activations dominate a step's memory, and a quantized step is faster than an fp32 one), `keep`
+    /// otherwise.
     case automatic
 }
 

@@ -71,13 +71,15 @@ class ActivationMemory(enum.IntEnum):
     """What each trained layer keeps for its backward (``PEFTKIT_ACTIVATIONS_*``); every choice gives the same
     gradients, bit for bit."""
 
-    #: Recompute the attention block when the base's attention projections are quantized, keep otherwise.
+    #: RECOMPUTE_ATTENTION_UP when the base's attention projections are quantized, KEEP otherwise.
     AUTO = _capi.PEFTKIT_ACTIVATIONS_AUTO
     #: Keep each layer's q/k/v projections and attention-block output (fastest backward).
     KEEP = _capi.PEFTKIT_ACTIVATIONS_KEEP
     #: Recompute each layer's attention block in the backward (Llama, GPT-2): less memory, one more q/k/v
     #: and output projection per layer.
     RECOMPUTE_ATTENTION = _capi.PEFTKIT_ACTIVATIONS_RECOMPUTE_ATTENTION
+    #: Also recompute a gated MLP's up projection (Llama): less memory still, one more up projection per layer.
+    RECOMPUTE_ATTENTION_UP = _capi.PEFTKIT_ACTIVATIONS_RECOMPUTE_ATTENTION_UP
 
 
 class FinishReason(enum.IntEnum):
