@@ -98,7 +98,7 @@ final class TrainBuffers {
         var m = memory
         if m == .automatic {
             let w = e.weights
-            m = [LinearSite.q, .k, .v, .qkv].contains { w.linear(0, $0)?.quantized != nil } ? .recomputeAttentionAndUp : .keep
+            m = [LinearSite.q, .k, .v, .qkv].contains { w.linear(0, $0)?.quantized != nil } ? .recomputeAttention : .keep
         }
         switch m {
         case .keep, .automatic: return (false, false)

@@ -22,9 +22,9 @@ public enum ActivationMemory: String, Sendable, CaseIterable {
     /// not the up projection's, except in layers whose gate projection the adapter hooks): one more up
     /// projection per layer and step; intermediate-size floats less per row and layer.
     case recomputeAttentionAndUp = "recompute-attention-up"
-    /// `recomputeAttentionAndUp` when the base's attention projections are kept in quantized blocks (there the
-    /// activations dominate a step's memory, and a quantized step is faster than an fp32 one), `keep`
-    /// otherwise.
+    /// `recomputeAttention` when the base's attention projections are kept in quantized blocks (there the
+    /// activations dominate a step's memory, and the extra projections leave the step about as fast as an fp32
+    /// one that keeps everything), `keep` otherwise.
     case automatic
 }
 
