@@ -232,6 +232,20 @@ peftkit_status peftkit_set_num_threads(int32_t n);
 /* Half-cosine decay to 0 at total_steps. */
 #define PEFTKIT_SCHEDULE_COSINE 2
 
+/* What each trained layer keeps for its backward (peftkit_train_config.activation_memory). Every choice
+ * gives the same gradients, bit for bit. */
+/* RECOMPUTE_ATTENTION when the base's attention projections are quantized (GGUF blocks), KEEP otherwise. */
+#define PEFTKIT_ACTIVATIONS_AUTO 0
+/* Each layer keeps its q/k/v projections and its attention block's output (the fastest backward). */
+#define PEFTKIT_ACTIVATIONS_KEEP 1
+/* Each layer's backward recomputes its attention block from the layer's input (Llama, GPT-2; BERT keeps
+ * it): (q/k/v width + hidden size) floats less per token and layer, one more q/k/v and output projection
+ * per layer and step. */
+#define PEFTKIT_ACTIVATIONS_RECOMPUTE_ATTENTION 2
+/* RECOMPUTE_ATTENTION, and a gated MLP's up projection too (Llama; kept in layers whose gate projection the
+ * adapter hooks): intermediate-size floats less per token and layer, one more up projection per layer. */
+#define PEFTKIT_ACTIVATIONS_RECOMPUTE_ATTENTION_UP 3
+
 /* Label value that does not count towards the loss. */
 #define PEFTKIT_IGNORE_INDEX (-100)
 
@@ -632,7 +646,7 @@ peftkit_status peftkit_checkpoint_load(peftkit_model *model, const char *dir, ch
  * Optimiser settings. Defaults set by peftkit_train_config_init equal the Swift API's TrainConfig()
  * (PyTorch AdamW): learning_rate 1e-3, beta1 0.9, beta2 0.999, eps 1e-8, weight_decay 0.01, CONSTANT
  * schedule, no warm-up, total_steps 0, no clipping, no micro-batching, lora_plus_ratio 0, no gradient
- * checkpointing. A struct_size that ends at micro_batch_size (the layout before lora_plus_ratio) stays
+ * checkpointing, activation_memory AUTO. A struct_size that ends at micro_batch_size (the layout before lora_plus_ratio) stays
  * accepted: the fields after it take their defaults.
  */
 typedef struct peftkit_train_config {
@@ -656,6 +670,8 @@ typedef struct peftkit_train_config {
     int32_t gradient_checkpointing; /* 1 = keep only each layer's input and recompute its activations in
                                  the backward (same gradients, less memory, one more forward); 0 = off.
                                  (Since 0.2; default 0.) */
+    int32_t activation_memory; /* PEFTKIT_ACTIVATIONS_*: what each layer keeps when not checkpointing; same
+                                 gradients either way. (Since 0.2; default AUTO = 0.) */
 } peftkit_train_config;
 
 /*

@@ -138,7 +138,17 @@ func defaultTrainConfig() -> peftkit_train_config {
     c.micro_batch_size = Int32(bounded: swift.microBatchSize)
     c.lora_plus_ratio = swift.loraPlusRatio
     c.gradient_checkpointing = swift.gradientCheckpointing ? 1 : 0
+    c.activation_memory = activationMemoryCode(swift.activationMemory)
     return c
+}
+
+func activationMemoryCode(_ m: ActivationMemory) -> Int32 {
+    switch m {
+    case .automatic: return PEFTKIT_ACTIVATIONS_AUTO
+    case .keep: return PEFTKIT_ACTIVATIONS_KEEP
+    case .recomputeAttention: return PEFTKIT_ACTIVATIONS_RECOMPUTE_ATTENTION
+    case .recomputeAttentionAndUp: return PEFTKIT_ACTIVATIONS_RECOMPUTE_ATTENTION_UP
+    }
 }
 
 func scheduleCode(_ s: LRSchedule) -> Int32 {
@@ -173,6 +183,13 @@ func trainConfig(from p: UnsafePointer<peftkit_train_config>?) throws -> TrainCo
     case 0: t.gradientCheckpointing = false
     case 1: t.gradientCheckpointing = true
     default: throw ShimError.invalid("gradient_checkpointing must be 0 or 1, got \(c.gradient_checkpointing)")
+    }
+    switch c.activation_memory {
+    case PEFTKIT_ACTIVATIONS_AUTO: t.activationMemory = .automatic
+    case PEFTKIT_ACTIVATIONS_KEEP: t.activationMemory = .keep
+    case PEFTKIT_ACTIVATIONS_RECOMPUTE_ATTENTION: t.activationMemory = .recomputeAttention
+    case PEFTKIT_ACTIVATIONS_RECOMPUTE_ATTENTION_UP: t.activationMemory = .recomputeAttentionAndUp
+    default: throw ShimError.invalid("activation_memory \(c.activation_memory) is not a PEFTKIT_ACTIVATIONS_* value")
     }
     return t
 }

@@ -326,7 +326,7 @@ extension peftkit_train_config: VersionedStruct {
     static var fieldOffsets: [Int] {
         offsets([\Self.struct_size, \Self.learning_rate, \Self.beta1, \Self.beta2, \Self.eps, \Self.weight_decay,
                  \Self.schedule, \Self.warmup_steps, \Self.total_steps, \Self.max_grad_norm, \Self.micro_batch_size,
-                 \Self.lora_plus_ratio, \Self.gradient_checkpointing])
+                 \Self.lora_plus_ratio, \Self.gradient_checkpointing, \Self.activation_memory])
     }
 }
 

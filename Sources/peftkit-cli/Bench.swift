@@ -310,6 +310,8 @@ struct Bench: ParsableCommand {
     var isolate = true
     @Flag(help: "Print the report as JSON on stdout.") var json = false
     @Flag(help: "Train with gradient checkpointing (recompute each layer in the backward).") var gradCheckpoint = false
+    @Option(help: "What each layer keeps for the backward: automatic, keep, recompute-attention, recompute-attention-up.")
+    var activationMemory: ActivationMemory = .automatic
     @Option(help: .hidden) var only: String?
 
     func validate() throws {
@@ -439,14 +441,15 @@ struct Bench: ParsableCommand {
         let clock = ContinuousClock()
         var ms: [Double] = [], losses: [Float] = []
         for s in 0..<(w + n) {
-            let t0 = clock.now
+            let t0 = clock.now, cpu0 = processCPUSeconds()
             var tc = TrainConfig()
             tc.gradientCheckpointing = gradCheckpoint
+            tc.activationMemory = activationMemory
             let r = try m.trainStep(inputIDs: ids, batch: batch, seqLen: seq, config: tc)
-            let dt = (clock.now - t0).seconds * 1000
+            let dt = (clock.now - t0).seconds * 1000, cpu = (processCPUSeconds() - cpu0) * 1000
             losses.append(r.loss)
             if s >= w { ms.append(dt) }
-            progress("  \(tag) step \(s + 1)/\(w + n)\(s < w ? " (warm-up)" : ""): \(num(dt, 1)) ms, loss \(num(Double(r.loss), 4))")
+            progress("  \(tag) step \(s + 1)/\(w + n)\(s < w ? " (warm-up)" : ""): \(num(dt, 1)) ms (CPU \(num(cpu, 1)) ms), loss \(num(Double(r.loss), 4))")
         }
         return (ms, losses)
     }
@@ -560,6 +563,7 @@ struct Bench: ParsableCommand {
                     breakdown ? "--breakdown" : "--no-breakdown"]
         if let m = model { args += ["--model", m] }
         if gradCheckpoint { args.append("--grad-checkpoint") }
+        args += ["--activation-memory", activationMemory.rawValue]
         if widen { args += ["--widen"] }
         let (status, out) = try spawnCapturing(executable: selfExecutable(), arguments: args)
         guard status == 0 else {
@@ -705,17 +709,27 @@ func readTextFile(_ path: String) -> String? {
     return String(decoding: bytes, as: UTF8.self)
 }
 
+/// CPU time of this process, every thread, in seconds (on a loaded machine a fairer clock than the wall's).
+func processCPUSeconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+}
+
 /// Peak resident set size of this process (VmHWM), MiB.
 func peakRSSMiB() -> Double { rssMiB("VmHWM:") }
 
-/// A memory line of /proc/self/status ("VmHWM:", "VmRSS:") in MiB.
+/// A memory line of /proc/self/status ("VmHWM:", "VmRSS:") in MiB; 0 when the line is missing.
 func rssMiB(_ key: String) -> Double {
     guard let s = readTextFile("/proc/self/status") else { return 0 }
-    for line in s.split(separator: "\n") where line.hasPrefix(key) {
-        let kb = line.split(separator: " ").compactMap { Double($0) }.first ?? 0
-        return kb / 1024
-    }
+    for line in s.split(separator: "\n") where line.hasPrefix(key) { return statusKiB(line) / 1024 }
     return 0
+}
+
+/// The kB figure of a /proc status line ("VmHWM:\t  880120 kB"). The kernel pads the number to eight columns
+/// after the tab, so from 10⁷ kB (9.5 GiB) on no space separates it from the tab: split on both.
+func statusKiB<S: StringProtocol>(_ line: S) -> Double {
+    line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().compactMap { Double($0) }.first ?? 0
 }
 
 func cpuModel() -> String {

@@ -43,6 +43,8 @@ struct Train: ParsableCommand {
     @Option(help: "Rows per micro-batch for gradient accumulation (0 = whole batch).") var microBatch = 0
     @Flag(help: "Gradient checkpointing: keep only each layer's input, recompute the layer in the backward (less memory).")
     var gradCheckpoint = false
+    @Option(help: "What each layer keeps for the backward without checkpointing: automatic (recompute-attention over a quantized base, keep otherwise), keep, recompute-attention, recompute-attention-up. Same gradients either way.")
+    var activationMemory: ActivationMemory = .automatic
     @Flag(help: "Pack several records per row (first-fit decreasing, up to --seq-len tokens); each record attends only to itself and trains as if alone. Not with prompt or prefix tuning.")
     var pack = false
     @Option(help: "Seed for data order and adapter initialisation.") var seed: UInt64 = 0
@@ -101,6 +103,7 @@ struct Train: ParsableCommand {
         tc.learningRate = lr; tc.schedule = schedule; tc.warmupSteps = warmup; tc.totalSteps = n
         tc.weightDecay = weightDecay; tc.maxGradNorm = clip; tc.microBatchSize = microBatch
         tc.gradientCheckpointing = gradCheckpoint
+        tc.activationMemory = activationMemory
         let run = try trainDataParallel(lm, examples: examples, run: DataParallelRun(
             steps: n, batch: batch, seqLen: seqLen, config: tc, seed: seed, name: name, checkpoints: checkpoints,
             modelPath: lm.path, dataPath: data, adapterConfigJSON: configJSON, method: method), dist: dist)
@@ -204,3 +207,5 @@ enum TrainObjective: String, ExpressibleByArgument, CaseIterable {
 }
 
 extension AdapterFormat: ExpressibleByArgument {}
+
+extension ActivationMemory: ExpressibleByArgument {}

@@ -28,6 +28,7 @@ extension Train {
         tc.learningRate = lr; tc.schedule = schedule; tc.warmupSteps = warmup; tc.totalSteps = n
         tc.weightDecay = weightDecay; tc.maxGradNorm = clip; tc.microBatchSize = microBatch
         tc.gradientCheckpointing = gradCheckpoint
+        tc.activationMemory = activationMemory
         var order = try BatchOrder(count: pairs.count, batch: batch, seed: seed)
         let pad = lm.tokenizer.eosID ?? 0
         var losses: [Float] = []

@@ -125,7 +125,8 @@ static void test_library(void) {
     check(tc.learning_rate == 1e-3f && tc.beta1 == 0.9f && tc.beta2 == 0.999f && tc.eps == 1e-8f &&
               tc.weight_decay == 0.01f && tc.schedule == PEFTKIT_SCHEDULE_CONSTANT && tc.warmup_steps == 0 &&
               tc.total_steps == 0 && tc.max_grad_norm == 0.0f && tc.micro_batch_size == 0 &&
-              tc.lora_plus_ratio == 0.0f && tc.gradient_checkpointing == 0,
+              tc.lora_plus_ratio == 0.0f && tc.gradient_checkpointing == 0 &&
+              tc.activation_memory == PEFTKIT_ACTIVATIONS_AUTO,
           "train config defaults equal TrainConfig()");
 
     peftkit_generate_config gc;

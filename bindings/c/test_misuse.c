@@ -678,6 +678,8 @@ static void hyper_parameters(peftkit_model *m) {
     TRAIN_CASE(lora_plus_ratio, inf)
     TRAIN_CASE(gradient_checkpointing, 2)
     TRAIN_CASE(gradient_checkpointing, -1)
+    TRAIN_CASE(activation_memory, 4)
+    TRAIN_CASE(activation_memory, -1)
     tc = train_config();
     tc.struct_size = (uint32_t)offsetof(peftkit_train_config, lora_plus_ratio);
     tc.gradient_checkpointing = 7; /* past the caller's struct: not read */

@@ -81,7 +81,7 @@ int main(void) {
 #endif
 #ifdef PEFTKIT_TEST_NEWER
     NO_PADDING(peftkit_model_config, mlp_bias);
-    NO_PADDING(peftkit_train_config, gradient_checkpointing);
+    NO_PADDING(peftkit_train_config, activation_memory);
     NO_PADDING(peftkit_train_result, tokens);
     NO_PADDING(peftkit_generate_config, stop_strings);
     NO_PADDING(peftkit_generate_result, stop_byte_offset);
@@ -90,7 +90,7 @@ int main(void) {
     NO_PADDING(peftkit_forward_options, row_tokens);
 #else
     NO_PADDING(peftkit_model_config, output_bias);
-    NO_PADDING(peftkit_train_config, lora_plus_ratio);
+    NO_PADDING(peftkit_train_config, gradient_checkpointing);
     NO_PADDING(peftkit_train_result, step);
     NO_PADDING(peftkit_generate_config, reserved0);
     NO_PADDING(peftkit_generate_result, stop_index);

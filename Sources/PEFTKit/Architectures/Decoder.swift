@@ -46,6 +46,11 @@ struct LayerActs {
     /// in each architecture) unless they still hold its forward's values.
     var shared: RecomputedActs?
     var recomputed: Bool { shared != nil }
+    /// Whether the backward recomputes the whole attention block (q|k|v and x1 are shared too,
+    /// `ActivationMemory.recomputeAttention`).
+    var recomputesAttention: Bool { shared?.qkv != nil }
+    /// Whether the backward recomputes the up projection's output too (`fcUp` is the shared set's).
+    var recomputesUp: Bool { shared?.fcUp != nil && shared?.fcUp == fcUp }
 
     /// Whether the layer's backward must refill the shared set (`shared`) first; the set then belongs to the
     /// backward, which may use its buffers as scratch. The top layer's forward values are still there.
@@ -61,19 +66,19 @@ struct LayerActs {
     /// `shared`: the buffers the backward recomputes (see the property of that name).
     init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, tq: Int, tk: Int, prefix: Int = 0,
          sharedH1: UnsafeMutablePointer<Float>? = nil, sharedH2: UnsafeMutablePointer<Float>? = nil,
-         shared: RecomputedActs? = nil) throws {
+         shared: RecomputedActs? = nil, sharedUp: Bool = false) throws {
         let C = c.hiddenSize, I = c.intermediateSize
         let hd = c.numHeads * c.headDim
         self.shared = shared
         ln1 = try shared?.ln1 ?? pool.take(n * C); ln1Mean = try pool.take(n); ln1Rstd = try pool.take(n)
-        qkv = try pool.take(n * c.qkvWidth)
+        qkv = try shared?.qkv ?? pool.take(n * c.qkvWidth)
         probs = try shared?.probs ?? pool.take(batch * c.numHeads * tq * tk)
         attn = try shared?.attn ?? pool.take(n * hd)
         h1 = try sharedH1 ?? pool.take(n * C)
-        x1 = try pool.take(n * C)
+        x1 = try shared?.x1 ?? pool.take(n * C)
         ln2 = try shared?.ln2 ?? pool.take(n * C); ln2Mean = try pool.take(n); ln2Rstd = try pool.take(n)
         fcPre = try pool.take(n * I)
-        fcUp = try pool.take(c.architecture.weights.gatedMLP ? n * I : 1)
+        fcUp = try sharedUp ? shared?.fcUp ?? pool.take(n * I) : pool.take(c.architecture.weights.gatedMLP ? n * I : 1)
         act = try shared?.act ?? pool.take(n * I)
         h2 = try sharedH2 ?? pool.take(n * C)
         if prefix > 0 {
@@ -89,7 +94,10 @@ struct LayerActs {
 /// statistics) with the forward's own kernels, so every value the backward reads is the one the forward
 /// computed, bit for bit. The norm outputs, the activation output and the attention output cost an element-wise
 /// pass or a norm each; the attention probabilities ([B, H, T, T], the largest of them) cost one more attention
-/// forward per layer, a few percent of a step whose time goes to the projections.
+/// forward per layer, a few percent of a step whose time goes to the projections. Under
+/// `ActivationMemory.recomputeAttention` the set holds q|k|v and x1 as well, and the layer keeps only its input
+/// stream, the MLP's pre-activations and the norms' statistics: its backward first reruns the attention block
+/// (input norm, q/k/v projections with the adapter's hooks, attention, output projection, residual).
 struct RecomputedActs {
     /// The trained layer whose forward values the set holds (-1: none), set by the training forward.
     final class Holder { var layer = -1 }
@@ -100,9 +108,20 @@ struct RecomputedActs {
     /// nil where the layer cannot recompute `ln2` (`ModelWeights.keepsLn2`): each layer then keeps its own.
     var ln2: UnsafeMutablePointer<Float>?
     var act: UnsafeMutablePointer<Float>
+    /// The attention block's values ([N, qkvWidth], [N, C]) under `recomputeAttention`, nil otherwise (each
+    /// layer keeps its own).
+    var qkv, x1: UnsafeMutablePointer<Float>?
+    /// The up projection's output ([N, I]) under `recomputeAttentionAndUp`, nil otherwise.
+    var fcUp: UnsafeMutablePointer<Float>?
 
-    init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, tq: Int, tk: Int) throws {
+    init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, tq: Int, tk: Int,
+         attention: Bool = false, up: Bool = false) throws {
         let C = c.hiddenSize
+        if attention {
+            qkv = try pool.take(n * c.qkvWidth)
+            x1 = try pool.take(n * C)
+        }
+        if up { fcUp = try pool.take(n * c.intermediateSize) }
         ln1 = try pool.take(n * C)
         probs = try pool.take(batch * c.numHeads * tq * tk)
         attn = try pool.take(n * c.numHeads * c.headDim)
@@ -127,23 +146,41 @@ struct BackwardScratch {
     /// two instead of their sum.
     let region: UnsafeMutablePointer<Float>
 
-    init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, seqLen t: Int, keys tk: Int,
-         regionAtLeast minFloats: Int = 0) throws {
+    /// The pieces' sizes in floats, each padded so that it starts on a 64-byte boundary, in the region's order:
+    /// first the `commonPieces` every layer's backward writes (d, dh, dln, dact, dfcPre, dattn, dqkv), then
+    /// those only some adapters or checkpointing write (dz, scratchC, dfcUp, dtmp, dkv). The region is an
+    /// anonymous mapping, so pages no pass writes stay out of memory: the LM head's logits are sized to the
+    /// first part (`TrainBuffers.headRows`).
+    private static func pieces(config c: ModelConfig, rows n: Int, batch: Int, seqLen t: Int, keys tk: Int) -> [Int] {
         let C = c.hiddenSize, I = c.intermediateSize, hd = c.numHeads * c.headDim
-        let sizes = [n * C, n * C, n * C, n * C, n * C,
-                     n * I, n * I, c.architecture.weights.gatedMLP ? n * I : 1,
-                     n * hd, n * c.qkvWidth,
+        let sizes = [n * C, n * C, n * C, n * I, n * I, n * hd, n * c.qkvWidth,
+                     n * C, n * C, c.architecture.weights.gatedMLP ? n * I : 1,
                      n * max(c.qkvWidth, c.intermediateSize, c.hiddenSize),
                      tk > t ? 2 * batch * tk * c.numKVHeads * c.headDim : 0]
-        // Each piece starts on a 64-byte boundary.
-        let padded = sizes.map { ($0 + 15) / 16 * 16 }
+        return sizes.map { ($0 + 15) / 16 * 16 }
+    }
+    private static let commonPieces = 7
+
+    /// Floats the pieces take together (the region's size unless `regionAtLeast` asks for more).
+    static func floats(config c: ModelConfig, rows n: Int, batch: Int, seqLen t: Int, keys tk: Int) -> Int {
+        pieces(config: c, rows: n, batch: batch, seqLen: t, keys: tk).reduce(0, +)
+    }
+
+    /// Floats of the pieces every layer's backward writes (the start of the region).
+    static func commonFloats(config c: ModelConfig, rows n: Int, batch: Int, seqLen t: Int, keys tk: Int) -> Int {
+        pieces(config: c, rows: n, batch: batch, seqLen: t, keys: tk).prefix(commonPieces).reduce(0, +)
+    }
+
+    init(pool: BufferPool, config c: ModelConfig, rows n: Int, batch: Int, seqLen t: Int, keys tk: Int,
+         regionAtLeast minFloats: Int = 0) throws {
+        let padded = BackwardScratch.pieces(config: c, rows: n, batch: batch, seqLen: t, keys: tk)
         let base = try pool.take(max(padded.reduce(0, +), minFloats))
         var offsets: [Int] = [], o = 0
         for p in padded { offsets.append(o); o += p }
         d = base + offsets[0]; dh = base + offsets[1]; dln = base + offsets[2]
-        dz = base + offsets[3]; scratchC = base + offsets[4]
-        dact = base + offsets[5]; dfcPre = base + offsets[6]; dfcUp = base + offsets[7]
-        dattn = base + offsets[8]; dqkv = base + offsets[9]
+        dact = base + offsets[3]; dfcPre = base + offsets[4]
+        dattn = base + offsets[5]; dqkv = base + offsets[6]
+        dz = base + offsets[7]; scratchC = base + offsets[8]; dfcUp = base + offsets[9]
         dtmp = base + offsets[10]
         dkv = tk > t ? base + offsets[11] : nil
         region = base

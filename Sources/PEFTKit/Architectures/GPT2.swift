@@ -89,6 +89,7 @@ struct GPT2Weights: ModelWeights {
     }
 
     static let gatedMLP = false
+    static let recomputesAttention = true
 
     // MARK: weights
 
@@ -178,17 +179,24 @@ struct GPT2Weights: ModelWeights {
                       a: inout LayerActs) {
         let w = layers[l], c = config
         let N = ctx.rows, C = c.hiddenSize, I = c.intermediateSize, eps = c.normEps
-        layerNormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.ln1W, w.ln1B, N, C, eps)
-        ctx.linear(l, .qkv, w.qkv, out: a.qkv, inp: a.ln1, rows: N)
-        ctx.selfAttention(l, &a)
-        ctx.linear(l, .o, w.o, out: a.h1, inp: a.attn, rows: N)
-        ctx.residualForward(l, .attention, out: a.x1, x: x, h: a.h1)
+        attentionBlock(l, ctx, x: x, a: &a)
         layerNormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.x1, w.ln2W, w.ln2B, N, C, eps)
         ctx.linear(l, .fc, w.fc, out: a.fcPre, inp: a.ln2, rows: N)
         activationForward(.geluTanh, a.act, a.fcPre, N * I)
         if ctx.skipsOutputProjection(l, .proj) { return }
         ctx.linear(l, .proj, w.proj, out: a.h2, inp: a.act, rows: N)
         ctx.residualForward(l, .output, out: out, x: a.x1, h: a.h2)
+    }
+
+    /// The attention block of the forward, x → x1: ln_1, c_attn, attention, c_proj, residual. Also the
+    /// backward's recomputation under `ActivationMemory.recomputeAttention`.
+    private func attentionBlock(_ l: Int, _ ctx: LayerContext, x: UnsafeMutablePointer<Float>, a: inout LayerActs) {
+        let w = layers[l], N = ctx.rows
+        layerNormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.ln1W, w.ln1B, N, config.hiddenSize, config.normEps)
+        ctx.linear(l, .qkv, w.qkv, out: a.qkv, inp: a.ln1, rows: N)
+        ctx.selfAttention(l, &a)
+        ctx.linear(l, .o, w.o, out: a.h1, inp: a.attn, rows: N)
+        ctx.residualForward(l, .attention, out: a.x1, x: x, h: a.h1)
     }
 
     func backwardLayer(_ l: Int, _ ctx: LayerContext, x: UnsafeMutablePointer<Float>, a: LayerActs, s: BackwardScratch,
@@ -216,15 +224,20 @@ struct GPT2Weights: ModelWeights {
 
     /// Refills the activations training does not keep per layer (`RecomputedActs`) with the forward's kernels:
     /// the attention probabilities (and output), and those of the two norm outputs and the GELU output that the
-    /// backward reads (a projection's input is read only when it is hooked or its weights train).
+    /// backward reads (a projection's input is read only when it is hooked or its weights train). Under
+    /// `recomputeAttention`, the whole attention block (q|k|v and x1 with it).
     private func recomputeForBackward(_ l: Int, _ ctx: LayerContext, x: UnsafeMutablePointer<Float>, a: LayerActs,
                                       weights: Bool) {
         let w = layers[l], c = config, N = ctx.rows, C = c.hiddenSize
         var a = a
-        if ctx.readsInput(l, .qkv, weights: weights) {
-            layerNormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.ln1W, w.ln1B, N, C, c.normEps)
+        if a.recomputesAttention {
+            attentionBlock(l, ctx, x: x, a: &a)
+        } else {
+            if ctx.readsInput(l, .qkv, weights: weights) {
+                layerNormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.ln1W, w.ln1B, N, C, c.normEps)
+            }
+            ctx.selfAttention(l, &a, output: ctx.readsInput(l, .o, weights: weights))
         }
-        ctx.selfAttention(l, &a, output: ctx.readsInput(l, .o, weights: weights))
         if ctx.readsInput(l, .fc, weights: weights) {
             layerNormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.x1, w.ln2W, w.ln2B, N, C, c.normEps)
         }

@@ -103,6 +103,8 @@ struct LlamaWeights: ModelWeights {
     }
 
     static let gatedMLP = true
+    static let recomputesAttention = true
+    static let recomputesUp = true
 
     // MARK: weights
 
@@ -219,6 +221,20 @@ struct LlamaWeights: ModelWeights {
                       a: inout LayerActs) {
         let w = layers[l], c = config
         let N = ctx.rows, C = c.hiddenSize, I = c.intermediateSize, eps = c.normEps
+        attentionBlock(l, ctx, x: x, a: &a)
+        rmsNormForward(a.ln2, a.ln2Rstd, a.x1, w.postAttentionNorm, N, C, eps)
+        ctx.linearsSharingInput(l, [.gate, .up], [w.gate, w.up], outs: [a.fcPre, a.fcUp], inp: a.ln2, rows: N)
+        swigluForward(a.act, a.fcPre, a.fcUp, N * I)
+        if ctx.skipsOutputProjection(l, .down) { return }
+        ctx.linear(l, .down, w.down, out: a.h2, inp: a.act, rows: N)
+        ctx.residualForward(l, .output, out: out, x: a.x1, h: a.h2)
+    }
+
+    /// The attention block of the forward, x → x1: input norm, q/k/v projections, rotary positions, attention,
+    /// output projection, residual. Also the backward's recomputation under `ActivationMemory.recomputeAttention`.
+    private func attentionBlock(_ l: Int, _ ctx: LayerContext, x: UnsafeMutablePointer<Float>, a: inout LayerActs) {
+        let w = layers[l], c = config
+        let N = ctx.rows, C = c.hiddenSize, eps = c.normEps
         let H = c.numHeads, KVH = c.numKVHeads, D = c.headDim
         let hd = H * D, kvd = KVH * D, ld = c.qkvWidth
         rmsNormForward(a.ln1, a.ln1Rstd, x, w.inputNorm, N, C, eps)
@@ -236,12 +252,6 @@ struct LlamaWeights: ModelWeights {
         ctx.selfAttention(l, &a)
         ctx.linear(l, .o, w.o, out: a.h1, inp: a.attn, rows: N)
         ctx.residualForward(l, .attention, out: a.x1, x: x, h: a.h1)
-        rmsNormForward(a.ln2, a.ln2Rstd, a.x1, w.postAttentionNorm, N, C, eps)
-        ctx.linearsSharingInput(l, [.gate, .up], [w.gate, w.up], outs: [a.fcPre, a.fcUp], inp: a.ln2, rows: N)
-        swigluForward(a.act, a.fcPre, a.fcUp, N * I)
-        if ctx.skipsOutputProjection(l, .down) { return }
-        ctx.linear(l, .down, w.down, out: a.h2, inp: a.act, rows: N)
-        ctx.residualForward(l, .output, out: out, x: a.x1, h: a.h2)
     }
 
     func backwardLayer(_ l: Int, _ ctx: LayerContext, x: UnsafeMutablePointer<Float>, a: LayerActs, s: BackwardScratch,
@@ -286,15 +296,25 @@ struct LlamaWeights: ModelWeights {
 
     /// Refills the activations training does not keep per layer (`RecomputedActs`) with the forward's kernels:
     /// the attention probabilities (and output), and those of the two norm outputs and the SwiGLU output that the
-    /// backward reads (a projection's input is read only when it is hooked or its weights train).
+    /// backward reads (a projection's input is read only when it is hooked or its weights train). Under
+    /// `recomputeAttention`, the whole attention block (q|k|v and x1 with it).
     private func recomputeForBackward(_ l: Int, _ ctx: LayerContext, x: UnsafeMutablePointer<Float>, a: LayerActs,
                                       weights: Bool) {
         let w = layers[l], c = config, N = ctx.rows, C = c.hiddenSize
         func reads(_ sites: LinearSite...) -> Bool { sites.contains { ctx.readsInput(l, $0, weights: weights) } }
         var a = a
-        if reads(.q, .k, .v) { rmsNormForward(a.ln1, a.ln1Rstd, x, w.inputNorm, N, C, c.normEps) }
-        ctx.selfAttention(l, &a, output: ctx.readsInput(l, .o, weights: weights))
-        if reads(.gate, .up) { rmsNormForward(a.ln2, a.ln2Rstd, a.x1, w.postAttentionNorm, N, C, c.normEps) }
+        if a.recomputesAttention {
+            attentionBlock(l, ctx, x: x, a: &a)
+        } else {
+            if reads(.q, .k, .v) { rmsNormForward(a.ln1, a.ln1Rstd, x, w.inputNorm, N, C, c.normEps) }
+            ctx.selfAttention(l, &a, output: ctx.readsInput(l, .o, weights: weights))
+        }
+        if a.recomputesUp {
+            // The gate is not hooked in such a layer (`TrainBuffers`), so the up projection's hook draws the
+            // forward's dropout mask next, as it did in the forward.
+            rmsNormForward(a.ln2, a.ln2Rstd, a.x1, w.postAttentionNorm, N, C, c.normEps)
+            ctx.linear(l, .up, w.up, out: a.fcUp, inp: a.ln2, rows: N)
+        } else if reads(.gate, .up) { rmsNormForward(a.ln2, a.ln2Rstd, a.x1, w.postAttentionNorm, N, C, c.normEps) }
         if reads(.down) { swigluForward(a.act, a.fcPre, a.fcUp, N * c.intermediateSize) }
     }
 }

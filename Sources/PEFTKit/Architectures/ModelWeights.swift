@@ -47,6 +47,11 @@ protocol ModelWeights {
     /// True when `LayerActs.ln2` holds something the layer cannot recompute from what it keeps (post-norm
     /// BERT: the sum y + h2 before its second LayerNorm), so training keeps it per layer (`RecomputedActs`).
     static var keepsLn2: Bool { get }
+    /// True when a trained layer's backward can recompute its attention block (q|k|v, x1) from its input
+    /// (`ActivationMemory.recomputeAttention`); the layer then keeps neither.
+    static var recomputesAttention: Bool { get }
+    /// True when it can also recompute a gated MLP's up projection (`ActivationMemory.recomputeAttentionAndUp`).
+    static var recomputesUp: Bool { get }
 
     /// Builds the weights from `tensors` (every name of `tensors(config)` is present with its shape).
     init(config: ModelConfig, tensors: [String: Tensor]) throws
@@ -116,6 +121,8 @@ protocol ModelWeights {
 extension ModelWeights {
     static var bidirectional: Bool { false }
     static var keepsLn2: Bool { false }
+    static var recomputesAttention: Bool { false }
+    static var recomputesUp: Bool { false }
     func embed(_ out: UnsafeMutablePointer<Float>, ids: UnsafePointer<Int32>, typeIDs: UnsafePointer<Int32>?, rows: Int,
                seqLen: Int, pastLen: Int) {
         embed(out, ids: ids, rows: rows, seqLen: seqLen, pastLen: pastLen)

@@ -14,13 +14,16 @@ final class BufferCache {
 
     /// Training buffers for `batch` rows of `seqLen` positions (virtual tokens included) with `adapter` (nil =
     /// full fine-tuning). New ones re-size the adapter's state, so the inference buffers go too.
-    func training(engine: Engine, batch: Int, seqLen: Int, adapter: Adapter?, checkpointed: Bool = false) throws -> TrainBuffers {
+    func training(engine: Engine, batch: Int, seqLen: Int, adapter: Adapter?, checkpointed: Bool = false,
+                  memory: ActivationMemory = .keep) throws -> TrainBuffers {
+        let r = TrainBuffers.recomputation(engine: engine, checkpointed: checkpointed, memory: memory)
         if let b = train, b.batch == batch, b.seqLen == seqLen, b.adapterID == adapter.map({ ObjectIdentifier($0) }),
-           b.checkpointed == checkpointed {
+           b.checkpointed == checkpointed, b.recomputesAttention == r.attention, b.recomputesUp == r.up {
             return b
         }
         invalidate()
-        let b = try TrainBuffers(engine: engine, batch: batch, seqLen: seqLen, adapter: adapter, checkpointed: checkpointed)
+        let b = try TrainBuffers(engine: engine, batch: batch, seqLen: seqLen, adapter: adapter, checkpointed: checkpointed,
+                                 recomputeAttention: r.attention, recomputeUp: r.up)
         train = b
         return b
     }
@@ -58,8 +61,13 @@ final class TrainBuffers {
     var acts: [LayerActs] = []
     /// Gradient checkpointing: each layer's activations are recomputed before its backward.
     let checkpointed: Bool
-    /// Under checkpointing, the adapter's training random state before each trained layer's forward, so that
-    /// the recomputation draws the same dropout masks.
+    /// `ActivationMemory.recomputeAttention` in effect: each layer's backward first reruns its attention block.
+    let recomputesAttention: Bool
+    /// `ActivationMemory.recomputeAttentionAndUp` in effect: layers whose gate projection is not hooked
+    /// recompute the up projection's output too.
+    let recomputesUp: Bool
+    /// Under checkpointing or `recomputesAttention`, the adapter's training random state before each trained
+    /// layer's forward, so that the recomputation draws the same dropout masks.
     var rngBefore: [Rng?] = []
     var lnf, lnfMean, lnfRstd, dlnf: UnsafeMutablePointer<Float>
     /// The LM head's logits for one chunk of rows, in the backward scratch's buffer (`BackwardScratch.region`):
@@ -72,14 +80,40 @@ final class TrainBuffers {
     var scratch: BackwardScratch
     /// Rows per LM-head chunk in evaluation and generation (logits buffer: headChunk × vocab floats).
     static let headChunk = 128
-    /// Rows per LM-head chunk in training. OpenBLAS re-packs the whole [vocab, C] head weight for every
-    /// chunk; 512 rows pay that four times less often than 128, for 3× more logits memory (GPT-2: 100 MB).
+    /// At most this many rows per LM-head chunk in training. OpenBLAS re-packs the whole [vocab, C] head weight
+    /// for every chunk; 512 rows pay that four times less often than 128.
     static let trainHeadChunk = 512
+    /// Rows per LM-head chunk of this shape's training: as many as the pieces of the backward scratch region
+    /// that every layer's backward writes hold logits for (`BackwardScratch.commonFloats`; between `headChunk`
+    /// and `trainHeadChunk`), so the logits add no resident memory to the region's own unless a chunk of
+    /// `headChunk` rows does not fit.
+    let headRows: Int
+
+    /// What a step with these settings recomputes (`ActivationMemory`): nothing under checkpointing (which
+    /// recomputes everything) nor for an architecture that cannot (BERT); the up projection only where the
+    /// architecture has one; `automatic` when the base's layer-0 q/k/v projections are in quantized blocks.
+    static func recomputation(engine e: Engine, checkpointed: Bool, memory: ActivationMemory) -> (attention: Bool, up: Bool) {
+        let arch = e.config.architecture.weights
+        guard !checkpointed, arch.recomputesAttention, e.config.numLayers > 0 else { return (false, false) }
+        var m = memory
+        if m == .automatic {
+            let w = e.weights
+            m = [LinearSite.q, .k, .v, .qkv].contains { w.linear(0, $0)?.quantized != nil } ? .recomputeAttention : .keep
+        }
+        switch m {
+        case .keep, .automatic: return (false, false)
+        case .recomputeAttention: return (true, false)
+        case .recomputeAttentionAndUp: return (true, arch.recomputesUp)
+        }
+    }
 
     /// `adapter` nil = full fine-tuning (every layer trained, no hooks).
-    init(engine e: Engine, batch: Int, seqLen: Int, adapter: Adapter?, checkpointed: Bool = false) throws {
+    init(engine e: Engine, batch: Int, seqLen: Int, adapter: Adapter?, checkpointed: Bool = false,
+         recomputeAttention: Bool = false, recomputeUp: Bool = false) throws {
         let c = e.config
         self.checkpointed = checkpointed
+        recomputesAttention = recomputeAttention && !checkpointed
+        recomputesUp = recomputesAttention && recomputeUp
         self.batch = batch; self.seqLen = seqLen
         prefix = adapter?.prefixLength ?? 0
         lowest = max(0, adapter?.lowestLayer ?? 0)
@@ -92,13 +126,15 @@ final class TrainBuffers {
         lowActs = try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix)
         if !checkpointed {
             let sharedH1 = try pool.take(N * C), sharedH2 = try pool.take(N * C)
-            let shared = try RecomputedActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk)
+            let shared = try RecomputedActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk,
+                                            attention: recomputesAttention, up: recomputesUp)
             for l in lowest..<c.numLayers {
                 acts.append(try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix,
                                           sharedH1: adapter?.hasUnit(l, .attention) == true ? nil : sharedH1,
                                           sharedH2: adapter?.hasUnit(l, .output) == true ? nil : sharedH2,
-                                          shared: shared))
+                                          shared: shared, sharedUp: recomputesUp && adapter?.hooks(l, .gate) != true))
             }
+            if recomputesAttention { rngBefore = [Rng?](repeating: nil, count: c.numLayers - lowest) }
         } else {
             acts = [try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix)]
             rngBefore = [Rng?](repeating: nil, count: c.numLayers - lowest)
@@ -109,8 +145,10 @@ final class TrainBuffers {
         segmentStarts = targets + N
         positions = targets + 2 * N
         // The logits share the backward scratch's buffer (see `BackwardScratch.region`).
+        let fit = BackwardScratch.commonFloats(config: c, rows: N, batch: batch, seqLen: seqLen, keys: tk) / max(c.vocabSize, 1)
+        headRows = min(N, max(TrainBuffers.headChunk, min(TrainBuffers.trainHeadChunk, fit)))
         scratch = try BackwardScratch(pool: pool, config: c, rows: N, batch: batch, seqLen: seqLen, keys: tk,
-                                      regionAtLeast: min(N, TrainBuffers.trainHeadChunk) * c.vocabSize)
+                                      regionAtLeast: headRows * c.vocabSize)
         logits = scratch.region
         try adapter?.prepare(rows: N, batch: batch, seqLen: seqLen, slots: c.numLayers, training: true)
     }

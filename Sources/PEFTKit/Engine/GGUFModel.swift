@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 // Llama-architecture models stored as GGUF: the model configuration from the file's metadata, GGUF
 // tensor names mapped to the Hugging Face names the weights use (`LlamaWeights`' one table), and the Q/K row
 // order restored.
@@ -256,6 +260,34 @@ extension Engine {
             throw PEFTKitError.unsupported("\(source) has tensor '\(extra.name)', which a llama model of this "
                 + "configuration does not use")
         }
+        releaseUnreadPages(file, weights)
         try self.init(config: cfg, weights: weights)
+    }
+}
+
+/// Drops from the process's resident set the file's pages that the loaded weights do not read in place: those
+/// of tensors widened to fp32 or copied on load (query/key rows) were read once, and would otherwise stay
+/// resident next to their copies for as long as the mapping lives. The mapping is private and read-only, so a
+/// dropped page is only the page cache's; touching it again maps it again. Only pages wholly inside such a
+/// tensor are dropped, and only from a file mapping (`GGUFFile(path:)`; a file opened over bytes in memory
+/// keeps them, which dropping would zero).
+private func releaseUnreadPages(_ file: GGUFFile, _ w: any ModelWeights) {
+    guard file.storage.isMapped else { return }
+    let base = UnsafeRawPointer(file.storage.base)
+    var inPlace: [Range<Int>] = []
+    for (_, t) in w.named where t.storage === file.storage {
+        let o = UnsafeRawPointer(t.data) - base
+        inPlace.append(o..<(o + t.count * MemoryLayout<Float>.stride))
+    }
+    for (_, m) in w.quantized where m.owner === file.storage {
+        let o = m.data - base
+        inPlace.append(o..<(o + m.byteCount))
+    }
+    let page = max(4096, Int(sysconf(Int32(_SC_PAGESIZE))))
+    for info in file.tensorInfos {
+        let begin = file.dataOffset + info.offset, end = begin + info.byteCount
+        guard !inPlace.contains(where: { $0.overlaps(begin..<end) }) else { continue }
+        let first = (begin + page - 1) / page * page, last = end / page * page
+        if last > first { _ = madvise(file.storage.base + first, last - first, MADV_DONTNEED) }
     }
 }

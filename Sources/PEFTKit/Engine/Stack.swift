@@ -72,7 +72,7 @@ extension Engine {
                 cur = out
             }
             for l in lo..<L {
-                if b.checkpointed { b.rngBefore[l - lo] = (adapter as? TrainingRandomState)?.trainingRng }
+                if b.checkpointed || b.recomputesAttention { b.rngBefore[l - lo] = (adapter as? TrainingRandomState)?.trainingRng }
                 w.forwardLayer(l, context(l, training: true), x: b.streams[l - lo], out: b.streams[l - lo + 1],
                                a: &b.acts[b.actsIndex(l)])
                 b.acts[b.actsIndex(l)].shared?.holder.layer = l

@@ -165,7 +165,8 @@ extension Engine {
                 try labels.withUnsafeBufferPointer { lb in
                     try forwardBackward(adapter: ad, grads: grads, fullGrads: slot == nil ? full!.gradWeights : nil,
                                         ids: ip.baseAddress! + start * T, labels: lb, rowStart: start, rows: rows, seqLen: T,
-                                        gradScale: 1, checkpointed: tc.gradientCheckpointing, weighting: { losses, weights in
+                                        gradScale: 1, checkpointed: tc.gradientCheckpointing,
+                                        memory: tc.activationMemory, weighting: { losses, weights in
                         for j in 0..<rows {
                             var s = 0.0
                             for t in 0..<Tp { s += Double(losses[j * Tp + t]) }

@@ -83,6 +83,7 @@ extension Engine {
                 lossSum += try forwardBackward(adapter: ad, grads: grads, fullGrads: slot == nil ? full!.gradWeights : nil,
                                                ids: inputIDs.baseAddress! + r * T, labels: lab, rowStart: r, rows: rows,
                                                seqLen: T, gradScale: 1 / Float(divisor), checkpointed: tc.gradientCheckpointing,
+                                               memory: tc.activationMemory,
                                                progress: report, segmentIDs: seg.map { $0 + r * T })
             }
         } catch {
@@ -144,7 +145,7 @@ extension Engine {
     /// gradient weight (`[rows · T']`, multiplied into `gradScale`) before any gradient is formed.
     func forwardBackward(adapter: Adapter?, grads: UnsafeMutablePointer<Float>, fullGrads: (any ModelWeights)?,
                          ids: UnsafePointer<Int32>, labels: UnsafeBufferPointer<Int32>, rowStart: Int, rows B: Int,
-                         seqLen T: Int, gradScale: Float, checkpointed: Bool = false,
+                         seqLen T: Int, gradScale: Float, checkpointed: Bool = false, memory: ActivationMemory = .keep,
                          weighting: ((UnsafePointer<Float>, UnsafeMutablePointer<Float>) throws -> Void)? = nil,
                          progress: ((_ done: Int, _ perMicroBatch: Int) throws -> Void)? = nil,
                          segmentIDs: UnsafePointer<Int32>? = nil) throws -> Double {
@@ -152,7 +153,8 @@ extension Engine {
         let Vt = adapter?.virtualTokens ?? 0, P = adapter?.prefixLength ?? 0
         let Tp = T + Vt
         let N = B * Tp, C = c.hiddenSize, V = c.vocabSize, L = c.numLayers
-        let buf = try buffers.training(engine: self, batch: B, seqLen: Tp, adapter: adapter, checkpointed: checkpointed)
+        let buf = try buffers.training(engine: self, batch: B, seqLen: Tp, adapter: adapter, checkpointed: checkpointed,
+                                       memory: memory)
         let lo = buf.lowest
         // Packed rows (validated by the caller): record starts and positions for this micro-batch.
         let segments = segmentIDs.map {
@@ -171,7 +173,7 @@ extension Engine {
             try tokenLoss.withUnsafeMutableBufferPointer { tl in
                 var r0 = 0
                 while r0 < N {
-                    let rows = min(TrainBuffers.trainHeadChunk, N - r0)
+                    let rows = min(buf.headRows, N - r0)
                     w.lmHead.forward(out: buf.logits, inp: buf.lnf + r0 * C, rows: rows)
                     _ = crossEntropyForwardBackward(logits: buf.logits, losses: tl.baseAddress! + r0, targets: buf.targets + r0,
                                                     N: rows, V: V, gradScale: 0, computeGrad: false)
@@ -184,7 +186,7 @@ extension Engine {
         var lossSum = 0.0
         var r0 = 0
         while r0 < N {
-            let rows = min(TrainBuffers.trainHeadChunk, N - r0)
+            let rows = min(buf.headRows, N - r0)
             w.lmHead.forward(out: buf.logits, inp: buf.lnf + r0 * C, rows: rows)
             let (s, _) = scales.withUnsafeBufferPointer { sc in
                 crossEntropyForwardBackward(logits: buf.logits, losses: nil, targets: buf.targets + r0, N: rows, V: V,
@@ -219,13 +221,15 @@ extension Engine {
                 fctx.recompute = true
                 w.forwardLayer(l, fctx, x: buf.streams[l - lo], out: buf.streams[l - lo + 1], a: &buf.acts[0])
             }
+            // Recomputing the attention block: its hooks draw the forward's dropout masks again.
+            if buf.recomputesAttention && l < L - 1, let r = random, let s = buf.rngBefore[l - lo] { r.trainingRng = s }
             let ctx = LayerContext(config: c, adapter: adapter, grads: grads, pass: PassInfo(rows: N, slot: l, training: true),
                                    batch: B, seqLen: Tp, pastLen: P, cache: nil,
                                    segmentStarts: segments?.starts, positions: segments?.positions)
             w.backwardLayer(l, ctx, x: buf.streams[l - lo], a: buf.acts[buf.actsIndex(l)], s: buf.scratch, grads: fullGrads)
             try progress?(1 + (L - l), units)
         }
-        if buf.checkpointed, let r = random, let s = rngAfter { r.trainingRng = s }
+        if buf.checkpointed || buf.recomputesAttention, let r = random, let s = rngAfter { r.trainingRng = s }
         if let gw = fullGrads {
             // d now holds dL/d(embeddings).
             if let segments {

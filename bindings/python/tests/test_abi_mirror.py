@@ -162,6 +162,7 @@ def test_constants_match_the_header():
     families = {
         "PEFTKIT_ARCH_": peftkit.Architecture, "PEFTKIT_METHOD_": peftkit.Method,
         "PEFTKIT_SCHEDULE_": peftkit.Schedule, "PEFTKIT_FINISH_": peftkit.FinishReason,
+        "PEFTKIT_ACTIVATIONS_": peftkit.ActivationMemory,
     }
     for prefix, enum in families.items():
         want = {k[len(prefix):]: v for k, v in header.items() if k.startswith(prefix)}

@@ -23,6 +23,7 @@ from . import _capi
 from ._version import __version__
 from .configs import (
     ADAPTER_METHODS,
+    ActivationMemory,
     Architecture,
     BottleneckConfig,
     EvalResult,
@@ -74,6 +75,7 @@ def library_version() -> str:
 __all__ = [
     "ADAPTER_METHODS",
     "IGNORE_INDEX",
+    "ActivationMemory",
     "Architecture",
     "BottleneckConfig",
     "BufferTooSmallError",

@@ -65,6 +65,10 @@ PEFTKIT_HEAD_TOKENS = 3
 PEFTKIT_SCHEDULE_CONSTANT = 0
 PEFTKIT_SCHEDULE_LINEAR = 1
 PEFTKIT_SCHEDULE_COSINE = 2
+PEFTKIT_ACTIVATIONS_AUTO = 0
+PEFTKIT_ACTIVATIONS_KEEP = 1
+PEFTKIT_ACTIVATIONS_RECOMPUTE_ATTENTION = 2
+PEFTKIT_ACTIVATIONS_RECOMPUTE_ATTENTION_UP = 3
 
 PEFTKIT_ADAPTER_FORMAT_NATIVE = 0
 PEFTKIT_ADAPTER_FORMAT_GGUF = 1
@@ -131,6 +135,7 @@ class TrainConfigStruct(Structure):
         ("micro_batch_size", c_int32),
         ("lora_plus_ratio", c_float),
         ("gradient_checkpointing", c_int32),
+        ("activation_memory", c_int32),
     ]
 
 

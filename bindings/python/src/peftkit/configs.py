@@ -67,6 +67,21 @@ class Schedule(enum.IntEnum):
     COSINE = _capi.PEFTKIT_SCHEDULE_COSINE
 
 
+class ActivationMemory(enum.IntEnum):
+    """What each trained layer keeps for its backward (``PEFTKIT_ACTIVATIONS_*``); every choice gives the same
+    gradients, bit for bit."""
+
+    #: RECOMPUTE_ATTENTION when the base's attention projections are quantized, KEEP otherwise.
+    AUTO = _capi.PEFTKIT_ACTIVATIONS_AUTO
+    #: Keep each layer's q/k/v projections and attention-block output (fastest backward).
+    KEEP = _capi.PEFTKIT_ACTIVATIONS_KEEP
+    #: Recompute each layer's attention block in the backward (Llama, GPT-2): less memory, one more q/k/v
+    #: and output projection per layer.
+    RECOMPUTE_ATTENTION = _capi.PEFTKIT_ACTIVATIONS_RECOMPUTE_ATTENTION
+    #: Also recompute a gated MLP's up projection (Llama): less memory still, one more up projection per layer.
+    RECOMPUTE_ATTENTION_UP = _capi.PEFTKIT_ACTIVATIONS_RECOMPUTE_ATTENTION_UP
+
+
 class FinishReason(enum.IntEnum):
     """Why generation stopped (``PEFTKIT_FINISH_*``), in :class:`GenerateResult`."""
 
@@ -576,6 +591,8 @@ class TrainConfig:
             learning rate; 0 = the adapter's own ratio if its config has one, else off.
         gradient_checkpointing: recompute each layer's activations in the backward (same gradients, less
             memory, one more forward per step).
+        activation_memory: an :class:`ActivationMemory` (or its name, ``"keep"``...): what each layer keeps
+            when not checkpointing; same gradients either way.
     """
 
     learning_rate: float = 1e-3
@@ -590,9 +607,11 @@ class TrainConfig:
     micro_batch_size: int = 0
     lora_plus_ratio: float = 0.0
     gradient_checkpointing: bool = False
+    activation_memory: ActivationMemory = ActivationMemory.AUTO
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "schedule", _enum(Schedule, self.schedule, "schedule"))
+        object.__setattr__(self, "activation_memory", _enum(ActivationMemory, self.activation_memory, "activation_memory"))
 
     def _to_struct(self) -> _capi.TrainConfigStruct:
         s = _capi.new_struct(_capi.TrainConfigStruct)
@@ -610,6 +629,7 @@ class TrainConfig:
         if not isinstance(self.gradient_checkpointing, bool):
             raise TypeError(f"gradient_checkpointing must be a bool, got {type(self.gradient_checkpointing).__name__}")
         s.gradient_checkpointing = 1 if self.gradient_checkpointing else 0
+        s.activation_memory = int(self.activation_memory)
         return s
 
 
