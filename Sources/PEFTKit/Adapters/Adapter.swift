@@ -64,6 +64,8 @@ class Adapter: LayerHooks {
 
     /// Virtual tokens prepended to the input embeddings (prompt tuning).
     var virtualTokens: Int { 0 }
+    /// Virtual tokens read the gradient of the embeddings they sit among.
+    var readsInputGradient: Bool { virtualTokens > 0 }
     /// Key/value positions that precede every sequence (prefix tuning).
     var prefixLength: Int { 0 }
     /// Layer `l`'s prefix keys and values, [prefixLength, KVH·D] each (valid after `beginPass`).

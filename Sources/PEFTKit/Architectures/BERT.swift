@@ -325,13 +325,10 @@ struct BERTWeights: ModelWeights {
     }
 
     /// Whether layer l's backward must leave dL/d(its input) in `d`: always above the first layer; below it only
-    /// the embeddings read it, for full fine-tuning (`weights`) or an adapter's virtual tokens. Any adapter that
-    /// is not a single `Adapter` (whose virtual tokens are known) keeps it.
+    /// the embeddings read it, for full fine-tuning (`weights`) or an adapter's virtual tokens.
     static func needsInputGradient(_ l: Int, _ ctx: LayerContext, weights: Bool) -> Bool {
         if l > 0 || weights { return true }
-        guard let hooks = ctx.adapter else { return false }
-        guard let ad = hooks as? Adapter else { return true }
-        return ad.virtualTokens > 0
+        return ctx.adapter?.readsInputGradient ?? false
     }
 
     /// Refills the activations training does not keep per layer (`RecomputedActs`; `ln2`, the sum before the

@@ -33,6 +33,9 @@ struct SubLayerNorm {
 protocol LayerHooks: AnyObject {
     /// Whether the linear at `site` of layer `l` is hooked (lets the layer skip work and keep inputs).
     func hooks(_ l: Int, _ site: LinearSite) -> Bool
+    /// Whether the hooks read dL/d(the first layer's input), as virtual-token embeddings do; without a reader (and
+    /// without trained base weights) the first layer's backward may skip computing it.
+    var readsInputGradient: Bool { get }
     /// Before the frozen linear at `site`; may return a replacement input.
     func linearInput(_ l: Int, _ site: LinearSite, _ inp: UnsafeMutablePointer<Float>, ldi: Int,
                      _ p: PassInfo) -> UnsafeMutablePointer<Float>

@@ -7,27 +7,6 @@ public enum LRSchedule: String, Sendable, CaseIterable {
     case constant, linear, cosine
 }
 
-/// What a trained layer keeps for its backward pass (without gradient checkpointing, which keeps less still).
-/// Every policy gives the same gradients, bit for bit: a recomputation runs the forward's own kernels on the same
-/// inputs, with the adapter's dropout masks redrawn from the same generator state.
-public enum ActivationMemory: String, Sendable, CaseIterable {
-    /// Each layer keeps its q|k|v projections and its attention block's output stream x1 (the fastest backward).
-    case keep
-    /// Each layer keeps neither: its backward first recomputes the attention block from the layer's input (the
-    /// input norm, the q/k/v and output projections, attention, the residual). One more q/k/v and output
-    /// projection per layer and step; (qkvWidth + hidden) floats less per row and layer (Llama and GPT-2; BERT
-    /// always keeps them).
-    case recomputeAttention = "recompute-attention"
-    /// `recomputeAttention`, and a gated MLP's up projection too (Llama: the layer keeps the gate's output but
-    /// not the up projection's, except in layers whose gate projection the adapter hooks): one more up
-    /// projection per layer and step; intermediate-size floats less per row and layer.
-    case recomputeAttentionAndUp = "recompute-attention-up"
-    /// `recomputeAttention` when the base's attention projections are kept in quantized blocks (there the
-    /// activations dominate a step's memory, and the extra projections leave the step about as fast as an fp32
-    /// one that keeps everything), `keep` otherwise.
-    case automatic
-}
-
 /// Optimiser and step settings for `Model.trainStep`. Defaults follow PyTorch's `AdamW`.
 public struct TrainConfig: Sendable, Equatable {
     public var learningRate: Float = 1e-3
