@@ -104,9 +104,7 @@ func attentionForwardOneQuery(out: StridedRows, probs: UnsafeMutablePointer<Floa
     let D = s.headDim, tk = s.tk, H = s.heads
     let alpha = s.scale
     let valid = min(tk, s.pastLen + 1)
-    let isa = ElementwiseISA.active.rawValue
-    // As in `sgemm`'s matrix-vector path: the AVX2 row body streams faster than the AVX-512 one on Zen 4.
-    let rowsISA = min(isa, ElementwiseISA.avx2.rawValue)
+    let isa = ElementwiseISA.active.rawValue, rowsISA = matvecRowsISA
     parallelFor(s.batch * H, grain: max(1, kernelParallelGrain / max(1, valid * D))) { st, en in
         for bh in st..<en {
             let b = bh / H, h = bh % H, kvh = h / group

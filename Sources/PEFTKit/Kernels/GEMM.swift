@@ -58,6 +58,11 @@ func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: 
     }
 }
 
+/// The path `pk_f32mv_rows` runs: its AVX2 body on AVX-512 CPUs too, since streaming rows with 256-bit loads
+/// measured about 10 % faster than with 512-bit loads on Zen 4 (the same bytes; Tests/PEFTKitTests/MatvecTests.swift
+/// still checks the AVX-512 body).
+var matvecRowsISA: Int32 { min(ElementwiseISA.active.rawValue, ElementwiseISA.avx2.rawValue) }
+
 /// The one-row product c[0, j] = alpha · Σₗ a[l] · op(B)[l, j] + beta · c[0, j] (decode: one activation row
 /// against a weight) through PEFTKit's matrix-vector kernels (CPEFTKitKernels/matvec.c), which read B once; sgemm
 /// would pack B first (a second pass over it). B as [n, k] (rows dotted with a) is split by output columns in
@@ -77,11 +82,7 @@ private func matvec(transA: Bool, transB: Bool, n: Int, k: Int, alpha: Float, a:
         }
         return
     }
-    let isa = ElementwiseISA.active.rawValue
-    // The row kernel runs its AVX2 body on AVX-512 CPUs too: streaming a weight with 256-bit loads measured about
-    // 10 % faster than with 512-bit loads on Zen 4 (the same bytes; Tests/PEFTKitTests/MatvecTests.swift still
-    // checks the AVX-512 body).
-    let rowsISA = min(isa, ElementwiseISA.avx2.rawValue)
+    let isa = ElementwiseISA.active.rawValue, rowsISA = matvecRowsISA
     nonisolated(unsafe) let (pa, pb, pc) = (a, b, c)
     // op(B) = Bᵀ: B is [n, k], rows j dotted with a. op(B) = B: B is [k, n], columns j of Bᵀ·a.
     let run = { (j0: Int, j1: Int) in

@@ -131,8 +131,8 @@ struct FrozenLinear {
 
     /// Whether `forward` of a block-quantized weight may quantize a product's activation rows to 8 bits and use
     /// the int8 GEMM (`QuantizedMatrix.matmulInt8`, error bound `QuantizedMatrix.matvecErrorBound` per element)
-    /// instead of the widened-weight sgemm: true only inside `withInt8Prefill`, which passes without gradients
-    /// take (a prompt's prefill). Training never sets it, so its forward and input gradient stay exact to the
+    /// instead of the widened-weight sgemm: true only inside `withInt8Prefill`, which only passes without
+    /// gradients use (a prompt's prefill). Training never sets it, so its forward and input gradient stay exact to the
     /// widened weight. One row (decode) quantizes its activation whatever this says.
     @TaskLocal static var int8Prefill = false
 
