@@ -234,7 +234,8 @@ peftkit_status peftkit_set_num_threads(int32_t n);
 
 /* What each trained layer keeps for its backward (peftkit_train_config.activation_memory). Every choice
  * gives the same gradients, bit for bit. */
-/* RECOMPUTE_ATTENTION when the base's attention projections are quantized (GGUF blocks), KEEP otherwise. */
+/* When the base's attention projections are quantized (GGUF blocks): RECOMPUTE_ATTENTION, and the up
+ * projection too in the top sixth of the trained layers (Llama); KEEP otherwise. */
 #define PEFTKIT_ACTIVATIONS_AUTO 0
 /* Each layer keeps its q/k/v projections and its attention block's output (the fastest backward). */
 #define PEFTKIT_ACTIVATIONS_KEEP 1

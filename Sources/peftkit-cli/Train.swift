@@ -43,7 +43,7 @@ struct Train: ParsableCommand {
     @Option(help: "Rows per micro-batch for gradient accumulation (0 = whole batch).") var microBatch = 0
     @Flag(help: "Gradient checkpointing: keep only each layer's input, recompute the layer in the backward (less memory).")
     var gradCheckpoint = false
-    @Option(help: "What each layer keeps for the backward without checkpointing: automatic (recompute-attention over a quantized base, keep otherwise), keep, recompute-attention, recompute-attention-up. Same gradients either way.")
+    @Option(help: "What each layer keeps for the backward without checkpointing: automatic (over a quantized base recompute-attention, and the up projection in the top sixth of the layers; keep otherwise), keep, recompute-attention, recompute-attention-up. Same gradients either way.")
     var activationMemory: ActivationMemory = .automatic
     @Flag(help: "Pack several records per row (first-fit decreasing, up to --seq-len tokens); each record attends only to itself and trains as if alone. Not with prompt or prefix tuning.")
     var pack = false

@@ -88,16 +88,21 @@ import Testing
     @Test func automaticFollowsTheBase() throws {
         let path = TS.fixtures + "/quant_llama/tiny_q4_0.gguf"
         let q = try Model.load(path: path), w = try Model.load(path: path, widen: true)
-        func r(_ m: Model, _ memory: PEFTKit.ActivationMemory, checkpointed: Bool = false) -> [Bool] {
-            let x = TrainBuffers.recomputation(engine: m.engine, checkpointed: checkpointed, memory: memory)
-            return [x.attention, x.up]
+        func r(_ m: Model, _ memory: PEFTKit.ActivationMemory, checkpointed: Bool = false, trained: Int? = nil) -> [Int] {
+            let x = TrainBuffers.recomputation(engine: m.engine, checkpointed: checkpointed, memory: memory,
+                                               trainedLayers: trained)
+            return [x.attention ? 1 : 0, x.upLayers]
         }
-        #expect(r(q, .automatic) == [true, false])
-        #expect(r(w, .automatic) == [false, false])
-        #expect(r(w, .recomputeAttention) == [true, false])
-        #expect(r(w, .recomputeAttentionAndUp) == [true, true])
-        #expect(r(q, .keep) == [false, false])
-        #expect(r(q, .recomputeAttentionAndUp, checkpointed: true) == [false, false])
+        let L = q.config.numLayers
+        // Over quantized blocks: the attention block everywhere, the up projection in the top sixth (rounded up).
+        #expect(r(q, .automatic) == [1, (L + 5) / 6])
+        #expect(r(q, .automatic, trained: 7) == [1, 2])
+        #expect(r(q, .automatic, trained: 6) == [1, 1])
+        #expect(r(w, .automatic) == [0, 0])
+        #expect(r(w, .recomputeAttention) == [1, 0])
+        #expect(r(w, .recomputeAttentionAndUp) == [1, L])
+        #expect(r(q, .keep) == [0, 0])
+        #expect(r(q, .recomputeAttentionAndUp, checkpointed: true) == [0, 0])
     }
 
     /// Recomputing the attention block gives the gradients and losses of keeping it, bit for bit, over three
@@ -121,9 +126,49 @@ import Testing
             try m.attachAdapter(name: "a", config: .lora(lc))
             return m
         }
+        // `automatic` over the blocks: the attention block in every layer, the up projection in the top one.
+        var ld = lc; ld.targets = ["q_proj", "v_proj"]
+        try expectSameGradients("Q4_0 LoRA q,v", vocab: try Model.load(path: path).config.vocabSize, packed: false,
+                                policies: [.automatic]) {
+            let m = try Model.load(path: path)
+            try m.attachAdapter(name: "a", config: .lora(ld))
+            let buf = try m.engine.buffers.training(engine: m.engine, batch: 3, seqLen: 6,
+                                                    adapter: try m.engine.adapter(named: "a").adapter, memory: .automatic)
+            let L = m.config.numLayers, up = (L + 5) / 6
+            #expect(buf.recomputesAttention && buf.upLayers == up)
+            #expect(buf.acts.map { $0.recomputesUp } == (0..<L).map { $0 >= L - up })
+            return m
+        }
     }
 
-    private func expectSameGradients(_ what: String, vocab: Int, packed: Bool, _ make: () throws -> Model) throws {
+    /// `automatic` over a base whose layer-0 projections are kept in blocks (here an F32 block matrix over the
+    /// model's own weight, so the arithmetic is the fp32 model's): eight trained layers, the up projection
+    /// recomputed in the top two (the second one paid for, the top one read from the forward), the same
+    /// gradients as keeping everything.
+    @Test func automaticRecomputesTheUpProjectionInTheTopLayers() throws {
+        var cfg = TS.tinyConfig(.llama)
+        cfg.numLayers = 8
+        var lc = LoRAConfig(); lc.rank = 4; lc.dropout = 0.1; lc.targets = ["q_proj", "v_proj"]
+        try expectSameGradients("8 layers, block q", vocab: cfg.vocabSize, packed: true, policies: [.automatic]) {
+            let m = try Model.create(config: cfg, seed: 8, initStd: 0.1)
+            let q = try #require(m.engine.weights.linear(0, .q))
+            let block = try QuantizedMatrix(type: .f32, outFeatures: q.outFeatures, inFeatures: q.inFeatures,
+                                            data: UnsafeRawPointer(q.weight), byteCount: 4 * q.outFeatures * q.inFeatures,
+                                            owner: m.engine)
+            m.engine.setLinear(0, .q, FrozenLinear(quantized: block, bias: q.bias, workspace: try QuantWorkspace(for: [block])))
+            try m.attachAdapter(name: "a", config: .lora(lc))
+            let buf = try m.engine.buffers.training(engine: m.engine, batch: 3, seqLen: 6,
+                                                    adapter: try m.engine.adapter(named: "a").adapter, memory: .automatic)
+            #expect(buf.recomputesAttention && buf.upLayers == 2)
+            #expect(buf.acts.map { $0.recomputesUp } == [false, false, false, false, false, false, true, true])
+            #expect(buf.acts.allSatisfy { $0.recomputesAttention })
+            return m
+        }
+    }
+
+    private func expectSameGradients(_ what: String, vocab: Int, packed: Bool,
+                                     policies: [PEFTKit.ActivationMemory] = [.recomputeAttention, .recomputeAttentionAndUp],
+                                     _ make: () throws -> Model) throws {
         let B = 3, T = 6
         let ids = TS.ids(B * T, vocab: vocab, seed: 3)
         let seg: [Int32] = (0..<(B * T)).map { Int32($0 % T < 2 ? 0 : 1) }
@@ -150,7 +195,7 @@ import Testing
         let (g0, l0, u0) = try run(.keep)
         try #require(g0.contains { $0.contains { $0 != 0 } }, "\(what)")
         #expect(!u0, "\(what)")
-        for memory in [PEFTKit.ActivationMemory.recomputeAttention, .recomputeAttentionAndUp] {
+        for memory in policies {
             let (g1, l1, u1) = try run(memory)
             #expect(u1, "\(what) \(memory)")
             #expect(l0.map(\.bitPattern) == l1.map(\.bitPattern), "\(what) \(memory)")

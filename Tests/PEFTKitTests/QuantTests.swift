@@ -143,17 +143,32 @@ private func thrownError(_ f: () throws -> Void) -> PEFTKitError? {
             let inF = t.blockSize == 256 ? 512 : 288
             try checkProducts(t, out: 37, inF: inF, rows: 5, &rng)
         }
-        // Several panels (tileRows = 256 here, so 256 + 44 rows): tiles must cover the rows exactly once.
-        try checkProducts(.q4_K, out: 300, inF: 4096, rows: 3, &rng)
+        // Larger than the panel budget (2^21 floats), so tiled: tileRows = 256 here, 640 = 256 + 256 + 128
+        // rows, and the tiles must cover the rows exactly once.
+        try checkProducts(.q4_K, out: 640, inF: 4096, rows: 3, &rng)
     }
 
     private func checkProducts(_ t: GGMLType, out: Int, inF: Int, rows: Int, _ rng: inout Rng) throws {
         let bytes = randomMatrixBytes(t, out: out, inF: inF, &rng)
         try bytes.withUnsafeBytes { raw in
             let m = try QuantizedMatrix(type: t, outFeatures: out, inFeatures: inF, data: raw.baseAddress!, byteCount: raw.count)
-            if out > 256 { #expect(m.tileRows < out, "the matrix must span several panels") }
+            if out > 256 { #expect(!m.widensWhole && m.tileRows < out, "the matrix must span several panels") }
             let w = FBuf(out * inF)
             m.dequantizeRows(0, out, into: w.p)
+            if m.widensWhole {
+                // Widened whole, the products are the fp32 path's own sgemm on the widened weight, bit for bit.
+                let x = FBuf.random(rows * inF, &rng), dy = FBuf.random(rows * out, &rng)
+                let (y, yf) = (FBuf(rows * out), FBuf(rows * out))
+                m.matmul(out: y.p, ldo: out, inp: x.p, ldi: inF, rows: rows, beta: 0)
+                sgemm(transA: false, transB: true, m: rows, n: out, k: inF, alpha: 1, a: x.p, lda: inF, b: w.p, ldb: inF,
+                      beta: 0, c: yf.p, ldc: out)
+                #expect((0..<y.n).allSatisfy { y.p[$0].bitPattern == yf.p[$0].bitPattern }, "\(t) whole-panel matmul")
+                let (dx, dxf) = (FBuf(rows * inF), FBuf(rows * inF))
+                m.matmulInputGradient(dinp: dx.p, lddi: inF, dout: dy.p, lddo: out, rows: rows, accumulate: false)
+                sgemm(transA: false, transB: false, m: rows, n: inF, k: out, alpha: 1, a: dy.p, lda: out, b: w.p, ldb: inF,
+                      beta: 0, c: dxf.p, ldc: inF)
+                #expect((0..<dx.n).allSatisfy { dx.p[$0].bitPattern == dxf.p[$0].bitPattern }, "\(t) whole-panel input gradient")
+            }
             let (ldi, ldo) = (inF + 3, out + 2)
             let x = FBuf.random(rows * ldi, &rng)
             let y0 = FBuf.random(rows * ldo, &rng)

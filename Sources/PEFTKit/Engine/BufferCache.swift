@@ -16,14 +16,15 @@ final class BufferCache {
     /// full fine-tuning). New ones re-size the adapter's state, so the inference buffers go too.
     func training(engine: Engine, batch: Int, seqLen: Int, adapter: Adapter?, checkpointed: Bool = false,
                   memory: ActivationMemory = .keep) throws -> TrainBuffers {
-        let r = TrainBuffers.recomputation(engine: engine, checkpointed: checkpointed, memory: memory)
+        let r = TrainBuffers.recomputation(engine: engine, checkpointed: checkpointed, memory: memory,
+                                           trainedLayers: engine.config.numLayers - max(0, adapter?.lowestLayer ?? 0))
         if let b = train, b.batch == batch, b.seqLen == seqLen, b.adapterID == adapter.map({ ObjectIdentifier($0) }),
-           b.checkpointed == checkpointed, b.recomputesAttention == r.attention, b.recomputesUp == r.up {
+           b.checkpointed == checkpointed, b.recomputesAttention == r.attention, b.upLayers == r.upLayers {
             return b
         }
         invalidate()
         let b = try TrainBuffers(engine: engine, batch: batch, seqLen: seqLen, adapter: adapter, checkpointed: checkpointed,
-                                 recomputeAttention: r.attention, recomputeUp: r.up)
+                                 recomputeAttention: r.attention, recomputeUpLayers: r.upLayers)
         train = b
         return b
     }
@@ -63,9 +64,11 @@ final class TrainBuffers {
     let checkpointed: Bool
     /// `ActivationMemory.recomputeAttention` in effect: each layer's backward first reruns its attention block.
     let recomputesAttention: Bool
-    /// `ActivationMemory.recomputeAttentionAndUp` in effect: layers whose gate projection is not hooked
-    /// recompute the up projection's output too.
-    let recomputesUp: Bool
+    /// How many of the top trained layers recompute the up projection's output too (those whose gate projection
+    /// is not hooked; `ActivationMemory.recomputeAttentionAndUp`: all, `automatic` over a quantized base: some).
+    let upLayers: Int
+    /// Whether any layer recomputes the up projection.
+    var recomputesUp: Bool { upLayers > 0 }
     /// Under checkpointing or `recomputesAttention`, the adapter's training random state before each trained
     /// layer's forward, so that the recomputation draws the same dropout masks.
     var rngBefore: [Rng?] = []
@@ -89,31 +92,37 @@ final class TrainBuffers {
     /// `headChunk` rows does not fit.
     let headRows: Int
 
-    /// What a step with these settings recomputes (`ActivationMemory`): nothing under checkpointing (which
+    /// What a step with these settings recomputes (`ActivationMemory`): whether the trained layers rerun their
+    /// attention block, and in how many of the top ones the up projection too. Nothing under checkpointing (which
     /// recomputes everything) nor for an architecture that cannot (BERT); the up projection only where the
-    /// architecture has one; `automatic` when the base's layer-0 q/k/v projections are in quantized blocks.
-    static func recomputation(engine e: Engine, checkpointed: Bool, memory: ActivationMemory) -> (attention: Bool, up: Bool) {
-        let arch = e.config.architecture.weights
-        guard !checkpointed, arch.recomputesAttention, e.config.numLayers > 0 else { return (false, false) }
+    /// architecture has one; `automatic` decides on the base's layer-0 q/k/v projections (quantized blocks or not).
+    /// `trainedLayers`: the layers from the lowest adapted one up (nil: all).
+    static func recomputation(engine e: Engine, checkpointed: Bool, memory: ActivationMemory,
+                              trainedLayers: Int? = nil) -> (attention: Bool, upLayers: Int) {
+        let arch = e.config.architecture.weights, trainedLayers = trainedLayers ?? e.config.numLayers
+        guard !checkpointed, arch.recomputesAttention, trainedLayers > 0 else { return (false, 0) }
         var m = memory
         if m == .automatic {
             let w = e.weights
             m = [LinearSite.q, .k, .v, .qkv].contains { w.linear(0, $0)?.quantized != nil } ? .recomputeAttention : .keep
+            if m == .recomputeAttention && arch.recomputesUp {
+                return (true, (trainedLayers + ActivationMemory.automaticUpEvery - 1) / ActivationMemory.automaticUpEvery)
+            }
         }
         switch m {
-        case .keep, .automatic: return (false, false)
-        case .recomputeAttention: return (true, false)
-        case .recomputeAttentionAndUp: return (true, arch.recomputesUp)
+        case .keep, .automatic: return (false, 0)
+        case .recomputeAttention: return (true, 0)
+        case .recomputeAttentionAndUp: return (true, arch.recomputesUp ? trainedLayers : 0)
         }
     }
 
     /// `adapter` nil = full fine-tuning (every layer trained, no hooks).
     init(engine e: Engine, batch: Int, seqLen: Int, adapter: Adapter?, checkpointed: Bool = false,
-         recomputeAttention: Bool = false, recomputeUp: Bool = false) throws {
+         recomputeAttention: Bool = false, recomputeUpLayers: Int = 0) throws {
         let c = e.config
         self.checkpointed = checkpointed
         recomputesAttention = recomputeAttention && !checkpointed
-        recomputesUp = recomputesAttention && recomputeUp
+        upLayers = recomputesAttention ? max(0, recomputeUpLayers) : 0
         self.batch = batch; self.seqLen = seqLen
         prefix = adapter?.prefixLength ?? 0
         lowest = max(0, adapter?.lowestLayer ?? 0)
@@ -124,15 +133,25 @@ final class TrainBuffers {
             low = [try pool.take(N * C), try pool.take(N * C)]
         }
         lowActs = try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix)
+        // The logits share the backward scratch's buffer (see `BackwardScratch.region`).
+        let fit = BackwardScratch.commonFloats(config: c, rows: N, batch: batch, seqLen: seqLen, keys: tk) / max(c.vocabSize, 1)
+        headRows = min(N, max(TrainBuffers.headChunk, min(TrainBuffers.trainHeadChunk, fit)))
+        scratch = try BackwardScratch(pool: pool, config: c, rows: N, batch: batch, seqLen: seqLen, keys: tk,
+                                      regionAtLeast: headRows * c.vocabSize)
+        logits = scratch.region
         if !checkpointed {
-            let sharedH1 = try pool.take(N * C), sharedH2 = try pool.take(N * C)
+            // The attention and MLP outputs h1 and h2 live from their projection to the residual add that
+            // follows it, in the forward and in a recomputed attention block, when the backward's `dh` is free: one
+            // buffer, that one, serves both in every layer without a unit at the site.
+            let sharedH1 = scratch.dh, sharedH2 = scratch.dh
             let shared = try RecomputedActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk,
-                                            attention: recomputesAttention, up: recomputesUp)
+                                            attention: recomputesAttention, up: upLayers > 0)
             for l in lowest..<c.numLayers {
                 acts.append(try LayerActs(pool: pool, config: c, rows: N, batch: batch, tq: seqLen, tk: tk, prefix: prefix,
                                           sharedH1: adapter?.hasUnit(l, .attention) == true ? nil : sharedH1,
                                           sharedH2: adapter?.hasUnit(l, .output) == true ? nil : sharedH2,
-                                          shared: shared, sharedUp: recomputesUp && adapter?.hooks(l, .gate) != true))
+                                          shared: shared,
+                                          sharedUp: l >= c.numLayers - upLayers && adapter?.hooks(l, .gate) != true))
             }
             if recomputesAttention { rngBefore = [Rng?](repeating: nil, count: c.numLayers - lowest) }
         } else {
@@ -144,12 +163,6 @@ final class TrainBuffers {
         targets = targetStorage.base.assumingMemoryBound(to: Int32.self)
         segmentStarts = targets + N
         positions = targets + 2 * N
-        // The logits share the backward scratch's buffer (see `BackwardScratch.region`).
-        let fit = BackwardScratch.commonFloats(config: c, rows: N, batch: batch, seqLen: seqLen, keys: tk) / max(c.vocabSize, 1)
-        headRows = min(N, max(TrainBuffers.headChunk, min(TrainBuffers.trainHeadChunk, fit)))
-        scratch = try BackwardScratch(pool: pool, config: c, rows: N, batch: batch, seqLen: seqLen, keys: tk,
-                                      regionAtLeast: headRows * c.vocabSize)
-        logits = scratch.region
         try adapter?.prepare(rows: N, batch: batch, seqLen: seqLen, slots: c.numLayers, training: true)
     }
 }

@@ -71,7 +71,8 @@ class ActivationMemory(enum.IntEnum):
     """What each trained layer keeps for its backward (``PEFTKIT_ACTIVATIONS_*``); every choice gives the same
     gradients, bit for bit."""
 
-    #: RECOMPUTE_ATTENTION when the base's attention projections are quantized, KEEP otherwise.
+    #: When the base's attention projections are quantized: RECOMPUTE_ATTENTION, and the up projection too in
+    #: the top sixth of the trained layers (Llama); KEEP otherwise.
     AUTO = _capi.PEFTKIT_ACTIVATIONS_AUTO
     #: Keep each layer's q/k/v projections and attention-block output (fastest backward).
     KEEP = _capi.PEFTKIT_ACTIVATIONS_KEEP
