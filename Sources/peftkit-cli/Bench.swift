@@ -312,11 +312,14 @@ struct Bench: ParsableCommand {
     @Flag(help: "Train with gradient checkpointing (recompute each layer in the backward).") var gradCheckpoint = false
     @Option(help: "What each layer keeps for the backward: automatic, keep, recompute-attention, recompute-attention-up.")
     var activationMemory: ActivationMemory = .automatic
+    @Option(help: "Rows per micro-batch of a train step (gradient accumulation within the step; 0 = whole batch).")
+    var microBatch = 0
     @Option(help: .hidden) var only: String?
 
     func validate() throws {
-        guard batch > 0, seq > 1, steps > 0, warmup >= 0, promptTokens > 0, newTokens > 1, genRuns > 0 else {
-            throw ValidationError("need batch > 0, seq > 1, steps > 0, warmup >= 0, prompt-tokens > 0, new-tokens > 1, gen-runs > 0")
+        guard batch > 0, seq > 1, steps > 0, warmup >= 0, promptTokens > 0, newTokens > 1, genRuns > 0, microBatch >= 0 else {
+            throw ValidationError("need batch > 0, seq > 1, steps > 0, warmup >= 0, prompt-tokens > 0, new-tokens > 1, "
+                + "gen-runs > 0, micro-batch >= 0")
         }
         _ = try shapeList()
         _ = try methodList()
@@ -445,6 +448,7 @@ struct Bench: ParsableCommand {
             var tc = TrainConfig()
             tc.gradientCheckpointing = gradCheckpoint
             tc.activationMemory = activationMemory
+            tc.microBatchSize = microBatch
             let r = try m.trainStep(inputIDs: ids, batch: batch, seqLen: seq, config: tc)
             let dt = (clock.now - t0).seconds * 1000, cpu = (processCPUSeconds() - cpu0) * 1000
             losses.append(r.loss)
@@ -563,7 +567,7 @@ struct Bench: ParsableCommand {
                     breakdown ? "--breakdown" : "--no-breakdown"]
         if let m = model { args += ["--model", m] }
         if gradCheckpoint { args.append("--grad-checkpoint") }
-        args += ["--activation-memory", activationMemory.rawValue]
+        args += ["--activation-memory", activationMemory.rawValue, "--micro-batch", "\(microBatch)"]
         if widen { args += ["--widen"] }
         let (status, out) = try spawnCapturing(executable: selfExecutable(), arguments: args)
         guard status == 0 else {
