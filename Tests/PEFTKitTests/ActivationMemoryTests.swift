@@ -176,8 +176,7 @@ import Testing
             let m = try make()
             try m.setActiveAdapter("a")
             let slot = try m.engine.adapter(named: "a")
-            var rng = Rng(seed: 4)
-            for i in 0..<slot.parameterCount { slot.adapter.params.floats[i] += 0.2 * rng.normal() }
+            TS.perturb(slot, seed: 4)
             var tc = TrainConfig(); tc.learningRate = 1e-2; tc.activationMemory = memory
             var grads: [[Float]] = [], losses: [Float] = []
             for step in 0..<3 {

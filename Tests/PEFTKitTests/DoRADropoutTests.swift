@@ -98,8 +98,7 @@ import Testing
             try m.attachAdapter(name: "a", config: .lora(DoRADropout.config(arch, dropout: dropout)))
             try m.setActiveAdapter("a")
             let slot = try m.engine.adapter(named: "a")
-            var rng = Rng(seed: 9)
-            for i in 0..<slot.parameterCount { slot.adapter.params.floats[i] += 0.2 * rng.normal() }
+            TS.perturb(slot, seed: 9)
             let logits = try m.forward(inputIDs: ids, batch: 2, seqLen: 5).logits
             try m.mergeAdapter(name: "a")
             try m.setActiveAdapter(nil)

@@ -92,8 +92,7 @@ import Testing
             try m.attachAdapter(name: "a", config: mc.config(mc.arch))
             try m.setActiveAdapter("a")
             let slot = try m.engine.adapter(named: "a")
-            var rng = Rng(seed: 4)
-            for i in 0..<slot.parameterCount { slot.adapter.params.floats[i] += 0.2 * rng.normal() }
+            TS.perturb(slot, seed: 4)
             var tc = TrainConfig(); tc.learningRate = 1e-2; tc.gradientCheckpointing = ckpt
             var grads: [[Float]] = [], losses: [Float] = []
             for _ in 0..<3 {

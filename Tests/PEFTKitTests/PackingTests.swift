@@ -65,8 +65,7 @@ private func makeModel(_ pc: PackCase) throws -> Model {
         try model.setActiveAdapter("a")
         // Away from the initialisation (LoRA's B is zero, IA3's scales one).
         let slot = try model.engine.adapter(named: "a")
-        var rng = Rng(seed: 3)
-        for i in 0..<slot.parameterCount { slot.adapter.params.floats[i] += 0.3 * rng.normal() }
+        TS.perturb(slot, seed: 3, scale: 0.3)
         slot.adapter.parametersChanged()
     } else {
         try model.enableFullFineTuning()

@@ -135,8 +135,7 @@ import Glibc
         for obj in [PreferenceObjective.dpo(beta: 0.3), .orpo(lambda: 0.2)] {
             let (m, b) = try Preference.tinyModel()
             let slot = try m.engine.adapter(named: "a")
-            var rng = Rng(seed: 9)
-            for i in 0..<slot.parameterCount { slot.adapter.params.floats[i] += 0.2 * rng.normal() }
+            TS.perturb(slot, seed: 9)
             let whole = try m.computePreferenceGradients(b, objective: obj, config: TrainConfig())
             let g1 = Array(UnsafeBufferPointer(start: slot.opt.grads.floats, count: slot.parameterCount))
             for mb in [1, 3] {

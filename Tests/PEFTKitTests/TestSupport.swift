@@ -15,6 +15,13 @@ enum TS {
         }
     }
 
+    /// Moves every trainable parameter of `slot` by `scale` times a seeded standard normal draw: away from an
+    /// initialisation where gradients vanish or coincide (LoRA's B = 0, IA3's scales 1).
+    static func perturb(_ slot: AdapterSlot, seed: UInt64, scale: Float = 0.2) {
+        var rng = Rng(seed: seed)
+        for i in 0..<slot.parameterCount { slot.adapter.params.floats[i] += scale * rng.normal() }
+    }
+
     static func ids(_ n: Int, vocab: Int, seed: UInt64) -> [Int32] {
         var r = Rng(seed: seed)
         return (0..<n).map { _ in Int32(r.nextUInt64() % UInt64(vocab)) }

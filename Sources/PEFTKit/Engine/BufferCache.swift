@@ -101,18 +101,15 @@ final class TrainBuffers {
                               trainedLayers: Int? = nil) -> (attention: Bool, upLayers: Int) {
         let arch = e.config.architecture.weights, trainedLayers = trainedLayers ?? e.config.numLayers
         guard !checkpointed, arch.recomputesAttention, trainedLayers > 0 else { return (false, 0) }
-        var m = memory
-        if m == .automatic {
-            let w = e.weights
-            m = [LinearSite.q, .k, .v, .qkv].contains { w.linear(0, $0)?.quantized != nil } ? .recomputeAttention : .keep
-            if m == .recomputeAttention && arch.recomputesUp {
-                return (true, (trainedLayers + ActivationMemory.automaticUpEvery - 1) / ActivationMemory.automaticUpEvery)
-            }
-        }
-        switch m {
-        case .keep, .automatic: return (false, 0)
+        let up = arch.recomputesUp ? trainedLayers : 0
+        switch memory {
+        case .keep: return (false, 0)
         case .recomputeAttention: return (true, 0)
-        case .recomputeAttentionAndUp: return (true, arch.recomputesUp ? trainedLayers : 0)
+        case .recomputeAttentionAndUp: return (true, up)
+        case .automatic:
+            let w = e.weights
+            guard [LinearSite.q, .k, .v, .qkv].contains(where: { w.linear(0, $0)?.quantized != nil }) else { return (false, 0) }
+            return (true, (up + ActivationMemory.automaticUpEvery - 1) / ActivationMemory.automaticUpEvery)
         }
     }
 

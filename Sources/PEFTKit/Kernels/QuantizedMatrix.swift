@@ -233,6 +233,16 @@ struct QuantizedMatrix: @unchecked Sendable {
     /// panel at 0.98-1.0x.
     var widensWhole: Bool { outFeatures * inFeatures <= QuantizedMatrix.panelBudgetBytes / 4 }
 
+    /// Runs `body` on the whole weight widened into `workspace` (an allocation of `outFeatures · inFeatures`
+    /// floats when nil).
+    private func withWholePanel(_ workspace: UnsafeMutablePointer<Float>?, isa: QuantISA,
+                                _ body: (UnsafePointer<Float>) -> Void) {
+        let panel = workspace ?? UnsafeMutablePointer<Float>.allocate(capacity: outFeatures * inFeatures)
+        defer { if workspace == nil { panel.deallocate() } }
+        dequantizeRows(0, outFeatures, into: panel, isa: isa)
+        body(panel)
+    }
+
     /// Output rows per fp32 panel of a tiled product: about `panelBudgetBytes`, 16 to 256 rows.
     var tileRows: Int {
         let t = QuantizedMatrix.panelBudgetBytes / (4 * inFeatures)
@@ -256,11 +266,10 @@ struct QuantizedMatrix: @unchecked Sendable {
             return
         }
         if widensWhole {
-            let panel = workspace ?? UnsafeMutablePointer<Float>.allocate(capacity: outFeatures * n)
-            defer { if workspace == nil { panel.deallocate() } }
-            dequantizeRows(0, outFeatures, into: panel, isa: isa)
-            sgemm(transA: false, transB: true, m: rows, n: outFeatures, k: n,
-                  alpha: 1, a: inp, lda: ldi, b: panel, ldb: n, beta: beta, c: out, ldc: ldo)
+            withWholePanel(workspace, isa: isa) { w in
+                sgemm(transA: false, transB: true, m: rows, n: outFeatures, k: n,
+                      alpha: 1, a: inp, lda: ldi, b: w, ldb: n, beta: beta, c: out, ldc: ldo)
+            }
             return
         }
         // Split across the pool by tiles of output features: each thread widens its own tiles and multiplies
@@ -324,11 +333,10 @@ struct QuantizedMatrix: @unchecked Sendable {
             return
         }
         if widensWhole {
-            let panel = workspace ?? UnsafeMutablePointer<Float>.allocate(capacity: outFeatures * n)
-            defer { if workspace == nil { panel.deallocate() } }
-            dequantizeRows(0, outFeatures, into: panel, isa: isa)
-            sgemm(transA: false, transB: false, m: rows, n: n, k: outFeatures,
-                  alpha: 1, a: dout, lda: lddo, b: panel, ldb: n, beta: accumulate ? 1 : 0, c: dinp, ldc: lddi)
+            withWholePanel(workspace, isa: isa) { w in
+                sgemm(transA: false, transB: false, m: rows, n: n, k: outFeatures,
+                      alpha: 1, a: dout, lda: lddo, b: w, ldb: n, beta: accumulate ? 1 : 0, c: dinp, ldc: lddi)
+            }
             return
         }
         let tile = tileRows
